@@ -1,10 +1,15 @@
 #!/usr/bin/env node
-/** The `rft` command: thin wiring of the components (see each subcommand's module under cli/commands). */
+/** The `rft` command: thin wiring only. Each subcommand lives in cli/commands/<name>.ts and exports `register`. */
 import { Command } from "commander";
 
 const program = new Command()
   .name("rft")
   .description("rft-operator: reinforcement fine-tuning on your own hardware, with training governance")
-  .version("0.1.0");
+  .version("0.1.0")
+  .showHelpAfterError();
+
+// One line per command module (keep sorted).
+const modules: { register(program: Command): void }[] = [];
+for (const m of modules) m.register(program);
 
 await program.parseAsync(process.argv);
