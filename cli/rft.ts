@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 /** The `rft` command: thin wiring only. Each subcommand lives in cli/commands/<name>.ts and exports `register`. */
 import { Command } from "commander";
+import * as grade from "./commands/grade.js";
+import * as grader from "./commands/grader.js";
 
 const program = new Command()
   .name("rft")
@@ -9,7 +11,7 @@ const program = new Command()
   .showHelpAfterError();
 
 // One line per command module (keep sorted).
-const modules: { register(program: Command): void }[] = [];
+const modules: { register(program: Command): void }[] = [grade, grader];
 for (const m of modules) m.register(program);
 
 await program.parseAsync(process.argv);

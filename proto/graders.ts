@@ -7,6 +7,11 @@
 import { type Static, Type as T } from "@sinclair/typebox";
 
 const Name = T.String({ minLength: 1, maxLength: 256 });
+
+/** A string enum rendered as JSON Schema `enum` (clear validation errors, and what the CRD schema needs). */
+export function StringEnum<V extends readonly string[]>(values: V, options: object = {}) {
+  return T.Unsafe<V[number]>({ type: "string", enum: [...values], ...options });
+}
 const Template = T.String({ maxLength: 1_000_000 });
 
 export const STRING_CHECK_OPERATIONS = ["eq", "ne", "neq", "like", "ilike"] as const;
@@ -31,7 +36,7 @@ export const StringCheckGrader = T.Object(
     name: Name,
     input: Template,
     reference: Template,
-    operation: T.Union(STRING_CHECK_OPERATIONS.map((o) => T.Literal(o))),
+    operation: StringEnum(STRING_CHECK_OPERATIONS),
   },
   { additionalProperties: false },
 );
@@ -42,7 +47,7 @@ export const TextSimilarityGrader = T.Object(
     name: Name,
     input: Template,
     reference: Template,
-    evaluation_metric: T.Union(SIMILARITY_METRICS.map((m) => T.Literal(m))),
+    evaluation_metric: StringEnum(SIMILARITY_METRICS),
     pass_threshold: T.Optional(T.Number()),
   },
   { additionalProperties: false },
@@ -56,7 +61,7 @@ const ContentItem = T.Union([
       type: T.Literal("input_image"),
       image_url: T.Optional(Template),
       file_id: T.Optional(T.String()),
-      detail: T.Optional(T.Union([T.Literal("high"), T.Literal("low"), T.Literal("auto")])),
+      detail: T.Optional(StringEnum(["high", "low", "auto"] as const)),
     },
     { additionalProperties: false },
   ),
@@ -72,7 +77,7 @@ export type ContentItem = Static<typeof ContentItem>;
 
 export const EvalMessage = T.Object(
   {
-    role: T.Union([T.Literal("user"), T.Literal("assistant"), T.Literal("system"), T.Literal("developer")]),
+    role: StringEnum(["user", "assistant", "system", "developer"] as const),
     type: T.Optional(T.Literal("message")),
     content: T.Union([Template, ContentItem, T.Array(ContentItem, { maxItems: 64 })]),
   },
@@ -88,7 +93,7 @@ export const SamplingParams = T.Object(
     top_p: T.Optional(T.Union([T.Number({ minimum: 0, maximum: 1 }), T.Null()])),
     temperature: T.Optional(T.Union([T.Number({ minimum: 0, maximum: 2 }), T.Null()])),
     max_completions_tokens: T.Optional(T.Union([T.Integer({ minimum: 1 }), T.Null()])),
-    reasoning_effort: T.Optional(T.Union([...REASONING_EFFORTS.map((e) => T.Literal(e)), T.Null()])),
+    reasoning_effort: T.Optional(T.Union([StringEnum(REASONING_EFFORTS), T.Null()])),
   },
   { additionalProperties: false },
 );

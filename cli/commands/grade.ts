@@ -1,0 +1,57 @@
+/** `rft grade`: run one grader on one sample, in process, and print OpenAI's RunGraderResponse. */
+import { existsSync, readFileSync } from "node:fs";
+import type { Command } from "commander";
+import { GraderEngine, GraderValidationError } from "../../grader-sidecar/src/engine.js";
+import { endpointFromEnv } from "../../grader-sidecar/src/model-client.js";
+
+class UsageError extends Error {}
+
+/** Inline JSON (starts with { or [) or a path to a JSON file. */
+function jsonArg(value: string, flag: string): unknown {
+  const inline = /^\s*[[{]/.test(value);
+  if (!inline && !existsSync(value)) throw new UsageError(`${flag}: no such file "${value}" (and not inline JSON)`);
+  const text = inline ? value : readFileSync(value, "utf8");
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new UsageError(`${flag}: ${inline ? "inline JSON" : value} is not valid JSON: ${(err as Error).message}`);
+  }
+}
+
+/** Sample text, or @FILE for a file's contents. */
+function sampleArg(value: string): string {
+  if (!value.startsWith("@")) return value;
+  const path = value.slice(1);
+  if (!existsSync(path)) throw new UsageError(`--sample: no such file "${path}"`);
+  return readFileSync(path, "utf8");
+}
+
+export function register(program: Command) {
+  program
+    .command("grade")
+    .description("grade one sample with a grader (prints RunGraderResponse JSON; exit 2 if the grader is invalid)")
+    .requiredOption("--grader <file|json>", "grader config: a JSON file or inline JSON")
+    .requiredOption("--sample <text|@file>", "the model output to grade (text, or @file)")
+    .option("--item <file|json>", "the dataset row the grader's {{ item.* }} templates read", "{}")
+    .option("--json-required", "the sample was produced under a response_format: it must parse as JSON")
+    .option("--model-base-url <url>", "OpenAI-compatible endpoint for score_model/label_model (env RFT_GRADER_BASE_URL)")
+    .action(async (o) => {
+      const engine = new GraderEngine({
+        model: endpointFromEnv("RFT_GRADER", { baseUrl: o.modelBaseUrl }),
+        python: { size: 1 },
+      });
+      try {
+        const grader = jsonArg(o.grader, "--grader");
+        const item = jsonArg(o.item, "--item");
+        const res = await engine.run(grader, item, { output_text: sampleArg(o.sample), json_required: Boolean(o.jsonRequired) });
+        process.stdout.write(`${JSON.stringify(res, null, 2)}\n`);
+      } catch (err) {
+        if (err instanceof GraderValidationError || err instanceof UsageError) {
+          process.stderr.write(`rft grade: ${err.message}\n`);
+          process.exitCode = 2;
+        } else throw err;
+      } finally {
+        await engine.close();
+      }
+    });
+}

@@ -1,0 +1,241 @@
+/**
+ * The grader engine: validates grader configs and grades samples with them, in process. The gRPC and HTTP
+ * servers, `rft grade`, and the trainer (for `rft run`) all use this one engine.
+ */
+import {
+  ERROR_FLAGS,
+  type GraderErrors,
+  type RunGraderResponse,
+  type Sample,
+  type TokenUsage,
+} from "../../proto/graders.js";
+import { evaluateFormula } from "./formula.js";
+import { gradeLabelModel, gradeScoreModel } from "./graders/model.js";
+import { fail, type GradeScope, type Outcome } from "./graders/outcome.js";
+import { gradePython } from "./graders/python.js";
+import { gradeStringCheck } from "./graders/string-check.js";
+import { DEFAULT_EMBEDDINGS_MODEL, gradeTextSimilarity } from "./graders/text-similarity.js";
+import { addUsage, type ModelEndpoint } from "./model-client.js";
+import { PythonSandbox, type PythonSandboxOptions } from "./python/sandbox.js";
+import { type Compiled, type CompiledSub, compileGrader, GraderValidationError, graderName, type ValidateOptions } from "./validate.js";
+
+export { GraderValidationError } from "./validate.js";
+export type { Compiled } from "./validate.js";
+
+export interface GraderEngineOptions {
+  /** Chat-completions endpoint for score_model / label_model. */
+  model?: ModelEndpoint;
+  /** Embeddings endpoint (enables text_similarity `cosine`). */
+  embeddings?: { endpoint: ModelEndpoint; model?: string };
+  /** Python sandbox settings (the pool starts on the first python grader). */
+  python?: PythonSandboxOptions;
+  /** Deadline for one grade; past it the reward is 0 with `unresponsive_reward_error`. Default 150 s. */
+  gradeTimeoutMs?: number;
+  /** Called after every top-level grade (metrics). */
+  onGraded?: (res: RunGraderResponse) => void;
+}
+
+/** What a grader sees of a sample, as callers provide it (the trainer, gRPC, HTTP). */
+export interface SampleInput {
+  output_text: string;
+  output_tools?: unknown[];
+  choices?: unknown[];
+  /** The sample was produced under a response_format: it must parse as JSON. */
+  json_required?: boolean;
+}
+
+export function emptyErrors(): GraderErrors {
+  return {
+    formula_parse_error: false,
+    sample_parse_error: false,
+    truncated_observation_error: false,
+    unresponsive_reward_error: false,
+    invalid_variable_error: false,
+    other_error: false,
+    python_grader_server_error: false,
+    python_grader_server_error_type: null,
+    python_grader_runtime_error: false,
+    python_grader_runtime_error_details: null,
+    model_grader_server_error: false,
+    model_grader_refusal_error: false,
+    model_grader_parse_error: false,
+    model_grader_server_error_details: null,
+  };
+}
+
+/** Builds OpenAI's `sample` namespace. `output_json` is set whenever the text parses as JSON. */
+export function buildSample(input: SampleInput): { sample: Sample; parseError: boolean } {
+  const sample: Sample = {
+    output_text: input.output_text,
+    output_tools: input.output_tools ?? [],
+    choices: input.choices ?? [
+      { index: 0, finish_reason: "stop", message: { role: "assistant", content: input.output_text } },
+    ],
+  };
+  let parsed = false;
+  const t = input.output_text.trim();
+  if (t.length > 0) {
+    try {
+      sample.output_json = JSON.parse(t);
+      parsed = true;
+    } catch {
+      // not JSON: output_json stays absent
+    }
+  }
+  return { sample, parseError: Boolean(input.json_required) && !parsed };
+}
+
+export class GraderEngine {
+  private sandbox?: PythonSandbox;
+  private sandboxStart?: Promise<void>;
+
+  constructor(readonly opts: GraderEngineOptions = {}) {}
+
+  private validateOptions(): ValidateOptions {
+    return { cosineAvailable: Boolean(this.opts.embeddings) };
+  }
+
+  /** Validates a grader config (throws GraderValidationError) and compiles python sources in the sandbox. */
+  async compile(raw: unknown, opts: ValidateOptions = {}): Promise<Compiled> {
+    const compiled = compileGrader(raw, { ...this.validateOptions(), ...opts });
+    const pythons: [string, Extract<Compiled, { type: "python" }>][] = compiled.type === "python" ? [["grader", compiled]] : [];
+    if (compiled.type === "multi") {
+      for (const [k, g] of Object.entries(compiled.graders)) if (g.type === "python") pythons.push([`grader.graders.${k}`, g]);
+    }
+    for (const [param, g] of pythons) {
+      const check = await (await this.python()).check(g.config.source);
+      if (!check.ok) {
+        const where = check.line ? ` (line ${check.line})` : "";
+        throw new GraderValidationError(`python source does not compile${where}: ${check.error}`, `${param}.source`);
+      }
+    }
+    return compiled;
+  }
+
+  private async python(): Promise<PythonSandbox> {
+    if (!this.sandbox) {
+      this.sandbox = new PythonSandbox(this.opts.python);
+      this.sandboxStart = this.sandbox.start();
+    }
+    await this.sandboxStart;
+    return this.sandbox;
+  }
+
+  /** Grades one sample. Never throws for grading problems: they are flags in the response. */
+  async grade(compiled: Compiled, item: unknown, input: SampleInput): Promise<RunGraderResponse> {
+    const started = performance.now();
+    const { sample, parseError } = buildSample(input);
+    const scope: GradeScope = {
+      item: item !== null && typeof item === "object" && !Array.isArray(item) ? (item as Record<string, unknown>) : {},
+      sample,
+    };
+    let outcome: Outcome;
+    if (parseError) outcome = fail({ sample_parse_error: true });
+    else outcome = await this.withDeadline(compiled.type === "multi" ? this.gradeMulti(compiled, scope) : this.gradeOne(compiled, scope));
+    const res = toResponse(compiled, outcome, (performance.now() - started) / 1000);
+    this.opts.onGraded?.(res);
+    return res;
+  }
+
+  /** Validates then grades: what `/graders/run` and `rft grade` do. */
+  async run(raw: unknown, item: unknown, input: SampleInput): Promise<RunGraderResponse> {
+    return this.grade(await this.compile(raw), item, input);
+  }
+
+  stats() {
+    return this.sandbox?.stats();
+  }
+
+  async close(): Promise<void> {
+    await this.sandbox?.close();
+  }
+
+  private async withDeadline(p: Promise<Outcome>): Promise<Outcome> {
+    const ms = this.opts.gradeTimeoutMs ?? 150_000;
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<Outcome>((resolve) => {
+      timer = setTimeout(() => resolve(fail({ unresponsive_reward_error: true })), ms);
+    });
+    try {
+      return await Promise.race([p, deadline]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private async gradeOne(g: CompiledSub, scope: GradeScope): Promise<Outcome> {
+    try {
+      switch (g.type) {
+        case "string_check":
+          return gradeStringCheck(g, scope);
+        case "text_similarity": {
+          const e = this.opts.embeddings;
+          return await gradeTextSimilarity(g, scope, e && { endpoint: e.endpoint, model: e.model ?? DEFAULT_EMBEDDINGS_MODEL });
+        }
+        case "score_model":
+          return await gradeScoreModel(g, scope, this.opts.model);
+        case "label_model":
+          return await gradeLabelModel(g, scope, this.opts.model);
+        case "python":
+          return await gradePython(g, scope, await this.python());
+      }
+    } catch {
+      return fail({ other_error: true });
+    }
+  }
+
+  private async gradeMulti(g: Extract<Compiled, { type: "multi" }>, scope: GradeScope): Promise<Outcome> {
+    const names = Object.keys(g.graders);
+    const outcomes = await Promise.all(names.map((n) => this.gradeOne(g.graders[n]!, scope)));
+    const subRewards: Record<string, number> = {};
+    const errors: Partial<GraderErrors> = {};
+    const usage: Record<string, TokenUsage> = {};
+    let sampledModel: string | null = null;
+    names.forEach((n, i) => {
+      const o = outcomes[i]!;
+      subRewards[n] = o.reward;
+      for (const [k, v] of Object.entries(o.errors)) {
+        const key = k as keyof GraderErrors;
+        if (v && !errors[key]) (errors as Record<string, unknown>)[key] = v;
+      }
+      for (const [m, u] of Object.entries(o.usage ?? {})) addUsage(usage, m, u);
+      sampledModel ??= o.sampledModel ?? null;
+    });
+    let reward = evaluateFormula(g.formula, subRewards);
+    if (!Number.isFinite(reward)) {
+      errors.formula_parse_error = true;
+      reward = 0;
+    }
+    return { reward, errors, subRewards, scores: { ...subRewards }, usage, sampledModel };
+  }
+}
+
+function toResponse(g: Compiled, o: Outcome, seconds: number): RunGraderResponse {
+  const usage = o.usage ?? {};
+  const models = Object.keys(usage);
+  let total: TokenUsage | null = null;
+  if (models.length > 0) {
+    const sum: Record<string, TokenUsage> = {};
+    for (const m of models) addUsage(sum, "all", usage[m]!);
+    total = sum.all!;
+  }
+  return {
+    reward: o.reward,
+    metadata: {
+      name: graderName(g.config),
+      type: g.type,
+      errors: { ...emptyErrors(), ...o.errors },
+      execution_time: seconds,
+      scores: o.scores ?? {},
+      token_usage: total,
+      sampled_model_name: o.sampledModel ?? null,
+    },
+    sub_rewards: o.subRewards ?? {},
+    model_grader_token_usage_per_model: usage,
+  };
+}
+
+/** The names of the boolean error flags set in a response. */
+export function errorFlagsSet(res: RunGraderResponse): string[] {
+  return ERROR_FLAGS.filter((f) => res.metadata.errors[f]);
+}

@@ -1,0 +1,201 @@
+/**
+ * gRPC GraderService (proto/grader.proto) plus the standard grpc.health.v1 service.
+ * GradeBatch grades at most `concurrency` samples at once and pauses reading the request stream while that
+ * many are in flight, so a fast client is slowed by HTTP/2 flow control instead of filling memory.
+ */
+import * as grpc from "@grpc/grpc-js";
+import { HealthImplementation } from "grpc-health-check";
+import type { GradeBatchRequest__Output } from "../../proto/gen/rft/grader/v1/GradeBatchRequest.js";
+import type { GradeBatchResponse } from "../../proto/gen/rft/grader/v1/GradeBatchResponse.js";
+import type { GradeRequest__Output } from "../../proto/gen/rft/grader/v1/GradeRequest.js";
+import type { GradeResponse } from "../../proto/gen/rft/grader/v1/GradeResponse.js";
+import type { GradeResult } from "../../proto/gen/rft/grader/v1/GradeResult.js";
+import type { GraderServiceHandlers } from "../../proto/gen/rft/grader/v1/GraderService.js";
+import type { SampleInput__Output } from "../../proto/gen/rft/grader/v1/SampleInput.js";
+import type { ValidateRequest__Output } from "../../proto/gen/rft/grader/v1/ValidateRequest.js";
+import type { ValidateResponse } from "../../proto/gen/rft/grader/v1/ValidateResponse.js";
+import { loadGraderProto } from "../../proto/grpc.js";
+import type { Logger } from "../../proto/log.js";
+import { type Compiled, type GraderEngine, GraderValidationError, errorFlagsSet, type SampleInput } from "./engine.js";
+
+export const GRADER_SERVICE_NAME = "rft.grader.v1.GraderService";
+
+class BadRequest extends Error {}
+
+function parseJsonObject(text: string, what: string): Record<string, unknown> {
+  if (!text) return {};
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch (err) {
+    throw new BadRequest(`${what} is not valid JSON: ${(err as Error).message}`);
+  }
+  if (v === null || typeof v !== "object" || Array.isArray(v)) throw new BadRequest(`${what} must be a JSON object`);
+  return v as Record<string, unknown>;
+}
+
+function toSampleInput(s: SampleInput__Output | null, what: string): SampleInput {
+  const parseArray = (text: string, field: string) => {
+    if (!text) return undefined;
+    try {
+      const v = JSON.parse(text);
+      if (Array.isArray(v)) return v;
+    } catch {}
+    throw new BadRequest(`${what}.${field} must be a JSON array`);
+  };
+  return {
+    output_text: s?.output_text ?? "",
+    output_tools: parseArray(s?.output_tools_json ?? "", "output_tools_json"),
+    choices: parseArray(s?.choices_json ?? "", "choices_json"),
+    json_required: s?.json_required ?? false,
+  };
+}
+
+/** Bounded cache of compiled graders keyed by their JSON text (the trainer sends the same grader every time). */
+class CompileCache {
+  private map = new Map<string, Promise<Compiled>>();
+  constructor(
+    private engine: GraderEngine,
+    private max = 256,
+  ) {}
+  get(json: string): Promise<Compiled> {
+    let p = this.map.get(json);
+    if (p) {
+      this.map.delete(json);
+      this.map.set(json, p);
+      return p;
+    }
+    let raw: unknown;
+    try {
+      raw = JSON.parse(json);
+    } catch (err) {
+      return Promise.reject(new GraderValidationError(`not valid JSON: ${(err as Error).message}`, "grader"));
+    }
+    p = this.engine.compile(raw);
+    p.catch(() => this.map.delete(json));
+    this.map.set(json, p);
+    if (this.map.size > this.max) this.map.delete(this.map.keys().next().value!);
+    return p;
+  }
+}
+
+function statusOf(err: unknown): Partial<grpc.StatusObject> {
+  if (err instanceof GraderValidationError || err instanceof BadRequest) {
+    return { code: grpc.status.INVALID_ARGUMENT, details: err.message };
+  }
+  return { code: grpc.status.INTERNAL, details: (err as Error).message ?? String(err) };
+}
+
+export interface GrpcOptions {
+  engine: GraderEngine;
+  logger: Logger;
+  /** Samples graded at once per GradeBatch stream (default 64). */
+  concurrency?: number;
+}
+
+export function createGrpcServer(opts: GrpcOptions): { server: grpc.Server; health: HealthImplementation } {
+  const { engine, logger } = opts;
+  const concurrency = opts.concurrency ?? 64;
+  const cache = new CompileCache(engine);
+
+  const handlers: GraderServiceHandlers = {
+    Grade(call: grpc.ServerUnaryCall<GradeRequest__Output, GradeResponse>, cb: grpc.sendUnaryData<GradeResponse>) {
+      (async () => {
+        const compiled = await cache.get(call.request.grader_json);
+        const item = parseJsonObject(call.request.item_json, "item_json");
+        const res = await engine.grade(compiled, item, toSampleInput(call.request.sample, "sample"));
+        return { reward: res.reward, response_json: JSON.stringify(res) };
+      })().then(
+        (r) => cb(null, r),
+        (err) => cb(statusOf(err)),
+      );
+    },
+
+    Validate(call: grpc.ServerUnaryCall<ValidateRequest__Output, ValidateResponse>, cb: grpc.sendUnaryData<ValidateResponse>) {
+      cache.get(call.request.grader_json).then(
+        (c) => cb(null, { valid: true, grader_json: JSON.stringify(c.config) }),
+        (err) => {
+          if (err instanceof GraderValidationError) cb(null, { valid: false, error: err.message, param: err.param });
+          else cb(statusOf(err));
+        },
+      );
+    },
+
+    GradeBatch(call: grpc.ServerDuplexStream<GradeBatchRequest__Output, GradeBatchResponse>) {
+      let grader: Promise<Compiled> | undefined;
+      let inFlight = 0;
+      let ended = false;
+      let failed = false;
+      let chain = Promise.resolve();
+      let pending: GradeResult[] = [];
+      let flushScheduled = false;
+
+      let closed = false;
+      const flush = () => {
+        flushScheduled = false;
+        if (pending.length === 0 || failed) return;
+        call.write({ results: pending });
+        pending = [];
+      };
+      const fault = (err: unknown) => {
+        if (failed) return;
+        failed = true;
+        logger.warn({ err: (err as Error).message }, "GradeBatch stream failed");
+        call.emit("error", statusOf(err));
+      };
+      const maybeEnd = () => {
+        if (ended && inFlight === 0 && !failed && !closed) {
+          closed = true;
+          flush();
+          call.end();
+        }
+      };
+
+      call.on("data", (msg: GradeBatchRequest__Output) => {
+        if (failed) return;
+        if (msg.grader_json) grader = cache.get(msg.grader_json);
+        const g = grader;
+        inFlight += msg.items.length;
+        if (inFlight >= concurrency) call.pause();
+        // Keep per-stream order of compile and dispatch; grading itself runs concurrently.
+        chain = chain.then(async () => {
+          if (!g) throw new BadRequest("the first GradeBatch message must set grader_json");
+          const compiled = await g;
+          for (const it of msg.items) {
+            const item = parseJsonObject(it.item_json, `items[id=${it.id}].item_json`);
+            const sample = toSampleInput(it.sample, `items[id=${it.id}].sample`);
+            engine.grade(compiled, item, sample).then((res) => {
+              pending.push({
+                id: it.id,
+                reward: res.reward,
+                sub_rewards: res.sub_rewards,
+                error_flags: errorFlagsSet(res),
+                response_json: JSON.stringify(res),
+              });
+              inFlight--;
+              if (inFlight < concurrency && call.isPaused()) call.resume();
+              if (!flushScheduled) {
+                flushScheduled = true;
+                setImmediate(flush);
+              }
+              maybeEnd();
+            }, fault);
+          }
+        });
+        chain.catch(fault);
+      });
+      call.on("end", () => {
+        ended = true;
+        chain.then(maybeEnd, () => {});
+      });
+      call.on("error", (err) => logger.debug({ err: err.message }, "GradeBatch client error"));
+    },
+  };
+
+  const proto = loadGraderProto();
+  const server = new grpc.Server({ "grpc.max_receive_message_length": 16 * 1024 * 1024 });
+  server.addService(proto.rft.grader.v1.GraderService.service, handlers);
+  const health = new HealthImplementation({ "": "SERVING", [GRADER_SERVICE_NAME]: "SERVING" });
+  health.addToServer(server);
+  return { server, health };
+}

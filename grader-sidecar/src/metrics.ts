@@ -1,0 +1,56 @@
+/** Prometheus metrics of the grader service (prom-client). Names follow Prometheus conventions: rft_grader_*. */
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
+import type { RunGraderResponse } from "../../proto/graders.js";
+import { errorFlagsSet } from "./engine.js";
+
+export class GraderMetrics {
+  readonly registry = new Registry();
+  readonly requests = new Counter({
+    name: "rft_grader_requests_total",
+    help: "Samples graded, by grader type and name.",
+    labelNames: ["grader_type", "grader_name"],
+    registers: [this.registry],
+  });
+  readonly duration = new Histogram({
+    name: "rft_grader_duration_seconds",
+    help: "Time to grade one sample, by grader type and name.",
+    labelNames: ["grader_type", "grader_name"],
+    buckets: [0.00001, 0.0001, 0.001, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120],
+    registers: [this.registry],
+  });
+  readonly errors = new Counter({
+    name: "rft_grader_errors_total",
+    help: "Grades that set an OpenAI error flag, by grader type, name and flag.",
+    labelNames: ["grader_type", "grader_name", "error"],
+    registers: [this.registry],
+  });
+  readonly rewards = new Histogram({
+    name: "rft_grader_reward",
+    help: "Rewards returned, by grader type and name.",
+    labelNames: ["grader_type", "grader_name"],
+    buckets: [0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1],
+    registers: [this.registry],
+  });
+  readonly invalid = new Counter({
+    name: "rft_grader_invalid_configs_total",
+    help: "Grader configs rejected by validation.",
+    registers: [this.registry],
+  });
+  readonly inFlight = new Gauge({
+    name: "rft_grader_in_flight",
+    help: "Samples being graded now.",
+    registers: [this.registry],
+  });
+
+  constructor(opts: { defaultMetrics?: boolean } = {}) {
+    if (opts.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry });
+  }
+
+  observe = (res: RunGraderResponse) => {
+    const labels = { grader_type: res.metadata.type, grader_name: res.metadata.name };
+    this.requests.inc(labels);
+    this.duration.observe(labels, res.metadata.execution_time);
+    this.rewards.observe(labels, res.reward);
+    for (const error of errorFlagsSet(res)) this.errors.inc({ ...labels, error });
+  };
+}

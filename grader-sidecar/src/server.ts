@@ -1,0 +1,77 @@
+/** Starts the grader service: gRPC (trainer sidecar) and HTTP (OpenAI-compatible API, metrics, health). */
+import type { AddressInfo } from "node:net";
+import * as grpc from "@grpc/grpc-js";
+import { Gauge } from "prom-client";
+import { createLogger, type Logger } from "../../proto/log.js";
+import { GraderEngine, type GraderEngineOptions } from "./engine.js";
+import { GRADER_SERVICE_NAME, createGrpcServer } from "./grpc.js";
+import { createHttpServer } from "./http.js";
+import { GraderMetrics } from "./metrics.js";
+
+export interface GraderServiceOptions {
+  host?: string; // default 127.0.0.1 (the sidecar shares the pod's network namespace with its trainer)
+  grpcPort?: number; // 0 = any free port
+  httpPort?: number;
+  concurrency?: number;
+  apiKey?: string;
+  engine?: GraderEngineOptions;
+  logger?: Logger;
+}
+
+export interface GraderService {
+  grpcPort: number;
+  httpPort: number;
+  engine: GraderEngine;
+  metrics: GraderMetrics;
+  close(): Promise<void>;
+}
+
+export async function startGraderService(opts: GraderServiceOptions = {}): Promise<GraderService> {
+  const host = opts.host ?? "127.0.0.1";
+  const logger = opts.logger ?? createLogger("grader");
+  const metrics = new GraderMetrics();
+  const engine = new GraderEngine({ ...opts.engine, onGraded: metrics.observe });
+
+  const pool = (name: string, help: string, pick: (s: NonNullable<ReturnType<GraderEngine["stats"]>>) => number) =>
+    new Gauge({
+      name,
+      help,
+      registers: [metrics.registry],
+      collect() {
+        const s = engine.stats();
+        this.set(s ? pick(s) : 0);
+      },
+    });
+  pool("rft_grader_python_workers", "Warm python grader workers.", (s) => s.workers);
+  pool("rft_grader_python_busy_workers", "Python grader workers running a grade now.", (s) => s.busy);
+  pool("rft_grader_python_queued", "Python grades waiting for a worker.", (s) => s.queued);
+  pool("rft_grader_python_worker_restarts", "Python grader workers replaced since start (killed, hung or dead).", (s) => s.restarts);
+
+  const { server, health } = createGrpcServer({ engine, logger, concurrency: opts.concurrency });
+  const grpcPort = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(`${host}:${opts.grpcPort ?? 0}`, grpc.ServerCredentials.createInsecure(), (err, port) =>
+      err ? reject(err) : resolve(port),
+    ),
+  );
+  const http = createHttpServer({ engine, metrics, logger, apiKey: opts.apiKey });
+  await new Promise<void>((resolve, reject) => {
+    http.once("error", reject);
+    http.listen(opts.httpPort ?? 0, host, () => resolve());
+  });
+  const httpPort = (http.address() as AddressInfo).port;
+  logger.info({ grpcPort, httpPort, host }, "grader service listening");
+
+  return {
+    grpcPort,
+    httpPort,
+    engine,
+    metrics,
+    async close() {
+      health.setStatus(GRADER_SERVICE_NAME, "NOT_SERVING");
+      await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
+      await new Promise<void>((resolve) => http.close(() => resolve()));
+      http.closeAllConnections();
+      await engine.close();
+    },
+  };
+}

@@ -1,0 +1,111 @@
+/**
+ * OpenAI grader templates: `{{ item.a.b[0] }}`, `{{ sample.output_json.x }}`. Parsed once at validation
+ * (syntax and namespace errors are config errors), rendered per grade (a path that resolves to nothing sets
+ * `invalid_variable_error`). Non-string values render as JSON (strings render as themselves).
+ */
+
+export const SAMPLE_KEYS = ["output_text", "output_json", "output_tools", "choices", "output_audio"] as const;
+
+export type PathStep = string | number;
+export interface Ref {
+  namespace: "item" | "sample";
+  path: PathStep[];
+  source: string; // the text between the braces, trimmed, for error messages
+}
+export type Part = string | Ref;
+export interface Template {
+  parts: Part[];
+  /** True when the template has no references (rendering is the identity). */
+  constant: boolean;
+}
+
+export class TemplateSyntaxError extends Error {}
+
+const TAG = /\{\{(.*?)\}\}/gs;
+
+/** Parses a template string. Throws TemplateSyntaxError naming the bad reference. */
+export function parseTemplate(text: string): Template {
+  const parts: Part[] = [];
+  let last = 0;
+  for (const m of text.matchAll(TAG)) {
+    const start = m.index;
+    if (start > last) parts.push(text.slice(last, start));
+    parts.push(parseRef(m[1]!.trim(), start));
+    last = start + m[0].length;
+  }
+  if (last < text.length) parts.push(text.slice(last));
+  const unclosed = text.indexOf("{{", last);
+  if (unclosed >= 0) throw new TemplateSyntaxError(`unclosed "{{" at offset ${unclosed}`);
+  return { parts, constant: parts.every((p) => typeof p === "string") };
+}
+
+function parseRef(src: string, offset: number): Ref {
+  const where = `"{{ ${src} }}" at offset ${offset}`;
+  const head = /^([A-Za-z_][A-Za-z0-9_]*)/.exec(src);
+  if (!head) throw new TemplateSyntaxError(`${where}: expected item.<path> or sample.<path>`);
+  const ns = head[1]!;
+  if (ns !== "item" && ns !== "sample") {
+    throw new TemplateSyntaxError(`${where}: unknown namespace "${ns}" (only "item" and "sample" exist)`);
+  }
+  const path: PathStep[] = [];
+  let i = ns.length;
+  while (i < src.length) {
+    const rest = src.slice(i);
+    let m: RegExpExecArray | null;
+    if ((m = /^\.\s*([A-Za-z_$][\w$-]*)/.exec(rest))) path.push(m[1]!);
+    else if ((m = /^\[\s*(\d+)\s*\]/.exec(rest))) path.push(Number(m[1]));
+    else if ((m = /^\[\s*"((?:[^"\\]|\\.)*)"\s*\]/.exec(rest)) || (m = /^\[\s*'([^']*)'\s*\]/.exec(rest)))
+      path.push(m[1]!);
+    else throw new TemplateSyntaxError(`${where}: cannot parse "${rest}"`);
+    i += m[0].length;
+  }
+  if (path.length === 0) throw new TemplateSyntaxError(`${where}: a reference needs a variable after "${ns}."`);
+  if (ns === "sample" && !(SAMPLE_KEYS as readonly string[]).includes(String(path[0]))) {
+    throw new TemplateSyntaxError(`${where}: sample has no "${path[0]}" (it has ${SAMPLE_KEYS.join(", ")})`);
+  }
+  return { namespace: ns, path, source: src };
+}
+
+export interface RenderScope {
+  item: unknown;
+  sample: unknown;
+}
+
+export interface Rendered {
+  text: string;
+  /** References that resolved to nothing (→ invalid_variable_error). */
+  missing: string[];
+}
+
+const MISSING = Symbol("missing");
+
+export function resolve(ref: Ref, scope: RenderScope): unknown {
+  let v: unknown = scope[ref.namespace];
+  for (const step of ref.path) {
+    if (v === null || typeof v !== "object") return MISSING;
+    if (Array.isArray(v)) {
+      if (typeof step !== "number" || step >= v.length) return MISSING;
+      v = v[step];
+    } else {
+      if (!Object.hasOwn(v, step)) return MISSING;
+      v = (v as Record<string, unknown>)[step];
+    }
+  }
+  return v === undefined ? MISSING : v;
+}
+
+export function render(t: Template, scope: RenderScope): Rendered {
+  if (t.constant) return { text: (t.parts[0] as string | undefined) ?? "", missing: [] };
+  let text = "";
+  const missing: string[] = [];
+  for (const p of t.parts) {
+    if (typeof p === "string") {
+      text += p;
+      continue;
+    }
+    const v = resolve(p, scope);
+    if (v === MISSING) missing.push(p.source);
+    else text += typeof v === "string" ? v : JSON.stringify(v);
+  }
+  return { text, missing };
+}
