@@ -194,7 +194,7 @@ export function evaluateFormula(node: Node, vars: Record<string, number>): numbe
     case "num":
       return node.value;
     case "var": {
-      const v = vars[node.name];
+      const v = Object.hasOwn(vars, node.name) ? vars[node.name] : undefined;
       if (v === undefined) throw new FormulaError(`unknown variable "${node.name}"`, node.pos);
       return v;
     }
