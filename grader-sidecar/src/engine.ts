@@ -63,6 +63,14 @@ export function emptyErrors(): GraderErrors {
   };
 }
 
+const JSON_START = /^[[{"\d\-tfn]/;
+
+/** Whether a grader runs entirely in this process (no sandbox, no endpoint). */
+function isLocal(g: Compiled): boolean {
+  if (g.type === "multi") return Object.values(g.graders).every(isLocal);
+  return g.type === "string_check" || (g.type === "text_similarity" && g.config.evaluation_metric !== "cosine");
+}
+
 /** Builds OpenAI's `sample` namespace. `output_json` is set whenever the text parses as JSON. */
 export function buildSample(input: SampleInput): { sample: Sample; parseError: boolean } {
   const sample: Sample = {
@@ -74,7 +82,7 @@ export function buildSample(input: SampleInput): { sample: Sample; parseError: b
   };
   let parsed = false;
   const t = input.output_text.trim();
-  if (t.length > 0) {
+  if (t.length > 0 && JSON_START.test(t)) {
     try {
       sample.output_json = JSON.parse(t);
       parsed = true;
@@ -131,7 +139,11 @@ export class GraderEngine {
     };
     let outcome: Outcome;
     if (parseError) outcome = fail({ sample_parse_error: true });
-    else outcome = await this.withDeadline(compiled.type === "multi" ? this.gradeMulti(compiled, scope) : this.gradeOne(compiled, scope));
+    else {
+      const work = compiled.type === "multi" ? this.gradeMulti(compiled, scope) : this.gradeOne(compiled, scope);
+      // Local graders finish in microseconds; only graders that wait on a process or a network get a deadline.
+      outcome = isLocal(compiled) ? await work : await this.withDeadline(work);
+    }
     const res = toResponse(compiled, outcome, (performance.now() - started) / 1000);
     this.opts.onGraded?.(res);
     return res;

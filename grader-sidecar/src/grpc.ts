@@ -123,14 +123,16 @@ export function createGrpcServer(opts: GrpcOptions): { server: grpc.Server; heal
 
     GradeBatch(call: grpc.ServerDuplexStream<GradeBatchRequest__Output, GradeBatchResponse>) {
       let grader: Promise<Compiled> | undefined;
-      let inFlight = 0;
+      const queue: { compiled: Compiled; id: number; item: Record<string, unknown>; sample: SampleInput }[] = [];
+      let active = 0; // samples being graded now (≤ concurrency)
+      let received = 0; // messages read but not yet queued (their grader may still be compiling)
       let ended = false;
       let failed = false;
+      let closed = false;
       let chain = Promise.resolve();
       let pending: GradeResult[] = [];
       let flushScheduled = false;
 
-      let closed = false;
       const flush = () => {
         flushScheduled = false;
         if (pending.length === 0 || failed) return;
@@ -140,11 +142,33 @@ export function createGrpcServer(opts: GrpcOptions): { server: grpc.Server; heal
       const fault = (err: unknown) => {
         if (failed) return;
         failed = true;
+        queue.length = 0;
         logger.warn({ err: (err as Error).message }, "GradeBatch stream failed");
         call.emit("error", statusOf(err));
       };
-      const maybeEnd = () => {
-        if (ended && inFlight === 0 && !failed && !closed) {
+      const pump = () => {
+        while (active < concurrency && queue.length > 0 && !failed) {
+          const job = queue.shift()!;
+          active++;
+          engine.grade(job.compiled, job.item, job.sample).then((res) => {
+            active--;
+            pending.push({
+              id: job.id,
+              reward: res.reward,
+              sub_rewards: res.sub_rewards,
+              error_flags: errorFlagsSet(res),
+              response_json: JSON.stringify(res),
+            });
+            if (!flushScheduled) {
+              flushScheduled = true;
+              setImmediate(flush);
+            }
+            pump();
+          }, fault);
+        }
+        // Back-pressure: read more only while less than one window of samples is waiting.
+        if (queue.length < concurrency && call.isPaused() && !failed) call.resume();
+        if (ended && received === 0 && active === 0 && queue.length === 0 && !failed && !closed) {
           closed = true;
           flush();
           call.end();
@@ -155,38 +179,26 @@ export function createGrpcServer(opts: GrpcOptions): { server: grpc.Server; heal
         if (failed) return;
         if (msg.grader_json) grader = cache.get(msg.grader_json);
         const g = grader;
-        inFlight += msg.items.length;
-        if (inFlight >= concurrency) call.pause();
-        // Keep per-stream order of compile and dispatch; grading itself runs concurrently.
-        chain = chain.then(async () => {
-          if (!g) throw new BadRequest("the first GradeBatch message must set grader_json");
-          const compiled = await g;
-          for (const it of msg.items) {
-            const item = parseJsonObject(it.item_json, `items[id=${it.id}].item_json`);
-            const sample = toSampleInput(it.sample, `items[id=${it.id}].sample`);
-            engine.grade(compiled, item, sample).then((res) => {
-              pending.push({
-                id: it.id,
-                reward: res.reward,
-                sub_rewards: res.sub_rewards,
-                error_flags: errorFlagsSet(res),
-                response_json: JSON.stringify(res),
-              });
-              inFlight--;
-              if (inFlight < concurrency && call.isPaused()) call.resume();
-              if (!flushScheduled) {
-                flushScheduled = true;
-                setImmediate(flush);
-              }
-              maybeEnd();
-            }, fault);
-          }
-        });
-        chain.catch(fault);
+        received++;
+        if (queue.length + msg.items.length >= concurrency) call.pause();
+        // Messages are queued in arrival order even while a new grader compiles.
+        chain = chain
+          .then(async () => {
+            if (!g) throw new BadRequest("the first GradeBatch message must set grader_json");
+            const compiled = await g;
+            for (const it of msg.items) {
+              const item = parseJsonObject(it.item_json, `items[id=${it.id}].item_json`);
+              const sample = toSampleInput(it.sample, `items[id=${it.id}].sample`);
+              queue.push({ compiled, id: it.id, item, sample });
+            }
+            received--;
+            pump();
+          })
+          .catch(fault);
       });
       call.on("end", () => {
         ended = true;
-        chain.then(maybeEnd, () => {});
+        chain.then(pump);
       });
       call.on("error", (err) => logger.debug({ err: err.message }, "GradeBatch client error"));
     },
