@@ -118,6 +118,13 @@ HAND_WRITTEN = [
     ("tabs\tand\nnewlines", "tabs and newlines"),
     ("non\u00a0breaking\u2003spaces", "non breaking spaces"),
     ("zero\u200bwidth", "zerowidth"),
+    # rapidfuzz splits words on U+0085/U+00A0 only in strings holding a code point above U+00FF
+    ("a\u00a0b c", "c b a"),
+    ("a\u00a0b c \u0100", "c b a \u0100"),
+    ("x\u0085y z", "z y x"),
+    ("x\u0085y z \U0001f600", "z y x \U0001f600"),
+    ("\u00a0\u00a0", "a"),
+    ("na\u00efve\u00a0caf\u00e9 word", "word caf\u00e9 na\u00efve"),
     ("the the the the the", "the"),
     ("the", "the the the the the"),
     ("a a a b b b", "b b b a a a"),

@@ -79,8 +79,18 @@ interface Decomposition {
   diffBA: string[];
 }
 
+const WIDE = /[^\u0000-\u00ff]/;
+const LATIN1_WS_RUN = /[\t\n\v\f\r\x1c-\x20]+/;
+
+/**
+ * rapidfuzz's `sorted_split`. Its whitespace test depends on the width of the string's storage:
+ * Python hands over a str with all code points ≤ 0xFF as 1-byte characters, for which only the
+ * ASCII whitespace (\t \n \v \f \r \x1c-\x1f, space) separates words; U+0085 and U+00A0 do so
+ * only in strings that also hold a code point above 0xFF (then Python's full whitespace set).
+ */
 function sortedTokens(s: string): string[] {
-  return pySplit(s).sort(compareCodePoints);
+  const tokens = WIDE.test(s) ? pySplit(s) : s.split(LATIN1_WS_RUN).filter((t) => t.length > 0);
+  return tokens.sort(compareCodePoints);
 }
 
 function dedupeSorted(tokens: string[]): string[] {
