@@ -1,0 +1,168 @@
+/**
+ * The Llama/Qwen2-family decoder: RMSNorm, RoPE, grouped-query attention with an optional KV cache, SwiGLU.
+ * Pure tensor functions of (config, params, inputs); callers own tf.tidy scopes and the cache's lifetime.
+ *
+ * Attention layout (fast on wasm, no 5-D tensors, no transposed matMuls): with g = heads / kv_heads, queries
+ * are arranged [B·kvH, T·g, hd] (row t·g + j is query position t, head kvh·g + j — Hugging Face's repeat_kv
+ * order), keys are held transposed [B·kvH, hd, S] and values [B·kvH, S, hd], so both products are 2-D matMuls.
+ */
+import * as tf from "@tensorflow/tfjs-core";
+import { type ModelConfig, ropeInvFreq } from "./config.js";
+import { applyRope, bmm, embeddingLookup, linear, rmsNorm, silu } from "./ops.js";
+import type { Params } from "./params.js";
+
+export const MASKED = -1e9;
+
+/** Per-layer key/value cache: kT [B·kvH, hd, S], v [B·kvH, S, hd]. */
+export interface KvCache {
+  kT: tf.Tensor3D[];
+  v: tf.Tensor3D[];
+  length: number;
+}
+
+export interface ForwardInput {
+  /** Token ids [B, T] (int32). */
+  ids: tf.Tensor2D;
+  /** Position of every token, [B·T] (int32). */
+  positions: tf.Tensor1D;
+  /** Additive attention mask broadcastable to [B, 1, T·g, S] (0 = attend, MASKED = not). */
+  mask: tf.Tensor;
+  /** Rows of the final hidden state to project to logits ([R] int32 indices into B·T); all rows if absent. */
+  logitRows?: tf.Tensor1D;
+}
+
+export interface ForwardOutput {
+  /** [R, V] logits (R = B·T, or the number of logitRows). */
+  logits: tf.Tensor2D;
+  /** The updated cache, when one was given or requested. */
+  cache?: KvCache;
+}
+
+/** cos/sin tables [maxContext, hd/2] in float32 (positions × inverse frequencies). */
+export function ropeTables(c: ModelConfig, length = c.maxContext): { cos: tf.Tensor2D; sin: tf.Tensor2D } {
+  const inv = ropeInvFreq(c);
+  const half = c.headDim / 2;
+  const cos = new Float32Array(length * half);
+  const sin = new Float32Array(length * half);
+  for (let p = 0; p < length; p++) {
+    for (let i = 0; i < half; i++) {
+      const f = Math.fround(p * Math.fround(inv[i]!));
+      cos[p * half + i] = Math.cos(f);
+      sin[p * half + i] = Math.sin(f);
+    }
+  }
+  return { cos: tf.tensor2d(cos, [length, half]), sin: tf.tensor2d(sin, [length, half]) };
+}
+
+export interface DecoderState {
+  config: ModelConfig;
+  params: Params;
+  rope: { cos: tf.Tensor2D; sin: tf.Tensor2D };
+}
+
+function p(params: Params, name: string): tf.Tensor {
+  const t = params.get(name);
+  if (!t) throw new Error(`missing parameter ${name}`);
+  return t;
+}
+
+/** Runs the decoder. With `cache` (possibly empty, length 0) the new keys/values are appended and returned. */
+export function forward(state: DecoderState, input: ForwardInput, cache?: KvCache): ForwardOutput {
+  const { config: c, params } = state;
+  const [B, T] = input.ids.shape;
+  const N = B * T;
+  const H = c.numHeads;
+  const kvH = c.numKvHeads;
+  const g = H / kvH;
+  const hd = c.headDim;
+  const half = hd / 2;
+  const scale = 1 / Math.sqrt(hd);
+  const cos = tf.reshape(tf.gather(state.rope.cos, input.positions), [N, 1, half]) as tf.Tensor3D;
+  const sin = tf.reshape(tf.gather(state.rope.sin, input.positions), [N, 1, half]) as tf.Tensor3D;
+  let h = embeddingLookup(p(params, "model.embed_tokens.weight") as tf.Tensor2D, input.ids);
+  const newCache: KvCache | undefined = cache ? { kT: [], v: [], length: cache.length + T } : undefined;
+  const S = (cache?.length ?? 0) + T;
+
+  for (let l = 0; l < c.numLayers; l++) {
+    const pre = `model.layers.${l}`;
+    const a = rmsNorm(h, p(params, `${pre}.input_layernorm.weight`) as tf.Tensor1D, c.rmsNormEps);
+    const proj = (name: string, bias: boolean): tf.Tensor2D => {
+      const y = linear(a, p(params, `${pre}.self_attn.${name}.weight`) as tf.Tensor2D);
+      return bias ? tf.add(y, p(params, `${pre}.self_attn.${name}.bias`)) : y;
+    };
+    let q = tf.reshape(proj("q_proj", c.qkvBias), [N, H, hd]) as tf.Tensor3D;
+    let k = tf.reshape(proj("k_proj", c.qkvBias), [N, kvH, hd]) as tf.Tensor3D;
+    const v = proj("v_proj", c.qkvBias);
+    q = applyRope(tf.mul(q, scale), cos, sin);
+    k = applyRope(k, cos, sin);
+    const q3 = tf.reshape(tf.transpose(tf.reshape(q, [B, T, kvH, g * hd]), [0, 2, 1, 3]), [
+      B * kvH,
+      T * g,
+      hd,
+    ]) as tf.Tensor3D;
+    let kT = tf.reshape(tf.transpose(tf.reshape(k, [B, T, kvH, hd]), [0, 2, 3, 1]), [B * kvH, hd, T]) as tf.Tensor3D;
+    let v3 = tf.reshape(tf.transpose(tf.reshape(v, [B, T, kvH, hd]), [0, 2, 1, 3]), [B * kvH, T, hd]) as tf.Tensor3D;
+    if (cache && newCache) {
+      if (cache.length > 0) {
+        kT = tf.concat([cache.kT[l]!, kT], 2);
+        v3 = tf.concat([cache.v[l]!, v3], 1);
+      }
+      newCache.kT.push(kT);
+      newCache.v.push(v3);
+    }
+    let scores = tf.reshape(bmm(q3, kT), [B, kvH, T * g, S]);
+    scores = tf.add(scores, input.mask);
+    const probs = tf.reshape(tf.softmax(scores), [B * kvH, T * g, S]) as tf.Tensor3D;
+    const o = tf.reshape(tf.transpose(tf.reshape(bmm(probs, v3), [B, kvH, T, g * hd]), [0, 2, 1, 3]), [
+      N,
+      H * hd,
+    ]) as tf.Tensor2D;
+    let attnOut = linear(o, p(params, `${pre}.self_attn.o_proj.weight`) as tf.Tensor2D);
+    if (c.oBias) attnOut = tf.add(attnOut, p(params, `${pre}.self_attn.o_proj.bias`));
+    h = tf.add(h, attnOut);
+    const m = rmsNorm(h, p(params, `${pre}.post_attention_layernorm.weight`) as tf.Tensor1D, c.rmsNormEps);
+    const gate = silu(linear(m, p(params, `${pre}.mlp.gate_proj.weight`) as tf.Tensor2D));
+    const up = linear(m, p(params, `${pre}.mlp.up_proj.weight`) as tf.Tensor2D);
+    h = tf.add(h, linear(tf.mul(gate, up) as tf.Tensor2D, p(params, `${pre}.mlp.down_proj.weight`) as tf.Tensor2D));
+  }
+  if (input.logitRows) h = tf.gather(h, input.logitRows);
+  const hn = rmsNorm(h, p(params, "model.norm.weight") as tf.Tensor1D, c.rmsNormEps);
+  const head = c.tieWordEmbeddings
+    ? (tf.transpose(p(params, "model.embed_tokens.weight")) as tf.Tensor2D)
+    : (p(params, "lm_head.weight") as tf.Tensor2D);
+  const logits = linear(hn, head);
+  return newCache ? { logits, cache: newCache } : { logits };
+}
+
+/** Additive causal mask for unpadded sequences of length T in the [T·g, T] row order (shared by the batch). */
+export function causalMask(T: number, g: number): tf.Tensor4D {
+  const m = new Float32Array(T * g * T);
+  for (let t = 0; t < T; t++)
+    for (let j = 0; j < g; j++) for (let s = t + 1; s < T; s++) m[(t * g + j) * T + s] = MASKED;
+  return tf.tensor4d(m, [1, 1, T * g, T]);
+}
+
+/**
+ * Additive mask for a batch with per-sample left padding: `pads[b]` leading key positions of sample b are
+ * padding; the T new queries sit at key positions past..past+T-1 of S = past + T keys.
+ */
+export function paddedCausalMask(pads: number[], past: number, T: number, g: number): tf.Tensor4D {
+  const B = pads.length;
+  const S = past + T;
+  const m = new Float32Array(B * T * g * S);
+  for (let b = 0; b < B; b++) {
+    for (let t = 0; t < T; t++) {
+      for (let j = 0; j < g; j++) {
+        const row = ((b * T + t) * g + j) * S;
+        for (let s = 0; s < S; s++) if (s < pads[b]! || s > past + t) m[row + s] = MASKED;
+      }
+    }
+  }
+  return tf.tensor4d(m, [B, 1, T * g, S]);
+}
+
+export function disposeCache(cache: KvCache | undefined): void {
+  if (!cache) return;
+  for (const t of cache.kT) t.dispose();
+  for (const t of cache.v) t.dispose();
+}
