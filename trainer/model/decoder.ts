@@ -166,3 +166,8 @@ export function disposeCache(cache: KvCache | undefined): void {
   for (const t of cache.kT) t.dispose();
   for (const t of cache.v) t.dispose();
 }
+
+/** `forward` inside a tf.tidy: only the logits and the cache survive (inputs built in `input()` are freed). */
+export function forwardTidy(state: DecoderState, input: () => ForwardInput, cache?: KvCache): ForwardOutput {
+  return tf.tidy(() => forward(state, input(), cache) as unknown as tf.TensorContainer) as unknown as ForwardOutput;
+}

@@ -1,0 +1,119 @@
+/**
+ * Token choice from one row of logits: temperature, top-k, top-p, seeded randomness. Pure functions.
+ * The reported log-probability is the model's own (temperature 1, untruncated) log-softmax of the chosen
+ * token: what the RL loss recomputes from the policy.
+ */
+
+export interface SamplingParams {
+  /** 0 = greedy. Default 1. */
+  temperature: number;
+  /** Nucleus mass in (0, 1]. Default 1. */
+  topP: number;
+  /** Keep the k most likely tokens; 0 = all. */
+  topK: number;
+}
+
+export const DEFAULT_SAMPLING: SamplingParams = { temperature: 1, topP: 1, topK: 0 };
+
+/** A small, fast, seedable PRNG (mulberry32); deterministic across platforms. */
+export class Rng {
+  private a: number;
+  constructor(seed: number) {
+    this.a = seed >>> 0;
+  }
+  next(): number {
+    this.a = (this.a + 0x6d2b79f5) >>> 0;
+    let t = this.a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  }
+}
+
+/** log-sum-exp of a row (for the model's log-probabilities). */
+export function logSumExp(logits: ArrayLike<number>): number {
+  let max = Number.NEGATIVE_INFINITY;
+  for (let i = 0; i < logits.length; i++) if (logits[i]! > max) max = logits[i]!;
+  let s = 0;
+  for (let i = 0; i < logits.length; i++) s += Math.exp(logits[i]! - max);
+  return max + Math.log(s);
+}
+
+export interface Pick {
+  token: number;
+  /** log p(token) under the model (temperature 1, no truncation). */
+  logprob: number;
+}
+
+/** Chooses a token; `banned` ids are never chosen (e.g. padding). */
+export function pickToken(logits: Float32Array, p: SamplingParams, rng: Rng, banned?: ReadonlySet<number>): Pick {
+  const V = logits.length;
+  const lse = logSumExp(logits);
+  const allowed = (i: number) => !banned?.has(i);
+  if (p.temperature <= 0) {
+    let best = -1;
+    for (let i = 0; i < V; i++) if (allowed(i) && (best < 0 || logits[i]! > logits[best]!)) best = i;
+    return { token: best, logprob: logits[best]! - lse };
+  }
+  let idx: number[] = [];
+  for (let i = 0; i < V; i++) if (allowed(i)) idx.push(i);
+  const truncate = (p.topK > 0 && p.topK < idx.length) || p.topP < 1;
+  if (truncate) {
+    idx.sort((a, b) => logits[b]! - logits[a]!);
+    if (p.topK > 0 && p.topK < idx.length) idx = idx.slice(0, p.topK);
+  }
+  const inv = 1 / p.temperature;
+  let max = Number.NEGATIVE_INFINITY;
+  for (const i of idx) max = Math.max(max, logits[i]! * inv);
+  const w = idx.map((i) => Math.exp(logits[i]! * inv - max));
+  let total = w.reduce((a, b) => a + b, 0);
+  let n = idx.length;
+  if (p.topP < 1) {
+    // Smallest prefix (by probability) whose mass reaches top_p.
+    let acc = 0;
+    for (let j = 0; j < idx.length; j++) {
+      acc += w[j]! / total;
+      if (acc >= p.topP) {
+        n = j + 1;
+        break;
+      }
+    }
+    total = w.slice(0, n).reduce((a, b) => a + b, 0);
+  }
+  let r = rng.next() * total;
+  let chosen = idx[n - 1]!;
+  for (let j = 0; j < n; j++) {
+    r -= w[j]!;
+    if (r < 0) {
+      chosen = idx[j]!;
+      break;
+    }
+  }
+  return { token: chosen, logprob: logits[chosen]! - lse };
+}
+
+/** The k most likely tokens with their log-probabilities (for `top_logprobs`). */
+export function topLogprobs(logits: Float32Array, k: number): Pick[] {
+  if (k <= 0) return [];
+  const lse = logSumExp(logits);
+  const best: number[] = [];
+  for (let i = 0; i < logits.length; i++) {
+    if (best.length < k || logits[i]! > logits[best[best.length - 1]!]!) {
+      best.push(i);
+      best.sort((a, b) => logits[b]! - logits[a]!);
+      if (best.length > k) best.pop();
+    }
+  }
+  return best.map((token) => ({ token, logprob: logits[token]! - lse }));
+}
+
+/** Where the earliest stop sequence starts in `text`, or -1. */
+export function findStop(text: string, stops: readonly string[]): number {
+  let at = -1;
+  for (const s of stops) {
+    if (!s) continue;
+    const i = text.indexOf(s);
+    if (i >= 0 && (at < 0 || i < at)) at = i;
+  }
+  return at;
+}
