@@ -13,17 +13,33 @@ import type { GradeBatchResponse__Output } from "../proto/gen/rft/grader/v1/Grad
 import { loadGraderProto } from "../proto/grpc.js";
 
 const seconds = Number(process.argv[process.argv.indexOf("--seconds") + 1] || 3);
-const pct = (xs: number[], p: number) => xs.sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))]!;
+const pct = (xs: number[], p: number) =>
+  xs.sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))]!;
 const rows: string[][] = [["scenario", "grades/s", "p50", "p99", "target", "ratio"]];
 const us = (ms: number) => (ms < 1 ? `${(ms * 1000).toFixed(1)} µs` : `${ms.toFixed(2)} ms`);
 
 function report(name: string, count: number, elapsedMs: number, lat: number[], target: number) {
   const rate = (count / elapsedMs) * 1000;
-  rows.push([name, Math.round(rate).toLocaleString("en"), us(pct(lat, 50)), us(pct(lat, 99)), target.toLocaleString("en"), `${(rate / target).toFixed(2)}×`]);
+  rows.push([
+    name,
+    Math.round(rate).toLocaleString("en"),
+    us(pct(lat, 50)),
+    us(pct(lat, 99)),
+    target.toLocaleString("en"),
+    `${(rate / target).toFixed(2)}×`,
+  ]);
 }
 
-const answers = ["The capital of France is Paris.", "Paris", "I believe it is Lyon, the largest city in the south.", "paris, france"];
-const items = answers.map((_, i) => ({ answer: "Paris", explanation: `Paris has been the capital since the 10th century ${i}` }));
+const answers = [
+  "The capital of France is Paris.",
+  "Paris",
+  "I believe it is Lyon, the largest city in the south.",
+  "paris, france",
+];
+const items = answers.map((_, i) => ({
+  answer: "Paris",
+  explanation: `Paris has been the capital since the 10th century ${i}`,
+}));
 
 async function inProcess(name: string, grader: unknown, target: number) {
   const engine = new GraderEngine();
@@ -44,10 +60,14 @@ async function inProcess(name: string, grader: unknown, target: number) {
 }
 
 async function grpcBatch(target: number) {
-  const child = spawn(process.execPath, ["--import", "tsx", "cli/rft.ts", "grader", "--grpc-port", "0", "--http-port", "0", "--concurrency", "256"], {
-    env: { ...process.env, RFT_LOG_LEVEL: "info" },
-    stdio: ["ignore", "pipe", "inherit"],
-  });
+  const child = spawn(
+    process.execPath,
+    ["--import", "tsx", "cli/rft.ts", "grader", "--grpc-port", "0", "--http-port", "0", "--concurrency", "256"],
+    {
+      env: { ...process.env, RFT_LOG_LEVEL: "info" },
+      stdio: ["ignore", "pipe", "inherit"],
+    },
+  );
   let port = 0;
   for await (const line of createInterface({ input: child.stdout! })) {
     const m = /"grpcPort":(\d+)/.exec(line);
@@ -58,7 +78,13 @@ async function grpcBatch(target: number) {
   }
   const proto = loadGraderProto();
   const client = new proto.rft.grader.v1.GraderService(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
-  const grader = JSON.stringify({ type: "string_check", name: "exact", input: "{{ sample.output_text }}", reference: "{{ item.answer }}", operation: "like" });
+  const grader = JSON.stringify({
+    type: "string_check",
+    name: "exact",
+    input: "{{ sample.output_text }}",
+    reference: "{{ item.answer }}",
+    operation: "like",
+  });
   const itemJson = items.map((i) => JSON.stringify(i));
   const chunk = 256;
   const lat: number[] = [];
@@ -115,7 +141,11 @@ async function grpcBatch(target: number) {
 
 async function python(target: number) {
   const engine = new GraderEngine({ python: { size: 2 } });
-  const compiled = await engine.compile({ type: "python", name: "trivial", source: "def grade(sample, item):\n    return 1.0 if item['answer'] in sample['output_text'] else 0.0\n" });
+  const compiled = await engine.compile({
+    type: "python",
+    name: "trivial",
+    source: "def grade(sample, item):\n    return 1.0 if item['answer'] in sample['output_text'] else 0.0\n",
+  });
   await engine.grade(compiled, items[0], { output_text: answers[0]! }); // warm
   const lat: number[] = [];
   let n = 0;
@@ -125,7 +155,8 @@ async function python(target: number) {
     while (performance.now() < end) {
       const s = performance.now();
       const res = await engine.grade(compiled, items[n & 3], { output_text: answers[n & 3]! });
-      if (res.metadata.errors.python_grader_server_error || res.metadata.errors.python_grader_runtime_error) throw new Error("python grader failed");
+      if (res.metadata.errors.python_grader_server_error || res.metadata.errors.python_grader_runtime_error)
+        throw new Error("python grader failed");
       lat.push(performance.now() - s);
       n++;
     }
@@ -135,14 +166,29 @@ async function python(target: number) {
   await engine.close();
 }
 
-const exact = { type: "string_check", name: "exact", input: "{{ sample.output_text }}", reference: "{{ item.answer }}", operation: "ilike" };
+const exact = {
+  type: "string_check",
+  name: "exact",
+  input: "{{ sample.output_text }}",
+  reference: "{{ item.answer }}",
+  operation: "ilike",
+};
 await inProcess("in-process string_check", exact, 200_000);
 await inProcess(
   "in-process multi(string_check + fuzzy_match)",
   {
     type: "multi",
     name: "combo",
-    graders: { exact, fuzzy: { type: "text_similarity", name: "fuzzy", input: "{{ sample.output_text }}", reference: "{{ item.explanation }}", evaluation_metric: "fuzzy_match" } },
+    graders: {
+      exact,
+      fuzzy: {
+        type: "text_similarity",
+        name: "fuzzy",
+        input: "{{ sample.output_text }}",
+        reference: "{{ item.explanation }}",
+        evaluation_metric: "fuzzy_match",
+      },
+    },
     calculate_output: "0.5 * exact + 0.5 * fuzzy",
   },
   50_000,

@@ -11,7 +11,15 @@ export function createLogger(component: string, level = process.env.RFT_LOG_LEVE
     level,
     base: { component },
     redact: {
-      paths: ["apiKey", "*.apiKey", "authorization", "*.authorization", "headers.authorization", "privateKey", "*.privateKey"],
+      paths: [
+        "apiKey",
+        "*.apiKey",
+        "authorization",
+        "*.authorization",
+        "headers.authorization",
+        "privateKey",
+        "*.privateKey",
+      ],
       censor: "[redacted]",
     },
   });

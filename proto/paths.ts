@@ -11,7 +11,10 @@ export function packageRoot(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
   for (;;) {
     const pj = join(dir, "package.json");
-    if (existsSync(pj) && JSON.parse(readFileSync(pj, "utf8")).name === "rft-operator") return (root = dir);
+    if (existsSync(pj) && JSON.parse(readFileSync(pj, "utf8")).name === "rft-operator") {
+      root = dir;
+      return dir;
+    }
     const up = dirname(dir);
     if (up === dir) throw new Error("cannot find the rft-operator package root");
     dir = up;

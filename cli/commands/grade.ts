@@ -34,7 +34,10 @@ export function register(program: Command) {
     .requiredOption("--sample <text|@file>", "the model output to grade (text, or @file)")
     .option("--item <file|json>", "the dataset row the grader's {{ item.* }} templates read", "{}")
     .option("--json-required", "the sample was produced under a response_format: it must parse as JSON")
-    .option("--model-base-url <url>", "OpenAI-compatible endpoint for score_model/label_model (env RFT_GRADER_BASE_URL)")
+    .option(
+      "--model-base-url <url>",
+      "OpenAI-compatible endpoint for score_model/label_model (env RFT_GRADER_BASE_URL)",
+    )
     .action(async (o) => {
       const engine = new GraderEngine({
         model: endpointFromEnv("RFT_GRADER", { baseUrl: o.modelBaseUrl }),
@@ -43,7 +46,10 @@ export function register(program: Command) {
       try {
         const grader = jsonArg(o.grader, "--grader");
         const item = jsonArg(o.item, "--item");
-        const res = await engine.run(grader, item, { output_text: sampleArg(o.sample), json_required: Boolean(o.jsonRequired) });
+        const res = await engine.run(grader, item, {
+          output_text: sampleArg(o.sample),
+          json_required: Boolean(o.jsonRequired),
+        });
         process.stdout.write(`${JSON.stringify(res, null, 2)}\n`);
       } catch (err) {
         if (err instanceof GraderValidationError || err instanceof UsageError) {

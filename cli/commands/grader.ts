@@ -16,12 +16,40 @@ export function register(program: Command) {
     .description("run the grader service: gRPC GraderService + OpenAI-compatible HTTP /v1/fine_tuning/alpha/graders/*")
     .option("--host <host>", "address to listen on", process.env.RFT_GRADER_HOST ?? "127.0.0.1")
     .option("--grpc-port <port>", "gRPC port", int, Number(process.env.RFT_GRADER_GRPC_PORT ?? 50051))
-    .option("--http-port <port>", "HTTP port (API, /metrics, /healthz)", int, Number(process.env.RFT_GRADER_HTTP_PORT ?? 8081))
-    .option("--concurrency <n>", "samples graded at once per GradeBatch stream", int, Number(process.env.RFT_GRADER_CONCURRENCY ?? 64))
-    .option("--python-workers <n>", "warm python grader workers", int, Number(process.env.RFT_GRADER_PYTHON_WORKERS ?? 2))
-    .option("--python-timeout-ms <ms>", "time limit of one python grade", int, Number(process.env.RFT_GRADER_PYTHON_TIMEOUT_MS ?? 120_000))
-    .option("--python-memory-mb <mb>", "memory limit of a python worker", int, Number(process.env.RFT_GRADER_PYTHON_MEMORY_MB ?? 2048))
-    .option("--model-base-url <url>", "OpenAI-compatible endpoint for score_model/label_model (env RFT_GRADER_BASE_URL)")
+    .option(
+      "--http-port <port>",
+      "HTTP port (API, /metrics, /healthz)",
+      int,
+      Number(process.env.RFT_GRADER_HTTP_PORT ?? 8081),
+    )
+    .option(
+      "--concurrency <n>",
+      "samples graded at once per GradeBatch stream",
+      int,
+      Number(process.env.RFT_GRADER_CONCURRENCY ?? 64),
+    )
+    .option(
+      "--python-workers <n>",
+      "warm python grader workers",
+      int,
+      Number(process.env.RFT_GRADER_PYTHON_WORKERS ?? 2),
+    )
+    .option(
+      "--python-timeout-ms <ms>",
+      "time limit of one python grade",
+      int,
+      Number(process.env.RFT_GRADER_PYTHON_TIMEOUT_MS ?? 120_000),
+    )
+    .option(
+      "--python-memory-mb <mb>",
+      "memory limit of a python worker",
+      int,
+      Number(process.env.RFT_GRADER_PYTHON_MEMORY_MB ?? 2048),
+    )
+    .option(
+      "--model-base-url <url>",
+      "OpenAI-compatible endpoint for score_model/label_model (env RFT_GRADER_BASE_URL)",
+    )
     .option("--model-api-key-file <file>", "file holding that endpoint's API key (env RFT_GRADER_API_KEY_FILE)")
     .option("--embeddings-base-url <url>", "endpoint for text_similarity cosine (env RFT_GRADER_EMBEDDINGS_BASE_URL)")
     .option("--embeddings-model <model>", "embeddings model for cosine", "text-embedding-3-large")

@@ -17,10 +17,17 @@ import { gradeStringCheck } from "./graders/string-check.js";
 import { DEFAULT_EMBEDDINGS_MODEL, gradeTextSimilarity } from "./graders/text-similarity.js";
 import { addUsage, type ModelEndpoint } from "./model-client.js";
 import { PythonSandbox, type PythonSandboxOptions } from "./python/sandbox.js";
-import { type Compiled, type CompiledSub, compileGrader, GraderValidationError, graderName, type ValidateOptions } from "./validate.js";
+import {
+  type Compiled,
+  type CompiledSub,
+  compileGrader,
+  GraderValidationError,
+  graderName,
+  type ValidateOptions,
+} from "./validate.js";
 
-export { GraderValidationError } from "./validate.js";
 export type { Compiled } from "./validate.js";
+export { GraderValidationError } from "./validate.js";
 
 export interface GraderEngineOptions {
   /** Chat-completions endpoint for score_model / label_model. */
@@ -106,9 +113,11 @@ export class GraderEngine {
   /** Validates a grader config (throws GraderValidationError) and compiles python sources in the sandbox. */
   async compile(raw: unknown, opts: ValidateOptions = {}): Promise<Compiled> {
     const compiled = compileGrader(raw, { ...this.validateOptions(), ...opts });
-    const pythons: [string, Extract<Compiled, { type: "python" }>][] = compiled.type === "python" ? [["grader", compiled]] : [];
+    const pythons: [string, Extract<Compiled, { type: "python" }>][] =
+      compiled.type === "python" ? [["grader", compiled]] : [];
     if (compiled.type === "multi") {
-      for (const [k, g] of Object.entries(compiled.graders)) if (g.type === "python") pythons.push([`grader.graders.${k}`, g]);
+      for (const [k, g] of Object.entries(compiled.graders))
+        if (g.type === "python") pythons.push([`grader.graders.${k}`, g]);
     }
     for (const [param, g] of pythons) {
       const check = await (await this.python()).check(g.config.source);
@@ -182,7 +191,11 @@ export class GraderEngine {
           return gradeStringCheck(g, scope);
         case "text_similarity": {
           const e = this.opts.embeddings;
-          return await gradeTextSimilarity(g, scope, e && { endpoint: e.endpoint, model: e.model ?? DEFAULT_EMBEDDINGS_MODEL });
+          return await gradeTextSimilarity(
+            g,
+            scope,
+            e && { endpoint: e.endpoint, model: e.model ?? DEFAULT_EMBEDDINGS_MODEL },
+          );
         }
         case "score_model":
           return await gradeScoreModel(g, scope, this.opts.model);

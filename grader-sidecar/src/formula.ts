@@ -142,7 +142,10 @@ export function parseFormula(src: string): Node {
       expect(")");
       const [lo, hi] = FUNCTIONS[fn].arity;
       if (args.length < lo || args.length > hi) {
-        throw new FormulaError(`${fn}() takes ${lo === hi ? lo : `at least ${lo}`} argument(s), got ${args.length}`, t.p);
+        throw new FormulaError(
+          `${fn}() takes ${lo === hi ? lo : `at least ${lo}`} argument(s), got ${args.length}`,
+          t.p,
+        );
       }
       return { kind: "call", fn, args, pos: t.p };
     }

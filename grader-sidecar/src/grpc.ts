@@ -16,7 +16,7 @@ import type { ValidateRequest__Output } from "../../proto/gen/rft/grader/v1/Vali
 import type { ValidateResponse } from "../../proto/gen/rft/grader/v1/ValidateResponse.js";
 import { loadGraderProto } from "../../proto/grpc.js";
 import type { Logger } from "../../proto/log.js";
-import { type Compiled, type GraderEngine, GraderValidationError, errorFlagsSet, type SampleInput } from "./engine.js";
+import { type Compiled, errorFlagsSet, type GraderEngine, GraderValidationError, type SampleInput } from "./engine.js";
 
 export const GRADER_SERVICE_NAME = "rft.grader.v1.GraderService";
 
@@ -111,7 +111,10 @@ export function createGrpcServer(opts: GrpcOptions): { server: grpc.Server; heal
       );
     },
 
-    Validate(call: grpc.ServerUnaryCall<ValidateRequest__Output, ValidateResponse>, cb: grpc.sendUnaryData<ValidateResponse>) {
+    Validate(
+      call: grpc.ServerUnaryCall<ValidateRequest__Output, ValidateResponse>,
+      cb: grpc.sendUnaryData<ValidateResponse>,
+    ) {
       cache.get(call.request.grader_json).then(
         (c) => cb(null, { valid: true, grader_json: JSON.stringify(c.config) }),
         (err) => {

@@ -76,21 +76,34 @@ export function createHttpServer(opts: HttpOptions): Server {
       return send(res, 200, await metrics.registry.metrics(), metrics.registry.contentType);
     }
     if (path?.startsWith("/v1/") && opts.apiKey && !authorized(req, opts.apiKey)) {
-      throw new HttpError(401, "missing or wrong API key (Authorization: Bearer ...)", "invalid_request_error", null, "invalid_api_key");
+      throw new HttpError(
+        401,
+        "missing or wrong API key (Authorization: Bearer ...)",
+        "invalid_request_error",
+        null,
+        "invalid_api_key",
+      );
     }
     if (path === "/v1/fine_tuning/alpha/graders/run" || path === "/v1/fine_tuning/alpha/graders/validate") {
       if (req.method !== "POST") throw new HttpError(405, `${req.method} is not allowed on ${path}; use POST`);
       const body = await readJson(req, limit);
-      if (body.grader === undefined) throw new HttpError(400, "missing required parameter: 'grader'", "invalid_request_error", "grader");
+      if (body.grader === undefined)
+        throw new HttpError(400, "missing required parameter: 'grader'", "invalid_request_error", "grader");
       if (path.endsWith("/validate")) {
         const compiled = await engine.compile(body.grader);
         return send(res, 200, { grader: compiled.config });
       }
       const sample = body.model_sample;
       if (typeof sample !== "string") {
-        throw new HttpError(400, "'model_sample' must be a string (the raw model output)", "invalid_request_error", "model_sample");
+        throw new HttpError(
+          400,
+          "'model_sample' must be a string (the raw model output)",
+          "invalid_request_error",
+          "model_sample",
+        );
       }
-      const item = body.item ?? (body.reference_answer !== undefined ? { reference_answer: body.reference_answer } : {});
+      const item =
+        body.item ?? (body.reference_answer !== undefined ? { reference_answer: body.reference_answer } : {});
       if (item === null || typeof item !== "object" || Array.isArray(item)) {
         throw new HttpError(400, "'item' must be a JSON object", "invalid_request_error", "item");
       }
@@ -109,7 +122,9 @@ export function createHttpServer(opts: HttpOptions): Server {
         });
       }
       if (err instanceof HttpError) {
-        return send(res, err.status, { error: { message: err.message, type: err.type, param: err.param, code: err.code } });
+        return send(res, err.status, {
+          error: { message: err.message, type: err.type, param: err.param, code: err.code },
+        });
       }
       logger.error({ err }, "grader http request failed");
       send(res, 500, { error: { message: "internal error", type: "server_error", param: null, code: null } });

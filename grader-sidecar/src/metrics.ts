@@ -1,5 +1,5 @@
 /** Prometheus metrics of the grader service (prom-client). Names follow Prometheus conventions: rft_grader_*. */
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 import type { RunGraderResponse } from "../../proto/graders.js";
 import { errorFlagsSet } from "./engine.js";
 

@@ -80,7 +80,8 @@ export function usageOf(u: any): TokenUsage {
 }
 
 export function addUsage(into: Record<string, TokenUsage>, model: string, u: TokenUsage) {
-  const t = (into[model] ??= { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0, cached_tokens: 0 });
+  into[model] ??= { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0, cached_tokens: 0 };
+  const t = into[model];
   t.prompt_tokens += u.prompt_tokens;
   t.completion_tokens += u.completion_tokens;
   t.total_tokens += u.total_tokens;

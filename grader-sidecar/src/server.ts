@@ -4,7 +4,7 @@ import * as grpc from "@grpc/grpc-js";
 import { Gauge } from "prom-client";
 import { createLogger, type Logger } from "../../proto/log.js";
 import { GraderEngine, type GraderEngineOptions } from "./engine.js";
-import { GRADER_SERVICE_NAME, createGrpcServer } from "./grpc.js";
+import { createGrpcServer, GRADER_SERVICE_NAME } from "./grpc.js";
 import { createHttpServer } from "./http.js";
 import { GraderMetrics } from "./metrics.js";
 
@@ -45,7 +45,11 @@ export async function startGraderService(opts: GraderServiceOptions = {}): Promi
   pool("rft_grader_python_workers", "Warm python grader workers.", (s) => s.workers);
   pool("rft_grader_python_busy_workers", "Python grader workers running a grade now.", (s) => s.busy);
   pool("rft_grader_python_queued", "Python grades waiting for a worker.", (s) => s.queued);
-  pool("rft_grader_python_worker_restarts", "Python grader workers replaced since start (killed, hung or dead).", (s) => s.restarts);
+  pool(
+    "rft_grader_python_worker_restarts",
+    "Python grader workers replaced since start (killed, hung or dead).",
+    (s) => s.restarts,
+  );
 
   const { server, health } = createGrpcServer({ engine, logger, concurrency: opts.concurrency });
   const grpcPort = await new Promise<number>((resolve, reject) =>

@@ -49,15 +49,24 @@ function parseRef(src: string, offset: number): Ref {
   }
   const path: PathStep[] = [];
   let i = ns.length;
+  const steps: [RegExp, (m: RegExpExecArray) => PathStep][] = [
+    [/^\.\s*([A-Za-z_$][\w$-]*)/, (m) => m[1]!],
+    [/^\[\s*(\d+)\s*\]/, (m) => Number(m[1])],
+    [/^\[\s*"((?:[^"\\]|\\.)*)"\s*\]/, (m) => m[1]!],
+    [/^\[\s*'([^']*)'\s*\]/, (m) => m[1]!],
+  ];
   while (i < src.length) {
     const rest = src.slice(i);
-    let m: RegExpExecArray | null;
-    if ((m = /^\.\s*([A-Za-z_$][\w$-]*)/.exec(rest))) path.push(m[1]!);
-    else if ((m = /^\[\s*(\d+)\s*\]/.exec(rest))) path.push(Number(m[1]));
-    else if ((m = /^\[\s*"((?:[^"\\]|\\.)*)"\s*\]/.exec(rest)) || (m = /^\[\s*'([^']*)'\s*\]/.exec(rest)))
-      path.push(m[1]!);
-    else throw new TemplateSyntaxError(`${where}: cannot parse "${rest}"`);
-    i += m[0].length;
+    let matched = false;
+    for (const [re, step] of steps) {
+      const m = re.exec(rest);
+      if (!m) continue;
+      path.push(step(m));
+      i += m[0].length;
+      matched = true;
+      break;
+    }
+    if (!matched) throw new TemplateSyntaxError(`${where}: cannot parse "${rest}"`);
   }
   if (path.length === 0) throw new TemplateSyntaxError(`${where}: a reference needs a variable after "${ns}."`);
   if (ns === "sample" && !(SAMPLE_KEYS as readonly string[]).includes(String(path[0]))) {

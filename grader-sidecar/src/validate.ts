@@ -14,11 +14,11 @@ import {
   PYTHON_SOURCE_MAX_BYTES,
   type PythonGrader,
   type ScoreModelGrader,
-  SUB_GRADER_TYPES,
   type StringCheckGrader,
+  SUB_GRADER_TYPES,
   type SubGrader,
-  TOP_LEVEL_GRADER_TYPES,
   type TextSimilarityGrader,
+  TOP_LEVEL_GRADER_TYPES,
 } from "../../proto/graders.js";
 import { FormulaError, formulaVariables, type Node, parseFormula } from "./formula.js";
 import { parseTemplate, type Template, TemplateSyntaxError } from "./template.js";
@@ -123,7 +123,12 @@ function compileOne(raw: unknown, param: string, allowed: readonly string[], opt
   switch (type) {
     case "string_check": {
       const g = raw as StringCheckGrader;
-      return { type, config: g, input: template(g.input, `${param}.input`), reference: template(g.reference, `${param}.reference`) };
+      return {
+        type,
+        config: g,
+        input: template(g.input, `${param}.input`),
+        reference: template(g.reference, `${param}.reference`),
+      };
     }
     case "text_similarity": {
       const g = raw as TextSimilarityGrader;
@@ -133,19 +138,28 @@ function compileOne(raw: unknown, param: string, allowed: readonly string[], opt
           `${param}.evaluation_metric`,
         );
       }
-      return { type, config: g, input: template(g.input, `${param}.input`), reference: template(g.reference, `${param}.reference`) };
+      return {
+        type,
+        config: g,
+        input: template(g.input, `${param}.input`),
+        reference: template(g.reference, `${param}.reference`),
+      };
     }
     case "score_model": {
       const g = raw as ScoreModelGrader;
       const range = (g.range ?? [0, 1]) as [number, number];
-      if (!(range[0] < range[1])) throw new GraderValidationError("range must be [min, max] with min < max", `${param}.range`);
+      if (!(range[0] < range[1]))
+        throw new GraderValidationError("range must be [min, max] with min < max", `${param}.range`);
       return { type, config: g, messages: messages(g.input, param), range };
     }
     case "label_model": {
       const g = raw as LabelModelGrader;
       const outside = g.passing_labels.filter((l) => !g.labels.includes(l));
       if (outside.length > 0) {
-        throw new GraderValidationError(`passing_labels not in labels: ${outside.join(", ")}`, `${param}.passing_labels`);
+        throw new GraderValidationError(
+          `passing_labels not in labels: ${outside.join(", ")}`,
+          `${param}.passing_labels`,
+        );
       }
       return { type, config: g, messages: messages(g.input, param) };
     }
@@ -153,7 +167,10 @@ function compileOne(raw: unknown, param: string, allowed: readonly string[], opt
       const g = raw as PythonGrader;
       const bytes = Buffer.byteLength(g.source, "utf8");
       if (bytes > PYTHON_SOURCE_MAX_BYTES) {
-        throw new GraderValidationError(`source is ${bytes} bytes; the limit is ${PYTHON_SOURCE_MAX_BYTES}`, `${param}.source`);
+        throw new GraderValidationError(
+          `source is ${bytes} bytes; the limit is ${PYTHON_SOURCE_MAX_BYTES}`,
+          `${param}.source`,
+        );
       }
       return { type, config: g };
     }

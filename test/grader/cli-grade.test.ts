@@ -6,11 +6,23 @@ import { join } from "node:path";
 import { test } from "node:test";
 
 const rft = (...args: string[]) =>
-  spawnSync(process.execPath, ["--import", "tsx", "cli/rft.ts", ...args], { encoding: "utf8", env: { ...process.env, RFT_LOG_LEVEL: "silent" } });
+  spawnSync(process.execPath, ["--import", "tsx", "cli/rft.ts", ...args], {
+    encoding: "utf8",
+    env: { ...process.env, RFT_LOG_LEVEL: "silent" },
+  });
 
 const dir = mkdtempSync(join(tmpdir(), "rft-grade-"));
 const graderFile = join(dir, "grader.json");
-writeFileSync(graderFile, JSON.stringify({ type: "string_check", name: "exact", input: "{{ sample.output_text }}", reference: "{{ item.answer }}", operation: "eq" }));
+writeFileSync(
+  graderFile,
+  JSON.stringify({
+    type: "string_check",
+    name: "exact",
+    input: "{{ sample.output_text }}",
+    reference: "{{ item.answer }}",
+    operation: "eq",
+  }),
+);
 
 test("rft grade prints the RunGraderResponse", () => {
   const r = rft("grade", "--grader", graderFile, "--sample", "42", "--item", '{"answer":"42"}');
@@ -29,7 +41,13 @@ test("rft grade reads the sample from @file and exits 0 when the grader reports 
 });
 
 test("rft grade exits 2 with a precise message for an invalid grader or argument", () => {
-  const bad = rft("grade", "--grader", '{"type":"string_check","name":"x","input":"a","reference":"b","operation":"is"}', "--sample", "a");
+  const bad = rft(
+    "grade",
+    "--grader",
+    '{"type":"string_check","name":"x","input":"a","reference":"b","operation":"is"}',
+    "--sample",
+    "a",
+  );
   assert.equal(bad.status, 2);
   assert.match(bad.stderr, /grader\.operation: must be one of eq, ne, neq, like, ilike/);
   const missing = rft("grade", "--grader", join(dir, "nope.json"), "--sample", "a");

@@ -21,7 +21,13 @@ test("string_check: eq, ne/neq, like, ilike", async () => {
 
 test("response has OpenAI's RunGraderResponse shape with all 14 error keys", async () => {
   const res = await engine.run(
-    { type: "string_check", name: "exact", input: "{{ sample.output_text }}", reference: "{{ item.answer }}", operation: "eq" },
+    {
+      type: "string_check",
+      name: "exact",
+      input: "{{ sample.output_text }}",
+      reference: "{{ item.answer }}",
+      operation: "eq",
+    },
     { answer: "42" },
     { output_text: "42" },
   );
@@ -41,10 +47,14 @@ test("templates: output_json, output_tools and a missing variable", async () => 
   const g = (input: string) => ({ type: "string_check", name: "c", input, reference: "yes", operation: "eq" });
   const json = await engine.run(g("{{ sample.output_json.compliant }}"), {}, { output_text: '{"compliant":"yes"}' });
   assert.equal(json.reward, 1);
-  const tools = await engine.run(g("{{ sample.output_tools[0].function.name }}"), {}, {
-    output_text: "",
-    output_tools: [{ id: "1", type: "function", function: { name: "yes", arguments: "{}" } }],
-  });
+  const tools = await engine.run(
+    g("{{ sample.output_tools[0].function.name }}"),
+    {},
+    {
+      output_text: "",
+      output_tools: [{ id: "1", type: "function", function: { name: "yes", arguments: "{}" } }],
+    },
+  );
   assert.equal(tools.reward, 1);
   const missing = await engine.run(g("{{ item.nothing }}"), { something: 1 }, { output_text: "yes" });
   assert.equal(missing.reward, 0);
@@ -65,8 +75,20 @@ test("multi: sub-rewards, scores and the formula", async () => {
       type: "multi",
       name: "combo",
       graders: {
-        label: { type: "string_check", name: "label", input: "{{ sample.output_json.compliant }}", reference: "{{ item.compliant }}", operation: "eq" },
-        why: { type: "string_check", name: "why", input: "{{ sample.output_json.explanation }}", reference: "AES", operation: "like" },
+        label: {
+          type: "string_check",
+          name: "label",
+          input: "{{ sample.output_json.compliant }}",
+          reference: "{{ item.compliant }}",
+          operation: "eq",
+        },
+        why: {
+          type: "string_check",
+          name: "why",
+          input: "{{ sample.output_json.explanation }}",
+          reference: "AES",
+          operation: "like",
+        },
       },
       calculate_output: "0.7 * label + 0.3 * why",
     },
@@ -82,7 +104,11 @@ test("multi: sub-rewards, scores and the formula", async () => {
 
 test("multi: a formula that divides by zero reports formula_parse_error", async () => {
   const res = await engine.run(
-    { type: "multi", graders: { a: { type: "string_check", name: "a", input: "x", reference: "y", operation: "eq" } }, calculate_output: "1 / a" },
+    {
+      type: "multi",
+      graders: { a: { type: "string_check", name: "a", input: "x", reference: "y", operation: "eq" } },
+      calculate_output: "1 / a",
+    },
     {},
     { output_text: "" },
   );

@@ -3,10 +3,10 @@ import { after, before, test } from "node:test";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { protoPath as healthProtoPath } from "grpc-health-check";
+import { type GraderService, startGraderService } from "../../grader-sidecar/src/server.js";
 import type { GradeBatchResponse__Output } from "../../proto/gen/rft/grader/v1/GradeBatchResponse.js";
 import type { GraderServiceClient } from "../../proto/gen/rft/grader/v1/GraderService.js";
 import { loadGraderProto } from "../../proto/grpc.js";
-import { startGraderService, type GraderService } from "../../grader-sidecar/src/server.js";
 import { type FakeChatServer, startFakeChatServer } from "../helpers/fake-chat-server.js";
 
 let svc: GraderService;
@@ -29,11 +29,19 @@ after(async () => {
   await fake.close();
 });
 
-const exact = JSON.stringify({ type: "string_check", name: "exact", input: "{{ sample.output_text }}", reference: "{{ item.answer }}", operation: "eq" });
+const exact = JSON.stringify({
+  type: "string_check",
+  name: "exact",
+  input: "{{ sample.output_text }}",
+  reference: "{{ item.answer }}",
+  operation: "eq",
+});
 
 test("Grade returns the reward and the full RunGraderResponse", async () => {
   const res = await new Promise<any>((resolve, reject) =>
-    client.Grade({ grader_json: exact, item_json: '{"answer":"4"}', sample: { output_text: "4" } }, (e, r) => (e ? reject(e) : resolve(r))),
+    client.Grade({ grader_json: exact, item_json: '{"answer":"4"}', sample: { output_text: "4" } }, (e, r) =>
+      e ? reject(e) : resolve(r),
+    ),
   );
   assert.equal(res.reward, 1);
   assert.equal(JSON.parse(res.response_json).metadata.name, "exact");
@@ -42,7 +50,9 @@ test("Grade returns the reward and the full RunGraderResponse", async () => {
 test("Grade with an invalid grader fails with INVALID_ARGUMENT naming the field", async () => {
   const bad = JSON.stringify({ type: "string_check", name: "x", input: "a", reference: "b", operation: "equals" });
   await assert.rejects(
-    new Promise((resolve, reject) => client.Grade({ grader_json: bad, sample: { output_text: "a" } }, (e, r) => (e ? reject(e) : resolve(r)))),
+    new Promise((resolve, reject) =>
+      client.Grade({ grader_json: bad, sample: { output_text: "a" } }, (e, r) => (e ? reject(e) : resolve(r))),
+    ),
     (e: any) => e.code === grpc.status.INVALID_ARGUMENT && /grader\.operation: must be one of/.test(e.details),
   );
 });
@@ -51,7 +61,9 @@ test("Validate reports errors in-band", async () => {
   const call = (grader_json: string) =>
     new Promise<any>((resolve, reject) => client.Validate({ grader_json }, (e, r) => (e ? reject(e) : resolve(r))));
   assert.equal((await call(exact)).valid, true);
-  const bad = await call(JSON.stringify({ type: "multi", graders: { a: JSON.parse(exact) }, calculate_output: "a + (" }));
+  const bad = await call(
+    JSON.stringify({ type: "multi", graders: { a: JSON.parse(exact) }, calculate_output: "a + (" }),
+  );
   assert.equal(bad.valid, false);
   assert.equal(bad.param, "grader.calculate_output");
   assert.match(bad.error, /position/);
@@ -75,7 +87,11 @@ test("GradeBatch grades every sample once, reusing the grader across messages", 
   for (let m = 0; m < 50; m++) {
     const items = [];
     for (let k = 0; k < 100; k++, id++) {
-      items.push({ id, item_json: JSON.stringify({ answer: String(id % 7) }), sample: { output_text: String(id % 3) } });
+      items.push({
+        id,
+        item_json: JSON.stringify({ answer: String(id % 7) }),
+        sample: { output_text: String(id % 3) },
+      });
     }
     messages.push({ grader_json: m === 0 ? exact : "", items });
   }
@@ -88,9 +104,16 @@ test("GradeBatch grades every sample once, reusing the grader across messages", 
 });
 
 test("GradeBatch never grades more than `concurrency` samples at once", async () => {
-  const slow = JSON.stringify({ type: "score_model", name: "slow", model: "m", input: [{ role: "user", content: "SLOW SCORE=0.5" }] });
+  const slow = JSON.stringify({
+    type: "score_model",
+    name: "slow",
+    model: "m",
+    input: [{ role: "user", content: "SLOW SCORE=0.5" }],
+  });
   const items = Array.from({ length: 40 }, (_, id) => ({ id, sample: { output_text: "x" } }));
-  const results = (await gradeBatch([{ grader_json: slow, items: items.slice(0, 20) }, { items: items.slice(20) }])).flatMap((r) => r.results);
+  const results = (
+    await gradeBatch([{ grader_json: slow, items: items.slice(0, 20) }, { items: items.slice(20) }])
+  ).flatMap((r) => r.results);
   assert.equal(results.length, 40);
   assert.ok(results.every((r) => r.reward === 0.5));
   assert.ok(fake.maxConcurrent <= CONCURRENCY, `max concurrent judge calls ${fake.maxConcurrent} > ${CONCURRENCY}`);
@@ -98,10 +121,21 @@ test("GradeBatch never grades more than `concurrency` samples at once", async ()
 });
 
 test("GradeBatch reports error flags per sample and rejects a stream without a grader", async () => {
-  const g = JSON.stringify({ type: "string_check", name: "x", input: "{{ item.missing }}", reference: "a", operation: "eq" });
-  const [r] = (await gradeBatch([{ grader_json: g, items: [{ id: 1, sample: { output_text: "a" } }] }])).flatMap((x) => x.results);
+  const g = JSON.stringify({
+    type: "string_check",
+    name: "x",
+    input: "{{ item.missing }}",
+    reference: "a",
+    operation: "eq",
+  });
+  const [r] = (await gradeBatch([{ grader_json: g, items: [{ id: 1, sample: { output_text: "a" } }] }])).flatMap(
+    (x) => x.results,
+  );
   assert.deepEqual(r!.error_flags, ["invalid_variable_error"]);
-  await assert.rejects(gradeBatch([{ items: [{ id: 1, sample: { output_text: "a" } }] }]), (e: any) => e.code === grpc.status.INVALID_ARGUMENT && /first GradeBatch message/.test(e.details));
+  await assert.rejects(
+    gradeBatch([{ items: [{ id: 1, sample: { output_text: "a" } }] }]),
+    (e: any) => e.code === grpc.status.INVALID_ARGUMENT && /first GradeBatch message/.test(e.details),
+  );
 });
 
 test("standard gRPC health reports SERVING", async () => {

@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import OpenAI from "openai";
-import { startGraderService, type GraderService } from "../../grader-sidecar/src/server.js";
+import { type GraderService, startGraderService } from "../../grader-sidecar/src/server.js";
 import { type FakeChatServer, startFakeChatServer } from "../helpers/fake-chat-server.js";
 
 let svc: GraderService;
@@ -20,17 +20,57 @@ after(async () => {
 });
 
 const graders: Record<string, any> = {
-  string_check: { type: "string_check", name: "exact", input: "{{ sample.output_text }}", reference: "{{ item.answer }}", operation: "eq" },
-  text_similarity: { type: "text_similarity", name: "fuzzy", input: "{{ sample.output_text }}", reference: "{{ item.answer }}", evaluation_metric: "fuzzy_match" },
-  python: { type: "python", name: "py", source: "def grade(sample, item):\n    return 1.0 if sample['output_text'] == item['answer'] else 0.25\n" },
-  score_model: { type: "score_model", name: "judge", model: "gpt-4o-mini", input: [{ role: "user", content: "Grade {{ sample.output_text }} SCORE=0.6" }] },
+  string_check: {
+    type: "string_check",
+    name: "exact",
+    input: "{{ sample.output_text }}",
+    reference: "{{ item.answer }}",
+    operation: "eq",
+  },
+  text_similarity: {
+    type: "text_similarity",
+    name: "fuzzy",
+    input: "{{ sample.output_text }}",
+    reference: "{{ item.answer }}",
+    evaluation_metric: "fuzzy_match",
+  },
+  python: {
+    type: "python",
+    name: "py",
+    source: "def grade(sample, item):\n    return 1.0 if sample['output_text'] == item['answer'] else 0.25\n",
+  },
+  score_model: {
+    type: "score_model",
+    name: "judge",
+    model: "gpt-4o-mini",
+    input: [{ role: "user", content: "Grade {{ sample.output_text }} SCORE=0.6" }],
+  },
   multi: {
     type: "multi",
     name: "combo",
     graders: {
-      exact: { type: "string_check", name: "exact", input: "{{ sample.output_text }}", reference: "{{ item.answer }}", operation: "eq" },
-      tone: { type: "label_model", name: "tone", model: "gpt-4o-mini", input: [{ role: "user", content: "LABEL=ok" }], labels: ["ok", "bad"], passing_labels: ["ok"] },
-      rouge: { type: "text_similarity", name: "rouge", input: "{{ sample.output_text }}", reference: "{{ item.answer }}", evaluation_metric: "rouge_l" },
+      exact: {
+        type: "string_check",
+        name: "exact",
+        input: "{{ sample.output_text }}",
+        reference: "{{ item.answer }}",
+        operation: "eq",
+      },
+      tone: {
+        type: "label_model",
+        name: "tone",
+        model: "gpt-4o-mini",
+        input: [{ role: "user", content: "LABEL=ok" }],
+        labels: ["ok", "bad"],
+        passing_labels: ["ok"],
+      },
+      rouge: {
+        type: "text_similarity",
+        name: "rouge",
+        input: "{{ sample.output_text }}",
+        reference: "{{ item.answer }}",
+        evaluation_metric: "rouge_l",
+      },
     },
     calculate_output: "(exact + tone + rouge) / 3",
   },
@@ -44,9 +84,17 @@ test("graders.run works for every grader type", async () => {
     assert.equal(res.metadata.type, type);
     assert.equal(res.metadata.errors.other_error, false);
   }
-  const wrong = await client.fineTuning.alpha.graders.run({ grader: graders.python, model_sample: "Rome", item: { answer: "Paris" } });
+  const wrong = await client.fineTuning.alpha.graders.run({
+    grader: graders.python,
+    model_sample: "Rome",
+    item: { answer: "Paris" },
+  });
   assert.equal(wrong.reward, 0.25);
-  const multi = await client.fineTuning.alpha.graders.run({ grader: graders.multi, model_sample: "Rome", item: { answer: "Paris" } });
+  const multi = await client.fineTuning.alpha.graders.run({
+    grader: graders.multi,
+    model_sample: "Rome",
+    item: { answer: "Paris" },
+  });
   assert.deepEqual(Object.keys(multi.sub_rewards).sort(), ["exact", "rouge", "tone"]);
   assert.equal(multi.sub_rewards.exact, 0);
   assert.equal(multi.sub_rewards.tone, 1);
@@ -54,7 +102,13 @@ test("graders.run works for every grader type", async () => {
 
 test("graders.run fills output_json from a JSON model_sample", async () => {
   const res = await client.fineTuning.alpha.graders.run({
-    grader: { type: "string_check", name: "j", input: "{{ sample.output_json.city }}", reference: "Paris", operation: "eq" },
+    grader: {
+      type: "string_check",
+      name: "j",
+      input: "{{ sample.output_json.city }}",
+      reference: "Paris",
+      operation: "eq",
+    },
     model_sample: '{"city": "Paris"}',
   });
   assert.equal(res.reward, 1);
@@ -75,18 +129,26 @@ test("graders.validate echoes the normalised grader; invalid graders get OpenAI'
     },
   );
   await assert.rejects(
-    client.fineTuning.alpha.graders.run({ grader: { ...graders.multi, calculate_output: "exact +" }, model_sample: "x" }),
+    client.fineTuning.alpha.graders.run({
+      grader: { ...graders.multi, calculate_output: "exact +" },
+      model_sample: "x",
+    }),
     (err: any) => err.status === 400 && /formula ended/.test(err.message) && err.code === "formula_parse_error",
   );
   await assert.rejects(
-    client.fineTuning.alpha.graders.validate({ grader: { type: "python", source: "def grade(sample):\n  return 1\n" } }),
+    client.fineTuning.alpha.graders.validate({
+      grader: { type: "python", name: "one_arg", source: "def grade(sample):\n  return 1\n" },
+    }),
     (err: any) => err.status === 400 && err.param === "grader.source",
   );
 });
 
 test("the HTTP API requires the configured API key; /healthz and /metrics answer", async () => {
   const stranger = new OpenAI({ apiKey: "sk-wrong", baseURL: `http://127.0.0.1:${svc.httpPort}/v1`, maxRetries: 0 });
-  await assert.rejects(stranger.fineTuning.alpha.graders.run({ grader: graders.string_check, model_sample: "x" }), (e: any) => e.status === 401);
+  await assert.rejects(
+    stranger.fineTuning.alpha.graders.run({ grader: graders.string_check, model_sample: "x" }),
+    (e: any) => e.status === 401,
+  );
   const health = await fetch(`http://127.0.0.1:${svc.httpPort}/healthz`);
   assert.equal(health.status, 200);
   const metrics = await (await fetch(`http://127.0.0.1:${svc.httpPort}/metrics`)).text();
@@ -104,9 +166,11 @@ test("malformed requests get precise errors", async () => {
     });
   const notJson = await post("{grader:");
   assert.equal(notJson.status, 400);
-  assert.match((await notJson.json()).error.message, /not valid JSON/);
+  assert.match(((await notJson.json()) as any).error.message, /not valid JSON/);
   const noSample = await post(JSON.stringify({ grader: graders.string_check }));
-  assert.equal((await noSample.json()).error.param, "model_sample");
-  const tooBig = await post(JSON.stringify({ grader: graders.string_check, model_sample: "x".repeat(3 * 1024 * 1024) }));
+  assert.equal(((await noSample.json()) as any).error.param, "model_sample");
+  const tooBig = await post(
+    JSON.stringify({ grader: graders.string_check, model_sample: "x".repeat(3 * 1024 * 1024) }),
+  );
   assert.equal(tooBig.status, 413);
 });

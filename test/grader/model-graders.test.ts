@@ -30,7 +30,12 @@ test("score_model: result is the reward, clamped to range, with usage and struct
   const res = await engine.run(scoreModel("Answer: {{ sample.output_text }} SCORE=0.8"), {}, { output_text: "Paris" });
   assert.equal(res.reward, 0.8);
   assert.equal(res.metadata.sampled_model_name, "gpt-4o-mini-fake-2025");
-  assert.deepEqual(res.metadata.token_usage, { prompt_tokens: 100, completion_tokens: 20, total_tokens: 120, cached_tokens: 10 });
+  assert.deepEqual(res.metadata.token_usage, {
+    prompt_tokens: 100,
+    completion_tokens: 20,
+    total_tokens: 120,
+    cached_tokens: 10,
+  });
   assert.deepEqual(Object.keys(res.model_grader_token_usage_per_model), ["gpt-4o-mini-fake-2025"]);
   const req = fake.requests.at(-1)!;
   assert.equal(req.auth, "Bearer sk-test-123");
@@ -44,7 +49,11 @@ test("score_model: result is the reward, clamped to range, with usage and struct
 });
 
 test("score_model: sampling params reach the judge", async () => {
-  await engine.run(scoreModel("SCORE=1", { sampling_params: { temperature: 0.2, seed: 7, max_completions_tokens: 50, top_p: 0.9 } }), {}, { output_text: "" });
+  await engine.run(
+    scoreModel("SCORE=1", { sampling_params: { temperature: 0.2, seed: 7, max_completions_tokens: 50, top_p: 0.9 } }),
+    {},
+    { output_text: "" },
+  );
   const b = fake.requests.at(-1)!.body;
   assert.equal(b.temperature, 0.2);
   assert.equal(b.seed, 7);
@@ -97,7 +106,13 @@ test("label_model inside multi: passing label → 1; usage summed per model", as
 });
 
 test("text_similarity cosine uses the embeddings endpoint", async () => {
-  const g = { type: "text_similarity", name: "cos", input: "{{ sample.output_text }}", reference: "abc", evaluation_metric: "cosine" };
+  const g = {
+    type: "text_similarity",
+    name: "cos",
+    input: "{{ sample.output_text }}",
+    reference: "abc",
+    evaluation_metric: "cosine",
+  };
   assert.ok(Math.abs((await engine.run(g, {}, { output_text: "cab" })).reward - 1) < 1e-12);
   assert.ok((await engine.run(g, {}, { output_text: "xyz" })).reward === 0);
 });

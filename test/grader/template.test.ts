@@ -34,7 +34,10 @@ test("template: references that resolve to nothing are reported", () => {
 });
 
 test("template: syntax errors name the reference", () => {
-  assert.throws(() => parseTemplate("{{ items.x }}"), (e: unknown) => e instanceof TemplateSyntaxError && /unknown namespace "items"/.test(e.message));
+  assert.throws(
+    () => parseTemplate("{{ items.x }}"),
+    (e: unknown) => e instanceof TemplateSyntaxError && /unknown namespace "items"/.test(e.message),
+  );
   assert.throws(() => parseTemplate("{{ sample.output }}"), /sample has no "output"/);
   assert.throws(() => parseTemplate("{{ item }}"), /needs a variable/);
   assert.throws(() => parseTemplate("{{ item.a..b }}"), /cannot parse/);

@@ -72,7 +72,8 @@ export async function startFakeChatServer(): Promise<FakeChatServer> {
     }
     let message: Record<string, unknown>;
     if (last.includes("REFUSE")) message = { role: "assistant", content: null, refusal: "I can't help with that." };
-    else if (last.includes("GARBAGE")) message = { role: "assistant", content: "I think it deserves a 7", refusal: null };
+    else if (last.includes("GARBAGE"))
+      message = { role: "assistant", content: "I think it deserves a 7", refusal: null };
     else {
       const score = /SCORE=(-?[\d.]+)/.exec(last);
       const label = /LABEL=(\w+)/.exec(last);
@@ -89,7 +90,12 @@ export async function startFakeChatServer(): Promise<FakeChatServer> {
       created: 0,
       model: `${b.model}-fake-2025`,
       choices: [{ index: 0, message, finish_reason: "stop" }],
-      usage: { prompt_tokens: 100, completion_tokens: 20, total_tokens: 120, prompt_tokens_details: { cached_tokens: 10 } },
+      usage: {
+        prompt_tokens: 100,
+        completion_tokens: 20,
+        total_tokens: 120,
+        prompt_tokens_details: { cached_tokens: 10 },
+      },
     });
   });
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));

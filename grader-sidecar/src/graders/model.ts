@@ -51,7 +51,8 @@ export function renderMessages(msgs: CompiledMessage[], scope: GradeScope) {
         missing.push(...r.missing);
         return { type: "text", text: r.text };
       }
-      if (c.type === "input_image") return { type: "image_url", image_url: { url: raw.image_url, detail: raw.detail ?? "auto" } };
+      if (c.type === "input_image")
+        return { type: "image_url", image_url: { url: raw.image_url, detail: raw.detail ?? "auto" } };
       return { type: "input_audio", input_audio: raw.input_audio };
     });
     return { role: m.role, content: parts };
@@ -84,7 +85,10 @@ async function judge(
   if (missing.length) return { ok: false, outcome: fail({ invalid_variable_error: true }) };
   if (!endpoint) {
     const details = "no model endpoint configured: set --model-base-url or RFT_GRADER_BASE_URL";
-    return { ok: false, outcome: fail({ model_grader_server_error: true, model_grader_server_error_details: details }) };
+    return {
+      ok: false,
+      outcome: fail({ model_grader_server_error: true, model_grader_server_error_details: details }),
+    };
   }
   const res = await postJson(endpoint, "/chat/completions", {
     model,
@@ -93,7 +97,10 @@ async function judge(
     ...extra,
   });
   if (!res.ok) {
-    return { ok: false, outcome: fail({ model_grader_server_error: true, model_grader_server_error_details: res.details }) };
+    return {
+      ok: false,
+      outcome: fail({ model_grader_server_error: true, model_grader_server_error_details: res.details }),
+    };
   }
   const usage = usageOf(res.body?.usage);
   const sampled = String(res.body?.model ?? model);
@@ -117,7 +124,14 @@ export async function gradeScoreModel(
   scope: GradeScope,
   endpoint: ModelEndpoint | undefined,
 ): Promise<Outcome> {
-  const j = await judge(endpoint, g.config.model, g.messages, scope, { type: "number" }, samplingParams(g.config.sampling_params));
+  const j = await judge(
+    endpoint,
+    g.config.model,
+    g.messages,
+    scope,
+    { type: "number" },
+    samplingParams(g.config.sampling_params),
+  );
   if (!j.ok) return j.outcome;
   const extra = { usage: { [j.model]: j.usage }, sampledModel: j.model };
   const value = typeof j.result === "number" ? j.result : Number.NaN;

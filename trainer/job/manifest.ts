@@ -1,0 +1,181 @@
+/**
+ * Reads a FineTuneJob manifest (YAML or JSON) and validates it against proto/finetunejob.ts, then the
+ * grader with the grader engine's own validation. Every problem names the file, line and field.
+ * Relative paths (model, trainingFile, validationFile, key files) resolve against the manifest's folder.
+ */
+import { readFileSync } from "node:fs";
+import { dirname, isAbsolute, resolve } from "node:path";
+import { Ajv, type ErrorObject } from "ajv";
+import { type Document, LineCounter, parseAllDocuments } from "yaml";
+import { compileGrader, GraderValidationError } from "../../grader-sidecar/src/validate.js";
+import { FineTuneJob } from "../../proto/finetunejob.js";
+
+export interface ManifestIssue {
+  line: number;
+  field: string;
+  message: string;
+}
+
+export class ManifestError extends Error {
+  constructor(
+    readonly file: string,
+    readonly issues: ManifestIssue[],
+  ) {
+    super(issues.map((i) => `${file}:${i.line}: ${i.field ? `${i.field}: ` : ""}${i.message}`).join("\n"));
+  }
+}
+
+const ajv = new Ajv({ allErrors: true, strict: false });
+const validate = ajv.compile(FineTuneJob);
+
+type Path = (string | number)[];
+
+function lineOf(doc: Document, lc: LineCounter, path: Path): number {
+  for (let n = path.length; n >= 0; n--) {
+    const node = doc.getIn(path.slice(0, n), true) as { range?: [number, number, number] } | undefined;
+    if (node && typeof node === "object" && node.range) return lc.linePos(node.range[0]).line;
+  }
+  return 1;
+}
+
+const dotted = (path: Path) => path.map((p, i) => (typeof p === "number" ? `[${p}]` : i === 0 ? p : `.${p}`)).join("");
+
+function ajvIssue(e: ErrorObject): { path: Path; message: string } {
+  const path: Path = e.instancePath
+    .split("/")
+    .slice(1)
+    .map((s) => (/^\d+$/.test(s) ? Number(s) : s.replaceAll("~1", "/").replaceAll("~0", "~")));
+  switch (e.keyword) {
+    case "required":
+      return { path, message: `missing required field "${e.params.missingProperty}"` };
+    case "additionalProperties":
+      return {
+        path: [...path, e.params.additionalProperty],
+        message: `unknown field "${e.params.additionalProperty}"`,
+      };
+    case "enum":
+      return { path, message: `must be one of ${(e.params.allowedValues as string[]).join(", ")}` };
+    case "const":
+      return { path, message: `must be ${JSON.stringify(e.params.allowedValue)}` };
+    default:
+      return { path, message: e.message ?? "is invalid" };
+  }
+}
+
+/** Keeps the most specific error per path (Ajv reports every branch of a union). */
+function pickErrors(errors: ErrorObject[]): ErrorObject[] {
+  const byPath = new Map<string, ErrorObject>();
+  const rank = (e: ErrorObject) => (e.keyword === "anyOf" ? 3 : e.keyword === "const" || e.keyword === "type" ? 2 : 1);
+  for (const e of errors) {
+    const prev = byPath.get(e.instancePath);
+    if (!prev || rank(e) < rank(prev)) byPath.set(e.instancePath, e);
+  }
+  // Drop a parent's "anyOf" when a child path has its own error.
+  return [...byPath.values()].filter(
+    (e) =>
+      !(
+        e.keyword === "anyOf" &&
+        [...byPath.keys()].some((p) => p !== e.instancePath && p.startsWith(`${e.instancePath}/`))
+      ),
+  );
+}
+
+export interface LoadedManifest {
+  job: FineTuneJob;
+  file: string;
+  /** Paths resolved against the manifest's folder. */
+  paths: { model: string; trainingFile: string; validationFile?: string };
+}
+
+export function parseManifest(text: string, file: string): LoadedManifest {
+  const lc = new LineCounter();
+  const docs = parseAllDocuments(text, { lineCounter: lc, prettyErrors: false });
+  if (!Array.isArray(docs)) throw new ManifestError(file, [{ line: 1, field: "", message: "not a YAML document" }]);
+  const doc = docs.find((d) => d.contents !== null);
+  if (!doc) throw new ManifestError(file, [{ line: 1, field: "", message: "the file is empty" }]);
+  if (doc.errors.length > 0) {
+    throw new ManifestError(
+      file,
+      doc.errors.map((e) => ({
+        line: e.linePos?.[0]?.line ?? 1,
+        field: "",
+        message: `YAML: ${e.message.split("\n")[0]}`,
+      })),
+    );
+  }
+  const obj = doc.toJS() as unknown;
+  const issues: ManifestIssue[] = [];
+  if (!validate(obj)) {
+    for (const e of pickErrors(validate.errors!)) {
+      const { path, message } = ajvIssue(e);
+      issues.push({ line: lineOf(doc, lc, path), field: dotted(path), message });
+    }
+  }
+  const job = obj as FineTuneJob;
+  const method = job?.spec?.method;
+  if (method?.type === "reinforcement" && !method.reinforcement) {
+    issues.push({
+      line: lineOf(doc, lc, ["spec", "method"]),
+      field: "spec.method.reinforcement",
+      message: 'is required when type is "reinforcement"',
+    });
+  }
+  if (method?.type === "supervised" && method.reinforcement) {
+    issues.push({
+      line: lineOf(doc, lc, ["spec", "method", "reinforcement"]),
+      field: "spec.method.reinforcement",
+      message: 'is not allowed when type is "supervised"',
+    });
+  }
+  if (
+    method?.type === "reinforcement" &&
+    method.reinforcement?.grader &&
+    typeof method.reinforcement.grader === "object"
+  ) {
+    try {
+      compileGrader(method.reinforcement.grader);
+    } catch (err) {
+      if (!(err instanceof GraderValidationError)) throw err;
+      // The grader error's param is a dotted path starting at "grader".
+      const sub = err.param
+        .replace(/^grader\.?/, "")
+        .split(/\.|\[(\d+)\]/)
+        .filter((s) => s !== undefined && s !== "")
+        .map((s) => (/^\d+$/.test(s) ? Number(s) : s));
+      const path: Path = ["spec", "method", "reinforcement", "grader", ...sub];
+      issues.push({
+        line: lineOf(doc, lc, path),
+        field: dotted(path),
+        message: err.message.replace(`${err.param}: `, ""),
+      });
+    }
+  }
+  if (issues.length > 0)
+    throw new ManifestError(
+      file,
+      issues.sort((a, b) => a.line - b.line),
+    );
+  const base = dirname(resolve(file));
+  const abs = (p: string) => (isAbsolute(p) ? p : resolve(base, p));
+  return {
+    job,
+    file,
+    paths: {
+      model: abs(job.spec.model),
+      trainingFile: abs(job.spec.trainingFile),
+      validationFile: job.spec.validationFile ? abs(job.spec.validationFile) : undefined,
+    },
+  };
+}
+
+export function loadManifest(file: string): LoadedManifest {
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (err) {
+    throw new ManifestError(file, [
+      { line: 0, field: "", message: `cannot read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}` },
+    ]);
+  }
+  return parseManifest(text, file);
+}
