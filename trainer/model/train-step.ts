@@ -1,0 +1,143 @@
+/**
+ * Token-level loss and gradients for a batch of right-padded sequences, and an Adam(W) optimizer over the
+ * model's named parameters. Shared by SFT and the RL losses.
+ */
+import * as tf from "@tensorflow/tfjs-core";
+import { causalMask, forward } from "./decoder.js";
+import { type Model, setParam } from "./model.js";
+
+export interface TokenBatch {
+  /** [B, T] token ids, right-padded. */
+  ids: Int32Array;
+  /** [B, T] the token each position predicts (the next id), anything where weight is 0. */
+  targets: Int32Array;
+  /** [B, T] per-position loss weight (0 = no loss). */
+  weights: Float32Array;
+  B: number;
+  T: number;
+}
+
+/** Builds a batch from sequences and their per-token loss masks (mask[i] = 1: token i is a target). */
+export function makeBatch(seqs: { ids: number[]; mask: number[] }[], padId: number): TokenBatch {
+  const B = seqs.length;
+  const T = Math.max(...seqs.map((s) => s.ids.length)) - 1;
+  const ids = new Int32Array(B * T).fill(padId);
+  const targets = new Int32Array(B * T);
+  const weights = new Float32Array(B * T);
+  seqs.forEach((s, b) => {
+    for (let t = 0; t < s.ids.length - 1; t++) {
+      ids[b * T + t] = s.ids[t]!;
+      targets[b * T + t] = s.ids[t + 1]!;
+      weights[b * T + t] = s.mask[t + 1]!;
+    }
+  });
+  return { ids, targets, weights, B, T };
+}
+
+/** Mean negative log-likelihood over weighted positions; a scalar tensor. */
+function nll(model: Model, params: Map<string, tf.Tensor>, batch: TokenBatch): tf.Scalar {
+  const { B, T } = batch;
+  const g = model.config.numHeads / model.config.numKvHeads;
+  const positions = new Int32Array(B * T);
+  for (let i = 0; i < B * T; i++) positions[i] = i % T;
+  const { logits } = forward(
+    { ...model, params },
+    {
+      ids: tf.tensor2d(batch.ids, [B, T], "int32"),
+      positions: tf.tensor1d(positions, "int32"),
+      mask: causalMask(T, g),
+    },
+  );
+  const logp = tf.logSoftmax(logits);
+  const picked = tf.sum(tf.mul(logp, tf.oneHot(tf.tensor1d(batch.targets, "int32"), model.config.vocabSize)), -1);
+  const w = tf.tensor1d(batch.weights);
+  const denom = Math.max(
+    1e-8,
+    batch.weights.reduce((a, b) => a + b, 0),
+  );
+  return tf.div(tf.neg(tf.sum(tf.mul(picked, w))), denom) as tf.Scalar;
+}
+
+/** Loss without gradients. */
+export function evalLoss(model: Model, batch: TokenBatch): number {
+  return tf.tidy(() => nll(model, model.params, batch).dataSync()[0]!);
+}
+
+/** Loss and gradients (by parameter name); the caller disposes the gradients. */
+export function lossAndGrads(
+  model: Model,
+  batch: TokenBatch,
+  names = [...model.params.keys()],
+): { loss: number; grads: Map<string, tf.Tensor> } {
+  const out = tf.tidy(() => {
+    const f = (...ws: tf.Tensor[]) => {
+      const params = new Map(model.params);
+      names.forEach((n, i) => {
+        params.set(n, ws[i]!);
+      });
+      return nll(model, params, batch);
+    };
+    const { value, grads } = tf.valueAndGrads(f)(names.map((n) => model.params.get(n)!));
+    return [value, ...grads];
+  });
+  const [value, ...grads] = out;
+  const loss = value!.dataSync()[0]!;
+  value!.dispose();
+  return { loss, grads: new Map(names.map((n, i) => [n, grads[i]!])) };
+}
+
+export interface AdamOptions {
+  lr: number;
+  beta1?: number;
+  beta2?: number;
+  eps?: number;
+  weightDecay?: number;
+  /** Clip gradients to this global L2 norm (0 = off). */
+  clipNorm?: number;
+}
+
+export class Adam {
+  private readonly m = new Map<string, tf.Tensor>();
+  private readonly v = new Map<string, tf.Tensor>();
+  private t = 0;
+  constructor(public opts: AdamOptions) {}
+
+  /** Applies one update to the parameters named in `grads` (others are untouched); disposes the grads. */
+  step(model: Model, grads: Map<string, tf.Tensor>): { gradNorm: number } {
+    const { lr, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weightDecay = 0, clipNorm = 0 } = this.opts;
+    this.t++;
+    const gradNorm = tf.tidy(() =>
+      Math.sqrt(tf.addN([...grads.values()].map((g) => tf.sum(tf.square(g)))).dataSync()[0]!),
+    );
+    const scale = clipNorm > 0 && gradNorm > clipNorm ? clipNorm / gradNorm : 1;
+    const bc1 = 1 - beta1 ** this.t;
+    const bc2 = 1 - beta2 ** this.t;
+    for (const [name, g] of grads) {
+      const p = model.params.get(name)!;
+      const [m, v, next] = tf.tidy(() => {
+        const gs = scale === 1 ? g : tf.mul(g, scale);
+        const m0 = this.m.get(name);
+        const v0 = this.v.get(name);
+        const m1 = m0 ? tf.add(tf.mul(m0, beta1), tf.mul(gs, 1 - beta1)) : tf.mul(gs, 1 - beta1);
+        const v1 = v0 ? tf.add(tf.mul(v0, beta2), tf.mul(tf.square(gs), 1 - beta2)) : tf.mul(tf.square(gs), 1 - beta2);
+        let upd = tf.div(tf.div(m1, bc1), tf.add(tf.sqrt(tf.div(v1, bc2)), eps));
+        if (weightDecay > 0) upd = tf.add(upd, tf.mul(p, weightDecay));
+        return [m1, v1, tf.sub(p, tf.mul(upd, lr))];
+      });
+      this.m.get(name)?.dispose();
+      this.v.get(name)?.dispose();
+      this.m.set(name, m!);
+      this.v.set(name, v!);
+      setParam(model, name, next!);
+      g.dispose();
+    }
+    return { gradNorm };
+  }
+
+  dispose(): void {
+    for (const t of this.m.values()) t.dispose();
+    for (const t of this.v.values()) t.dispose();
+    this.m.clear();
+    this.v.clear();
+  }
+}
