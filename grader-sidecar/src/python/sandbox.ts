@@ -40,9 +40,11 @@ export type PythonResult =
 
 export type PythonCheckResult = { ok: true } | { ok: false; error: string; line?: number };
 
-/** First uid of the per-slot uids workers switch to when the sidecar runs as root (inside 0..65535, so it is
+/** First uid of the uids workers switch to when the sidecar runs as root (inside 0..65535, so it is
  * mapped in a Kubernetes user-namespaced pod too). */
 export const SANDBOX_UID_BASE = 64000;
+/** How many uids from SANDBOX_UID_BASE the workers rotate through. */
+export const SANDBOX_UIDS = 1000;
 const GIB = 1024 ** 3;
 const READY_TIMEOUT_MS = 30_000;
 const STDERR_TAIL = 4096;
@@ -151,6 +153,7 @@ export class PythonSandbox {
   /** The pool is up: dead workers are replaced. */
   private running = false;
   private nextId = 1;
+  private spawned = 0;
   private restarts = 0;
   private isolation = "unknown";
   /** A random tag on every worker's command line (lets tests find strays). */
@@ -220,7 +223,9 @@ export class PythonSandbox {
   private async spawnWorker(slot: number): Promise<void> {
     const plan = this.plan!;
     const tmp = await mkdtemp(join(tmpdir(), "rft-pygrader-"));
-    const uid = plan.dropUid ? SANDBOX_UID_BASE + slot : undefined;
+    // a fresh uid per spawn: processes of a killed worker still being torn down never eat into the next
+    // worker's RLIMIT_NPROC budget, and no two live workers share a uid
+    const uid = plan.dropUid ? SANDBOX_UID_BASE + (this.spawned++ % SANDBOX_UIDS) : undefined;
     if (uid !== undefined) await chown(tmp, uid, uid);
     const myUid = process.getuid?.() ?? 0;
     const nproc = uid !== undefined ? this.maxProcesses : (await tasksOfUid(myUid)) + this.maxProcesses;
