@@ -4,6 +4,7 @@ import { Command } from "commander";
 import * as grade from "./commands/grade.js";
 import * as grader from "./commands/grader.js";
 import * as initModel from "./commands/init-model.js";
+import * as serve from "./commands/serve.js";
 
 const program = new Command()
   .name("rft")
@@ -12,7 +13,7 @@ const program = new Command()
   .showHelpAfterError();
 
 // One line per command module (keep sorted).
-const modules: { register(program: Command): void }[] = [grade, grader, initModel];
+const modules: { register(program: Command): void }[] = [grade, grader, initModel, serve];
 for (const m of modules) m.register(program);
 
 await program.parseAsync(process.argv);

@@ -80,6 +80,11 @@ export class ChatTokenizer {
     return this.tok.get_vocab(true).size;
   }
 
+  /** The vocabulary symbol of an id (for byte-level BPE, bytes mapped to printable characters). */
+  tokenToSymbol(id: number): string | undefined {
+    return this.tok.id_to_token(id);
+  }
+
   tokenToId(token: string): number | undefined {
     return this.tok.token_to_id(token);
   }

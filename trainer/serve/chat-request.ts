@@ -1,0 +1,195 @@
+/**
+ * OpenAI chat-completions requests: validation into what the sampler needs, and OpenAI's error envelope.
+ * Pure functions.
+ */
+import type { ChatMessage } from "../model/tokenizer.js";
+
+export interface ApiErrorBody {
+  error: { message: string; type: string; param: string | null; code: string | null };
+}
+
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly param: string | null = null,
+    readonly code: string | null = null,
+    readonly type = status === 404 ? "invalid_request_error" : status >= 500 ? "server_error" : "invalid_request_error",
+  ) {
+    super(message);
+  }
+  body(): ApiErrorBody {
+    return { error: { message: this.message, type: this.type, param: this.param, code: this.code } };
+  }
+}
+
+export interface ChatRequest {
+  model: string;
+  messages: ChatMessage[];
+  n: number;
+  temperature: number;
+  topP: number;
+  topK: number;
+  maxTokens: number | null;
+  stop: string[];
+  seed: number | null;
+  logprobs: boolean;
+  topLogprobs: number;
+  stream: boolean;
+  includeUsage: boolean;
+}
+
+const KNOWN = new Set([
+  "model",
+  "messages",
+  "n",
+  "temperature",
+  "top_p",
+  "top_k",
+  "max_tokens",
+  "max_completion_tokens",
+  "stop",
+  "seed",
+  "logprobs",
+  "top_logprobs",
+  "stream",
+  "stream_options",
+  "user",
+  "metadata",
+  "store",
+  "presence_penalty",
+  "frequency_penalty",
+  "response_format",
+  "parallel_tool_calls",
+  "service_tier",
+]);
+
+const bad = (message: string, param: string | null, code: string | null = "invalid_value") =>
+  new ApiError(400, message, param, code);
+
+function numberIn(v: unknown, param: string, lo: number, hi: number, fallback: number): number {
+  if (v === undefined || v === null) return fallback;
+  if (typeof v !== "number" || !Number.isFinite(v) || v < lo || v > hi)
+    throw bad(`Invalid '${param}': expected a number between ${lo} and ${hi}, got ${JSON.stringify(v)}.`, param);
+  return v;
+}
+
+function intIn(v: unknown, param: string, lo: number, hi: number): number | null {
+  if (v === undefined || v === null) return null;
+  if (typeof v !== "number" || !Number.isInteger(v) || v < lo || v > hi)
+    throw bad(`Invalid '${param}': expected an integer between ${lo} and ${hi}, got ${JSON.stringify(v)}.`, param);
+  return v;
+}
+
+function messageContent(v: unknown, param: string): string {
+  if (typeof v === "string") return v;
+  if (Array.isArray(v)) {
+    return v
+      .map((part, i) => {
+        const p = part as { type?: unknown; text?: unknown };
+        if (p && p.type === "text" && typeof p.text === "string") return p.text;
+        throw bad(`Invalid '${param}[${i}]': only text content parts are supported by this model.`, `${param}[${i}]`);
+      })
+      .join("");
+  }
+  throw bad(`Invalid '${param}': expected a string or an array of text parts.`, param);
+}
+
+/** Validates a parsed JSON body; `servedModel` is the one model id this server answers to. */
+export function parseChatRequest(body: unknown, servedModel: string): ChatRequest {
+  if (body === null || typeof body !== "object" || Array.isArray(body))
+    throw bad("The request body must be a JSON object.", null, null);
+  const b = body as Record<string, unknown>;
+  for (const k of Object.keys(b)) {
+    if (!KNOWN.has(k)) throw bad(`Unrecognized request argument supplied: ${k}`, k, "unsupported_parameter");
+  }
+  if (typeof b["model"] !== "string" || !b["model"])
+    throw bad("Missing required parameter: 'model'.", "model", "missing_required_parameter");
+  if (b["model"] !== servedModel) {
+    throw new ApiError(
+      404,
+      `The model '${b["model"]}' does not exist; this server serves '${servedModel}'.`,
+      "model",
+      "model_not_found",
+    );
+  }
+  const msgs = b["messages"];
+  if (!Array.isArray(msgs))
+    throw bad("Missing required parameter: 'messages'.", "messages", "missing_required_parameter");
+  if (msgs.length === 0)
+    throw bad("Invalid 'messages': empty array. Expected an array with minimum length 1.", "messages", "empty_array");
+  const messages = msgs.map((m, i): ChatMessage => {
+    const r = m as Record<string, unknown>;
+    const param = `messages[${i}]`;
+    if (!r || typeof r !== "object") throw bad(`Invalid '${param}': expected an object.`, param);
+    const role = r["role"];
+    if (!["system", "developer", "user", "assistant"].includes(role as string)) {
+      throw bad(
+        `Invalid value for '${param}.role': expected one of system, developer, user, assistant.`,
+        `${param}.role`,
+      );
+    }
+    if (r["tool_calls"] !== undefined)
+      throw bad(
+        `'${param}.tool_calls' is not supported by this model.`,
+        `${param}.tool_calls`,
+        "unsupported_parameter",
+      );
+    return {
+      role: role === "developer" ? "system" : (role as string),
+      content: messageContent(r["content"] ?? "", `${param}.content`),
+    };
+  });
+  for (const p of ["presence_penalty", "frequency_penalty"]) {
+    if (b[p] !== undefined && b[p] !== null && b[p] !== 0)
+      throw bad(`'${p}' is not supported by this model (only 0).`, p, "unsupported_parameter");
+  }
+  const rf = b["response_format"] as { type?: unknown } | undefined;
+  if (rf !== undefined && rf !== null && rf.type !== "text") {
+    throw bad(
+      'Invalid \'response_format\': only {"type": "text"} is supported by this model.',
+      "response_format",
+      "unsupported_parameter",
+    );
+  }
+  let stop: string[] = [];
+  const s = b["stop"];
+  if (typeof s === "string") stop = [s];
+  else if (Array.isArray(s)) {
+    if (s.length > 4 || !s.every((x) => typeof x === "string"))
+      throw bad("Invalid 'stop': expected a string or an array of up to 4 strings.", "stop");
+    stop = s as string[];
+  } else if (s !== undefined && s !== null)
+    throw bad("Invalid 'stop': expected a string or an array of up to 4 strings.", "stop");
+  const maxTokens =
+    intIn(b["max_completion_tokens"], "max_completion_tokens", 1, 1 << 20) ??
+    intIn(b["max_tokens"], "max_tokens", 1, 1 << 20);
+  const logprobs = b["logprobs"] === true;
+  if (b["logprobs"] !== undefined && b["logprobs"] !== null && typeof b["logprobs"] !== "boolean")
+    throw bad("Invalid 'logprobs': expected a boolean.", "logprobs");
+  const topLogprobs = intIn(b["top_logprobs"], "top_logprobs", 0, 20) ?? 0;
+  if (topLogprobs > 0 && !logprobs)
+    throw bad("Invalid 'top_logprobs': 'logprobs' must be true to use it.", "top_logprobs");
+  const seed =
+    b["seed"] === undefined || b["seed"] === null
+      ? null
+      : intIn(b["seed"], "seed", Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER);
+  if (b["stream"] !== undefined && b["stream"] !== null && typeof b["stream"] !== "boolean")
+    throw bad("Invalid 'stream': expected a boolean.", "stream");
+  const so = b["stream_options"] as { include_usage?: unknown } | undefined | null;
+  return {
+    model: b["model"],
+    messages,
+    n: intIn(b["n"], "n", 1, 128) ?? 1,
+    temperature: numberIn(b["temperature"], "temperature", 0, 2, 1),
+    topP: numberIn(b["top_p"], "top_p", 0, 1, 1),
+    topK: intIn(b["top_k"], "top_k", 0, 1 << 30) ?? 0,
+    maxTokens,
+    stop,
+    seed,
+    logprobs,
+    topLogprobs,
+    stream: b["stream"] === true,
+    includeUsage: so?.include_usage === true,
+  };
+}

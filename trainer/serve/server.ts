@@ -1,0 +1,228 @@
+/**
+ * `rft serve`: an OpenAI-compatible HTTP server for one model — `POST /v1/chat/completions` (with SSE
+ * streaming) and `GET /v1/models` — over node:http, with requests batched through a Batcher.
+ */
+import { randomBytes } from "node:crypto";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import type { Logger } from "pino";
+import type { Model } from "../model/model.js";
+import { bytesToUnicode } from "../model/tokenizer.js";
+import type { Completion } from "../sampling/generate.js";
+import { Batcher } from "./batcher.js";
+import { ApiError, type ChatRequest, parseChatRequest } from "./chat-request.js";
+
+export interface ServeOptions {
+  /** The model id clients name (default: the directory's base name). */
+  modelId: string;
+  port?: number;
+  host?: string;
+  maxBatch?: number;
+  /** Default and ceiling for completion length (default 512). */
+  maxTokens?: number;
+  logger?: Logger;
+  maxBodyBytes?: number;
+}
+
+export interface RunningServer {
+  server: Server;
+  url: string;
+  batcher: Batcher;
+  close(): Promise<void>;
+}
+
+function send(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
+  res.end(text);
+}
+
+async function readBody(req: IncomingMessage, limit: number): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const c of req) {
+    size += (c as Buffer).length;
+    if (size > limit) throw new ApiError(413, `Request body exceeds ${limit} bytes.`, null, "request_too_large");
+    chunks.push(c as Buffer);
+  }
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString("utf8"));
+  } catch {
+    throw new ApiError(
+      400,
+      "We could not parse the JSON body of your request. (The body must be valid JSON.)",
+      null,
+      "invalid_json",
+    );
+  }
+}
+
+/** Token text and bytes for logprobs (byte-level tokenizers map their symbols back to raw bytes). */
+function tokenInfo(model: Model) {
+  const tok = model.tokenizer!;
+  const tj = tok.files.tokenizerJson as { decoder?: { type?: string } };
+  const byteLevel = tj.decoder?.type === "ByteLevel";
+  const inv = new Map(bytesToUnicode().map((ch, b) => [ch, b]));
+  const cache = new Map<number, { token: string; bytes: number[] }>();
+  return (id: number) => {
+    let v = cache.get(id);
+    if (!v) {
+      const token = tok.decode([id], false);
+      const sym = byteLevel ? tok.tokenToSymbol(id) : undefined;
+      const bytes =
+        sym !== undefined && [...sym].every((c) => inv.has(c))
+          ? [...sym].map((c) => inv.get(c)!)
+          : [...Buffer.from(token, "utf8")];
+      v = { token, bytes };
+      cache.set(id, v);
+    }
+    return v;
+  };
+}
+
+export async function startServer(model: Model, opts: ServeOptions): Promise<RunningServer> {
+  const tok = model.tokenizer;
+  if (!tok) throw new Error("the model directory has no tokenizer.json: cannot serve chat completions");
+  if (!tok.hasChatTemplate)
+    throw new Error("tokenizer_config.json has no chat_template: cannot serve chat completions");
+  const batcher = new Batcher(model, opts.maxBatch ?? 64);
+  const maxTokensCap = opts.maxTokens ?? 512;
+  const info = tokenInfo(model);
+  const created = Math.floor(Date.now() / 1000);
+  const log = opts.logger;
+
+  const logprobsOf = (c: Completion, req: ChatRequest) =>
+    req.logprobs
+      ? {
+          content: c.tokens.map((t, k) => ({
+            ...info(t),
+            logprob: c.logprobs[k]!,
+            top_logprobs: (c.top?.[k] ?? []).map((p) => ({ ...info(p.token), logprob: p.logprob })),
+          })),
+          refusal: null,
+        }
+      : null;
+
+  async function chat(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const body = await readBody(req, opts.maxBodyBytes ?? 4 << 20);
+    const r = parseChatRequest(body, opts.modelId);
+    const promptIds = tok!.encode(tok!.applyChatTemplate(r.messages, true));
+    const room = model.config.maxContext - promptIds.length - 1;
+    if (room < 1) {
+      throw new ApiError(
+        400,
+        `This model's maximum context length is ${model.config.maxContext} tokens; the messages use ${promptIds.length}.`,
+        "messages",
+        "context_length_exceeded",
+      );
+    }
+    const maxTokens = Math.min(r.maxTokens ?? maxTokensCap, maxTokensCap, room);
+    const id = `chatcmpl-${randomBytes(12).toString("hex")}`;
+    const now = Math.floor(Date.now() / 1000);
+    const samples = Array.from({ length: r.n }, (_, i) => ({
+      promptIds,
+      maxTokens,
+      stop: r.stop,
+      sampling: { temperature: r.temperature, topP: r.topP, topK: r.topK },
+      ...(r.seed !== null && { seed: (r.seed + i) >>> 0 }),
+      topLogprobs: r.logprobs ? Math.max(r.topLogprobs, 0) : 0,
+    }));
+    const usage = (cs: Completion[]) => {
+      const completion = cs.reduce((a, c) => a + c.tokens.length, 0);
+      return {
+        prompt_tokens: promptIds.length * r.n,
+        completion_tokens: completion,
+        total_tokens: promptIds.length * r.n + completion,
+      };
+    };
+    log?.debug({ id, n: r.n, promptTokens: promptIds.length, maxTokens, stream: r.stream }, "chat completion");
+    if (!r.stream) {
+      const cs = await Promise.all(samples.map((s) => batcher.submit(s)));
+      send(res, 200, {
+        id,
+        object: "chat.completion",
+        created: now,
+        model: opts.modelId,
+        system_fingerprint: "rft-serve",
+        choices: cs.map((c, index) => ({
+          index,
+          message: { role: "assistant", content: c.text, refusal: null },
+          logprobs: logprobsOf(c, r),
+          finish_reason: c.finishReason,
+        })),
+        usage: usage(cs),
+      });
+      return;
+    }
+    res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive" });
+    const chunk = (choices: unknown[], extra: Record<string, unknown> = {}) =>
+      res.write(
+        `data: ${JSON.stringify({ id, object: "chat.completion.chunk", created: now, model: opts.modelId, system_fingerprint: "rft-serve", choices, ...extra })}\n\n`,
+      );
+    samples.forEach((_, index) => {
+      chunk([{ index, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null }]);
+    });
+    const cs = await Promise.all(
+      samples.map((s, index) =>
+        batcher
+          .submit(s, (text) => {
+            if (text) chunk([{ index, delta: { content: text }, logprobs: null, finish_reason: null }]);
+          })
+          .then((c) => {
+            chunk([{ index, delta: {}, logprobs: logprobsOf(c, r), finish_reason: c.finishReason }]);
+            return c;
+          }),
+      ),
+    );
+    if (r.includeUsage) chunk([], { usage: usage(cs) });
+    res.end("data: [DONE]\n\n");
+  }
+
+  const server = createServer((req, res) => {
+    const url = new URL(req.url ?? "/", "http://localhost");
+    const path = url.pathname.replace(/\/+$/, "");
+    const fail = (e: unknown) => {
+      const err =
+        e instanceof ApiError
+          ? e
+          : new ApiError(500, "The server had an error while processing your request.", null, null);
+      if (!(e instanceof ApiError)) log?.error({ err: e }, "chat completion failed");
+      if (res.headersSent) {
+        res.end(`data: ${JSON.stringify(err.body())}\n\n`);
+      } else send(res, err.status, err.body());
+    };
+    if (req.method === "POST" && path === "/v1/chat/completions") {
+      chat(req, res).catch(fail);
+    } else if (req.method === "GET" && path === "/v1/models") {
+      send(res, 200, { object: "list", data: [{ id: opts.modelId, object: "model", created, owned_by: "rft" }] });
+    } else if (req.method === "GET" && path === `/v1/models/${opts.modelId}`) {
+      send(res, 200, { id: opts.modelId, object: "model", created, owned_by: "rft" });
+    } else if (req.method === "GET" && path.startsWith("/v1/models/")) {
+      fail(
+        new ApiError(
+          404,
+          `The model '${decodeURIComponent(path.slice(11))}' does not exist.`,
+          "model",
+          "model_not_found",
+        ),
+      );
+    } else {
+      fail(new ApiError(404, `Unknown request URL: ${req.method} ${url.pathname}.`, null, "unknown_url"));
+    }
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(opts.port ?? 8000, opts.host ?? "127.0.0.1", () => resolve());
+  });
+  const addr = server.address() as AddressInfo;
+  return {
+    server,
+    batcher,
+    url: `http://${addr.address.includes(":") ? `[${addr.address}]` : addr.address}:${addr.port}/v1`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
