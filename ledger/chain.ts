@@ -5,7 +5,7 @@
  *   event bytes   = canonical JSON of the whole envelope               (the Merkle leaf input)
  *   event hash    = "sha256:" + hex SHA-256(event bytes)               (what the next event's `prev` holds)
  */
-import type { KeyObject } from "node:crypto";
+import { verify as cryptoVerify, type KeyObject } from "node:crypto";
 import { TypeCompiler } from "@sinclair/typebox/compiler";
 import {
   type EventBodies,
@@ -101,33 +101,52 @@ export interface EventFailure {
   reason: string;
 }
 
+const BranchChecks = new Map(
+  LedgerEvent.anyOf.map((s) => [s.properties.type.const as string, TypeCompiler.Compile(s)]),
+);
+
 /** Schema errors of a value claimed to be an event (empty when it is one). */
 export function schemaErrors(value: unknown): { field: string; reason: string }[] {
-  if (EventCheck.Check(value)) return [];
-  const type = (value as { type?: unknown })?.type;
+  const type = (value as { type?: unknown } | null)?.type;
+  const branch = typeof type === "string" ? BranchChecks.get(type) : undefined;
+  if (branch ? branch.Check(value) : EventCheck.Check(value)) return [];
   const out: { field: string; reason: string }[] = [];
-  // The union reports every branch; narrow to the branch of the declared type for a readable reason.
-  const branch = LedgerEvent.anyOf.find((s) => s.properties.type.const === type);
-  const errors = branch ? TypeCompiler.Compile(branch).Errors(value) : EventCheck.Errors(value);
-  for (const e of errors) {
+  // The union reports every branch; the branch of the declared type gives a readable reason.
+  for (const e of (branch ?? EventCheck).Errors(value)) {
     out.push({ field: e.path.replace(/^\//, "").replaceAll("/", ".") || "(event)", reason: e.message });
     if (out.length >= 5) break;
   }
-  if (!branch && out.length === 0) out.push({ field: "type", reason: `unknown event type ${JSON.stringify(type)}` });
+  if (!branch) out.unshift({ field: "type", reason: `unknown event type ${JSON.stringify(type)}` });
   return out;
 }
 
 /** Checks an event's signature against a raw base64 public key (and that keyId names that key). */
-export function checkSignature(enc: EncodedEvent, publicKeyB64: string): { field: string; reason: string } | null {
+export function checkSignature(
+  enc: EncodedEvent,
+  publicKeyB64: string,
+  /** The signature's validity when already computed (prepareEventsAsync). */
+  known?: boolean,
+): { field: string; reason: string } | null {
   const ev = enc.event;
-  const expected = keyIdOfRaw(Buffer.from(publicKeyB64, "base64"));
+  const expected = keyIdOfB64(publicKeyB64);
   if (ev.keyId !== expected) {
     return { field: "keyId", reason: `signed by key ${short(ev.keyId)}, but the job's key is ${short(expected)}` };
   }
-  if (!verifyBytes(publicKeyFromB64(publicKeyB64), enc.signing, ev.sig)) {
+  if (!(known ?? verifyBytes(publicKeyFromB64(publicKeyB64), enc.signing, ev.sig))) {
     return { field: "sig", reason: "Ed25519 signature does not verify over the event's canonical JSON" };
   }
   return null;
+}
+
+const keyIds = new Map<string, string>();
+function keyIdOfB64(b64: string): string {
+  let k = keyIds.get(b64);
+  if (k === undefined) {
+    k = keyIdOfRaw(Buffer.from(b64, "base64"));
+    if (keyIds.size > 10_000) keyIds.clear();
+    keyIds.set(b64, k);
+  }
+  return k;
 }
 
 /** Checks that `enc` is the next link after `prev` (null: it must be the first event of the chain). */
@@ -157,29 +176,97 @@ export function checkLink(
 }
 
 export interface ChainResult {
-  encoded: EncodedEvent[];
+  /** Aligned with the input; null where the value is not a well-formed event. */
+  encoded: (EncodedEvent | null)[];
   failures: EventFailure[];
   /** The job signing key (raw base64) declared by job.started, when found. */
   signerKey: string | null;
 }
 
+/** Per-event work that needs no chain context: schema check, encoding, and (optionally) the signature check. */
+export interface PreparedEvents {
+  schema: { field: string; reason: string }[][];
+  encoded: (EncodedEvent | null)[];
+  /** Signature validity under `key` (undefined: not checked yet). */
+  sigValid: (boolean | undefined)[];
+  key: string | null;
+}
+
+export function prepareEvents(events: readonly unknown[]): PreparedEvents {
+  const schema: { field: string; reason: string }[][] = [];
+  const encoded: (EncodedEvent | null)[] = [];
+  for (const raw of events) {
+    const bad = schemaErrors(raw);
+    schema.push(bad);
+    encoded.push(bad.length > 0 ? null : encodeEvent(raw as LedgerEvent));
+  }
+  return { schema, encoded, sigValid: [], key: null };
+}
+
+/** Ed25519 verification on libuv's thread pool (node:crypto's callback form), so it overlaps other work. */
+export function verifySignatureAsync(enc: EncodedEvent, publicKeyB64: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    try {
+      const sig = Buffer.from(enc.event.sig, "base64");
+      if (sig.length !== 64) return resolve(false);
+      cryptoVerify(null, enc.signing, publicKeyFromB64(publicKeyB64), sig, (err, ok) => resolve(!err && ok));
+    } catch {
+      resolve(false);
+    }
+  });
+}
+
+/**
+ * prepareEvents plus every signature checked under `signerKey` on the thread pool while the main thread keeps
+ * encoding: the fast path for large bundles and for ingest.
+ */
+export async function prepareEventsAsync(
+  events: readonly unknown[],
+  signerKey: string | null,
+): Promise<PreparedEvents> {
+  const p: PreparedEvents = { schema: [], encoded: [], sigValid: [], key: signerKey };
+  const pending: Promise<void>[] = [];
+  for (let i = 0; i < events.length; i++) {
+    const raw = events[i];
+    const bad = schemaErrors(raw);
+    p.schema.push(bad);
+    const enc = bad.length > 0 ? null : encodeEvent(raw as LedgerEvent);
+    p.encoded.push(enc);
+    if (enc && signerKey !== null) {
+      pending.push(
+        verifySignatureAsync(enc, signerKey).then((ok) => {
+          p.sigValid[i] = ok;
+        }),
+      );
+      if (pending.length >= 512) await Promise.all(pending.splice(0));
+    }
+  }
+  await Promise.all(pending);
+  return p;
+}
+
 /**
  * Verifies a whole chain: schema of each event, one job, job.started first, every signature under the key it
- * declares (or `opts.signerKey` when pinned), seq contiguity from 0 and prev hashes.
+ * declares (or `opts.signerKey` when pinned), seq contiguity from 0 and prev hashes. `opts.prepared` reuses
+ * per-event work done before (signature results are used only when they were computed under the same key).
  */
-export function verifyChain(events: readonly unknown[], opts: { signerKey?: string } = {}): ChainResult {
+export function verifyChain(
+  events: readonly unknown[],
+  opts: { signerKey?: string; prepared?: PreparedEvents } = {},
+): ChainResult {
   const failures: EventFailure[] = [];
-  const encoded: EncodedEvent[] = [];
+  const prepared = opts.prepared ?? prepareEvents(events);
+  const encoded = prepared.encoded;
   let signerKey: string | null = opts.signerKey ?? null;
   let prev: { seq: number; hash: string; job: string } | null = null;
   events.forEach((raw, index) => {
     const seq = typeof (raw as { seq?: unknown })?.seq === "number" ? (raw as { seq: number }).seq : null;
-    const bad = schemaErrors(raw);
-    if (bad.length > 0) {
+    const bad = prepared.schema[index]!;
+    const enc = encoded[index];
+    if (bad.length > 0 || !enc) {
       for (const b of bad) failures.push({ index, seq, ...b, reason: `schema: ${b.reason}` });
       return;
     }
-    const enc = encodeEvent(raw as LedgerEvent);
     const ev = enc.event;
     if (index === 0) {
       if (ev.type !== "job.started")
@@ -197,7 +284,8 @@ export function verifyChain(events: readonly unknown[], opts: { signerKey?: stri
       failures.push({ index, seq, field: "type", reason: "a second job.started in the chain" });
     }
     if (signerKey !== null) {
-      const s = checkSignature(enc, signerKey);
+      const known = prepared.key === signerKey ? prepared.sigValid[index] : undefined;
+      const s = checkSignature(enc, signerKey, known);
       if (s) failures.push({ index, seq, ...s });
     } else {
       failures.push({ index, seq, field: "sig", reason: "no job key to verify against (job.started missing)" });
@@ -205,7 +293,6 @@ export function verifyChain(events: readonly unknown[], opts: { signerKey?: stri
     const l = checkLink(prev, enc);
     if (l) failures.push({ index, seq, ...l });
     prev = { seq: ev.seq, hash: enc.hash, job: ev.job };
-    encoded.push(enc);
   });
   return { encoded, failures, signerKey };
 }

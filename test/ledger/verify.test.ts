@@ -1,0 +1,219 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { exportBundle, type ProvenanceBundle } from "../../ledger/bundle.js";
+import { encodeEvent } from "../../ledger/chain.js";
+import { MerkleLog } from "../../ledger/merkle.js";
+import { digestOf, generateKeyPair, signBytes } from "../../ledger/sign.js";
+import { signTreeHead } from "../../ledger/tree-head.js";
+import { type Failure, formatReport, verifyBundle } from "../../ledger/verify.js";
+import type { LedgerEvent } from "../../proto/ledger-events.js";
+import { resign, syntheticJob } from "./synthetic.js";
+
+const ledgerKey = generateKeyPair();
+const job = syntheticJob({ steps: 6 });
+const bundle = exportBundle(job.events, ledgerKey.privateKey, Date.parse("2026-03-02T00:00:00Z"));
+const clone = (): ProvenanceBundle => structuredClone(bundle);
+/** Rebuilds the derived fields and re-signs the tree head: an attacker holding both keys. */
+const rebuild = (events: LedgerEvent[]) =>
+  exportBundle(events, ledgerKey.privateKey, Date.parse("2026-03-02T00:00:00Z"));
+const first = (fs: Failure[]) => fs[0]!;
+const has = (fs: Failure[], check: string, seq: number | null, field: RegExp | string) =>
+  fs.some(
+    (f) => f.check === check && f.seq === seq && (typeof field === "string" ? f.field === field : field.test(f.field)),
+  );
+
+test("an untampered bundle verifies, with the per-authority report", () => {
+  const r = verifyBundle(bundle, { modelDigests: job.finalModel, datasetRows: job.dataset });
+  assert.deepEqual(r.failures, [], formatReport(r));
+  assert.ok(r.ok);
+  assert.equal(r.steps, 6);
+  assert.deepEqual(r.rows, { admitted: 12, rejected: 2 });
+  const [a, b] = r.authorities;
+  assert.equal(a!.name, "clinic-a");
+  assert.equal(a!.admitted, 6);
+  assert.equal(a!.rejected, 1, "the forged row claims clinic-a");
+  assert.deepEqual(a!.groupsTouched, [
+    "layers.2.attention",
+    "layers.2.mlp",
+    "layers.2.norms",
+    "layers.3.attention",
+    "layers.3.mlp",
+    "layers.3.norms",
+  ]);
+  assert.deepEqual(b!.groupsTouched, ["layers.0.mlp", "layers.1.mlp", "lm_head"]);
+  assert.deepEqual(a!.steps, [0, 1, 2, 3, 4, 5]);
+  const text = formatReport(r);
+  assert.match(text, /VERIFIED/);
+  assert.match(text, /authority publisher-b \(lawful basis: licence 2026-17\)/);
+  // A bundle survives JSON serialization.
+  assert.ok(verifyBundle(JSON.parse(JSON.stringify(bundle))).ok);
+});
+
+test("flipping one byte in any event is caught at that event's signature", () => {
+  for (let i = 0; i < bundle.events.length; i++) {
+    const b = clone();
+    const text = JSON.stringify(b.events[i]);
+    // flip one hex digit of a digest inside the body (keeps the JSON and the schema valid)
+    const at = text.indexOf("sha256:", text.indexOf('"body"')) + 7 + 5;
+    const ch = text[at]!;
+    const flipped = text.slice(0, at) + (ch === "0" ? "1" : "0") + text.slice(at + 1);
+    b.events[i] = JSON.parse(flipped);
+    const r = verifyBundle(b);
+    assert.ok(!r.ok);
+    const f = first(r.failures);
+    assert.equal(f.check, "signature", `event ${i}: ${formatReport(r)}`);
+    assert.equal(f.seq, i);
+    assert.equal(f.field, "sig");
+    assert.ok(has(r.failures, "merkle", null, "merkleRoot"));
+  }
+});
+
+test("dropping an event is caught as a chain gap and a tree-head mismatch", () => {
+  const b = clone();
+  b.events.splice(5, 1);
+  const r = verifyBundle(b);
+  assert.ok(has(r.failures, "chain", 6, "seq"));
+  assert.match(r.failures.find((f) => f.check === "chain")!.reason, /gap: events 5\.\.5 missing/);
+  assert.ok(has(r.failures, "tree-head", null, "treeHead.size"));
+  // The last event dropped: the chain is intact, the signed head is not.
+  const c = clone();
+  c.events.pop();
+  const rc = verifyBundle(c);
+  assert.ok(has(rc.failures, "tree-head", null, "treeHead.size"));
+  assert.match(rc.failures.find((f) => f.check === "tree-head")!.reason, /events missing/);
+});
+
+test("reordering two events is caught", () => {
+  const b = clone();
+  [b.events[8], b.events[9]] = [b.events[9]!, b.events[8]!];
+  const r = verifyBundle(b);
+  const f = first(r.failures);
+  assert.equal(f.check, "chain");
+  assert.equal(f.seq, 9);
+  assert.match(f.reason, /seq 9 follows seq 7/);
+});
+
+test("a row swapped in from another authority is caught (even with every signature redone)", () => {
+  // 1. The row event claims the row came from publisher-b (broader reach into lm_head): the credential is clinic-a's.
+  const events = structuredClone(job.events);
+  const i = events.findIndex((e) => e.type === "row.admitted" && e.body.authority === "clinic-a");
+  const ev = events[i]! as Extract<LedgerEvent, { type: "row.admitted" }>;
+  ev.body.authority = "publisher-b";
+  ev.body.groups = ["layers.0.mlp", "layers.1.mlp", "lm_head"];
+  const r = verifyBundle(rebuild(resign(events, job.jobKey.privateKey)));
+  assert.ok(has(r.failures, "admission", i, "body.credential"), formatReport(r));
+  assert.match(r.failures.find((f) => f.check === "admission")!.reason, /not authority publisher-b's signature/);
+
+  // 2. The dataset handed to the auditor has a row from another authority in that place.
+  const rows = structuredClone(job.dataset);
+  [rows[0], rows[1]] = [rows[1]!, rows[0]!];
+  const r2 = verifyBundle(bundle, { datasetRows: rows });
+  assert.ok(has(r2.failures, "dataset", 1, "dataset[0]"), formatReport(r2));
+  assert.ok(has(r2.failures, "dataset", 1, "dataset[0].provenance.authority"));
+});
+
+test("a gradient outside the row's envelope is caught, even re-signed", () => {
+  const events = structuredClone(job.events);
+  const i = events.findIndex((e) => e.type === "update.applied");
+  const ev = events[i]! as Extract<LedgerEvent, { type: "update.applied" }>;
+  const clinicRow = ev.body.contributions["layers.2.mlp"]![0]!;
+  ev.body.contributions.lm_head = [...(ev.body.contributions.lm_head ?? []), clinicRow];
+  const r = verifyBundle(rebuild(resign(events, job.jobKey.privateKey)));
+  assert.ok(has(r.failures, "envelope", i, "body.contributions.lm_head"), formatReport(r));
+  assert.match(
+    r.failures.find((f) => f.check === "envelope")!.reason,
+    new RegExp(
+      `row ${clinicRow.replace("#", "#")} \\(authority clinic-a\\) reached group lm_head, outside its envelope`,
+    ),
+  );
+});
+
+test("a group that changes without contributions, or a broken before/after link, is caught", () => {
+  const events = structuredClone(job.events);
+  const i = events.findIndex((e) => e.type === "update.applied");
+  const ev = events[i]! as Extract<LedgerEvent, { type: "update.applied" }>;
+  ev.body.weights.embeddings!.after = digestOf("sneaky");
+  const r = verifyBundle(rebuild(resign(events, job.jobKey.privateKey)));
+  assert.ok(has(r.failures, "weights", i, "body.weights.embeddings.after"), formatReport(r));
+  assert.match(r.failures[0]!.reason, /group embeddings changed in step 0 without any admitted contribution/);
+  assert.ok(has(r.failures, "weights", i + 1, "body.weights.embeddings.before"));
+});
+
+test("an altered final-model digest is caught, against the ledger and against the model on disk", () => {
+  const disk = { ...job.finalModel, "layers.3.mlp": digestOf("one weight changed") };
+  const r = verifyBundle(bundle, { modelDigests: disk });
+  const last = bundle.events.length - 1;
+  assert.deepEqual(
+    r.failures.map((f) => [f.check, f.seq, f.field]),
+    [["final-model", last, "body.model.layers.3.mlp"]],
+  );
+  assert.match(r.failures[0]!.reason, /the model on disk differs from the ledger in group layers\.3\.mlp/);
+
+  const events = structuredClone(job.events);
+  const fin = events[last]! as Extract<LedgerEvent, { type: "job.finished" }>;
+  fin.body.model["layers.3.mlp"] = digestOf("other");
+  const r2 = verifyBundle(rebuild(resign(events, job.jobKey.privateKey)));
+  assert.ok(has(r2.failures, "final-model", last, "body.model.layers.3.mlp"), formatReport(r2));
+});
+
+test("a replayed old tree head is caught; so is a rollback below a head seen before", () => {
+  const log = new MerkleLog();
+  for (const ev of bundle.events) log.appendData(encodeEvent(ev).bytes);
+  const old = signTreeHead(
+    { log: job.job, size: 10, root: log.root(10), timestamp: Date.parse("2026-03-01T00:00:01Z") },
+    ledgerKey.privateKey,
+  );
+  const b = clone();
+  b.treeHead = old;
+  const r = verifyBundle(b);
+  assert.deepEqual(
+    r.failures.map((f) => [f.check, f.field]),
+    [["tree-head", "treeHead.size"]],
+  );
+  assert.match(r.failures[0]!.reason, /covers 10 events but the bundle holds \d+ \(stale or replayed head\)/);
+
+  // The auditor saw a newer head before: a bundle cut back to an older state is a rollback.
+  const newer = bundle.treeHead;
+  const short = exportBundle(job.events.slice(0, 10), ledgerKey.privateKey, Date.parse("2026-03-03T00:00:00Z"));
+  const r2 = verifyBundle(short, { knownHead: newer });
+  assert.ok(has(r2.failures, "tree-head", null, "treeHead"), formatReport(r2));
+  assert.match(r2.failures.find((f) => f.check === "tree-head")!.reason, /^rollback/);
+  // And an older head re-presented after a newer one: a replay.
+  const r3 = verifyBundle(bundle, {
+    knownHead: {
+      ...signTreeHead({ ...newer, root: newer.root, timestamp: newer.timestamp + 1000 }, ledgerKey.privateKey),
+    },
+  });
+  assert.match(r3.failures.find((f) => f.check === "tree-head")!.reason, /^replay/);
+  // A head signed by another key.
+  const c = clone();
+  c.treeHead = { ...c.treeHead, sig: signBytes(generateKeyPair().privateKey, Buffer.from("x")) };
+  assert.equal(verifyBundle(c).failures[0]!.reason, "tree head signature does not verify");
+});
+
+test("pinned keys: a bundle signed end to end by someone else's keys fails the pin", () => {
+  const other = syntheticJob({ steps: 1 });
+  const b = exportBundle(other.events, generateKeyPair().privateKey);
+  assert.ok(verifyBundle(b).ok);
+  const r = verifyBundle(b, { jobKey: bundle.keys.job!.keyId, ledgerKey: bundle.keys.ledger.publicKey });
+  assert.ok(has(r.failures, "keys", null, "keys.job.publicKey"));
+  assert.ok(has(r.failures, "keys", null, "keys.ledger.publicKey"));
+});
+
+test("a rejected row that contributes, and a manifest that lies, are caught", () => {
+  const events = structuredClone(job.events);
+  const rejected = events.find((e) => e.type === "row.rejected")! as Extract<LedgerEvent, { type: "row.rejected" }>;
+  const i = events.findIndex((e) => e.type === "update.applied");
+  const ev = events[i]! as Extract<LedgerEvent, { type: "update.applied" }>;
+  ev.body.contributions["layers.2.mlp"]!.push(rejected.body.row);
+  const r = verifyBundle(rebuild(resign(events, job.jobKey.privateKey)));
+  assert.ok(has(r.failures, "admission", i, "body.contributions.layers.2.mlp"), formatReport(r));
+
+  const b = clone();
+  b.manifest.rows[0]!.authority = "publisher-b";
+  const r2 = verifyBundle(b);
+  assert.deepEqual(
+    r2.failures.map((f) => [f.check, f.field]),
+    [["manifest", "manifest.rows.0"]],
+  );
+});
