@@ -1,0 +1,364 @@
+/**
+ * The ledger service (`rft ledger`): a durable JetStream consumer of RFT_LEDGER that verifies every event
+ * (schema, subject, signature under the job's registered key, hash chain), appends accepted events to the job's
+ * RFC 6962 Merkle log, signs tree heads into the RFT_LEDGER_HEADS KV bucket, counts what it rejects, and serves
+ * the audit HTTP API. Decisions live in ledger/state.ts; this file is the I/O shell.
+ *
+ * Restart: the state is rebuilt by replaying the stream up to the durable consumer's ack floor through the same
+ * decisions, then the durable consumer continues; anything delivered twice is recognized as a duplicate.
+ */
+import type { KeyObject } from "node:crypto";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import {
+  AckPolicy,
+  type ConsumerMessages,
+  connect,
+  DeliverPolicy,
+  type JsMsg,
+  type KV,
+  type NatsConnection,
+  nanos,
+} from "nats";
+import pino from "pino";
+import { Counter, Gauge, Registry } from "prom-client";
+import { headKey, LEDGER_STREAM, type SignedTreeHead } from "../proto/ledger-events.js";
+import { assembleBundle } from "./bundle.js";
+import { ensureLedgerStream, headsBucket } from "./nats.js";
+import { publicKeyB64 } from "./sign.js";
+import { type IngestOutcome, type JobLog, LedgerState, prepareBatch } from "./state.js";
+import { headProgressionError, signTreeHead } from "./tree-head.js";
+
+export interface LedgerServiceOptions {
+  servers: string | string[];
+  /** The ledger's Ed25519 signing key (tree heads). */
+  key: KeyObject;
+  /** HTTP port (0: any free port). */
+  port?: number;
+  host?: string;
+  /** How often tree heads are signed for jobs whose log grew (default 1000 ms). */
+  headIntervalMs?: number;
+  durable?: string;
+  /** Registered job keys: "ns/name" or "ns/*" → raw base64 public key. */
+  keyRegistry?: Record<string, string>;
+  logLevel?: string;
+}
+
+export class LedgerService {
+  readonly state: LedgerState;
+  readonly metrics = new Registry();
+  private readonly ingested: Counter;
+  private readonly failures: Counter;
+  private readonly duplicates: Counter;
+  private readonly log: pino.Logger;
+  private nc!: NatsConnection;
+  private kv!: KV;
+  private http!: Server;
+  private timer?: NodeJS.Timeout;
+  private messages?: ConsumerMessages;
+  private loop?: Promise<void>;
+  private stopped = false;
+  private readonly ledgerKeyB64: string;
+
+  private constructor(private readonly opts: LedgerServiceOptions) {
+    this.log = pino({ name: "ledger", level: opts.logLevel ?? process.env.RFT_LOG_LEVEL ?? "info" });
+    const reg = opts.keyRegistry ?? {};
+    this.state = new LedgerState({ keyRegistry: (job) => reg[job] ?? reg[`${job.split("/")[0]}/*`] });
+    this.ledgerKeyB64 = publicKeyB64(opts.key);
+    this.ingested = new Counter({
+      name: "rft_ledger_events_ingested_total",
+      help: "Ledger events verified and appended to a job's log",
+      labelNames: ["type"],
+      registers: [this.metrics],
+    });
+    this.failures = new Counter({
+      name: "rft_ledger_verification_failures_total",
+      help: "Ledger messages rejected because they did not verify",
+      labelNames: ["reason"],
+      registers: [this.metrics],
+    });
+    this.duplicates = new Counter({
+      name: "rft_ledger_duplicates_total",
+      help: "Ledger events delivered again and ignored",
+      registers: [this.metrics],
+    });
+    const state = this.state;
+    new Gauge({
+      name: "rft_ledger_jobs",
+      help: "Jobs with a log in the ledger",
+      registers: [this.metrics],
+      collect() {
+        this.set(state.jobs.size);
+      },
+    });
+  }
+
+  static async start(opts: LedgerServiceOptions): Promise<LedgerService> {
+    const s = new LedgerService(opts);
+    await s.startNats();
+    await s.startHttp();
+    return s;
+  }
+
+  get port(): number {
+    return (this.http.address() as AddressInfo).port;
+  }
+  get url(): string {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  private async startNats(): Promise<void> {
+    const o = this.opts;
+    this.nc = await connect({
+      servers: o.servers,
+      name: "rft-ledger",
+      reconnect: true,
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: 250,
+    });
+    const jsm = await this.nc.jetstreamManager();
+    await ensureLedgerStream(jsm);
+    const durable = o.durable ?? "rft-ledger";
+    let floor = 0;
+    try {
+      floor = (await jsm.consumers.info(LEDGER_STREAM, durable)).ack_floor.stream_seq;
+    } catch {
+      await jsm.consumers.add(LEDGER_STREAM, {
+        durable_name: durable,
+        ack_policy: AckPolicy.Explicit,
+        deliver_policy: DeliverPolicy.All,
+        max_ack_pending: 20_000,
+        ack_wait: nanos(30_000),
+      });
+    }
+    this.kv = await headsBucket(this.nc);
+    if (floor > 0) await this.rebuild(floor);
+    await this.loadHeads();
+    const consumer = await this.nc.jetstream().consumers.get(LEDGER_STREAM, durable);
+    this.messages = await consumer.consume({ max_messages: 2000 });
+    this.loop = this.consumeLoop(this.messages);
+    this.timer = setInterval(
+      () => void this.signHeads().catch((e) => this.log.error({ err: String(e) }, "signing tree heads failed")),
+      o.headIntervalMs ?? 1000,
+    );
+  }
+
+  /** Replays stream messages 1..floor (already processed by an earlier run) through the same decisions. */
+  private async rebuild(floor: number): Promise<void> {
+    const t0 = Date.now();
+    const ordered = await this.nc.jetstream().consumers.get(LEDGER_STREAM, { opt_start_seq: 1 });
+    const iter = await ordered.consume({ max_messages: 2000 });
+    let batch: JsMsg[] = [];
+    let last = 0;
+    for await (const m of iter) {
+      batch.push(m);
+      last = m.seq;
+      if (batch.length >= 512 || iter.getPending() <= 1 || last >= floor) {
+        await this.process(batch, true);
+        batch = [];
+      }
+      if (last >= floor) break;
+    }
+    iter.stop();
+    this.log.info({ messages: last, jobs: this.state.jobs.size, ms: Date.now() - t0 }, "state rebuilt from the stream");
+  }
+
+  /** Restores the last signed head of each job, checking the rebuilt log still matches it. */
+  private async loadHeads(): Promise<void> {
+    for (const j of this.state.jobs.values()) {
+      const e = await this.kv.get(headKey(j.job));
+      if (!e || e.value.length === 0) continue;
+      const head = JSON.parse(Buffer.from(e.value).toString("utf8")) as SignedTreeHead;
+      if (head.size > j.log.size || j.log.root(head.size).toString("hex") !== head.root) {
+        this.failures.inc({ reason: "head-mismatch" });
+        this.log.error(
+          { job: j.job, headSize: head.size, logSize: j.log.size },
+          "stored tree head does not match the rebuilt log",
+        );
+        continue;
+      }
+      j.head = head;
+    }
+  }
+
+  private async consumeLoop(messages: ConsumerMessages): Promise<void> {
+    let batch: JsMsg[] = [];
+    try {
+      for await (const m of messages) {
+        batch.push(m);
+        if (batch.length >= 512 || messages.getPending() <= 1) {
+          const b = batch;
+          batch = [];
+          await this.process(b, false);
+        }
+      }
+    } catch (e) {
+      if (!this.stopped) this.log.error({ err: String(e) }, "consumer stopped");
+    }
+  }
+
+  private async process(batch: JsMsg[], replay: boolean): Promise<void> {
+    const prepared = await prepareBatch(
+      this.state,
+      batch.map((m) => ({ subject: m.subject, data: m.data })),
+    );
+    prepared.forEach((p, i) => {
+      for (const o of this.state.ingest(p)) this.count(o, replay);
+      if (!replay) batch[i]!.ack();
+    });
+  }
+
+  private count(o: IngestOutcome, replay: boolean): void {
+    if (o.status === "accepted") {
+      if (!replay) {
+        const j = this.state.jobs.get(o.job)!;
+        this.ingested.inc({ type: j.events[o.seq]!.type });
+      }
+    } else if (o.status === "duplicate") {
+      if (!replay) this.duplicates.inc();
+    } else if (o.status === "rejected") {
+      if (!replay) this.failures.inc({ reason: o.code });
+      this.log.warn({ job: o.job, seq: o.seq, code: o.code, reason: o.reason, replay }, "event rejected");
+    }
+  }
+
+  /** Signs a head for every job whose log grew since its last head, and stores it in the KV bucket. */
+  async signHeads(): Promise<void> {
+    for (const j of this.state.jobs.values()) {
+      if (j.head && j.head.size === j.log.size) continue;
+      await this.signHead(j);
+    }
+  }
+
+  private async signHead(j: JobLog): Promise<SignedTreeHead> {
+    const head = signTreeHead(
+      { log: j.job, size: j.log.size, root: j.log.root(), timestamp: Math.max(Date.now(), j.head?.timestamp ?? 0) },
+      this.opts.key,
+    );
+    if (j.head) {
+      const err = headProgressionError(j.head, head, j.log.consistencyProof(j.head.size, head.size));
+      if (err) throw new Error(`refusing to sign an inconsistent head for ${j.job}: ${err}`);
+    }
+    await this.kv.put(headKey(j.job), JSON.stringify(head));
+    j.head = head;
+    return head;
+  }
+
+  // ---------------------------------------------------------------- HTTP audit API
+  private async startHttp(): Promise<void> {
+    this.http = createServer((req, res) => {
+      this.route(req, res).catch((e) => send(res, 500, { error: String((e as Error).message ?? e) }));
+    });
+    await new Promise<void>((resolve) => this.http.listen(this.opts.port ?? 0, this.opts.host ?? "127.0.0.1", resolve));
+  }
+
+  private async route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? "/", "http://x");
+    const p = url.pathname;
+    if (req.method !== "GET") return send(res, 405, { error: "GET only" });
+    if (p === "/healthz") return send(res, 200, { ok: true });
+    if (p === "/metrics") {
+      res.writeHead(200, { "content-type": this.metrics.contentType });
+      res.end(await this.metrics.metrics());
+      return;
+    }
+    if (p === "/v1/key") return send(res, 200, { publicKey: this.ledgerKeyB64 });
+    if (p === "/v1/jobs") {
+      return send(res, 200, {
+        jobs: [...this.state.jobs.values()].map((j) => ({ job: j.job, size: j.log.size, head: j.head })),
+      });
+    }
+    const m = /^\/v1\/jobs\/([^/]+)\/([^/]+)\/(events|inclusion|consistency|head|bundle)$/.exec(p);
+    if (!m) return send(res, 404, { error: "no such endpoint" });
+    const job = `${decodeURIComponent(m[1]!)}/${decodeURIComponent(m[2]!)}`;
+    const j = this.state.jobs.get(job);
+    if (!j) return send(res, 404, { error: `no job ${job}` });
+    const int = (name: string, dflt?: number): number => {
+      const v = url.searchParams.get(name);
+      if (v === null) {
+        if (dflt === undefined) throw new HttpError(400, `query parameter ${name} is required`);
+        return dflt;
+      }
+      if (!/^\d+$/.test(v)) throw new HttpError(400, `query parameter ${name} must be a non-negative integer`);
+      return Number(v);
+    };
+    try {
+      switch (m[3]) {
+        case "events": {
+          const from = int("from", 0);
+          const limit = Math.min(int("limit", 1000), 10_000);
+          const events = j.events.slice(from, from + limit);
+          return send(res, 200, {
+            job,
+            from,
+            events,
+            next: from + events.length < j.events.length ? from + events.length : null,
+          });
+        }
+        case "inclusion": {
+          const seq = int("seq");
+          const size = int("size", j.head?.size ?? j.log.size);
+          if (size > j.log.size || seq >= size)
+            throw new HttpError(400, `seq ${seq} is not in a tree of size ${size} (log size ${j.log.size})`);
+          return send(res, 200, {
+            job,
+            seq,
+            size,
+            leafHash: j.log.leaves[seq]!.toString("hex"),
+            root: j.log.root(size).toString("hex"),
+            proof: j.log.inclusionProof(seq, size).map((b) => b.toString("hex")),
+          });
+        }
+        case "consistency": {
+          const from = int("from");
+          const to = int("to", j.head?.size ?? j.log.size);
+          if (to > j.log.size || from > to) throw new HttpError(400, `need 0 ≤ from ≤ to ≤ ${j.log.size}`);
+          return send(res, 200, {
+            job,
+            from,
+            to,
+            root1: j.log.root(from).toString("hex"),
+            root2: j.log.root(to).toString("hex"),
+            proof: j.log.consistencyProof(from, to).map((b) => b.toString("hex")),
+          });
+        }
+        case "head": {
+          const head = j.head ?? (await this.signHead(j));
+          return send(res, 200, head);
+        }
+        case "bundle": {
+          const head = j.head && j.head.size === j.log.size ? j.head : await this.signHead(j);
+          return send(res, 200, assembleBundle(j.events.slice(0, head.size), head, this.ledgerKeyB64));
+        }
+      }
+    } catch (e) {
+      if (e instanceof HttpError) return send(res, e.status, { error: e.message });
+      throw e;
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
+    this.messages?.stop();
+    await this.loop?.catch(() => {});
+    await new Promise<void>((r) => this.http.close(() => r()));
+    this.http.closeAllConnections?.();
+    if (!this.nc.isClosed()) await this.nc.drain().catch(() => this.nc.close());
+  }
+}
+
+class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+function send(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
+  res.end(text);
+}

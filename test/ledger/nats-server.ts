@@ -1,0 +1,90 @@
+/** Starts a real nats-server (JetStream, file store in a temp dir) on a free port, for the ledger tests. */
+import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+export function natsServerBinary(): string {
+  for (const p of ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"])
+    if (existsSync(p)) return p;
+  return "nats-server";
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export class NatsServer {
+  private proc: ChildProcess | null = null;
+  private constructor(
+    readonly port: number,
+    readonly storeDir: string,
+  ) {}
+
+  get url(): string {
+    return `nats://127.0.0.1:${this.port}`;
+  }
+
+  static async start(): Promise<NatsServer> {
+    const s = new NatsServer(await freePort(), mkdtempSync(join(tmpdir(), "rft-nats-")));
+    await s.startProcess();
+    return s;
+  }
+
+  async startProcess(): Promise<void> {
+    const proc = spawn(natsServerBinary(), ["-js", "-sd", this.storeDir, "-a", "127.0.0.1", "-p", String(this.port)], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    this.proc = proc;
+    await new Promise<void>((resolve, reject) => {
+      let out = "";
+      const timer = setTimeout(() => reject(new Error(`nats-server did not start:\n${out}`)), 15_000);
+      const onData = (d: Buffer) => {
+        out += d.toString();
+        if (out.includes("Server is ready")) {
+          clearTimeout(timer);
+          resolve();
+        }
+      };
+      proc.stdout!.on("data", onData);
+      proc.stderr!.on("data", onData);
+      proc.once("error", (e) => {
+        clearTimeout(timer);
+        reject(new Error(`cannot run nats-server (scripts/setup.d/30-nats.sh installs it): ${e.message}`));
+      });
+      proc.once("exit", (code) => {
+        clearTimeout(timer);
+        reject(new Error(`nats-server exited with ${code}:\n${out}`));
+      });
+    });
+  }
+
+  /** Kills the server (SIGKILL: no clean shutdown) and waits for it to exit. */
+  async kill(signal: NodeJS.Signals = "SIGKILL"): Promise<void> {
+    const p = this.proc;
+    if (!p || p.exitCode !== null) return;
+    await new Promise<void>((resolve) => {
+      p.once("exit", () => resolve());
+      p.kill(signal);
+    });
+    this.proc = null;
+  }
+
+  async restart(): Promise<void> {
+    await this.kill();
+    await this.startProcess();
+  }
+
+  async stop(): Promise<void> {
+    await this.kill("SIGTERM");
+    rmSync(this.storeDir, { recursive: true, force: true });
+  }
+}
