@@ -1,9 +1,13 @@
 #!/usr/bin/env node
 /** The `rft` command: thin wiring only. Each subcommand lives in cli/commands/<name>.ts and exports `register`. */
 import { Command } from "commander";
+import * as audit from "./commands/audit.js";
 import * as grade from "./commands/grade.js";
 import * as grader from "./commands/grader.js";
 import * as initModel from "./commands/init-model.js";
+import * as keys from "./commands/keys.js";
+import * as ledger from "./commands/ledger.js";
+import * as run from "./commands/run.js";
 import * as serve from "./commands/serve.js";
 
 const program = new Command()
@@ -13,7 +17,7 @@ const program = new Command()
   .showHelpAfterError();
 
 // One line per command module (keep sorted).
-const modules: { register(program: Command): void }[] = [grade, grader, initModel, serve];
+const modules: { register(program: Command): void }[] = [audit, grade, grader, initModel, keys, ledger, run, serve];
 for (const m of modules) m.register(program);
 
 await program.parseAsync(process.argv);

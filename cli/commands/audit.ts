@@ -1,0 +1,141 @@
+/**
+ * `rft audit export` (a provenance bundle from a local run's event file or from the ledger service) and
+ * `rft audit verify` (the auditor's check; non-zero exit naming the failing check).
+ */
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { join } from "node:path";
+import type { Command } from "commander";
+import { exportBundle, type ProvenanceBundle } from "../../ledger/bundle.js";
+import type { DatasetRow } from "../../ledger/dataset.js";
+import { readEventsFile } from "../../ledger/publisher.js";
+import { loadPrivateKey } from "../../ledger/sign.js";
+import { formatReport, verifyBundleAsync } from "../../ledger/verify.js";
+import { parseJobRef, type SignedTreeHead } from "../../proto/ledger-events.js";
+
+class UsageError extends Error {}
+
+/** The event file of a local run: a .jsonl path, or DIR/events.jsonl, DIR/ledger/events.jsonl, or DIR's one *.events.jsonl. */
+export function findEventsFile(path: string): string {
+  if (!existsSync(path)) throw new UsageError(`no such file or directory: ${path}`);
+  if (statSync(path).isFile()) return path;
+  for (const c of [join(path, "events.jsonl"), join(path, "ledger", "events.jsonl")]) if (existsSync(c)) return c;
+  const found = readdirSync(path).filter((f) => f.endsWith(".events.jsonl"));
+  if (found.length === 1) return join(path, found[0]!);
+  throw new UsageError(
+    found.length > 1
+      ? `${path} holds several event files (${found.join(", ")}): name one`
+      : `${path} holds no events.jsonl (a local run writes its ledger events there)`,
+  );
+}
+
+function readJson(path: string, flag: string): unknown {
+  if (!existsSync(path)) throw new UsageError(`${flag}: no such file ${path}`);
+  try {
+    return JSON.parse(readFileSync(path, "utf8"));
+  } catch (e) {
+    throw new UsageError(`${flag}: ${path} is not JSON (${(e as Error).message})`);
+  }
+}
+
+function readJsonl(path: string, flag: string): DatasetRow[] {
+  if (!existsSync(path)) throw new UsageError(`${flag}: no such file ${path}`);
+  return readFileSync(path, "utf8")
+    .split("\n")
+    .filter((l) => l.trim() !== "")
+    .map((l, i) => {
+      try {
+        return JSON.parse(l) as DatasetRow;
+      } catch {
+        throw new UsageError(`${flag}: ${path}:${i + 1} is not JSON`);
+      }
+    });
+}
+
+function fail(cmd: string, e: unknown): void {
+  if (e instanceof UsageError) {
+    process.stderr.write(`rft audit ${cmd}: ${e.message}\n`);
+    process.exitCode = 2;
+  } else throw e;
+}
+
+export function register(program: Command) {
+  const audit = program.command("audit").description("provenance bundles: export and verify");
+
+  audit
+    .command("export [dir]")
+    .description(
+      "write a job's provenance bundle (JSON) to stdout: from a local run's event file (DIR) or from the ledger (--ledger)",
+    )
+    .option("--ledger <url>", "the ledger service's audit API, e.g. http://rft-ledger:8090")
+    .option("--job <ns/name>", "the job (with --ledger)")
+    .option("--key <file>", "local export: the Ed25519 key that signs the bundle's tree head (PEM or raw base64)")
+    .action(async (dir: string | undefined, o: { ledger?: string; job?: string; key?: string }) => {
+      try {
+        let bundle: ProvenanceBundle;
+        if (o.ledger) {
+          if (!o.job) throw new UsageError("--ledger needs --job NS/NAME");
+          const { namespace, name } = parseJobRef(o.job);
+          const url = `${o.ledger.replace(/\/$/, "")}/v1/jobs/${encodeURIComponent(namespace)}/${encodeURIComponent(name)}/bundle`;
+          const res = await fetch(url);
+          if (!res.ok) throw new UsageError(`${url}: HTTP ${res.status} ${await res.text()}`);
+          bundle = (await res.json()) as ProvenanceBundle;
+        } else {
+          if (!dir) throw new UsageError("give a run directory (or event file), or --ledger URL --job NS/NAME");
+          if (!o.key)
+            throw new UsageError("a local export signs its tree head: pass --key FILE (the run's ledger or job key)");
+          const events = readEventsFile(findEventsFile(dir));
+          if (events.length === 0) throw new UsageError(`${dir}: no events`);
+          bundle = exportBundle(events, loadPrivateKey(readFileSync(o.key, "utf8")));
+        }
+        process.stdout.write(`${JSON.stringify(bundle)}\n`);
+      } catch (e) {
+        fail("export", e);
+      }
+    });
+
+  audit
+    .command("verify <bundle>")
+    .description("verify a provenance bundle; prints a report, exits 1 naming the failing check")
+    .option("--model-digests <file>", "JSON {group: sha256 digest} of the final model's parameter groups")
+    .option("--dataset <file>", "the training dataset (JSONL) to check against the manifest")
+    .option("--job-key <key>", "pin the job signing key (raw base64 public key or key id)")
+    .option("--ledger-key <key>", "pin the ledger key (raw base64 public key or key id)")
+    .option("--known-head <file>", "a signed tree head of this job seen before: the bundle must not roll back from it")
+    .option("--json", "print the report as JSON")
+    .action(
+      async (
+        path: string,
+        o: {
+          modelDigests?: string;
+          dataset?: string;
+          jobKey?: string;
+          ledgerKey?: string;
+          knownHead?: string;
+          json?: boolean;
+        },
+      ) => {
+        try {
+          const bundle = readJson(path, "bundle") as ProvenanceBundle;
+          const report = await verifyBundleAsync(bundle, {
+            modelDigests: o.modelDigests
+              ? (readJson(o.modelDigests, "--model-digests") as Record<string, string>)
+              : undefined,
+            datasetRows: o.dataset ? readJsonl(o.dataset, "--dataset") : undefined,
+            jobKey: o.jobKey,
+            ledgerKey: o.ledgerKey,
+            knownHead: o.knownHead ? (readJson(o.knownHead, "--known-head") as SignedTreeHead) : undefined,
+          });
+          process.stdout.write(`${o.json ? JSON.stringify(report, null, 2) : formatReport(report)}\n`);
+          if (!report.ok) {
+            const f = report.failures[0]!;
+            process.stderr.write(
+              `rft audit verify: FAILED check ${f.check} at ${f.seq === null ? "bundle" : `event seq ${f.seq}`} ${f.field}: ${f.reason}\n`,
+            );
+            process.exitCode = 1;
+          }
+        } catch (e) {
+          fail("verify", e);
+        }
+      },
+    );
+}

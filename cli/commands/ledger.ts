@@ -1,0 +1,42 @@
+/** `rft ledger`: the ledger service (JetStream consumer, verification, Merkle logs, signed heads, audit API). */
+import { readFileSync } from "node:fs";
+import type { Command } from "commander";
+import { LedgerService } from "../../ledger/service.js";
+import { keyId, loadPrivateKey, publicKeyB64 } from "../../ledger/sign.js";
+
+export function register(program: Command) {
+  program
+    .command("ledger")
+    .description(
+      "run the ledger service: verify every event from NATS JetStream, keep Merkle logs, sign tree heads, serve the audit API",
+    )
+    .option("--nats <url>", "NATS server URL(s), comma-separated", process.env.NATS_URL ?? "nats://127.0.0.1:4222")
+    .option("--port <n>", "HTTP port of the audit API", "8090")
+    .option("--host <addr>", "HTTP listen address", "0.0.0.0")
+    .requiredOption("--key <file>", "the ledger's Ed25519 private key (PEM or raw base64) that signs tree heads")
+    .option("--head-interval <ms>", "how often tree heads are signed", "1000")
+    .option("--registry <file>", 'JSON {"ns/name" | "ns/*": public key (raw base64)}: registered job keys')
+    .action(
+      async (o: { nats: string; port: string; host: string; key: string; headInterval: string; registry?: string }) => {
+        const key = loadPrivateKey(readFileSync(o.key, "utf8"));
+        const svc = await LedgerService.start({
+          servers: o.nats.split(","),
+          key,
+          port: Number(o.port),
+          host: o.host,
+          headIntervalMs: Number(o.headInterval),
+          keyRegistry: o.registry
+            ? (JSON.parse(readFileSync(o.registry, "utf8")) as Record<string, string>)
+            : undefined,
+        });
+        process.stderr.write(
+          `rft ledger: audit API on ${o.host}:${svc.port}, ledger key ${keyId(key)} (${publicKeyB64(key)})\n`,
+        );
+        const stop = () => {
+          void svc.stop().then(() => process.exit(0));
+        };
+        process.once("SIGTERM", stop);
+        process.once("SIGINT", stop);
+      },
+    );
+}
