@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
 import { type LocalMetric, textSimilarity } from "../../grader-sidecar/src/similarity/index.js";
+import { countNgrams, internPair, overlap } from "../../grader-sidecar/src/similarity/ngrams.js";
 import { porterStem } from "../../grader-sidecar/src/similarity/porter.js";
 
 interface Fixture {
@@ -76,4 +77,17 @@ test("porter stemmer: NLTK_EXTENSIONS spot checks", () => {
     ["a", "a"],
   ];
   for (const [word, stem] of cases) assert.equal(porterStem(word), stem, word);
+});
+
+test("n-gram keys: string fallback counts like the numeric keys", () => {
+  const a = "a b c a b c d e a b".split(" ");
+  const b = "b c a b c d d e a".split(" ");
+  const ids = internPair(a, b);
+  for (let n = 1; n <= 5; n++) {
+    const numeric = overlap(countNgrams(ids.a, ids.base, n), countNgrams(ids.b, ids.base, n));
+    // a base this large makes base^n exceed 2^53, which forces string keys
+    const big = 1e6;
+    const fallback = overlap(countNgrams(ids.a, big, n), countNgrams(ids.b, big, n));
+    assert.equal(fallback, numeric, `n=${n}`);
+  }
 });

@@ -1,7 +1,7 @@
 // bleu = sacrebleu `sentence_bleu(input, [reference]).score / 100` (sacrebleu 2.4.3 defaults:
 // 13a tokenizer, case-sensitive, smooth_method="exp", effective order), BLEU.compute_bleu replayed.
 
-import { countNgrams } from "./ngrams.js";
+import { countNgrams, internPair, ngramCount } from "./ngrams.js";
 import { tokens13a } from "./tokenize-13a.js";
 
 const MAX_ORDER = 4;
@@ -10,16 +10,19 @@ const MAX_ORDER = 4;
 export function sentenceBleu(hypothesis: string, reference: string): number {
   const hyp = tokens13a(hypothesis);
   const ref = tokens13a(reference);
-  const refCounts = countNgrams(ref, 1, MAX_ORDER);
-  const hypCounts = countNgrams(hyp, 1, MAX_ORDER);
+  const ids = internPair(hyp, ref);
   const correct = [0, 0, 0, 0];
   const total = [0, 0, 0, 0];
-  for (const [gram, count] of hypCounts) {
-    let n = 0;
-    for (let i = 0; i < gram.length; i++) if (gram.charCodeAt(i) === 32) n++;
-    total[n] = (total[n] as number) + count;
-    const r = refCounts.get(gram);
-    if (r !== undefined) correct[n] = (correct[n] as number) + Math.min(count, r);
+  for (let n = 1; n <= MAX_ORDER; n++) {
+    total[n - 1] = ngramCount(hyp.length, n);
+    if (total[n - 1] === 0) continue;
+    const refCounts = countNgrams(ids.b, ids.base, n);
+    let c = 0;
+    for (const [gram, count] of countNgrams(ids.a, ids.base, n)) {
+      const r = refCounts.get(gram);
+      if (r !== undefined) c += Math.min(count, r);
+    }
+    correct[n - 1] = c;
   }
   const sysLen = hyp.length;
   const refLen = ref.length;

@@ -1,23 +1,52 @@
-// n-gram counting shared by BLEU, GLEU and ROUGE-N. Tokens never contain whitespace (all the
-// tokenizers split on it), so a space-joined n-gram is an unambiguous key and its order is
-// recoverable from the number of tokens joined.
+// n-gram counting shared by BLEU, GLEU and ROUGE-N. The tokens of the two texts are interned to
+// ids 1..V first; an n-gram is then the number id₁·Kⁿ⁻¹ + … + idₙ in base K = V + 1 (no digit is 0,
+// so n-grams of different orders never collide), far cheaper to hash than joined strings. When Kⁿ
+// would pass 2^53 the key falls back to a string of the ids.
 
-/** Counts of every n-gram of order minN..maxN (like NLTK's everygrams / sacrebleu's extraction). */
-export function countNgrams(tokens: readonly string[], minN: number, maxN: number): Map<string, number> {
-  const counts = new Map<string, number>();
-  const len = tokens.length;
-  for (let i = 0; i < len; i++) {
-    let key = "";
-    for (let n = 1; n <= maxN && i + n <= len; n++) {
-      key = n === 1 ? (tokens[i] as string) : `${key} ${tokens[i + n - 1] as string}`;
-      if (n >= minN) counts.set(key, (counts.get(key) ?? 0) + 1);
+export type NgramCounts = Map<number | string, number>;
+
+/** Interns the tokens of two texts into one id space; K is the key base (number of ids + 1). */
+export function internPair(a: readonly string[], b: readonly string[]): { a: Int32Array; b: Int32Array; base: number } {
+  const ids = new Map<string, number>();
+  const map = (tokens: readonly string[]) => {
+    const out = new Int32Array(tokens.length);
+    for (let i = 0; i < tokens.length; i++) {
+      const t = tokens[i] as string;
+      let id = ids.get(t);
+      if (id === undefined) {
+        id = ids.size + 1;
+        ids.set(t, id);
+      }
+      out[i] = id;
+    }
+    return out;
+  };
+  const ia = map(a);
+  const ib = map(b);
+  return { a: ia, b: ib, base: ids.size + 1 };
+}
+
+/** Counts of the n-grams (one order n) of an id sequence. */
+export function countNgrams(ids: Int32Array, base: number, n: number): NgramCounts {
+  const counts: NgramCounts = new Map();
+  const last = ids.length - n;
+  if (base ** n < Number.MAX_SAFE_INTEGER) {
+    for (let i = 0; i <= last; i++) {
+      let key = 0;
+      for (let j = 0; j < n; j++) key = key * base + (ids[i + j] as number);
+      counts.set(key, (counts.get(key) ?? 0) + 1);
+    }
+  } else {
+    for (let i = 0; i <= last; i++) {
+      const key = ids.subarray(i, i + n).join(",");
+      counts.set(key, (counts.get(key) ?? 0) + 1);
     }
   }
   return counts;
 }
 
 /** Σ min(countA, countB) over shared keys (the size of a Counter intersection). */
-export function overlap(a: ReadonlyMap<string, number>, b: ReadonlyMap<string, number>): number {
+export function overlap(a: NgramCounts, b: NgramCounts): number {
   const [small, large] = a.size <= b.size ? [a, b] : [b, a];
   let n = 0;
   for (const [k, c] of small) {
@@ -27,9 +56,7 @@ export function overlap(a: ReadonlyMap<string, number>, b: ReadonlyMap<string, n
   return n;
 }
 
-/** Total number of n-grams of order minN..maxN in a sequence of len tokens. */
-export function ngramTotal(len: number, minN: number, maxN: number): number {
-  let n = 0;
-  for (let k = minN; k <= maxN; k++) n += Math.max(0, len - k + 1);
-  return n;
+/** Number of n-grams of order n in a sequence of len tokens. */
+export function ngramCount(len: number, n: number): number {
+  return Math.max(0, len - n + 1);
 }

@@ -3,7 +3,7 @@
 // Tokenizer: lower-case, non-[a-z0-9] runs become spaces, tokens longer than 3 characters are
 // Porter-stemmed (NLTK PorterStemmer, NLTK_EXTENSIONS mode).
 
-import { countNgrams, overlap } from "./ngrams.js";
+import { countNgrams, internPair, ngramCount, overlap } from "./ngrams.js";
 import { porterStem } from "./porter.js";
 
 const TOKEN = /[a-z0-9]+/g;
@@ -24,11 +24,10 @@ function fmeasure(precision: number, recall: number): number {
 
 /** ROUGE-N F-measure between token lists. */
 export function rougeNTokens(target: readonly string[], prediction: readonly string[], n: number): number {
-  const t = countNgrams(target, n, n);
-  const p = countNgrams(prediction, n, n);
-  const inter = overlap(t, p);
-  const tCount = Math.max(0, target.length - n + 1);
-  const pCount = Math.max(0, prediction.length - n + 1);
+  const ids = internPair(target, prediction);
+  const inter = overlap(countNgrams(ids.a, ids.base, n), countNgrams(ids.b, ids.base, n));
+  const tCount = ngramCount(target.length, n);
+  const pCount = ngramCount(prediction.length, n);
   return fmeasure(inter / Math.max(pCount, 1), inter / Math.max(tCount, 1));
 }
 
