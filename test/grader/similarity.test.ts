@@ -53,10 +53,10 @@ for (const metric of fixture.metrics) {
 }
 
 test("scores stay within 0..1", () => {
-  for (const c of fixture.cases.slice(0, 50)) {
+  for (const c of fixture.cases) {
     for (const metric of fixture.metrics) {
       const v = textSimilarity(metric, c.input, c.reference);
-      assert.ok(v >= 0 && v <= 1 + 1e-12, `${metric} ${v}`);
+      assert.ok(v >= 0 && v <= 1, `${metric} ${v}`);
     }
   }
 });

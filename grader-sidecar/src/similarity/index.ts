@@ -10,8 +10,15 @@ import { rougeL, rougeN } from "./rouge.js";
 
 export type LocalMetric = Exclude<SimilarityMetric, "cosine">;
 
-/** Score `input` against `reference` with one text_similarity metric, in 0..1. */
+/**
+ * Score `input` against `reference` with one text_similarity metric, in 0..1. The Python libraries
+ * can land a rounding step above 1 (BLEU of identical texts is 1.0000000000000002); that is clamped.
+ */
 export function textSimilarity(metric: LocalMetric, input: string, reference: string): number {
+  return Math.min(1, score(metric, input, reference));
+}
+
+function score(metric: LocalMetric, input: string, reference: string): number {
   switch (metric) {
     case "fuzzy_match":
       return fuzzyMatch(input, reference);
