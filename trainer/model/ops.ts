@@ -22,8 +22,15 @@ export const linear = tf.customGrad((...inputs: Array<tf.Tensor | tf.GradSaveFun
   };
 }) as (x: tf.Tensor2D, w: tf.Tensor2D) => tf.Tensor2D;
 
+/**
+ * Below this many multiply-adds per item, one BatchMatMul beats n separate kernel launches (decode steps,
+ * short prompts); above it, the loop of 2-D matMuls wins on wasm.
+ */
+const SMALL_ITEM = 64 * 64 * 64;
+
 function loopBmm(a: tf.Tensor3D, b: tf.Tensor3D): tf.Tensor3D {
   const n = a.shape[0];
+  if (n > 1 && a.shape[1] * a.shape[2] * b.shape[2] < SMALL_ITEM) return tf.matMul(a, b);
   if (n === 1) {
     const a2 = tf.reshape(a, [a.shape[1], a.shape[2]]) as tf.Tensor2D;
     const b2 = tf.reshape(b, [b.shape[1], b.shape[2]]) as tf.Tensor2D;
