@@ -3,6 +3,7 @@ import { before, test } from "node:test";
 import * as tf from "@tensorflow/tfjs-core";
 import { causalMask, forward } from "../../trainer/model/decoder.js";
 import { createRandomModel, disposeModel, type Model } from "../../trainer/model/model.js";
+import { ChatTokenizer } from "../../trainer/model/tokenizer.js";
 import { generate } from "../../trainer/sampling/generate.js";
 import { findStop, logSumExp, pickToken, Rng } from "../../trainer/sampling/pick.js";
 import { setup } from "./helpers.js";
@@ -90,6 +91,16 @@ test("stop sequences cut the text and give finish_reason stop; streaming never l
   assert.equal(cut!.finishReason, "stop");
   assert.equal(cut!.text, text.slice(0, findStop(text, [stop])));
   assert.equal(streamed.join(""), cut!.text);
+});
+
+test("a sample whose first token is end-of-turn finishes with stop and empty text", async () => {
+  const [free] = await generate(model, [{ promptIds: prompts[0]!, maxTokens: 1, sampling: { temperature: 0 } }]);
+  const first = free!.tokens[0]!;
+  const tokenizer = new ChatTokenizer(model.tokenizer!.files, [first]);
+  const [c] = await generate({ ...model, tokenizer }, [
+    { promptIds: prompts[0]!, maxTokens: 5, sampling: { temperature: 0 } },
+  ]);
+  assert.deepEqual(c, { tokens: [], logprobs: [], text: "", finishReason: "stop" });
 });
 
 test("pickToken: greedy, top-k 1, banned ids, log-probabilities", () => {

@@ -137,7 +137,7 @@ export async function generate(
         let text = s.streamed;
         if (eos.has(pick.token)) {
           finish = "stop";
-          text = tok ? tok.decode(s.tokens) : "";
+          text = tok && s.tokens.length ? tok.decode(s.tokens) : "";
         } else {
           s.tokens.push(pick.token);
           s.logprobs.push(pick.logprob);
