@@ -125,7 +125,8 @@ export function forward(state: DecoderState, input: ForwardInput, cache?: KvCach
     const up = linear(m, p(params, `${pre}.mlp.up_proj.weight`) as tf.Tensor2D);
     h = tf.add(h, linear(tf.mul(gate, up) as tf.Tensor2D, p(params, `${pre}.mlp.down_proj.weight`) as tf.Tensor2D));
   }
-  if (input.logitRows) h = tf.gather(h, input.logitRows);
+  // A gather with a scatter-add gradient: wasm has no UnsortedSegmentSum, the plain gather gradient.
+  if (input.logitRows) h = embeddingLookup(h, input.logitRows);
   const hn = rmsNorm(h, p(params, "model.norm.weight") as tf.Tensor1D, c.rmsNormEps);
   const head = c.tieWordEmbeddings
     ? (tf.transpose(p(params, "model.embed_tokens.weight")) as tf.Tensor2D)

@@ -73,6 +73,7 @@ export class ChatTokenizer {
   }
 
   decode(ids: number[], skipSpecial = true): string {
+    if (ids.length === 0) return ""; // the library rejects an empty list; a sample may end at once
     return this.tok.decode(ids, { skip_special_tokens: skipSpecial });
   }
 

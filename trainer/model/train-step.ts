@@ -5,6 +5,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { causalMask, forward } from "./decoder.js";
 import { type Model, setParam } from "./model.js";
+import { SafetensorsError, SafetensorsReader, type TensorToWrite, writeSafetensors } from "./safetensors.js";
 
 export interface TokenBatch {
   /** [B, T] token ids, right-padded. */
@@ -96,24 +97,31 @@ export interface AdamOptions {
   clipNorm?: number;
 }
 
+/**
+ * Adam(W) with per-parameter state (m, v and the step count t): a parameter absent from a step's gradients
+ * keeps its bytes and its optimizer state exactly (what depth-selective, governed updates rely on), and its
+ * bias correction counts only the steps that updated it. The state saves to and loads from safetensors
+ * (`name.m`, `name.v`, and `name.t` as a one-element tensor), so a resumed run continues bit for bit.
+ */
 export class Adam {
   private readonly m = new Map<string, tf.Tensor>();
   private readonly v = new Map<string, tf.Tensor>();
-  private t = 0;
+  private readonly t = new Map<string, number>();
   constructor(public opts: AdamOptions) {}
 
   /** Applies one update to the parameters named in `grads` (others are untouched); disposes the grads. */
   step(model: Model, grads: Map<string, tf.Tensor>): { gradNorm: number } {
     const { lr, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weightDecay = 0, clipNorm = 0 } = this.opts;
-    this.t++;
-    const gradNorm = tf.tidy(() =>
-      Math.sqrt(tf.addN([...grads.values()].map((g) => tf.sum(tf.square(g)))).dataSync()[0]!),
-    );
+    const gradNorm = grads.size
+      ? tf.tidy(() => Math.sqrt(tf.addN([...grads.values()].map((g) => tf.sum(tf.square(g)))).dataSync()[0]!))
+      : 0;
     const scale = clipNorm > 0 && gradNorm > clipNorm ? clipNorm / gradNorm : 1;
-    const bc1 = 1 - beta1 ** this.t;
-    const bc2 = 1 - beta2 ** this.t;
     for (const [name, g] of grads) {
       const p = model.params.get(name)!;
+      const t = (this.t.get(name) ?? 0) + 1;
+      this.t.set(name, t);
+      const bc1 = 1 - beta1 ** t;
+      const bc2 = 1 - beta2 ** t;
       const [m, v, next] = tf.tidy(() => {
         const gs = scale === 1 ? g : tf.mul(g, scale);
         const m0 = this.m.get(name);
@@ -134,10 +142,48 @@ export class Adam {
     return { gradNorm };
   }
 
+  /** The step count of one parameter (0 = never updated). */
+  steps(name: string): number {
+    return this.t.get(name) ?? 0;
+  }
+
+  /** Writes the optimizer state as safetensors (f32; the step counts are exact integers in f32 up to 2^24). */
+  async save(file: string): Promise<void> {
+    const out: TensorToWrite[] = [];
+    for (const [name, m] of this.m) {
+      out.push({ name: `${name}.m`, shape: m.shape, data: new Float32Array(await m.data()) });
+      out.push({ name: `${name}.v`, shape: m.shape, data: new Float32Array(await this.v.get(name)!.data()) });
+      out.push({ name: `${name}.t`, shape: [1], data: Float32Array.of(this.t.get(name)!) });
+    }
+    await writeSafetensors(file, out, "F32");
+  }
+
+  /** Replaces the state with the one saved in `file` (shapes checked against the model's parameters). */
+  async load(file: string, model: Model): Promise<void> {
+    this.dispose();
+    const r = await SafetensorsReader.open(file);
+    try {
+      for (const key of r.names()) {
+        if (!key.endsWith(".t")) continue;
+        const name = key.slice(0, -2);
+        const p = model.params.get(name);
+        if (!p) throw new SafetensorsError(`${file}: optimizer state for unknown parameter ${name}`);
+        const m = await r.readF32(`${name}.m`);
+        const v = await r.readF32(`${name}.v`);
+        this.m.set(name, tf.tensor(m.data, p.shape));
+        this.v.set(name, tf.tensor(v.data, p.shape));
+        this.t.set(name, (await r.readF32(key)).data[0]!);
+      }
+    } finally {
+      await r.close();
+    }
+  }
+
   dispose(): void {
     for (const t of this.m.values()) t.dispose();
     for (const t of this.v.values()) t.dispose();
     this.m.clear();
     this.v.clear();
+    this.t.clear();
   }
 }

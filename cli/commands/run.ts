@@ -1,0 +1,139 @@
+/** `rft run MANIFEST`: run a FineTuneJob (SFT or RFT) on this machine, no cluster needed. */
+import { resolve } from "node:path";
+import asciichart from "asciichart";
+import cliProgress from "cli-progress";
+import type { Command } from "commander";
+import { DatasetError } from "../../trainer/data/dataset.js";
+import { loadManifest, ManifestError } from "../../trainer/job/manifest.js";
+import { type RunJobResult, runJob } from "../../trainer/job/run-job.js";
+import { BackendError, parseBackendName } from "../../trainer/model/backend.js";
+import { ModelDirError } from "../../trainer/model/hf-io.js";
+import type { RftControl } from "../../trainer/rl/loop.js";
+import { TrainerMetrics } from "../../trainer/rl/prom.js";
+
+const fmt = (x: number | null | undefined) => (x === null || x === undefined ? "  -  " : x.toFixed(3));
+
+function summary(r: RunJobResult, outDir: string): string {
+  const lines: string[] = [];
+  if (r.method === "supervised") {
+    const last = r.steps.at(-1);
+    lines.push(`SFT ${r.status}: ${r.steps.length} steps, final training loss ${fmt(last?.trainLoss)}`);
+    const losses = r.steps.map((s) => s.trainLoss);
+    if (losses.length > 1) lines.push("training loss:", asciichart.plot(downsample(losses, 60), { height: 8 }));
+    lines.push(`model:  ${r.modelDir}`);
+  } else {
+    lines.push(`RFT ${r.status} at step ${r.step}/${r.totalSteps}${r.error ? `: ${r.error}` : ""}`);
+    const valid = r.history.filter((h) => h.validRewardMean !== null);
+    const train = r.history.map((h) => h.trainRewardMean ?? 0);
+    if (train.length > 1) lines.push("train reward per step:", asciichart.plot(downsample(train, 60), { height: 8 }));
+    if (valid.length > 1) {
+      lines.push("valid reward per evaluation:", asciichart.plot(valid.map((h) => h.validRewardMean!), { height: 6 }));
+    }
+    if (valid.length) lines.push(`valid reward: ${valid.map((h) => `step ${h.step}: ${fmt(h.validRewardMean)}`).join(", ")}`);
+    if (r.best) lines.push(`best checkpoint: ${r.best.name} (valid_reward_mean ${fmt(r.best.validRewardMean)})`);
+    lines.push(`checkpoints: ${r.checkpoints.map((c) => c.name).join(", ") || "none"}  (in ${resolve(outDir, "checkpoints")})`);
+    if (r.modelDir) lines.push(`model:  ${r.modelDir}`);
+    if (r.status === "paused") lines.push("paused: run the same command again to resume from the last checkpoint");
+  }
+  lines.push(`events: ${resolve(outDir, "events.jsonl")}`);
+  return lines.join("\n");
+}
+
+function downsample(xs: number[], n: number): number[] {
+  if (xs.length <= n) return xs;
+  return Array.from({ length: n }, (_, i) => xs[Math.floor((i * xs.length) / n)]!);
+}
+
+export function register(program: Command) {
+  program
+    .command("run")
+    .description("run a FineTuneJob manifest locally (SFT or RFT); resumes from the last checkpoint in --out")
+    .argument("<manifest>", "FineTuneJob YAML or JSON")
+    .option("--out <dir>", "output directory (events.jsonl, checkpoints/, model/)", "rft-out")
+    .option("--backend <name>", "tfjs backend: wasm (default on CPU), cpu, tensorflow, webgpu")
+    .option("--grader-addr <host:port>", "grade through a running grader sidecar (rft grader) instead of in process")
+    .option("--metrics-port <port>", "serve Prometheus /metrics on this port while training")
+    .option("--stop-after <step>", "pause after this step (resume later with the same command)")
+    .option("--no-progress", "no progress bar (one line per step instead)")
+    .action(async (file: string, o) => {
+      let manifest: ReturnType<typeof loadManifest>;
+      try {
+        manifest = loadManifest(file);
+      } catch (err) {
+        if (err instanceof ManifestError) {
+          process.stderr.write(`rft run: invalid manifest\n${err.message}\n`);
+          process.exitCode = 2;
+          return;
+        }
+        throw err;
+      }
+      const name = manifest.job.metadata.name;
+      const metrics = new TrainerMetrics(name);
+      const server = o.metricsPort !== undefined ? await metrics.serve(Number(o.metricsPort)) : undefined;
+      const control: RftControl = { pause: false, cancel: false };
+      let interrupts = 0;
+      const onSignal = (sig: string) => {
+        interrupts++;
+        if (interrupts === 1 && sig !== "SIGQUIT") {
+          control.pause = true;
+          process.stderr.write(`\n${sig}: finishing the current step, then checkpointing and pausing (again to cancel)\n`);
+        } else {
+          control.cancel = true;
+          process.stderr.write(`\n${sig}: cancelling after the current step\n`);
+        }
+      };
+      process.on("SIGINT", () => onSignal("SIGINT"));
+      process.on("SIGTERM", () => onSignal("SIGTERM"));
+
+      const tty = Boolean(process.stderr.isTTY) && o.progress !== false;
+      const bar = tty
+        ? new cliProgress.SingleBar(
+            { format: "{bar} step {value}/{total} | train {train} | valid {valid} | ETA {eta_formatted}", hideCursor: true },
+            cliProgress.Presets.shades_classic,
+          )
+        : null;
+      let lastValid: number | null = null;
+      const line = (s: string) => (bar ? undefined : process.stderr.write(`${s}\n`));
+      try {
+        const result = await runJob({
+          manifest,
+          outDir: o.out,
+          backend: o.backend ? parseBackendName(o.backend) : undefined,
+          graderAddr: o.graderAddr,
+          control,
+          stopAfterStep: o.stopAfter !== undefined ? Number(o.stopAfter) : undefined,
+          hooks: {
+            onEvent: (e) => e.type === "message" && line(e.message),
+            onStep: (m) => {
+              metrics.observeStep(m, m.data.total_steps);
+              const v = (m.data.scores as { valid_reward_mean?: number }).valid_reward_mean;
+              if (v !== undefined) lastValid = v;
+              if (bar) {
+                if (!bar.getTotal()) bar.start(m.data.total_steps, 0, { train: "-", valid: "-" });
+                bar.update(m.data.step, { train: fmt(m.data.scores.train_reward_mean), valid: fmt(lastValid) });
+              } else line(m.message);
+            },
+            onCheckpoint: () => metrics.checkpoints.inc({ job: name }),
+            onSftStep: (e, total) => {
+              if (bar) {
+                if (!bar.getTotal()) bar.start(total, 0, { train: "-", valid: "-" });
+                bar.update(e.step, { train: e.trainLoss.toFixed(3), valid: fmt(e.validLoss) });
+              } else line(`Step ${e.step}/${total}: training loss=${e.trainLoss.toFixed(4)}${e.validLoss !== undefined ? `, validation loss=${e.validLoss.toFixed(4)}` : ""}`);
+            },
+          },
+        });
+        bar?.stop();
+        process.stdout.write(`${summary(result, o.out)}\n`);
+        if (result.status === "failed") process.exitCode = 1;
+        if (result.status === "cancelled") process.exitCode = 130;
+      } catch (err) {
+        bar?.stop();
+        if (err instanceof DatasetError || err instanceof ModelDirError || err instanceof BackendError) {
+          process.stderr.write(`rft run: ${err.message}\n`);
+          process.exitCode = 2;
+        } else throw err;
+      } finally {
+        server?.close();
+      }
+    });
+}

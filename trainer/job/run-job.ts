@@ -1,0 +1,110 @@
+/**
+ * Runs a FineTuneJob manifest on this machine: validates the datasets, then SFT or RFT into an output
+ * directory (`events.jsonl`, `checkpoints/`, `model/`). Shared by `rft run` and the trainer pod entry point.
+ */
+import { appendFileSync, mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { type BackendName, useBackend } from "../model/backend.js";
+import { saveHfModel } from "../model/hf-io.js";
+import { loadHfModel } from "../model/hf-io.js";
+import { disposeModel } from "../model/model.js";
+import { LIMITS, readRftDataset, readSftDataset } from "../data/dataset.js";
+import { grpcGrader, inProcessGrader } from "../rl/grading.js";
+import { type RftControl, type RftHooks, type RftResult, RftTrainer } from "../rl/loop.js";
+import { runSft, type SftStepEvent } from "../sft/sft.js";
+import { resolveRft, resolveSft } from "./hyperparameters.js";
+import type { LoadedManifest } from "./manifest.js";
+
+export interface RunJobOptions {
+  manifest: LoadedManifest;
+  outDir: string;
+  backend?: BackendName;
+  /** Grade through a grader sidecar at host:port instead of in process. */
+  graderAddr?: string;
+  control?: RftControl;
+  hooks?: RftHooks & { onSftStep?: (e: SftStepEvent, totalSteps: number) => void };
+  stopAfterStep?: number;
+  microBatch?: number;
+}
+
+export interface SftRunResult {
+  status: "succeeded";
+  method: "supervised";
+  steps: SftStepEvent[];
+  totalSteps: number;
+  modelDir: string;
+}
+
+export type RunJobResult = (RftResult & { method: "reinforcement" }) | SftRunResult;
+
+export async function runJob(o: RunJobOptions): Promise<RunJobResult> {
+  const { job, paths } = o.manifest;
+  const spec = job.spec;
+  await useBackend(o.backend ?? spec.trainer?.backend ?? "wasm");
+  mkdirSync(o.outDir, { recursive: true });
+  const seed = spec.seed ?? 0;
+
+  if (spec.method.type === "supervised") {
+    const train = readSftDataset(paths.trainingFile, { maxRows: LIMITS.sftTrain });
+    const valid = paths.validationFile ? readSftDataset(paths.validationFile, { maxRows: LIMITS.sftValid }) : [];
+    const hp = resolveSft(spec.method.supervised?.hyperparameters, train.length);
+    const model = await loadHfModel(paths.model);
+    const eventsFile = join(o.outDir, "events.jsonl");
+    writeFileSync(eventsFile, "");
+    const toExample = (r: (typeof train)[number]) => ({
+      messages: r.messages.map((m) => ({
+        role: m.role === "developer" ? "system" : m.role,
+        content: typeof m.content === "string" ? m.content : (m.content ?? "").toString(),
+        ...(m.weight !== undefined ? { weight: m.weight } : {}),
+      })),
+    });
+    try {
+      const res = await runSft(model, {
+        train: train.map(toExample),
+        validation: valid.map(toExample),
+        hyperparameters: { n_epochs: hp.nEpochs, batch_size: hp.batchSize, learning_rate_multiplier: 1 },
+        baseLearningRate: hp.learningRate,
+        evalInterval: hp.evalInterval,
+        seed,
+        onStep: (e) => {
+          const ev = {
+            object: "fine_tuning.job.event",
+            id: `ftevent-step-${e.step}`,
+            created_at: Math.floor(Date.now() / 1000),
+            level: "info",
+            type: "metrics",
+            message: `Step ${e.step}/${hp.totalSteps}: training loss=${e.trainLoss.toFixed(4)}${e.validLoss !== undefined ? `, validation loss=${e.validLoss.toFixed(4)}` : ""}`,
+            data: { step: e.step, total_steps: hp.totalSteps, train_loss: e.trainLoss, ...(e.validLoss !== undefined ? { valid_loss: e.validLoss } : {}) },
+          };
+          appendFileSync(eventsFile, `${JSON.stringify(ev)}\n`);
+          o.hooks?.onSftStep?.(e, hp.totalSteps);
+        },
+      });
+      const modelDir = join(o.outDir, "model");
+      await saveHfModel(model, modelDir);
+      return { status: "succeeded", method: "supervised", steps: res.steps, totalSteps: hp.totalSteps, modelDir };
+    } finally {
+      disposeModel(model);
+    }
+  }
+
+  const rft = spec.method.reinforcement!;
+  const train = readRftDataset(paths.trainingFile, { maxRows: LIMITS.rftTrain });
+  const valid = paths.validationFile ? readRftDataset(paths.validationFile, { maxRows: LIMITS.rftValid }) : [];
+  const hp = resolveRft(rft.hyperparameters, train.length);
+  const grader = o.graderAddr ? await grpcGrader(o.graderAddr, rft.grader) : await inProcessGrader(rft.grader);
+  try {
+    const trainer = new RftTrainer({
+      job: { modelDir: paths.model, train, valid, hp, seed, jsonRequired: Boolean(rft.responseFormat && rft.responseFormat.type !== "text") },
+      grader,
+      outDir: o.outDir,
+      control: o.control,
+      hooks: o.hooks,
+      stopAfterStep: o.stopAfterStep,
+      microBatch: o.microBatch,
+    });
+    return { ...(await trainer.run()), method: "reinforcement" };
+  } finally {
+    await grader.close();
+  }
+}

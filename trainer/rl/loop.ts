@@ -1,0 +1,451 @@
+/**
+ * The RFT training loop (one rank). Per step: take the step's prompts (a seeded permutation per epoch), sample
+ * K completions each, grade them, compute group-relative advantages, drop zero-variance groups (dynamic
+ * sampling), and apply the clipped policy-gradient update (updatesPerBatch times). Every evalInterval steps:
+ * validation → valid_reward_mean → checkpoint (top 3 + latest kept).
+ *
+ * Exact resume: everything random is derived from (seed, step, …) — the data order from (seed, epoch), the
+ * sampling seeds from (seed, step, prompt, k) — so the state to restore is only the weights, the optimizer
+ * state and the step. A run paused at step N and resumed gives the same rewards and weights as one that
+ * never stopped.
+ */
+import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import * as tf from "@tensorflow/tfjs-core";
+import type { RunGraderResponse } from "../../proto/graders.js";
+import { type CheckpointInfo, bestCheckpoint } from "../checkpoint/retention.js";
+import { CheckpointStore, replaceFileAtomic } from "../checkpoint/store.js";
+import type { RftRow } from "../data/dataset.js";
+import type { ResolvedRft } from "../job/hyperparameters.js";
+import { loadHfModel, saveHfModel } from "../model/hf-io.js";
+import { type Model, disposeModel } from "../model/model.js";
+import { disposeParams, type Params } from "../model/params.js";
+import type { ChatMessage as TemplateMessage } from "../model/tokenizer.js";
+import { Adam } from "../model/train-step.js";
+import { type Completion, generate, type SampleRequest } from "../sampling/generate.js";
+import { groupAdvantages, isZeroVariance, mean, tokenWeights } from "./advantages.js";
+import type { StepGrader } from "./grading.js";
+import { completionLogprobs, packSequences, type Sequence } from "./logprobs.js";
+import { policyLoss } from "./loss.js";
+import { type GradedSample, graderErrorRate, type MetricsEvent, metricsEvent } from "./metrics.js";
+
+export interface RftJob {
+  /** The base model directory (Hugging Face format). */
+  modelDir: string;
+  train: RftRow[];
+  valid: RftRow[];
+  hp: ResolvedRft;
+  seed: number;
+  /** A response_format was set: samples must parse as JSON. */
+  jsonRequired: boolean;
+}
+
+export interface RftControl {
+  /** Set to finish the current step, checkpoint and stop ("paused"). */
+  pause: boolean;
+  /** Set to stop after the current step without a final model ("cancelled"). */
+  cancel: boolean;
+}
+
+export interface RftHooks {
+  onEvent?: (e: JobEvent) => void;
+  onStep?: (m: MetricsEvent) => void;
+  onCheckpoint?: (c: CheckpointInfo) => void;
+}
+
+export interface RftOptions {
+  job: RftJob;
+  grader: StepGrader;
+  outDir: string;
+  control?: RftControl;
+  hooks?: RftHooks;
+  /** Sequences per forward/backward pass (memory bound; the update is the same for any value). */
+  microBatch?: number;
+  /** Fail the job when this fraction of a step's samples carries grader errors (parse errors excluded)… */
+  maxGraderErrorRate?: number;
+  /** …for this many steps in a row. */
+  graderErrorPatience?: number;
+  /** Stop after this step (tests and benchmarks); a later run resumes from the checkpoint. */
+  stopAfterStep?: number;
+}
+
+export type RftStatus = "succeeded" | "paused" | "cancelled" | "failed";
+
+export interface RftResult {
+  status: RftStatus;
+  step: number;
+  totalSteps: number;
+  checkpoints: CheckpointInfo[];
+  best: CheckpointInfo | null;
+  /** The final model's directory (succeeded only). */
+  modelDir?: string;
+  error?: string;
+  history: { step: number; trainRewardMean: number | null; validRewardMean: number | null }[];
+}
+
+export interface JobEvent {
+  object: "fine_tuning.job.event";
+  id: string;
+  created_at: number;
+  level: "info" | "warn" | "error";
+  type: "message" | "metrics";
+  message: string;
+  data: Record<string, unknown> | null;
+}
+
+/** A 32-bit mix of integers (deterministic seeds for sampling and data order). */
+export function mixSeed(...xs: number[]): number {
+  let h = 0x9e3779b9;
+  for (const x of xs) {
+    h ^= x >>> 0;
+    h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
+    h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
+    h ^= h >>> 16;
+  }
+  return h >>> 0;
+}
+
+/** The order of the training rows in an epoch: a Fisher–Yates shuffle seeded by (seed, epoch). */
+export function epochOrder(n: number, seed: number, epoch: number): number[] {
+  const order = Array.from({ length: n }, (_, i) => i);
+  let s = mixSeed(seed, epoch, 0x5eed);
+  for (let i = n - 1; i > 0; i--) {
+    s = mixSeed(s, i);
+    const j = s % (i + 1);
+    [order[i], order[j]] = [order[j]!, order[i]!];
+  }
+  return order;
+}
+
+/** The training rows of a step (1-based): its epoch's permutation, sliced. */
+export function stepRows(step: number, nTrain: number, hp: Pick<ResolvedRft, "batchSize" | "stepsPerEpoch">, seed: number) {
+  const epoch = Math.floor((step - 1) / hp.stepsPerEpoch);
+  const k = (step - 1) % hp.stepsPerEpoch;
+  return epochOrder(nTrain, seed, epoch).slice(k * hp.batchSize, (k + 1) * hp.batchSize);
+}
+
+/** Learning rate at a step: linear warm-up, then constant. */
+export function learningRateAt(step: number, hp: Pick<ResolvedRft, "learningRate" | "warmupSteps">): number {
+  return hp.warmupSteps > 0 && step <= hp.warmupSteps ? (hp.learningRate * step) / hp.warmupSteps : hp.learningRate;
+}
+
+function contentText(content: unknown): string {
+  if (typeof content === "string") return content;
+  if (Array.isArray(content)) return content.map((p: { text?: string }) => p.text ?? "").join("");
+  return "";
+}
+
+/** Renders a row's messages with the model's chat template (developer turns as system turns). */
+export function promptIds(model: Model, row: Pick<RftRow, "messages">): number[] {
+  const tok = model.tokenizer;
+  if (!tok) throw new Error("the model has no tokenizer (tokenizer.json) to render prompts with");
+  const msgs: TemplateMessage[] = row.messages.map((m) => ({
+    role: m.role === "developer" ? "system" : m.role,
+    content: contentText(m.content),
+  }));
+  return tok.encode(tok.applyChatTemplate(msgs, true));
+}
+
+interface Rollout {
+  row: RftRow;
+  prompt: number[];
+  completion: Completion;
+  response: RunGraderResponse;
+}
+
+const now = () => Math.floor(Date.now() / 1000);
+
+export class RftTrainer {
+  private model!: Model;
+  private ref: Params | null = null;
+  private adam!: Adam;
+  private store: CheckpointStore;
+  private readonly eventsFile: string;
+  private readonly prompts = new Map<RftRow, number[]>();
+  private history: RftResult["history"] = [];
+  private errorStreak = 0;
+
+  constructor(private readonly o: RftOptions) {
+    mkdirSync(o.outDir, { recursive: true });
+    this.store = new CheckpointStore(join(o.outDir, "checkpoints"));
+    this.eventsFile = join(o.outDir, "events.jsonl");
+  }
+
+  private emit(e: Omit<JobEvent, "object" | "id" | "created_at"> & { id?: string }) {
+    const ev: JobEvent = { object: "fine_tuning.job.event", id: e.id ?? `ftevent-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`, created_at: now(), ...e } as JobEvent;
+    appendFileSync(this.eventsFile, `${JSON.stringify(ev)}\n`);
+    this.o.hooks?.onEvent?.(ev);
+  }
+
+  private prompt(row: RftRow): number[] {
+    let p = this.prompts.get(row);
+    if (!p) {
+      p = promptIds(this.model, row);
+      this.prompts.set(row, p);
+    }
+    return p;
+  }
+
+  /** Loads the base model, or the latest checkpoint's weights and optimizer state. Returns the step reached. */
+  private async start(): Promise<number> {
+    const { job } = this.o;
+    const latest = this.store.latest();
+    const optimizerOpts = { lr: job.hp.learningRate, clipNorm: 1 };
+    this.adam = new Adam(optimizerOpts);
+    if (latest) {
+      const dir = this.store.dir(latest.name);
+      this.model = await loadHfModel(join(dir, "model"));
+      await this.adam.load(join(dir, "optimizer.safetensors"), this.model);
+      const state = JSON.parse(readFileSync(join(dir, "state.json"), "utf8"));
+      this.history = state.history ?? [];
+      this.truncateEvents(latest.step);
+      this.emit({ level: "info", type: "message", message: `Resuming from checkpoint ${latest.name} (step ${latest.step})`, data: { step: latest.step } });
+    } else {
+      this.model = await loadHfModel(job.modelDir);
+      writeFileSync(this.eventsFile, "");
+      this.emit({
+        level: "info",
+        type: "message",
+        message: `Fine-tuning job started: ${job.train.length} training rows, ${job.valid.length} validation rows, ${job.hp.totalSteps} steps`,
+        data: { hyperparameters: job.hp as unknown as Record<string, unknown> },
+      });
+    }
+    if (job.hp.klCoef > 0) {
+      const base = await loadHfModel(job.modelDir, { tokenizer: false });
+      this.ref = base.params;
+      base.rope.cos.dispose();
+      base.rope.sin.dispose();
+    }
+    return latest?.step ?? 0;
+  }
+
+  /** Keeps only the events up to a step (a resumed run re-emits what came after its checkpoint). */
+  private truncateEvents(step: number) {
+    if (!existsSync(this.eventsFile)) return;
+    const kept = readFileSync(this.eventsFile, "utf8")
+      .split("\n")
+      .filter((l) => l.trim())
+      .filter((l) => {
+        const e = JSON.parse(l) as JobEvent;
+        const s = (e.data as { step?: number } | null)?.step;
+        return s === undefined || s <= step;
+      });
+    replaceFileAtomic(this.eventsFile, kept.map((l) => `${l}\n`).join(""));
+  }
+
+  /** Samples k completions per row and grades them; adds the time spent to `timing`. */
+  private async rollouts(
+    rows: RftRow[],
+    k: number,
+    seedOf: (i: number, j: number) => number,
+    timing = { sampling: 0, grading: 0 },
+  ): Promise<Rollout[]> {
+    const { hp, jsonRequired } = this.o.job;
+    const reqs: SampleRequest[] = [];
+    const owners: RftRow[] = [];
+    rows.forEach((row, i) => {
+      for (let j = 0; j < k; j++) {
+        reqs.push({
+          promptIds: this.prompt(row),
+          maxTokens: hp.maxCompletionTokens,
+          sampling: { temperature: hp.temperature, topP: hp.topP, topK: 0 },
+          seed: seedOf(i, j),
+        });
+        owners.push(row);
+      }
+    });
+    const t0 = performance.now();
+    const completions: Completion[] = [];
+    const chunk = 64;
+    for (let i = 0; i < reqs.length; i += chunk) completions.push(...(await generate(this.model, reqs.slice(i, i + chunk))));
+    const t1 = performance.now();
+    const graded = await this.o.grader.grade(
+      completions.map((c, i) => ({ item: owners[i]!.item, sample: { output_text: c.text, json_required: jsonRequired } })),
+    );
+    timing.sampling += (t1 - t0) / 1000;
+    timing.grading += (performance.now() - t1) / 1000;
+    return completions.map((c, i) => ({ row: owners[i]!, prompt: reqs[i]!.promptIds, completion: c, response: graded[i]! }));
+  }
+
+  /** One policy update on the kept groups; returns the number of sequences trained on. */
+  private update(rollouts: Rollout[], advantages: number[], step: number): { sequences: number; tokens: number } {
+    const { hp } = this.o.job;
+    const keep = rollouts.map((r, i) => ({ r, a: advantages[i]! })).filter((x) => x.r.completion.tokens.length > 0);
+    if (keep.length === 0) return { sequences: 0, tokens: 0 };
+    const lengths = keep.map((x) => x.r.completion.tokens.length);
+    const weights = tokenWeights(lengths, hp.loss, hp.maxCompletionTokens);
+    const micro = this.o.microBatch ?? 16;
+    const names = [...this.model.params.keys()];
+    const padId = this.model.tokenizer?.padId ?? this.model.config.padTokenId ?? 0;
+    for (let u = 0; u < hp.updatesPerBatch; u++) {
+      let grads: tf.Tensor[] | null = null;
+      for (let s = 0; s < keep.length; s += micro) {
+        const part = keep.slice(s, s + micro);
+        const seqs: Sequence[] = part.map((x) => ({ prompt: x.r.prompt, completion: x.r.completion.tokens }));
+        const batch = packSequences(seqs, padId);
+        const perRow = (f: (i: number) => number) => Float32Array.from(batch.seqOfRow, (b) => f(b));
+        const old = Float32Array.from(part.flatMap((x) => x.r.completion.logprobs));
+        const g = tf.tidy(() => {
+          const R = batch.rows.length;
+          const oldLogp = tf.tensor2d(old, [R, 1]);
+          const mask = tf.ones([R, 1]) as tf.Tensor2D;
+          const adv = tf.tensor1d(perRow((b) => part[b]!.a));
+          const w = tf.tensor1d(perRow((b) => weights[s + b]!));
+          const refLogp = this.ref ? (tf.reshape(completionLogprobs(this.model, this.ref, batch), [R, 1]) as tf.Tensor2D) : undefined;
+          const f = (...ws: tf.Tensor[]) => {
+            const params = new Map(this.model.params);
+            names.forEach((n, i) => params.set(n, ws[i]!));
+            const logp = tf.reshape(completionLogprobs(this.model, params, batch), [R, 1]) as tf.Tensor2D;
+            return policyLoss(
+              { logp, oldLogp, refLogp, mask, advantages: adv, weights: w },
+              { clipLow: hp.clipEpsilon.low, clipHigh: hp.clipEpsilon.high, klCoef: hp.klCoef },
+            ).loss;
+          };
+          return tf.grads(f)(names.map((n) => this.model.params.get(n)!));
+        });
+        if (!grads) grads = g;
+        else {
+          const sum: tf.Tensor[] = grads.map((a, i) => tf.add(a, g[i]!));
+          tf.dispose([...grads, ...g]);
+          grads = sum;
+        }
+      }
+      this.adam.opts.lr = learningRateAt(step, hp);
+      this.adam.step(this.model, new Map(names.map((n, i) => [n, grads![i]!])));
+    }
+    return { sequences: keep.length, tokens: lengths.reduce((a, b) => a + b, 0) };
+  }
+
+  private async validate(): Promise<GradedSample[]> {
+    const { job } = this.o;
+    // The same seeds at every validation: differences between evaluations come from the weights, not the dice.
+    const rolls = await this.rollouts(job.valid, job.hp.evalSamples, (i, j) => mixSeed(job.seed, 0x7a11d, i, j));
+    return rolls.map((r) => ({ response: r.response, completionTokens: r.completion.tokens.length, truncated: r.completion.finishReason === "length" }));
+  }
+
+  private async checkpoint(step: number, reason: CheckpointInfo["reason"], train: number | null, valid: number | null) {
+    const info = await this.store.save({
+      info: { step, validRewardMean: valid, trainRewardMean: train, createdAt: now(), reason },
+      write: async (dir) => {
+        await saveHfModel(this.model, join(dir, "model"));
+        await this.adam.save(join(dir, "optimizer.safetensors"));
+        writeFileSync(join(dir, "state.json"), JSON.stringify({ step, seed: this.o.job.seed, history: this.history }));
+      },
+    });
+    this.emit({
+      level: "info",
+      type: "message",
+      message: `Checkpoint ${info.name} saved at step ${step}${valid !== null ? ` (valid_reward_mean=${valid.toFixed(3)})` : ""}`,
+      data: { step, checkpoint: info.name, valid_reward_mean: valid, train_reward_mean: train },
+    });
+    this.o.hooks?.onCheckpoint?.(info);
+    return info;
+  }
+
+  async run(): Promise<RftResult> {
+    const { job } = this.o;
+    const { hp } = job;
+    const control = this.o.control ?? { pause: false, cancel: false };
+    let step = await this.start();
+    if (step === 0 && job.valid.length > 0) {
+      // The baseline: what the starting model scores, so every later validation has a reference point.
+      const base = mean((await this.validate()).map((s) => s.response.reward));
+      this.history.push({ step: 0, trainRewardMean: null, validRewardMean: base });
+      this.emit({
+        level: "info",
+        type: "message",
+        message: `Baseline validation (step 0): valid_reward_mean=${base.toFixed(3)}`,
+        data: { step: 0, valid_reward_mean: base },
+      });
+    }
+    const result = (status: RftStatus, extra: Partial<RftResult> = {}): RftResult => {
+      const checkpoints = this.store.list();
+      return { status, step, totalSteps: hp.totalSteps, checkpoints, best: bestCheckpoint(checkpoints), history: this.history, ...extra };
+    };
+    try {
+      while (step < hp.totalSteps) {
+        if (control.cancel) {
+          this.emit({ level: "info", type: "message", message: "Job cancelled", data: { step } });
+          return result("cancelled");
+        }
+        step++;
+        const t0 = performance.now();
+        const rows = stepRows(step, job.train.length, hp, job.seed).map((i) => job.train[i]!);
+        const split = { sampling: 0, grading: 0 };
+        const rolls = await this.rollouts(rows, hp.samplesPerPrompt, (i, j) => mixSeed(job.seed, step, i, j), split);
+        const tGraded = performance.now();
+        // Group-relative advantages; zero-variance groups carry no signal and are dropped (dynamic sampling).
+        const advantages: number[] = [];
+        const kept: Rollout[] = [];
+        for (let g = 0; g < rows.length; g++) {
+          const group = rolls.slice(g * hp.samplesPerPrompt, (g + 1) * hp.samplesPerPrompt);
+          const rewards = group.map((r) => r.response.reward);
+          if (hp.dynamicSampling && isZeroVariance(rewards)) continue;
+          kept.push(...group);
+          advantages.push(...groupAdvantages(rewards, hp.loss));
+        }
+        const trained = this.update(kept, advantages, step);
+        const tTrained = performance.now();
+        const train: GradedSample[] = rolls.map((r) => ({
+          response: r.response,
+          completionTokens: r.completion.tokens.length,
+          truncated: r.completion.finishReason === "length",
+        }));
+        let valid: GradedSample[] | undefined;
+        const evalNow = job.valid.length > 0 && (step % hp.evalInterval === 0 || step === hp.totalSteps);
+        if (evalNow) valid = await this.validate();
+        const tEval = performance.now();
+        const ev = metricsEvent({
+          step,
+          totalSteps: hp.totalSteps,
+          train,
+          valid,
+          createdAt: now(),
+          timing: {
+            sampling: split.sampling,
+            grading: split.grading,
+            training: (tTrained - tGraded) / 1000,
+            eval: (tEval - tTrained) / 1000,
+            full_iteration: (tEval - t0) / 1000,
+          },
+        });
+        (ev.data as Record<string, unknown>).groups_kept = kept.length / hp.samplesPerPrompt;
+        (ev.data as Record<string, unknown>).trained_tokens = trained.tokens;
+        appendFileSync(this.eventsFile, `${JSON.stringify(ev)}\n`);
+        this.o.hooks?.onStep?.(ev);
+        const trainMean = ev.data.scores.train_reward_mean;
+        const validMean = valid ? mean(valid.map((s) => s.response.reward)) : null;
+        this.history.push({ step, trainRewardMean: trainMean, validRewardMean: validMean });
+
+        const rate = graderErrorRate(train);
+        this.errorStreak = rate > (this.o.maxGraderErrorRate ?? 0.5) ? this.errorStreak + 1 : 0;
+        if (this.errorStreak >= (this.o.graderErrorPatience ?? 3)) {
+          const examples = train.filter((s) => s.response.metadata.errors.python_grader_runtime_error_details).slice(0, 3);
+          const details = examples.map((s) => s.response.metadata.errors.python_grader_runtime_error_details).join("\n---\n");
+          const error = `grader errors on ${(rate * 100).toFixed(0)}% of samples for ${this.errorStreak} steps in a row${details ? `; sample tracebacks:\n${details}` : ""}`;
+          this.emit({ level: "error", type: "message", message: `Job failed: ${error}`, data: { step } });
+          return result("failed", { error });
+        }
+        if (evalNow) await this.checkpoint(step, "eval", trainMean, validMean);
+        if (control.pause && step < hp.totalSteps) {
+          if (!evalNow) await this.checkpoint(step, "pause", trainMean, null);
+          this.emit({ level: "info", type: "message", message: `Job paused at step ${step}`, data: { step } });
+          return result("paused");
+        }
+        if (this.o.stopAfterStep !== undefined && step >= this.o.stopAfterStep && step < hp.totalSteps) {
+          if (!evalNow) await this.checkpoint(step, "pause", trainMean, null);
+          return result("paused");
+        }
+        await new Promise((r) => setImmediate(r)); // let signals and progress output through
+      }
+      const modelDir = join(this.o.outDir, "model");
+      await saveHfModel(this.model, modelDir);
+      this.emit({ level: "info", type: "message", message: "The job has successfully completed", data: { step, model: modelDir } });
+      return result("succeeded", { modelDir });
+    } finally {
+      this.adam.dispose();
+      if (this.ref) disposeParams(this.ref);
+      disposeModel(this.model);
+    }
+  }
+}
