@@ -2,13 +2,8 @@ import assert from "node:assert/strict";
 import { before, test } from "node:test";
 import * as tf from "@tensorflow/tfjs-core";
 import { createRandomModel, disposeModel } from "../../trainer/model/model.js";
-import {
-  parseChatJsonl,
-  resolveHyperparameters,
-  runSft,
-  SftDataError,
-  tokenizeExample,
-} from "../../trainer/sft/sft.js";
+import { parseSftDataset } from "../../trainer/data/dataset.js";
+import { runSft, SftDataError, type SftExample, tokenizeExample, toSftExample } from "../../trainer/sft/sft.js";
 import { setup } from "./helpers.js";
 
 before(setup);
@@ -30,27 +25,23 @@ function dataset(names: string[]): string {
     .join("\n");
 }
 
-test("chat JSONL parsing: errors name the line and field", () => {
-  assert.equal(parseChatJsonl(dataset(["a", "b"]), "train.jsonl").length, 2);
-  assert.throws(
-    () => parseChatJsonl('{"messages": []}', "t.jsonl"),
-    /t\.jsonl:1: "messages" must be a non-empty array/,
+const parseChatJsonl = (text: string, file = "dataset"): SftExample[] =>
+  parseSftDataset(text, file).map((r) => toSftExample(r, file));
+
+test("SFT examples: developer turns become system turns; tool calls are refused with their line", () => {
+  const [ex] = parseChatJsonl(
+    JSON.stringify({ messages: [{ role: "developer", content: "Greet." }, { role: "user", content: "x" }, { role: "assistant", content: [{ type: "text", text: "Hi" }] }] }),
   );
-  assert.throws(
-    () => parseChatJsonl('\n{"messages": [{"role": "bot", "content": "x"}]}', "t.jsonl"),
-    /t\.jsonl:2: messages\[0\]\.role/,
-  );
-  assert.throws(() => parseChatJsonl("{oops", "t.jsonl"), SftDataError);
-  assert.throws(
-    () => parseChatJsonl('{"messages": [{"role": "user", "content": "x"}]}', "t.jsonl"),
-    /no assistant message/,
-  );
-  assert.deepEqual(resolveHyperparameters({ n_epochs: 2, batch_size: "auto" }, 1000), {
-    nEpochs: 2,
-    batchSize: 2,
-    lrMultiplier: 1,
+  assert.deepEqual(ex!.messages.map((m) => [m.role, m.content]), [["system", "Greet."], ["user", "x"], ["assistant", "Hi"]]);
+  const tools = JSON.stringify({
+    messages: [
+      { role: "user", content: "x" },
+      { role: "assistant", content: null, tool_calls: [{ id: "1", type: "function", function: { name: "f", arguments: "{}" } }] },
+      { role: "tool", tool_call_id: "1", content: "y" },
+      { role: "assistant", content: "z" },
+    ],
   });
-  assert.throws(() => resolveHyperparameters({ batch_size: 0.5 }, 10), /batch_size/);
+  assert.throws(() => parseChatJsonl(`\n${tools}`, "t.jsonl"), (e: unknown) => e instanceof SftDataError && /t\.jsonl:2: messages\[1\]: tool calls/.test(e.message));
 });
 
 test("only assistant tokens (content and end of turn) carry loss", () => {
@@ -71,7 +62,9 @@ test("SFT drives training and validation loss down on a small synthetic chat set
   const res = await runSft(m, {
     train,
     validation,
-    hyperparameters: { n_epochs: 6, batch_size: 5, learning_rate_multiplier: 30 },
+    nEpochs: 6,
+    batchSize: 5,
+    learningRate: 30e-4,
     seed: 1,
     onStep: () => counts.push(tf.memory().numTensors),
   });

@@ -11,7 +11,7 @@ import { disposeModel } from "../model/model.js";
 import { LIMITS, readRftDataset, readSftDataset } from "../data/dataset.js";
 import { grpcGrader, inProcessGrader } from "../rl/grading.js";
 import { type RftControl, type RftHooks, type RftResult, RftTrainer } from "../rl/loop.js";
-import { runSft, type SftStepEvent } from "../sft/sft.js";
+import { runSft, type SftStepEvent, toSftExample } from "../sft/sft.js";
 import { resolveRft, resolveSft } from "./hyperparameters.js";
 import type { LoadedManifest } from "./manifest.js";
 
@@ -51,19 +51,13 @@ export async function runJob(o: RunJobOptions): Promise<RunJobResult> {
     const model = await loadHfModel(paths.model);
     const eventsFile = join(o.outDir, "events.jsonl");
     writeFileSync(eventsFile, "");
-    const toExample = (r: (typeof train)[number]) => ({
-      messages: r.messages.map((m) => ({
-        role: m.role === "developer" ? "system" : m.role,
-        content: typeof m.content === "string" ? m.content : (m.content ?? "").toString(),
-        ...(m.weight !== undefined ? { weight: m.weight } : {}),
-      })),
-    });
     try {
       const res = await runSft(model, {
-        train: train.map(toExample),
-        validation: valid.map(toExample),
-        hyperparameters: { n_epochs: hp.nEpochs, batch_size: hp.batchSize, learning_rate_multiplier: 1 },
-        baseLearningRate: hp.learningRate,
+        train: train.map((r) => toSftExample(r, paths.trainingFile)),
+        validation: valid.map((r) => toSftExample(r, paths.validationFile)),
+        nEpochs: hp.nEpochs,
+        batchSize: hp.batchSize,
+        learningRate: hp.learningRate,
         evalInterval: hp.evalInterval,
         seed,
         onStep: (e) => {

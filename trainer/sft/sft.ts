@@ -1,8 +1,9 @@
 /**
  * Supervised fine-tuning on OpenAI's chat JSONL (`{"messages": [...]}` per line): loss on assistant tokens
- * only (an assistant message with `"weight": 0` is context, not a target), OpenAI's hyperparameters
- * (`n_epochs`, `batch_size`, `learning_rate_multiplier`, each a number or "auto"), validation loss, Adam.
+ * only (an assistant message with `"weight": 0` is context, not a target), OpenAI's hyperparameters (resolved
+ * by trainer/job/hyperparameters.ts), validation loss, Adam. Rows come validated from trainer/data/dataset.ts.
  */
+import type { SftRow } from "../data/dataset.js";
 import type { Model } from "../model/model.js";
 import type { ChatMessage, ChatTokenizer } from "../model/tokenizer.js";
 import { Adam, evalLoss, lossAndGrads, makeBatch } from "../model/train-step.js";
@@ -21,21 +22,12 @@ export interface SftExample {
   messages: SftMessage[];
 }
 
-const ROLES = new Set(["system", "developer", "user", "assistant"]);
-
 function contentText(v: unknown, where: string): string {
   if (typeof v === "string") return v;
   if (Array.isArray(v)) {
     return v
       .map((p, i) => {
-        if (
-          p &&
-          typeof p === "object" &&
-          (p as { type?: unknown }).type === "text" &&
-          typeof (p as { text?: unknown }).text === "string"
-        ) {
-          return (p as { text: string }).text;
-        }
+        if ((p as { type?: unknown })?.type === "text") return (p as { text: string }).text;
         throw new SftDataError(`${where}.content[${i}]: only text parts are supported in SFT`);
       })
       .join("");
@@ -43,45 +35,22 @@ function contentText(v: unknown, where: string): string {
   throw new SftDataError(`${where}.content: must be a string or an array of text parts`);
 }
 
-/** Parses chat JSONL; errors name the file, line and field. */
-export function parseChatJsonl(text: string, file = "dataset"): SftExample[] {
-  const out: SftExample[] = [];
-  text.split("\n").forEach((line, i) => {
-    if (!line.trim()) return;
-    const where = `${file}:${i + 1}`;
-    let row: unknown;
-    try {
-      row = JSON.parse(line);
-    } catch (e) {
-      throw new SftDataError(`${where}: not valid JSON (${(e as Error).message})`);
-    }
-    const msgs = (row as { messages?: unknown })?.messages;
-    if (!Array.isArray(msgs) || msgs.length === 0)
-      throw new SftDataError(`${where}: "messages" must be a non-empty array`);
-    const messages = msgs.map((m, j): SftMessage => {
-      const f = `${where}: messages[${j}]`;
-      const r = m as Record<string, unknown>;
-      if (!r || typeof r !== "object") throw new SftDataError(`${f}: must be an object`);
-      if (!ROLES.has(r["role"] as string))
-        throw new SftDataError(`${f}.role: must be one of system, developer, user, assistant`);
-      if (r["tool_calls"] !== undefined || r["function_call"] !== undefined)
-        throw new SftDataError(`${f}: tool calls are not supported in SFT`);
-      const msg: SftMessage = {
-        role: r["role"] === "developer" ? "system" : (r["role"] as string),
-        content: contentText(r["content"], f),
+/**
+ * A validated dataset row (trainer/data/dataset.ts) as an SFT example: developer turns render as system
+ * turns; tool calls are not trained on yet and are refused with the row's line.
+ */
+export function toSftExample(row: SftRow, file = "dataset"): SftExample {
+  return {
+    messages: row.messages.map((m, j) => {
+      const where = `${file}:${row.line}: messages[${j}]`;
+      if (m.role === "tool" || m.tool_calls !== undefined) throw new SftDataError(`${where}: tool calls are not supported in SFT`);
+      return {
+        role: m.role === "developer" ? "system" : m.role,
+        content: contentText(m.content, where),
+        ...(m.weight !== undefined ? { weight: m.weight } : {}),
       };
-      if (r["weight"] !== undefined) {
-        if (r["weight"] !== 0 && r["weight"] !== 1) throw new SftDataError(`${f}.weight: must be 0 or 1`);
-        msg.weight = r["weight"];
-      }
-      return msg;
-    });
-    if (!messages.some((m) => m.role === "assistant" && m.weight !== 0))
-      throw new SftDataError(`${where}: no assistant message to train on`);
-    out.push({ messages });
-  });
-  if (out.length === 0) throw new SftDataError(`${file}: no examples`);
-  return out;
+    }),
+  };
 }
 
 export interface TokenizedExample {
@@ -115,32 +84,6 @@ export function tokenizeExample(tok: ChatTokenizer, ex: SftExample, maxLength: n
   return { ids: ids.slice(0, maxLength), mask: mask.slice(0, maxLength) };
 }
 
-export type Auto<T> = T | "auto";
-
-export interface SftHyperparameters {
-  n_epochs?: Auto<number>;
-  batch_size?: Auto<number>;
-  learning_rate_multiplier?: Auto<number>;
-}
-
-/** "auto" resolved the way OpenAI describes it: ~0.2% of the examples per batch (1..32), 3 epochs, ×1. */
-export function resolveHyperparameters(
-  h: SftHyperparameters,
-  nTrain: number,
-): { nEpochs: number; batchSize: number; lrMultiplier: number } {
-  const pick = (v: Auto<number> | undefined, auto: number, name: string, int: boolean) => {
-    if (v === undefined || v === "auto") return auto;
-    if (typeof v !== "number" || !(v > 0) || (int && !Number.isInteger(v)))
-      throw new SftDataError(`hyperparameters.${name}: must be "auto" or a positive ${int ? "integer" : "number"}`);
-    return v;
-  };
-  return {
-    nEpochs: pick(h.n_epochs, 3, "n_epochs", true),
-    batchSize: pick(h.batch_size, Math.min(32, Math.max(1, Math.round(nTrain * 0.002))), "batch_size", true),
-    lrMultiplier: pick(h.learning_rate_multiplier, 1, "learning_rate_multiplier", false),
-  };
-}
-
 export interface SftStepEvent {
   step: number;
   epoch: number;
@@ -152,9 +95,10 @@ export interface SftStepEvent {
 export interface SftOptions {
   train: SftExample[];
   validation?: SftExample[];
-  hyperparameters?: SftHyperparameters;
-  /** Learning rate at multiplier 1 (default 1e-4). */
-  baseLearningRate?: number;
+  /** Resolved hyperparameters (trainer/job/hyperparameters.ts resolves OpenAI's "auto"). */
+  nEpochs: number;
+  batchSize: number;
+  learningRate: number;
   /** Sequences are cut to this many tokens (default: the model's context, at most 1024). */
   maxLength?: number;
   seed?: number;
@@ -193,8 +137,8 @@ export async function runSft(model: Model, opts: SftOptions): Promise<SftResult>
     .filter((e) => e.mask.some((m, i) => m && i > 0));
   const valid = (opts.validation ?? []).map((ex) => tokenizeExample(tok, ex, maxLength));
   if (train.length === 0) throw new SftDataError("no training example has an assistant token within maxLength");
-  const hp = resolveHyperparameters(opts.hyperparameters ?? {}, train.length);
-  const adam = new Adam({ lr: (opts.baseLearningRate ?? 1e-4) * hp.lrMultiplier, clipNorm: 1 });
+  const hp = { nEpochs: opts.nEpochs, batchSize: Math.min(opts.batchSize, train.length) };
+  const adam = new Adam({ lr: opts.learningRate, clipNorm: 1 });
   const rng = new Rng(opts.seed ?? 0);
   const steps: SftStepEvent[] = [];
   let step = 0;
