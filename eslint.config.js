@@ -4,7 +4,17 @@ import globals from "globals";
 import tseslint from "typescript-eslint";
 
 export default tseslint.config(
-  { ignores: ["dist/", "node_modules/", "proto/gen/", "test/fixtures/", ".venv*/", "examples/*/out/", "examples/*/base/"] },
+  {
+    ignores: [
+      "dist/",
+      "node_modules/",
+      "proto/gen/",
+      "test/fixtures/",
+      ".venv*/",
+      "examples/*/out/",
+      "examples/*/base/",
+    ],
+  },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
@@ -12,7 +22,10 @@ export default tseslint.config(
     rules: {
       "@typescript-eslint/no-explicit-any": "off",
       "@typescript-eslint/no-non-null-assertion": "off",
-      "@typescript-eslint/no-unused-vars": ["error", { argsIgnorePattern: "^_", varsIgnorePattern: "^_", destructuredArrayIgnorePattern: "^_" }],
+      "@typescript-eslint/no-unused-vars": [
+        "error",
+        { argsIgnorePattern: "^_", varsIgnorePattern: "^_", destructuredArrayIgnorePattern: "^_" },
+      ],
       "no-empty": ["error", { allowEmptyCatch: true }],
     },
   },

@@ -27,11 +27,20 @@ function summary(r: RunJobResult, outDir: string): string {
     const train = r.history.map((h) => h.trainRewardMean ?? 0);
     if (train.length > 1) lines.push("train reward per step:", asciichart.plot(downsample(train, 60), { height: 8 }));
     if (valid.length > 1) {
-      lines.push("valid reward per evaluation:", asciichart.plot(valid.map((h) => h.validRewardMean!), { height: 6 }));
+      lines.push(
+        "valid reward per evaluation:",
+        asciichart.plot(
+          valid.map((h) => h.validRewardMean!),
+          { height: 6 },
+        ),
+      );
     }
-    if (valid.length) lines.push(`valid reward: ${valid.map((h) => `step ${h.step}: ${fmt(h.validRewardMean)}`).join(", ")}`);
+    if (valid.length)
+      lines.push(`valid reward: ${valid.map((h) => `step ${h.step}: ${fmt(h.validRewardMean)}`).join(", ")}`);
     if (r.best) lines.push(`best checkpoint: ${r.best.name} (valid_reward_mean ${fmt(r.best.validRewardMean)})`);
-    lines.push(`checkpoints: ${r.checkpoints.map((c) => c.name).join(", ") || "none"}  (in ${resolve(outDir, "checkpoints")})`);
+    lines.push(
+      `checkpoints: ${r.checkpoints.map((c) => c.name).join(", ") || "none"}  (in ${resolve(outDir, "checkpoints")})`,
+    );
     if (r.modelDir) lines.push(`model:  ${r.modelDir}`);
     if (r.status === "paused") lines.push("paused: run the same command again to resume from the last checkpoint");
   }
@@ -76,7 +85,9 @@ export function register(program: Command) {
         interrupts++;
         if (interrupts === 1 && sig !== "SIGQUIT") {
           control.pause = true;
-          process.stderr.write(`\n${sig}: finishing the current step, then checkpointing and pausing (again to cancel)\n`);
+          process.stderr.write(
+            `\n${sig}: finishing the current step, then checkpointing and pausing (again to cancel)\n`,
+          );
         } else {
           control.cancel = true;
           process.stderr.write(`\n${sig}: cancelling after the current step\n`);
@@ -88,7 +99,10 @@ export function register(program: Command) {
       const tty = Boolean(process.stderr.isTTY) && o.progress !== false;
       const bar = tty
         ? new cliProgress.SingleBar(
-            { format: "{bar} step {value}/{total} | train {train} | valid {valid} | ETA {eta_formatted}", hideCursor: true },
+            {
+              format: "{bar} step {value}/{total} | train {train} | valid {valid} | ETA {eta_formatted}",
+              hideCursor: true,
+            },
             cliProgress.Presets.shades_classic,
           )
         : null;
@@ -118,7 +132,10 @@ export function register(program: Command) {
               if (bar) {
                 if (!bar.getTotal()) bar.start(total, 0, { train: "-", valid: "-" });
                 bar.update(e.step, { train: e.trainLoss.toFixed(3), valid: fmt(e.validLoss) });
-              } else line(`Step ${e.step}/${total}: training loss=${e.trainLoss.toFixed(4)}${e.validLoss !== undefined ? `, validation loss=${e.validLoss.toFixed(4)}` : ""}`);
+              } else
+                line(
+                  `Step ${e.step}/${total}: training loss=${e.trainLoss.toFixed(4)}${e.validLoss !== undefined ? `, validation loss=${e.validLoss.toFixed(4)}` : ""}`,
+                );
             },
           },
         });

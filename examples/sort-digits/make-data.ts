@@ -28,7 +28,12 @@ const lines = (rows: object[]) => rows.map((r) => JSON.stringify(r)).join("\n") 
 const sft = (n: number) =>
   Array.from({ length: n }, () => {
     const p = problem();
-    return { messages: [{ role: "user", content: `sort ${p.q}` }, { role: "assistant", content: `Answer: ${p.answer}` }] };
+    return {
+      messages: [
+        { role: "user", content: `sort ${p.q}` },
+        { role: "assistant", content: `Answer: ${p.answer}` },
+      ],
+    };
   });
 const rft = (n: number) =>
   Array.from({ length: n }, () => {

@@ -57,8 +57,6 @@ start=$(date +%s)
 (
   cd "$MODDIR"
   GOFLAGS="-mod=readonly -buildvcs=false" CGO_ENABLED=0 \
-    go mod download
-  GOFLAGS="-mod=readonly -buildvcs=false" CGO_ENABLED=0 \
     go build -trimpath -p "${RFT_K8S_BUILD_JOBS:-2}" -ldflags "$LDFLAGS" -o "$OUT/" \
     k8s.io/kubernetes/cmd/kube-apiserver \
     k8s.io/kubernetes/cmd/kube-controller-manager \

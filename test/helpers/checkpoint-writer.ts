@@ -6,7 +6,13 @@ import { CheckpointStore } from "../../trainer/checkpoint/store.js";
 const [root, step, slow] = process.argv.slice(2);
 const store = new CheckpointStore(root!);
 await store.save({
-  info: { step: Number(step), validRewardMean: Number(step) / 100, trainRewardMean: null, createdAt: 0, reason: "eval" },
+  info: {
+    step: Number(step),
+    validRewardMean: Number(step) / 100,
+    trainRewardMean: null,
+    createdAt: 0,
+    reason: "eval",
+  },
   async write(dir) {
     writeFileSync(join(dir, "weights.bin"), Buffer.alloc(1 << 20, Number(step)));
     if (slow === "slow") {

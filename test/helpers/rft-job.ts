@@ -10,7 +10,16 @@ import { createRandomModel, disposeModel } from "../../trainer/model/model.js";
 export const EXAMPLE = "examples/sort-digits";
 
 export async function tinyModel(dir: string, o: { layers?: number; hidden?: number; seed?: number } = {}) {
-  const m = createRandomModel({ arch: "llama", layers: o.layers ?? 1, hidden: o.hidden ?? 32, heads: 2, kvHeads: 1, vocab: "byte", maxContext: 128, seed: o.seed ?? 0 });
+  const m = createRandomModel({
+    arch: "llama",
+    layers: o.layers ?? 1,
+    hidden: o.hidden ?? 32,
+    heads: 2,
+    kvHeads: 1,
+    vocab: "byte",
+    maxContext: 128,
+    seed: o.seed ?? 0,
+  });
   await saveHfModel(m, dir);
   disposeModel(m);
 }

@@ -355,7 +355,8 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
       kubelet = await startKubelet(readyApi, {
         dir: join(dir, "kubelet"),
         caCert: pki.caCert,
-        caKey: pki.caKey,
+        servingCert: pki.kubeletCert,
+        servingKey: pki.kubeletKey,
         apiserverPort: apiPort,
         ...options.kubelet,
       });

@@ -214,6 +214,8 @@ describe("k8s harness", () => {
       assert.equal(t.exitCode, 3);
       assert.equal(t.reason, "Error");
       assert.match(cluster.kubelet?.readLog(ns, pod.metadata.name, "main") ?? "", /boom/);
+      // The same log through the apiserver, which proxies to the kubelet's /containerLogs.
+      assert.match(await cluster.kubectl("logs", "-n", ns, pod.metadata.name), /boom/);
     }
   });
 
@@ -369,5 +371,198 @@ describe("k8s harness", () => {
     assert.equal(w.spec.maxReplicas, 4);
     const managers = (w.metadata.managedFields as KObject[]).map((m) => `${m.manager}/${m.operation}`).sort();
     assert.deepEqual(managers, ["intruder/Apply", "owner/Apply"]);
+  });
+
+  test("probes, restarts and graceful deletion of a pod", async () => {
+    const ns = "harness-probes";
+    await cluster.apply({ apiVersion: "v1", kind: "Namespace", metadata: { name: ns } });
+    await waitFor("default service account", () => cluster.api.getOptional(`/api/v1/namespaces/${ns}/serviceaccounts/default`));
+    // First run: healthy for a moment, then its liveness file goes away, so the exec liveness probe fails and
+    // the kubelet restarts it. Later runs stay healthy. SIGTERM is logged before a clean exit.
+    const web = `
+      const fs = require("node:fs"), http = require("node:http");
+      const starts = fs.existsSync("/data/starts") ? Number(fs.readFileSync("/data/starts", "utf8")) + 1 : 1;
+      fs.writeFileSync("/data/starts", String(starts));
+      fs.writeFileSync("/data/alive", "");
+      console.log("start " + starts);
+      if (starts === 1) setTimeout(() => fs.rmSync("/data/alive"), 1500);
+      http.createServer((req, res) => res.writeHead(req.url === "/ready" ? 200 : 404).end("ok")).listen(8080);
+      process.on("SIGTERM", () => { console.log("got SIGTERM"); process.exit(0); });`;
+    await cluster.apply({
+      apiVersion: "v1",
+      kind: "Pod",
+      metadata: { name: "web", namespace: ns },
+      spec: {
+        restartPolicy: "Always",
+        terminationGracePeriodSeconds: 3,
+        volumes: [{ name: "data", emptyDir: {} }],
+        containers: [
+          {
+            name: "web",
+            image: "node:20",
+            args: ["-e", web],
+            volumeMounts: [{ name: "data", mountPath: "/data" }],
+            readinessProbe: { httpGet: { path: "/ready", port: 8080 }, periodSeconds: 1 },
+            livenessProbe: { exec: { command: ["test", "-f", "/data/alive"] }, periodSeconds: 1, failureThreshold: 2 },
+          },
+          {
+            // Ignores SIGTERM: killed with SIGKILL when the grace period ends.
+            name: "stubborn",
+            image: "busybox:1.36",
+            command: ["sh", "-c", "trap '' TERM; echo stubborn; while true; do sleep 1; done"],
+          },
+        ],
+      },
+    });
+    const pod = await waitFor(
+      "restarted and Ready",
+      async () => {
+        const p = await cluster.getJson("pod", "-n", ns, "web");
+        const s = p.status.containerStatuses?.find((c: KObject) => c.name === "web");
+        return s?.restartCount >= 1 && condition(p, "Ready")?.status === "True" ? p : undefined;
+      },
+      60_000,
+      300,
+    );
+    const s = pod.status.containerStatuses.find((c: KObject) => c.name === "web");
+    assert.ok(s.lastState.terminated, "the liveness-killed run is the last state");
+    assert.equal(s.state.running !== undefined, true);
+    assert.match(cluster.kubelet?.readLog(ns, "web", "web", { previous: true }) ?? "", /start 1/);
+    assert.match(await cluster.kubectl("logs", "-n", ns, "web", "-c", "web"), /start [2-9]/);
+
+    await cluster.kubectl("delete", "pod", "-n", ns, "web", "--wait=true", "--timeout=30s");
+    assert.match(cluster.kubelet?.readLog(ns, "web", "web") ?? "", /got SIGTERM/);
+    assert.equal((await cluster.getJson("pods", "-n", ns)).items.length, 0);
+  });
+
+  test("scheduling: GPU capacity, Unschedulable, ErrImagePull for an unmapped image", async () => {
+    const ns = "harness-sched";
+    await cluster.apply({ apiVersion: "v1", kind: "Namespace", metadata: { name: ns } });
+    await waitFor("default service account", () => cluster.api.getOptional(`/api/v1/namespaces/${ns}/serviceaccounts/default`));
+    const gpuPod = (name: string, gpus: number) => ({
+      apiVersion: "v1",
+      kind: "Pod",
+      metadata: { name, namespace: ns },
+      spec: {
+        terminationGracePeriodSeconds: 1,
+        containers: [
+          {
+            name: "main",
+            image: "busybox:1.36",
+            command: ["sleep", "600"],
+            resources: { limits: { "nvidia.com/gpu": String(gpus) } },
+          },
+        ],
+      },
+    });
+    await cluster.apply(gpuPod("all-gpus", 8));
+    await waitFor("all-gpus running", async () => (await cluster.getJson("pod", "-n", ns, "all-gpus")).status.phase === "Running");
+    await cluster.apply(gpuPod("one-more", 1));
+    const pending = await waitFor("one-more unschedulable", async () => {
+      const p = await cluster.getJson("pod", "-n", ns, "one-more");
+      return condition(p, "PodScheduled")?.reason === "Unschedulable" ? p : undefined;
+    });
+    assert.match(condition(pending, "PodScheduled")?.message, /Insufficient nvidia\.com\/gpu/);
+    assert.equal(pending.spec.nodeName, undefined);
+    await cluster.kubectl("delete", "pod", "-n", ns, "all-gpus", "--wait=true");
+    await waitFor("one-more running", async () => (await cluster.getJson("pod", "-n", ns, "one-more")).status.phase === "Running");
+
+    await cluster.apply({
+      apiVersion: "v1",
+      kind: "Pod",
+      metadata: { name: "unknown-image", namespace: ns },
+      spec: { containers: [{ name: "main", image: "registry.example/nothing:1" }] },
+    });
+    const waiting = await waitFor("ErrImagePull", async () => {
+      const p = await cluster.getJson("pod", "-n", ns, "unknown-image");
+      const w = p.status.containerStatuses?.[0]?.state?.waiting;
+      return w?.reason === "ErrImagePull" ? w : undefined;
+    });
+    assert.match(waiting.message, /registry\.example\/nothing:1/);
+    await cluster.kubectl("delete", "namespace", ns, "--wait=false");
+  });
+
+  test("pod networking: own IPs, hostnames of a subdomain, host ports relayed into pods, PVC directories", async () => {
+    const ns = "harness-net";
+    const { createServer } = await import("node:net");
+    const hostServer = createServer((s) => s.end("host-hello\n"));
+    await new Promise<void>((r) => hostServer.listen(0, "127.0.0.1", () => r()));
+    const hostPort = (hostServer.address() as { port: number }).port;
+    await cluster.kubelet?.exposeHostPort(hostPort);
+    try {
+      await cluster.apply([
+        { apiVersion: "v1", kind: "Namespace", metadata: { name: ns } },
+        {
+          apiVersion: "v1",
+          kind: "PersistentVolumeClaim",
+          metadata: { name: "shared", namespace: ns },
+          spec: { accessModes: ["ReadWriteOnce"], resources: { requests: { storage: "1Gi" } } },
+        },
+      ]);
+      await waitFor("default service account", () => cluster.api.getOptional(`/api/v1/namespaces/${ns}/serviceaccounts/default`));
+      const server = `require("node:net").createServer((s) => s.end("hello from " + require("node:os").hostname() + "\\n")).listen(9000);
+        require("node:fs").writeFileSync("/pvc/written-by-server", "persisted");`;
+      const client = `
+        const net = require("node:net");
+        const get = (host, port) => new Promise((resolve) => {
+          const s = net.connect(port, host); let d = "";
+          s.on("data", (x) => (d += x)); s.on("end", () => resolve(d.trim())); s.on("error", (e) => resolve("error " + e.code));
+        });
+        (async () => {
+          for (let i = 0; i < 50; i++) {
+            const r = await get("server.peers", 9000);
+            if (!r.startsWith("error")) {
+              const full = await get("server.peers.${ns}.svc.cluster.local", 9000);
+              const host = await get("127.0.0.1", Number(process.env.HOST_PORT));
+              const pvc = require("node:fs").readFileSync("/pvc/written-by-server", "utf8");
+              console.log([r, full, host, pvc].join(" | "));
+              process.exit(0);
+            }
+            await new Promise((t) => setTimeout(t, 200));
+          }
+          process.exit(1);
+        })();`;
+      const pod = (name: string, script: string, restartPolicy: string) => ({
+        apiVersion: "v1",
+        kind: "Pod",
+        metadata: { name, namespace: ns },
+        spec: {
+          hostname: name,
+          subdomain: "peers",
+          restartPolicy,
+          terminationGracePeriodSeconds: 1,
+          volumes: [{ name: "pvc", persistentVolumeClaim: { claimName: "shared" } }],
+          containers: [
+            {
+              name: "main",
+              image: "node:20",
+              args: ["-e", script],
+              env: [{ name: "HOST_PORT", value: String(hostPort) }],
+              volumeMounts: [{ name: "pvc", mountPath: "/pvc" }],
+            },
+          ],
+        },
+      });
+      await cluster.apply([pod("server", server, "Always"), pod("client", client, "Never")]);
+      const done = await waitFor(
+        "client Succeeded",
+        async () => {
+          const p = await cluster.getJson("pod", "-n", ns, "client");
+          assert.notEqual(p.status.phase, "Failed", cluster.kubelet?.readLog(ns, "client", "main"));
+          return p.status.phase === "Succeeded" ? p : undefined;
+        },
+        60_000,
+        300,
+      );
+      const serverPod = await cluster.getJson("pod", "-n", ns, "server");
+      assert.notEqual(serverPod.status.podIP, done.status.podIP);
+      assert.equal(
+        cluster.kubelet?.readLog(ns, "client", "main").trim(),
+        "hello from server | hello from server | host-hello | persisted",
+      );
+    } finally {
+      hostServer.close();
+      await cluster.kubectl("delete", "namespace", ns, "--wait=false");
+    }
   });
 });

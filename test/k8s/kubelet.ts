@@ -10,6 +10,7 @@
  * container waiting with reason ErrImagePull and a message naming the known patterns.
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, statSync } from "node:fs";
+import https from "node:https";
 import { cpus, totalmem } from "node:os";
 import { join } from "node:path";
 import { createLogger } from "../../proto/log.js";
@@ -26,8 +27,11 @@ export interface KubeletOptions {
   dir: string;
   nodeName: string;
   apiserverPort: number;
+  /** CA that signed the apiserver's kubelet-client certificate, and this kubelet's serving pair: with them it
+   * serves /containerLogs for `kubectl logs`. */
   caCert?: string;
-  caKey?: string;
+  servingCert?: string;
+  servingKey?: string;
   /** Image pattern → host command; merged over DEFAULT_IMAGES (yours win). */
   images: Record<string, ImageEntry>;
   /** Node capacity (= allocatable). */
@@ -159,6 +163,7 @@ export async function startKubelet(
           cond("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
           cond("Ready", "True", "KubeletReady", "process kubelet is posting ready status"),
         ],
+        ...(logServer ? { daemonEndpoints: { kubeletEndpoint: { Port: logServer.port } } } : {}),
         addresses: [
           { type: "InternalIP", address: "127.0.0.1" },
           { type: "Hostname", address: node },
@@ -178,6 +183,7 @@ export async function startKubelet(
       },
     };
   };
+  const logServer = options.caCert && options.servingCert && options.servingKey ? await serveLogs() : undefined;
   await api.strategicPatch(`/api/v1/nodes/${node}/status`, nodeStatus());
   const lease = `/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/${node}`;
   const renewLease = async () => {
@@ -450,6 +456,66 @@ export async function startKubelet(
     return runs.length ? join(cdir, `${runs[runs.length - 1]}.log`) : undefined;
   };
 
+  // --- the kubelet API's /containerLogs, for `kubectl logs` (the apiserver proxies to it) ---------------------
+  async function serveLogs(): Promise<{ port: number; server: https.Server }> {
+    const server = https.createServer(
+      {
+        cert: readFileSync(options.servingCert as string),
+        key: readFileSync(options.servingKey as string),
+        ca: readFileSync(options.caCert as string),
+        requestCert: true,
+        rejectUnauthorized: true,
+      },
+      (req, res) => {
+        const url = new URL(req.url ?? "/", "https://kubelet");
+        const m = /^\/containerLogs\/([^/]+)\/([^/]+)\/([^/]+)$/.exec(url.pathname);
+        if (url.pathname === "/healthz") return void res.end("ok");
+        if (!m) {
+          res.writeHead(404).end("not found");
+          return;
+        }
+        const [ns, pod, container] = [m[1], m[2], m[3]].map((x) => decodeURIComponent(x as string)) as [string, string, string];
+        let path = logPath(ns, pod, container);
+        if (path && url.searchParams.get("previous") === "true") {
+          const n = Number.parseInt(path.slice(path.lastIndexOf("/") + 1), 10);
+          path = n > 0 ? logPath(ns, pod, container, n - 1) : undefined;
+        }
+        if (!path || !existsSync(path)) {
+          res.writeHead(404, { "content-type": "text/plain" }).end(`container "${container}" in pod "${pod}" has no logs`);
+          return;
+        }
+        res.writeHead(200, { "content-type": "text/plain" });
+        let text = readFileSync(path, "utf8");
+        const tail = url.searchParams.get("tailLines");
+        if (tail !== null) {
+          const lines = text.split("\n");
+          if (lines[lines.length - 1] === "") lines.pop();
+          text = lines.slice(-Number(tail)).map((l) => `${l}\n`).join("");
+        }
+        res.write(text);
+        if (url.searchParams.get("follow") !== "true") return void res.end();
+        let offset = statSync(path).size;
+        const file = path;
+        const timer = setInterval(() => {
+          const size = existsSync(file) ? statSync(file).size : offset;
+          if (size > offset) {
+            res.write(readFileSync(file).subarray(offset, size));
+            offset = size;
+          }
+          const w = [...workers.values()].find((x) => x.ns === ns && x.name === pod);
+          if (!w || w.logPath(container) !== file) {
+            clearInterval(timer);
+            res.end();
+          }
+        }, 250);
+        req.on("close", () => clearInterval(timer));
+      },
+    );
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", () => resolve()));
+    const addr = server.address();
+    return { port: typeof addr === "object" && addr ? addr.port : 0, server };
+  }
+
   log.info({ node, dir: options.dir }, "process kubelet running");
   return {
     nodeName: node,
@@ -474,6 +540,8 @@ export async function startKubelet(
       for (const w of all) void w.terminate(0);
       await Promise.all(all.map((w) => w.finished));
       await network.close();
+      logServer?.server.close();
+      logServer?.server.closeAllConnections();
       for (const top of createdMountPoints) removeEmptyTree(top);
     },
   };

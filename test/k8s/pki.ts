@@ -15,6 +15,9 @@ export interface Pki {
   caKey: string;
   serverCert: string;
   serverKey: string;
+  /** The process kubelet's serving certificate (127.0.0.1), for kubectl logs through the apiserver. */
+  kubeletCert: string;
+  kubeletKey: string;
   saKey: string;
   saPub: string;
   /** name → { cert, key } paths of client certificates */
@@ -96,6 +99,12 @@ export function createPki(dir: string, clients: Record<string, string>): Pki {
     "/CN=kube-apiserver",
     `basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=${sans}\n`,
   );
+  sign(
+    dir,
+    "kubelet-serving",
+    "/O=system:nodes/CN=system:node:rft-harness",
+    "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
+  );
   const out: Pki["clients"] = {};
   for (const [name, subject] of Object.entries(clients)) {
     sign(
@@ -115,6 +124,8 @@ export function createPki(dir: string, clients: Record<string, string>): Pki {
     caKey: join(dir, "ca.key"),
     serverCert: join(dir, "apiserver.crt"),
     serverKey: join(dir, "apiserver.key"),
+    kubeletCert: join(dir, "kubelet-serving.crt"),
+    kubeletKey: join(dir, "kubelet-serving.key"),
     saKey: join(dir, "sa.key"),
     saPub: join(dir, "sa.pub"),
     clients: out,

@@ -30,18 +30,38 @@ const parseChatJsonl = (text: string, file = "dataset"): SftExample[] =>
 
 test("SFT examples: developer turns become system turns; tool calls are refused with their line", () => {
   const [ex] = parseChatJsonl(
-    JSON.stringify({ messages: [{ role: "developer", content: "Greet." }, { role: "user", content: "x" }, { role: "assistant", content: [{ type: "text", text: "Hi" }] }] }),
+    JSON.stringify({
+      messages: [
+        { role: "developer", content: "Greet." },
+        { role: "user", content: "x" },
+        { role: "assistant", content: [{ type: "text", text: "Hi" }] },
+      ],
+    }),
   );
-  assert.deepEqual(ex!.messages.map((m) => [m.role, m.content]), [["system", "Greet."], ["user", "x"], ["assistant", "Hi"]]);
+  assert.deepEqual(
+    ex!.messages.map((m) => [m.role, m.content]),
+    [
+      ["system", "Greet."],
+      ["user", "x"],
+      ["assistant", "Hi"],
+    ],
+  );
   const tools = JSON.stringify({
     messages: [
       { role: "user", content: "x" },
-      { role: "assistant", content: null, tool_calls: [{ id: "1", type: "function", function: { name: "f", arguments: "{}" } }] },
+      {
+        role: "assistant",
+        content: null,
+        tool_calls: [{ id: "1", type: "function", function: { name: "f", arguments: "{}" } }],
+      },
       { role: "tool", tool_call_id: "1", content: "y" },
       { role: "assistant", content: "z" },
     ],
   });
-  assert.throws(() => parseChatJsonl(`\n${tools}`, "t.jsonl"), (e: unknown) => e instanceof SftDataError && /t\.jsonl:2: messages\[1\]: tool calls/.test(e.message));
+  assert.throws(
+    () => parseChatJsonl(`\n${tools}`, "t.jsonl"),
+    (e: unknown) => e instanceof SftDataError && /t\.jsonl:2: messages\[1\]: tool calls/.test(e.message),
+  );
 });
 
 test("only assistant tokens (content and end of turn) carry loss", () => {

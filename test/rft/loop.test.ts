@@ -9,7 +9,14 @@ import { runJob } from "../../trainer/job/run-job.js";
 import { SafetensorsReader } from "../../trainer/model/safetensors.js";
 import { rftManifest, tempJobDir, tinyModel } from "../helpers/rft-job.js";
 
-const small = { nEpochs: 1, batchSize: 4, samplesPerPrompt: 4, maxCompletionTokens: 8, evalInterval: 3, evalSamples: 1 };
+const small = {
+  nEpochs: 1,
+  batchSize: 4,
+  samplesPerPrompt: 4,
+  maxCompletionTokens: 8,
+  evalInterval: 3,
+  evalSamples: 1,
+};
 
 async function weights(dir: string): Promise<Map<string, Float32Array>> {
   const r = await SafetensorsReader.open(join(dir, "model.safetensors"));
@@ -60,18 +67,32 @@ test("a paused and resumed run equals an uninterrupted one, bit for bit", async 
   const a = await weights(join(dir, "whole", "model"));
   const b = await weights(join(dir, "split", "model"));
   assert.deepEqual([...a.keys()], [...b.keys()]);
-  for (const [name, w] of a) assert.ok(Buffer.from(w.buffer).equals(Buffer.from(b.get(name)!.buffer)), `${name} differs`);
+  for (const [name, w] of a)
+    assert.ok(Buffer.from(w.buffer).equals(Buffer.from(b.get(name)!.buffer)), `${name} differs`);
   // And training changed the model (the comparison is not between two untouched copies).
   const base = await weights(join(dir, "model"));
-  assert.ok([...a].some(([n, w]) => !Buffer.from(w.buffer).equals(Buffer.from(base.get(n)!.buffer))), "weights changed");
+  assert.ok(
+    [...a].some(([n, w]) => !Buffer.from(w.buffer).equals(Buffer.from(base.get(n)!.buffer))),
+    "weights changed",
+  );
 });
 
 test("cancel stops without a final model; pause leaves a checkpoint to resume from", async () => {
   const { dir, manifest } = await tinyJob("cancel");
-  const cancelled = await runJob({ manifest, outDir: join(dir, "c"), backend: "wasm", control: { pause: false, cancel: true } });
+  const cancelled = await runJob({
+    manifest,
+    outDir: join(dir, "c"),
+    backend: "wasm",
+    control: { pause: false, cancel: true },
+  });
   assert.equal(cancelled.status, "cancelled");
   assert.equal(cancelled.method === "reinforcement" && cancelled.modelDir, undefined);
-  const paused = await runJob({ manifest, outDir: join(dir, "p"), backend: "wasm", control: { pause: true, cancel: false } });
+  const paused = await runJob({
+    manifest,
+    outDir: join(dir, "p"),
+    backend: "wasm",
+    control: { pause: true, cancel: false },
+  });
   assert.equal(paused.status, "paused");
   assert.equal(paused.method === "reinforcement" && paused.checkpoints.at(-1)?.step, 1);
 });
@@ -83,19 +104,31 @@ test("a grader that keeps failing fails the job with its traceback", async () =>
   const r = await runJob({ manifest, outDir: join(dir, "out"), backend: "wasm" });
   assert.equal(r.status, "failed");
   assert.equal(r.method === "reinforcement" && r.step, 3);
-  assert.match(r.method === "reinforcement" ? (r.error ?? "") : "", /grader errors on 100% of samples for 3 steps[\s\S]*ValueError: bad grader/);
+  assert.match(
+    r.method === "reinforcement" ? (r.error ?? "") : "",
+    /grader errors on 100% of samples for 3 steps[\s\S]*ValueError: bad grader/,
+  );
 });
 
 test("grading through the gRPC sidecar gives the same rewards as in process", async () => {
   const { dir, manifest } = await tinyJob("grpc");
   const svc = await startGraderService({ engine: { python: { size: 1 } } });
   try {
-    const remote = await runJob({ manifest, outDir: join(dir, "remote"), backend: "wasm", graderAddr: `127.0.0.1:${svc.grpcPort}`, stopAfterStep: 2 });
-    const local = await runJob({ manifest, outDir: join(dir, "local"), backend: "wasm", stopAfterStep: 2 });
+    const remote = await runJob({
+      manifest,
+      outDir: join(dir, "remote"),
+      backend: "wasm",
+      graderAddr: `127.0.0.1:${svc.grpcPort}`,
+      stopAfterStep: 2,
+    });
+    await runJob({ manifest, outDir: join(dir, "local"), backend: "wasm", stopAfterStep: 2 });
     assert.equal(remote.status, "paused");
     assert.deepEqual(trainRewards(join(dir, "remote")), trainRewards(join(dir, "local")));
     const requests = await svc.metrics.requests.get();
-    assert.ok(requests.values.some((v) => v.value >= 32), "the sidecar graded the samples");
+    assert.ok(
+      requests.values.some((v) => v.value >= 32),
+      "the sidecar graded the samples",
+    );
   } finally {
     await svc.close();
   }

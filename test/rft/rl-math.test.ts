@@ -95,7 +95,13 @@ test("loss: the same gradient whether the batch is whole or split into micro-bat
   const whole = tf.grad((l: tf.Tensor) => policyLoss({ ...x, logp: l as tf.Tensor2D }, cfg).loss)(x.logp);
   const part = (i: number) => {
     const sl = <T extends tf.Tensor>(t: T) => tf.slice(t, [i], [1]) as T;
-    const xi = { logp: sl(x.logp), oldLogp: sl(x.oldLogp), mask: sl(x.mask), advantages: sl(x.advantages), weights: sl(x.weights) };
+    const xi = {
+      logp: sl(x.logp),
+      oldLogp: sl(x.oldLogp),
+      mask: sl(x.mask),
+      advantages: sl(x.advantages),
+      weights: sl(x.weights),
+    };
     return tf.grad((l: tf.Tensor) => policyLoss({ ...xi, logp: l as tf.Tensor2D }, cfg).loss)(xi.logp);
   };
   const split = tf.concat([part(0), part(1)]);

@@ -29,7 +29,12 @@ export function bestCheckpoint(all: readonly CheckpointInfo[]): CheckpointInfo |
   let best: CheckpointInfo | null = null;
   for (const c of all) {
     if (c.validRewardMean === null) continue;
-    if (!best || c.validRewardMean > best.validRewardMean! || (c.validRewardMean === best.validRewardMean && c.step < best.step)) best = c;
+    if (
+      !best ||
+      c.validRewardMean > best.validRewardMean! ||
+      (c.validRewardMean === best.validRewardMean && c.step < best.step)
+    )
+      best = c;
   }
   return best;
 }

@@ -5,7 +5,19 @@
  * a half-written directory is never listed, and `load` re-checks every digest before trusting a checkpoint.
  */
 import { createHash } from "node:crypto";
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { join, relative } from "node:path";
 import { type CheckpointInfo, retained } from "./retention.js";
 
@@ -61,7 +73,8 @@ export class CheckpointStore {
   constructor(readonly root: string) {
     mkdirSync(root, { recursive: true });
     // Leftovers of a crash mid-write are never valid checkpoints.
-    for (const name of readdirSync(root)) if (name.includes(".partial-")) rmSync(join(root, name), { recursive: true, force: true });
+    for (const name of readdirSync(root))
+      if (name.includes(".partial-")) rmSync(join(root, name), { recursive: true, force: true });
   }
 
   list(): CheckpointInfo[] {

@@ -68,7 +68,12 @@ export async function runJob(o: RunJobOptions): Promise<RunJobResult> {
             level: "info",
             type: "metrics",
             message: `Step ${e.step}/${hp.totalSteps}: training loss=${e.trainLoss.toFixed(4)}${e.validLoss !== undefined ? `, validation loss=${e.validLoss.toFixed(4)}` : ""}`,
-            data: { step: e.step, total_steps: hp.totalSteps, train_loss: e.trainLoss, ...(e.validLoss !== undefined ? { valid_loss: e.validLoss } : {}) },
+            data: {
+              step: e.step,
+              total_steps: hp.totalSteps,
+              train_loss: e.trainLoss,
+              ...(e.validLoss !== undefined ? { valid_loss: e.validLoss } : {}),
+            },
           };
           appendFileSync(eventsFile, `${JSON.stringify(ev)}\n`);
           o.hooks?.onSftStep?.(e, hp.totalSteps);
@@ -89,7 +94,14 @@ export async function runJob(o: RunJobOptions): Promise<RunJobResult> {
   const grader = o.graderAddr ? await grpcGrader(o.graderAddr, rft.grader) : await inProcessGrader(rft.grader);
   try {
     const trainer = new RftTrainer({
-      job: { modelDir: paths.model, train, valid, hp, seed, jsonRequired: Boolean(rft.responseFormat && rft.responseFormat.type !== "text") },
+      job: {
+        modelDir: paths.model,
+        train,
+        valid,
+        hp,
+        seed,
+        jsonRequired: Boolean(rft.responseFormat && rft.responseFormat.type !== "text"),
+      },
       grader,
       outDir: o.outDir,
       control: o.control,

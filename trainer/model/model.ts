@@ -46,8 +46,8 @@ export interface RandomModelOptions {
 export function createRandomModel(o: RandomModelOptions): Model {
   let files: TokenizerFiles;
   let vocabSize: number;
-  let eos: number | null = null;
-  let pad: number | null = null;
+  let eos: number | null;
+  let pad: number | null;
   if (o.vocab === "byte") {
     const b = byteLevelTokenizer(o.maxContext ?? 2048);
     files = b;

@@ -38,7 +38,9 @@ export async function grpcGrader(addr: string, grader: unknown, deadlineMs = 30_
   );
   const graderJson = JSON.stringify(grader);
   const check = await new Promise<{ valid: boolean; error: string }>((resolve, reject) =>
-    client.Validate({ grader_json: graderJson }, (e, r) => (e ? reject(e) : resolve(r as { valid: boolean; error: string }))),
+    client.Validate({ grader_json: graderJson }, (e, r) =>
+      e ? reject(e) : resolve(r as { valid: boolean; error: string }),
+    ),
   );
   if (!check.valid) throw new Error(`the grader sidecar rejects the grader: ${check.error}`);
   return {
@@ -55,7 +57,9 @@ export async function grpcGrader(addr: string, grader: unknown, deadlineMs = 30_
         });
         call.on("error", (e) => reject(new Error(`grading through ${addr} failed: ${e.message}`)));
         call.on("end", () =>
-          received === inputs.length ? resolve(out) : reject(new Error(`grader sidecar returned ${received} of ${inputs.length} results`)),
+          received === inputs.length
+            ? resolve(out)
+            : reject(new Error(`grader sidecar returned ${received} of ${inputs.length} results`)),
         );
         const chunk = 256;
         for (let i = 0; i < inputs.length; i += chunk) {

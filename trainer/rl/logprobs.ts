@@ -40,7 +40,14 @@ export function packSequences(seqs: readonly Sequence[], padId: number): PackedB
       seqOfRow.push(b);
     }
   });
-  return { B, T, ids, rows: Int32Array.from(rows), targets: Int32Array.from(targets), seqOfRow: Int32Array.from(seqOfRow) };
+  return {
+    B,
+    T,
+    ids,
+    rows: Int32Array.from(rows),
+    targets: Int32Array.from(targets),
+    seqOfRow: Int32Array.from(seqOfRow),
+  };
 }
 
 /** [R] log-probabilities of the completion tokens (differentiable with respect to `params`). */

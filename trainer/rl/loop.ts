@@ -118,7 +118,12 @@ export function epochOrder(n: number, seed: number, epoch: number): number[] {
 }
 
 /** The training rows of a step (1-based): its epoch's permutation, sliced. */
-export function stepRows(step: number, nTrain: number, hp: Pick<ResolvedRft, "batchSize" | "stepsPerEpoch">, seed: number) {
+export function stepRows(
+  step: number,
+  nTrain: number,
+  hp: Pick<ResolvedRft, "batchSize" | "stepsPerEpoch">,
+  seed: number,
+) {
   const epoch = Math.floor((step - 1) / hp.stepsPerEpoch);
   const k = (step - 1) % hp.stepsPerEpoch;
   return epochOrder(nTrain, seed, epoch).slice(k * hp.batchSize, (k + 1) * hp.batchSize);
@@ -172,7 +177,12 @@ export class RftTrainer {
   }
 
   private emit(e: Omit<JobEvent, "object" | "id" | "created_at"> & { id?: string }) {
-    const ev: JobEvent = { object: "fine_tuning.job.event", id: e.id ?? `ftevent-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`, created_at: now(), ...e } as JobEvent;
+    const ev: JobEvent = {
+      object: "fine_tuning.job.event",
+      id: e.id ?? `ftevent-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`,
+      created_at: now(),
+      ...e,
+    } as JobEvent;
     appendFileSync(this.eventsFile, `${JSON.stringify(ev)}\n`);
     this.o.hooks?.onEvent?.(ev);
   }
@@ -199,7 +209,12 @@ export class RftTrainer {
       const state = JSON.parse(readFileSync(join(dir, "state.json"), "utf8"));
       this.history = state.history ?? [];
       this.truncateEvents(latest.step);
-      this.emit({ level: "info", type: "message", message: `Resuming from checkpoint ${latest.name} (step ${latest.step})`, data: { step: latest.step } });
+      this.emit({
+        level: "info",
+        type: "message",
+        message: `Resuming from checkpoint ${latest.name} (step ${latest.step})`,
+        data: { step: latest.step },
+      });
     } else {
       this.model = await loadHfModel(job.modelDir);
       writeFileSync(this.eventsFile, "");
@@ -257,14 +272,23 @@ export class RftTrainer {
     const t0 = performance.now();
     const completions: Completion[] = [];
     const chunk = 64;
-    for (let i = 0; i < reqs.length; i += chunk) completions.push(...(await generate(this.model, reqs.slice(i, i + chunk))));
+    for (let i = 0; i < reqs.length; i += chunk)
+      completions.push(...(await generate(this.model, reqs.slice(i, i + chunk))));
     const t1 = performance.now();
     const graded = await this.o.grader.grade(
-      completions.map((c, i) => ({ item: owners[i]!.item, sample: { output_text: c.text, json_required: jsonRequired } })),
+      completions.map((c, i) => ({
+        item: owners[i]!.item,
+        sample: { output_text: c.text, json_required: jsonRequired },
+      })),
     );
     timing.sampling += (t1 - t0) / 1000;
     timing.grading += (performance.now() - t1) / 1000;
-    return completions.map((c, i) => ({ row: owners[i]!, prompt: reqs[i]!.promptIds, completion: c, response: graded[i]! }));
+    return completions.map((c, i) => ({
+      row: owners[i]!,
+      prompt: reqs[i]!.promptIds,
+      completion: c,
+      response: graded[i]!,
+    }));
   }
 
   /** One policy update on the kept groups; returns the number of sequences trained on. */
@@ -291,7 +315,9 @@ export class RftTrainer {
           const mask = tf.ones([R, 1]) as tf.Tensor2D;
           const adv = tf.tensor1d(perRow((b) => part[b]!.a));
           const w = tf.tensor1d(perRow((b) => weights[s + b]!));
-          const refLogp = this.ref ? (tf.reshape(completionLogprobs(this.model, this.ref, batch), [R, 1]) as tf.Tensor2D) : undefined;
+          const refLogp = this.ref
+            ? (tf.reshape(completionLogprobs(this.model, this.ref, batch), [R, 1]) as tf.Tensor2D)
+            : undefined;
           const f = (...ws: tf.Tensor[]) => {
             const params = new Map(this.model.params);
             names.forEach((n, i) => params.set(n, ws[i]!));
@@ -320,7 +346,11 @@ export class RftTrainer {
     const { job } = this.o;
     // The same seeds at every validation: differences between evaluations come from the weights, not the dice.
     const rolls = await this.rollouts(job.valid, job.hp.evalSamples, (i, j) => mixSeed(job.seed, 0x7a11d, i, j));
-    return rolls.map((r) => ({ response: r.response, completionTokens: r.completion.tokens.length, truncated: r.completion.finishReason === "length" }));
+    return rolls.map((r) => ({
+      response: r.response,
+      completionTokens: r.completion.tokens.length,
+      truncated: r.completion.finishReason === "length",
+    }));
   }
 
   private async checkpoint(step: number, reason: CheckpointInfo["reason"], train: number | null, valid: number | null) {
@@ -360,7 +390,15 @@ export class RftTrainer {
     }
     const result = (status: RftStatus, extra: Partial<RftResult> = {}): RftResult => {
       const checkpoints = this.store.list();
-      return { status, step, totalSteps: hp.totalSteps, checkpoints, best: bestCheckpoint(checkpoints), history: this.history, ...extra };
+      return {
+        status,
+        step,
+        totalSteps: hp.totalSteps,
+        checkpoints,
+        best: bestCheckpoint(checkpoints),
+        history: this.history,
+        ...extra,
+      };
     };
     try {
       while (step < hp.totalSteps) {
@@ -420,8 +458,12 @@ export class RftTrainer {
         const rate = graderErrorRate(train);
         this.errorStreak = rate > (this.o.maxGraderErrorRate ?? 0.5) ? this.errorStreak + 1 : 0;
         if (this.errorStreak >= (this.o.graderErrorPatience ?? 3)) {
-          const examples = train.filter((s) => s.response.metadata.errors.python_grader_runtime_error_details).slice(0, 3);
-          const details = examples.map((s) => s.response.metadata.errors.python_grader_runtime_error_details).join("\n---\n");
+          const examples = train
+            .filter((s) => s.response.metadata.errors.python_grader_runtime_error_details)
+            .slice(0, 3);
+          const details = examples
+            .map((s) => s.response.metadata.errors.python_grader_runtime_error_details)
+            .join("\n---\n");
           const error = `grader errors on ${(rate * 100).toFixed(0)}% of samples for ${this.errorStreak} steps in a row${details ? `; sample tracebacks:\n${details}` : ""}`;
           this.emit({ level: "error", type: "message", message: `Job failed: ${error}`, data: { step } });
           return result("failed", { error });
@@ -440,7 +482,12 @@ export class RftTrainer {
       }
       const modelDir = join(this.o.outDir, "model");
       await saveHfModel(this.model, modelDir);
-      this.emit({ level: "info", type: "message", message: "The job has successfully completed", data: { step, model: modelDir } });
+      this.emit({
+        level: "info",
+        type: "message",
+        message: "The job has successfully completed",
+        data: { step, model: modelDir },
+      });
       return result("succeeded", { modelDir });
     } finally {
       this.adam.dispose();

@@ -39,7 +39,11 @@ interface GraderRef {
 function graderRefs(sample: RunGraderResponse | undefined): GraderRef[] {
   if (!sample) return [];
   const top: GraderRef = { name: sample.metadata.name, type: sample.metadata.type, reward: (r) => r.reward };
-  const subs = Object.keys(sample.sub_rewards).map((k) => ({ name: k, type: "sub_grader", reward: (r: RunGraderResponse) => r.sub_rewards[k] ?? 0 }));
+  const subs = Object.keys(sample.sub_rewards).map((k) => ({
+    name: k,
+    type: "sub_grader",
+    reward: (r: RunGraderResponse) => r.sub_rewards[k] ?? 0,
+  }));
   return [top, ...subs];
 }
 
@@ -122,7 +126,16 @@ export function metricsEvent(x: MetricsEventInput) {
       }),
     },
     errors: {
-      graders: top ? [{ name: top.name, type: top.type, ...errorStats("train", x.train), ...(x.valid?.length ? errorStats("valid", x.valid) : {}) }] : [],
+      graders: top
+        ? [
+            {
+              name: top.name,
+              type: top.type,
+              ...errorStats("train", x.train),
+              ...(x.valid?.length ? errorStats("valid", x.valid) : {}),
+            },
+          ]
+        : [],
     },
     timing: {
       step: Object.fromEntries(Object.entries(x.timing).map(([k, v]) => [k, round(v)])),
@@ -131,8 +144,12 @@ export function metricsEvent(x: MetricsEventInput) {
             {
               name: top.name,
               type: top.type,
-              train_execution_latency_mean: x.train.length ? round(mean(x.train.map((s) => s.response.metadata.execution_time))) : 0,
-              valid_execution_latency_mean: x.valid?.length ? round(mean(x.valid.map((s) => s.response.metadata.execution_time))) : 0,
+              train_execution_latency_mean: x.train.length
+                ? round(mean(x.train.map((s) => s.response.metadata.execution_time)))
+                : 0,
+              valid_execution_latency_mean: x.valid?.length
+                ? round(mean(x.valid.map((s) => s.response.metadata.execution_time)))
+                : 0,
             },
           ]
         : [],
@@ -140,13 +157,18 @@ export function metricsEvent(x: MetricsEventInput) {
     // OpenAI's flat duplicates.
     train_mean_reward: trainMean,
     full_valid_mean_reward: validMean,
-    full_valid_mean_parse_error: x.valid?.length ? round(x.valid.filter((s) => s.response.metadata.errors.sample_parse_error).length / x.valid.length) : null,
+    full_valid_mean_parse_error: x.valid?.length
+      ? round(x.valid.filter((s) => s.response.metadata.errors.sample_parse_error).length / x.valid.length)
+      : null,
     completion_tokens_mean: tokensMean(x.train),
-    mean_unresponsive_rewards: x.train.length ? round(x.train.filter((s) => s.response.metadata.errors.unresponsive_reward_error).length / x.train.length) : 0,
+    mean_unresponsive_rewards: x.train.length
+      ? round(x.train.filter((s) => s.response.metadata.errors.unresponsive_reward_error).length / x.train.length)
+      : 0,
   };
   const parts = [`Step ${x.step}/${x.totalSteps}`, `train mean reward=${trainMean?.toFixed(2) ?? "n/a"}`];
   if (validMean !== null) parts.push(`full validation mean reward=${validMean.toFixed(2)}`);
-  if (data.full_valid_mean_parse_error !== null) parts.push(`full validation mean parse error=${data.full_valid_mean_parse_error.toFixed(2)}`);
+  if (data.full_valid_mean_parse_error !== null)
+    parts.push(`full validation mean parse error=${data.full_valid_mean_parse_error.toFixed(2)}`);
   return {
     object: "fine_tuning.job.event" as const,
     id: `ftevent-step-${x.step}`,
@@ -166,6 +188,8 @@ export type MetricsEvent = ReturnType<typeof metricsEvent>;
  */
 export function graderErrorRate(samples: GradedSample[]): number {
   if (samples.length === 0) return 0;
-  const failed = samples.filter((s) => ERROR_FLAGS.some((f) => f !== "sample_parse_error" && s.response.metadata.errors[f]));
+  const failed = samples.filter((s) =>
+    ERROR_FLAGS.some((f) => f !== "sample_parse_error" && s.response.metadata.errors[f]),
+  );
   return failed.length / samples.length;
 }

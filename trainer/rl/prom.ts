@@ -7,10 +7,30 @@ import type { MetricsEvent } from "./metrics.js";
 export class TrainerMetrics {
   readonly registry = new Registry();
   private readonly labels: { job: string };
-  readonly step = new Gauge({ name: "rft_step", help: "Last completed training step.", labelNames: ["job"], registers: [this.registry] });
-  readonly totalSteps = new Gauge({ name: "rft_total_steps", help: "Training steps of the job.", labelNames: ["job"], registers: [this.registry] });
-  readonly trainReward = new Gauge({ name: "rft_train_reward_mean", help: "Mean reward of the last step's samples.", labelNames: ["job"], registers: [this.registry] });
-  readonly validReward = new Gauge({ name: "rft_valid_reward_mean", help: "Mean reward of the last validation.", labelNames: ["job"], registers: [this.registry] });
+  readonly step = new Gauge({
+    name: "rft_step",
+    help: "Last completed training step.",
+    labelNames: ["job"],
+    registers: [this.registry],
+  });
+  readonly totalSteps = new Gauge({
+    name: "rft_total_steps",
+    help: "Training steps of the job.",
+    labelNames: ["job"],
+    registers: [this.registry],
+  });
+  readonly trainReward = new Gauge({
+    name: "rft_train_reward_mean",
+    help: "Mean reward of the last step's samples.",
+    labelNames: ["job"],
+    registers: [this.registry],
+  });
+  readonly validReward = new Gauge({
+    name: "rft_valid_reward_mean",
+    help: "Mean reward of the last validation.",
+    labelNames: ["job"],
+    registers: [this.registry],
+  });
   readonly stepSeconds = new Histogram({
     name: "rft_step_duration_seconds",
     help: "Time per training step, by phase (sampling, grading, training, eval, full_iteration).",
@@ -18,17 +38,42 @@ export class TrainerMetrics {
     buckets: [0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600],
     registers: [this.registry],
   });
-  readonly samples = new Counter({ name: "rft_samples_total", help: "Completions sampled for training.", labelNames: ["job"], registers: [this.registry] });
-  readonly completionTokens = new Counter({ name: "rft_completion_tokens_total", help: "Tokens sampled for training.", labelNames: ["job"], registers: [this.registry] });
-  readonly trainedTokens = new Counter({ name: "rft_trained_tokens_total", help: "Completion tokens that contributed to updates.", labelNames: ["job"], registers: [this.registry] });
+  readonly samples = new Counter({
+    name: "rft_samples_total",
+    help: "Completions sampled for training.",
+    labelNames: ["job"],
+    registers: [this.registry],
+  });
+  readonly completionTokens = new Counter({
+    name: "rft_completion_tokens_total",
+    help: "Tokens sampled for training.",
+    labelNames: ["job"],
+    registers: [this.registry],
+  });
+  readonly trainedTokens = new Counter({
+    name: "rft_trained_tokens_total",
+    help: "Completion tokens that contributed to updates.",
+    labelNames: ["job"],
+    registers: [this.registry],
+  });
   readonly graderErrors = new Counter({
     name: "rft_grader_sample_errors_total",
     help: "Training samples whose grade carried an error flag, by flag.",
     labelNames: ["job", "error"],
     registers: [this.registry],
   });
-  readonly gradedSamples = new Counter({ name: "rft_graded_samples_total", help: "Training samples graded.", labelNames: ["job"], registers: [this.registry] });
-  readonly checkpoints = new Counter({ name: "rft_checkpoints_total", help: "Checkpoints written.", labelNames: ["job"], registers: [this.registry] });
+  readonly gradedSamples = new Counter({
+    name: "rft_graded_samples_total",
+    help: "Training samples graded.",
+    labelNames: ["job"],
+    registers: [this.registry],
+  });
+  readonly checkpoints = new Counter({
+    name: "rft_checkpoints_total",
+    help: "Checkpoints written.",
+    labelNames: ["job"],
+    registers: [this.registry],
+  });
   readonly lastStepTime = new Gauge({
     name: "rft_last_step_timestamp_seconds",
     help: "Unix time of the last completed step (alerts on stalled jobs).",
@@ -47,8 +92,10 @@ export class TrainerMetrics {
     this.step.set(l, d.step);
     this.totalSteps.set(l, totalSteps);
     if (d.scores.train_reward_mean !== null) this.trainReward.set(l, d.scores.train_reward_mean);
-    if ("valid_reward_mean" in d.scores && typeof d.scores.valid_reward_mean === "number") this.validReward.set(l, d.scores.valid_reward_mean);
-    for (const [phase, secs] of Object.entries(d.timing.step)) this.stepSeconds.observe({ ...l, phase }, secs as number);
+    if ("valid_reward_mean" in d.scores && typeof d.scores.valid_reward_mean === "number")
+      this.validReward.set(l, d.scores.valid_reward_mean);
+    for (const [phase, secs] of Object.entries(d.timing.step))
+      this.stepSeconds.observe({ ...l, phase }, secs as number);
     const errs = d.errors.graders[0] as Record<string, unknown> | undefined;
     this.samples.inc(l, d.usage.samples.train_samples_count);
     this.gradedSamples.inc(l, d.usage.samples.train_samples_count);

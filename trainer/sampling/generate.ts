@@ -134,7 +134,7 @@ export async function generate(
         const row = rows.subarray(b * V, (b + 1) * V);
         const pick = pickToken(row, s.sampling, s.rng, banned);
         let finish: "stop" | "length" | null = null;
-        let text = s.streamed;
+        let text: string;
         if (eos.has(pick.token)) {
           finish = "stop";
           text = tok && s.tokens.length ? tok.decode(s.tokens) : "";

@@ -43,7 +43,8 @@ export function toSftExample(row: SftRow, file = "dataset"): SftExample {
   return {
     messages: row.messages.map((m, j) => {
       const where = `${file}:${row.line}: messages[${j}]`;
-      if (m.role === "tool" || m.tool_calls !== undefined) throw new SftDataError(`${where}: tool calls are not supported in SFT`);
+      if (m.role === "tool" || m.tool_calls !== undefined)
+        throw new SftDataError(`${where}: tool calls are not supported in SFT`);
       return {
         role: m.role === "developer" ? "system" : m.role,
         content: contentText(m.content, where),

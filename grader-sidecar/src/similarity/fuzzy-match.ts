@@ -126,8 +126,10 @@ export function partialRatio(a: Int32Array, b: Int32Array): number {
   return score;
 }
 
+// eslint-disable-next-line no-control-regex -- Latin-1 range test, as rapidfuzz does
 const WIDE = /[^\u0000-\u00ff]/;
 const SURROGATE = /[\uD800-\uDFFF]/;
+// eslint-disable-next-line no-control-regex -- Python's str.split() whitespace includes \x1c-\x1f
 const LATIN1_WS_RUN = /[\t\n\v\f\r\x1c-\x20]+/;
 
 /**
