@@ -376,7 +376,9 @@ describe("k8s harness", () => {
   test("probes, restarts and graceful deletion of a pod", async () => {
     const ns = "harness-probes";
     await cluster.apply({ apiVersion: "v1", kind: "Namespace", metadata: { name: ns } });
-    await waitFor("default service account", () => cluster.api.getOptional(`/api/v1/namespaces/${ns}/serviceaccounts/default`));
+    await waitFor("default service account", () =>
+      cluster.api.getOptional(`/api/v1/namespaces/${ns}/serviceaccounts/default`),
+    );
     // First run: healthy for a moment, then its liveness file goes away, so the exec liveness probe fails and
     // the kubelet restarts it. Later runs stay healthy. SIGTERM is logged before a clean exit.
     const web = `
@@ -438,7 +440,9 @@ describe("k8s harness", () => {
   test("scheduling: GPU capacity, Unschedulable, ErrImagePull for an unmapped image", async () => {
     const ns = "harness-sched";
     await cluster.apply({ apiVersion: "v1", kind: "Namespace", metadata: { name: ns } });
-    await waitFor("default service account", () => cluster.api.getOptional(`/api/v1/namespaces/${ns}/serviceaccounts/default`));
+    await waitFor("default service account", () =>
+      cluster.api.getOptional(`/api/v1/namespaces/${ns}/serviceaccounts/default`),
+    );
     const gpuPod = (name: string, gpus: number) => ({
       apiVersion: "v1",
       kind: "Pod",
@@ -456,7 +460,10 @@ describe("k8s harness", () => {
       },
     });
     await cluster.apply(gpuPod("all-gpus", 8));
-    await waitFor("all-gpus running", async () => (await cluster.getJson("pod", "-n", ns, "all-gpus")).status.phase === "Running");
+    await waitFor(
+      "all-gpus running",
+      async () => (await cluster.getJson("pod", "-n", ns, "all-gpus")).status.phase === "Running",
+    );
     await cluster.apply(gpuPod("one-more", 1));
     const pending = await waitFor("one-more unschedulable", async () => {
       const p = await cluster.getJson("pod", "-n", ns, "one-more");
@@ -465,7 +472,10 @@ describe("k8s harness", () => {
     assert.match(condition(pending, "PodScheduled")?.message, /Insufficient nvidia\.com\/gpu/);
     assert.equal(pending.spec.nodeName, undefined);
     await cluster.kubectl("delete", "pod", "-n", ns, "all-gpus", "--wait=true");
-    await waitFor("one-more running", async () => (await cluster.getJson("pod", "-n", ns, "one-more")).status.phase === "Running");
+    await waitFor(
+      "one-more running",
+      async () => (await cluster.getJson("pod", "-n", ns, "one-more")).status.phase === "Running",
+    );
 
     await cluster.apply({
       apiVersion: "v1",
@@ -499,7 +509,9 @@ describe("k8s harness", () => {
           spec: { accessModes: ["ReadWriteOnce"], resources: { requests: { storage: "1Gi" } } },
         },
       ]);
-      await waitFor("default service account", () => cluster.api.getOptional(`/api/v1/namespaces/${ns}/serviceaccounts/default`));
+      await waitFor("default service account", () =>
+        cluster.api.getOptional(`/api/v1/namespaces/${ns}/serviceaccounts/default`),
+      );
       const server = `require("node:net").createServer((s) => s.end("hello from " + require("node:os").hostname() + "\\n")).listen(9000);
         require("node:fs").writeFileSync("/pvc/written-by-server", "persisted");`;
       const client = `

@@ -474,14 +474,20 @@ export async function startKubelet(
           res.writeHead(404).end("not found");
           return;
         }
-        const [ns, pod, container] = [m[1], m[2], m[3]].map((x) => decodeURIComponent(x as string)) as [string, string, string];
+        const [ns, pod, container] = [m[1], m[2], m[3]].map((x) => decodeURIComponent(x as string)) as [
+          string,
+          string,
+          string,
+        ];
         let path = logPath(ns, pod, container);
         if (path && url.searchParams.get("previous") === "true") {
           const n = Number.parseInt(path.slice(path.lastIndexOf("/") + 1), 10);
           path = n > 0 ? logPath(ns, pod, container, n - 1) : undefined;
         }
         if (!path || !existsSync(path)) {
-          res.writeHead(404, { "content-type": "text/plain" }).end(`container "${container}" in pod "${pod}" has no logs`);
+          res
+            .writeHead(404, { "content-type": "text/plain" })
+            .end(`container "${container}" in pod "${pod}" has no logs`);
           return;
         }
         res.writeHead(200, { "content-type": "text/plain" });
@@ -490,7 +496,10 @@ export async function startKubelet(
         if (tail !== null) {
           const lines = text.split("\n");
           if (lines[lines.length - 1] === "") lines.pop();
-          text = lines.slice(-Number(tail)).map((l) => `${l}\n`).join("");
+          text = lines
+            .slice(-Number(tail))
+            .map((l) => `${l}\n`)
+            .join("");
         }
         res.write(text);
         if (url.searchParams.get("follow") !== "true") return void res.end();

@@ -714,7 +714,8 @@ export class PodWorker {
 
   private async finish(): Promise<void> {
     if (this.deadlineTimer) clearTimeout(this.deadlineTimer);
-    await this.terminate(0);
+    // A termination in progress keeps its grace period; otherwise stop what still runs now.
+    await (this.terminated ?? this.terminate(0));
     if (!this.terminal) {
       const mains = [...this.containers.values()].filter((c) => c.kind === "main");
       const ok = this.initialized && mains.every((cs) => cs.state.terminated?.exitCode === 0);
