@@ -15,9 +15,11 @@ import {
   type UnsignedEvent,
 } from "../proto/ledger-events.js";
 import { canonicalJson } from "./canonical.js";
+import { leafHash } from "./merkle.js";
 import { type DigestString, digestOf, keyIdOfRaw, publicKeyFromB64, signBytes, verifyBytes } from "./sign.js";
 
 const EventCheck = TypeCompiler.Compile(LedgerEvent);
+const EMPTY = Buffer.alloc(0);
 
 export interface EncodedEvent {
   event: LedgerEvent;
@@ -178,6 +180,8 @@ export function checkLink(
 export interface ChainResult {
   /** Aligned with the input; null where the value is not a well-formed event. */
   encoded: (EncodedEvent | null)[];
+  /** RFC 6962 leaf hash of each well-formed event (null where not well-formed). */
+  leaves: (Buffer | null)[];
   failures: EventFailure[];
   /** The job signing key (raw base64) declared by job.started, when found. */
   signerKey: string | null;
@@ -186,7 +190,9 @@ export interface ChainResult {
 /** Per-event work that needs no chain context: schema check, encoding, and (optionally) the signature check. */
 export interface PreparedEvents {
   schema: { field: string; reason: string }[][];
+  /** Encodings; `bytes`/`signing` may be released (empty) once the leaf hash and signature check are done. */
   encoded: (EncodedEvent | null)[];
+  leaves: (Buffer | null)[];
   /** Signature validity under `key` (undefined: not checked yet). */
   sigValid: (boolean | undefined)[];
   key: string | null;
@@ -200,7 +206,7 @@ export function prepareEvents(events: readonly unknown[]): PreparedEvents {
     schema.push(bad);
     encoded.push(bad.length > 0 ? null : encodeEvent(raw as LedgerEvent));
   }
-  return { schema, encoded, sigValid: [], key: null };
+  return { schema, encoded, leaves: encoded.map((e) => (e ? leafHash(e.bytes) : null)), sigValid: [], key: null };
 }
 
 /** Ed25519 verification on libuv's thread pool (node:crypto's callback form), so it overlaps other work. */
@@ -224,14 +230,16 @@ export async function prepareEventsAsync(
   events: readonly unknown[],
   signerKey: string | null,
 ): Promise<PreparedEvents> {
-  const p: PreparedEvents = { schema: [], encoded: [], sigValid: [], key: signerKey };
+  const p: PreparedEvents = { schema: [], encoded: [], leaves: [], sigValid: [], key: signerKey };
   const pending: Promise<void>[] = [];
   for (let i = 0; i < events.length; i++) {
     const raw = events[i];
     const bad = schemaErrors(raw);
     p.schema.push(bad);
     const enc = bad.length > 0 ? null : encodeEvent(raw as LedgerEvent);
-    p.encoded.push(enc);
+    // Keep only what the chain check needs: large bundles would otherwise hold every event's bytes twice.
+    p.encoded.push(enc ? { event: enc.event, hash: enc.hash, bytes: EMPTY, signing: EMPTY } : null);
+    p.leaves.push(enc ? leafHash(enc.bytes) : null);
     if (enc && signerKey !== null) {
       pending.push(
         verifySignatureAsync(enc, signerKey).then((ok) => {
@@ -285,7 +293,9 @@ export function verifyChain(
     }
     if (signerKey !== null) {
       const known = prepared.key === signerKey ? prepared.sigValid[index] : undefined;
-      const s = checkSignature(enc, signerKey, known);
+      // Released encodings (prepareEventsAsync) are re-encoded if their signature was not checked under this key.
+      const full = known === undefined && enc.signing.length === 0 ? encodeEvent(ev) : enc;
+      const s = checkSignature(full, signerKey, known);
       if (s) failures.push({ index, seq, ...s });
     } else {
       failures.push({ index, seq, field: "sig", reason: "no job key to verify against (job.started missing)" });
@@ -294,7 +304,7 @@ export function verifyChain(
     if (l) failures.push({ index, seq, ...l });
     prev = { seq: ev.seq, hash: enc.hash, job: ev.job };
   });
-  return { encoded, failures, signerKey };
+  return { encoded, leaves: prepared.leaves, failures, signerKey };
 }
 
 function short(h: string | null): string {

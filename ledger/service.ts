@@ -12,6 +12,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from "node:net";
 import {
   AckPolicy,
+  type Consumer,
   type ConsumerMessages,
   connect,
   DeliverPolicy,
@@ -55,7 +56,7 @@ export class LedgerService {
   private kv!: KV;
   private http!: Server;
   private timer?: NodeJS.Timeout;
-  private messages?: ConsumerMessages;
+  private fetching?: ConsumerMessages;
   private loop?: Promise<void>;
   private stopped = false;
   private readonly ledgerKeyB64: string;
@@ -125,7 +126,7 @@ export class LedgerService {
     } catch {
       await jsm.consumers.add(LEDGER_STREAM, {
         durable_name: durable,
-        ack_policy: AckPolicy.Explicit,
+        ack_policy: AckPolicy.All,
         deliver_policy: DeliverPolicy.All,
         max_ack_pending: 20_000,
         ack_wait: nanos(30_000),
@@ -135,8 +136,7 @@ export class LedgerService {
     if (floor > 0) await this.rebuild(floor);
     await this.loadHeads();
     const consumer = await this.nc.jetstream().consumers.get(LEDGER_STREAM, durable);
-    this.messages = await consumer.consume({ max_messages: 2000 });
-    this.loop = this.consumeLoop(this.messages);
+    this.loop = this.consumeLoop(consumer);
     this.timer = setInterval(
       () => void this.signHeads().catch((e) => this.log.error({ err: String(e) }, "signing tree heads failed")),
       o.headIntervalMs ?? 1000,
@@ -147,19 +147,15 @@ export class LedgerService {
   private async rebuild(floor: number): Promise<void> {
     const t0 = Date.now();
     const ordered = await this.nc.jetstream().consumers.get(LEDGER_STREAM, { opt_start_seq: 1 });
-    const iter = await ordered.consume({ max_messages: 2000 });
-    let batch: JsMsg[] = [];
     let last = 0;
-    for await (const m of iter) {
-      batch.push(m);
-      last = m.seq;
-      if (batch.length >= 512 || iter.getPending() <= 1 || last >= floor) {
-        await this.process(batch, true);
-        batch = [];
-      }
-      if (last >= floor) break;
+    while (last < floor) {
+      const iter = await ordered.fetch({ max_messages: Math.min(1000, floor - last), expires: 2000 });
+      const batch: JsMsg[] = [];
+      for await (const m of iter) batch.push(m);
+      if (batch.length === 0) throw new Error(`the stream ends before the consumer's ack floor ${floor} (at ${last})`);
+      last = batch[batch.length - 1]!.seq;
+      await this.process(batch, true);
     }
-    iter.stop();
     this.log.info({ messages: last, jobs: this.state.jobs.size, ms: Date.now() - t0 }, "state rebuilt from the stream");
   }
 
@@ -181,19 +177,21 @@ export class LedgerService {
     }
   }
 
-  private async consumeLoop(messages: ConsumerMessages): Promise<void> {
-    let batch: JsMsg[] = [];
-    try {
-      for await (const m of messages) {
-        batch.push(m);
-        if (batch.length >= 512 || messages.getPending() <= 1) {
-          const b = batch;
-          batch = [];
-          await this.process(b, false);
-        }
+  /** Pull batches from the durable consumer and process each in order, until stopped. */
+  private async consumeLoop(consumer: Consumer): Promise<void> {
+    while (!this.stopped) {
+      try {
+        const iter = await consumer.fetch({ max_messages: 1000, expires: 1000 });
+        this.fetching = iter;
+        const batch: JsMsg[] = [];
+        for await (const m of iter) batch.push(m);
+        this.fetching = undefined;
+        if (batch.length > 0) await this.process(batch, false);
+      } catch (e) {
+        if (this.stopped) break;
+        this.log.warn({ err: String(e) }, "fetch failed; retrying");
+        await new Promise((r) => setTimeout(r, 250));
       }
-    } catch (e) {
-      if (!this.stopped) this.log.error({ err: String(e) }, "consumer stopped");
     }
   }
 
@@ -202,10 +200,9 @@ export class LedgerService {
       this.state,
       batch.map((m) => ({ subject: m.subject, data: m.data })),
     );
-    prepared.forEach((p, i) => {
-      for (const o of this.state.ingest(p)) this.count(o, replay);
-      if (!replay) batch[i]!.ack();
-    });
+    for (const p of prepared) for (const o of this.state.ingest(p)) this.count(o, replay);
+    // AckPolicy.All: acknowledging the batch's last message acknowledges the whole batch, once it is decided.
+    if (!replay) batch[batch.length - 1]?.ack();
   }
 
   private count(o: IngestOutcome, replay: boolean): void {
@@ -340,7 +337,7 @@ export class LedgerService {
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
-    this.messages?.stop();
+    this.fetching?.stop();
     await this.loop?.catch(() => {});
     await new Promise<void>((r) => this.http.close(() => r()));
     this.http.closeAllConnections?.();

@@ -163,7 +163,7 @@ export function verifyBundle(
   });
 
   // ---- Merkle root and signed tree head
-  const leaves = bundle.events.map((ev, i) => leafHash(chain.encoded[i]?.bytes ?? Buffer.from(safeCanonical(ev))));
+  const leaves = bundle.events.map((ev, i) => chain.leaves[i] ?? leafHash(Buffer.from(safeCanonical(ev))));
   const root = treeHash(leaves).toString("hex");
   if (bundle.merkleRoot !== root)
     fail(
