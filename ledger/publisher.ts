@@ -41,7 +41,7 @@ export function readEventsFile(path: string): LedgerEvent[] {
       out.push(JSON.parse(line) as LedgerEvent);
     } catch (e) {
       if (i === lines.length - 1 || (i === lines.length - 2 && lines[lines.length - 1] === "")) return; // torn tail
-      throw new Error(`${path}:${i + 1}: not JSON (${(e as Error).message})`);
+      throw new Error(`${path}:${i + 1}: not JSON (${(e as Error).message})`, { cause: e });
     }
   });
   return out;

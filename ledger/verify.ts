@@ -802,7 +802,7 @@ export function formatReport(r: VerifyReport): string {
 
 function compressRanges(xs: number[]): string {
   const out: string[] = [];
-  for (let i = 0; i < xs.length; ) {
+  for (let i = 0; i < xs.length;) {
     let j = i;
     while (j + 1 < xs.length && xs[j + 1] === xs[j]! + 1) j++;
     out.push(i === j ? `${xs[i]}` : `${xs[i]}-${xs[j]}`);
