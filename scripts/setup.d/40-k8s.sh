@@ -9,6 +9,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
+# What the harness runs besides the binaries: ip (network namespaces), unshare/nsenter, openssl (its PKI).
+if ! command -v ip >/dev/null || ! command -v nsenter >/dev/null || ! command -v openssl >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq iproute2 util-linux openssl
+fi
+
 MODDIR=test/k8s/build
 VERSION=$(awk '$1 == "k8s.io/kubernetes" { print $2; exit }' "$MODDIR/go.mod")
 if [ -z "$VERSION" ]; then

@@ -169,7 +169,12 @@ function tail(file: string, lines = 5): string {
 function launch(name: string, bin: string, args: string[], logDir: string): Component {
   const logFile = join(logDir, `${name}.log`);
   const fd = openSync(logFile, "a");
-  const proc = spawn(bin, args, { stdio: ["ignore", fd, fd] });
+  // Own process group (a Ctrl-C on `cluster:up` reaches only us, and we stop them in order), and
+  // SIGKILL when this process dies, however it dies.
+  const proc = spawn("setpriv", ["--pdeathsig", "SIGKILL", "--", bin, ...args], {
+    stdio: ["ignore", fd, fd],
+    detached: true,
+  });
   live.add(proc);
   proc.on("exit", () => live.delete(proc));
   installExitHook();

@@ -56,6 +56,8 @@ export interface Kubelet {
   readLog(namespace: string, pod: string, container: string, opts?: { previous?: boolean }): string;
   /** The pod's network namespace name (for `ip netns exec NS …` in tests), if it is running here. */
   podNetns(namespace: string, pod: string): string | undefined;
+  /** Host pid of a running container's main process (kill it to simulate a crash). */
+  containerPid(namespace: string, pod: string, container: string): number | undefined;
   /** Makes a host loopback port reachable from pods started after this call. */
   exposeHostPort(port: number): Promise<void>;
   close(): Promise<void>;
@@ -540,6 +542,9 @@ export async function startKubelet(
     },
     podNetns(ns, pod) {
       return [...workers.values()].find((w) => w.ns === ns && w.name === pod)?.sandbox?.netns;
+    },
+    containerPid(ns, pod, container) {
+      return [...workers.values()].find((w) => w.ns === ns && w.name === pod)?.pid(container);
     },
     exposeHostPort: (port) => network.exposeHostPort(port),
     async close() {

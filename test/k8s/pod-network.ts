@@ -68,7 +68,8 @@ export interface PodSandbox {
 }
 
 export class PodNetwork {
-  readonly prefix = `rk${randomBytes(3).toString("hex")}`;
+  /** rk<pid>x<n>: the owner's pid lets a later kubelet remove what a killed one left behind. */
+  readonly prefix = `rk${process.pid}x${++instances}`;
   readonly netNs = `${this.prefix}-net`;
   private next = 1;
   private readonly relays = new Map<number, Server>();
@@ -84,6 +85,7 @@ export class PodNetwork {
   /** Creates the bridge namespace; throws when network namespaces cannot be made here. */
   async init(hostPorts: number[]): Promise<void> {
     mkdirSync(this.sockDir, { recursive: true });
+    await removeOrphans();
     await ip("netns", "add", this.netNs);
     await ip("-n", this.netNs, "link", "add", "br0", "type", "bridge");
     await ip("-n", this.netNs, "link", "set", "br0", "up");
@@ -123,10 +125,14 @@ export class PodNetwork {
       await ip("-n", netns, "link", "set", "lo", "up");
       const ports = [...this.relays.keys()].map((p) => `${p}=${join(this.sockDir, `${p}.sock`)}`).join(",");
       const [cmd, ...args] = this.agentCommand;
-      const proc = spawn("ip", ["netns", "exec", netns, cmd as string, ...args], {
-        stdio: ["ignore", "ignore", "inherit", "ipc"],
-        env: { ...process.env, RFT_AGENT_PORTS: ports, RFT_POD_HOSTNAME: hostname },
-      });
+      const proc = spawn(
+        "setpriv",
+        ["--pdeathsig", "SIGKILL", "--", "ip", "netns", "exec", netns, cmd as string, ...args],
+        {
+          stdio: ["ignore", "ignore", "inherit", "ipc"],
+          env: { ...process.env, RFT_AGENT_PORTS: ports, RFT_POD_HOSTNAME: hostname },
+        },
+      );
       const ready = await new Promise<{ ready: boolean; error?: string }>((resolve) => {
         proc.once("message", (m: { ready: boolean; error?: string }) => resolve(m));
         proc.once("exit", (code) => resolve({ ready: false, error: `pod agent exited ${code}` }));
@@ -150,6 +156,25 @@ export class PodNetwork {
     for (const s of this.relays.values()) s.close();
     this.relays.clear();
     await ip("netns", "del", this.netNs).catch(() => {});
+  }
+}
+
+let instances = 0;
+
+/** Deletes the namespaces of kubelets whose process is gone (killed before they could clean up). */
+async function removeOrphans(): Promise<void> {
+  const { stdout } = await exec("ip", ["netns", "list"]).catch(() => ({ stdout: "" }));
+  for (const name of stdout.split("\n").map((l) => l.split(" ")[0] ?? "")) {
+    const m = /^rk(\d+)x\d+-/.exec(name);
+    if (!m) continue;
+    try {
+      process.kill(Number(m[1]), 0);
+      continue;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "ESRCH") continue;
+    }
+    await killNetnsPids(name);
+    await ip("netns", "del", name).catch(() => {});
   }
 }
 

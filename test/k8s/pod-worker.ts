@@ -152,6 +152,11 @@ export class PodWorker {
     return join(this.dir, "logs", container, `${restart ?? cs?.restartCount ?? 0}.log`);
   }
 
+  /** Host pid of a running container. */
+  pid(container: string): number | undefined {
+    return this.containers.get(container)?.proc?.pid;
+  }
+
   /** The newest pod object from the watch. */
   update(pod: KObject): void {
     this.pod = pod;
@@ -441,7 +446,9 @@ export class PodWorker {
     mkdirSync(dirname(logFile), { recursive: true });
     const fd = openSync(logFile, "a");
     const wrapper = ["unshare", "--mount", "--uts", "--propagation", "private", "--", "/bin/sh", script, ...argv];
-    const cmd = this.sandbox ? ["ip", "netns", "exec", this.sandbox.netns, ...wrapper] : wrapper;
+    const inPod = this.sandbox ? ["ip", "netns", "exec", this.sandbox.netns, ...wrapper] : wrapper;
+    // SIGKILL when the kubelet's process dies, however it dies.
+    const cmd = ["setpriv", "--pdeathsig", "SIGKILL", "--", ...inPod];
     const proc = spawn(cmd[0] as string, cmd.slice(1), { detached: true, stdio: ["ignore", fd, fd], env, cwd: "/" });
     closeSync(fd);
     cs.proc = proc;
