@@ -1,0 +1,50 @@
+/** Deterministic names, labels and well-known constants of a FineTuneJob's children (pure). */
+
+export const FIELD_MANAGER = "rft-operator";
+export const LABEL_JOB = "rft.dev/finetunejob";
+export const LABEL_MANAGED_BY = "app.kubernetes.io/managed-by";
+export const LABEL_ATTEMPT = "rft.dev/attempt";
+export const QUEUE_LABEL = "kueue.x-k8s.io/queue-name";
+export const CONFIG_HASH_ANNOTATION = "rft.dev/config-hash";
+
+/** Longest FineTuneJob name: room for the children's suffixes within 63-character label values. */
+export const MAX_NAME_LENGTH = 40;
+
+export const GRADER_GRPC_PORT = 50051;
+export const GRADER_HTTP_PORT = 8081;
+export const TRAINER_PORT = 29500;
+
+export const CONFIG_MOUNT = "/etc/rft/job";
+export const CONFIG_FILE = "job.json";
+export const SIGNING_MOUNT = "/var/run/rft/signing";
+export const DATA_MOUNT = "/var/rft/data";
+export const CHECKPOINT_MOUNT = "/var/rft/checkpoints";
+
+/** Env names the operator sets on trainer containers (users may not set them). */
+export const RESERVED_ENV = [
+  "RFT_RANK",
+  "RFT_WORLD_SIZE",
+  "RFT_PEERS",
+  "RFT_MASTER_ADDR",
+  "RFT_MASTER_PORT",
+  "RFT_NATS_URL",
+  "RFT_JOB_CONFIG",
+  "RFT_JOB_NAME",
+  "RFT_JOB_NAMESPACE",
+  "RFT_ATTEMPT",
+  "RFT_CHECKPOINT_DIR",
+  "RFT_GRADER_ADDR",
+  "RFT_SIGNING_KEY_FILE",
+] as const;
+
+export const names = {
+  secret: (job: string) => `${job}-signing`,
+  configMap: (job: string) => `${job}-config`,
+  service: (job: string) => job,
+  /** The batch/v1 Job of attempt n (a gang restart makes attempt n+1; the name never repeats). */
+  trainerJob: (job: string, attempt: number) => `${job}-a${attempt}`,
+};
+
+export function childLabels(job: string): Record<string, string> {
+  return { [LABEL_JOB]: job, [LABEL_MANAGED_BY]: FIELD_MANAGER };
+}

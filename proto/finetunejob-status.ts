@@ -1,0 +1,105 @@
+/**
+ * The FineTuneJob status, written by the operator (crds/ is generated from this and ./finetunejob.ts).
+ * Conditions are metav1.Conditions; `state` is a display summary derived from them (never the source of truth).
+ */
+import { type Static, Type as T } from "@sinclair/typebox";
+import { StringEnum } from "./graders.js";
+
+export const CONDITION_TYPES = ["Created", "Suspended", "Running", "Succeeded", "Failed", "Cancelled"] as const;
+export type ConditionType = (typeof CONDITION_TYPES)[number];
+
+export const STATES = ["Pending", "Created", "Running", "Suspended", "Restarting", "Succeeded", "Failed", "Cancelled"] as const;
+export type JobState = (typeof STATES)[number];
+
+export const Condition = T.Object(
+  {
+    type: T.String({ minLength: 1, maxLength: 316 }),
+    status: StringEnum(["True", "False", "Unknown"] as const),
+    observedGeneration: T.Optional(T.Integer({ minimum: 0 })),
+    lastTransitionTime: T.String({ format: "date-time", maxLength: 64 }),
+    reason: T.String({ minLength: 1, maxLength: 1024, pattern: "^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$" }),
+    message: T.String({ maxLength: 32768 }),
+  },
+  { additionalProperties: false },
+);
+export type Condition = Static<typeof Condition>;
+
+export const CheckpointStatus = T.Object(
+  {
+    name: T.String({ maxLength: 253 }),
+    step: T.Integer({ minimum: 0 }),
+    validRewardMean: T.Optional(T.Union([T.Number(), T.Null()])),
+    path: T.String({ maxLength: 4096 }),
+  },
+  { additionalProperties: false },
+);
+export type CheckpointStatus = Static<typeof CheckpointStatus>;
+
+export const TrainerStatus = T.Object(
+  {
+    step: T.Integer({ minimum: 0 }),
+    totalSteps: T.Integer({ minimum: 0 }),
+    trainRewardMean: T.Optional(T.Union([T.Number(), T.Null()])),
+    validRewardMean: T.Optional(T.Union([T.Number(), T.Null()])),
+    progress: T.Integer({ minimum: 0, maximum: 100, description: "percent of total steps" }),
+    status: T.Optional(T.String({ maxLength: 32 })),
+    lastUpdated: T.String({ format: "date-time", maxLength: 64 }),
+  },
+  { additionalProperties: false },
+);
+export type TrainerStatus = Static<typeof TrainerStatus>;
+
+export const FineTuneJobStatus = T.Object(
+  {
+    observedGeneration: T.Optional(T.Integer({ minimum: 0 })),
+    state: T.Optional(StringEnum(STATES)),
+    conditions: T.Optional(T.Array(Condition, { maxItems: 16 })),
+    startTime: T.Optional(T.String({ format: "date-time", maxLength: 64 })),
+    /** When the current run (start or last resume) began: activeDeadlineSeconds counts from here. */
+    lastResumeTime: T.Optional(T.String({ format: "date-time", maxLength: 64 })),
+    completionTime: T.Optional(T.String({ format: "date-time", maxLength: 64 })),
+    /** Gang restarts so far (the retry budget is spec.backoffLimit). */
+    restartCount: T.Optional(T.Integer({ minimum: 0 })),
+    /** The batch/v1 Job of the current attempt. */
+    trainerJob: T.Optional(T.String({ maxLength: 253 })),
+    trainerStatus: T.Optional(TrainerStatus),
+    checkpoints: T.Optional(T.Array(CheckpointStatus, { maxItems: 8 })),
+    fineTunedModel: T.Optional(T.String({ maxLength: 4096 })),
+    ledger: T.Optional(
+      T.Object(
+        {
+          publicKey: T.String({ maxLength: 256, description: "the job's Ed25519 signing key (base64 raw)" }),
+          lastEvent: T.Optional(T.String({ maxLength: 128 })),
+          root: T.Optional(T.String({ maxLength: 128 })),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+  },
+  { additionalProperties: false },
+);
+export type FineTuneJobStatus = Static<typeof FineTuneJobStatus>;
+
+/** The progress message trainers publish on `rft.jobs.<ns>.<name>.progress` (core NATS, JSON). */
+export interface ProgressMessage {
+  step: number;
+  totalSteps: number;
+  trainRewardMean: number | null;
+  validRewardMean: number | null;
+  checkpoints: { name: string; step: number; validRewardMean: number | null; path: string }[];
+  /** running | paused | succeeded | cancelled | failed */
+  status: string;
+  fineTunedModel?: string;
+  error?: string;
+  rank: number;
+  attempt?: number;
+  time: string;
+}
+
+/** The control message the operator publishes on `rft.jobs.<ns>.<name>.control`. */
+export interface ControlMessage {
+  action: "pause" | "resume" | "cancel";
+}
+
+export const progressSubject = (ns: string, name: string) => `rft.jobs.${ns}.${name}.progress`;
+export const controlSubject = (ns: string, name: string) => `rft.jobs.${ns}.${name}.control`;
