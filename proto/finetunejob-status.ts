@@ -8,7 +8,16 @@ import { StringEnum } from "./graders.js";
 export const CONDITION_TYPES = ["Created", "Suspended", "Running", "Succeeded", "Failed", "Cancelled"] as const;
 export type ConditionType = (typeof CONDITION_TYPES)[number];
 
-export const STATES = ["Pending", "Created", "Running", "Suspended", "Restarting", "Succeeded", "Failed", "Cancelled"] as const;
+export const STATES = [
+  "Pending",
+  "Created",
+  "Running",
+  "Suspended",
+  "Restarting",
+  "Succeeded",
+  "Failed",
+  "Cancelled",
+] as const;
 export type JobState = (typeof STATES)[number];
 
 export const Condition = T.Object(

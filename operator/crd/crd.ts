@@ -44,7 +44,8 @@ export function specSchema(): Schema {
   p.suspend.default = false;
   p.cancel.default = false;
   p.backoffLimit.default = 3;
-  for (const f of ["model", "trainingFile", "validationFile", "method", "governance", "seed"]) addRules(p[f], [immutable(f)]);
+  for (const f of ["model", "trainingFile", "validationFile", "method", "governance", "seed"])
+    addRules(p[f], [immutable(f)]);
   addRules(p.cancel, [{ rule: "!oldSelf || self", message: "spec.cancel cannot be undone once true" }]);
 
   const method = p.method;
@@ -80,7 +81,8 @@ export function specSchema(): Schema {
   trainer.tolerations.items = { type: "object", "x-kubernetes-preserve-unknown-fields": true };
 
   // Placement may change only while suspended (before or after the update), as Kubeflow Trainer allows.
-  const sameOptional = (f: string) => `(has(self.${f}) == has(oldSelf.${f}) && (!has(self.${f}) || self.${f} == oldSelf.${f}))`;
+  const sameOptional = (f: string) =>
+    `(has(self.${f}) == has(oldSelf.${f}) && (!has(self.${f}) || self.${f} == oldSelf.${f}))`;
   addRules(spec, [
     {
       rule: `(has(oldSelf.suspend) && oldSelf.suspend) || (has(self.suspend) && self.suspend) || (${["replicas", "trainer", "grader", "storage", "priorityClassName"].map(sameOptional).join(" && ")})`,

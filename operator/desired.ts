@@ -1,0 +1,253 @@
+/**
+ * The desired children of a FineTuneJob (pure): the signing-key Secret, the resolved-config ConfigMap, the
+ * headless Service and the Indexed batch/v1 Job of the current attempt, each with a controller owner
+ * reference, the job's labels and the Kueue queue label when the FineTuneJob carries one.
+ */
+import { createHash } from "node:crypto";
+import { isAbsolute, posix } from "node:path";
+import type { FineTuneJobStatus } from "../proto/finetunejob-status.js";
+import { API_VERSION, type FineTuneJobSpec, KIND } from "../proto/finetunejob.js";
+import {
+  CHECKPOINT_MOUNT,
+  CONFIG_FILE,
+  CONFIG_HASH_ANNOTATION,
+  CONFIG_MOUNT,
+  childLabels,
+  DATA_MOUNT,
+  GRADER_GRPC_PORT,
+  GRADER_HTTP_PORT,
+  LABEL_ATTEMPT,
+  names,
+  QUEUE_LABEL,
+  SIGNING_MOUNT,
+  TRAINER_PORT,
+} from "./names.js";
+
+/** Kubernetes objects are handled as loose JSON. */
+export type K8sObject = Record<string, any>;
+
+export interface FineTuneJobObject {
+  apiVersion: string;
+  kind: string;
+  metadata: {
+    name: string;
+    namespace: string;
+    uid: string;
+    generation?: number;
+    labels?: Record<string, string>;
+    creationTimestamp?: string;
+    deletionTimestamp?: string;
+    resourceVersion?: string;
+  };
+  spec: FineTuneJobSpec;
+  status?: FineTuneJobStatus;
+}
+
+export interface OperatorSettings {
+  /** Default trainer/grader image (spec.trainer.image / spec.grader.image override it). */
+  image: string;
+  /** NATS URL as the pods reach it. */
+  natsUrl: string;
+  imagePullPolicy?: string;
+}
+
+export function ownerRef(job: FineTuneJobObject): K8sObject {
+  return {
+    apiVersion: API_VERSION,
+    kind: KIND,
+    name: job.metadata.name,
+    uid: job.metadata.uid,
+    controller: true,
+    blockOwnerDeletion: true,
+  };
+}
+
+function meta(job: FineTuneJobObject, name: string, extraLabels: Record<string, string> = {}): K8sObject {
+  const queue = job.metadata.labels?.[QUEUE_LABEL];
+  return {
+    name,
+    namespace: job.metadata.namespace,
+    labels: { ...childLabels(job.metadata.name), ...(queue ? { [QUEUE_LABEL]: queue } : {}), ...extraLabels },
+    ownerReferences: [ownerRef(job)],
+  };
+}
+
+/** The Secret holding the job's Ed25519 signing key (created once; never re-applied with a new key). */
+export function desiredSecret(job: FineTuneJobObject, key: { privatePem: string; publicRaw: string }): K8sObject {
+  return {
+    apiVersion: "v1",
+    kind: "Secret",
+    metadata: meta(job, names.secret(job.metadata.name)),
+    type: "Opaque",
+    stringData: { "signing-key.pem": key.privatePem, "public-key": key.publicRaw },
+  };
+}
+
+/** Where a job's checkpoints live on the checkpoint volume (unique per FineTuneJob object). */
+export function checkpointDir(job: FineTuneJobObject): string {
+  return posix.join(CHECKPOINT_MOUNT, `${job.metadata.name}-${job.metadata.uid.slice(0, 8)}`);
+}
+
+const inData = (p: string) => (isAbsolute(p) ? p : posix.join(DATA_MOUNT, p));
+
+/** The job config the trainer reads: the FineTuneJob with data paths resolved to the pod's mounts. */
+export function resolvedConfig(job: FineTuneJobObject): K8sObject {
+  const spec: FineTuneJobSpec = structuredClone(job.spec);
+  spec.model = inData(spec.model);
+  spec.trainingFile = inData(spec.trainingFile);
+  if (spec.validationFile) spec.validationFile = inData(spec.validationFile);
+  return {
+    apiVersion: API_VERSION,
+    kind: KIND,
+    metadata: { name: job.metadata.name, namespace: job.metadata.namespace },
+    spec,
+  };
+}
+
+export function desiredConfigMap(job: FineTuneJobObject): K8sObject {
+  return {
+    apiVersion: "v1",
+    kind: "ConfigMap",
+    metadata: meta(job, names.configMap(job.metadata.name)),
+    data: { [CONFIG_FILE]: `${JSON.stringify(resolvedConfig(job), null, 2)}\n` },
+  };
+}
+
+export function desiredService(job: FineTuneJobObject): K8sObject {
+  return {
+    apiVersion: "v1",
+    kind: "Service",
+    metadata: meta(job, names.service(job.metadata.name)),
+    spec: {
+      clusterIP: "None",
+      publishNotReadyAddresses: true,
+      selector: childLabels(job.metadata.name),
+      ports: [{ name: "collective", port: TRAINER_PORT, targetPort: TRAINER_PORT, protocol: "TCP" }],
+    },
+  };
+}
+
+function resources(r: { requests?: Record<string, unknown>; limits?: Record<string, unknown> } | undefined) {
+  if (!r) return undefined;
+  const q = (m?: Record<string, unknown>) => m && Object.fromEntries(Object.entries(m).map(([k, v]) => [k, String(v)]));
+  return { ...(r.requests ? { requests: q(r.requests) } : {}), ...(r.limits ? { limits: q(r.limits) } : {}) };
+}
+
+export function configHash(job: FineTuneJobObject): string {
+  return createHash("sha256")
+    .update(JSON.stringify(resolvedConfig(job)))
+    .digest("hex")
+    .slice(0, 16);
+}
+
+/** The Indexed Job of one attempt (a gang restart creates the next attempt's Job). */
+export function desiredTrainerJob(job: FineTuneJobObject, attempt: number, s: OperatorSettings): K8sObject {
+  const name = job.metadata.name;
+  const ns = job.metadata.namespace;
+  const spec = job.spec;
+  const replicas = spec.replicas ?? 1;
+  const jobName = names.trainerJob(name, attempt);
+  const svc = names.service(name);
+  const image = spec.trainer?.image ?? s.image;
+  const peers = Array.from({ length: replicas }, (_, i) => `${jobName}-${i}.${svc}.${ns}.svc:${TRAINER_PORT}`);
+  const labels = { [LABEL_ATTEMPT]: String(attempt) };
+  const volumes: K8sObject[] = [
+    { name: "config", configMap: { name: names.configMap(name) } },
+    { name: "signing", secret: { secretName: names.secret(name), defaultMode: 0o400 } },
+    spec.storage?.checkpointClaim
+      ? { name: "checkpoints", persistentVolumeClaim: { claimName: spec.storage.checkpointClaim } }
+      : { name: "checkpoints", emptyDir: {} },
+  ];
+  const mounts: K8sObject[] = [
+    { name: "config", mountPath: CONFIG_MOUNT, readOnly: true },
+    { name: "signing", mountPath: SIGNING_MOUNT, readOnly: true },
+    { name: "checkpoints", mountPath: CHECKPOINT_MOUNT },
+  ];
+  if (spec.storage?.modelClaim) {
+    volumes.push({ name: "data", persistentVolumeClaim: { claimName: spec.storage.modelClaim, readOnly: true } });
+    mounts.push({ name: "data", mountPath: DATA_MOUNT, readOnly: true });
+  }
+  const env = [
+    {
+      name: "RFT_RANK",
+      valueFrom: { fieldRef: { fieldPath: "metadata.annotations['batch.kubernetes.io/job-completion-index']" } },
+    },
+    { name: "RFT_WORLD_SIZE", value: String(replicas) },
+    { name: "RFT_PEERS", value: peers.join(",") },
+    { name: "RFT_MASTER_ADDR", value: `${jobName}-0.${svc}.${ns}.svc` },
+    { name: "RFT_MASTER_PORT", value: String(TRAINER_PORT) },
+    { name: "RFT_NATS_URL", value: s.natsUrl },
+    { name: "RFT_JOB_CONFIG", value: posix.join(CONFIG_MOUNT, "job.json") },
+    { name: "RFT_JOB_NAME", value: name },
+    { name: "RFT_JOB_NAMESPACE", value: ns },
+    { name: "RFT_ATTEMPT", value: String(attempt) },
+    { name: "RFT_CHECKPOINT_DIR", value: checkpointDir(job) },
+    { name: "RFT_GRADER_ADDR", value: `127.0.0.1:${GRADER_GRPC_PORT}` },
+    { name: "RFT_SIGNING_KEY_FILE", value: posix.join(SIGNING_MOUNT, "signing-key.pem") },
+    ...((spec.trainer?.env as K8sObject[] | undefined) ?? []),
+  ];
+  const grader: K8sObject = {
+    name: "grader",
+    image: spec.grader?.image ?? image,
+    restartPolicy: "Always",
+    args: [
+      "grader",
+      "--host",
+      "0.0.0.0",
+      "--grpc-port",
+      String(GRADER_GRPC_PORT),
+      "--http-port",
+      String(GRADER_HTTP_PORT),
+      ...(spec.grader?.concurrency ? ["--concurrency", String(spec.grader.concurrency)] : []),
+    ],
+    ports: [
+      { name: "grader-grpc", containerPort: GRADER_GRPC_PORT },
+      { name: "grader-http", containerPort: GRADER_HTTP_PORT },
+    ],
+    startupProbe: { grpc: { port: GRADER_GRPC_PORT }, periodSeconds: 1, failureThreshold: 120 },
+    ...(spec.grader?.resources ? { resources: resources(spec.grader.resources) } : {}),
+  };
+  const trainer: K8sObject = {
+    name: "trainer",
+    image,
+    args: ["trainer", "--config", posix.join(CONFIG_MOUNT, CONFIG_FILE)],
+    env,
+    ports: [{ name: "collective", containerPort: TRAINER_PORT }],
+    volumeMounts: mounts,
+    ...(spec.trainer?.resources ? { resources: resources(spec.trainer.resources) } : {}),
+  };
+  if (s.imagePullPolicy) {
+    grader.imagePullPolicy = s.imagePullPolicy;
+    trainer.imagePullPolicy = s.imagePullPolicy;
+  }
+  const podMeta = meta(job, jobName, labels);
+  return {
+    apiVersion: "batch/v1",
+    kind: "Job",
+    metadata: { ...podMeta, annotations: { [CONFIG_HASH_ANNOTATION]: configHash(job) } },
+    spec: {
+      completionMode: "Indexed",
+      completions: replicas,
+      parallelism: replicas,
+      // One failed rank fails the whole gang at once; the operator owns retries (spec.backoffLimit).
+      backoffLimit: 0,
+      suspend: spec.suspend === true,
+      template: {
+        metadata: { labels: podMeta.labels },
+        spec: {
+          restartPolicy: "Never",
+          subdomain: svc,
+          automountServiceAccountToken: false,
+          enableServiceLinks: false,
+          terminationGracePeriodSeconds: 120,
+          ...(spec.priorityClassName ? { priorityClassName: spec.priorityClassName } : {}),
+          ...(spec.trainer?.nodeSelector ? { nodeSelector: spec.trainer.nodeSelector } : {}),
+          ...(spec.trainer?.tolerations ? { tolerations: spec.trainer.tolerations } : {}),
+          volumes,
+          initContainers: [grader],
+          containers: [trainer],
+        },
+      },
+    },
+  };
+}

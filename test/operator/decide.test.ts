@@ -1,0 +1,241 @@
+/** Unit tests of the operator's pure parts: CRD generation, desired children, conditions and decisions. */
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { describe, test } from "node:test";
+import { parse } from "yaml";
+import { isTerminal, setCondition, stateOf } from "../../operator/conditions.js";
+import { CRD_FILE, crdYaml } from "../../operator/crd/crd.js";
+import { type Decision, decide, type Observed } from "../../operator/decide.js";
+import { desiredConfigMap, desiredTrainerJob, type FineTuneJobObject } from "../../operator/desired.js";
+import type { ProgressMessage } from "../../proto/finetunejob-status.js";
+
+const settings = { image: "rft:dev", natsUrl: "nats://127.0.0.1:4222" };
+
+function ftj(spec: Record<string, unknown> = {}, status?: FineTuneJobObject["status"]): FineTuneJobObject {
+  return {
+    apiVersion: "rft.dev/v1alpha1",
+    kind: "FineTuneJob",
+    metadata: {
+      name: "sorter",
+      namespace: "ml",
+      uid: "0123456789abcdef",
+      generation: 1,
+      labels: { "kueue.x-k8s.io/queue-name": "gpu" },
+    },
+    spec: {
+      model: "base",
+      trainingFile: "train.jsonl",
+      method: { type: "reinforcement", reinforcement: { grader: { type: "string_check" } } },
+      backoffLimit: 2,
+      ...spec,
+    } as FineTuneJobObject["spec"],
+    status,
+  };
+}
+
+const t0 = new Date("2026-01-01T00:00:00Z");
+const at = (s: number) => new Date(t0.getTime() + s * 1000);
+const trainerJob = (name: string, status: Record<string, unknown>) => ({ metadata: { name }, status });
+const cond = (d: Decision, type: string) => d.status.conditions?.find((c) => c.type === type);
+
+/** Runs decide, then feeds the new status back, as the controller does across reconciles. */
+function step(job: FineTuneJobObject, o: Partial<Observed> & { now: Date }): { job: FineTuneJobObject; d: Decision } {
+  const d = decide(job, o);
+  return { job: { ...job, status: d.status }, d };
+}
+
+describe("CRD", () => {
+  test("the committed CRD is the generated one (run `npm run gen:crd`)", () => {
+    assert.equal(readFileSync(CRD_FILE, "utf8"), crdYaml());
+  });
+  test("printer columns, short name, status subresource, immutability and list-map conditions", () => {
+    const crd = parse(crdYaml());
+    const v = crd.spec.versions[0];
+    assert.deepEqual(crd.spec.names.shortNames, ["ftj"]);
+    assert.deepEqual(v.subresources, { status: {} });
+    assert.deepEqual(
+      v.additionalPrinterColumns.filter((c: { priority?: number }) => !c.priority).map((c: { name: string }) => c.name),
+      ["State", "Step", "Valid reward", "Age"],
+    );
+    const spec = v.schema.openAPIV3Schema.properties.spec;
+    for (const f of ["model", "trainingFile", "method", "governance"]) {
+      assert.equal(spec.properties[f]["x-kubernetes-validations"][0].rule, "self == oldSelf", f);
+    }
+    assert.equal(
+      spec.properties.method.properties.reinforcement.properties.grader["x-kubernetes-preserve-unknown-fields"],
+      true,
+    );
+    assert.equal(
+      spec.properties.method.properties.reinforcement.properties.hyperparameters.properties.nEpochs[
+        "x-kubernetes-int-or-string"
+      ],
+      true,
+    );
+    assert.equal(spec.properties.replicas.default, 1);
+    const conds = v.schema.openAPIV3Schema.properties.status.properties.conditions;
+    assert.equal(conds["x-kubernetes-list-type"], "map");
+  });
+});
+
+describe("desired children", () => {
+  test("an Indexed Job with a native grader sidecar, rank from the completion index, owner and queue label", () => {
+    const j = desiredTrainerJob(
+      ftj({ replicas: 1, storage: { modelClaim: "models", checkpointClaim: "ckpt" } }),
+      2,
+      settings,
+    );
+    assert.equal(j.metadata.name, "sorter-a2");
+    assert.equal(j.spec.completionMode, "Indexed");
+    assert.equal(j.spec.completions, 1);
+    assert.equal(j.spec.parallelism, 1);
+    assert.equal(j.metadata.ownerReferences[0].controller, true);
+    assert.equal(j.metadata.ownerReferences[0].blockOwnerDeletion, true);
+    assert.equal(j.metadata.labels["kueue.x-k8s.io/queue-name"], "gpu");
+    const pod = j.spec.template.spec;
+    assert.equal(pod.automountServiceAccountToken, false);
+    const [grader] = pod.initContainers;
+    assert.equal(grader.restartPolicy, "Always");
+    assert.ok(grader.startupProbe.grpc);
+    const env = Object.fromEntries(pod.containers[0].env.map((e: any) => [e.name, e.value ?? e.valueFrom]));
+    assert.deepEqual(env.RFT_RANK, {
+      fieldRef: { fieldPath: "metadata.annotations['batch.kubernetes.io/job-completion-index']" },
+    });
+    assert.equal(env.RFT_WORLD_SIZE, "1");
+    assert.equal(env.RFT_ATTEMPT, "2");
+    assert.match(env.RFT_PEERS, /^sorter-a2-0\.sorter\.ml\.svc:29500$/);
+  });
+  test("the ConfigMap's job config resolves data paths onto the data mount", () => {
+    const cm = desiredConfigMap(ftj({ model: "models/base", validationFile: "/abs/valid.jsonl" }));
+    const cfg = JSON.parse(cm.data["job.json"]);
+    assert.equal(cfg.spec.model, "/var/rft/data/models/base");
+    assert.equal(cfg.spec.validationFile, "/abs/valid.jsonl");
+  });
+});
+
+describe("conditions", () => {
+  test("lastTransitionTime moves only when the status changes; state derives from conditions", () => {
+    const a = setCondition([], { type: "Running", status: "True", reason: "Running", message: "" }, 1, "t1");
+    const b = setCondition(a, { type: "Running", status: "True", reason: "Running", message: "x" }, 2, "t2");
+    assert.equal(b[0]!.lastTransitionTime, "t1");
+    assert.equal(b[0]!.observedGeneration, 2);
+    const c = setCondition(b, { type: "Running", status: "False", reason: "Restarting", message: "" }, 2, "t3");
+    assert.equal(c[0]!.lastTransitionTime, "t3");
+    assert.equal(stateOf(c), "Restarting");
+    assert.equal(isTerminal(c), false);
+  });
+});
+
+describe("decide", () => {
+  const progress = (p: Partial<ProgressMessage>): ProgressMessage => ({
+    step: 1,
+    totalSteps: 4,
+    trainRewardMean: 0.2,
+    validRewardMean: 0.3,
+    checkpoints: [],
+    status: "running",
+    rank: 0,
+    attempt: 0,
+    time: "2026-01-01T00:00:05Z",
+    ...p,
+  });
+
+  test("a new job gets its children, Created=True, startTime, and runs once the rank is ready", () => {
+    let { job, d } = step(ftj(), { now: at(0) });
+    assert.deepEqual(d.actions, [{ type: "ensureChildren", attempt: 0 }]);
+    assert.equal(cond(d, "Created")?.status, "True");
+    assert.equal(cond(d, "Created")?.reason, "ChildrenCreated");
+    assert.equal(d.status.startTime, "2026-01-01T00:00:00Z");
+    assert.equal(d.status.state, "Created");
+    ({ job, d } = step(job, {
+      now: at(5),
+      trainerJob: trainerJob("sorter-a0", { active: 1, ready: 1 }),
+      progress: progress({}),
+    }));
+    assert.equal(cond(d, "Running")?.status, "True");
+    assert.equal(d.status.trainerStatus?.step, 1);
+    assert.equal(d.status.trainerStatus?.progress, 25);
+    assert.ok(d.events.some((e) => e.reason === "Running"));
+    // Same inputs again: same status, no new events (level-triggered).
+    const again = decide(job, {
+      now: at(5),
+      trainerJob: trainerJob("sorter-a0", { active: 1, ready: 1 }),
+      progress: progress({}),
+    });
+    assert.deepEqual(again.status, d.status);
+    assert.equal(again.events.length, 0);
+  });
+
+  test("a Complete Job succeeds with the model and checkpoints; afterwards nothing is ever recreated", () => {
+    let { job } = step(ftj({ ttlSecondsAfterFinished: 60 }), { now: at(0) });
+    let d: Decision;
+    const ckpt = [{ name: "step-000004", step: 4, validRewardMean: 0.5, path: "/c/step-000004" }];
+    ({ job, d } = step(job, {
+      now: at(10),
+      trainerJob: trainerJob("sorter-a0", { conditions: [{ type: "Complete", status: "True" }] }),
+      progress: progress({ step: 4, status: "succeeded", fineTunedModel: "/c/model", checkpoints: ckpt }),
+    }));
+    assert.equal(cond(d, "Succeeded")?.reason, "TrainerCompleted");
+    assert.equal(d.status.fineTunedModel, "/c/model");
+    assert.deepEqual(d.status.checkpoints, ckpt);
+    assert.equal(d.status.completionTime, "2026-01-01T00:00:10Z");
+    assert.equal(d.requeueAfterMs, 60_000);
+    // Children deleted by TTL or by hand: sticky, no ensureChildren.
+    ({ job, d } = step(job, { now: at(30) }));
+    assert.deepEqual(d.actions, []);
+    assert.equal(d.status.state, "Succeeded");
+    ({ d } = step(job, { now: at(71) }));
+    assert.deepEqual(d.actions, [{ type: "deleteSelf" }]);
+  });
+
+  test("a failed rank restarts the gang as the next attempt until backoffLimit, then Failed for good", () => {
+    const failed = (n: string) =>
+      trainerJob(n, {
+        conditions: [{ type: "Failed", status: "True", reason: "BackoffLimitExceeded", message: "pod failed" }],
+      });
+    let { job } = step(ftj({ backoffLimit: 1 }), { now: at(0) });
+    let d: Decision;
+    ({ job, d } = step(job, { now: at(5), trainerJob: failed("sorter-a0") }));
+    assert.equal(d.status.restartCount, 1);
+    assert.deepEqual(d.actions, [
+      { type: "deleteTrainerJob", name: "sorter-a0" },
+      { type: "ensureChildren", attempt: 1 },
+    ]);
+    assert.equal(d.status.state, "Restarting");
+    assert.ok(d.events.some((e) => e.reason === "GangRestart"));
+    ({ job, d } = step(job, { now: at(6) }));
+    assert.deepEqual(d.actions, [{ type: "ensureChildren", attempt: 1 }]);
+    ({ job, d } = step(job, { now: at(9), trainerJob: failed("sorter-a1") }));
+    assert.equal(cond(d, "Failed")?.reason, "BackoffLimitExceeded");
+    assert.equal(d.status.restartCount, 1);
+    ({ d } = step(job, { now: at(20) }));
+    assert.deepEqual(d.actions, [], "no child is recreated after failure");
+  });
+
+  test("suspend pauses the trainers and suspends; resume resets the deadline clock", () => {
+    let { job, d } = step(ftj({ activeDeadlineSeconds: 100 }), { now: at(0) });
+    assert.equal(d.requeueAfterMs, 100_000);
+    ({ job, d } = step({ ...job, spec: { ...job.spec, suspend: true } }, { now: at(50) }));
+    assert.equal(cond(d, "Suspended")?.status, "True");
+    assert.ok(d.actions.some((a) => a.type === "control" && a.action === "pause"));
+    assert.equal(d.status.state, "Suspended");
+    ({ job, d } = step({ ...job, spec: { ...job.spec, suspend: false } }, { now: at(500) }));
+    assert.equal(cond(d, "Suspended")?.reason, "Resumed");
+    assert.equal(d.status.lastResumeTime, "2026-01-01T00:08:20Z");
+    assert.equal(d.requeueAfterMs, 100_000);
+    ({ d } = step(job, { now: at(601) }));
+    assert.equal(cond(d, "Failed")?.reason, "DeadlineExceeded");
+  });
+
+  test("cancel stops the trainers and is terminal", () => {
+    const { job } = step(ftj(), { now: at(0) });
+    const { d } = step(
+      { ...job, spec: { ...job.spec, cancel: true } },
+      { now: at(3), trainerJob: trainerJob("sorter-a0", { active: 1 }) },
+    );
+    assert.equal(cond(d, "Cancelled")?.status, "True");
+    assert.deepEqual(d.actions, [
+      { type: "control", action: "cancel" },
+      { type: "deleteTrainerJob", name: "sorter-a0" },
+    ]);
+  });
+});
