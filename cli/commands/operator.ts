@@ -1,0 +1,47 @@
+/** `rft operator`: run the FineTuneJob controller (logic in operator/). */
+import type { Command } from "commander";
+import { Operator } from "../../operator/manager.js";
+import { createLogger } from "../../proto/log.js";
+
+export function register(program: Command) {
+  program
+    .command("operator")
+    .description("run the FineTuneJob operator (controller, leader election, /metrics /healthz /readyz)")
+    .option("--kubeconfig <file>", "kubeconfig (default: KUBECONFIG, ~/.kube/config or in-cluster)")
+    .option("--namespace <ns>", "watch one namespace only (default: all)")
+    .option("--image <image>", "default trainer and grader image", process.env.RFT_IMAGE ?? "rft:dev")
+    .option("--nats-url <url>", "NATS URL as the operator reaches it", process.env.RFT_NATS_URL)
+    .option("--pod-nats-url <url>", "NATS URL as trainer pods reach it (default: --nats-url)")
+    .option("--workers <n>", "concurrent reconciles", "4")
+    .option("--port <port>", "port of /metrics, /healthz, /readyz", "8080")
+    .option("--host <host>", "address of that port", "0.0.0.0")
+    .option("--no-leader-elect", "run without leader election (one replica only)")
+    .option("--lease-namespace <ns>", "namespace of the leader Lease", process.env.POD_NAMESPACE ?? "default")
+    .option("--identity <id>", "leader election identity (default: host_pid)")
+    .action(async (o) => {
+      const log = createLogger("operator");
+      const natsUrl: string = o.natsUrl ?? "nats://127.0.0.1:4222";
+      const op = new Operator({
+        kubeconfig: o.kubeconfig,
+        namespace: o.namespace,
+        settings: { image: o.image, natsUrl: o.podNatsUrl ?? natsUrl },
+        natsUrl,
+        workers: Number(o.workers),
+        port: Number(o.port),
+        host: o.host,
+        leaderElection: o.leaderElect !== false,
+        leaseNamespace: o.leaseNamespace,
+        identity: o.identity,
+        log,
+      });
+      const stop = async (sig: string) => {
+        log.info({ signal: sig }, "shutting down");
+        await op.stop();
+        process.exit(0);
+      };
+      process.once("SIGTERM", () => void stop("SIGTERM"));
+      process.once("SIGINT", () => void stop("SIGINT"));
+      await op.start();
+      log.info({ port: op.port }, "operator serving /metrics /healthz /readyz");
+    });
+}

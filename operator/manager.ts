@@ -1,0 +1,205 @@
+/**
+ * Wires the operator: client, informers (FineTuneJobs; label-selected Jobs, Secrets, ConfigMaps and
+ * Services), the work queue, the reconciler, the NATS progress bridge, leader election, and the HTTP server
+ * with /metrics, /healthz and /readyz (ready once the caches have synced). stop() is the graceful shutdown.
+ */
+import { createServer, type Server } from "node:http";
+import { hostname } from "node:os";
+import { STATES } from "../proto/finetunejob-status.js";
+import type { Logger } from "../proto/log.js";
+import { type KObj, KubeClient, paths } from "./client.js";
+import type { OperatorSettings } from "./desired.js";
+import { Informer } from "./informer.js";
+import { LeaderElector } from "./leader.js";
+import { CONTROLLER, OperatorMetrics } from "./metrics.js";
+import { FIELD_MANAGER, LABEL_JOB, LABEL_MANAGED_BY } from "./names.js";
+import { ProgressBridge } from "./progress.js";
+import { type Caches, Reconciler } from "./reconciler.js";
+import { WorkQueue } from "./workqueue.js";
+
+export interface OperatorOptions {
+  kubeconfig?: string;
+  /** Watch one namespace only (default: all). */
+  namespace?: string;
+  settings: OperatorSettings;
+  /** NATS URL as the operator reaches it (default: settings.natsUrl). */
+  natsUrl?: string;
+  workers?: number;
+  /** Port for /metrics, /healthz, /readyz (0: any free port). */
+  port?: number;
+  host?: string;
+  leaderElection?: boolean;
+  leaseNamespace?: string;
+  leaseName?: string;
+  identity?: string;
+  /** Informer watchdog and relist periods (tests shorten them). */
+  watchdogMs?: number;
+  relistMs?: number;
+  leaseDurationMs?: number;
+  renewDeadlineMs?: number;
+  retryPeriodMs?: number;
+  log: Logger;
+  /** Called when the lease is lost (default: exit the process). */
+  onLeaseLost?: () => void;
+}
+
+export class Operator {
+  client!: KubeClient;
+  readonly metrics = new OperatorMetrics();
+  caches!: Caches;
+  queue!: WorkQueue;
+  elector?: LeaderElector;
+  progress!: ProgressBridge;
+  server?: Server;
+  port = 0;
+  private leading = false;
+  private stopping = false;
+
+  constructor(readonly o: OperatorOptions) {}
+
+  get isLeader(): boolean {
+    return this.leading;
+  }
+
+  async start(): Promise<void> {
+    const o = this.o;
+    const log = o.log;
+    this.client = await KubeClient.fromKubeconfig(o.kubeconfig);
+    const enqueue = (key: string) => this.leading && this.queue.add(key);
+    const owner = (obj: KObj) => {
+      const job = obj.metadata?.labels?.[LABEL_JOB];
+      if (job) enqueue(`${obj.metadata.namespace}/${job}`);
+    };
+    const selector = `${LABEL_MANAGED_BY}=${FIELD_MANAGER}`;
+    const mk = (
+      path: string,
+      onChange: (obj: KObj) => void,
+      labelSelector?: string,
+      onResync?: (objs: KObj[]) => void,
+    ) =>
+      new Informer(this.client, {
+        path,
+        labelSelector,
+        onChange,
+        onResync,
+        watchdogMs: o.watchdogMs,
+        relistMs: o.relistMs,
+        log,
+      });
+    const ns = o.namespace;
+    const key = (obj: KObj) => `${obj.metadata.namespace}/${obj.metadata.name}`;
+    this.caches = {
+      ftj: mk(
+        paths.ftj(ns),
+        (obj) => enqueue(key(obj)),
+        undefined,
+        (objs) => objs.forEach((x) => enqueue(key(x))),
+      ),
+      jobs: mk(paths.job(ns), owner, selector),
+      secrets: mk(paths.core("secrets", ns), owner, selector),
+      configMaps: mk(paths.core("configmaps", ns), owner, selector),
+      services: mk(paths.core("services", ns), owner, selector),
+    };
+    this.progress = new ProgressBridge(
+      o.natsUrl ?? o.settings.natsUrl,
+      (k, ms) => this.leading && this.queue.addAfter(k, ms),
+      log,
+    );
+    const reconciler = new Reconciler(this.client, this.caches, this.progress, o.settings, log);
+    this.queue = new WorkQueue(
+      async (k) => {
+        const end = this.metrics.reconcileTime.startTimer({ controller: CONTROLLER });
+        const before = this.client.requests;
+        try {
+          const r = await reconciler.reconcile(k);
+          this.metrics.reconcileTotal.inc({
+            controller: CONTROLLER,
+            result: r?.requeueAfterMs !== undefined ? "requeue_after" : "success",
+          });
+          return r;
+        } catch (e) {
+          this.metrics.reconcileTotal.inc({ controller: CONTROLLER, result: "error" });
+          this.metrics.reconcileErrors.inc({ controller: CONTROLLER });
+          log.warn({ job: k, err: String(e) }, "reconcile failed");
+          throw e;
+        } finally {
+          end();
+          this.metrics.apiRequests.inc(this.client.requests - before);
+        }
+      },
+      { workers: o.workers ?? 4, metrics: this.metrics.queueMetrics(), qps: 200, burst: 500 },
+    );
+    await this.startServer();
+    await this.progress.start();
+    for (const inf of Object.values(this.caches)) inf.start();
+
+    const begin = async () => {
+      await Promise.all(Object.values(this.caches).map((c) => c.waitForSync()));
+      this.leading = true;
+      this.metrics.leader.set({ name: CONTROLLER }, 1);
+      this.queue.start();
+      for (const obj of this.caches.ftj.list()) this.queue.add(key(obj));
+      log.info("controller started");
+    };
+    if (o.leaderElection === false) {
+      await begin();
+    } else {
+      this.elector = new LeaderElector(this.client, {
+        namespace: o.leaseNamespace ?? "default",
+        name: o.leaseName ?? "rft-operator.rft.dev",
+        identity: o.identity ?? `${hostname()}_${process.pid}_${Math.random().toString(36).slice(2, 8)}`,
+        leaseDurationMs: o.leaseDurationMs,
+        renewDeadlineMs: o.renewDeadlineMs,
+        retryPeriodMs: o.retryPeriodMs,
+        onStarted: () => void begin(),
+        onLost: () => {
+          this.leading = false;
+          this.metrics.leader.set({ name: CONTROLLER }, 0);
+          (o.onLeaseLost ?? (() => process.exit(1)))();
+        },
+        log,
+      });
+      this.elector.start();
+    }
+  }
+
+  private async startServer(): Promise<void> {
+    this.server = createServer((req, res) => {
+      const url = req.url ?? "/";
+      if (url === "/healthz") return void res.end("ok");
+      if (url === "/readyz") {
+        const ready = !this.stopping && Object.values(this.caches).every((c) => c.synced);
+        res.statusCode = ready ? 200 : 503;
+        return void res.end(ready ? "ok" : "caches not synced");
+      }
+      if (url === "/metrics") {
+        const counts = Reconciler.countStates(this.caches.ftj.list());
+        for (const s of STATES) this.metrics.jobs.set({ state: s }, counts[s] ?? 0);
+        void this.metrics.registry.metrics().then((text) => {
+          res.setHeader("content-type", this.metrics.registry.contentType);
+          res.end(text);
+        });
+        return;
+      }
+      res.statusCode = 404;
+      res.end();
+    });
+    await new Promise<void>((r) => this.server!.listen(this.o.port ?? 8080, this.o.host ?? "127.0.0.1", r));
+    const addr = this.server.address();
+    this.port = typeof addr === "object" && addr ? addr.port : 0;
+  }
+
+  /** Graceful shutdown: stop taking work, finish in-flight reconciles, release the lease, close. */
+  async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    this.leading = false;
+    await this.queue?.stop();
+    await this.elector?.stop();
+    for (const c of Object.values(this.caches ?? {})) c.stop();
+    await this.progress?.close();
+    await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
+    this.server?.closeAllConnections?.();
+    this.client?.close();
+  }
+}

@@ -1,0 +1,173 @@
+/**
+ * The reconcile I/O shell: reads the caches, asks decide() (pure) what to do, writes status (only when
+ * changed, with the cached resourceVersion so a stale cache can never overwrite newer status, e.g. spend
+ * the retry budget twice), then performs the actions and emits Events.
+ */
+import { generateKeyPairSync, randomBytes } from "node:crypto";
+import type { Logger } from "../proto/log.js";
+import { isConflict, type KObj, type KubeClient, paths } from "./client.js";
+import { type Action, decide, type KEvent, statusChanged } from "./decide.js";
+import {
+  desiredConfigMap,
+  desiredSecret,
+  desiredService,
+  desiredTrainerJob,
+  type FineTuneJobObject,
+  type OperatorSettings,
+} from "./desired.js";
+import type { Informer } from "./informer.js";
+import { names } from "./names.js";
+import type { ProgressBridge } from "./progress.js";
+import type { Result } from "./workqueue.js";
+
+export interface Caches {
+  ftj: Informer;
+  jobs: Informer;
+  secrets: Informer;
+  configMaps: Informer;
+  services: Informer;
+}
+
+export function newSigningKey(): { privatePem: string; publicRaw: string } {
+  const { privateKey, publicKey } = generateKeyPairSync("ed25519");
+  const der = publicKey.export({ format: "der", type: "spki" });
+  return {
+    privatePem: privateKey.export({ format: "pem", type: "pkcs8" }).toString(),
+    publicRaw: der.subarray(der.length - 32).toString("base64"),
+  };
+}
+
+const b64 = (s: string | undefined) => (s === undefined ? undefined : Buffer.from(s, "base64").toString("utf8"));
+
+export class Reconciler {
+  constructor(
+    private readonly client: KubeClient,
+    private readonly caches: Caches,
+    private readonly progress: ProgressBridge,
+    private readonly settings: OperatorSettings,
+    private readonly log: Logger,
+  ) {}
+
+  async reconcile(key: string): Promise<Result> {
+    const [ns, name] = key.split("/") as [string, string];
+    const obj = this.caches.ftj.get(ns, name);
+    if (!obj) {
+      this.progress.forget(key);
+      return;
+    }
+    if (obj.metadata.deletionTimestamp) return;
+    const job = obj as FineTuneJobObject;
+    const secret = this.caches.secrets.get(ns, names.secret(name));
+    const attempt = job.status?.restartCount ?? 0;
+    const d = decide(job, {
+      now: new Date(),
+      trainerJob: this.caches.jobs.get(ns, names.trainerJob(name, attempt)),
+      progress: this.progress.get(key),
+      publicKey: b64(secret?.data?.["public-key"]),
+    });
+    // Children first for a new job (so the public key lands in the same status write), except the gang
+    // restart, whose budget is written before anything else happens.
+    const restart =
+      d.actions.some((a) => a.type === "deleteTrainerJob") && d.status.restartCount !== job.status?.restartCount;
+    const pre: Action[] = restart ? [] : d.actions.filter((a) => a.type === "ensureChildren");
+    for (const a of pre) {
+      const pk = await this.act(job, a);
+      if (pk) d.status.ledger = { ...(d.status.ledger ?? {}), publicKey: pk };
+    }
+    if (statusChanged(job.status, d.status)) {
+      try {
+        await this.client.mergePatch(`${paths.ftj(ns, name)}/status`, {
+          metadata: { resourceVersion: job.metadata.resourceVersion },
+          status: d.status,
+        });
+      } catch (e) {
+        if (isConflict(e)) return { requeueAfterMs: 100 }; // the cache is behind: look again when it catches up
+        throw e;
+      }
+    }
+    for (const a of d.actions) if (!pre.includes(a)) await this.act(job, a);
+    for (const ev of d.events) await this.event(job, ev);
+    return d.requeueAfterMs !== undefined ? { requeueAfterMs: d.requeueAfterMs + 50 } : undefined;
+  }
+
+  /** Performs one action; ensureChildren answers the public key when it created the Secret. */
+  private async act(job: FineTuneJobObject, a: Action): Promise<string | undefined> {
+    const { namespace: ns, name } = job.metadata;
+    switch (a.type) {
+      case "ensureChildren":
+        return this.ensureChildren(job, a.attempt);
+      case "deleteTrainerJob":
+        await this.client.delete(paths.job(ns, a.name), "Background");
+        return;
+      case "control":
+        this.progress.control(ns, name, a.action);
+        return;
+      case "deleteSelf":
+        await this.client.delete(paths.ftj(ns, name), "Background");
+        return;
+    }
+  }
+
+  private async ensureChildren(job: FineTuneJobObject, attempt: number): Promise<string | undefined> {
+    const { namespace: ns, name } = job.metadata;
+    let publicKey: string | undefined;
+    if (!this.caches.secrets.get(ns, names.secret(name))) {
+      // Generated once: create (never apply), and a 409 means it already exists with its own key.
+      const key = newSigningKey();
+      const created = await this.client.create(paths.core("secrets", ns), desiredSecret(job, key));
+      if (created) publicKey = key.publicRaw;
+      else {
+        const existing = await this.client.get(paths.core("secrets", ns, names.secret(name)));
+        publicKey = b64(existing.data?.["public-key"]);
+      }
+    }
+    const cm = desiredConfigMap(job);
+    const cachedCm = this.caches.configMaps.get(ns, cm.metadata.name);
+    if (!cachedCm || JSON.stringify(cachedCm.data) !== JSON.stringify(cm.data)) {
+      await this.client.apply(paths.core("configmaps", ns, cm.metadata.name), cm);
+    }
+    const svc = desiredService(job);
+    if (!this.caches.services.get(ns, svc.metadata.name)) {
+      await this.client.apply(paths.core("services", ns, svc.metadata.name), svc);
+    }
+    const tj = desiredTrainerJob(job, attempt, this.settings);
+    const cached = this.caches.jobs.get(ns, tj.metadata.name);
+    if (!cached || Boolean(cached.spec?.suspend) !== tj.spec.suspend) {
+      await this.client.apply(paths.job(ns, tj.metadata.name), tj);
+    }
+    return publicKey;
+  }
+
+  private async event(job: FineTuneJobObject, ev: KEvent): Promise<void> {
+    const { namespace: ns, name, uid } = job.metadata;
+    const now = new Date().toISOString();
+    try {
+      await this.client.request("POST", paths.core("events", ns), {
+        apiVersion: "v1",
+        kind: "Event",
+        metadata: { name: `${name}.${Date.now().toString(16)}${randomBytes(3).toString("hex")}`, namespace: ns },
+        involvedObject: { apiVersion: job.apiVersion, kind: job.kind, name, namespace: ns, uid },
+        type: ev.type,
+        reason: ev.reason,
+        message: ev.message.slice(0, 1000),
+        source: { component: "rft-operator" },
+        reportingComponent: "rft.dev/operator",
+        firstTimestamp: now,
+        lastTimestamp: now,
+        count: 1,
+      });
+    } catch (e) {
+      this.log.warn({ err: String(e), job: `${ns}/${name}` }, "could not record an event");
+    }
+  }
+
+  /** Counts of FineTuneJobs per display state (for rft_finetunejobs). */
+  static countStates(objs: KObj[]): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const o of objs) {
+      const s = (o.status?.state as string | undefined) ?? "Pending";
+      out[s] = (out[s] ?? 0) + 1;
+    }
+    return out;
+  }
+}

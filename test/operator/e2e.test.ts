@@ -1,0 +1,192 @@
+/**
+ * The operator against the real harness (kube-apiserver + etcd + kube-controller-manager + process kubelet)
+ * and a real nats-server: CRD validation by the API server, a FineTuneJob of the sort-digits example
+ * reaching Succeeded with rewards and checkpoints in status, printer columns, and garbage collection.
+ */
+import assert from "node:assert/strict";
+import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { parse } from "yaml";
+import { Operator } from "../../operator/manager.js";
+import { createLogger } from "../../proto/log.js";
+import { EXAMPLE, tinyModel } from "../helpers/rft-job.js";
+import type { KObject } from "../k8s/api.js";
+import { type Cluster, startCluster, waitFor } from "../k8s/cluster.js";
+import { NatsServer } from "../ledger/nats-server.js";
+
+const NS = "rft-e2e";
+let cluster: Cluster;
+let nats: NatsServer;
+let op: Operator;
+
+function exampleJob(name: string, spec: Record<string, unknown> = {}, hyper: Record<string, unknown> = {}): KObject {
+  const job = parse(readFileSync(join(EXAMPLE, "rft.yaml"), "utf8"));
+  job.metadata = { name, namespace: NS };
+  Object.assign(job.spec, {
+    model: "base",
+    trainingFile: "train.jsonl",
+    validationFile: "valid.jsonl",
+    storage: { modelClaim: "data", checkpointClaim: "ckpt" },
+    trainer: { backend: "wasm" },
+    ...spec,
+  });
+  Object.assign(job.spec.method.reinforcement.hyperparameters, {
+    nEpochs: 1,
+    batchSize: 2,
+    samplesPerPrompt: 2,
+    maxCompletionTokens: 4,
+    evalInterval: 1,
+    evalSamples: 1,
+    ...hyper,
+  });
+  return job;
+}
+
+const cond = (o: KObject, type: string) => (o.status?.conditions ?? []).find((c: KObject) => c.type === type);
+
+before(async () => {
+  nats = await NatsServer.start();
+  cluster = await startCluster({ kubelet: { hostPorts: [nats.port] } });
+  await cluster.kubectl("apply", "--server-side", "-f", "crds/finetunejobs.rft.dev.yaml");
+  await waitFor("CRD established", async () => {
+    const crd = await cluster.getJson("crd", "finetunejobs.rft.dev");
+    return cond(crd, "Established")?.status === "True";
+  });
+  await cluster.apply({ apiVersion: "v1", kind: "Namespace", metadata: { name: NS } });
+  const pvc = (name: string) => ({
+    apiVersion: "v1",
+    kind: "PersistentVolumeClaim",
+    metadata: { name, namespace: NS },
+    spec: { accessModes: ["ReadWriteOnce"], resources: { requests: { storage: "1Gi" } } },
+  });
+  await cluster.apply([pvc("data"), pvc("ckpt")]);
+  // The data volume: a tiny model and a few rows of the example.
+  const dataDir = join(cluster.dir, "kubelet", "pvc", NS, "data");
+  mkdirSync(dataDir, { recursive: true });
+  await tinyModel(join(dataDir, "base"));
+  const rows = readFileSync(join(EXAMPLE, "train.jsonl"), "utf8").trim().split("\n");
+  writeFileSync(join(dataDir, "train.jsonl"), `${rows.slice(0, 4).join("\n")}\n`);
+  copyFileSync(join(EXAMPLE, "valid.jsonl"), join(dataDir, "valid-all.jsonl"));
+  const valid = readFileSync(join(EXAMPLE, "valid.jsonl"), "utf8").trim().split("\n");
+  writeFileSync(join(dataDir, "valid.jsonl"), `${valid.slice(0, 2).join("\n")}\n`);
+  op = new Operator({
+    kubeconfig: cluster.kubeconfig,
+    settings: { image: "rft:dev", natsUrl: nats.url },
+    port: 0,
+    leaseDurationMs: 4_000,
+    renewDeadlineMs: 3_000,
+    retryPeriodMs: 500,
+    log: createLogger("operator-test"),
+    onLeaseLost: () => {},
+  });
+  await op.start();
+  await waitFor("operator leads", () => op.isLeader);
+});
+
+after(async () => {
+  await op?.stop();
+  await cluster?.close();
+  await nats?.stop();
+});
+
+describe("operator on the harness", () => {
+  test("the API server rejects invalid FineTuneJobs with messages that say what to fix", async () => {
+    const reject = async (job: KObject, pattern: RegExp) => {
+      await assert.rejects(cluster.apply(job), pattern);
+    };
+    await reject(
+      exampleJob("bad-epochs", {}, { nEpochs: 99 }),
+      /nEpochs: Invalid value.*must be "auto" or an integer >= 1 and <= 50/,
+    );
+    await reject(exampleJob("bad-loss", {}, { loss: "ppo" }), /loss: Unsupported value: "ppo"/);
+    await reject(exampleJob("bad-field", { bogus: 1 }), /unknown field "spec.bogus"/);
+    await reject(
+      exampleJob("bad-replicas", { replicas: 0 }),
+      /spec.replicas: Invalid value: 0: .*should be greater than or equal to 1/,
+    );
+    await reject(
+      exampleJob("bad-env", { trainer: { env: [{ name: "RFT_RANK", value: "1" }] } }),
+      /must not set the names the operator sets/,
+    );
+    const sup = exampleJob("bad-method");
+    sup.spec.method.type = "supervised";
+    await reject(sup, /method.type supervised must not set method.reinforcement/);
+    const rf = exampleJob("bad-method2");
+    delete rf.spec.method.reinforcement;
+    await reject(rf, /method.type reinforcement needs method.reinforcement/);
+    await reject(
+      exampleJob("bad-key", {
+        governance: { authorities: [{ name: "a", publicKey: {}, lawfulBasis: "x", envelope: ["lm_head"] }] },
+      }),
+      /set exactly one of inline, file, secretRef/,
+    );
+    await reject(
+      exampleJob("a-name-that-is-much-too-long-for-the-children-names"),
+      /metadata.name must be a DNS-1035 label/,
+    );
+  });
+
+  test("a FineTuneJob reaches Succeeded with rewards and checkpoints; printer columns; immutability; GC", async () => {
+    const name = "sorter";
+    await cluster.apply(exampleJob(name));
+    const created = await waitFor("Created=True", async () => {
+      const o = await cluster.getJson("ftj", "-n", NS, name);
+      return cond(o, "Created")?.status === "True" ? o : undefined;
+    });
+    assert.equal(cond(created, "Created").reason, "ChildrenCreated");
+    assert.match(created.status.ledger.publicKey, /^[A-Za-z0-9+/]{43}=$/);
+    await assert.rejects(
+      cluster.kubectl("patch", "ftj", "-n", NS, name, "--type=merge", "-p", '{"spec":{"model":"other"}}'),
+      /spec.model is immutable/,
+    );
+    const done = await waitFor(
+      "Succeeded",
+      async () => {
+        const o = await cluster.getJson("ftj", "-n", NS, name);
+        assert.notEqual(cond(o, "Failed")?.status, "True", JSON.stringify(o.status));
+        return cond(o, "Succeeded")?.status === "True" ? o : undefined;
+      },
+      240_000,
+      1000,
+    );
+    const s = done.status;
+    assert.equal(s.state, "Succeeded");
+    assert.equal(s.trainerStatus.step, s.trainerStatus.totalSteps);
+    assert.equal(s.trainerStatus.progress, 100);
+    assert.equal(typeof s.trainerStatus.validRewardMean, "number");
+    assert.ok(s.checkpoints.length >= 1, JSON.stringify(s));
+    assert.match(s.fineTunedModel, /\/model$/);
+    assert.ok(s.startTime && s.completionTime);
+    for (const c of s.conditions) assert.equal(c.observedGeneration, done.metadata.generation);
+    const table = await cluster.kubectl("get", "ftj", "-n", NS);
+    assert.match(table, /NAME\s+STATE\s+STEP\s+VALID REWARD\s+AGE/);
+    assert.match(table, new RegExp(`${name}\\s+Succeeded\\s+${s.trainerStatus.step}\\s+`));
+    const events = await cluster.getJson("events", "-n", NS, "--field-selector", `involvedObject.name=${name}`);
+    const reasons = events.items.map((e: KObject) => e.reason);
+    for (const r of ["Created", "Succeeded"]) assert.ok(reasons.includes(r), reasons.join(","));
+
+    // Sticky: deleting the children by hand recreates nothing.
+    await cluster.kubectl("delete", "job", "-n", NS, `${name}-a0`, "--wait=true");
+    await new Promise((r) => setTimeout(r, 1500));
+    await op.queue.idle();
+    const jobs = await cluster.getJson("jobs", "-n", NS, "-l", `rft.dev/finetunejob=${name}`);
+    assert.equal(jobs.items.length, 0, "no Job is recreated for a finished FineTuneJob");
+
+    // Deleting the FineTuneJob garbage-collects every child.
+    await cluster.kubectl("delete", "ftj", "-n", NS, name);
+    await waitFor(
+      "children garbage-collected",
+      async () => {
+        const left = await Promise.all(
+          ["secrets", "configmaps", "services", "jobs", "pods"].map(
+            async (k) => (await cluster.getJson(k, "-n", NS, "-l", `rft.dev/finetunejob=${name}`)).items.length,
+          ),
+        );
+        return left.every((n) => n === 0);
+      },
+      60_000,
+      500,
+    );
+  });
+});

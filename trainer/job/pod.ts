@@ -1,0 +1,177 @@
+/**
+ * The trainer pod's entry logic (`rft trainer`): reads the resolved job config from the ConfigMap mount,
+ * grades through the grader sidecar on localhost, checkpoints to the checkpoint volume (resuming from it),
+ * publishes progress on core NATS `rft.jobs.<ns>.<name>.progress` and obeys `rft.jobs.<ns>.<name>.control`
+ * (pause / resume / cancel). SIGTERM pauses: the current step finishes, a checkpoint is written, exit 0.
+ * Needs no Kubernetes API rights. Only rank 0 of world size 1 exists until distributed training lands.
+ */
+import { join } from "node:path";
+import { connect, type NatsConnection } from "nats";
+import {
+  type ControlMessage,
+  controlSubject,
+  type ProgressMessage,
+  progressSubject,
+} from "../../proto/finetunejob-status.js";
+import { createLogger } from "../../proto/log.js";
+import type { CheckpointInfo } from "../checkpoint/retention.js";
+import { retained } from "../checkpoint/retention.js";
+import type { RftControl } from "../rl/loop.js";
+import { loadManifest } from "./manifest.js";
+import { runJob } from "./run-job.js";
+
+const log = createLogger("trainer-pod");
+
+export interface TrainerPodOptions {
+  configFile: string;
+  env: NodeJS.ProcessEnv;
+  /** Install SIGTERM/SIGINT handlers (the CLI does; tests calling in process may not). */
+  signals?: boolean;
+}
+
+export class TrainerPodError extends Error {}
+
+export interface TrainerPodResult {
+  status: string;
+  exitCode: number;
+}
+
+export async function runTrainerPod(o: TrainerPodOptions): Promise<TrainerPodResult> {
+  const env = o.env;
+  const rank = Number(env.RFT_RANK ?? 0);
+  const world = Number(env.RFT_WORLD_SIZE ?? 1);
+  if (!Number.isInteger(world) || world < 1)
+    throw new TrainerPodError(`RFT_WORLD_SIZE must be a positive integer, got "${env.RFT_WORLD_SIZE}"`);
+  if (world > 1) {
+    throw new TrainerPodError(
+      `RFT_WORLD_SIZE=${world}: distributed training (more than one trainer rank) is not implemented yet; set spec.replicas to 1`,
+    );
+  }
+  if (rank !== 0) throw new TrainerPodError(`RFT_RANK=${rank} but the world size is 1`);
+  const manifest = loadManifest(o.configFile);
+  const ns = env.RFT_JOB_NAMESPACE ?? manifest.job.metadata.namespace ?? "default";
+  const name = env.RFT_JOB_NAME ?? manifest.job.metadata.name;
+  const attempt = env.RFT_ATTEMPT !== undefined ? Number(env.RFT_ATTEMPT) : undefined;
+  const outDir = env.RFT_CHECKPOINT_DIR ?? join("/var/rft/checkpoints", name);
+  const control: RftControl = { pause: false, cancel: false };
+
+  let nc: NatsConnection | undefined;
+  if (env.RFT_NATS_URL) {
+    try {
+      nc = await connect({
+        servers: env.RFT_NATS_URL,
+        name: `trainer-${ns}-${name}-${rank}`,
+        maxReconnectAttempts: -1,
+      });
+    } catch (e) {
+      log.warn({ err: String(e), url: env.RFT_NATS_URL }, "NATS unreachable: training without progress reports");
+    }
+  }
+  if (nc) {
+    const sub = nc.subscribe(controlSubject(ns, name));
+    void (async () => {
+      for await (const m of sub) {
+        let msg: ControlMessage;
+        try {
+          msg = JSON.parse(new TextDecoder().decode(m.data)) as ControlMessage;
+        } catch {
+          continue;
+        }
+        log.info({ action: msg.action }, "control message");
+        if (msg.action === "pause") control.pause = true;
+        else if (msg.action === "cancel") control.cancel = true;
+        else if (msg.action === "resume") control.pause = false;
+      }
+    })();
+  }
+
+  const checkpoints: CheckpointInfo[] = [];
+  let last: Omit<ProgressMessage, "status" | "time" | "checkpoints"> = {
+    step: 0,
+    totalSteps: 0,
+    trainRewardMean: null,
+    validRewardMean: null,
+    rank,
+    attempt,
+  };
+  const publish = (status: string, extra: Partial<ProgressMessage> = {}) => {
+    if (!nc) return;
+    const keep = retained(checkpoints);
+    const msg: ProgressMessage = {
+      ...last,
+      status,
+      checkpoints: checkpoints
+        .filter((c) => keep.has(c.name))
+        .map((c) => ({
+          name: c.name,
+          step: c.step,
+          validRewardMean: c.validRewardMean,
+          path: join(outDir, "checkpoints", c.name),
+        })),
+      time: new Date().toISOString().replace(/\.\d{3}Z$/, "Z"),
+      ...extra,
+    };
+    nc.publish(progressSubject(ns, name), new TextEncoder().encode(JSON.stringify(msg)));
+  };
+
+  const onSignal = () => {
+    log.info("SIGTERM: finishing the current step, checkpointing, pausing");
+    control.pause = true;
+  };
+  if (o.signals !== false) {
+    process.on("SIGTERM", onSignal);
+    process.on("SIGINT", onSignal);
+  }
+  publish("running");
+  try {
+    const result = await runJob({
+      manifest,
+      outDir,
+      graderAddr: env.RFT_GRADER_ADDR,
+      control,
+      hooks: {
+        onStep: (m) => {
+          const valid = (m.data.scores as { valid_reward_mean?: number }).valid_reward_mean;
+          last = {
+            ...last,
+            step: m.data.step,
+            totalSteps: m.data.total_steps,
+            trainRewardMean: m.data.scores.train_reward_mean,
+            validRewardMean: valid ?? last.validRewardMean,
+          };
+          publish("running");
+        },
+        onCheckpoint: (c) => {
+          const i = checkpoints.findIndex((x) => x.name === c.name);
+          if (i >= 0) checkpoints[i] = c;
+          else checkpoints.push(c);
+          if (c.validRewardMean !== null) last = { ...last, validRewardMean: c.validRewardMean };
+          publish("running");
+        },
+        onSftStep: (e, total) => {
+          last = { ...last, step: e.step, totalSteps: total };
+          publish("running");
+        },
+      },
+    });
+    if (result.method === "supervised") {
+      publish("succeeded", { fineTunedModel: result.modelDir });
+      return { status: "succeeded", exitCode: 0 };
+    }
+    for (const c of result.checkpoints) if (!checkpoints.some((x) => x.name === c.name)) checkpoints.push(c);
+    last = { ...last, step: result.step, totalSteps: result.totalSteps };
+    publish(result.status, {
+      ...(result.modelDir ? { fineTunedModel: result.modelDir } : {}),
+      ...(result.error ? { error: result.error } : {}),
+    });
+    log.info({ status: result.status, step: result.step }, "trainer finished");
+    return { status: result.status, exitCode: result.status === "failed" ? 1 : 0 };
+  } catch (e) {
+    publish("failed", { error: String(e instanceof Error ? e.message : e).slice(0, 1000) });
+    throw e;
+  } finally {
+    process.off("SIGTERM", onSignal);
+    process.off("SIGINT", onSignal);
+    await nc?.drain().catch(() => {});
+  }
+}
