@@ -2,7 +2,6 @@
 /** The `rft` command: thin wiring only. Each subcommand lives in cli/commands/<name>.ts and exports `register`. */
 import { Command } from "commander";
 import * as audit from "./commands/audit.js";
-import * as dataset from "./commands/dataset.js";
 import * as grade from "./commands/grade.js";
 import * as grader from "./commands/grader.js";
 import * as initModel from "./commands/init-model.js";
@@ -20,7 +19,18 @@ const program = new Command()
   .showHelpAfterError();
 
 // One line per command module (keep sorted).
-const modules: { register(program: Command): void }[] = [audit, dataset, grade, grader, initModel, keys, ledger, operator, run, serve, trainer];
+const modules: { register(program: Command): void }[] = [
+  audit,
+  grade,
+  grader,
+  initModel,
+  keys,
+  ledger,
+  operator,
+  run,
+  serve,
+  trainer,
+];
 for (const m of modules) m.register(program);
 
 await program.parseAsync(process.argv);
