@@ -2,6 +2,7 @@
 /** The `rft` command: thin wiring only. Each subcommand lives in cli/commands/<name>.ts and exports `register`. */
 import { Command } from "commander";
 import * as audit from "./commands/audit.js";
+import * as dataset from "./commands/dataset.js";
 import * as grade from "./commands/grade.js";
 import * as grader from "./commands/grader.js";
 import * as initModel from "./commands/init-model.js";
@@ -21,6 +22,7 @@ const program = new Command()
 // One line per command module (keep sorted).
 const modules: { register(program: Command): void }[] = [
   audit,
+  dataset,
   grade,
   grader,
   initModel,

@@ -12,13 +12,18 @@ import { loadPrivateKey } from "../../ledger/sign.js";
 import { formatReport, verifyBundleAsync } from "../../ledger/verify.js";
 import { parseJobRef, type SignedTreeHead } from "../../proto/ledger-events.js";
 
+import { groupDigests, groupsOf } from "../../trainer/governance/digests.js";
+import { useBackend } from "../../trainer/model/backend.js";
+import { loadHfModel, ModelDirError } from "../../trainer/model/hf-io.js";
+import { disposeModel } from "../../trainer/model/model.js";
+
 class UsageError extends Error {}
 
-/** The event file of a local run: a .jsonl path, or DIR/events.jsonl, DIR/ledger/events.jsonl, or DIR's one *.events.jsonl. */
+/** The event file of a local run: a .jsonl path, or DIR/ledger/events.jsonl (what `rft run` writes), DIR/events.jsonl, or DIR's one *.events.jsonl. */
 export function findEventsFile(path: string): string {
   if (!existsSync(path)) throw new UsageError(`no such file or directory: ${path}`);
   if (statSync(path).isFile()) return path;
-  for (const c of [join(path, "events.jsonl"), join(path, "ledger", "events.jsonl")]) if (existsSync(c)) return c;
+  for (const c of [join(path, "ledger", "events.jsonl"), join(path, "events.jsonl")]) if (existsSync(c)) return c;
   const found = readdirSync(path).filter((f) => f.endsWith(".events.jsonl"));
   if (found.length === 1) return join(path, found[0]!);
   throw new UsageError(
@@ -49,6 +54,23 @@ function readJsonl(path: string, flag: string): DatasetRow[] {
         throw new UsageError(`${flag}: ${path}:${i + 1} is not JSON`);
       }
     });
+}
+
+/** The parameter-group digests of a model directory, computed as the trainer computes them. */
+async function modelGroupDigests(dir: string): Promise<Record<string, string>> {
+  await useBackend("cpu");
+  let model: Awaited<ReturnType<typeof loadHfModel>>;
+  try {
+    model = await loadHfModel(dir, { tokenizer: false });
+  } catch (e) {
+    if (e instanceof ModelDirError) throw new UsageError(`--model: ${e.message}`);
+    throw e;
+  }
+  try {
+    return groupDigests(model.params, groupsOf(model.config));
+  } finally {
+    disposeModel(model);
+  }
 }
 
 function fail(cmd: string, e: unknown): void {
@@ -96,6 +118,10 @@ export function register(program: Command) {
   audit
     .command("verify <bundle>")
     .description("verify a provenance bundle; prints a report, exits 1 naming the failing check")
+    .option(
+      "--model <dir>",
+      "the delivered model (Hugging Face directory): its group digests must match the ledger's final ones",
+    )
     .option("--model-digests <file>", "JSON {group: sha256 digest} of the final model's parameter groups")
     .option("--dataset <file>", "the training dataset (JSONL) to check against the manifest")
     .option("--job-key <key>", "pin the job signing key (raw base64 public key or key id)")
@@ -106,6 +132,7 @@ export function register(program: Command) {
       async (
         path: string,
         o: {
+          model?: string;
           modelDigests?: string;
           dataset?: string;
           jobKey?: string;
@@ -117,9 +144,11 @@ export function register(program: Command) {
         try {
           const bundle = readJson(path, "bundle") as ProvenanceBundle;
           const report = await verifyBundleAsync(bundle, {
-            modelDigests: o.modelDigests
-              ? (readJson(o.modelDigests, "--model-digests") as Record<string, string>)
-              : undefined,
+            modelDigests: o.model
+              ? await modelGroupDigests(o.model)
+              : o.modelDigests
+                ? (readJson(o.modelDigests, "--model-digests") as Record<string, string>)
+                : undefined,
             datasetRows: o.dataset ? readJsonl(o.dataset, "--dataset") : undefined,
             jobKey: o.jobKey,
             ledgerKey: o.ledgerKey,

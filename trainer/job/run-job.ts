@@ -3,7 +3,7 @@
  * directory (`events.jsonl`, `checkpoints/`, `model/`). Shared by `rft run` and the trainer pod entry point.
  */
 import { appendFileSync, mkdirSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { type BackendName, useBackend } from "../model/backend.js";
 import { saveHfModel } from "../model/hf-io.js";
 import { loadHfModel } from "../model/hf-io.js";
@@ -12,7 +12,7 @@ import { LIMITS, readRftDataset, readSftDataset } from "../data/dataset.js";
 import { grpcGrader, inProcessGrader } from "../rl/grading.js";
 import { type RftControl, type RftHooks, type RftResult, RftTrainer } from "../rl/loop.js";
 import { runSft, type SftStepEvent, toSftExample } from "../sft/sft.js";
-import { resolveRft, resolveSft } from "./hyperparameters.js";
+import { resolveSft } from "./hyperparameters.js";
 import type { LoadedManifest } from "./manifest.js";
 
 export interface RunJobOptions {
@@ -90,7 +90,6 @@ export async function runJob(o: RunJobOptions): Promise<RunJobResult> {
   const rft = spec.method.reinforcement!;
   const train = readRftDataset(paths.trainingFile, { maxRows: LIMITS.rftTrain });
   const valid = paths.validationFile ? readRftDataset(paths.validationFile, { maxRows: LIMITS.rftValid }) : [];
-  const hp = resolveRft(rft.hyperparameters, train.length);
   const grader = o.graderAddr ? await grpcGrader(o.graderAddr, rft.grader) : await inProcessGrader(rft.grader);
   try {
     const trainer = new RftTrainer({
@@ -98,9 +97,14 @@ export async function runJob(o: RunJobOptions): Promise<RunJobResult> {
         modelDir: paths.model,
         train,
         valid,
-        hp,
+        hyperparameters: rft.hyperparameters,
         seed,
         jsonRequired: Boolean(rft.responseFormat && rft.responseFormat.type !== "text"),
+        ledger: {
+          spec,
+          job: `${job.metadata.namespace ?? "local"}/${job.metadata.name}`,
+          baseDir: dirname(resolve(o.manifest.file)),
+        },
       },
       grader,
       outDir: o.outDir,

@@ -16,14 +16,18 @@ import type { RunGraderResponse } from "../../proto/graders.js";
 import { type CheckpointInfo, bestCheckpoint } from "../checkpoint/retention.js";
 import { CheckpointStore, replaceFileAtomic } from "../checkpoint/store.js";
 import type { RftRow } from "../data/dataset.js";
-import type { ResolvedRft } from "../job/hyperparameters.js";
+import { type ResolvedRft, resolveRft } from "../job/hyperparameters.js";
 import { loadHfModel, saveHfModel } from "../model/hf-io.js";
 import { type Model, disposeModel } from "../model/model.js";
 import { disposeParams, type Params } from "../model/params.js";
 import type { ChatMessage as TemplateMessage } from "../model/tokenizer.js";
 import { Adam } from "../model/train-step.js";
 import { type Completion, generate, type SampleRequest } from "../sampling/generate.js";
-import { groupAdvantages, isZeroVariance, mean, tokenWeights } from "./advantages.js";
+import { type AdmittedRow } from "../governance/admission.js";
+import { type Digest, digestTensors, groupDigests, groupsOf } from "../governance/digests.js";
+import { TrainingLedger } from "../governance/ledger.js";
+import type { FineTuneJobSpec, ReinforcementHyperparameters } from "../../proto/finetunejob.js";
+import { groupAdvantages, isZeroVariance, mean, std, tokenWeights } from "./advantages.js";
 import type { StepGrader } from "./grading.js";
 import { completionLogprobs, packSequences, type Sequence } from "./logprobs.js";
 import { policyLoss } from "./loss.js";
@@ -34,10 +38,13 @@ export interface RftJob {
   modelDir: string;
   train: RftRow[];
   valid: RftRow[];
-  hp: ResolvedRft;
+  /** The job's RFT hyperparameters as written; resolved once the admitted rows are known. */
+  hyperparameters: ReinforcementHyperparameters | undefined;
   seed: number;
   /** A response_format was set: samples must parse as JSON. */
   jsonRequired: boolean;
+  /** The ledger of the run: the job spec, its reference and where relative key files live. */
+  ledger: { spec: FineTuneJobSpec; job: string; baseDir: string };
 }
 
 export interface RftControl {
@@ -169,6 +176,15 @@ export class RftTrainer {
   private readonly prompts = new Map<RftRow, number[]>();
   private history: RftResult["history"] = [];
   private errorStreak = 0;
+  private ledger!: TrainingLedger;
+  /** Ledger group → tensor names, and each group's current weight digest. */
+  private groups = new Map<string, string[]>();
+  private digests: Record<string, Digest> = {};
+  /** Admission of each training row (rows not admitted never appear in a batch). */
+  private admission = new Map<RftRow, AdmittedRow>();
+  private trainRows: RftRow[] = [];
+  /** Hyperparameters resolved for the admitted rows. */
+  private hp!: ResolvedRft;
 
   constructor(private readonly o: RftOptions) {
     mkdirSync(o.outDir, { recursive: true });
@@ -200,8 +216,7 @@ export class RftTrainer {
   private async start(): Promise<number> {
     const { job } = this.o;
     const latest = this.store.latest();
-    const optimizerOpts = { lr: job.hp.learningRate, clipNorm: 1 };
-    this.adam = new Adam(optimizerOpts);
+    this.adam = new Adam({ lr: 0, clipNorm: 1 }); // the learning rate is set every step (warm-up)
     if (latest) {
       const dir = this.store.dir(latest.name);
       this.model = await loadHfModel(join(dir, "model"));
@@ -209,6 +224,8 @@ export class RftTrainer {
       const state = JSON.parse(readFileSync(join(dir, "state.json"), "utf8"));
       this.history = state.history ?? [];
       this.truncateEvents(latest.step);
+      this.openLedger();
+      this.ledger.resume(state.ledger);
       this.emit({
         level: "info",
         type: "message",
@@ -218,20 +235,48 @@ export class RftTrainer {
     } else {
       this.model = await loadHfModel(job.modelDir);
       writeFileSync(this.eventsFile, "");
+      this.openLedger();
+      this.ledger.started(this.digests);
+      for (const r of this.ledger.rejected) {
+        this.emit({
+          level: "warn",
+          type: "message",
+          message: `Row ${r.id} rejected (${r.code}): ${r.reason}`,
+          data: { row: r.id, code: r.code },
+        });
+      }
       this.emit({
         level: "info",
         type: "message",
-        message: `Fine-tuning job started: ${job.train.length} training rows, ${job.valid.length} validation rows, ${job.hp.totalSteps} steps`,
-        data: { hyperparameters: job.hp as unknown as Record<string, unknown> },
+        message: `Fine-tuning job started: ${job.train.length} training rows, ${job.valid.length} validation rows, ${this.hp.totalSteps} steps`,
+        data: { hyperparameters: this.hp as unknown as Record<string, unknown> },
       });
     }
-    if (job.hp.klCoef > 0) {
+    if (this.hp.klCoef > 0) {
       const base = await loadHfModel(job.modelDir, { tokenizer: false });
       this.ref = base.params;
       base.rope.cos.dispose();
       base.rope.sin.dispose();
     }
     return latest?.step ?? 0;
+  }
+
+  /** Admits the training rows and opens the ledger; digests the loaded weights. */
+  private openLedger() {
+    const { job } = this.o;
+    this.groups = groupsOf(this.model.config);
+    this.digests = groupDigests(this.model.params, this.groups);
+    this.ledger = new TrainingLedger({
+      ...job.ledger,
+      outDir: this.o.outDir,
+      numLayers: this.model.config.numLayers,
+      rows: job.train.map((r) => r.raw),
+    });
+    this.admission = new Map(this.ledger.admitted.map((a) => [job.train[a.index]!, a]));
+    this.trainRows = this.ledger.admitted.map((a) => job.train[a.index]!);
+    if (this.trainRows.length === 0)
+      throw new Error("no training row was admitted (see the row.rejected events in the ledger)");
+    this.hp = resolveRft(job.hyperparameters, this.trainRows.length);
   }
 
   /** Keeps only the events up to a step (a resumed run re-emits what came after its checkpoint). */
@@ -255,7 +300,8 @@ export class RftTrainer {
     seedOf: (i: number, j: number) => number,
     timing = { sampling: 0, grading: 0 },
   ): Promise<Rollout[]> {
-    const { hp, jsonRequired } = this.o.job;
+    const { hp } = this;
+    const { jsonRequired } = this.o.job;
     const reqs: SampleRequest[] = [];
     const owners: RftRow[] = [];
     rows.forEach((row, i) => {
@@ -291,61 +337,124 @@ export class RftTrainer {
     }));
   }
 
-  /** One policy update on the kept groups; returns the number of sequences trained on. */
-  private update(rollouts: Rollout[], advantages: number[], step: number): { sequences: number; tokens: number } {
-    const { hp } = this.o.job;
+  /**
+   * One policy update on the kept groups, masked per envelope: the samples are split by their row's envelope,
+   * and each part's gradient is taken only with respect to the parameters of the groups in its envelope (the
+   * other parameters are constants of that part's loss). A parameter no part may touch gets no gradient and
+   * is left to the optimizer untouched: its bytes and its optimizer state stay as they were.
+   * Returns what the ledger records of the step.
+   */
+  private update(rollouts: Rollout[], advantages: number[], step: number) {
+    const { hp } = this;
     const keep = rollouts.map((r, i) => ({ r, a: advantages[i]! })).filter((x) => x.r.completion.tokens.length > 0);
-    if (keep.length === 0) return { sequences: 0, tokens: 0 };
+    const contributions: Record<string, Set<string>> = {};
+    const gradients: Record<string, { l2: number; digest: Digest }> = {};
+    const before = { ...this.digests };
+    if (keep.length === 0) return { sequences: 0, tokens: 0, contributions: {}, gradients, before, after: before };
     const lengths = keep.map((x) => x.r.completion.tokens.length);
     const weights = tokenWeights(lengths, hp.loss, hp.maxCompletionTokens);
     const micro = this.o.microBatch ?? 16;
-    const names = [...this.model.params.keys()];
     const padId = this.model.tokenizer?.padId ?? this.model.config.padTokenId ?? 0;
+    // Parts by envelope (the groups a row may reach), in a stable order.
+    const parts = new Map<string, { groups: string[]; idx: number[] }>();
+    keep.forEach((x, i) => {
+      const groups = this.admission.get(x.r.row)!.groups;
+      const key = groups.join(",");
+      const part = parts.get(key) ?? { groups, idx: [] };
+      part.idx.push(i);
+      parts.set(key, part);
+      for (const g of groups) (contributions[g] ??= new Set()).add(this.admission.get(x.r.row)!.id);
+    });
+    const touched = Object.keys(contributions).filter((g) => this.groups.get(g)!.length > 0);
+    const stepGrad = new Map<string, tf.Tensor>(); // Σ over updates, for the ledger
     for (let u = 0; u < hp.updatesPerBatch; u++) {
-      let grads: tf.Tensor[] | null = null;
-      for (let s = 0; s < keep.length; s += micro) {
-        const part = keep.slice(s, s + micro);
-        const seqs: Sequence[] = part.map((x) => ({ prompt: x.r.prompt, completion: x.r.completion.tokens }));
-        const batch = packSequences(seqs, padId);
-        const perRow = (f: (i: number) => number) => Float32Array.from(batch.seqOfRow, (b) => f(b));
-        const old = Float32Array.from(part.flatMap((x) => x.r.completion.logprobs));
-        const g = tf.tidy(() => {
-          const R = batch.rows.length;
-          const oldLogp = tf.tensor2d(old, [R, 1]);
-          const mask = tf.ones([R, 1]) as tf.Tensor2D;
-          const adv = tf.tensor1d(perRow((b) => part[b]!.a));
-          const w = tf.tensor1d(perRow((b) => weights[s + b]!));
-          const refLogp = this.ref
-            ? (tf.reshape(completionLogprobs(this.model, this.ref, batch), [R, 1]) as tf.Tensor2D)
-            : undefined;
-          const f = (...ws: tf.Tensor[]) => {
-            const params = new Map(this.model.params);
-            names.forEach((n, i) => params.set(n, ws[i]!));
-            const logp = tf.reshape(completionLogprobs(this.model, params, batch), [R, 1]) as tf.Tensor2D;
-            return policyLoss(
-              { logp, oldLogp, refLogp, mask, advantages: adv, weights: w },
-              { clipLow: hp.clipEpsilon.low, clipHigh: hp.clipEpsilon.high, klCoef: hp.klCoef },
-            ).loss;
-          };
-          return tf.grads(f)(names.map((n) => this.model.params.get(n)!));
-        });
-        if (!grads) grads = g;
-        else {
-          const sum: tf.Tensor[] = grads.map((a, i) => tf.add(a, g[i]!));
-          tf.dispose([...grads, ...g]);
-          grads = sum;
+      const grads = new Map<string, tf.Tensor>();
+      for (const { groups, idx } of parts.values()) {
+        const names = groups.flatMap((g) => this.groups.get(g)!);
+        if (names.length === 0) continue;
+        for (let s = 0; s < idx.length; s += micro) {
+          const ids = idx.slice(s, s + micro);
+          const g = this.partGradients(
+            ids.map((i) => keep[i]!),
+            ids.map((i) => weights[i]!),
+            names,
+            padId,
+          );
+          g.forEach((t, k) => {
+            const prev = grads.get(names[k]!);
+            grads.set(names[k]!, prev ? tf.add(prev, t) : t);
+            if (prev) tf.dispose([prev, t]);
+          });
         }
       }
+      for (const [n, g] of grads) {
+        const prev = stepGrad.get(n);
+        stepGrad.set(n, prev ? tf.add(prev, g) : tf.clone(g));
+        prev?.dispose();
+      }
       this.adam.opts.lr = learningRateAt(step, hp);
-      this.adam.step(this.model, new Map(names.map((n, i) => [n, grads![i]!])));
+      this.adam.step(this.model, grads);
     }
-    return { sequences: keep.length, tokens: lengths.reduce((a, b) => a + b, 0) };
+    for (const g of touched) {
+      const names = this.groups.get(g)!;
+      const l2 = Math.sqrt(
+        tf.tidy(() => tf.addN(names.map((n) => tf.sum(tf.square(stepGrad.get(n)!)))).dataSync()[0]!),
+      );
+      gradients[g] = { l2, digest: digestTensors(names, (n) => stepGrad.get(n)!) };
+    }
+    tf.dispose([...stepGrad.values()]);
+    Object.assign(this.digests, groupDigests(this.model.params, this.groups, touched));
+    const c = Object.fromEntries(Object.entries(contributions).map(([g, ids]) => [g, [...ids].sort()]));
+    return {
+      sequences: keep.length,
+      tokens: lengths.reduce((a, b) => a + b, 0),
+      contributions: c,
+      gradients,
+      before,
+      after: { ...this.digests },
+    };
+  }
+
+  /** Gradients of one micro-batch's loss with respect to `names` (the other parameters are constants). */
+  private partGradients(
+    part: { r: Rollout; a: number }[],
+    weights: number[],
+    names: string[],
+    padId: number,
+  ): tf.Tensor[] {
+    const { hp } = this;
+    const batch = packSequences(
+      part.map((x) => ({ prompt: x.r.prompt, completion: x.r.completion.tokens })),
+      padId,
+    );
+    const perRow = (f: (i: number) => number) => Float32Array.from(batch.seqOfRow, (b) => f(b));
+    const old = Float32Array.from(part.flatMap((x) => x.r.completion.logprobs));
+    return tf.tidy(() => {
+      const R = batch.rows.length;
+      const oldLogp = tf.tensor2d(old, [R, 1]);
+      const mask = tf.ones([R, 1]) as tf.Tensor2D;
+      const adv = tf.tensor1d(perRow((b) => part[b]!.a));
+      const w = tf.tensor1d(perRow((b) => weights[b]!));
+      const refLogp = this.ref
+        ? (tf.reshape(completionLogprobs(this.model, this.ref, batch), [R, 1]) as tf.Tensor2D)
+        : undefined;
+      const f = (...ws: tf.Tensor[]) => {
+        const params = new Map(this.model.params);
+        names.forEach((n, i) => params.set(n, ws[i]!));
+        const logp = tf.reshape(completionLogprobs(this.model, params, batch), [R, 1]) as tf.Tensor2D;
+        return policyLoss(
+          { logp, oldLogp, refLogp, mask, advantages: adv, weights: w },
+          { clipLow: hp.clipEpsilon.low, clipHigh: hp.clipEpsilon.high, klCoef: hp.klCoef },
+        ).loss;
+      };
+      return tf.grads(f)(names.map((n) => this.model.params.get(n)!));
+    });
   }
 
   private async validate(): Promise<GradedSample[]> {
     const { job } = this.o;
     // The same seeds at every validation: differences between evaluations come from the weights, not the dice.
-    const rolls = await this.rollouts(job.valid, job.hp.evalSamples, (i, j) => mixSeed(job.seed, 0x7a11d, i, j));
+    const rolls = await this.rollouts(job.valid, this.hp.evalSamples, (i, j) => mixSeed(job.seed, 0x7a11d, i, j));
     return rolls.map((r) => ({
       response: r.response,
       completionTokens: r.completion.tokens.length,
@@ -354,12 +463,21 @@ export class RftTrainer {
   }
 
   private async checkpoint(step: number, reason: CheckpointInfo["reason"], train: number | null, valid: number | null) {
+    const name = `step-${String(step).padStart(6, "0")}${reason === "eval" ? "" : `-${reason}`}`;
+    const metrics: Record<string, number> = {};
+    if (valid !== null) metrics.valid_reward_mean = valid;
+    if (train !== null) metrics.train_reward_mean = train;
+    // Recorded before the files are written: the checkpoint's state carries the chain position after it.
+    this.ledger.checkpointSaved({ step, name, groups: { ...this.digests }, metrics });
     const info = await this.store.save({
       info: { step, validRewardMean: valid, trainRewardMean: train, createdAt: now(), reason },
       write: async (dir) => {
         await saveHfModel(this.model, join(dir, "model"));
         await this.adam.save(join(dir, "optimizer.safetensors"));
-        writeFileSync(join(dir, "state.json"), JSON.stringify({ step, seed: this.o.job.seed, history: this.history }));
+        writeFileSync(
+          join(dir, "state.json"),
+          JSON.stringify({ step, seed: this.o.job.seed, history: this.history, ledger: this.ledger.head }),
+        );
       },
     });
     this.emit({
@@ -374,9 +492,9 @@ export class RftTrainer {
 
   async run(): Promise<RftResult> {
     const { job } = this.o;
-    const { hp } = job;
     const control = this.o.control ?? { pause: false, cancel: false };
     let step = await this.start();
+    const { hp } = this;
     if (step === 0 && job.valid.length > 0) {
       // The baseline: what the starting model scores, so every later validation has a reference point.
       const base = mean((await this.validate()).map((s) => s.response.reward));
@@ -404,11 +522,12 @@ export class RftTrainer {
       while (step < hp.totalSteps) {
         if (control.cancel) {
           this.emit({ level: "info", type: "message", message: "Job cancelled", data: { step } });
+          this.ledger.finished({ status: "cancelled", steps: step, model: { ...this.digests } });
           return result("cancelled");
         }
         step++;
         const t0 = performance.now();
-        const rows = stepRows(step, job.train.length, hp, job.seed).map((i) => job.train[i]!);
+        const rows = stepRows(step, this.trainRows.length, hp, job.seed).map((i) => this.trainRows[i]!);
         const split = { sampling: 0, grading: 0 };
         const rolls = await this.rollouts(rows, hp.samplesPerPrompt, (i, j) => mixSeed(job.seed, step, i, j), split);
         const tGraded = performance.now();
@@ -423,6 +542,23 @@ export class RftTrainer {
           advantages.push(...groupAdvantages(rewards, hp.loss));
         }
         const trained = this.update(kept, advantages, step);
+        const rewards = rolls.map((r) => r.response.reward);
+        this.ledger.updateApplied({
+          step,
+          rank: 0,
+          contributions: trained.contributions,
+          gradients: trained.gradients,
+          weights: Object.fromEntries(
+            Object.keys(trained.before).map((g) => [g, { before: trained.before[g]!, after: trained.after[g]! }]),
+          ),
+          reward: {
+            count: rewards.length,
+            mean: mean(rewards),
+            std: std(rewards),
+            min: Math.min(...rewards),
+            max: Math.max(...rewards),
+          },
+        });
         const tTrained = performance.now();
         const train: GradedSample[] = rolls.map((r) => ({
           response: r.response,
@@ -466,6 +602,7 @@ export class RftTrainer {
             .join("\n---\n");
           const error = `grader errors on ${(rate * 100).toFixed(0)}% of samples for ${this.errorStreak} steps in a row${details ? `; sample tracebacks:\n${details}` : ""}`;
           this.emit({ level: "error", type: "message", message: `Job failed: ${error}`, data: { step } });
+          this.ledger.finished({ status: "failed", steps: step, model: { ...this.digests } });
           return result("failed", { error });
         }
         if (evalNow) await this.checkpoint(step, "eval", trainMean, validMean);
@@ -482,6 +619,7 @@ export class RftTrainer {
       }
       const modelDir = join(this.o.outDir, "model");
       await saveHfModel(this.model, modelDir);
+      this.ledger.finished({ status: "succeeded", steps: step, model: { ...this.digests } });
       this.emit({
         level: "info",
         type: "message",

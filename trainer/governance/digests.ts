@@ -1,0 +1,45 @@
+/**
+ * Parameter-group digests: what the ledger records about the weights. A group's digest is SHA-256 over its
+ * tensors in name order, each framed as `name \0 shape-json \0 float32-little-endian-bytes` (the trainer's
+ * in-memory layout, which `loadHfModel` reproduces from the saved files, so an auditor recomputes it from the
+ * delivered model with `rft audit verify --model DIR`). A group with no tensors (lm_head of a model with tied
+ * embeddings) digests the empty string.
+ */
+import { createHash } from "node:crypto";
+import type * as tf from "@tensorflow/tfjs-core";
+import { parameterGroups as groupNames } from "../../proto/envelope.js";
+import type { ModelConfig } from "../model/config.js";
+import { parameterGroups as groupTensors } from "../model/params.js";
+
+export type Digest = `sha256:${string}`;
+
+/** Every ledger group of a model → the names of its tensors (possibly none). */
+export function groupsOf(config: ModelConfig): Map<string, string[]> {
+  const tensors = groupTensors(config);
+  return new Map(groupNames(config.numLayers).map((g) => [g, [...(tensors.get(g) ?? [])].sort()]));
+}
+
+export function digestTensors(names: readonly string[], get: (name: string) => tf.Tensor): Digest {
+  const h = createHash("sha256");
+  for (const name of names) {
+    const t = get(name);
+    const data = t.dataSync() as Float32Array;
+    h.update(name);
+    h.update("\0");
+    h.update(JSON.stringify(t.shape));
+    h.update("\0");
+    h.update(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+  }
+  return `sha256:${h.digest("hex")}`;
+}
+
+/** Digests of the given groups (all groups when `only` is absent). */
+export function groupDigests(
+  params: Map<string, tf.Tensor>,
+  groups: Map<string, string[]>,
+  only?: Iterable<string>,
+): Record<string, Digest> {
+  const out: Record<string, Digest> = {};
+  for (const g of only ?? groups.keys()) out[g] = digestTensors(groups.get(g)!, (n) => params.get(n)!);
+  return out;
+}
