@@ -29,7 +29,7 @@ import { TrainingLedger } from "../governance/ledger.js";
 import type { FineTuneJobSpec, ReinforcementHyperparameters } from "../../proto/finetunejob.js";
 import { groupAdvantages, isZeroVariance, mean, std, tokenWeights } from "./advantages.js";
 import type { StepGrader } from "./grading.js";
-import { completionLogprobs, packSequences, type Sequence } from "./logprobs.js";
+import { completionLogprobs, packSequences } from "./logprobs.js";
 import { policyLoss } from "./loss.js";
 import { type GradedSample, graderErrorRate, type MetricsEvent, metricsEvent } from "./metrics.js";
 
