@@ -13,6 +13,7 @@ import { grpcGrader, inProcessGrader } from "../rl/grading.js";
 import { type RftControl, type RftHooks, type RftResult, RftTrainer } from "../rl/loop.js";
 import { runSft, type SftStepEvent, toSftExample } from "../sft/sft.js";
 import { resolveSft } from "./hyperparameters.js";
+import type { EventSink } from "../../ledger/writer.js";
 import type { LoadedManifest } from "./manifest.js";
 
 export interface RunJobOptions {
@@ -25,6 +26,10 @@ export interface RunJobOptions {
   hooks?: RftHooks & { onSftStep?: (e: SftStepEvent, totalSteps: number) => void };
   stopAfterStep?: number;
   microBatch?: number;
+  /** Where ledger events go (default: OUT/ledger/events.jsonl); pods pass a NATS JetStream publisher. */
+  ledgerSink?: EventSink;
+  /** The job reference in the ledger (default: "<namespace or local>/<name>"). */
+  jobRef?: string;
 }
 
 export interface SftRunResult {

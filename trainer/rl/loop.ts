@@ -26,6 +26,7 @@ import { type Completion, generate, type SampleRequest } from "../sampling/gener
 import { type AdmittedRow } from "../governance/admission.js";
 import { type Digest, digestTensors, groupDigests, groupsOf } from "../governance/digests.js";
 import { TrainingLedger } from "../governance/ledger.js";
+import type { EventSink } from "../../ledger/writer.js";
 import type { FineTuneJobSpec, ReinforcementHyperparameters } from "../../proto/finetunejob.js";
 import { groupAdvantages, isZeroVariance, mean, std, tokenWeights } from "./advantages.js";
 import type { StepGrader } from "./grading.js";
@@ -43,8 +44,9 @@ export interface RftJob {
   seed: number;
   /** A response_format was set: samples must parse as JSON. */
   jsonRequired: boolean;
-  /** The ledger of the run: the job spec, its reference and where relative key files live. */
-  ledger: { spec: FineTuneJobSpec; job: string; baseDir: string };
+  /** The ledger of the run: the job spec, its reference, where relative key files live, and where events go
+   * (default: OUT/ledger/events.jsonl; a pod passes a NATS JetStream publisher). */
+  ledger: { spec: FineTuneJobSpec; job: string; baseDir: string; sink?: EventSink };
 }
 
 export interface RftControl {
