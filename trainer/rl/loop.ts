@@ -185,6 +185,8 @@ export class RftTrainer {
   /** Admission of each training row (rows not admitted never appear in a batch). */
   private admission = new Map<RftRow, AdmittedRow>();
   private trainRows: RftRow[] = [];
+  /** Seconds of governance work (digests, signing) in the current step. */
+  private governanceSeconds = 0;
   /** Hyperparameters resolved for the admitted rows. */
   private hp!: ResolvedRft;
 
@@ -397,6 +399,7 @@ export class RftTrainer {
       this.adam.opts.lr = learningRateAt(step, hp);
       this.adam.step(this.model, grads);
     }
+    const tGov = performance.now(); // governance work: gradient and weight digests of the touched groups
     for (const g of touched) {
       const names = this.groups.get(g)!;
       const l2 = Math.sqrt(
@@ -406,6 +409,7 @@ export class RftTrainer {
     }
     tf.dispose([...stepGrad.values()]);
     Object.assign(this.digests, groupDigests(this.model.params, this.groups, touched));
+    this.governanceSeconds += (performance.now() - tGov) / 1000;
     const c = Object.fromEntries(Object.entries(contributions).map(([g, ids]) => [g, [...ids].sort()]));
     return {
       sequences: keep.length,
@@ -545,6 +549,7 @@ export class RftTrainer {
         }
         const trained = this.update(kept, advantages, step);
         const rewards = rolls.map((r) => r.response.reward);
+        const tSign = performance.now();
         this.ledger.updateApplied({
           step,
           rank: 0,
@@ -562,6 +567,7 @@ export class RftTrainer {
           },
         });
         const tTrained = performance.now();
+        this.governanceSeconds += (tTrained - tSign) / 1000;
         const train: GradedSample[] = rolls.map((r) => ({
           response: r.response,
           completionTokens: r.completion.tokens.length,
@@ -585,6 +591,9 @@ export class RftTrainer {
             full_iteration: (tEval - t0) / 1000,
           },
         });
+        // Included in `training`: hashing the touched groups and signing the step's ledger event.
+        (ev.data.timing.step as Record<string, number>).governance = this.governanceSeconds;
+        this.governanceSeconds = 0;
         (ev.data as Record<string, unknown>).groups_kept = kept.length / hp.samplesPerPrompt;
         (ev.data as Record<string, unknown>).trained_tokens = trained.tokens;
         appendFileSync(this.eventsFile, `${JSON.stringify(ev)}\n`);
