@@ -246,9 +246,14 @@ export async function startKubelet(
 
   // --- pods bound here -----------------------------------------------------------------------------------------
   const boundPods = new Map<string, KObject>();
+  /** Pods waiting for this node (the scheduler's queue), and pods bound but not yet seen in the node watch. */
+  const pending = new Map<string, KObject>();
+  const assumed = new Map<string, KObject>();
   const handlePod = (pod: KObject) => {
     const uid = pod.metadata.uid;
     boundPods.set(uid, pod);
+    // Bound pods in the node watch replace the scheduler's assumption about them.
+    assumed.delete(uid);
     const w = workers.get(uid);
     if (w) {
       w.update(pod);
@@ -284,6 +289,7 @@ export async function startKubelet(
   };
   const podGone = (pod: KObject) => {
     boundPods.delete(pod.metadata.uid);
+    assumed.delete(pod.metadata.uid);
     workers.get(pod.metadata.uid)?.gone();
     finishedUids.delete(pod.metadata.uid);
     schedulePending();
@@ -301,8 +307,6 @@ export async function startKubelet(
   );
 
   // --- the scheduler -------------------------------------------------------------------------------------------
-  const pending = new Map<string, KObject>();
-  const assumed = new Map<string, KObject>();
   let scheduling = false;
   let again = false;
   const fits = (pod: KObject): string | undefined => {
@@ -354,6 +358,7 @@ export async function startKubelet(
           const why = fits(pod);
           const ns = pod.metadata.namespace;
           const name = pod.metadata.name;
+          log.debug({ pod: `${ns}/${name}`, why: why ?? "fits" }, "scheduling");
           if (why) {
             const cond = (pod.status?.conditions ?? []).find((c: KObject) => c.type === "PodScheduled");
             if (cond?.message !== why) {
@@ -426,12 +431,6 @@ export async function startKubelet(
       abort.signal,
     );
     timers.push(setInterval(schedulePending, 2_000));
-    // Once bound pods show up in the node watch, the assumption is no longer needed.
-    timers.push(
-      setInterval(() => {
-        for (const uid of assumed.keys()) if (boundPods.has(uid)) assumed.delete(uid);
-      }, 1_000),
-    );
   }
 
   // --- helpers for tests -----------------------------------------------------------------------------------------
