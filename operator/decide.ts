@@ -98,7 +98,7 @@ export function decide(job: FineTuneJobObject, o: Observed): Decision {
     return before?.status !== status || before?.reason !== reason;
   };
   const restartCount = st.restartCount ?? 0;
-  const attempt = restartCount;
+  const attempt = st.attempt ?? restartCount;
   const jobName = names.trainerJob(job.metadata.name, attempt);
   const tj = o.trainerJob?.metadata?.name === jobName ? o.trainerJob : undefined;
   // Progress of the current attempt (older attempts may still have messages in flight).
@@ -139,6 +139,21 @@ export function decide(job: FineTuneJobObject, o: Observed): Decision {
   }
 
   // --- the trainer Job's outcome -----------------------------------------------------------------------------
+  if (tj && jobCondition(tj, "Complete") && progress?.status === "paused") {
+    // The trainer checkpointed and exited 0 (pause message or SIGTERM) without finishing: the next attempt
+    // resumes from that checkpoint (suspended if spec.suspend); no retry budget is used.
+    st.attempt = attempt + 1;
+    st.trainerJob = names.trainerJob(job.metadata.name, attempt + 1);
+    actions.push({ type: "deleteTrainerJob", name: jobName });
+    actions.push({ type: "ensureChildren", attempt: attempt + 1 });
+    if (spec.suspend) {
+      set("Suspended", "True", "Suspended", "spec.suspend is true: trainers checkpointed and stopped");
+      set("Running", "False", "Suspended", "the job is suspended");
+    } else set("Running", "False", "Restarting", "the trainer paused: resuming from its checkpoint");
+    st.observedGeneration = gen;
+    st.state = stateOf(st.conditions);
+    return { status: st, actions, events };
+  }
   if (tj && jobCondition(tj, "Complete")) {
     const last = progress ?? (st.trainerStatus ? { status: st.trainerStatus.status } : undefined);
     if (last?.status === "failed") {
@@ -164,6 +179,7 @@ export function decide(job: FineTuneJobObject, o: Observed): Decision {
     if (restartCount < limit) {
       // Budget first (it is in status, so it survives operator restarts), then the next attempt.
       st.restartCount = restartCount + 1;
+      st.attempt = attempt + 1;
       set(
         "Running",
         "False",
@@ -176,8 +192,8 @@ export function decide(job: FineTuneJobObject, o: Observed): Decision {
         message: `a trainer rank failed (${why}); restarting all ranks from the last checkpoint (${restartCount + 1}/${limit})`,
       });
       actions.push({ type: "deleteTrainerJob", name: jobName });
-      actions.push({ type: "ensureChildren", attempt: restartCount + 1 });
-      st.trainerJob = names.trainerJob(job.metadata.name, restartCount + 1);
+      actions.push({ type: "ensureChildren", attempt: attempt + 1 });
+      st.trainerJob = names.trainerJob(job.metadata.name, attempt + 1);
       st.observedGeneration = gen;
       st.state = stateOf(st.conditions);
       return { status: st, actions, events };

@@ -58,7 +58,7 @@ export class Reconciler {
     if (obj.metadata.deletionTimestamp) return;
     const job = obj as FineTuneJobObject;
     const secret = this.caches.secrets.get(ns, names.secret(name));
-    const attempt = job.status?.restartCount ?? 0;
+    const attempt = job.status?.attempt ?? job.status?.restartCount ?? 0;
     const d = decide(job, {
       now: new Date(),
       trainerJob: this.caches.jobs.get(ns, names.trainerJob(name, attempt)),
@@ -67,8 +67,7 @@ export class Reconciler {
     });
     // Children first for a new job (so the public key lands in the same status write), except the gang
     // restart, whose budget is written before anything else happens.
-    const restart =
-      d.actions.some((a) => a.type === "deleteTrainerJob") && d.status.restartCount !== job.status?.restartCount;
+    const restart = d.actions.some((a) => a.type === "deleteTrainerJob") && d.status.attempt !== job.status?.attempt;
     const pre: Action[] = restart ? [] : d.actions.filter((a) => a.type === "ensureChildren");
     for (const a of pre) {
       const pk = await this.act(job, a);

@@ -69,6 +69,8 @@ export const FineTuneJobStatus = T.Object(
     completionTime: T.Optional(T.String({ format: "date-time", maxLength: 64 })),
     /** Gang restarts so far (the retry budget is spec.backoffLimit). */
     restartCount: T.Optional(T.Integer({ minimum: 0 })),
+    /** The current attempt (a gang restart or a trainer that paused on its own starts the next one). */
+    attempt: T.Optional(T.Integer({ minimum: 0 })),
     /** The batch/v1 Job of the current attempt. */
     trainerJob: T.Optional(T.String({ maxLength: 253 })),
     trainerStatus: T.Optional(TrainerStatus),

@@ -67,10 +67,17 @@ before(async () => {
   await tinyModel(join(dataDir, "base"));
   const rows = readFileSync(join(EXAMPLE, "train.jsonl"), "utf8").trim().split("\n");
   writeFileSync(join(dataDir, "train.jsonl"), `${rows.slice(0, 4).join("\n")}\n`);
+  writeFileSync(join(dataDir, "train-long.jsonl"), `${rows.slice(0, 48).join("\n")}\n`);
   copyFileSync(join(EXAMPLE, "valid.jsonl"), join(dataDir, "valid-all.jsonl"));
   const valid = readFileSync(join(EXAMPLE, "valid.jsonl"), "utf8").trim().split("\n");
   writeFileSync(join(dataDir, "valid.jsonl"), `${valid.slice(0, 2).join("\n")}\n`);
-  op = new Operator({
+  op = startOperator();
+  await op.start();
+  await waitFor("operator leads", () => op.isLeader);
+});
+
+function startOperator(): Operator {
+  return new Operator({
     kubeconfig: cluster.kubeconfig,
     settings: { image: "rft:dev", natsUrl: nats.url },
     port: 0,
@@ -80,9 +87,28 @@ before(async () => {
     log: createLogger("operator-test"),
     onLeaseLost: () => {},
   });
-  await op.start();
-  await waitFor("operator leads", () => op.isLeader);
-});
+}
+
+async function getFtj(name: string): Promise<KObject> {
+  return cluster.getJson("ftj", "-n", NS, name);
+}
+
+async function waitStatus(what: string, name: string, ok: (o: KObject) => boolean, timeoutMs = 240_000) {
+  return waitFor(
+    what,
+    async () => {
+      const o = await getFtj(name);
+      return ok(o) ? o : undefined;
+    },
+    timeoutMs,
+    500,
+  );
+}
+
+async function trainerPod(name: string, attempt: number): Promise<KObject | undefined> {
+  const pods = await cluster.getJson("pods", "-n", NS, "-l", `batch.kubernetes.io/job-name=${name}-a${attempt}`);
+  return pods.items.find((p: KObject) => p.status?.phase === "Running");
+}
 
 after(async () => {
   await op?.stop();
@@ -188,5 +214,106 @@ describe("operator on the harness", () => {
       60_000,
       500,
     );
+  });
+
+  test("suspend/resume continues from the checkpoint; a killed trainer restarts the gang; an operator restart changes nothing", async () => {
+    const name = "life";
+    await cluster.apply(
+      exampleJob(
+        name,
+        { trainingFile: "train-long.jsonl", backoffLimit: 2 },
+        { maxCompletionTokens: 12, evalInterval: 4 },
+      ),
+    );
+    await waitStatus("step >= 1", name, (o) => (o.status?.trainerStatus?.step ?? 0) >= 1);
+    await cluster.kubectl("patch", "ftj", "-n", NS, name, "--type=merge", "-p", '{"spec":{"suspend":true}}');
+    const suspended = await waitStatus("Suspended", name, (o) => cond(o, "Suspended")?.status === "True");
+    assert.equal(suspended.status.state, "Suspended", JSON.stringify(suspended.status));
+    const attempt = suspended.status.attempt ?? 0;
+    const job = await cluster.getJson("job", "-n", NS, `${name}-a${attempt}`);
+    assert.equal(job.spec.suspend, true);
+    await waitFor("pods gone", async () => (await trainerPod(name, attempt)) === undefined, 60_000, 500);
+    const pausedAt = (await getFtj(name)).status.trainerStatus.step;
+    const ckptRoot = join(cluster.dir, "kubelet", "pvc", NS, "ckpt");
+    const { readdirSync } = await import("node:fs");
+    const dirs = readdirSync(ckptRoot).filter((d) => d.startsWith(`${name}-`));
+    assert.equal(dirs.length, 1);
+    assert.ok(
+      readdirSync(join(ckptRoot, dirs[0]!, "checkpoints")).some((d) => d.endsWith("-pause")),
+      `the trainer wrote a pause checkpoint: ${readdirSync(join(ckptRoot, dirs[0]!, "checkpoints")).join(",")}; log: ${cluster.kubelet?.readLog(NS, (await cluster.getJson("pods", "-n", NS, "-l", `batch.kubernetes.io/job-name=${name}-a0`)).items[0]?.metadata.name ?? "", "trainer").slice(-1500)}`,
+    );
+
+    await cluster.kubectl("patch", "ftj", "-n", NS, name, "--type=merge", "-p", '{"spec":{"suspend":false}}');
+    const resumed = await waitStatus("Resumed", name, (o) => cond(o, "Suspended")?.reason === "Resumed");
+    assert.ok(resumed.status.lastResumeTime);
+    // It continues from the checkpoint: the first step reported after the resume is past the pause.
+    const running = await waitStatus("running again", name, (o) => o.status?.trainerStatus?.step > pausedAt);
+    assert.ok(running.status.trainerStatus.step > pausedAt);
+
+    // Kill the trainer process: the rank fails, the gang restarts as attempt 1 from the last checkpoint.
+    const before = (await getFtj(name)).status.attempt ?? 0;
+    const pod = await waitFor("a running trainer pod", () => trainerPod(name, before), 60_000, 300);
+    const pid = await waitFor("trainer pid", () => cluster.kubelet?.containerPid(NS, pod.metadata.name, "trainer"));
+    process.kill(pid, "SIGKILL");
+    const restarted = await waitStatus("gang restart", name, (o) => o.status?.restartCount === 1, 90_000);
+    assert.equal(restarted.status.trainerJob, `${name}-a${before + 1}`);
+
+    // Restart the operator mid-run: nothing changes (no new attempt, the budget is kept).
+    await op.stop();
+    op = startOperator();
+    await op.start();
+    await waitFor("new operator leads", () => op.isLeader, 30_000);
+    const done = await waitStatus("Succeeded", name, (o) => {
+      assert.notEqual(cond(o, "Failed")?.status, "True", JSON.stringify(o.status));
+      return cond(o, "Succeeded")?.status === "True";
+    });
+    assert.equal(done.status.restartCount, 1);
+    assert.equal(done.status.attempt, before + 1, "the operator restart started no new attempt");
+    const jobs = await cluster.getJson("jobs", "-n", NS, "-l", `rft.dev/finetunejob=${name}`);
+    assert.deepEqual(
+      jobs.items.map((j: KObject) => j.metadata.name),
+      [`${name}-a${before + 1}`],
+    );
+  });
+
+  test("exceeding backoffLimit fails the job and nothing is recreated", async () => {
+    const name = "fragile";
+    await cluster.apply(exampleJob(name, { trainingFile: "train-long.jsonl", backoffLimit: 0 }));
+    const pod = await waitFor("a running trainer pod", () => trainerPod(name, 0), 120_000, 300);
+    const pid = await waitFor("trainer pid", () => cluster.kubelet?.containerPid(NS, pod.metadata.name, "trainer"));
+    process.kill(pid, "SIGKILL");
+    const failed = await waitStatus("Failed", name, (o) => cond(o, "Failed")?.status === "True", 90_000);
+    assert.equal(cond(failed, "Failed").reason, "BackoffLimitExceeded");
+    assert.equal(failed.status.restartCount ?? 0, 0);
+    await new Promise((r) => setTimeout(r, 2000));
+    await op.queue.idle();
+    const jobs = await cluster.getJson("jobs", "-n", NS, "-l", `rft.dev/finetunejob=${name}`);
+    assert.deepEqual(
+      jobs.items.map((j: KObject) => j.metadata.name),
+      [`${name}-a0`],
+      "no further attempt",
+    );
+  });
+
+  test("two operator replicas elect one leader; the standby takes over when the leader stops", async () => {
+    const standby = startOperator();
+    await standby.start();
+    try {
+      await new Promise((r) => setTimeout(r, 3000));
+      assert.equal(op.isLeader, true);
+      assert.equal(standby.isLeader, false);
+      const lease = await cluster.getJson("lease", "-n", "default", "rft-operator.rft.dev");
+      assert.ok(lease.spec.holderIdentity);
+      await op.stop();
+      await waitFor("standby leads", () => standby.isLeader, 20_000);
+      const res = await fetch(`http://127.0.0.1:${standby.port}/metrics`);
+      const text = await res.text();
+      assert.match(text, /controller_runtime_reconcile_total\{controller="finetunejob",result="success"\} \d+/);
+      assert.match(text, /workqueue_adds_total\{name="finetunejob"\}/);
+      assert.match(text, /rft_finetunejobs\{state="Failed"\} 1/);
+      assert.equal((await fetch(`http://127.0.0.1:${standby.port}/readyz`)).status, 200);
+    } finally {
+      op = standby;
+    }
   });
 });
