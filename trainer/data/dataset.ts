@@ -152,6 +152,19 @@ function parseLines(text: string, issues: DatasetIssue[]): { line: number; obj: 
   return out;
 }
 
+/** Returns the rows, or throws every issue found (sorted by line), the row limit and emptiness included. */
+function accept<R>(rows: R[], issues: DatasetIssue[], max: number, file: string): R[] {
+  if (rows.length > max)
+    issues.push({ line: 0, field: "", message: `${rows.length} rows; at most ${max} are accepted` });
+  if (issues.length === 0 && rows.length === 0) issues.push({ line: 0, field: "", message: "the file has no rows" });
+  if (issues.length > 0)
+    throw new DatasetError(
+      file,
+      issues.sort((a, b) => a.line - b.line),
+    );
+  return rows;
+}
+
 export function parseRftDataset(text: string, file: string, opts: { maxRows?: number } = {}): RftRow[] {
   const issues: DatasetIssue[] = [];
   const rows: RftRow[] = [];
@@ -180,16 +193,7 @@ export function parseRftDataset(text: string, file: string, opts: { maxRows?: nu
       raw: obj,
     });
   }
-  const max = opts.maxRows ?? LIMITS.rftTrain;
-  if (rows.length > max)
-    issues.push({ line: 0, field: "", message: `${rows.length} rows; at most ${max} are accepted` });
-  if (issues.length === 0 && rows.length === 0) issues.push({ line: 0, field: "", message: "the file has no rows" });
-  if (issues.length > 0)
-    throw new DatasetError(
-      file,
-      issues.sort((a, b) => a.line - b.line),
-    );
-  return rows;
+  return accept(rows, issues, opts.maxRows ?? LIMITS.rftTrain, file);
 }
 
 export function parseSftDataset(text: string, file: string, opts: { maxRows?: number } = {}): SftRow[] {
@@ -205,16 +209,7 @@ export function parseSftDataset(text: string, file: string, opts: { maxRows?: nu
     checkTools(obj.tools, issue);
     rows.push({ line, messages, tools: obj.tools as unknown[] | undefined, raw: obj });
   }
-  const max = opts.maxRows ?? LIMITS.sftTrain;
-  if (rows.length > max)
-    issues.push({ line: 0, field: "", message: `${rows.length} rows; at most ${max} are accepted` });
-  if (issues.length === 0 && rows.length === 0) issues.push({ line: 0, field: "", message: "the file has no rows" });
-  if (issues.length > 0)
-    throw new DatasetError(
-      file,
-      issues.sort((a, b) => a.line - b.line),
-    );
-  return rows;
+  return accept(rows, issues, opts.maxRows ?? LIMITS.sftTrain, file);
 }
 
 export function readRftDataset(file: string, opts: { maxRows?: number } = {}): RftRow[] {
