@@ -4,6 +4,8 @@
  * control-plane binaries first when they are not cached (scripts/setup.d/40-k8s.sh).
  */
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import type { KObject } from "./api.js";
 import { type Cluster, startCluster, waitFor } from "./cluster.js";
@@ -572,6 +574,8 @@ describe("k8s harness", () => {
         cluster.kubelet?.readLog(ns, "client", "main").trim(),
         "hello from server | hello from server | host-hello | persisted",
       );
+      const pvcDir = cluster.kubelet?.pvcPath(ns, "shared") ?? "";
+      assert.equal(readFileSync(join(pvcDir, "written-by-server"), "utf8"), "persisted");
     } finally {
       hostServer.close();
       await cluster.kubectl("delete", "namespace", ns, "--wait=false");

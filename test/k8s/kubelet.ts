@@ -56,6 +56,8 @@ export interface Kubelet {
   readLog(namespace: string, pod: string, container: string, opts?: { previous?: boolean }): string;
   /** The pod's network namespace name (for `ip netns exec NS …` in tests), if it is running here. */
   podNetns(namespace: string, pod: string): string | undefined;
+  /** Host directory that backs a PersistentVolumeClaim's volume (the same for every pod using the claim). */
+  pvcPath(namespace: string, claim: string): string;
   /** Host pid of a running container's main process (kill it to simulate a crash). */
   containerPid(namespace: string, pod: string, container: string): number | undefined;
   /** Makes a host loopback port reachable from pods started after this call. */
@@ -542,6 +544,7 @@ export async function startKubelet(
     podNetns(ns, pod) {
       return [...workers.values()].find((w) => w.ns === ns && w.name === pod)?.sandbox?.netns;
     },
+    pvcPath: (ns, claim) => join(pvcRoot, ns, claim),
     containerPid(ns, pod, container) {
       return [...workers.values()].find((w) => w.ns === ns && w.name === pod)?.pid(container);
     },
