@@ -7,6 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 VERSION=v3.22.0 # helm.sh/helm/v3; bump here and in test/helm/helm.ts
+# The Kubernetes version `helm template` and `helm lint` assume (Helm's Makefile derives it from its
+# k8s.io/client-go v0.37.x; without it they assume 1.20 and refuse charts that need newer).
+K8S_MINOR=37
 CACHE=${RFT_HELM_CACHE:-$HOME/.cache/rft-helm}
 DEST=$CACHE/$VERSION
 BIN=$DEST/bin/helm
@@ -37,7 +40,9 @@ start=$(date +%s)
   cd "$OUT"
   GOBIN="$OUT/bin" GOFLAGS="-buildvcs=false" CGO_ENABLED=0 \
     go install -trimpath -p "${RFT_HELM_BUILD_JOBS:-2}" \
-    -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
+    -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean \
+      -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$K8S_MINOR \
+      -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$K8S_MINOR" \
     "helm.sh/helm/v3/cmd/helm@$VERSION"
 )
 [ -x "$OUT/bin/helm" ] || { echo "45-helm: helm was not built" >&2; exit 1; }

@@ -1,0 +1,105 @@
+{{/* Names, labels and shared snippets of the rft-operator chart. */}}
+
+{{- define "rft.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "rft.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "rft.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ include "rft.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: rft-operator
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Selector labels of one component: include "rft.selector" (list . "operator") */}}
+{{- define "rft.selector" -}}
+{{- $ := index . 0 -}}
+app.kubernetes.io/name: {{ include "rft.name" $ }}
+app.kubernetes.io/instance: {{ $.Release.Name }}
+app.kubernetes.io/component: {{ index . 1 }}
+{{- end -}}
+
+{{- define "rft.componentLabels" -}}
+{{- $ := index . 0 -}}
+{{ include "rft.labels" $ }}
+app.kubernetes.io/component: {{ index . 1 }}
+{{- end -}}
+
+{{- define "rft.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{- define "rft.trainerImage" -}}
+{{- printf "%s:%s" .Values.trainerImage.repository (default .Chart.AppVersion .Values.trainerImage.tag) -}}
+{{- end -}}
+
+{{- define "rft.natsName" -}}{{ include "rft.fullname" . }}-nats{{- end -}}
+
+{{/*
+NATS URL(s) as pods reach them. Ours: one server is addressed by its stable StatefulSet pod DNS name (the
+headless Service gives it), three by the client Service. An existing NATS: nats.url.
+*/}}
+{{- define "rft.natsUrl" -}}
+{{- if .Values.nats.enabled -}}
+{{- $n := include "rft.natsName" . -}}
+{{- if eq (int .Values.nats.replicas) 1 -}}
+nats://{{ $n }}-0.{{ $n }}-headless.{{ .Release.Namespace }}.svc:{{ .Values.nats.clientPort }}
+{{- else -}}
+nats://{{ $n }}.{{ .Release.Namespace }}.svc:{{ .Values.nats.clientPort }}
+{{- end -}}
+{{- else -}}
+{{- .Values.nats.url -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Namespaces where trainer pods run (for their NetworkPolicy and namespaced RBAC). */}}
+{{- define "rft.trainerNamespaces" -}}
+{{- if .Values.watchNamespaces -}}
+{{- toJson .Values.watchNamespaces -}}
+{{- else -}}
+{{- toJson .Values.networkPolicy.trainerNamespaces -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "rft.podSecurityContext" -}}
+{{- toYaml .Values.podSecurityContext -}}
+{{- end -}}
+
+{{- define "rft.containerSecurityContext" -}}
+{{- toYaml .Values.containerSecurityContext -}}
+{{- end -}}
+
+{{- define "rft.ledgerSecretName" -}}
+{{- default (printf "%s-ledger-key" (include "rft.fullname" .)) .Values.ledger.signingKey.existingSecret -}}
+{{- end -}}
+
+{{/* Cross-value checks the JSON schema cannot express. */}}
+{{- define "rft.validate" -}}
+{{- if and (not .Values.nats.enabled) (not .Values.nats.url) -}}
+{{- fail "nats.url: set it to your NATS (with JetStream) when nats.enabled is false" -}}
+{{- end -}}
+{{- if and .Values.nats.enabled .Values.nats.url -}}
+{{- fail "nats.url: leave it empty when nats.enabled is true (the chart runs NATS), or set nats.enabled=false" -}}
+{{- end -}}
+{{- if and (gt (int .Values.operator.replicas) 1) (not .Values.operator.leaderElection.enabled) -}}
+{{- fail "operator.leaderElection.enabled: must be true with operator.replicas 2 (two leaders would fight over every job)" -}}
+{{- end -}}
+{{- end -}}
