@@ -221,7 +221,12 @@ describe("operator on the harness", () => {
     await cluster.apply(
       exampleJob(
         name,
-        { trainingFile: "train-long.jsonl", backoffLimit: 2 },
+        // Paced (>= 500 ms a step, 24 steps): long enough to act mid-run however fast the machine is.
+        {
+          trainingFile: "train-long.jsonl",
+          backoffLimit: 2,
+          trainer: { backend: "wasm", env: [{ name: "RFT_MIN_STEP_MS", value: "500" }] },
+        },
         { maxCompletionTokens: 12, evalInterval: 4 },
       ),
     );
@@ -278,7 +283,14 @@ describe("operator on the harness", () => {
 
   test("exceeding backoffLimit fails the job and nothing is recreated", async () => {
     const name = "fragile";
-    await cluster.apply(exampleJob(name, { trainingFile: "train-long.jsonl", backoffLimit: 0 }));
+    await cluster.apply(
+      exampleJob(name, {
+        trainingFile: "train-long.jsonl",
+        backoffLimit: 0,
+        // Paced so that the trainer is still running when the test kills it.
+        trainer: { backend: "wasm", env: [{ name: "RFT_MIN_STEP_MS", value: "500" }] },
+      }),
+    );
     const pod = await waitFor("a running trainer pod", () => trainerPod(name, 0), 120_000, 300);
     const pid = await waitFor("trainer pid", () => cluster.kubelet?.containerPid(NS, pod.metadata.name, "trainer"));
     process.kill(pid, "SIGKILL");

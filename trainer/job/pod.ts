@@ -4,6 +4,9 @@
  * publishes progress on core NATS `rft.jobs.<ns>.<name>.progress` and obeys `rft.jobs.<ns>.<name>.control`
  * (pause / resume / cancel). SIGTERM pauses: the current step finishes, a checkpoint is written, exit 0.
  * Needs no Kubernetes API rights. Only rank 0 of world size 1 exists until distributed training lands.
+ *
+ * `RFT_MIN_STEP_MS` (optional, from spec.trainer.env) paces training: each step takes at least that long in
+ * wall time. For demos and lifecycle tests that must act mid-run whatever the machine's speed.
  */
 import { join } from "node:path";
 import { connect, type NatsConnection } from "nats";
@@ -54,6 +57,18 @@ export async function runTrainerPod(o: TrainerPodOptions): Promise<TrainerPodRes
   const attempt = env.RFT_ATTEMPT !== undefined ? Number(env.RFT_ATTEMPT) : undefined;
   const outDir = env.RFT_CHECKPOINT_DIR ?? join("/var/rft/checkpoints", name);
   const control: RftControl = { pause: false, cancel: false };
+  const minStepMs = Number(env.RFT_MIN_STEP_MS ?? 0);
+  if (!Number.isFinite(minStepMs) || minStepMs < 0 || minStepMs > 600_000)
+    throw new TrainerPodError(
+      `RFT_MIN_STEP_MS must be a number of milliseconds in [0, 600000], got "${env.RFT_MIN_STEP_MS}"`,
+    );
+  let stepStarted = Date.now();
+  /** Holds the step until minStepMs have passed since the previous one ended (hooks are synchronous). */
+  const pace = () => {
+    const wait = stepStarted + minStepMs - Date.now();
+    if (wait > 0) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, wait);
+    stepStarted = Date.now();
+  };
 
   let nc: NatsConnection | undefined;
   if (env.RFT_NATS_URL) {
@@ -140,6 +155,7 @@ export async function runTrainerPod(o: TrainerPodOptions): Promise<TrainerPodRes
             validRewardMean: valid ?? last.validRewardMean,
           };
           publish("running");
+          if (minStepMs > 0) pace();
         },
         onCheckpoint: (c) => {
           const i = checkpoints.findIndex((x) => x.name === c.name);
