@@ -1,7 +1,8 @@
 /**
  * Wires the operator: client, informers (FineTuneJobs; label-selected Jobs, Secrets, ConfigMaps and
  * Services), the work queue, the reconciler, the NATS progress bridge, leader election, and the HTTP server
- * with /metrics, /healthz and /readyz (ready once the caches have synced). stop() is the graceful shutdown.
+ * with /metrics, /healthz and /readyz (ready once the caches have synced), and, when configured, the
+ * validating admission webhook (served by every replica, leader or not). stop() is the graceful shutdown.
  */
 import { createServer, type Server } from "node:http";
 import { hostname } from "node:os";
@@ -15,7 +16,20 @@ import { CONTROLLER, OperatorMetrics } from "./metrics.js";
 import { FIELD_MANAGER, LABEL_JOB, LABEL_MANAGED_BY } from "./names.js";
 import { ProgressBridge } from "./progress.js";
 import { type Caches, Reconciler } from "./reconciler.js";
+import { type GraderValidator, WebhookServer } from "./webhook.js";
 import { WorkQueue } from "./workqueue.js";
+
+export interface WebhookOptions {
+  /** HTTPS port of the admission webhook (0: any free port). */
+  port: number;
+  host?: string;
+  /** The kubernetes.io/tls Secret (tls.crt, tls.key) with the serving certificate. */
+  secretNamespace: string;
+  secretName: string;
+  /** The grader engine's validation (the operator imports only proto/; the CLI wires the engine). */
+  validateGrader?: GraderValidator;
+  reloadMs?: number;
+}
 
 export interface OperatorOptions {
   kubeconfig?: string;
@@ -41,6 +55,8 @@ export interface OperatorOptions {
   log: Logger;
   /** Called when the lease is lost (default: exit the process). */
   onLeaseLost?: () => void;
+  /** Serve the validating admission webhook. */
+  webhook?: WebhookOptions;
 }
 
 export class Operator {
@@ -51,6 +67,7 @@ export class Operator {
   elector?: LeaderElector;
   progress!: ProgressBridge;
   server?: Server;
+  webhook?: WebhookServer;
   port = 0;
   private leading = false;
   private stopping = false;
@@ -130,6 +147,26 @@ export class Operator {
       { workers: o.workers ?? 4, metrics: this.metrics.queueMetrics(), qps: 200, burst: 500 },
     );
     await this.startServer();
+    if (o.webhook) {
+      const w = o.webhook;
+      const secretPath = paths.core("secrets", w.secretNamespace, w.secretName);
+      this.webhook = new WebhookServer({
+        port: w.port,
+        host: w.host,
+        reloadMs: w.reloadMs,
+        validateGrader: w.validateGrader,
+        log,
+        loadTls: async () => {
+          const data = (await this.client.get(secretPath)).data ?? {};
+          const pem = (k: string) => {
+            if (!data[k]) throw new Error(`Secret ${w.secretNamespace}/${w.secretName} has no ${k}`);
+            return Buffer.from(data[k], "base64").toString("utf8");
+          };
+          return { cert: pem("tls.crt"), key: pem("tls.key") };
+        },
+      });
+      await this.webhook.start();
+    }
     await this.progress.start();
     for (const inf of Object.values(this.caches)) inf.start();
 
@@ -196,6 +233,7 @@ export class Operator {
     this.leading = false;
     await this.queue?.stop();
     await this.elector?.stop();
+    await this.webhook?.stop();
     for (const c of Object.values(this.caches ?? {})) c.stop();
     await this.progress?.close();
     await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));

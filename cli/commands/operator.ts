@@ -1,5 +1,6 @@
 /** `rft operator`: run the FineTuneJob controller (logic in operator/). */
 import type { Command } from "commander";
+import { GraderEngine } from "../../grader-sidecar/src/engine.js";
 import { Operator } from "../../operator/manager.js";
 import { createLogger } from "../../proto/log.js";
 
@@ -18,8 +19,20 @@ export function register(program: Command) {
     .option("--no-leader-elect", "run without leader election (one replica only)")
     .option("--lease-namespace <ns>", "namespace of the leader Lease", process.env.POD_NAMESPACE ?? "default")
     .option("--identity <id>", "leader election identity (default: host_pid)")
+    .option("--webhook-port <port>", "serve the validating admission webhook over HTTPS on this port (0: off)", "0")
+    .option(
+      "--webhook-secret <ns/name>",
+      "kubernetes.io/tls Secret with the webhook's serving certificate",
+      process.env.RFT_WEBHOOK_SECRET ?? `${process.env.POD_NAMESPACE ?? "default"}/rft-operator-webhook-tls`,
+    )
     .action(async (o) => {
       const log = createLogger("operator");
+      const webhookPort = Number(o.webhookPort);
+      const [secretNamespace, secretName] = String(o.webhookSecret).split("/");
+      if (!secretNamespace || !secretName)
+        throw new Error(`--webhook-secret must be NAMESPACE/NAME, got "${o.webhookSecret}"`);
+      // The grader engine's own validation (templates, calculate_output, python compilation in its sandbox).
+      const engine = webhookPort > 0 ? new GraderEngine({ python: { size: 1 } }) : undefined;
       const natsUrl: string = o.natsUrl ?? "nats://127.0.0.1:4222";
       const op = new Operator({
         kubeconfig: o.kubeconfig,
@@ -33,15 +46,27 @@ export function register(program: Command) {
         leaseNamespace: o.leaseNamespace,
         identity: o.identity,
         log,
+        ...(engine
+          ? {
+              webhook: {
+                port: webhookPort,
+                host: o.host,
+                secretNamespace,
+                secretName,
+                validateGrader: async (g: unknown) => void (await engine.compile(g)),
+              },
+            }
+          : {}),
       });
       const stop = async (sig: string) => {
         log.info({ signal: sig }, "shutting down");
         await op.stop();
+        await engine?.close();
         process.exit(0);
       };
       process.once("SIGTERM", () => void stop("SIGTERM"));
       process.once("SIGINT", () => void stop("SIGINT"));
       await op.start();
-      log.info({ port: op.port }, "operator serving /metrics /healthz /readyz");
+      log.info({ port: op.port, webhookPort: op.webhook?.port }, "operator serving /metrics /healthz /readyz");
     });
 }
