@@ -45,7 +45,8 @@ describe("k8s harness", () => {
     // does); its startupProbe gates the main container, which connects over the pod's own loopback.
     const sidecar = `
       const net = require("node:net");
-      net.createServer((s) => s.end("pong-" + process.env.JOB_COMPLETION_INDEX + "\\n")).listen(7070,
+      // A probe connects and resets at once: a server must survive a reset connection.
+      net.createServer((s) => { s.on("error", () => {}); s.end("pong-" + process.env.JOB_COMPLETION_INDEX + "\\n"); }).listen(7070,
         () => console.log("sidecar listening"));
       process.on("SIGTERM", () => process.exit(0));`;
     // The main container reads its mounts, env (downward API), talks to the sidecar and to the apiserver with
@@ -147,7 +148,17 @@ describe("k8s harness", () => {
       },
       90_000,
       500,
-    );
+    ).catch(async (err: Error) => {
+      // Say why: each pod's container states and logs.
+      const pods = await jobPods(ns, "indexed");
+      const why = pods.map((p) => {
+        const logs = ["sidecar", "main"].map(
+          (c) => `${c}: ${(cluster.kubelet?.readLog(ns, p.metadata.name, c) ?? "").slice(-2000)}`,
+        );
+        return `${p.metadata.name} ${JSON.stringify(p.status.containerStatuses)}\n${logs.join("\n")}`;
+      });
+      throw new Error(`${err.message}\n${why.join("\n")}`);
+    });
     assert.equal(job.status.succeeded, 2);
     assert.equal(job.status.completedIndexes, "0,1");
 
