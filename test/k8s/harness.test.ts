@@ -508,7 +508,10 @@ describe("k8s harness", () => {
   test("pod networking: own IPs, hostnames of a subdomain, host ports relayed into pods, PVC directories", async () => {
     const ns = "harness-net";
     const { createServer } = await import("node:net");
-    const hostServer = createServer((s) => s.end("host-hello\n"));
+    const hostServer = createServer((s) => {
+      s.on("error", () => {});
+      s.end("host-hello\n");
+    });
     await new Promise<void>((r) => hostServer.listen(0, "127.0.0.1", () => r()));
     const hostPort = (hostServer.address() as { port: number }).port;
     await cluster.kubelet?.exposeHostPort(hostPort);
