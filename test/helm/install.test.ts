@@ -1,0 +1,129 @@
+/**
+ * `helm install` of the chart into the harness cluster (real kube-apiserver, controller-manager and the
+ * process kubelet): the operator (leader-elected), the ledger (with the key the chart generates) and NATS
+ * (the chart's StatefulSet and config, run by the host's nats-server) come up as processes and pass their
+ * probes (`helm install --wait`); a FineTuneJob applied afterwards reaches Succeeded through them; `helm
+ * uninstall` removes the release but keeps the CRD.
+ *
+ * The cluster's folder is under /var/tmp, not /tmp: the chart mounts an emptyDir at /tmp in its pods, and the
+ * process kubelet's bind mounts of a pod's other volumes come from its folder, which /tmp would hide.
+ */
+import assert from "node:assert/strict";
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+import { parse } from "yaml";
+import { EXAMPLE, tinyModel } from "../helpers/rft-job.js";
+import type { KObject } from "../k8s/api.js";
+import { type Cluster, startCluster, waitFor } from "../k8s/cluster.js";
+import { natsServerBinary } from "../ledger/nats-server.js";
+import { CHART, helm } from "./helm.js";
+
+const NS = "rft-system";
+let cluster: Cluster;
+
+before(async () => {
+  mkdirSync("/var/tmp", { recursive: true });
+  cluster = await startCluster({
+    dir: mkdtempSync("/var/tmp/rft-helm-install-"),
+    keep: false,
+    kubelet: { images: { "nats:*": { entrypoint: [natsServerBinary()] } } },
+  });
+  await cluster.apply({ apiVersion: "v1", kind: "Namespace", metadata: { name: NS } });
+});
+after(async () => cluster?.close());
+
+const cond = (o: KObject, type: string) => (o.status?.conditions ?? []).find((c: KObject) => c.type === type);
+
+test("helm install brings up operator, ledger and NATS; a FineTuneJob succeeds; uninstall keeps the CRD", async () => {
+  // Trainer pods use the rft image here (the harness runs rft:* images; the GPU image is for real clusters).
+  const install = await helm(
+    "install",
+    "rft",
+    CHART,
+    "--namespace",
+    NS,
+    "--kubeconfig",
+    cluster.kubeconfig,
+    "--set",
+    "trainerImage.repository=rft",
+    "--wait",
+    "--timeout",
+    "4m",
+  );
+  assert.equal(install.code, 0, install.stdout + install.stderr);
+  assert.match(install.stdout, /STATUS: deployed/);
+
+  const pods = (await cluster.getJson("pods", "-n", NS)).items as KObject[];
+  const byComponent = Object.fromEntries(
+    pods.map((p) => [p.metadata.labels["app.kubernetes.io/component"], p.status.containerStatuses[0]]),
+  );
+  for (const c of ["operator", "ledger", "nats"]) assert.equal(byComponent[c]?.ready, true, `${c} ready`);
+  const lease = await waitFor("the operator's leader Lease", async () => {
+    const leases = (await cluster.getJson("leases", "-n", NS)).items as KObject[];
+    return leases.find((l) => l.spec?.holderIdentity?.startsWith("rft-rft-operator-operator-"));
+  });
+  assert.ok(lease);
+  const ledgerPod = pods.find((p) => p.metadata.labels["app.kubernetes.io/component"] === "ledger")!;
+  assert.match(
+    cluster.kubelet!.readLog(NS, ledgerPod.metadata.name, "ledger"),
+    /rft ledger: audit API on 0\.0\.0\.0:8090/,
+  );
+
+  // A small FineTuneJob of the sort-digits example, with its model and data on a claim.
+  const pvc = (name: string) => ({
+    apiVersion: "v1",
+    kind: "PersistentVolumeClaim",
+    metadata: { name, namespace: NS },
+    spec: { accessModes: ["ReadWriteOnce"], resources: { requests: { storage: "1Gi" } } },
+  });
+  await cluster.apply([pvc("data"), pvc("ckpt")]);
+  const dataDir = cluster.kubelet!.pvcPath(NS, "data");
+  mkdirSync(dataDir, { recursive: true });
+  await tinyModel(join(dataDir, "base"));
+  const rows = (f: string, n: number) =>
+    `${readFileSync(join(EXAMPLE, f), "utf8").trim().split("\n").slice(0, n).join("\n")}\n`;
+  writeFileSync(join(dataDir, "train.jsonl"), rows("train.jsonl", 4));
+  writeFileSync(join(dataDir, "valid.jsonl"), rows("valid.jsonl", 2));
+  const job = parse(readFileSync(join(EXAMPLE, "rft.yaml"), "utf8"));
+  job.metadata = { name: "helm-sorter", namespace: NS };
+  Object.assign(job.spec, {
+    model: "base",
+    trainingFile: "train.jsonl",
+    validationFile: "valid.jsonl",
+    storage: { modelClaim: "data", checkpointClaim: "ckpt" },
+    trainer: { backend: "wasm" },
+  });
+  Object.assign(job.spec.method.reinforcement.hyperparameters, {
+    nEpochs: 1,
+    batchSize: 2,
+    samplesPerPrompt: 2,
+    maxCompletionTokens: 4,
+    evalInterval: 1,
+    evalSamples: 1,
+  });
+  await cluster.apply(job);
+  const done = await waitFor(
+    "FineTuneJob Succeeded",
+    async () => {
+      const o = await cluster.getJson("ftj", "-n", NS, "helm-sorter");
+      assert.notEqual(cond(o, "Failed")?.status, "True", JSON.stringify(o.status));
+      return cond(o, "Succeeded")?.status === "True" ? o : undefined;
+    },
+    300_000,
+    1000,
+  );
+  assert.equal(done.status.state, "Succeeded");
+  assert.equal(typeof done.status.trainerStatus.validRewardMean, "number");
+  const trainerJob = (await cluster.getJson("jobs", "-n", NS, "-l", "rft.dev/finetunejob=helm-sorter")).items[0];
+  assert.equal(trainerJob.spec.template.spec.containers[0].image, "rft:0.1.0");
+
+  const uninstall = await helm("uninstall", "rft", "--namespace", NS, "--kubeconfig", cluster.kubeconfig, "--wait");
+  assert.equal(uninstall.code, 0, uninstall.stderr);
+  await waitFor("release objects gone", async () => {
+    const deps = (await cluster.getJson("deployments", "-n", NS)).items as KObject[];
+    return deps.length === 0;
+  });
+  const crd = await cluster.getJson("crd", "finetunejobs.rft.dev");
+  assert.equal(crd.metadata.annotations["helm.sh/resource-policy"], "keep");
+});
