@@ -2,20 +2,21 @@
  * The Llama/Qwen2-family decoder: RMSNorm, RoPE, grouped-query attention with an optional KV cache, SwiGLU.
  * Pure tensor functions of (config, params, inputs); callers own tf.tidy scopes and the cache's lifetime.
  *
- * Attention layout (fast on wasm, no 5-D tensors, no transposed matMuls): with g = heads / kv_heads, queries
+ * Attention layout (fast on wasm, no 5-D tensors): with g = heads / kv_heads, queries
  * are arranged [B·kvH, T·g, hd] (row t·g + j is query position t, head kvh·g + j — Hugging Face's repeat_kv
- * order), keys are held transposed [B·kvH, hd, S] and values [B·kvH, S, hd], so both products are 2-D matMuls.
+ * order), keys and values are held [B·kvH, S, hd] (the cache grows along S by contiguous blocks), and the
+ * scores are q·kᵀ per item (see ops.bmmT), the output probs·v.
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { type ModelConfig, ropeInvFreq } from "./config.js";
-import { applyRope, bmm, embeddingLookup, linear, rmsNorm, silu } from "./ops.js";
+import { applyRope, bmm, bmmT, embeddingLookup, linear, rmsNorm, silu } from "./ops.js";
 import type { Params } from "./params.js";
 
 export const MASKED = -1e9;
 
-/** Per-layer key/value cache: kT [B·kvH, hd, S], v [B·kvH, S, hd]. */
+/** Per-layer key/value cache: k [B·kvH, S, hd], v [B·kvH, S, hd]. */
 export interface KvCache {
-  kT: tf.Tensor3D[];
+  k: tf.Tensor3D[];
   v: tf.Tensor3D[];
   length: number;
 }
@@ -66,6 +67,18 @@ function p(params: Params, name: string): tf.Tensor {
   return t;
 }
 
+/** [B·T, kvH·w] → [B·kvH, T, w] (a reshape when T or kvH is 1: decode steps). */
+function splitHeads(x: tf.Tensor, B: number, T: number, kvH: number, w: number): tf.Tensor3D {
+  if (T === 1 || kvH === 1) return tf.reshape(x, [B * kvH, T, w]);
+  return tf.reshape(tf.transpose(tf.reshape(x, [B, T, kvH, w]), [0, 2, 1, 3]), [B * kvH, T, w]);
+}
+
+/** [B·kvH, T·g, hd] → [B·T, kvH·w] with w = g·hd, the inverse of splitHeads. */
+function mergeHeads(x: tf.Tensor, B: number, T: number, kvH: number, w: number): tf.Tensor2D {
+  if (T === 1 || kvH === 1) return tf.reshape(x, [B * T, kvH * w]);
+  return tf.reshape(tf.transpose(tf.reshape(x, [B, kvH, T, w]), [0, 2, 1, 3]), [B * T, kvH * w]);
+}
+
 /** Runs the decoder. With `cache` (possibly empty, length 0) the new keys/values are appended and returned. */
 export function forward(state: DecoderState, input: ForwardInput, cache?: KvCache): ForwardOutput {
   const { config: c, params } = state;
@@ -80,7 +93,7 @@ export function forward(state: DecoderState, input: ForwardInput, cache?: KvCach
   const cos = tf.reshape(tf.gather(state.rope.cos, input.positions), [N, 1, half]) as tf.Tensor3D;
   const sin = tf.reshape(tf.gather(state.rope.sin, input.positions), [N, 1, half]) as tf.Tensor3D;
   let h = embeddingLookup(p(params, "model.embed_tokens.weight") as tf.Tensor2D, input.ids);
-  const newCache: KvCache | undefined = cache ? { kT: [], v: [], length: cache.length + T } : undefined;
+  const newCache: KvCache | undefined = cache ? { k: [], v: [], length: cache.length + T } : undefined;
   const S = (cache?.length ?? 0) + T;
 
   for (let l = 0; l < c.numLayers; l++) {
@@ -95,28 +108,21 @@ export function forward(state: DecoderState, input: ForwardInput, cache?: KvCach
     const v = proj("v_proj", c.qkvBias);
     q = applyRope(tf.mul(q, scale), cos, sin);
     k = applyRope(k, cos, sin);
-    const q3 = tf.reshape(tf.transpose(tf.reshape(q, [B, T, kvH, g * hd]), [0, 2, 1, 3]), [
-      B * kvH,
-      T * g,
-      hd,
-    ]) as tf.Tensor3D;
-    let kT = tf.reshape(tf.transpose(tf.reshape(k, [B, T, kvH, hd]), [0, 2, 3, 1]), [B * kvH, hd, T]) as tf.Tensor3D;
-    let v3 = tf.reshape(tf.transpose(tf.reshape(v, [B, T, kvH, hd]), [0, 2, 1, 3]), [B * kvH, T, hd]) as tf.Tensor3D;
+    const q3 = tf.reshape(splitHeads(q, B, T, kvH, g * hd), [B * kvH, T * g, hd]) as tf.Tensor3D;
+    let k3 = splitHeads(k, B, T, kvH, hd);
+    let v3 = splitHeads(v, B, T, kvH, hd);
     if (cache && newCache) {
       if (cache.length > 0) {
-        kT = tf.concat([cache.kT[l]!, kT], 2);
+        k3 = tf.concat([cache.k[l]!, k3], 1);
         v3 = tf.concat([cache.v[l]!, v3], 1);
       }
-      newCache.kT.push(kT);
+      newCache.k.push(k3);
       newCache.v.push(v3);
     }
-    let scores = tf.reshape(bmm(q3, kT), [B, kvH, T * g, S]);
+    let scores = tf.reshape(bmmT(q3, k3), [B, kvH, T * g, S]);
     scores = tf.add(scores, input.mask);
     const probs = tf.reshape(tf.softmax(scores), [B * kvH, T * g, S]) as tf.Tensor3D;
-    const o = tf.reshape(tf.transpose(tf.reshape(bmm(probs, v3), [B, kvH, T, g * hd]), [0, 2, 1, 3]), [
-      N,
-      H * hd,
-    ]) as tf.Tensor2D;
+    const o = mergeHeads(bmm(probs, v3), B, T, kvH, g * hd);
     let attnOut = linear(o, p(params, `${pre}.self_attn.o_proj.weight`) as tf.Tensor2D);
     if (c.oBias) attnOut = tf.add(attnOut, p(params, `${pre}.self_attn.o_proj.bias`));
     h = tf.add(h, attnOut);
@@ -164,7 +170,7 @@ export function paddedCausalMask(pads: number[], past: number, T: number, g: num
 
 export function disposeCache(cache: KvCache | undefined): void {
   if (!cache) return;
-  for (const t of cache.kT) t.dispose();
+  for (const t of cache.k) t.dispose();
   for (const t of cache.v) t.dispose();
 }
 

@@ -1,7 +1,8 @@
 /**
  * Differentiable building blocks with gradients written for the wasm backend's strengths:
  * - matMul gradients use explicit transposes (wasm's transposed matMul is 10–20× slower than plain);
- * - batched matMul runs as a loop of 2-D matMuls (wasm's BatchMatMul with batch > 1 is ~10× slower);
+ * - batched matMul runs as a loop of 2-D matMuls for large items (wasm's BatchMatMul with batch > 1 is ~10×
+ *   slower), as one BatchMatMul with transpose flags for small ones (that kernel reads them at no cost);
  * - embedding lookup (gather) gets a scatter-add gradient (wasm lacks UnsortedSegmentSum).
  */
 import * as tf from "@tensorflow/tfjs-core";
@@ -28,19 +29,32 @@ export const linear = tf.customGrad((...inputs: Array<tf.Tensor | tf.GradSaveFun
  */
 const SMALL_ITEM = 64 * 64 * 64;
 
-function loopBmm(a: tf.Tensor3D, b: tf.Tensor3D): tf.Tensor3D {
+const swap = (t: tf.Tensor3D) => tf.transpose(t, [0, 2, 1]) as tf.Tensor3D;
+
+/**
+ * c[i] = op(a[i]) @ op(b[i]), op = transpose where asked. wasm's BatchMatMul (batch > 1) reads transposed
+ * operands as fast as plain ones and sums in the same order, so small items take the flags as they are;
+ * the 2-D matMuls (XNNPACK) are fast only on plain operands, so large items get materialised transposes.
+ */
+function loopBmm(a: tf.Tensor3D, b: tf.Tensor3D, transposeA = false, transposeB = false): tf.Tensor3D {
   const n = a.shape[0];
-  if (n > 1 && a.shape[1] * a.shape[2] * b.shape[2] < SMALL_ITEM) return tf.matMul(a, b);
+  const m = transposeA ? a.shape[2] : a.shape[1];
+  const k = transposeA ? a.shape[1] : a.shape[2];
+  const p = transposeB ? b.shape[1] : b.shape[2];
+  if (n > 1 && m * k * p < SMALL_ITEM) return tf.matMul(a, b, transposeA, transposeB);
+  const ap = transposeA ? swap(a) : a;
+  const bp = transposeB ? swap(b) : b;
+  let out: tf.Tensor3D;
   if (n === 1) {
-    const a2 = tf.reshape(a, [a.shape[1], a.shape[2]]) as tf.Tensor2D;
-    const b2 = tf.reshape(b, [b.shape[1], b.shape[2]]) as tf.Tensor2D;
-    return tf.reshape(tf.matMul(a2, b2), [1, a.shape[1], b.shape[2]]);
+    out = tf.tidy(() => tf.reshape(tf.matMul(tf.reshape(ap, [m, k]), tf.reshape(bp, [k, p])), [1, m, p]));
+  } else {
+    const as = tf.unstack(ap) as tf.Tensor2D[];
+    const bs = tf.unstack(bp) as tf.Tensor2D[];
+    out = tf.stack(as.map((x, i) => tf.matMul(x, bs[i]!))) as tf.Tensor3D;
+    tf.dispose([...as, ...bs]);
   }
-  const as = tf.unstack(a) as tf.Tensor2D[];
-  const bs = tf.unstack(b) as tf.Tensor2D[];
-  const out = tf.stack(as.map((x, i) => tf.matMul(x, bs[i]!))) as tf.Tensor3D;
-  for (const t of as) t.dispose();
-  for (const t of bs) t.dispose();
+  if (ap !== a) ap.dispose();
+  if (bp !== b) bp.dispose();
   return out;
 }
 
@@ -52,7 +66,20 @@ export const bmm = tf.customGrad((...inputs: Array<tf.Tensor | tf.GradSaveFunc>)
     value: loopBmm(a, b),
     gradFunc: (dy: tf.Tensor3D, saved: tf.Tensor[]) => {
       const [as, bs] = saved as [tf.Tensor3D, tf.Tensor3D];
-      return [loopBmm(dy, tf.transpose(bs, [0, 2, 1])), loopBmm(tf.transpose(as, [0, 2, 1]), dy)];
+      return [loopBmm(dy, bs, false, true), loopBmm(as, dy, true, false)];
+    },
+  };
+}) as (a: tf.Tensor3D, b: tf.Tensor3D) => tf.Tensor3D;
+
+/** c[i] = a[i] @ b[i]ᵀ for a [n, m, k], b [n, p, k] (attention scores against keys stored [S, hd]). */
+export const bmmT = tf.customGrad((...inputs: Array<tf.Tensor | tf.GradSaveFunc>) => {
+  const [a, b, save] = inputs as [tf.Tensor3D, tf.Tensor3D, tf.GradSaveFunc];
+  save([a, b]);
+  return {
+    value: loopBmm(a, b, false, true),
+    gradFunc: (dy: tf.Tensor3D, saved: tf.Tensor[]) => {
+      const [as, bs] = saved as [tf.Tensor3D, tf.Tensor3D];
+      return [loopBmm(dy, bs), loopBmm(dy, as, true, false)];
     },
   };
 }) as (a: tf.Tensor3D, b: tf.Tensor3D) => tf.Tensor3D;

@@ -152,13 +152,13 @@ export function completionLogprobs(state: DecoderState, params: Params, batch: P
           "int32",
         ),
       },
-      { kT: [], v: [], length: 0 },
+      { k: [], v: [], length: 0 },
     );
     const parts = [tf.logSoftmax(pre.logits)];
     if (C > 0 && batch.suffix.logitRows.length > 0) {
       const index = tf.tensor1d(batch.promptOf, "int32");
       const cache: KvCache = {
-        kT: pre.cache!.kT.map((t) => tileRows(t, index, G, c.numKvHeads)),
+        k: pre.cache!.k.map((t) => tileRows(t, index, G, c.numKvHeads)),
         v: pre.cache!.v.map((t) => tileRows(t, index, G, c.numKvHeads)),
         length: P,
       };

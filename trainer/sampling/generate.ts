@@ -54,7 +54,7 @@ function selectRows(cache: KvCache, keep: number[], kvH: number): KvCache {
     "int32",
   );
   const out: KvCache = {
-    kT: cache.kT.map((t) => tf.gather(t, rows)),
+    k: cache.k.map((t) => tf.gather(t, rows)),
     v: cache.v.map((t) => tf.gather(t, rows)),
     length: cache.length,
   };
@@ -120,7 +120,7 @@ export async function generate(
         "int32",
       ),
     }),
-    { kT: [], v: [], length: 0 },
+    { k: [], v: [], length: 0 },
   ) as { logits: tf.Tensor2D; cache: KvCache };
 
   try {
