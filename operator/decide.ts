@@ -13,7 +13,7 @@ import type {
 } from "../proto/finetunejob-status.js";
 import { getCondition, isTerminal, isTrue, setCondition, stateOf } from "./conditions.js";
 import type { FineTuneJobObject, K8sObject } from "./desired.js";
-import { names } from "./names.js";
+import { names, POD_FAILURE_POLICY_REASON } from "./names.js";
 
 export type Action =
   /** Apply the Secret (if missing), ConfigMap, Service and the attempt's Job (with its suspend flag). */
@@ -54,6 +54,16 @@ function jobFailureMessage(job: K8sObject): string {
     (x: K8sObject) => (x.type === "Failed" || x.type === "FailureTarget") && x.status === "True",
   );
   return c ? `${c.reason ?? "Failed"}: ${c.message ?? ""}`.trim() : "a trainer rank failed";
+}
+
+/** The Job failed by the podFailurePolicy's FailJob rule: a trainer exited with the permanent code. */
+function permanentFailure(job: K8sObject): boolean {
+  return (job.status?.conditions ?? []).some(
+    (c: K8sObject) =>
+      (c.type === "Failed" || c.type === "FailureTarget") &&
+      c.status === "True" &&
+      c.reason === POD_FAILURE_POLICY_REASON,
+  );
 }
 
 function trainerStatusOf(p: ProgressMessage): TrainerStatus {
@@ -107,6 +117,23 @@ export function decide(job: FineTuneJobObject, o: Observed): Decision {
   if (o.progress && o.progress.step >= (st.trainerStatus?.step ?? 0)) {
     st.trainerStatus = trainerStatusOf(o.progress);
     if (o.progress.checkpoints.length) st.checkpoints = checkpointsOf(o.progress);
+  }
+  const newest = st.checkpoints?.reduce<CheckpointStatus | undefined>(
+    (a, c) => (!a || c.step > a.step ? c : a),
+    undefined,
+  );
+  if (newest) {
+    st.conditions = setCondition(
+      st.conditions,
+      {
+        type: "CheckpointSaved",
+        status: "True",
+        reason: "CheckpointSaved",
+        message: `step ${newest.step}: ${newest.path}`,
+      },
+      gen,
+      now,
+    );
   }
   if (o.publicKey) st.ledger = { ...(st.ledger ?? {}), publicKey: o.publicKey };
 
@@ -176,6 +203,18 @@ export function decide(job: FineTuneJobObject, o: Observed): Decision {
   if (tj && (jobCondition(tj, "Failed") || jobCondition(tj, "FailureTarget"))) {
     const why = jobFailureMessage(tj);
     const limit = spec.backoffLimit ?? 3;
+    if (permanentFailure(tj)) {
+      // Exit code 2: the trainer rejected its configuration. A restart would fail the same way.
+      set("Failed", "True", "TrainerConfigError", `a trainer exited with a configuration error (not retried): ${why}`);
+      set("Running", "False", "Failed", "the trainer rejected its configuration");
+      events.push({
+        type: "Warning",
+        reason: "TrainerConfigError",
+        message: `a trainer exited with a configuration error; not retried (see the trainer container's log): ${why}`,
+      });
+      finish();
+      return { status: st, actions, events, requeueAfterMs };
+    }
     if (restartCount < limit) {
       // Budget first (it is in status, so it survives operator restarts), then the next attempt.
       st.restartCount = restartCount + 1;
@@ -279,6 +318,12 @@ export function decide(job: FineTuneJobObject, o: Observed): Decision {
     const ready = tj?.status?.ready ?? 0;
     const active = tj?.status?.active ?? 0;
     const replicas = spec.replicas ?? 1;
+    // A pod is ready only once its trainer runs, which the grader's startup probe gates.
+    if (ready >= replicas) {
+      set("GradersReady", "True", "StartupProbeSucceeded", `${replicas} grader sidecar(s) answer gRPC`);
+    } else if (getCondition(st.conditions, "GradersReady") || active > 0) {
+      set("GradersReady", "False", "Waiting", `${ready}/${replicas} trainer pods ready (grader startup probe)`);
+    }
     if (active >= replicas && (ready >= replicas || (progress && progress.status === "running"))) {
       if (set("Running", "True", "Running", `${replicas} trainer rank(s) running`)) {
         events.push({ type: "Normal", reason: "Running", message: `${replicas} trainer rank(s) running` });

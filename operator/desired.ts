@@ -14,6 +14,7 @@ import {
   CONFIG_MOUNT,
   childLabels,
   DATA_MOUNT,
+  EXIT_PERMANENT,
   GRADER_GRPC_PORT,
   GRADER_HTTP_PORT,
   LABEL_ATTEMPT,
@@ -90,12 +91,24 @@ export function checkpointDir(job: FineTuneJobObject): string {
 
 const inData = (p: string) => (isAbsolute(p) ? p : posix.join(DATA_MOUNT, p));
 
-/** The job config the trainer reads: the FineTuneJob with data paths resolved to the pod's mounts. */
+/**
+ * The job config the trainer reads: the FineTuneJob with data paths resolved to the pod's mounts and, unless
+ * the job names its own, the signing key of the job's Secret.
+ */
 export function resolvedConfig(job: FineTuneJobObject): K8sObject {
   const spec: FineTuneJobSpec = structuredClone(job.spec);
   spec.model = inData(spec.model);
   spec.trainingFile = inData(spec.trainingFile);
   if (spec.validationFile) spec.validationFile = inData(spec.validationFile);
+  // The trainer signs the ledger with the key of the job's Secret (its public key is in status.ledger), unless
+  // the job names its own signing key.
+  if (!spec.governance?.signingKey) {
+    spec.governance = {
+      authorities: [],
+      ...spec.governance,
+      signingKey: { file: posix.join(SIGNING_MOUNT, "signing-key.pem") },
+    };
+  }
   return {
     apiVersion: API_VERSION,
     kind: KIND,
@@ -231,6 +244,15 @@ export function desiredTrainerJob(job: FineTuneJobObject, attempt: number, s: Op
       parallelism: replicas,
       // One failed rank fails the whole gang at once; the operator owns retries (spec.backoffLimit).
       backoffLimit: 0,
+      // A configuration error (exit EXIT_PERMANENT) fails the Job with reason PodFailurePolicy: no retry.
+      podFailurePolicy: {
+        rules: [
+          {
+            action: "FailJob",
+            onExitCodes: { containerName: "trainer", operator: "In", values: [EXIT_PERMANENT] },
+          },
+        ],
+      },
       suspend: spec.suspend === true,
       template: {
         metadata: { labels: podMeta.labels },

@@ -20,6 +20,16 @@ export const SIGNING_MOUNT = "/var/run/rft/signing";
 export const DATA_MOUNT = "/var/rft/data";
 export const CHECKPOINT_MOUNT = "/var/rft/checkpoints";
 
+/**
+ * Trainer exit codes: 0 finished or paused (the progress message says which); EXIT_PERMANENT a configuration
+ * error that no retry can fix (`rft trainer` exits 2 on a bad manifest or an unsupported world size) — the
+ * Job's podFailurePolicy fails it at once and the FineTuneJob fails without spending the retry budget; any
+ * other code or a signal (crash, OOM kill, node loss) is retryable: the gang restarts from the last checkpoint.
+ */
+export const EXIT_PERMANENT = 2;
+/** The reason the Job controller gives a Job failed by a podFailurePolicy rule. */
+export const POD_FAILURE_POLICY_REASON = "PodFailurePolicy";
+
 /** Env names the operator sets on trainer containers (users may not set them). */
 export const RESERVED_ENV = [
   "RFT_RANK",

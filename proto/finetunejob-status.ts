@@ -5,7 +5,18 @@
 import { type Static, Type as T } from "@sinclair/typebox";
 import { StringEnum } from "./graders.js";
 
-export const CONDITION_TYPES = ["Created", "Suspended", "Running", "Succeeded", "Failed", "Cancelled"] as const;
+export const CONDITION_TYPES = [
+  "Created",
+  "Suspended",
+  "Running",
+  "Succeeded",
+  "Failed",
+  "Cancelled",
+  /** Every rank's grader sidecar passed its gRPC startup probe (the trainer container starts only after it). */
+  "GradersReady",
+  /** The trainers saved a checkpoint (message: the newest, with its step and path). */
+  "CheckpointSaved",
+] as const;
 export type ConditionType = (typeof CONDITION_TYPES)[number];
 
 export const STATES = [

@@ -109,6 +109,15 @@ describe("desired children", () => {
     const cfg = JSON.parse(cm.data["job.json"]);
     assert.equal(cfg.spec.model, "/var/rft/data/models/base");
     assert.equal(cfg.spec.validationFile, "/abs/valid.jsonl");
+    assert.deepEqual(cfg.spec.governance, {
+      authorities: [],
+      signingKey: { file: "/var/run/rft/signing/signing-key.pem" },
+    });
+    const own = { file: "/keys/mine.pem" };
+    const cfg2 = JSON.parse(
+      desiredConfigMap(ftj({ governance: { authorities: [], signingKey: own } })).data["job.json"],
+    );
+    assert.deepEqual(cfg2.spec.governance.signingKey, own, "a job's own signing key is kept");
   });
 });
 
@@ -146,12 +155,17 @@ describe("decide", () => {
     assert.equal(cond(d, "Created")?.reason, "ChildrenCreated");
     assert.equal(d.status.startTime, "2026-01-01T00:00:00Z");
     assert.equal(d.status.state, "Created");
+    ({ job, d } = step(job, { now: at(2), trainerJob: trainerJob("sorter-a0", { active: 1, ready: 0 }) }));
+    assert.equal(cond(d, "GradersReady")?.status, "False");
+    assert.equal(cond(d, "CheckpointSaved"), undefined);
     ({ job, d } = step(job, {
       now: at(5),
       trainerJob: trainerJob("sorter-a0", { active: 1, ready: 1 }),
       progress: progress({}),
     }));
     assert.equal(cond(d, "Running")?.status, "True");
+    assert.equal(cond(d, "GradersReady")?.status, "True");
+    assert.equal(cond(d, "GradersReady")?.reason, "StartupProbeSucceeded");
     assert.equal(d.status.trainerStatus?.step, 1);
     assert.equal(d.status.trainerStatus?.progress, 25);
     assert.ok(d.events.some((e) => e.reason === "Running"));
@@ -177,6 +191,8 @@ describe("decide", () => {
     assert.equal(cond(d, "Succeeded")?.reason, "TrainerCompleted");
     assert.equal(d.status.fineTunedModel, "/c/model");
     assert.deepEqual(d.status.checkpoints, ckpt);
+    assert.equal(cond(d, "CheckpointSaved")?.status, "True");
+    assert.equal(cond(d, "CheckpointSaved")?.message, "step 4: /c/step-000004");
     assert.equal(d.status.completionTime, "2026-01-01T00:00:10Z");
     assert.equal(d.requeueAfterMs, 60_000);
     // Children deleted by TTL or by hand: sticky, no ensureChildren.
@@ -209,6 +225,35 @@ describe("decide", () => {
     assert.equal(d.status.restartCount, 1);
     ({ d } = step(job, { now: at(20) }));
     assert.deepEqual(d.actions, [], "no child is recreated after failure");
+  });
+
+  test("a trainer exiting with the permanent code (podFailurePolicy) fails at once without spending the budget", () => {
+    const tj = desiredTrainerJob(ftj(), 0, settings);
+    assert.deepEqual(tj.spec.podFailurePolicy.rules, [
+      { action: "FailJob", onExitCodes: { containerName: "trainer", operator: "In", values: [2] } },
+    ]);
+    let { job } = step(ftj({ backoffLimit: 3 }), { now: at(0) });
+    let d: Decision;
+    ({ job, d } = step(job, {
+      now: at(5),
+      trainerJob: trainerJob("sorter-a0", {
+        conditions: [
+          {
+            type: "FailureTarget",
+            status: "True",
+            reason: "PodFailurePolicy",
+            message:
+              "Container trainer for pod ml/sorter-a0-0-x failed with exit code 2 matching FailJob rule at index 0",
+          },
+        ],
+      }),
+    }));
+    assert.equal(cond(d, "Failed")?.reason, "TrainerConfigError");
+    assert.match(cond(d, "Failed")!.message, /exit code 2/);
+    assert.equal(d.status.restartCount ?? 0, 0);
+    assert.deepEqual(d.actions, []);
+    ({ d } = step(job, { now: at(20) }));
+    assert.deepEqual(d.actions, [], "nothing is recreated");
   });
 
   test("suspend pauses the trainers and suspends; resume resets the deadline clock", () => {

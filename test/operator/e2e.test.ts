@@ -4,7 +4,7 @@
  * reaching Succeeded with rewards and checkpoints in status, printer columns, and garbage collection.
  */
 import assert from "node:assert/strict";
-import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { parse } from "yaml";
@@ -182,7 +182,14 @@ describe("operator on the harness", () => {
     assert.equal(s.trainerStatus.progress, 100);
     assert.equal(typeof s.trainerStatus.validRewardMean, "number");
     assert.ok(s.checkpoints.length >= 1, JSON.stringify(s));
+    assert.match(cond(done, "CheckpointSaved")?.message ?? "", /^step \d+: \/var\/rft\/checkpoints\//);
     assert.match(s.fineTunedModel, /\/model$/);
+    // The trainer signed the ledger with the key whose public half is in status.ledger.publicKey.
+    const ckptRoot = join(cluster.dir, "kubelet", "pvc", NS, "ckpt");
+    const jobDir = readdirSync(ckptRoot).find((d) => d.startsWith(`${name}-`))!;
+    const started = JSON.parse(readFileSync(join(ckptRoot, jobDir, "ledger", "events.jsonl"), "utf8").split("\n")[0]!);
+    assert.equal(started.type, "job.started");
+    assert.equal(started.body.signer.publicKey, created.status.ledger.publicKey);
     assert.ok(s.startTime && s.completionTime);
     for (const c of s.conditions) assert.equal(c.observedGeneration, done.metadata.generation);
     const table = await cluster.kubectl("get", "ftj", "-n", NS);
@@ -240,12 +247,14 @@ describe("operator on the harness", () => {
     await waitFor("pods gone", async () => (await trainerPod(name, attempt)) === undefined, 60_000, 500);
     const pausedAt = (await getFtj(name)).status.trainerStatus.step;
     const ckptRoot = join(cluster.dir, "kubelet", "pvc", NS, "ckpt");
-    const { readdirSync } = await import("node:fs");
     const dirs = readdirSync(ckptRoot).filter((d) => d.startsWith(`${name}-`));
     assert.equal(dirs.length, 1);
+    // A checkpoint at the step where it paused (named step-N-pause, or step-N when that was an eval step).
+    const atPause = `step-${String(pausedAt).padStart(6, "0")}`;
+    const ckpts = readdirSync(join(ckptRoot, dirs[0]!, "checkpoints"));
     assert.ok(
-      readdirSync(join(ckptRoot, dirs[0]!, "checkpoints")).some((d) => d.endsWith("-pause")),
-      `the trainer wrote a pause checkpoint: ${readdirSync(join(ckptRoot, dirs[0]!, "checkpoints")).join(",")}; log: ${cluster.kubelet?.readLog(NS, (await cluster.getJson("pods", "-n", NS, "-l", `batch.kubernetes.io/job-name=${name}-a0`)).items[0]?.metadata.name ?? "", "trainer").slice(-1500)}`,
+      ckpts.some((d) => d === atPause || d === `${atPause}-pause`),
+      `the trainer checkpointed at step ${pausedAt}: ${ckpts.join(",")}; log: ${cluster.kubelet?.readLog(NS, (await cluster.getJson("pods", "-n", NS, "-l", `batch.kubernetes.io/job-name=${name}-a0`)).items[0]?.metadata.name ?? "", "trainer").slice(-1500)}`,
     );
 
     await cluster.kubectl("patch", "ftj", "-n", NS, name, "--type=merge", "-p", '{"spec":{"suspend":false}}');
@@ -327,5 +336,70 @@ describe("operator on the harness", () => {
     } finally {
       op = standby;
     }
+  });
+
+  test("activeDeadlineSeconds fails the job with DeadlineExceeded; ttlSecondsAfterFinished then deletes it", async () => {
+    const name = "hasty";
+    await cluster.apply(
+      exampleJob(name, {
+        trainingFile: "train-long.jsonl",
+        activeDeadlineSeconds: 3,
+        ttlSecondsAfterFinished: 5,
+        trainer: { backend: "wasm", env: [{ name: "RFT_MIN_STEP_MS", value: "500" }] },
+      }),
+    );
+    const failed = await waitStatus("Failed", name, (o) => cond(o, "Failed")?.status === "True", 90_000);
+    assert.equal(cond(failed, "Failed").reason, "DeadlineExceeded", JSON.stringify(failed.status));
+    assert.equal(failed.status.state, "Failed");
+    const ran = Date.parse(failed.status.completionTime) - Date.parse(failed.status.startTime);
+    assert.ok(ran >= 3000, `failed after ${ran} ms, before the deadline`);
+    // Then the TTL: the FineTuneJob is deleted (no sooner than 5 s after completion) and its children with it.
+    await waitFor(
+      "FineTuneJob deleted by its TTL",
+      async () => {
+        const left = await cluster.getJson("ftj", "-n", NS, "--field-selector", `metadata.name=${name}`);
+        return left.items.length === 0 ? true : undefined;
+      },
+      60_000,
+      500,
+    );
+    assert.ok(Date.now() >= Date.parse(failed.status.completionTime) + 5000 - 1000);
+    await waitFor(
+      "children garbage-collected",
+      async () => {
+        const left = await Promise.all(
+          ["secrets", "configmaps", "services", "jobs", "pods"].map(
+            async (k) => (await cluster.getJson(k, "-n", NS, "-l", `rft.dev/finetunejob=${name}`)).items.length,
+          ),
+        );
+        return left.every((n) => n === 0);
+      },
+      60_000,
+      500,
+    );
+    const events = await cluster.getJson("events", "-n", NS, "--field-selector", `involvedObject.name=${name}`);
+    assert.ok(events.items.some((e: KObject) => e.reason === "DeadlineExceeded"));
+  });
+
+  test("a trainer that rejects its configuration (exit code 2) fails the job at once: no retry is spent", async () => {
+    const name = "misfit";
+    // Two ranks: this trainer supports world size 1 only, so each rank exits 2 with a message that says so.
+    await cluster.apply(exampleJob(name, { replicas: 2, backoffLimit: 3 }));
+    const failed = await waitStatus("Failed", name, (o) => cond(o, "Failed")?.status === "True", 120_000);
+    assert.equal(cond(failed, "Failed").reason, "TrainerConfigError", JSON.stringify(failed.status));
+    assert.match(cond(failed, "Failed").message, /exit code 2/);
+    assert.equal(failed.status.restartCount ?? 0, 0);
+    await new Promise((r) => setTimeout(r, 1500));
+    await op.queue.idle();
+    const jobs = await cluster.getJson("jobs", "-n", NS, "-l", `rft.dev/finetunejob=${name}`);
+    assert.deepEqual(
+      jobs.items.map((j: KObject) => j.metadata.name),
+      [`${name}-a0`],
+      "no further attempt",
+    );
+    const pods = await cluster.getJson("pods", "-n", NS, "-l", `batch.kubernetes.io/job-name=${name}-a0`);
+    const log = cluster.kubelet?.readLog(NS, pods.items[0]?.metadata.name ?? "", "trainer") ?? "";
+    assert.match(log, /distributed training .* is not implemented yet; set spec.replicas to 1/);
+    await cluster.kubectl("delete", "ftj", "-n", NS, name);
   });
 });
