@@ -4,6 +4,7 @@
  * content type (server-side apply or merge patch: client-node's generated patch calls default to JSON
  * Patch), a watch stream reader, and a request counter for metrics and the benchmark.
  */
+import { AsyncLocalStorage } from "node:async_hooks";
 import type { IncomingMessage } from "node:http";
 import https from "node:https";
 import { KubeConfig } from "@kubernetes/client-node";
@@ -23,6 +24,13 @@ export class KubeError extends Error {
 
 export const isNotFound = (e: unknown) => e instanceof KubeError && e.status === 404;
 export const isConflict = (e: unknown) => e instanceof KubeError && e.status === 409;
+
+const requestScope = new AsyncLocalStorage<{ requests: number }>();
+
+/** Runs fn, counting in `counter` the API requests it makes (only those: concurrent work has its own scope). */
+export function countRequests<T>(counter: { requests: number }, fn: () => Promise<T>): Promise<T> {
+  return requestScope.run(counter, fn);
+}
 
 export class KubeClient {
   requests = 0;
@@ -67,6 +75,8 @@ export class KubeClient {
     timeoutMs = 30_000,
   ): Promise<IncomingMessage> {
     this.requests++;
+    const scope = requestScope.getStore();
+    if (scope) scope.requests++;
     const data = body === undefined ? undefined : JSON.stringify(body);
     return new Promise((resolve, reject) => {
       const req = https.request(

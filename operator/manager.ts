@@ -8,7 +8,7 @@ import { createServer, type Server } from "node:http";
 import { hostname } from "node:os";
 import { STATES } from "../proto/finetunejob-status.js";
 import type { Logger } from "../proto/log.js";
-import { type KObj, KubeClient, paths } from "./client.js";
+import { countRequests, type KObj, KubeClient, paths } from "./client.js";
 import type { OperatorSettings } from "./desired.js";
 import { Informer } from "./informer.js";
 import { LeaderElector } from "./leader.js";
@@ -55,6 +55,8 @@ export interface OperatorOptions {
   log: Logger;
   /** Called when the lease is lost (default: exit the process). */
   onLeaseLost?: () => void;
+  /** Called after each reconcile with its duration and the API requests it made (the benchmark). */
+  onReconcile?: (key: string, seconds: number, requests: number) => void;
   /** Serve the validating admission webhook. */
   webhook?: WebhookOptions;
 }
@@ -126,9 +128,9 @@ export class Operator {
     this.queue = new WorkQueue(
       async (k) => {
         const end = this.metrics.reconcileTime.startTimer({ controller: CONTROLLER });
-        const before = this.client.requests;
+        const counted = { requests: 0 };
         try {
-          const r = await reconciler.reconcile(k);
+          const r = await countRequests(counted, () => reconciler.reconcile(k));
           this.metrics.reconcileTotal.inc({
             controller: CONTROLLER,
             result: r?.requeueAfterMs !== undefined ? "requeue_after" : "success",
@@ -140,8 +142,9 @@ export class Operator {
           log.warn({ job: k, err: String(e) }, "reconcile failed");
           throw e;
         } finally {
-          end();
-          this.metrics.apiRequests.inc(this.client.requests - before);
+          const seconds = end();
+          this.metrics.apiRequests.inc(counted.requests);
+          o.onReconcile?.(k, seconds, counted.requests);
         }
       },
       { workers: o.workers ?? 4, metrics: this.metrics.queueMetrics(), qps: 200, burst: 500 },
