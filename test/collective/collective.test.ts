@@ -1,0 +1,270 @@
+/** The trainer collective over loopback: correctness, determinism, rendezvous and failure behaviour. */
+import assert from "node:assert/strict";
+import { type ChildProcess, spawn } from "node:child_process";
+import { test } from "node:test";
+import protobuf from "protobufjs";
+import { Collective, CollectiveError, segment } from "../../trainer/collective/collective.js";
+import { rankEnv } from "../../trainer/collective/env.js";
+import { decodeFrame, encodeFrame } from "../../trainer/collective/wire.js";
+import { protoPath } from "../../proto/paths.js";
+import { freePorts, loopbackPeers } from "./ports.js";
+
+async function gang(n: number, opts: { chunkBytes?: number; opTimeoutMs?: number } = {}) {
+  const peers = loopbackPeers(await freePorts(n));
+  return Promise.all(peers.map((_, rank) => Collective.connect({ rank, worldSize: n, peers, ...opts })));
+}
+const closeAll = (cs: Collective[]) => Promise.all(cs.map((c) => c.close()));
+
+/** A vector with values of very different magnitudes, so the order of a float sum matters. */
+function vector(n: number, seed: number): Float32Array {
+  let s = seed * 2654435761;
+  return Float32Array.from({ length: n }, () => {
+    s = (Math.imul(s ^ (s >>> 15), 0x2c1b3c6d) + 0x6a09e667) | 0;
+    return ((s % 1000) / 7) * 10 ** ((s >>> 8) % 7);
+  });
+}
+
+/** The documented order: segment k is (((x_k + x_{k+1}) + …) + x_{k−1}), in float32. */
+function ringOrderSum(xs: Float32Array[]): Float32Array {
+  const N = xs.length;
+  const n = xs[0]!.length;
+  const out = new Float32Array(n);
+  for (let k = 0; k < N; k++) {
+    const [a, b] = segment(n, N, k);
+    for (let i = a; i < b; i++) {
+      let acc = xs[k]![i]!;
+      for (let j = 1; j < N; j++) acc = Math.fround(xs[(k + j) % N]![i]! + acc);
+      out[i] = acc;
+    }
+  }
+  return out;
+}
+
+const bytesOf = (x: Float32Array) => Buffer.from(x.buffer, x.byteOffset, x.byteLength);
+
+test("all-reduce equals the local sum, bit-identical on every rank (2, 3 and 4 ranks; odd and tiny sizes)", async () => {
+  for (const N of [2, 3, 4]) {
+    const cs = await gang(N, { chunkBytes: 4096 }); // small frames: many chunks per segment
+    for (const n of [0, 1, N - 1, 1000, 12_345]) {
+      const xs = cs.map((_, r) => vector(n, r + 1 + n));
+      const res = await Promise.all(cs.map((c, r) => c.allReduce(xs[r]!.slice())));
+      const want = ringOrderSum(xs);
+      for (let r = 0; r < N; r++) assert.ok(bytesOf(res[r]!).equals(bytesOf(want)), `N=${N} n=${n} rank ${r}`);
+      // …and within float rounding of the exact sum.
+      for (let i = 0; i < n; i++) {
+        const exact = xs.reduce((s, x) => s + x[i]!, 0);
+        assert.ok(Math.abs(res[0]![i]! - exact) <= 1e-6 * xs.reduce((s, x) => s + Math.abs(x[i]!), 0) + 1e-30);
+      }
+    }
+    // The same inputs give the same bits again (deterministic order).
+    const xs = cs.map((_, r) => vector(5000, r));
+    const a = await Promise.all(cs.map((c, r) => c.allReduce(xs[r]!.slice())));
+    const b = await Promise.all(cs.map((c, r) => c.allReduce(xs[r]!.slice())));
+    assert.ok(bytesOf(a[0]!).equals(bytesOf(b[N - 1]!)));
+    await closeAll(cs);
+  }
+});
+
+test("broadcast from any root and all-gather of different sizes", async () => {
+  const cs = await gang(3, { chunkBytes: 1000 });
+  const payload = Buffer.from(vector(3000, 9).buffer); // 12 kB: several frames
+  for (const root of [0, 2]) {
+    const got = await Promise.all(cs.map((c) => c.broadcast(c.rank === root ? payload : null, root)));
+    for (const g of got) assert.ok(Buffer.from(g).equals(payload));
+  }
+  const empty = await Promise.all(cs.map((c) => c.broadcast(c.rank === 1 ? new Uint8Array(0) : null, 1)));
+  assert.deepEqual(
+    empty.map((e) => e.length),
+    [0, 0, 0],
+  );
+  const parts = await Promise.all(cs.map((c) => c.allGather(new Uint8Array(c.rank * 1500).fill(c.rank + 7))));
+  for (const p of parts) {
+    assert.deepEqual(
+      p.map((b) => b.length),
+      [0, 1500, 3000],
+    );
+    assert.ok(p[2]!.every((v) => v === 9));
+  }
+  const json = await Promise.all(cs.map((c) => c.allGatherJson({ rank: c.rank })));
+  assert.deepEqual(json[1], [{ rank: 0 }, { rank: 1 }, { rank: 2 }]);
+  assert.deepEqual(await Promise.all(cs.map((c) => c.broadcastJson(c.rank === 0 ? { step: 7 } : null))), [
+    { step: 7 },
+    { step: 7 },
+    { step: 7 },
+  ]);
+  await closeAll(cs);
+});
+
+test("barrier: nobody leaves before the last rank arrives", async () => {
+  const cs = await gang(3);
+  const left: number[] = [];
+  const late = 300;
+  const t0 = Date.now();
+  await Promise.all(
+    cs.map(async (c) => {
+      if (c.rank === 1) await new Promise((r) => setTimeout(r, late));
+      await c.barrier();
+      left.push(Date.now() - t0);
+    }),
+  );
+  for (const t of left) assert.ok(t >= late - 5, `left the barrier after ${t} ms`);
+  await closeAll(cs);
+});
+
+test("ranks that disagree on a tensor's length fail with a clear error, on every rank, at once", async () => {
+  const cs = await gang(2, { opTimeoutMs: 60_000 });
+  const t0 = Date.now();
+  const rs = await Promise.allSettled(cs.map((c) => c.allReduce(new Float32Array(c.rank === 0 ? 100 : 102))));
+  for (const r of rs) {
+    assert.equal(r.status, "rejected");
+    assert.ok((r as PromiseRejectedResult).reason instanceof CollectiveError);
+  }
+  assert.ok(Date.now() - t0 < 5000, "no rank waited for its timeout");
+  assert.match(String((rs[0] as PromiseRejectedResult).reason), /length mismatch|passed different sizes/);
+  // A failed collective stays failed.
+  await assert.rejects(cs[0]!.barrier(), CollectiveError);
+  await closeAll(cs);
+});
+
+test("rendezvous: a rank that never joins → every other rank fails with the missing rank named", async () => {
+  const peers = loopbackPeers(await freePorts(3));
+  const t0 = Date.now();
+  const rs = await Promise.allSettled(
+    [0, 1].map((rank) => Collective.connect({ rank, worldSize: 3, peers, rendezvousTimeoutMs: 1500 })),
+  );
+  const took = Date.now() - t0;
+  for (const r of rs) {
+    assert.equal(r.status, "rejected");
+    const e = (r as PromiseRejectedResult).reason as Error;
+    assert.ok(e instanceof CollectiveError);
+    assert.match(e.message, /rendezvous timed out after 1\.5s: rank 2 \(127\.0\.0\.1:\d+\) never joined/);
+  }
+  assert.ok(took < 5000, `took ${took} ms`);
+});
+
+test("rendezvous: a peer of another job or world size is refused", async () => {
+  const peers = loopbackPeers(await freePorts(2));
+  const rs = await Promise.allSettled([
+    Collective.connect({ rank: 0, worldSize: 2, peers, job: "ns/a", rendezvousTimeoutMs: 3000 }),
+    Collective.connect({ rank: 1, worldSize: 2, peers, job: "ns/b", rendezvousTimeoutMs: 3000 }),
+  ]);
+  for (const r of rs)
+    assert.match(String((r as PromiseRejectedResult).reason), /expected rank \d of 2 \(job ns\/[ab]\)/);
+});
+
+test("rank environment: RFT_RANK, RFT_WORLD_SIZE, RFT_PEERS", () => {
+  assert.equal(rankEnv({}), null);
+  assert.equal(rankEnv({ RFT_WORLD_SIZE: "1" }), null);
+  assert.deepEqual(
+    rankEnv({ RFT_RANK: "1", RFT_WORLD_SIZE: "2", RFT_PEERS: "a:1, b:2", RFT_COLLECTIVE_TIMEOUT: "5" }),
+    { rank: 1, worldSize: 2, peers: ["a:1", "b:2"], opTimeoutMs: 5000 },
+  );
+  assert.throws(() => rankEnv({ RFT_RANK: "2", RFT_WORLD_SIZE: "2", RFT_PEERS: "a:1,b:2" }), /outside/);
+  assert.throws(() => rankEnv({ RFT_RANK: "0", RFT_WORLD_SIZE: "3", RFT_PEERS: "a:1,b:2" }), /lists 2 addresses/);
+});
+
+test("the Frame codec writes and reads collective.proto's wire format (checked with protobufjs)", async () => {
+  const root = await protobuf.load(protoPath("collective.proto"));
+  const Frame = root.lookupType("rft.collective.v1.Frame");
+  const f = {
+    kind: "ABORT" as const,
+    op: 2 ** 40 + 3,
+    step: 5,
+    offset: 1 << 30,
+    data: new Uint8Array([1, 2, 3, 250]),
+    total: 300,
+    rank: 7,
+    error: "rank 3 aborted: ü",
+  };
+  const theirs = Frame.toObject(Frame.decode(encodeFrame(f)), { enums: String, longs: Number, defaults: true });
+  assert.deepEqual({ ...theirs, data: [...theirs.data] }, { ...f, data: [1, 2, 3, 250] });
+  const mine = decodeFrame(Frame.encode(Frame.fromObject({ ...f, kind: 1 })).finish());
+  assert.deepEqual({ ...mine, data: [...mine.data] }, { ...f, data: [1, 2, 3, 250] });
+  assert.equal(encodeFrame({ kind: "DATA" }).length, 0); // proto3 defaults are omitted
+});
+
+// ---- faults, with real rank processes
+
+interface Rank {
+  proc: ChildProcess;
+  out: string;
+  err: string;
+  exit: Promise<{ code: number | null; at: number }>;
+  ops: () => number;
+}
+
+function startRank(rank: number, peers: string[], env: Record<string, string> = {}): Rank {
+  const proc = spawn(process.execPath, ["--import", "tsx", "test/collective/rank-worker.ts"], {
+    env: {
+      ...process.env,
+      RFT_RANK: String(rank),
+      RFT_WORLD_SIZE: String(peers.length),
+      RFT_PEERS: peers.join(","),
+      ...env,
+    },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const r: Rank = {
+    proc,
+    out: "",
+    err: "",
+    exit: new Promise((resolve) => proc.once("exit", (code) => resolve({ code, at: Date.now() }))),
+    ops: () => (r.out.match(/^op \d+$/gm) ?? []).length,
+  };
+  proc.stdout!.on("data", (d) => (r.out += d));
+  proc.stderr!.on("data", (d) => (r.err += d));
+  return r;
+}
+
+async function until(cond: () => boolean, ms: number, what: string) {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+test("a rank killed mid-all-reduce: the others exit at once (well within the timeout) with a clear error", async () => {
+  const peers = loopbackPeers(await freePorts(3));
+  const timeout = 30_000;
+  const ranks = peers.map((_, r) => startRank(r, peers, { RFT_TEST_OP_TIMEOUT_MS: String(timeout) }));
+  try {
+    await until(() => ranks.every((r) => r.ops() >= 2), 60_000, "two all-reduces on every rank");
+    const killedAt = Date.now();
+    ranks[1]!.proc.kill("SIGKILL");
+    const [a, , c] = await Promise.all(ranks.map((r) => r.exit));
+    for (const [r, e] of [
+      [ranks[0]!, a!],
+      [ranks[2]!, c!],
+    ] as const) {
+      assert.equal(e.code, 3, r.err);
+      assert.ok(e.at - killedAt < timeout / 3, `exited ${e.at - killedAt} ms after the kill`);
+      assert.match(r.err, /CollectiveError: .*rank 1 \(127\.0\.0\.1:\d+\)|CollectiveError: .*rank \d: the link/);
+    }
+    // Rank 2 receives from rank 1 (its link broke); rank 0 sends to rank 1 (its link broke).
+    assert.match(ranks[2]!.err, /link from rank 1 .*(exited|crashed)|rank 1/);
+    assert.match(ranks[0]!.err, /link to rank 1|rank 1/);
+  } finally {
+    for (const r of ranks) r.proc.kill("SIGKILL");
+  }
+});
+
+test("a stalled rank (SIGSTOP): the others fail after the operation timeout, naming the wait", async () => {
+  const peers = loopbackPeers(await freePorts(2));
+  const timeout = 2000;
+  const ranks = peers.map((_, r) => startRank(r, peers, { RFT_TEST_OP_TIMEOUT_MS: String(timeout) }));
+  try {
+    await until(() => ranks.every((r) => r.ops() >= 1), 60_000, "an all-reduce on every rank");
+    const stoppedAt = Date.now();
+    ranks[1]!.proc.kill("SIGSTOP");
+    const e = await ranks[0]!.exit;
+    assert.equal(e.code, 3, ranks[0]!.err);
+    assert.ok(e.at - stoppedAt < timeout + 3000, `exited ${e.at - stoppedAt} ms after the stop`);
+    assert.match(ranks[0]!.err, /timed out after 2s waiting for rank 1/);
+  } finally {
+    for (const r of ranks) {
+      r.proc.kill("SIGCONT");
+      r.proc.kill("SIGKILL");
+    }
+  }
+});

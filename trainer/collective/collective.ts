@@ -1,0 +1,568 @@
+/**
+ * The trainer ranks' collective over gRPC: rendezvous, ring all-reduce (reduce-scatter + all-gather), broadcast,
+ * all-gather and barrier. One Link stream per rank to its right neighbour carries every operation (see
+ * proto/collective.proto); operations are numbered and every rank runs the same ones in the same order.
+ *
+ * All-reduce of n floats over N ranks: the vector is cut into N segments; in N−1 reduce-scatter steps segment
+ * k travels k → k+1 → … → k−1, each rank adding its own values (incoming + local), so segment k is
+ * (((x_k + x_{k+1}) + x_{k+2}) + … + x_{k−1}) — a fixed order for a given N; then N−1 all-gather steps copy
+ * each finished segment around the ring. Every rank therefore ends with the same bits. Each rank sends
+ * 2·n·(N−1)/N floats (bandwidth-optimal); segments move in chunks, and a chunk is forwarded as soon as it is
+ * added, so the steps pipeline.
+ *
+ * Failure: a closed or broken link, an ABORT frame from a neighbour, or an operation outliving its timeout
+ * fails the collective for good: every pending and later operation rejects with a CollectiveError saying
+ * which rank and why, an ABORT is passed on to the right and both links are closed, so the failure travels
+ * around the ring in milliseconds instead of every rank waiting out its timeout.
+ */
+import * as grpc from "@grpc/grpc-js";
+import type { Frame } from "./wire.js";
+import { CHANNEL_OPTIONS, collectiveService } from "./wire.js";
+
+export class CollectiveError extends Error {
+  override name = "CollectiveError";
+}
+
+export interface CollectiveOptions {
+  rank: number;
+  worldSize: number;
+  /** "host:port" of every rank, by rank. A rank listens on the port of its own entry. */
+  peers: string[];
+  /** Ranks of different jobs never pair up (default "rft"). */
+  job?: string;
+  /** How long to wait for every rank to answer (default 120 s). */
+  rendezvousTimeoutMs?: number;
+  /** How long one operation may wait for its neighbour before the collective fails (default 300 s). */
+  opTimeoutMs?: number;
+  /** Bytes per frame (default 1 MiB). */
+  chunkBytes?: number;
+  /** Interface to listen on (default: the host of this rank's peer entry when it is an IP address, else 0.0.0.0). */
+  bindHost?: string;
+}
+
+interface Waiter {
+  resolve: (f: Frame) => void;
+  reject: (e: Error) => void;
+}
+
+interface HelloMsg {
+  job: string;
+  rank: number;
+  world_size: number;
+}
+type HelloCall = (
+  req: HelloMsg,
+  opts: grpc.CallOptions,
+  cb: (e: grpc.ServiceError | null, r?: HelloMsg) => void,
+) => void;
+interface LinkMsg {
+  job: string;
+  rank: number;
+}
+type OutboundCall = grpc.ServerWritableStream<LinkMsg, Partial<Frame>>;
+type InboundCall = grpc.ClientReadableStream<Frame>;
+
+const isIp = (h: string) => /^[0-9.]+$/.test(h) || h.includes(":");
+
+function splitHostPort(addr: string): { host: string; port: number } {
+  const i = addr.lastIndexOf(":");
+  if (i <= 0) throw new CollectiveError(`peer address ${JSON.stringify(addr)} is not host:port`);
+  const port = Number(addr.slice(i + 1));
+  if (!Number.isInteger(port) || port <= 0 || port > 65535)
+    throw new CollectiveError(`peer address ${JSON.stringify(addr)} has no valid port`);
+  return { host: addr.slice(0, i).replace(/^\[(.*)\]$/, "$1"), port };
+}
+
+/** The bounds of segment k of n elements cut into `parts` nearly equal segments. */
+export function segment(n: number, parts: number, k: number): [number, number] {
+  return [Math.floor((k * n) / parts), Math.floor(((k + 1) * n) / parts)];
+}
+
+const mod = (a: number, n: number) => ((a % n) + n) % n;
+
+export class Collective {
+  readonly rank: number;
+  readonly worldSize: number;
+  private readonly o: Required<Omit<CollectiveOptions, "bindHost">> & { bindHost?: string };
+  private server: grpc.Server | null = null;
+  private readonly clients: grpc.Client[] = [];
+  private out: OutboundCall | null = null;
+  private inbound: InboundCall | null = null;
+  private outReady: (() => void) | null = null;
+  /** Frames received for each operation, in arrival order, and whoever waits for the next one. */
+  private readonly inbox = new Map<number, Frame[]>();
+  private readonly waiters = new Map<number, Waiter>();
+  private op = 0;
+  private failure: CollectiveError | null = null;
+  private closing = false;
+  private drain: Promise<void> | null = null;
+  private drained: (() => void) | null = null;
+
+  private constructor(o: CollectiveOptions) {
+    this.rank = o.rank;
+    this.worldSize = o.worldSize;
+    this.o = {
+      job: "rft",
+      rendezvousTimeoutMs: 120_000,
+      opTimeoutMs: 300_000,
+      chunkBytes: 1 << 20,
+      ...o,
+    };
+  }
+
+  private get left() {
+    return mod(this.rank - 1, this.worldSize);
+  }
+  private get right() {
+    return mod(this.rank + 1, this.worldSize);
+  }
+  private addr(r: number) {
+    return `rank ${r} (${this.o.peers[r]})`;
+  }
+
+  /**
+   * Joins the gang: listens on this rank's address, waits until every peer answers Hello with the expected
+   * rank, world size and job, links to the right neighbour, and runs a barrier. Rejects with a
+   * CollectiveError naming the ranks that never joined when the rendezvous timeout passes.
+   */
+  static async connect(o: CollectiveOptions): Promise<Collective> {
+    if (!Number.isInteger(o.worldSize) || o.worldSize < 1) throw new CollectiveError(`bad world size ${o.worldSize}`);
+    if (!Number.isInteger(o.rank) || o.rank < 0 || o.rank >= o.worldSize)
+      throw new CollectiveError(`rank ${o.rank} is outside world size ${o.worldSize}`);
+    const c = new Collective(o);
+    if (o.worldSize === 1) return c;
+    if (o.peers.length !== o.worldSize)
+      throw new CollectiveError(`${o.peers.length} peer addresses for world size ${o.worldSize}`);
+    try {
+      await c.rendezvous();
+    } catch (e) {
+      c.fail(e instanceof CollectiveError ? e : new CollectiveError((e as Error).message));
+      await c.close();
+      throw c.failure;
+    }
+    return c;
+  }
+
+  private async rendezvous() {
+    const deadline = Date.now() + this.o.rendezvousTimeoutMs;
+    const service = collectiveService();
+    const server = new grpc.Server(CHANNEL_OPTIONS);
+    const outReady = new Promise<void>((resolve) => (this.outReady = resolve));
+    server.addService(service, {
+      Hello: (_call: grpc.ServerUnaryCall<HelloMsg, HelloMsg>, cb: grpc.sendUnaryData<HelloMsg>) => {
+        cb(null, { job: this.o.job, rank: this.rank, world_size: this.worldSize });
+      },
+      Link: (call: OutboundCall) => this.acceptLink(call),
+    });
+    this.server = server;
+    const { host, port } = splitHostPort(this.o.peers[this.rank]!);
+    const bind = this.o.bindHost ?? (isIp(host) ? host : "0.0.0.0");
+    await new Promise<void>((resolve, reject) =>
+      server.bindAsync(
+        `${bind.includes(":") ? `[${bind}]` : bind}:${port}`,
+        grpc.ServerCredentials.createInsecure(),
+        (e) =>
+          e
+            ? reject(new CollectiveError(`rank ${this.rank} cannot listen on ${bind}:${port}: ${e.message}`))
+            : resolve(),
+      ),
+    );
+
+    // Every peer must answer, as the rank we expect.
+    const Client = grpc.makeGenericClientConstructor(service, "Collective");
+    const missing = new Set(this.o.peers.map((_, r) => r).filter((r) => r !== this.rank));
+    const hello = (r: number) =>
+      new Promise<void>((resolve, reject) => {
+        const client = new Client(this.o.peers[r]!, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
+        this.clients.push(client);
+        const attempt = () => {
+          if (this.failure) return reject(this.failure);
+          (client as unknown as { Hello: HelloCall }).Hello(
+            { job: this.o.job, rank: this.rank, world_size: this.worldSize },
+            { deadline: Date.now() + 2000 },
+            (err, res) => {
+              if (!err && res) {
+                if (res.job !== this.o.job || res.rank !== r || res.world_size !== this.worldSize)
+                  return reject(
+                    new CollectiveError(
+                      `${this.o.peers[r]} answered as rank ${res.rank} of ${res.world_size} (job ${res.job}), expected rank ${r} of ${this.worldSize} (job ${this.o.job})`,
+                    ),
+                  );
+                missing.delete(r);
+                return resolve();
+              }
+              if (Date.now() >= deadline) return resolve(); // reported below, with every missing rank
+              setTimeout(attempt, 200);
+            },
+          );
+        };
+        attempt();
+      });
+    await Promise.all([...missing].map(hello));
+    if (missing.size > 0) {
+      throw new CollectiveError(
+        `rank ${this.rank}: rendezvous timed out after ${this.o.rendezvousTimeoutMs / 1000}s: ${[...missing]
+          .sort((a, b) => a - b)
+          .map((r) => this.addr(r))
+          .join(", ")} never joined`,
+      );
+    }
+
+    // The ring link from the left neighbour (this rank receives on it) and the one the right neighbour opens.
+    const client = new Client(this.o.peers[this.left]!, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
+    this.clients.push(client);
+    const inbound = (client as unknown as { Link: (req: LinkMsg) => InboundCall }).Link({
+      job: this.o.job,
+      rank: this.rank,
+    });
+    this.inbound = inbound;
+    inbound.on("data", (f: Frame) => this.receiveFrame(f));
+    const lost = (why: string) => {
+      if (!this.closing)
+        this.fail(new CollectiveError(`rank ${this.rank}: the link from ${this.addr(this.left)} ${why}`));
+    };
+    inbound.on("error", (e: grpc.ServiceError) =>
+      lost(
+        e.code === grpc.status.UNAVAILABLE || e.code === grpc.status.CANCELLED
+          ? `broke (the rank exited or crashed): ${e.details || e.message}`
+          : `failed: ${e.details || e.message}`,
+      ),
+    );
+    inbound.on("end", () => lost("closed (the rank exited)"));
+
+    let timer: NodeJS.Timeout | undefined;
+    const right = await Promise.race([
+      outReady.then(() => true),
+      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), Math.max(0, deadline - Date.now())))),
+    ]);
+    clearTimeout(timer);
+    if (!right)
+      throw new CollectiveError(
+        `rank ${this.rank}: rendezvous timed out after ${this.o.rendezvousTimeoutMs / 1000}s: ${this.addr(this.right)} never opened its link`,
+      );
+    await this.barrier(Math.max(1, deadline - Date.now()));
+  }
+
+  /** The right neighbour opens its link: this rank's outgoing frames go there. */
+  private acceptLink(call: OutboundCall) {
+    const req = call.request;
+    if (req.job !== this.o.job || req.rank !== this.right || this.out) {
+      call.emit("error", {
+        code: grpc.status.FAILED_PRECONDITION,
+        details: `rank ${this.rank} (job ${this.o.job}) takes one link, from rank ${this.right}; got rank ${req.rank} (job ${req.job})`,
+      });
+      return;
+    }
+    this.out = call;
+    const lost = (why: string) => {
+      if (!this.closing)
+        this.fail(new CollectiveError(`rank ${this.rank}: the link to ${this.addr(this.right)} ${why}`));
+    };
+    call.on("cancelled", () => lost("was cancelled (the rank exited or crashed)"));
+    call.on("error", (e: Error) => lost(`failed: ${e.message}`));
+    call.on("close", () => lost("closed (the rank exited or crashed)"));
+    this.outReady?.();
+  }
+
+  private receiveFrame(f: Frame) {
+    if (f.kind === "ABORT") {
+      this.fail(new CollectiveError(f.error || `rank ${f.rank} aborted`));
+      return;
+    }
+    const w = this.waiters.get(f.op);
+    if (w) {
+      this.waiters.delete(f.op);
+      w.resolve(f);
+    } else {
+      let q = this.inbox.get(f.op);
+      if (!q) this.inbox.set(f.op, (q = []));
+      q.push(f);
+    }
+  }
+
+  /** Fails the collective: rejects everything pending, tells the right neighbour, closes both links. */
+  private fail(e: CollectiveError) {
+    if (this.failure) return;
+    this.failure = e;
+    for (const w of this.waiters.values()) w.reject(e);
+    this.waiters.clear();
+    this.inbox.clear();
+    this.drained?.(); // a writer waiting for the dead link's buffer to drain wakes up (and sees the failure)
+    try {
+      this.out?.write({ kind: "ABORT", rank: this.rank, error: e.message });
+      this.out?.end();
+    } catch {}
+    try {
+      this.inbound?.cancel();
+    } catch {}
+  }
+
+  /** The collective's failure, if it failed. */
+  get error(): CollectiveError | null {
+    return this.failure;
+  }
+
+  private next(op: number): Promise<Frame> {
+    if (this.failure) return Promise.reject(this.failure);
+    const q = this.inbox.get(op);
+    if (q?.length) {
+      const f = q.shift()!;
+      if (q.length === 0) this.inbox.delete(op);
+      return Promise.resolve(f);
+    }
+    return new Promise((resolve, reject) => this.waiters.set(op, { resolve, reject }));
+  }
+
+  /** Writes a frame to the right neighbour; a promise when the link's buffer is full (wait for it to drain). */
+  private send(f: Partial<Frame>): Promise<void> | null {
+    if (this.failure) throw this.failure;
+    if (this.out!.write(f)) return null;
+    if (!this.drain) {
+      this.drain = new Promise<void>((resolve) => {
+        this.drained = () => {
+          this.drain = null;
+          this.drained = null;
+          resolve();
+        };
+        this.out!.once("drain", () => this.drained?.());
+      });
+    }
+    return this.drain;
+  }
+
+  /** Runs one numbered operation under the operation timeout. */
+  private async run<T>(name: string, body: (op: number) => Promise<T>, timeoutMs = this.o.opTimeoutMs): Promise<T> {
+    if (this.failure) throw this.failure;
+    const op = ++this.op;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        this.fail(
+          new CollectiveError(
+            `rank ${this.rank}: ${name} (operation ${op}) timed out after ${timeoutMs / 1000}s waiting for ${this.addr(this.left)} (a rank stalled, or is too slow for the timeout)`,
+          ),
+        );
+        reject(this.failure);
+      }, timeoutMs);
+    });
+    try {
+      return await Promise.race([body(op), timeout]);
+    } catch (e) {
+      // Whatever went wrong, the neighbours must learn it now rather than at their timeout.
+      this.fail(
+        e instanceof CollectiveError ? e : new CollectiveError(`rank ${this.rank}: ${name}: ${(e as Error).message}`),
+      );
+      throw this.failure ?? e;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Receives one step's payload of `total` bytes (unknown to the caller: total < 0) chunk by chunk. */
+  private async receive(op: number, step: number, onChunk: (f: Frame) => void | Promise<void>): Promise<number> {
+    let got = 0;
+    for (;;) {
+      const f = await this.next(op);
+      if (f.step !== step || f.offset !== got)
+        throw new CollectiveError(
+          `rank ${this.rank}: out-of-order frame from ${this.addr(this.left)} (operation ${op}: step ${f.step} offset ${f.offset}, expected step ${step} offset ${got}) — ranks disagree on the sequence of operations`,
+        );
+      await onChunk(f);
+      got += f.data.length;
+      if (got >= f.total) return f.total;
+    }
+  }
+
+  /** Sends `bytes` as one step's payload, in chunks (an empty payload is one empty frame). */
+  private async sendBytes(op: number, step: number, bytes: Uint8Array) {
+    const chunk = this.o.chunkBytes;
+    let off = 0;
+    do {
+      const end = Math.min(bytes.length, off + chunk);
+      const d = this.send({
+        kind: "DATA",
+        op,
+        step,
+        offset: off,
+        data: bytes.subarray(off, end),
+        total: bytes.length,
+        rank: this.rank,
+      });
+      if (d) await d;
+      off = end;
+    } while (off < bytes.length);
+  }
+
+  /**
+   * Sums `x` over all ranks, in place (and returns it). Every rank must pass the same length. The result is
+   * bit-identical on every rank (see the file comment for the summation order).
+   */
+  async allReduce(x: Float32Array): Promise<Float32Array> {
+    const N = this.worldSize;
+    if (N === 1) return x;
+    return this.run(`all-reduce of ${x.length} floats`, async (op) => {
+      const r = this.rank;
+      const bytes = new Uint8Array(x.buffer, x.byteOffset, x.byteLength);
+      const segBytes = (k: number) => {
+        const [a, b] = segment(x.length, N, k);
+        return bytes.subarray(a * 4, b * 4);
+      };
+      const chunkFloats = Math.max(1, Math.floor(this.o.chunkBytes / 4));
+      const scratch = new Float32Array(chunkFloats);
+      const pending: Promise<void>[] = [];
+      const forward = (step: number, offset: number, data: Uint8Array, total: number) => {
+        const d = this.send({ kind: "DATA", op, step, offset, data, total, rank: r });
+        if (d) pending.push(d);
+      };
+      // Step 0 of the reduce-scatter: this rank's own segment starts its trip.
+      const own = segBytes(r);
+      for (let off = 0; off === 0 || off < own.length; off += chunkFloats * 4) {
+        forward(0, off, own.subarray(off, Math.min(own.length, off + chunkFloats * 4)), own.length);
+        if (own.length === 0) break;
+      }
+      const lastStep = 2 * N - 3;
+      for (let s = 0; s <= lastStep; s++) {
+        const reduce = s < N - 1;
+        const k = reduce ? mod(r - s - 1, N) : mod(r - (s - (N - 1)), N);
+        const seg = segBytes(k);
+        const [a] = segment(x.length, N, k);
+        if (pending.length > 8) await Promise.all(pending.splice(0));
+        await this.receive(op, s, (f) => {
+          if (f.total !== seg.length)
+            throw new CollectiveError(
+              `rank ${this.rank}: all-reduce length mismatch with ${this.addr(this.left)} (segment of ${f.total / 4} floats, expected ${seg.length / 4}): ranks passed different sizes`,
+            );
+          const at = f.offset;
+          if (reduce) {
+            const n = f.data.length / 4;
+            let inc: Float32Array;
+            if (f.data.byteOffset % 4 === 0) inc = new Float32Array(f.data.buffer, f.data.byteOffset, n);
+            else {
+              new Uint8Array(scratch.buffer, 0, f.data.length).set(f.data);
+              inc = scratch;
+            }
+            const base = a + at / 4;
+            for (let i = 0; i < n; i++) x[base + i] = inc[i]! + x[base + i]!;
+          } else seg.set(f.data, at);
+          // Forward the finished chunk: the next reduce step, or (after the last reduce step, which leaves this
+          // rank owning segment k) the first all-gather step; all-gather forwards until the ring is covered.
+          if (s < lastStep) forward(s + 1, at, seg.subarray(at, at + f.data.length), seg.length);
+        });
+      }
+      await Promise.all(pending);
+      return x;
+    });
+  }
+
+  /** Root's bytes to every rank (others pass null or anything; they get root's). */
+  async broadcast(data: Uint8Array | null, root = 0): Promise<Uint8Array> {
+    const N = this.worldSize;
+    if (N === 1) return data ?? new Uint8Array(0);
+    if (this.rank === root && !data) throw new CollectiveError("broadcast: the root passes the data");
+    return this.run(`broadcast from rank ${root}`, async (op) => {
+      if (this.rank === root) {
+        await this.sendBytes(op, 0, data!);
+        return data!;
+      }
+      let buf = new Uint8Array(0);
+      const forward = this.right !== root;
+      const pending: Promise<void>[] = [];
+      await this.receive(op, 0, (f) => {
+        if (buf.length !== f.total) buf = new Uint8Array(f.total);
+        buf.set(f.data, f.offset);
+        if (forward) {
+          const d = this.send({ ...f, data: buf.subarray(f.offset, f.offset + f.data.length), rank: this.rank });
+          if (d) pending.push(d);
+        }
+      });
+      await Promise.all(pending);
+      return buf;
+    });
+  }
+
+  /** Every rank's bytes, by rank, on every rank. */
+  async allGather(data: Uint8Array): Promise<Uint8Array[]> {
+    const N = this.worldSize;
+    if (N === 1) return [data];
+    return this.run("all-gather", (op) => this.gatherOp(op, data));
+  }
+
+  private async gatherOp(op: number, data: Uint8Array): Promise<Uint8Array[]> {
+    const N = this.worldSize;
+    const out: Uint8Array[] = new Array(N);
+    out[this.rank] = data;
+    const pending: Promise<void>[] = [];
+    const first = this.sendBytes(op, 0, data);
+    for (let s = 0; s < N - 1; s++) {
+      const k = mod(this.rank - s - 1, N);
+      let buf = new Uint8Array(0);
+      await this.receive(op, s, (f) => {
+        if (buf.length !== f.total) buf = new Uint8Array(f.total);
+        buf.set(f.data, f.offset);
+        if (s < N - 2) {
+          const d = this.send({
+            ...f,
+            step: s + 1,
+            data: buf.subarray(f.offset, f.offset + f.data.length),
+            rank: this.rank,
+          });
+          if (d) pending.push(d);
+        }
+      });
+      out[k] = buf;
+    }
+    await first;
+    await Promise.all(pending);
+    return out;
+  }
+
+  /** Returns once every rank has called barrier (or rejects when the collective fails or times out). */
+  async barrier(timeoutMs = this.o.opTimeoutMs): Promise<void> {
+    if (this.worldSize === 1) return;
+    await this.run("barrier", (op) => this.gatherOp(op, new Uint8Array(0)).then(() => undefined), timeoutMs);
+  }
+
+  /** JSON helpers over broadcast / all-gather. */
+  async broadcastJson<T>(value: T | null, root = 0): Promise<T> {
+    const b = await this.broadcast(this.rank === root ? Buffer.from(JSON.stringify(value)) : null, root);
+    return JSON.parse(Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString("utf8")) as T;
+  }
+
+  async allGatherJson<T>(value: T): Promise<T[]> {
+    const parts = await this.allGather(Buffer.from(JSON.stringify(value)));
+    return parts.map((b) => JSON.parse(Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString("utf8")) as T);
+  }
+
+  /** Closes the links and the server. Neighbours that are still running an operation see the link close. */
+  async close(): Promise<void> {
+    this.closing = true;
+    try {
+      this.out?.end();
+    } catch {}
+    try {
+      this.inbound?.cancel();
+    } catch {}
+    for (const c of this.clients) c.close();
+    const s = this.server;
+    this.server = null;
+    if (s) {
+      // Graceful for a moment (frames in flight reach their rank), then forced: a peer's idle channel must
+      // not keep this process waiting.
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(() => {
+          s.forceShutdown();
+          resolve();
+        }, 500);
+        s.tryShutdown(() => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+    }
+  }
+
+  /** Fails the collective on purpose (e.g. this rank hit an error outside a collective): neighbours learn at once. */
+  abort(reason: string) {
+    this.fail(new CollectiveError(`rank ${this.rank} aborted: ${reason}`));
+  }
+}
