@@ -1,4 +1,10 @@
-/** `rft run MANIFEST`: run a FineTuneJob (SFT or RFT) on this machine, no cluster needed. */
+/**
+ * `rft run MANIFEST`: run a FineTuneJob (SFT or RFT) on this machine, no cluster needed.
+ * `--replicas N` runs N trainer ranks as N local processes (data parallelism over 127.0.0.1): this process
+ * spawns them with RFT_RANK / RFT_WORLD_SIZE / RFT_PEERS and waits; rank 0 prints progress and the summary.
+ */
+import { spawn } from "node:child_process";
+import { createServer } from "node:net";
 import { resolve } from "node:path";
 import asciichart from "asciichart";
 import cliProgress from "cli-progress";
@@ -10,6 +16,66 @@ import { BackendError, parseBackendName } from "../../trainer/model/backend.js";
 import { ModelDirError } from "../../trainer/model/hf-io.js";
 import type { RftControl } from "../../trainer/rl/loop.js";
 import { TrainerMetrics } from "../../trainer/rl/prom.js";
+import { CollectiveError } from "../../trainer/collective/collective.js";
+import { rankEnv } from "../../trainer/collective/env.js";
+
+async function freeLoopbackPorts(n: number): Promise<number[]> {
+  const servers = await Promise.all(
+    Array.from(
+      { length: n },
+      () =>
+        new Promise<import("node:net").Server>((res, rej) => {
+          const s = createServer();
+          s.once("error", rej);
+          s.listen(0, "127.0.0.1", () => res(s));
+        }),
+    ),
+  );
+  const ports = servers.map((s) => (s.address() as import("node:net").AddressInfo).port);
+  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+  return ports;
+}
+
+/**
+ * Runs this same command as N rank processes and waits for them. Ctrl-C / SIGTERM reach rank 0 only (the
+ * ranks are in their own process group), and rank 0's pause or cancel holds for all. Exit status: rank 0's,
+ * or the first failing rank's.
+ */
+async function runReplicas(n: number): Promise<number> {
+  const peers = (await freeLoopbackPorts(n)).map((p) => `127.0.0.1:${p}`);
+  const kids = peers.map((_, rank) =>
+    spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
+      env: { ...process.env, RFT_RANK: String(rank), RFT_WORLD_SIZE: String(n), RFT_PEERS: peers.join(",") },
+      stdio: rank === 0 ? "inherit" : ["ignore", "ignore", "pipe"],
+      detached: true,
+    }),
+  );
+  kids.forEach((k, rank) =>
+    k.stderr?.on("data", (d: Buffer) =>
+      process.stderr.write(
+        d
+          .toString()
+          .split("\n")
+          .filter((l) => l.trim())
+          .map((l) => `[rank ${rank}] ${l}\n`)
+          .join(""),
+      ),
+    ),
+  );
+  const forward = (sig: NodeJS.Signals) => kids[0]!.kill(sig);
+  process.on("SIGINT", forward);
+  process.on("SIGTERM", forward);
+  const killAll = () => kids.forEach((k) => k.exitCode === null && k.kill("SIGKILL"));
+  process.once("exit", killAll);
+  const codes = await Promise.all(
+    kids.map((k) => new Promise<number>((r) => k.once("exit", (code, sig) => r(code ?? (sig ? 128 + 9 : 1))))),
+  );
+  process.off("SIGINT", forward);
+  process.off("SIGTERM", forward);
+  const bad = codes.findIndex((c) => c !== 0);
+  if (bad >= 0 && codes[0] === 0) process.stderr.write(`rft run: rank ${bad} exited with status ${codes[bad]}\n`);
+  return codes[0] !== 0 ? codes[0]! : bad >= 0 ? codes[bad]! : 0;
+}
 
 const fmt = (x: number | null | undefined) => (x === null || x === undefined ? "  -  " : x.toFixed(3));
 
@@ -64,7 +130,28 @@ export function register(program: Command) {
     .option("--metrics-port <port>", "serve Prometheus /metrics on this port while training")
     .option("--stop-after <step>", "pause after this step (resume later with the same command)")
     .option("--no-progress", "no progress bar (one line per step instead)")
+    .option("--replicas <n>", "train with N data-parallel ranks, one local process each (RFT jobs)", "1")
     .action(async (file: string, o) => {
+      const replicas = Number(o.replicas);
+      if (!Number.isInteger(replicas) || replicas < 1) {
+        process.stderr.write(`rft run: --replicas wants a positive integer, got ${o.replicas}\n`);
+        process.exitCode = 2;
+        return;
+      }
+      // The parent of N ranks only spawns and waits; each rank runs this command with RFT_RANK set.
+      if (replicas > 1 && process.env.RFT_RANK === undefined) {
+        process.exitCode = await runReplicas(replicas);
+        return;
+      }
+      let ranks: ReturnType<typeof rankEnv>;
+      try {
+        ranks = rankEnv(process.env);
+      } catch (err) {
+        process.stderr.write(`rft run: ${(err as Error).message}\n`);
+        process.exitCode = 2;
+        return;
+      }
+      const rank = ranks?.rank ?? 0;
       let manifest: ReturnType<typeof loadManifest>;
       try {
         manifest = loadManifest(file);
@@ -78,7 +165,7 @@ export function register(program: Command) {
       }
       const name = manifest.job.metadata.name;
       const metrics = new TrainerMetrics(name);
-      const server = o.metricsPort !== undefined ? await metrics.serve(Number(o.metricsPort)) : undefined;
+      const server = o.metricsPort !== undefined && rank === 0 ? await metrics.serve(Number(o.metricsPort)) : undefined;
       const control: RftControl = { pause: false, cancel: false };
       let interrupts = 0;
       const onSignal = (sig: string) => {
@@ -96,7 +183,7 @@ export function register(program: Command) {
       process.on("SIGINT", () => onSignal("SIGINT"));
       process.on("SIGTERM", () => onSignal("SIGTERM"));
 
-      const tty = Boolean(process.stderr.isTTY) && o.progress !== false;
+      const tty = Boolean(process.stderr.isTTY) && o.progress !== false && rank === 0;
       const bar = tty
         ? new cliProgress.SingleBar(
             {
@@ -107,7 +194,7 @@ export function register(program: Command) {
           )
         : null;
       let lastValid: number | null = null;
-      const line = (s: string) => (bar ? undefined : process.stderr.write(`${s}\n`));
+      const line = (s: string) => (bar || rank !== 0 ? undefined : process.stderr.write(`${s}\n`));
       try {
         const result = await runJob({
           manifest,
@@ -116,6 +203,7 @@ export function register(program: Command) {
           graderAddr: o.graderAddr,
           control,
           stopAfterStep: o.stopAfter !== undefined ? Number(o.stopAfter) : undefined,
+          ranks,
           hooks: {
             onEvent: (e) => e.type === "message" && line(e.message),
             onStep: (m) => {
@@ -140,7 +228,7 @@ export function register(program: Command) {
           },
         });
         bar?.stop();
-        process.stdout.write(`${summary(result, o.out)}\n`);
+        if (rank === 0) process.stdout.write(`${summary(result, o.out)}\n`);
         if (result.status === "failed") process.exitCode = 1;
         if (result.status === "cancelled") process.exitCode = 130;
       } catch (err) {
@@ -148,6 +236,11 @@ export function register(program: Command) {
         if (err instanceof DatasetError || err instanceof ModelDirError || err instanceof BackendError) {
           process.stderr.write(`rft run: ${err.message}\n`);
           process.exitCode = 2;
+        } else if (err instanceof CollectiveError) {
+          // Another rank died or stalled (or this one could not join): restart the same command to resume from
+          // the last checkpoint.
+          process.stderr.write(`rft run: ${err.message}\n`);
+          process.exitCode = 1;
         } else throw err;
       } finally {
         server?.close();

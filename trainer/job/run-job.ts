@@ -15,6 +15,8 @@ import { runSft, type SftStepEvent, toSftExample } from "../sft/sft.js";
 import { resolveSft } from "./hyperparameters.js";
 import type { EventSink } from "../../ledger/writer.js";
 import type { LoadedManifest } from "./manifest.js";
+import { Collective } from "../collective/collective.js";
+import type { RankEnv } from "../collective/env.js";
 
 export interface RunJobOptions {
   manifest: LoadedManifest;
@@ -30,6 +32,9 @@ export interface RunJobOptions {
   ledgerSink?: EventSink;
   /** The job reference in the ledger (default: "<namespace or local>/<name>"). */
   jobRef?: string;
+  /** Data parallelism: this process is one rank of several (trainer/collective/env.ts reads it from
+   * RFT_RANK / RFT_WORLD_SIZE / RFT_PEERS). Every rank gets the same manifest and output directory. */
+  ranks?: RankEnv | null;
 }
 
 export interface SftRunResult {
@@ -48,6 +53,9 @@ export async function runJob(o: RunJobOptions): Promise<RunJobResult> {
   await useBackend(o.backend ?? spec.trainer?.backend ?? "wasm");
   mkdirSync(o.outDir, { recursive: true });
   const seed = spec.seed ?? 0;
+
+  if (o.ranks && o.ranks.worldSize > 1 && spec.method.type !== "reinforcement")
+    throw new Error(`replicas > 1 (world size ${o.ranks.worldSize}) is supported for reinforcement jobs only`);
 
   if (spec.method.type === "supervised") {
     const train = readSftDataset(paths.trainingFile, { maxRows: LIMITS.sftTrain });
@@ -96,7 +104,10 @@ export async function runJob(o: RunJobOptions): Promise<RunJobResult> {
   const train = readRftDataset(paths.trainingFile, { maxRows: LIMITS.rftTrain });
   const valid = paths.validationFile ? readRftDataset(paths.validationFile, { maxRows: LIMITS.rftValid }) : [];
   const grader = o.graderAddr ? await grpcGrader(o.graderAddr, rft.grader) : await inProcessGrader(rft.grader);
+  const jobRef = o.jobRef ?? `${job.metadata.namespace ?? "local"}/${job.metadata.name}`;
+  let collective: Collective | undefined;
   try {
+    if (o.ranks && o.ranks.worldSize > 1) collective = await Collective.connect({ job: jobRef, ...o.ranks });
     const trainer = new RftTrainer({
       job: {
         modelDir: paths.model,
@@ -107,8 +118,9 @@ export async function runJob(o: RunJobOptions): Promise<RunJobResult> {
         jsonRequired: Boolean(rft.responseFormat && rft.responseFormat.type !== "text"),
         ledger: {
           spec,
-          job: `${job.metadata.namespace ?? "local"}/${job.metadata.name}`,
+          job: jobRef,
           baseDir: dirname(resolve(o.manifest.file)),
+          ...(o.ledgerSink ? { sink: o.ledgerSink } : {}),
         },
       },
       grader,
@@ -117,9 +129,11 @@ export async function runJob(o: RunJobOptions): Promise<RunJobResult> {
       hooks: o.hooks,
       stopAfterStep: o.stopAfterStep,
       microBatch: o.microBatch,
+      collective,
     });
     return { ...(await trainer.run()), method: "reinforcement" };
   } finally {
+    await collective?.close();
     await grader.close();
   }
 }

@@ -8,6 +8,14 @@
  * sampling seeds from (seed, step, prompt, k) — so the state to restore is only the weights, the optimizer
  * state and the step. A run paused at step N and resumed gives the same rewards and weights as one that
  * never stopped.
+ *
+ * Data parallelism (options.collective, N ranks): each rank takes a contiguous share of the step's prompts
+ * (trainer/collective/data-parallel.ts), samples them with the same seeds a single rank would use (seeds
+ * follow the prompt's global index), grades them with its own grader and computes its masked gradients with
+ * the loss weights of the whole step (completion lengths are all-gathered first); the gradients are summed
+ * with the ring all-reduce, so every rank applies the same update. Validation is split the same way. Rank 0
+ * alone writes events.jsonl, checkpoints and the final model; every rank loads the checkpoint rank 0 names on
+ * resume. Each rank signs its own update.applied; rank 0 closes the step with step.committed.
  */
 import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -25,8 +33,17 @@ import { Adam } from "../model/train-step.js";
 import { type Completion, generate, type SampleRequest } from "../sampling/generate.js";
 import { type AdmittedRow } from "../governance/admission.js";
 import { type Digest, digestTensors, groupDigests, groupsOf } from "../governance/digests.js";
-import { TrainingLedger } from "../governance/ledger.js";
+import { jobSigningKey, TrainingLedger } from "../governance/ledger.js";
 import type { EventSink } from "../../ledger/writer.js";
+import { FileSink, readEventsFile } from "../../ledger/publisher.js";
+import type { Collective } from "../collective/collective.js";
+import {
+  allReduceGradients,
+  commitStep,
+  globalShare,
+  shardOf,
+  type ShareSummary,
+} from "../collective/data-parallel.js";
 import type { FineTuneJobSpec, ReinforcementHyperparameters } from "../../proto/finetunejob.js";
 import { groupAdvantages, isZeroVariance, mean, std, tokenWeights } from "./advantages.js";
 import type { StepGrader } from "./grading.js";
@@ -76,6 +93,9 @@ export interface RftOptions {
   graderErrorPatience?: number;
   /** Stop after this step (tests and benchmarks); a later run resumes from the checkpoint. */
   stopAfterStep?: number;
+  /** Data parallelism: this rank's connected collective (absent: one rank). Every rank shares `outDir`'s
+   * checkpoints (rank 0 writes them). */
+  collective?: Collective;
 }
 
 export type RftStatus = "succeeded" | "paused" | "cancelled" | "failed";
@@ -189,11 +209,22 @@ export class RftTrainer {
   private governanceSeconds = 0;
   /** Hyperparameters resolved for the admitted rows. */
   private hp!: ResolvedRft;
+  private readonly dp: Collective | null;
+  private readonly rank: number;
+  /** Rank 0 of a multi-rank run: where every rank's ledger events go, and the key step.committed is signed with. */
+  private rootLedger: { sink: EventSink; privateKey: import("node:crypto").KeyObject; job: string } | undefined;
 
   constructor(private readonly o: RftOptions) {
     mkdirSync(o.outDir, { recursive: true });
     this.store = new CheckpointStore(join(o.outDir, "checkpoints"));
     this.eventsFile = join(o.outDir, "events.jsonl");
+    this.dp = o.collective && o.collective.worldSize > 1 ? o.collective : null;
+    this.rank = this.dp?.rank ?? 0;
+  }
+
+  /** Events, metrics and hooks come from rank 0 only. */
+  private get reports(): boolean {
+    return this.rank === 0;
   }
 
   private emit(e: Omit<JobEvent, "object" | "id" | "created_at"> & { id?: string }) {
@@ -203,6 +234,7 @@ export class RftTrainer {
       created_at: now(),
       ...e,
     } as JobEvent;
+    if (!this.reports) return;
     appendFileSync(this.eventsFile, `${JSON.stringify(ev)}\n`);
     this.o.hooks?.onEvent?.(ev);
   }
@@ -219,7 +251,17 @@ export class RftTrainer {
   /** Loads the base model, or the latest checkpoint's weights and optimizer state. Returns the step reached. */
   private async start(): Promise<number> {
     const { job } = this.o;
-    const latest = this.store.latest();
+    const dp = this.dp;
+    let latest = this.store.latest();
+    if (dp) {
+      // Every rank resumes from the checkpoint rank 0 names (they share the checkpoint directory).
+      const name = await dp.broadcastJson(this.rank === 0 ? (latest?.name ?? null) : null);
+      latest = name === null ? null : (this.store.list().find((c) => c.name === name) ?? null);
+      if (name !== null && !latest)
+        throw new Error(
+          `rank ${this.rank} cannot see checkpoint ${name} in ${this.store.dir(name)} (the ranks must share it)`,
+        );
+    }
     this.adam = new Adam({ lr: 0, clipNorm: 1 }); // the learning rate is set every step (warm-up)
     if (latest) {
       const dir = this.store.dir(latest.name);
@@ -227,8 +269,8 @@ export class RftTrainer {
       await this.adam.load(join(dir, "optimizer.safetensors"), this.model);
       const state = JSON.parse(readFileSync(join(dir, "state.json"), "utf8"));
       this.history = state.history ?? [];
-      this.truncateEvents(latest.step);
-      this.openLedger();
+      if (this.reports) this.truncateEvents(latest.step);
+      await this.openLedgerRanked(state.ledger);
       this.ledger.resume(state.ledger);
       this.emit({
         level: "info",
@@ -238,9 +280,9 @@ export class RftTrainer {
       });
     } else {
       this.model = await loadHfModel(job.modelDir);
-      writeFileSync(this.eventsFile, "");
-      this.openLedger();
-      this.ledger.started(this.digests);
+      if (this.reports) writeFileSync(this.eventsFile, "");
+      await this.openLedgerRanked(null);
+      if (this.reports) this.ledger.started(this.digests, dp?.worldSize ?? 1);
       for (const r of this.ledger.rejected) {
         this.emit({
           level: "warn",
@@ -265,13 +307,47 @@ export class RftTrainer {
     return latest?.step ?? 0;
   }
 
+  /**
+   * openLedger on every rank of a multi-rank run: rank 0 first (it may create the job's key file in the shared
+   * output directory), then the others; each checks it loaded the same weights as rank 0. Rank 0's events go
+   * to an explicit sink, so that the other ranks' events can go to the same place (a resumed rank 0 trims the
+   * local event file to the checkpoint's chain position itself, as TrainingLedger does with its own sink).
+   */
+  private async openLedgerRanked(head: import("../../ledger/chain.js").ChainHead | null) {
+    const dp = this.dp;
+    if (!dp) return this.openLedger();
+    const { job } = this.o;
+    if (this.rank === 0) {
+      const file = join(this.o.outDir, "ledger", "events.jsonl");
+      mkdirSync(join(this.o.outDir, "ledger"), { recursive: true });
+      if (head && !job.ledger.sink) {
+        const kept = readEventsFile(file).filter((e) => e.seq < head.seq);
+        replaceFileAtomic(file, kept.map((e) => `${JSON.stringify(e)}\n`).join(""));
+      } else if (!head && !job.ledger.sink) replaceFileAtomic(file, "");
+      const sink = job.ledger.sink ?? new FileSink(file);
+      this.openLedger(sink);
+      this.rootLedger = {
+        sink,
+        privateKey: jobSigningKey(job.ledger.spec, job.ledger.baseDir, join(this.o.outDir, "ledger")),
+        job: job.ledger.job,
+      };
+    }
+    await dp.barrier();
+    if (this.rank !== 0) this.openLedger({ write: () => undefined }); // rank 0 writes every rank's events
+    const theirs = await dp.broadcastJson(this.rank === 0 ? this.digests : null);
+    const differ = Object.keys(theirs).filter((g) => theirs[g] !== this.digests[g]);
+    if (differ.length)
+      throw new Error(`rank ${this.rank} loaded different weights than rank 0 (groups ${differ.join(", ")})`);
+  }
+
   /** Admits the training rows and opens the ledger; digests the loaded weights. */
-  private openLedger() {
+  private openLedger(sink?: EventSink) {
     const { job } = this.o;
     this.groups = groupsOf(this.model.config);
     this.digests = groupDigests(this.model.params, this.groups);
     this.ledger = new TrainingLedger({
       ...job.ledger,
+      ...(sink ? { sink } : {}),
       outDir: this.o.outDir,
       numLayers: this.model.config.numLayers,
       rows: job.train.map((r) => r.raw),
@@ -348,15 +424,33 @@ export class RftTrainer {
    * is left to the optimizer untouched: its bytes and its optimizer state stay as they were.
    * Returns what the ledger records of the step.
    */
-  private update(rollouts: Rollout[], advantages: number[], step: number) {
-    const { hp } = this;
+  private async update(rollouts: Rollout[], advantages: number[], step: number) {
+    const { hp, dp } = this;
     const keep = rollouts.map((r, i) => ({ r, a: advantages[i]! })).filter((x) => x.r.completion.tokens.length > 0);
     const contributions: Record<string, Set<string>> = {};
     const gradients: Record<string, { l2: number; digest: Digest }> = {};
     const before = { ...this.digests };
-    if (keep.length === 0) return { sequences: 0, tokens: 0, contributions: {}, gradients, before, after: before };
     const lengths = keep.map((x) => x.r.completion.tokens.length);
-    const weights = tokenWeights(lengths, hp.loss, hp.maxCompletionTokens);
+    // With several ranks: the step's lengths and envelope parts from every rank, so that the loss weights are
+    // those of the whole step and every rank packs the same gradient layout.
+    let global: ReturnType<typeof globalShare> | null = null;
+    if (dp) {
+      const parts: string[][] = [];
+      const seen = new Set<string>();
+      for (const x of keep) {
+        const groups = this.admission.get(x.r.row)!.groups;
+        if (!seen.has(groups.join(","))) {
+          seen.add(groups.join(","));
+          parts.push(groups);
+        }
+      }
+      global = globalShare(await dp.allGatherJson<ShareSummary>({ lengths, parts }), this.rank, this.groups);
+    }
+    const globalCount = global ? global.lengths.length : keep.length;
+    if (globalCount === 0) return { sequences: 0, tokens: 0, contributions: {}, gradients, before, after: before };
+    const weights = global
+      ? tokenWeights(global.lengths, hp.loss, hp.maxCompletionTokens).slice(global.offset, global.offset + keep.length)
+      : tokenWeights(lengths, hp.loss, hp.maxCompletionTokens);
     const micro = this.o.microBatch ?? 16;
     const padId = this.model.tokenizer?.padId ?? this.model.config.padTokenId ?? 0;
     // Parts by envelope (the groups a row may reach), in a stable order.
@@ -370,9 +464,14 @@ export class RftTrainer {
       for (const g of groups) (contributions[g] ??= new Set()).add(this.admission.get(x.r.row)!.id);
     });
     const touched = Object.keys(contributions).filter((g) => this.groups.get(g)!.length > 0);
-    const stepGrad = new Map<string, tf.Tensor>(); // Σ over updates, for the ledger
+    // The groups whose weights change: this rank's, or with several ranks every rank's (their tensors are
+    // global.names).
+    const changed = global
+      ? [...this.groups.keys()].filter((g) => this.groups.get(g)!.some((n) => global.names.includes(n)))
+      : touched;
+    const stepGrad = new Map<string, tf.Tensor>(); // Σ over updates of this rank's gradient, for the ledger
     for (let u = 0; u < hp.updatesPerBatch; u++) {
-      const grads = new Map<string, tf.Tensor>();
+      let grads = new Map<string, tf.Tensor>();
       for (const { groups, idx } of parts.values()) {
         const names = groups.flatMap((g) => this.groups.get(g)!);
         if (names.length === 0) continue;
@@ -396,6 +495,10 @@ export class RftTrainer {
         stepGrad.set(n, prev ? tf.add(prev, g) : tf.clone(g));
         prev?.dispose();
       }
+      if (dp && global) {
+        const shapes = new Map(global.names.map((n) => [n, this.model.params.get(n)!.shape]));
+        grads = await allReduceGradients(dp, global.names, shapes, grads);
+      }
       this.adam.opts.lr = learningRateAt(step, hp);
       this.adam.step(this.model, grads);
     }
@@ -408,7 +511,7 @@ export class RftTrainer {
       gradients[g] = { l2, digest: digestTensors(names, (n) => stepGrad.get(n)!) };
     }
     tf.dispose([...stepGrad.values()]);
-    Object.assign(this.digests, groupDigests(this.model.params, this.groups, touched));
+    Object.assign(this.digests, groupDigests(this.model.params, this.groups, changed));
     this.governanceSeconds += (performance.now() - tGov) / 1000;
     const c = Object.fromEntries(Object.entries(contributions).map(([g, ids]) => [g, [...ids].sort()]));
     return {
@@ -459,13 +562,31 @@ export class RftTrainer {
 
   private async validate(): Promise<GradedSample[]> {
     const { job } = this.o;
+    // With several ranks each validates its share of the rows and all get every sample, in row order.
+    const { lo, hi } = this.dp
+      ? shardOf(job.valid.length, this.dp.worldSize, this.rank)
+      : { lo: 0, hi: job.valid.length };
     // The same seeds at every validation: differences between evaluations come from the weights, not the dice.
-    const rolls = await this.rollouts(job.valid, this.hp.evalSamples, (i, j) => mixSeed(job.seed, 0x7a11d, i, j));
-    return rolls.map((r) => ({
+    const rolls = await this.rollouts(job.valid.slice(lo, hi), this.hp.evalSamples, (i, j) =>
+      mixSeed(job.seed, 0x7a11d, lo + i, j),
+    );
+    const mine = rolls.map((r) => ({
       response: r.response,
       completionTokens: r.completion.tokens.length,
       truncated: r.completion.finishReason === "length",
     }));
+    return this.dp ? (await this.dp.allGatherJson(mine)).flat() : mine;
+  }
+
+  /** Rank 0 writes the checkpoint; the others wait for it (a rank that resumes must find it complete). */
+  private async checkpointRanked(
+    step: number,
+    reason: CheckpointInfo["reason"],
+    train: number | null,
+    valid: number | null,
+  ) {
+    if (this.reports) await this.checkpoint(step, reason, train, valid);
+    await this.dp?.barrier();
   }
 
   private async checkpoint(step: number, reason: CheckpointInfo["reason"], train: number | null, valid: number | null) {
@@ -497,8 +618,20 @@ export class RftTrainer {
   }
 
   async run(): Promise<RftResult> {
+    try {
+      return await this.runRanked();
+    } catch (e) {
+      // A rank that fails outside a collective tells the others at once (they fail instead of waiting).
+      if (this.dp && !this.dp.error) this.dp.abort((e as Error).message);
+      throw e;
+    }
+  }
+
+  private async runRanked(): Promise<RftResult> {
     const { job } = this.o;
-    const control = this.o.control ?? { pause: false, cancel: false };
+    const dp = this.dp;
+    const localControl = this.o.control ?? { pause: false, cancel: false };
+    let control: RftControl = localControl;
     let step = await this.start();
     const { hp } = this;
     if (step === 0 && job.valid.length > 0) {
@@ -526,16 +659,26 @@ export class RftTrainer {
     };
     try {
       while (step < hp.totalSteps) {
+        // Rank 0's pause / cancel requests hold for every rank.
+        if (dp) control = await dp.broadcastJson(this.rank === 0 ? { ...localControl } : null);
         if (control.cancel) {
           this.emit({ level: "info", type: "message", message: "Job cancelled", data: { step } });
-          this.ledger.finished({ status: "cancelled", steps: step, model: { ...this.digests } });
+          if (this.reports) this.ledger.finished({ status: "cancelled", steps: step, model: { ...this.digests } });
           return result("cancelled");
         }
         step++;
         const t0 = performance.now();
-        const rows = stepRows(step, this.trainRows.length, hp, job.seed).map((i) => this.trainRows[i]!);
+        const allRows = stepRows(step, this.trainRows.length, hp, job.seed).map((i) => this.trainRows[i]!);
+        // This rank's prompts; sampling seeds follow each prompt's index in the whole step.
+        const { lo, hi } = dp ? shardOf(allRows.length, dp.worldSize, this.rank) : { lo: 0, hi: allRows.length };
+        const rows = allRows.slice(lo, hi);
         const split = { sampling: 0, grading: 0 };
-        const rolls = await this.rollouts(rows, hp.samplesPerPrompt, (i, j) => mixSeed(job.seed, step, i, j), split);
+        const rolls = await this.rollouts(
+          rows,
+          hp.samplesPerPrompt,
+          (i, j) => mixSeed(job.seed, step, lo + i, j),
+          split,
+        );
         const tGraded = performance.now();
         // Group-relative advantages; zero-variance groups carry no signal and are dropped (dynamic sampling).
         const advantages: number[] = [];
@@ -547,12 +690,12 @@ export class RftTrainer {
           kept.push(...group);
           advantages.push(...groupAdvantages(rewards, hp.loss));
         }
-        const trained = this.update(kept, advantages, step);
+        const trained = await this.update(kept, advantages, step);
         const rewards = rolls.map((r) => r.response.reward);
         const tSign = performance.now();
-        this.ledger.updateApplied({
+        const body = {
           step,
-          rank: 0,
+          rank: this.rank,
           contributions: trained.contributions,
           gradients: trained.gradients,
           weights: Object.fromEntries(
@@ -560,19 +703,31 @@ export class RftTrainer {
           ),
           reward: {
             count: rewards.length,
-            mean: mean(rewards),
+            mean: rewards.length ? mean(rewards) : 0,
             std: std(rewards),
-            min: Math.min(...rewards),
-            max: Math.max(...rewards),
+            min: rewards.length ? Math.min(...rewards) : 0,
+            max: rewards.length ? Math.max(...rewards) : 0,
           },
-        });
+        };
+        if (dp) await commitStep({ c: dp, ledger: this.ledger, root: this.rootLedger, body, after: trained.after });
+        else this.ledger.updateApplied(body);
         const tTrained = performance.now();
         this.governanceSeconds += (tTrained - tSign) / 1000;
-        const train: GradedSample[] = rolls.map((r) => ({
+        const mine: GradedSample[] = rolls.map((r) => ({
           response: r.response,
           completionTokens: r.completion.tokens.length,
           truncated: r.completion.finishReason === "length",
         }));
+        // With several ranks: every rank's samples (in prompt order) and counts, for the step's metrics.
+        let train = mine;
+        let keptSamples = kept.length;
+        let trainedTokens = trained.tokens;
+        if (dp) {
+          const all = await dp.allGatherJson({ train: mine, kept: kept.length, tokens: trained.tokens });
+          train = all.flatMap((a) => a.train);
+          keptSamples = all.reduce((a, x) => a + x.kept, 0);
+          trainedTokens = all.reduce((a, x) => a + x.tokens, 0);
+        }
         let valid: GradedSample[] | undefined;
         const evalNow = job.valid.length > 0 && (step % hp.evalInterval === 0 || step === hp.totalSteps);
         if (evalNow) valid = await this.validate();
@@ -594,10 +749,13 @@ export class RftTrainer {
         // Included in `training`: hashing the touched groups and signing the step's ledger event.
         (ev.data.timing.step as Record<string, number>).governance = this.governanceSeconds;
         this.governanceSeconds = 0;
-        (ev.data as Record<string, unknown>).groups_kept = kept.length / hp.samplesPerPrompt;
-        (ev.data as Record<string, unknown>).trained_tokens = trained.tokens;
-        appendFileSync(this.eventsFile, `${JSON.stringify(ev)}\n`);
-        this.o.hooks?.onStep?.(ev);
+        (ev.data as Record<string, unknown>).groups_kept = keptSamples / hp.samplesPerPrompt;
+        (ev.data as Record<string, unknown>).trained_tokens = trainedTokens;
+        if (dp) (ev.data as Record<string, unknown>).replicas = dp.worldSize;
+        if (this.reports) {
+          appendFileSync(this.eventsFile, `${JSON.stringify(ev)}\n`);
+          this.o.hooks?.onStep?.(ev);
+        }
         const trainMean = ev.data.scores.train_reward_mean;
         const validMean = valid ? mean(valid.map((s) => s.response.reward)) : null;
         this.history.push({ step, trainRewardMean: trainMean, validRewardMean: validMean });
@@ -613,24 +771,27 @@ export class RftTrainer {
             .join("\n---\n");
           const error = `grader errors on ${(rate * 100).toFixed(0)}% of samples for ${this.errorStreak} steps in a row${details ? `; sample tracebacks:\n${details}` : ""}`;
           this.emit({ level: "error", type: "message", message: `Job failed: ${error}`, data: { step } });
-          this.ledger.finished({ status: "failed", steps: step, model: { ...this.digests } });
+          if (this.reports) this.ledger.finished({ status: "failed", steps: step, model: { ...this.digests } });
           return result("failed", { error });
         }
-        if (evalNow) await this.checkpoint(step, "eval", trainMean, validMean);
+        if (evalNow) await this.checkpointRanked(step, "eval", trainMean, validMean);
         if (control.pause && step < hp.totalSteps) {
-          if (!evalNow) await this.checkpoint(step, "pause", trainMean, null);
+          if (!evalNow) await this.checkpointRanked(step, "pause", trainMean, null);
           this.emit({ level: "info", type: "message", message: `Job paused at step ${step}`, data: { step } });
           return result("paused");
         }
         if (this.o.stopAfterStep !== undefined && step >= this.o.stopAfterStep && step < hp.totalSteps) {
-          if (!evalNow) await this.checkpoint(step, "pause", trainMean, null);
+          if (!evalNow) await this.checkpointRanked(step, "pause", trainMean, null);
           return result("paused");
         }
         await new Promise((r) => setImmediate(r)); // let signals and progress output through
       }
       const modelDir = join(this.o.outDir, "model");
-      await saveHfModel(this.model, modelDir);
-      this.ledger.finished({ status: "succeeded", steps: step, model: { ...this.digests } });
+      if (this.reports) {
+        await saveHfModel(this.model, modelDir);
+        this.ledger.finished({ status: "succeeded", steps: step, model: { ...this.digests } });
+      }
+      await dp?.barrier(); // every rank returns once the final model is on disk
       this.emit({
         level: "info",
         type: "message",
