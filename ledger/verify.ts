@@ -321,6 +321,8 @@ export function verifyBundle(
       ranks: Map<number, { seq: number; hash: string }>;
       before: Record<string, { before: string; after: string }>;
       contributed: Set<string>;
+      /** Which rank trained each row in this step (a row's gradient must enter the sum once). */
+      rowRank: Map<string, number>;
       committed: boolean;
       firstSeq: number;
     } | null = null;
@@ -466,6 +468,7 @@ export function verifyBundle(
               ranks: new Map(),
               before: {},
               contributed: new Set(),
+              rowRank: new Map(),
               committed: false,
               firstSeq: seq,
             };
@@ -490,6 +493,7 @@ export function verifyBundle(
           }
           const seen = new Set<number>();
           for (const [k, r] of b.ranks.entries()) {
+            if (seen.has(r.rank)) fail("steps", seq, `body.ranks.${k}.rank`, `lists rank ${r.rank} twice`);
             seen.add(r.rank);
             const mine = p.ranks.get(r.rank);
             if (!mine) fail("steps", seq, `body.ranks.${k}`, `rank ${r.rank} has no update.applied for step ${b.step}`);
@@ -567,6 +571,17 @@ export function verifyBundle(
           continue;
         }
         p.contributed.add(g);
+        for (const id of ids) {
+          const other = p.rowRank.get(id);
+          if (other !== undefined && other !== b.rank)
+            fail(
+              "steps",
+              seq,
+              `body.contributions.${g}`,
+              `row ${id} was trained by rank ${other} and rank ${b.rank} in step ${b.step} (counted twice)`,
+            );
+          else p.rowRank.set(id, b.rank);
+        }
         for (const id of ids) {
           const row = rows.get(id);
           if (!row)

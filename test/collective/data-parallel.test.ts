@@ -8,7 +8,10 @@ import { join } from "node:path";
 import { test } from "node:test";
 import { exportBundle } from "../../ledger/bundle.js";
 import { readEventsFile } from "../../ledger/publisher.js";
-import { generateKeyPair } from "../../ledger/sign.js";
+import { eventHash } from "../../ledger/chain.js";
+import { generateKeyPair, loadPrivateKey } from "../../ledger/sign.js";
+import { EventWriter } from "../../ledger/writer.js";
+import type { LedgerEvent } from "../../proto/ledger-events.js";
 import { verifyBundle } from "../../ledger/verify.js";
 import { globalShare, shardOf } from "../../trainer/collective/data-parallel.js";
 import { loadManifest } from "../../trainer/job/manifest.js";
@@ -154,9 +157,74 @@ test("2 ranks with global batch B = 1 rank with batch B, bit for bit (weights, r
     );
   }
 
-  // The auditor: the 2-rank bundle verifies as a whole; a step.committed that drops a rank does not.
+  // The auditor: the 2-rank bundle verifies as a whole…
   const ledgerKey = generateKeyPair().privateKey;
   const report = verifyBundle(exportBundle(ev2, ledgerKey));
   assert.ok(report.ok, JSON.stringify(report.failures, null, 1));
   assert.equal(report.steps, 3);
+
+  // …and a validly signed ledger that misstates the ranks does not. `resign` rebuilds the chain with the job's
+  // key after an edit (step.committed's hashes follow the re-signed events), so only the edit is wrong.
+  const jobKey = loadPrivateKey(readFileSync(join(dir, "two", "ledger", "job-key.pem"), "utf8"));
+  const resign = (edit: (e: LedgerEvent) => LedgerEvent | null): LedgerEvent[] => {
+    const w = new EventWriter({ job: ev2[0]!.job, privateKey: jobKey });
+    const hashes = new Map<string, string>();
+    const out: LedgerEvent[] = [];
+    for (const e0 of ev2) {
+      const e = edit(structuredClone(e0));
+      if (!e) continue;
+      if (e.type === "step.committed") for (const r of (e.body as any).ranks) r.event = hashes.get(r.event) ?? r.event;
+      const n = w.append(e.type, e.body as never);
+      hashes.set(eventHash(e0), eventHash(n));
+      out.push(n);
+    }
+    return out;
+  };
+  const failures = (evs: LedgerEvent[]) =>
+    verifyBundle(exportBundle(evs, ledgerKey)).failures.map((f) => `${f.check}: ${f.reason}`);
+  const isStep2 = (e: LedgerEvent, type: string, rank?: number) =>
+    e.type === type && (e.body as any).step === 2 && (rank === undefined || (e.body as any).rank === rank);
+
+  // A step.committed that names rank 0 twice and leaves out rank 1.
+  const twice = failures(
+    resign((e) => {
+      if (isStep2(e, "step.committed")) (e.body as any).ranks[1] = { ...(e.body as any).ranks[0] };
+      return e;
+    }),
+  );
+  assert.ok(
+    twice.some((f) => /lists rank 0 twice/.test(f)),
+    twice.join("\n"),
+  );
+  assert.ok(
+    twice.some((f) => /omits rank 1/.test(f)),
+    twice.join("\n"),
+  );
+  // A step whose rank 1 never reported.
+  const missing = failures(resign((e) => (isStep2(e, "update.applied", 1) ? null : e)));
+  assert.ok(
+    missing.some((f) => /step 2 has update.applied from 1 of 2 ranks/.test(f)),
+    missing.join("\n"),
+  );
+  assert.ok(
+    missing.some((f) => /rank 1 has no update.applied for step 2/.test(f)),
+    missing.join("\n"),
+  );
+  // Rank 1 claims a row rank 0 trained in the same step.
+  const r0 = ev2.find((e) => isStep2(e, "update.applied", 0))!;
+  const [g0, ids0] = Object.entries((r0.body as any).contributions)[0]! as [string, string[]];
+  const double = failures(
+    resign((e) => {
+      if (isStep2(e, "update.applied", 1)) {
+        const c = (e.body as any).contributions;
+        c[g0] = [...new Set([...(c[g0] ?? []), ids0[0]!])].sort();
+        (e.body as any).gradients[g0] ??= (r0.body as any).gradients[g0];
+      }
+      return e;
+    }),
+  );
+  assert.ok(
+    double.some((f) => new RegExp(`row ${ids0[0]} was trained by rank 0 and rank 1 in step 2`).test(f)),
+    double.join("\n"),
+  );
 });
