@@ -9,7 +9,7 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { type ModelConfig, ropeInvFreq } from "./config.js";
-import { applyRope, bmm, bmmT, embeddingLookup, linear, rmsNorm, silu } from "./ops.js";
+import { applyRope, bmm, bmmT, embeddingLookup, linear, rmsNorm, rotationMatrices, silu } from "./ops.js";
 import type { Params } from "./params.js";
 
 export const MASKED = -1e9;
@@ -67,6 +67,37 @@ function p(params: Params, name: string): tf.Tensor {
   return t;
 }
 
+/** The tables' values, read once per table tensor (they never change). */
+const ropeValues = new WeakMap<tf.Tensor, Float32Array>();
+
+/**
+ * cos/sin [N, 1, hd] at `positions`, each half-width table row written twice (the two halves of a head
+ * rotate by the same angles). Built on the host: wasm's Gather kernel moves one element at a time.
+ */
+function ropeRows(
+  rope: { cos: tf.Tensor2D; sin: tf.Tensor2D },
+  positions: tf.Tensor1D,
+  N: number,
+  half: number,
+): { cos: tf.Tensor3D; sin: tf.Tensor3D } {
+  const pos = positions.dataSync();
+  const rows = (table: tf.Tensor2D) => {
+    let v = ropeValues.get(table);
+    if (!v) {
+      v = table.dataSync() as Float32Array;
+      ropeValues.set(table, v);
+    }
+    const out = new Float32Array(N * 2 * half);
+    for (let i = 0; i < N; i++) {
+      const src = v.subarray(pos[i]! * half, (pos[i]! + 1) * half);
+      out.set(src, i * 2 * half);
+      out.set(src, i * 2 * half + half);
+    }
+    return tf.tensor3d(out, [N, 1, 2 * half]);
+  };
+  return { cos: rows(rope.cos), sin: rows(rope.sin) };
+}
+
 /** [B·T, kvH·w] → [B·kvH, T, w] (a reshape when T or kvH is 1: decode steps). */
 function splitHeads(x: tf.Tensor, B: number, T: number, kvH: number, w: number): tf.Tensor3D {
   if (T === 1 || kvH === 1) return tf.reshape(x, [B * kvH, T, w]);
@@ -90,8 +121,8 @@ export function forward(state: DecoderState, input: ForwardInput, cache?: KvCach
   const hd = c.headDim;
   const half = hd / 2;
   const scale = 1 / Math.sqrt(hd);
-  const cos = tf.reshape(tf.gather(state.rope.cos, input.positions), [N, 1, half]) as tf.Tensor3D;
-  const sin = tf.reshape(tf.gather(state.rope.sin, input.positions), [N, 1, half]) as tf.Tensor3D;
+  const { cos, sin } = ropeRows(state.rope, input.positions, N, half);
+  const rot = rotationMatrices(hd);
   let h = embeddingLookup(p(params, "model.embed_tokens.weight") as tf.Tensor2D, input.ids);
   const newCache: KvCache | undefined = cache ? { k: [], v: [], length: cache.length + T } : undefined;
   const S = (cache?.length ?? 0) + T;
@@ -106,8 +137,8 @@ export function forward(state: DecoderState, input: ForwardInput, cache?: KvCach
     let q = tf.reshape(proj("q_proj", c.qkvBias), [N, H, hd]) as tf.Tensor3D;
     let k = tf.reshape(proj("k_proj", c.qkvBias), [N, kvH, hd]) as tf.Tensor3D;
     const v = proj("v_proj", c.qkvBias);
-    q = applyRope(tf.mul(q, scale), cos, sin);
-    k = applyRope(k, cos, sin);
+    q = applyRope(tf.mul(q, scale), cos, sin, rot);
+    k = applyRope(k, cos, sin, rot);
     const q3 = tf.reshape(splitHeads(q, B, T, kvH, g * hd), [B * kvH, T * g, hd]) as tf.Tensor3D;
     let k3 = splitHeads(k, B, T, kvH, hd);
     let v3 = splitHeads(v, B, T, kvH, hd);

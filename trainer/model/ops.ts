@@ -102,6 +102,34 @@ export function embeddingLookup(table: tf.Tensor2D, ids: tf.Tensor): tf.Tensor2D
   return f(table, flat) as tf.Tensor2D;
 }
 
+/**
+ * Rows `index` of x [n, d] → [index.length, d] (a row may repeat), as a product with a 0/1 selection matrix:
+ * exact (x·1 + zeros), and on wasm far faster than tf.gather, whose kernel moves one element at a time
+ * (~20 ns each), while n stays small (KV-cache rows by sample). The gradient sums by the transposed matrix.
+ */
+export function selectRows(x: tf.Tensor2D, index: ArrayLike<number>): tf.Tensor2D {
+  const n = x.shape[0];
+  const m = index.length;
+  const f = tf.customGrad((...inputs: Array<tf.Tensor | tf.GradSaveFunc>) => {
+    const [xs, save] = inputs as [tf.Tensor2D, tf.GradSaveFunc];
+    const sel = new Float32Array(m * n);
+    const selT = new Float32Array(n * m);
+    for (let i = 0; i < m; i++) {
+      sel[i * n + index[i]!] = 1;
+      selT[index[i]! * m + i] = 1;
+    }
+    const s = tf.tensor2d(sel, [m, n]);
+    const value = tf.matMul(s, xs) as tf.Tensor2D;
+    s.dispose();
+    save([tf.tensor2d(selT, [n, m])]);
+    return {
+      value,
+      gradFunc: (dy: tf.Tensor2D, saved: tf.Tensor[]) => [tf.matMul(saved[0] as tf.Tensor2D, dy)],
+    };
+  });
+  return f(x) as tf.Tensor2D;
+}
+
 /** RMSNorm over the last axis: x · rsqrt(mean(x²) + eps) · w. */
 export function rmsNorm(x: tf.Tensor2D, w: tf.Tensor1D, eps: number): tf.Tensor2D {
   const ms = tf.mean(tf.square(x), -1, true);
@@ -113,17 +141,49 @@ export function silu(x: tf.Tensor): tf.Tensor {
   return tf.mul(x, tf.sigmoid(x));
 }
 
-/**
- * Rotary embedding (the "rotate half" layout of Hugging Face Llama): x [N, heads, hd], cos/sin [N, 1, hd/2].
- * out = [x1·cos − x2·sin, x2·cos + x1·sin] for the two halves x1, x2 of each head.
- */
-export function applyRope(x: tf.Tensor3D, cos: tf.Tensor3D, sin: tf.Tensor3D): tf.Tensor3D {
-  const [n, h, hd] = x.shape;
+/** The signed permutation R with [x1, x2]·R = [−x2, x1] (halves of hd), and its transpose. */
+export function rotationMatrices(hd: number): { r: tf.Tensor2D; rT: tf.Tensor2D } {
   const half = hd / 2;
-  const x1 = tf.slice(x, [0, 0, 0], [n, h, half]);
-  const x2 = tf.slice(x, [0, 0, half], [n, h, half]);
-  return tf.concat(
-    [tf.sub(tf.mul(x1, cos), tf.mul(x2, sin)), tf.add(tf.mul(x2, cos), tf.mul(x1, sin))],
-    2,
-  ) as tf.Tensor3D;
+  const r = new Float32Array(hd * hd);
+  const rT = new Float32Array(hd * hd);
+  for (let i = 0; i < half; i++) {
+    r[(half + i) * hd + i] = -1; // out[i] = −x2[i]
+    r[i * hd + half + i] = 1; // out[half + i] = x1[i]
+    rT[i * hd + half + i] = -1;
+    rT[(half + i) * hd + i] = 1;
+  }
+  return { r: tf.tensor2d(r, [hd, hd]), rT: tf.tensor2d(rT, [hd, hd]) };
+}
+
+/**
+ * [x1, x2] → [−x2, x1] over the last axis of x [N, hd], as a product with a signed permutation matrix: exact
+ * (one ±1 per column), and cheaper on wasm than slicing the halves and concatenating them (slices and their
+ * gradients, pads, move one element at a time).
+ */
+export function rotateHalf(x: tf.Tensor2D, rot: { r: tf.Tensor2D; rT: tf.Tensor2D }): tf.Tensor2D {
+  const f = tf.customGrad((...inputs: Array<tf.Tensor | tf.GradSaveFunc>) => {
+    const [xs, save] = inputs as [tf.Tensor2D, tf.GradSaveFunc];
+    save([rot.rT]);
+    return {
+      value: tf.matMul(xs, rot.r) as tf.Tensor2D,
+      gradFunc: (dy: tf.Tensor2D, saved: tf.Tensor[]) => [tf.matMul(dy, saved[0] as tf.Tensor2D)],
+    };
+  });
+  return f(x) as tf.Tensor2D;
+}
+
+/**
+ * Rotary embedding (the "rotate half" layout of Hugging Face Llama): x [N, heads, hd], cos/sin [N, 1, hd]
+ * (each table's half repeated). out = x·cos + rotateHalf(x)·sin = [x1·cos − x2·sin, x2·cos + x1·sin],
+ * bit for bit (a + (−b)·c = a − b·c in IEEE arithmetic).
+ */
+export function applyRope(
+  x: tf.Tensor3D,
+  cos: tf.Tensor3D,
+  sin: tf.Tensor3D,
+  rot: { r: tf.Tensor2D; rT: tf.Tensor2D },
+): tf.Tensor3D {
+  const [n, h, hd] = x.shape;
+  const rx = tf.reshape(rotateHalf(tf.reshape(x, [n * h, hd]), rot), [n, h, hd]);
+  return tf.add(tf.mul(x, cos), tf.mul(rx, sin));
 }

@@ -3,8 +3,8 @@
  *
  * The samples of one prompt share it (GRPO draws G completions per prompt), so the prompt is run once: a
  * prefix pass over the distinct prompts (left-padded, as in sampling) fills a KV cache, each sequence takes
- * its prompt's cache rows (a gather whose gradient scatter-adds back, so the prompt's weights get the sum
- * of its samples' gradients), and a suffix pass runs the completion tokens (right-padded) against it. The
+ * its prompt's cache rows (ops.selectRows, whose gradient sums back, so the prompt's weights get the sum of
+ * its samples' gradients), and a suffix pass runs the completion tokens (right-padded) against it. The
  * logits of a prompt's last token (which predict every sample's first token) come from the prefix pass.
  * Only the rows that predict a completion token are projected to the vocabulary (the lm_head is the largest
  * matMul of a small model), and the target tokens' log-probabilities are picked by a gather, not a one-hot
@@ -12,7 +12,7 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { type DecoderState, forward, type KvCache, MASKED, paddedCausalMask } from "../model/decoder.js";
-import { embeddingLookup } from "../model/ops.js";
+import { embeddingLookup, selectRows } from "../model/ops.js";
 import type { Params } from "../model/params.js";
 
 export interface Sequence {
@@ -125,11 +125,10 @@ function suffixMask(batch: PackedBatch, g: number): tf.Tensor4D {
   return tf.tensor4d(m, [B, 1, C * g, S]);
 }
 
-/** Rows `index` of a cache tensor's leading [G, …] blocks of `kvH` rows, differentiable (scatter-add back). */
-function tileRows(t: tf.Tensor3D, index: tf.Tensor1D, G: number, kvH: number): tf.Tensor3D {
-  const [, a, b] = t.shape;
-  const table = tf.reshape(t, [G, kvH * a * b]) as tf.Tensor2D;
-  return tf.reshape(embeddingLookup(table, index), [index.shape[0] * kvH, a, b]);
+/** The cache rows of each sequence's prompt: [G·kvH, S, hd] → [B·kvH, S, hd] (gradients summed back). */
+function tileRows(t: tf.Tensor3D, rows: number[]): tf.Tensor3D {
+  const [n, a, b] = t.shape;
+  return tf.reshape(selectRows(tf.reshape(t, [n, a * b]), rows), [rows.length, a, b]);
 }
 
 /** [R] log-probabilities of the completion tokens (differentiable with respect to `params`). */
@@ -156,10 +155,11 @@ export function completionLogprobs(state: DecoderState, params: Params, batch: P
     );
     const parts = [tf.logSoftmax(pre.logits)];
     if (C > 0 && batch.suffix.logitRows.length > 0) {
-      const index = tf.tensor1d(batch.promptOf, "int32");
+      const kvH = c.numKvHeads;
+      const rows = Array.from(batch.promptOf).flatMap((i) => Array.from({ length: kvH }, (_, h) => i * kvH + h));
       const cache: KvCache = {
-        k: pre.cache!.k.map((t) => tileRows(t, index, G, c.numKvHeads)),
-        v: pre.cache!.v.map((t) => tileRows(t, index, G, c.numKvHeads)),
+        k: pre.cache!.k.map((t) => tileRows(t, rows)),
+        v: pre.cache!.v.map((t) => tileRows(t, rows)),
         length: P,
       };
       const { logits } = forward(

@@ -7,6 +7,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { disposeCache, forwardTidy, type KvCache, paddedCausalMask } from "../model/decoder.js";
 import type { Model } from "../model/model.js";
+import { selectRows } from "../model/ops.js";
 import { DEFAULT_SAMPLING, findStop, type Pick, pickToken, Rng, type SamplingParams, topLogprobs } from "./pick.js";
 
 export interface SampleRequest {
@@ -58,24 +59,14 @@ interface Live {
  */
 const COMPACT_COST = 2;
 
-/**
- * Rows `rows` of every cache tensor, by sample: [n·kvH, S, hd] → [rows.length·kvH, S, hd] (a row may repeat).
- * A product with a 0/1 selection matrix: exact (x·1 + 0s), and an XNNPACK matMul is ~50× faster on wasm
- * than its Gather kernel (which moves one element at a time).
- */
-function selectRows(cache: KvCache, rows: number[], n: number, kvH: number): KvCache {
+/** Rows `rows` of every cache tensor, by sample: [n·kvH, S, hd] → [rows.length·kvH, S, hd] (a row may repeat). */
+function selectCacheRows(cache: KvCache, rows: number[], kvH: number): KvCache {
+  const index = rows.flatMap((b) => Array.from({ length: kvH }, (_, h) => b * kvH + h));
   return tf.tidy(() => {
-    const sel = new Float32Array(rows.length * kvH * n * kvH);
-    rows.forEach((b, i) => {
-      for (let h = 0; h < kvH; h++) sel[(i * kvH + h) * n * kvH + b * kvH + h] = 1;
-    });
-    const m = tf.tensor2d(sel, [rows.length * kvH, n * kvH]);
-    const take = (t: tf.Tensor3D) =>
-      tf.reshape(tf.matMul(m, tf.reshape(t, [n * kvH, -1]) as tf.Tensor2D), [
-        rows.length * kvH,
-        t.shape[1],
-        t.shape[2],
-      ]);
+    const take = (t: tf.Tensor3D) => {
+      const [n, a, b] = t.shape;
+      return tf.reshape(selectRows(tf.reshape(t, [n, a * b]), index), [index.length, a, b]);
+    };
     return { k: cache.k.map(take), v: cache.v.map(take), length: cache.length } as unknown as tf.TensorContainer;
   }) as unknown as KvCache;
 }
@@ -156,7 +147,7 @@ export async function generate(
     { k: [], v: [], length: 0 },
   ) as { logits: tf.Tensor2D; cache: KvCache };
   if (G < live.length) {
-    const tiled = selectRows(cache, promptOf, G, c.numKvHeads);
+    const tiled = selectCacheRows(cache, promptOf, c.numKvHeads);
     disposeCache(cache);
     cache = tiled;
   }
@@ -226,7 +217,7 @@ export async function generate(
         ...keep.map((b) => Math.min(live[b]!.req.maxTokens - live[b]!.tokens.length, c.maxContext - live[b]!.position)),
       );
       if (dead > 0 && dead * left >= COMPACT_COST * keep.length) {
-        const smaller = selectRows(cache, keep, live.length, c.numKvHeads);
+        const smaller = selectCacheRows(cache, keep, c.numKvHeads);
         disposeCache(cache);
         cache = smaller;
         live = keep.map((b) => live[b]!);
