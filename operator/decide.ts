@@ -139,6 +139,8 @@ export function decide(job: FineTuneJobObject, o: Observed): Decision {
 
   const finish = () => {
     st.completionTime ??= now;
+    // A job that finished while a suspend was pending (the trainer completed first) is not suspended.
+    if (isTrue(st.conditions, "Suspended")) set("Suspended", "False", "Finished", "the job finished");
     st.observedGeneration = gen;
     st.state = stateOf(st.conditions);
     if (spec.ttlSecondsAfterFinished !== undefined) {

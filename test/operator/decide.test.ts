@@ -271,6 +271,20 @@ describe("decide", () => {
     assert.equal(cond(d, "Failed")?.reason, "DeadlineExceeded");
   });
 
+  test("a job that completes while a suspend is pending is Succeeded and no longer Suspended", () => {
+    let { job, d } = step(ftj(), { now: at(0) });
+    ({ job, d } = step({ ...job, spec: { ...job.spec, suspend: true } }, { now: at(5) }));
+    assert.equal(cond(d, "Suspended")?.status, "True");
+    ({ d } = step(job, {
+      now: at(6),
+      trainerJob: trainerJob("sorter-a0", { conditions: [{ type: "Complete", status: "True" }] }),
+      progress: progress({ step: 4, status: "succeeded", fineTunedModel: "/c/model" }),
+    }));
+    assert.equal(d.status.state, "Succeeded");
+    assert.equal(cond(d, "Suspended")?.status, "False");
+    assert.equal(cond(d, "Suspended")?.reason, "Finished");
+  });
+
   test("cancel stops the trainers and is terminal", () => {
     const { job } = step(ftj(), { now: at(0) });
     const { d } = step(
