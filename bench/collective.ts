@@ -12,9 +12,12 @@
  *    warm-started model; this reuses it): 1 warm-up step + N timed steps, timed from the first step's end
  *    to the last step's end in the metrics events. Target: ≥ 1.6× from 1 to 2 ranks on this 2-core machine.
  */
-import { type ChildProcess, fork } from "node:child_process";
-import { dirname, resolve } from "node:path";
+import { type ChildProcess, fork, spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { parse, stringify } from "yaml";
 import { Collective } from "../trainer/collective/collective.js";
 import { freePorts, loopbackPeers } from "../test/collective/ports.js";
 
@@ -114,6 +117,83 @@ async function allReduceBench() {
   }
 }
 
+/** CPU seconds of the children this process has waited for (utime + stime of reaped descendants). */
+function childCpu(): number {
+  const f = readFileSync("/proc/self/stat", "utf8");
+  const x = f.slice(f.lastIndexOf(")") + 2).split(" ");
+  return (Number(x[13]) + Number(x[14])) / 100; // cutime, cstime (fields 16, 17), in 1/100 s
+}
+
+/**
+ * `rft run --replicas n` on the example: rank 0's wall seconds per step (full_iteration, warm-up step
+ * excluded) and the CPU seconds of all processes for the whole run.
+ */
+function rftSteps(model: string, replicas: number, steps: number): { wall: number[]; cpu: number } {
+  const dir = mkdtempSync(join(tmpdir(), `rft-bench-replicas-${replicas}-`));
+  const example = join(root, "examples", "sort-digits");
+  const job = parse(readFileSync(join(example, "rft.yaml"), "utf8"));
+  job.spec.model = model;
+  job.spec.trainingFile = join(example, "train.jsonl");
+  delete job.spec.validationFile; // no validation: steps only
+  job.spec.method.reinforcement.hyperparameters.evalInterval = 100_000;
+  writeFileSync(join(dir, "rft.yaml"), stringify(job));
+  const cpu0 = childCpu();
+  const r = spawnSync(
+    process.execPath,
+    ["--import", "tsx", "cli/rft.ts", "run", join(dir, "rft.yaml"), "--out", join(dir, "out"), "--no-progress"].concat([
+      "--replicas",
+      String(replicas),
+      "--stop-after",
+      String(steps + 1),
+    ]),
+    { cwd: root, encoding: "utf8", env: { ...process.env, RFT_LOG_LEVEL: "silent" } },
+  );
+  if (r.status !== 0) throw new Error(`rft run --replicas ${replicas} failed:\n${r.stderr}`);
+  const wall = readFileSync(join(dir, "out", "events.jsonl"), "utf8")
+    .trim()
+    .split("\n")
+    .map((l) => JSON.parse(l))
+    .filter((e) => e.type === "metrics" && e.data.step > 1)
+    .map((e) => e.data.timing.step.full_iteration as number);
+  return { wall, cpu: childCpu() - cpu0 };
+}
+
+function rftBench() {
+  const model = join(tmpdir(), "rft-bench-sort-digits", "sft", "model");
+  if (!existsSync(join(model, "model.safetensors"))) {
+    log(`\nsteps/s: no warm-started model at ${model}; build it once with: npx tsx bench/rft.ts --steps 1 --no-trl`);
+    return;
+  }
+  const steps = Number(arg("rft-steps", "10"));
+  const rounds = Number(arg("rft-rounds", "2"));
+  log(
+    `\nRFT steps/s on sort-digits (rft.yaml: 8 prompts × 8 samples, 16 tokens), ${steps} timed steps after 1 warm-up,`,
+  );
+  log(`rft run --replicas N (N processes, wasm, 1 thread each); ${rounds} rounds, alternating`);
+  log(
+    "CPU s/step: all processes of the run (ranks, python grader workers), from a run of 1 step subtracted from a run",
+  );
+  log(
+    "of 1 + N steps, so start-up is excluded; equal CPU s/step for 1 and 2 ranks = the work splits without overhead.",
+  );
+  log("| replicas | wall s/step (each round) | steps/s (best round) | speed-up | CPU s/step (each round) |");
+  log("|---|---|---|---|---|");
+  const wall: Record<number, number[]> = { 1: [], 2: [] };
+  const cpu: Record<number, number[]> = { 1: [], 2: [] };
+  for (let i = 0; i < rounds; i++)
+    for (const n of [1, 2]) {
+      const start = rftSteps(model, n, 0);
+      const run = rftSteps(model, n, steps);
+      wall[n]!.push(run.wall.reduce((a, b) => a + b, 0) / run.wall.length);
+      cpu[n]!.push((run.cpu - start.cpu) / steps);
+    }
+  const best = (n: number) => Math.min(...wall[n]!);
+  for (const n of [1, 2])
+    log(
+      `| ${n} | ${wall[n]!.map((t) => t.toFixed(3)).join(", ")} | ${(1 / best(n)).toFixed(2)} | ${(best(1) / best(n)).toFixed(2)}× | ${cpu[n]!.map((t) => t.toFixed(3)).join(", ")} |`,
+    );
+}
+
 if (process.argv.includes("--worker")) {
   process.once("message", (a) =>
     worker(a as WorkerArgs).catch((e) => {
@@ -123,4 +203,5 @@ if (process.argv.includes("--worker")) {
   );
 } else {
   await allReduceBench();
+  if (!process.argv.includes("--no-rft")) rftBench();
 }
