@@ -383,8 +383,13 @@ describe("operator on the harness", () => {
 
   test("a trainer that rejects its configuration (exit code 2) fails the job at once: no retry is spent", async () => {
     const name = "misfit";
-    // Two ranks: this trainer supports world size 1 only, so each rank exits 2 with a message that says so.
-    await cluster.apply(exampleJob(name, { replicas: 2, backoffLimit: 3 }));
+    // An invalid RFT_MIN_STEP_MS: the trainer exits 2 with a message that says what is wrong.
+    await cluster.apply(
+      exampleJob(name, {
+        backoffLimit: 3,
+        trainer: { backend: "wasm", env: [{ name: "RFT_MIN_STEP_MS", value: "-1" }] },
+      }),
+    );
     const failed = await waitStatus("Failed", name, (o) => cond(o, "Failed")?.status === "True", 120_000);
     assert.equal(cond(failed, "Failed").reason, "TrainerConfigError", JSON.stringify(failed.status));
     assert.match(cond(failed, "Failed").message, /exit code 2/);
@@ -399,7 +404,25 @@ describe("operator on the harness", () => {
     );
     const pods = await cluster.getJson("pods", "-n", NS, "-l", `batch.kubernetes.io/job-name=${name}-a0`);
     const log = cluster.kubelet?.readLog(NS, pods.items[0]?.metadata.name ?? "", "trainer") ?? "";
-    assert.match(log, /distributed training .* is not implemented yet; set spec.replicas to 1/);
+    assert.match(log, /RFT_MIN_STEP_MS must be a number of milliseconds/);
+    await cluster.kubectl("delete", "ftj", "-n", NS, name);
+  });
+
+  test("two replicas train data-parallel (one pod per rank, peers by hostname) to Succeeded", async () => {
+    const name = "pair";
+    await cluster.apply(exampleJob(name, { replicas: 2 }));
+    const done = await waitStatus("Succeeded", name, (o) => {
+      assert.notEqual(cond(o, "Failed")?.status, "True", JSON.stringify(o.status));
+      return cond(o, "Succeeded")?.status === "True";
+    });
+    assert.equal(done.status.trainerStatus.step, done.status.trainerStatus.totalSteps);
+    assert.equal(done.status.restartCount ?? 0, 0);
+    const pods = await cluster.getJson("pods", "-n", NS, "-l", `batch.kubernetes.io/job-name=${name}-a0`);
+    assert.deepEqual(
+      pods.items.map((p: KObject) => p.metadata.annotations["batch.kubernetes.io/job-completion-index"]).sort(),
+      ["0", "1"],
+    );
+    for (const p of pods.items) assert.equal(p.status.phase, "Succeeded", p.metadata.name);
     await cluster.kubectl("delete", "ftj", "-n", NS, name);
   });
 });

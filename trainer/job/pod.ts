@@ -3,7 +3,9 @@
  * grades through the grader sidecar on localhost, checkpoints to the checkpoint volume (resuming from it),
  * publishes progress on core NATS `rft.jobs.<ns>.<name>.progress` and obeys `rft.jobs.<ns>.<name>.control`
  * (pause / resume / cancel). SIGTERM pauses: the current step finishes, a checkpoint is written, exit 0.
- * Needs no Kubernetes API rights. Only rank 0 of world size 1 exists until distributed training lands.
+ * Needs no Kubernetes API rights. With RFT_WORLD_SIZE > 1 (spec.replicas) this pod is one data-parallel rank
+ * (trainer/collective: RFT_RANK, RFT_PEERS); rank 0 alone reports progress, and its pause or cancel holds for
+ * every rank. Exit codes: 0 finished or paused, 1 failed, 2 a configuration error (never worth a retry).
  *
  * `RFT_MIN_STEP_MS` (optional, from spec.trainer.env) paces training: each step takes at least that long in
  * wall time. For demos and lifecycle tests that must act mid-run whatever the machine's speed.
@@ -21,6 +23,7 @@ import type { CheckpointInfo } from "../checkpoint/retention.js";
 import { retained } from "../checkpoint/retention.js";
 import type { RftControl } from "../rl/loop.js";
 import { loadManifest } from "./manifest.js";
+import { type RankEnv, rankEnv } from "../collective/env.js";
 import { runJob } from "./run-job.js";
 
 const log = createLogger("trainer-pod");
@@ -41,16 +44,13 @@ export interface TrainerPodResult {
 
 export async function runTrainerPod(o: TrainerPodOptions): Promise<TrainerPodResult> {
   const env = o.env;
-  const rank = Number(env.RFT_RANK ?? 0);
-  const world = Number(env.RFT_WORLD_SIZE ?? 1);
-  if (!Number.isInteger(world) || world < 1)
-    throw new TrainerPodError(`RFT_WORLD_SIZE must be a positive integer, got "${env.RFT_WORLD_SIZE}"`);
-  if (world > 1) {
-    throw new TrainerPodError(
-      `RFT_WORLD_SIZE=${world}: distributed training (more than one trainer rank) is not implemented yet; set spec.replicas to 1`,
-    );
+  let ranks: RankEnv | null;
+  try {
+    ranks = rankEnv(env);
+  } catch (e) {
+    throw new TrainerPodError(e instanceof Error ? e.message : String(e));
   }
-  if (rank !== 0) throw new TrainerPodError(`RFT_RANK=${rank} but the world size is 1`);
+  const rank = ranks?.rank ?? 0;
   const manifest = loadManifest(o.configFile);
   const ns = env.RFT_JOB_NAMESPACE ?? manifest.job.metadata.namespace ?? "default";
   const name = env.RFT_JOB_NAME ?? manifest.job.metadata.name;
@@ -110,7 +110,7 @@ export async function runTrainerPod(o: TrainerPodOptions): Promise<TrainerPodRes
     attempt,
   };
   const publish = (status: string, extra: Partial<ProgressMessage> = {}) => {
-    if (!nc) return;
+    if (!nc || rank !== 0) return;
     const keep = retained(checkpoints);
     const msg: ProgressMessage = {
       ...last,
@@ -144,6 +144,7 @@ export async function runTrainerPod(o: TrainerPodOptions): Promise<TrainerPodRes
       outDir,
       graderAddr: env.RFT_GRADER_ADDR,
       control,
+      ranks,
       hooks: {
         onStep: (m) => {
           const valid = (m.data.scores as { valid_reward_mean?: number }).valid_reward_mean;
