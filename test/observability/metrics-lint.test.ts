@@ -116,9 +116,10 @@ test("operator metrics pass promtool check metrics", async () => {
 });
 
 test("rft run --metrics-port /metrics passes promtool check metrics", async () => {
-  const job = await startRftRun("metrics-lint", { trainRows: 48 });
+  // Long enough (300 steps) that it is still running when scraped, however fast the machine; stopped below.
+  const job = await startRftRun("metrics-lint", { trainRows: 48, hyperparameters: { nEpochs: 50 } });
   cleanup.push(() => job.stop());
-  await job.waitForLog(/Step 2\/6/, 240_000);
+  await job.waitForLog(/Step 2\/300\b/, 240_000);
   const page = await job.metrics();
   for (const f of [
     "rft_step",

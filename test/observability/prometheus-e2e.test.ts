@@ -44,7 +44,12 @@ after(async () => {
 });
 
 test("Prometheus scrapes rft run, sees rft_valid_reward_mean and fires the grader error alert", async () => {
-  const job = await startRftRun("prom-e2e", { pythonGrader: FAILING_GRADER, trainRows: 1024 });
+  // 50 epochs: still running while Prometheus scrapes and evaluates, however fast the machine; stopped below.
+  const job = await startRftRun("prom-e2e", {
+    pythonGrader: FAILING_GRADER,
+    trainRows: 1024,
+    hyperparameters: { nEpochs: 50 },
+  });
   cleanup.push(() => job.stop());
   const prom = await startPrometheus(
     {
