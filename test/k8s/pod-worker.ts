@@ -15,6 +15,7 @@ import { closeSync, existsSync, ftruncateSync, mkdirSync, openSync, statSync, wr
 import { dirname, join } from "node:path";
 import type { Logger } from "../../proto/log.js";
 import type { Api, KObject } from "./api.js";
+import { REPO_ROOT } from "./binaries.js";
 import type { PodNetwork, PodSandbox } from "./pod-network.js";
 import {
   ContainerConfigError,
@@ -28,6 +29,9 @@ import {
   resolveImage,
 } from "./pod-spec.js";
 import { type NetProbe, type ProbeResult, runNetProbe } from "./probes.js";
+
+/** Where a container's mount namespace holds the repository while a volume shadows its path (see writeScript). */
+const REPO_HOLD = "/run/rft-harness-repo";
 
 export interface WorkerDeps {
   api: Api;
@@ -487,6 +491,13 @@ export class PodWorker {
       src = src.replace(/\/$/, "");
       mounts.push({ src, dst: vm.mountPath, ro: !!vm.readOnly });
     }
+    // A volume mounted over an ancestor of the repository (an emptyDir at /tmp while the checkout lives under
+    // /tmp) would hide the code the container runs: hold the repository aside first, put it back afterwards.
+    const shadowsRepo = mounts.some((m) => REPO_ROOT === m.dst || REPO_ROOT.startsWith(`${m.dst.replace(/\/$/, "")}/`));
+    if (shadowsRepo) {
+      mkdirSync(REPO_HOLD, { recursive: true });
+      lines.push(`mount --bind ${shq(REPO_ROOT)} ${shq(REPO_HOLD)}`);
+    }
     for (const m of mounts) {
       this.recordMountPoint(m.dst, mounts);
       const isDir = statSync(m.src).isDirectory();
@@ -498,6 +509,7 @@ export class PodWorker {
       lines.push(`mount --bind ${shq(m.src)} ${shq(m.dst)}`);
       if (m.ro) lines.push(`mount -o remount,bind,ro ${shq(m.dst)}`);
     }
+    if (shadowsRepo) lines.push(`mkdir -p ${shq(REPO_ROOT)}`, `mount --bind ${shq(REPO_HOLD)} ${shq(REPO_ROOT)}`);
     lines.push(`hostname ${shq(this.hostname)}`);
     const wd = c.workingDir ?? "/";
     lines.push(`cd ${shq(wd)}`);
