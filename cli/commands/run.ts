@@ -90,7 +90,7 @@ function summary(r: RunJobResult, outDir: string): string {
   } else {
     lines.push(`RFT ${r.status} at step ${r.step}/${r.totalSteps}${r.error ? `: ${r.error}` : ""}`);
     const valid = r.history.filter((h) => h.validRewardMean !== null);
-    const train = r.history.map((h) => h.trainRewardMean ?? 0);
+    const train = r.history.flatMap((h) => (h.trainRewardMean === null ? [] : [h.trainRewardMean])); // step 0 is validation only
     if (train.length > 1) lines.push("train reward per step:", asciichart.plot(downsample(train, 60), { height: 8 }));
     if (valid.length > 1) {
       lines.push(
