@@ -5,22 +5,12 @@
  * Run: npx tsx bench/similarity.ts [--seconds N]
  */
 import { type LocalMetric, textSimilarity } from "../grader-sidecar/src/similarity/index.js";
+import { SIMILARITY_METRICS } from "../proto/graders.js";
 
 const secondsArg = process.argv.indexOf("--seconds");
 const seconds = secondsArg >= 0 ? Number(process.argv[secondsArg + 1]) : 1;
 
-const METRICS: LocalMetric[] = [
-  "fuzzy_match",
-  "bleu",
-  "gleu",
-  "meteor",
-  "rouge_1",
-  "rouge_2",
-  "rouge_3",
-  "rouge_4",
-  "rouge_5",
-  "rouge_l",
-];
+const METRICS = SIMILARITY_METRICS.filter((m): m is LocalMetric => m !== "cosine");
 
 // Deterministic pairs (mulberry32 PRNG), so runs are comparable.
 function rng(seed: number): () => number {
