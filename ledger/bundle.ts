@@ -81,7 +81,9 @@ export function assembleBundle(
   const log = new MerkleLog();
   for (const ev of events) log.appendData(encodeEvent(ev).bytes);
   const started = events.find((e) => e.type === "job.started");
-  const finished = events.findLast((e) => e.type === "job.finished");
+  // The final model is that of the last job.finished, unless a job.resumed reopened the job after it.
+  const last = events.findLast((e) => e.type === "job.finished" || e.type === "job.resumed");
+  const finished = last?.type === "job.finished" ? last : undefined;
   const s = started?.type === "job.started" ? started.body : null;
   return {
     format: BUNDLE_FORMAT,

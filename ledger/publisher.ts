@@ -13,8 +13,8 @@ import { appendFileSync, existsSync, mkdirSync, readFileSync, truncateSync } fro
 import { dirname } from "node:path";
 import { connect, type JetStreamClient, type NatsConnection } from "nats";
 import pino from "pino";
-import { type LedgerEvent, ledgerSubject } from "../proto/ledger-events.js";
-import { encodeEvent } from "./chain.js";
+import { LEDGER_STREAM, type LedgerEvent, ledgerSubject } from "../proto/ledger-events.js";
+import { checkSignature, encodeEvent, schemaErrors } from "./chain.js";
 import { ensureLedgerStream } from "./nats.js";
 import type { EventSink } from "./writer.js";
 
@@ -28,6 +28,45 @@ export class FileSink implements EventSink {
   write(event: LedgerEvent): void {
     appendFileSync(this.path, `${encodeEvent(event).bytes.toString("utf8")}\n`);
   }
+
+  /**
+   * The file's last event. A torn last line (a crash in the middle of a write: never durably written) is cut
+   * off first, so that the next write starts on a line of its own. Throws when the last event is not one of
+   * `job` signed with `signer` (another job's ledger, or a damaged file).
+   */
+  async lastEvent(job: string, signer: string): Promise<LedgerEvent | null> {
+    if (!existsSync(this.path)) return null;
+    const text = readFileSync(this.path);
+    let end = text.length;
+    if (end > 0 && text[end - 1] !== 0x0a) {
+      end = text.lastIndexOf(0x0a) + 1;
+      log.warn({ path: this.path, bytes: text.length - end }, "cutting off a torn last line");
+      truncateSync(this.path, end);
+    }
+    const lines = text.subarray(0, end).toString("utf8").split("\n");
+    let line = "";
+    for (let i = lines.length - 1; i >= 0 && line === ""; i--) line = lines[i]!.trim();
+    if (line === "") return null;
+    let value: unknown;
+    try {
+      value = JSON.parse(line);
+    } catch (e) {
+      throw new Error(`${this.path}: the last line is not JSON (${(e as Error).message})`, { cause: e });
+    }
+    const why = eventOfJobError(value, job, signer);
+    if (why) throw new Error(`${this.path}: the last event is not the ledger of ${job}: ${why}`);
+    return value as LedgerEvent;
+  }
+}
+
+/** Why `value` is not a well-formed event of `job` signed with `signer` (raw base64 key); null when it is. */
+export function eventOfJobError(value: unknown, job: string, signer: string): string | null {
+  const bad = schemaErrors(value);
+  if (bad.length > 0) return `schema: ${bad.map((b) => `${b.field}: ${b.reason}`).join("; ")}`;
+  const ev = value as LedgerEvent;
+  if (ev.job !== job) return `it is an event of job ${ev.job}`;
+  const sig = checkSignature(encodeEvent(ev), signer);
+  return sig ? `${sig.field}: ${sig.reason}` : null;
 }
 
 /** Reads a JSONL event file (a FileSink's output, or a spool); a torn last line from a crash is ignored. */
@@ -159,6 +198,51 @@ export class NatsPublisher implements EventSink {
     } finally {
       this.pumping = false;
     }
+  }
+
+  /**
+   * The last event of `job` written: the last one still spooled (this process's, or replayed from a previous
+   * one's spool), else the stream's last message on the job's subject (JetStream "last by subject"). A last
+   * message that is not an event of `job` signed with `signer` (someone else published on the subject) is
+   * skipped by scanning the subject for the highest-seq event that is.
+   */
+  async lastEvent(job: string, signer: string): Promise<LedgerEvent | null> {
+    const subject = ledgerSubject(job);
+    const parse = (data: Uint8Array): LedgerEvent | null => {
+      try {
+        const v = JSON.parse(Buffer.from(data).toString("utf8")) as unknown;
+        return eventOfJobError(v, job, signer) === null ? (v as LedgerEvent) : null;
+      } catch {
+        return null;
+      }
+    };
+    for (let i = this.queue.length - 1; i >= 0; i--) {
+      const m = this.queue[i]!;
+      if (m.subject !== subject) continue;
+      const ev = parse(m.data);
+      if (ev) return ev;
+    }
+    const jsm = await this.nc.jetstreamManager();
+    let last;
+    try {
+      last = await jsm.streams.getMessage(LEDGER_STREAM, { last_by_subj: subject });
+    } catch (e) {
+      if ((e as { code?: string }).code === "404" || /no message found/i.test(String(e))) return null;
+      throw e;
+    }
+    const ev = parse(last.data);
+    if (ev) return ev;
+    log.warn({ subject, streamSeq: last.seq }, "the subject's last message is not the job's; scanning the subject");
+    let best: LedgerEvent | null = null;
+    const oc = await this.js.consumers.get(LEDGER_STREAM, { filterSubjects: subject });
+    const msgs = await oc.consume();
+    for await (const m of msgs) {
+      const e = parse(m.data);
+      if (e && (!best || e.seq > best.seq)) best = e;
+      if (m.info.pending === 0) break;
+    }
+    await oc.delete().catch(() => {});
+    return best;
   }
 
   /** Stops publishing; unacknowledged events stay in the spool for the next publisher. */

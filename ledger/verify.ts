@@ -5,10 +5,12 @@
  * and the signed tree head, admission (credentials, envelopes), that no row's gradient reached a group outside
  * its envelope, that each group's weights changed only in steps with admitted contributions to it, checkpoints
  * and the final model against the last after-digests, and (optionally) the model on disk and the dataset rows.
+ * A job.resumed returns the weights to an earlier checkpoint.saved of the chain (or the base model): the steps
+ * applied after it are abandoned, and the next steps may repeat their numbers.
  * Every failure names its check, the event seq and the field.
  */
 import { expandEnvelope, parameterGroups, sortGroups } from "../proto/envelope.js";
-import type { LedgerEvent, SignedTreeHead, UpdateAppliedBody } from "../proto/ledger-events.js";
+import type { JobResumedBody, LedgerEvent, SignedTreeHead, UpdateAppliedBody } from "../proto/ledger-events.js";
 import type { ProvenanceBundle } from "./bundle.js";
 import { BUNDLE_FORMAT, manifestFromEvents } from "./bundle.js";
 import { canonicalJson } from "./canonical.js";
@@ -32,6 +34,7 @@ export type CheckName =
   | "weights"
   | "steps"
   | "checkpoint"
+  | "resume"
   | "final-model"
   | "manifest"
   | "dataset";
@@ -67,10 +70,22 @@ export interface VerifyReport {
   /** Rows admitted without provenance (under the job's default envelope), reported like an authority. */
   unattributed: AuthorityReport | null;
   finished: boolean;
+  /** Restarts recorded by job.resumed events: the checkpoint returned to and the steps abandoned. */
+  resumes: ResumeReport[];
   treeHead: { size: number; root: string; timestamp: number } | null;
   failures: Failure[];
   /** Things that are not failures but limit what was checked. */
   notes: string[];
+}
+
+export interface ResumeReport {
+  /** seq of the job.resumed event. */
+  seq: number;
+  /** The checkpoint returned to (null: the base model). */
+  checkpoint: string | null;
+  step: number;
+  /** Steps applied after that checkpoint and discarded. */
+  abandonedSteps: number[];
 }
 
 export interface VerifyOptions {
@@ -118,6 +133,7 @@ export function verifyBundle(
     authorities: [],
     unattributed: null,
     finished: false,
+    resumes: [],
     treeHead: null,
     failures,
     notes,
@@ -327,14 +343,28 @@ export function verifyBundle(
       firstSeq: number;
     } | null = null;
     let lastStep = -1;
-    let stepsApplied = 0;
-    let finished = false;
+    /** The steps in effect: applied, and not abandoned by a job.resumed. */
+    const lineage: number[] = [];
+    /** checkpoint.saved events by hash: where the weights may return to. */
+    const checkpoints = new Map<
+      string,
+      {
+        seq: number;
+        name: string;
+        step: number;
+        groups: Record<string, string>;
+        lineageLen: number;
+        abandonedBy: number | null;
+      }
+    >();
+    let finished: LedgerEvent | null = null;
 
-    const finalize = (closingSeq: number) => {
+    /** Closes the pending step; `abandoned`: a job.resumed cut it short (it need not be complete). */
+    const finalize = (closingSeq: number, abandoned = false) => {
       if (!pending) return;
       const p = pending;
       pending = null;
-      if (js.worldSize > 1 && !p.committed) {
+      if (js.worldSize > 1 && !p.committed && !abandoned) {
         fail(
           "steps",
           closingSeq,
@@ -342,7 +372,7 @@ export function verifyBundle(
           `step ${p.step} was not closed by step.committed (world size ${js.worldSize})`,
         );
       }
-      if (js.worldSize > 1 && p.ranks.size !== js.worldSize) {
+      if (js.worldSize > 1 && p.ranks.size !== js.worldSize && !abandoned) {
         fail(
           "steps",
           p.firstSeq,
@@ -364,13 +394,22 @@ export function verifyBundle(
         current.set(g, w.after);
       }
       lastStep = p.step;
-      stepsApplied++;
+      lineage.push(p.step);
     };
 
     for (let i = 1; i < evs.length; i++) {
       const { event: ev, hash } = evs[i]!;
       const seq = ev.seq;
-      if (finished) fail("job", seq, "type", `${ev.type} after job.finished`);
+      if (
+        finished &&
+        !(ev.type === "job.resumed" && finished.type === "job.finished" && finished.body.status !== "succeeded")
+      )
+        fail(
+          "job",
+          seq,
+          "type",
+          `${ev.type} after job.finished${finished.type === "job.finished" ? ` (${finished.body.status})` : ""}`,
+        );
       switch (ev.type) {
         case "job.started":
           break; // reported by the chain check
@@ -462,7 +501,13 @@ export function verifyBundle(
           const b = ev.body;
           if (pending && pending.step !== b.step) finalize(seq);
           if (!pending) {
-            if (b.step <= lastStep) fail("steps", seq, "body.step", `step ${b.step} does not follow step ${lastStep}`);
+            if (b.step <= lastStep)
+              fail(
+                "steps",
+                seq,
+                "body.step",
+                `step ${b.step} does not follow step ${lastStep} (steps go back only after a job.resumed)`,
+              );
             pending = {
               step: b.step,
               ranks: new Map(),
@@ -535,11 +580,25 @@ export function verifyBundle(
                 `checkpoint digest is not the weights after step ${lastStep}`,
               );
           }
+          checkpoints.set(hash, {
+            seq,
+            name: b.name,
+            step: b.step,
+            groups: b.groups,
+            lineageLen: lineage.length,
+            abandonedBy: null,
+          });
+          break;
+        }
+        case "job.resumed": {
+          finalize(seq, true);
+          finished = null;
+          resumed(ev.body, seq);
           break;
         }
         case "job.finished": {
           finalize(seq);
-          finished = true;
+          finished = ev;
           const b = ev.body;
           checkGroupMap(b.model, seq, "body.model", "final-model");
           for (const g of allGroups) {
@@ -552,17 +611,108 @@ export function verifyBundle(
               );
             }
           }
-          if (b.steps !== stepsApplied)
-            fail("steps", seq, "body.steps", `job.finished reports ${b.steps} steps, the ledger holds ${stepsApplied}`);
-          if (canonicalJson(bundle.model?.final ?? null) !== canonicalJson(b.model))
-            fail("bundle", null, "model.final", "differs from job.finished.model");
+          if (b.steps !== lineage.length)
+            fail(
+              "steps",
+              seq,
+              "body.steps",
+              `job.finished reports ${b.steps} steps, the ledger holds ${lineage.length}${report.resumes.length ? " (not counting abandoned ones)" : ""}`,
+            );
           break;
         }
       }
     }
     finalize(evs[evs.length - 1]!.event.seq);
-    report.steps = stepsApplied;
-    report.finished = finished;
+    report.steps = lineage.length;
+    report.finished = finished !== null;
+    const fin = finished?.type === "job.finished" ? finished : null;
+    if (canonicalJson(bundle.model?.final ?? null) !== canonicalJson(fin?.body.model ?? null))
+      fail(
+        "bundle",
+        null,
+        "model.final",
+        fin ? "differs from job.finished.model" : "the ledger has no job.finished in effect (the job is not finished)",
+      );
+
+    function resumed(b: JobResumedBody, seq: number): void {
+      const c = b.checkpoint;
+      let target: { seq: number; name: string; step: number; groups: Record<string, string>; lineageLen: number } = {
+        seq: seq0,
+        name: "(base model)",
+        step: 0,
+        groups: js.model.groups,
+        lineageLen: 0,
+      };
+      checkGroupMap(b.groups, seq, "body.groups", "resume");
+      if (c) {
+        const saved = checkpoints.get(c.event);
+        if (!saved) {
+          fail(
+            "resume",
+            seq,
+            "body.checkpoint.event",
+            `names checkpoint ${c.name} (step ${c.step}) by a checkpoint.saved event ${short(c.event)} that is not in this chain before it`,
+          );
+          return abandonAll();
+        }
+        if (saved.seq !== c.seq)
+          fail(
+            "resume",
+            seq,
+            "body.checkpoint.seq",
+            `is ${c.seq}, but that checkpoint.saved event is seq ${saved.seq}`,
+          );
+        if (saved.name !== c.name)
+          fail(
+            "resume",
+            seq,
+            "body.checkpoint.name",
+            `is ${c.name}, but checkpoint.saved seq ${saved.seq} saved ${saved.name}`,
+          );
+        if (saved.step !== c.step)
+          fail(
+            "resume",
+            seq,
+            "body.checkpoint.step",
+            `is ${c.step}, but checkpoint ${saved.name} is of step ${saved.step}`,
+          );
+        if (saved.abandonedBy !== null)
+          fail(
+            "resume",
+            seq,
+            "body.checkpoint.event",
+            `checkpoint ${saved.name} (seq ${saved.seq}) was saved by an attempt abandoned at seq ${saved.abandonedBy}`,
+          );
+        target = saved;
+      }
+      for (const g of allGroups) {
+        if (b.groups[g] !== undefined && b.groups[g] !== target.groups[g])
+          fail(
+            "resume",
+            seq,
+            `body.groups.${g}`,
+            `restored digest of ${g} is not ${c ? `checkpoint ${target.name}'s (seq ${target.seq})` : "the base model's"}`,
+          );
+      }
+      const abandoned = lineage.slice(target.lineageLen);
+      if (canonicalJson(b.abandonedSteps) !== canonicalJson(abandoned))
+        fail(
+          "resume",
+          seq,
+          "body.abandonedSteps",
+          `lists [${b.abandonedSteps.join(", ")}], but the steps applied after ${c ? `checkpoint ${target.name}` : "the base model"} are [${abandoned.join(", ")}]`,
+        );
+      for (const k of checkpoints.values()) if (k.seq > target.seq && k.abandonedBy === null) k.abandonedBy = seq;
+      // The weights are the checkpoint's, as its own event recorded them.
+      lineage.length = target.lineageLen;
+      for (const g of allGroups) if (target.groups[g] !== undefined) current.set(g, target.groups[g]!);
+      lastStep = c ? target.step : -1;
+      report.resumes.push({ seq, checkpoint: c ? c.name : null, step: target.step, abandonedSteps: abandoned });
+
+      function abandonAll(): void {
+        report.resumes.push({ seq, checkpoint: c?.name ?? null, step: c?.step ?? 0, abandonedSteps: [] });
+      }
+    }
 
     function update(b: UpdateAppliedBody, seq: number, p: NonNullable<typeof pending>): void {
       for (const [g, ids] of Object.entries(b.contributions)) {
@@ -720,9 +870,9 @@ export function verifyBundle(
 
     // ---- the final model, when given
     if (opts.modelDigests) {
-      const fin = [...evs].reverse().find((e) => e.event.type === "job.finished")?.event;
-      if (fin?.type !== "job.finished")
-        fail("final-model", null, "events", "no job.finished event: the final model cannot be checked");
+      const fin = finished?.type === "job.finished" ? finished : null;
+      if (!fin)
+        fail("final-model", null, "events", "no job.finished event in effect: the final model cannot be checked");
       else {
         for (const g of allGroups) {
           const want = fin.body.model[g];
@@ -804,6 +954,15 @@ export function formatReport(r: VerifyReport): string {
     lines.push(`    rows admitted: ${a.admitted}, rejected: ${a.rejected}`);
     lines.push(`    groups touched: ${a.groupsTouched.length ? compressGroups(a.groupsTouched) : "none"}`);
     lines.push(`    steps: ${a.steps.length ? compressRanges(a.steps) : "none"}`);
+  }
+  if (r.resumes.length) {
+    const n = r.resumes.length;
+    const steps = r.resumes.reduce((a, x) => a + x.abandonedSteps.length, 0);
+    lines.push(`  resumed ${n} time${n === 1 ? "" : "s"} (${steps} abandoned step${steps === 1 ? "" : "s"}):`);
+    for (const x of r.resumes)
+      lines.push(
+        `    event seq ${x.seq}: back to ${x.checkpoint ?? "the base model"} (step ${x.step}), abandoned steps: ${x.abandonedSteps.length ? compressRanges(x.abandonedSteps) : "none"}`,
+      );
   }
   for (const n of r.notes) lines.push(`  note: ${n}`);
   if (r.ok) lines.push("VERIFIED: every check passed");

@@ -10,6 +10,12 @@ import { keyId } from "./sign.js";
 export interface EventSink {
   /** Takes ownership of a signed event; must keep job order. */
   write(event: LedgerEvent): void;
+  /**
+   * The last event of `job` durably written through this kind of sink (by this process or an earlier one),
+   * signed with `signer` (raw base64 public key); null when there is none. A restarted writer continues the
+   * chain after it (ledger/README.md, "Resuming").
+   */
+  lastEvent?(job: string, signer: string): Promise<LedgerEvent | null>;
 }
 
 export interface EventWriterOptions {

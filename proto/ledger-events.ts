@@ -155,6 +155,35 @@ export const CheckpointSavedBody = T.Object(
   Strict,
 );
 
+/**
+ * A restart of the job from a checkpoint (or from the base model, `checkpoint: null`) after an attempt that
+ * stopped. The chain never forgets: the steps the stopped attempt applied after that checkpoint stay in the
+ * ledger and are listed here as abandoned; training goes on from the checkpoint's weights with the next seq, and
+ * may repeat the abandoned step numbers.
+ */
+export const JobResumedBody = T.Object(
+  {
+    /** The checkpoint resumed from: its checkpoint.saved event (seq and hash), name and step; null: the base model. */
+    checkpoint: T.Union([
+      T.Object(
+        {
+          name: T.String({ minLength: 1, maxLength: 256 }),
+          step: T.Integer({ minimum: 0 }),
+          seq: T.Integer({ minimum: 0 }),
+          event: Digest,
+        },
+        Strict,
+      ),
+      T.Null(),
+    ]),
+    /** Every group's digest of the weights restored (measured after loading). */
+    groups: GroupMap(Digest),
+    /** Steps applied after the checkpoint and discarded with the stopped attempt's weights (ascending). */
+    abandonedSteps: T.Array(T.Integer({ minimum: 0 })),
+  },
+  Strict,
+);
+
 export const JOB_FINISH_STATUSES = ["succeeded", "failed", "cancelled"] as const;
 export const JobFinishedBody = T.Object(
   {
@@ -190,6 +219,7 @@ export const UpdateAppliedEvent = envelopeOf("update.applied", UpdateAppliedBody
 export const StepCommittedEvent = envelopeOf("step.committed", StepCommittedBody);
 export const CheckpointSavedEvent = envelopeOf("checkpoint.saved", CheckpointSavedBody);
 export const JobFinishedEvent = envelopeOf("job.finished", JobFinishedBody);
+export const JobResumedEvent = envelopeOf("job.resumed", JobResumedBody);
 
 export const LedgerEvent = T.Union([
   JobStartedEvent,
@@ -199,6 +229,7 @@ export const LedgerEvent = T.Union([
   StepCommittedEvent,
   CheckpointSavedEvent,
   JobFinishedEvent,
+  JobResumedEvent,
 ]);
 
 export type JobStartedBody = Static<typeof JobStartedBody>;
@@ -208,6 +239,7 @@ export type UpdateAppliedBody = Static<typeof UpdateAppliedBody>;
 export type StepCommittedBody = Static<typeof StepCommittedBody>;
 export type CheckpointSavedBody = Static<typeof CheckpointSavedBody>;
 export type JobFinishedBody = Static<typeof JobFinishedBody>;
+export type JobResumedBody = Static<typeof JobResumedBody>;
 export type RewardSummary = Static<typeof RewardSummary>;
 export type LedgerEvent = Static<typeof LedgerEvent>;
 export type LedgerEventType = LedgerEvent["type"];
@@ -221,6 +253,7 @@ export interface EventBodies {
   "step.committed": StepCommittedBody;
   "checkpoint.saved": CheckpointSavedBody;
   "job.finished": JobFinishedBody;
+  "job.resumed": JobResumedBody;
 }
 export const LEDGER_EVENT_TYPES = Object.freeze([
   "job.started",
@@ -230,6 +263,7 @@ export const LEDGER_EVENT_TYPES = Object.freeze([
   "step.committed",
   "checkpoint.saved",
   "job.finished",
+  "job.resumed",
 ] as const satisfies readonly (keyof EventBodies)[]);
 
 /** An event before signing. */

@@ -109,7 +109,7 @@ export async function commitStep(o: {
   for (let r = 0; r < c.worldSize; r++) {
     let ev: LedgerEvent | null = null;
     if (c.rank === r) {
-      ledger.resume(head);
+      ledger.continueAt(head);
       ev = ledger.updateApplied({ ...o.body, rank: r });
     }
     const bytes = await c.broadcast(ev ? Buffer.from(JSON.stringify(ev)) : null, r);
@@ -124,6 +124,6 @@ export async function commitStep(o: {
   if (c.rank === 0) {
     const w = new EventWriter({ job: o.root!.job, privateKey: o.root!.privateKey, sink: o.root!.sink, resume: head });
     w.append("step.committed", { step: o.body.step, ranks, weights: o.after });
-    ledger.resume(w.head);
+    ledger.continueAt(w.head);
   }
 }

@@ -1,8 +1,9 @@
 /**
  * The trainer's side of the ledger: the job's signing key, admission of the training rows, and the signed
  * events of the run (job.started, row.admitted / row.rejected, update.applied per step, checkpoint.saved,
- * job.finished), written through the ledger's EventWriter to a local append-only file (`OUT/ledger/events.jsonl`,
- * what `rft audit export OUT` reads) or, in a pod, to NATS JetStream.
+ * job.finished, job.resumed), written through the ledger's EventWriter to a local append-only file
+ * (`OUT/ledger/events.jsonl`, what `rft audit export OUT` reads) or, in a pod, to NATS JetStream. The chain is
+ * append-only across restarts: a resumed job continues it from its last durable event (resumeFrom).
  *
  * Every job has a ledger. Without a `governance` section every row is admitted to every group.
  */
@@ -10,10 +11,11 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { isAbsolute, join, resolve } from "node:path";
 import type { KeyObject } from "node:crypto";
 import type { FineTuneJobSpec } from "../../proto/finetunejob.js";
-import type { EventBodies, LedgerEventType } from "../../proto/ledger-events.js";
-import type { ChainHead } from "../../ledger/chain.js";
+import type { EventBodies, LedgerEvent, LedgerEventType } from "../../proto/ledger-events.js";
+import { type ChainHead, eventHash } from "../../ledger/chain.js";
 import { manifestRoot } from "../../ledger/dataset.js";
-import { FileSink, readEventsFile } from "../../ledger/publisher.js";
+import { FileSink } from "../../ledger/publisher.js";
+import { lastStepOf } from "../../ledger/resume.js";
 import {
   digestOfJson,
   exportPrivateKeyPem,
@@ -24,7 +26,6 @@ import {
   publicKeyB64,
 } from "../../ledger/sign.js";
 import { type EventSink, EventWriter } from "../../ledger/writer.js";
-import { replaceFileAtomic } from "../checkpoint/store.js";
 import { type AdmittedRow, admitRows, type AuthorityKey, defaultEnvelope, type RejectedRow } from "./admission.js";
 import type { Digest } from "./digests.js";
 
@@ -101,6 +102,7 @@ export class TrainingLedger {
   readonly file: string;
   private writer: EventWriter;
   private readonly key: KeyObject;
+  private readonly sink: EventSink;
 
   constructor(private readonly o: LedgerOptions) {
     const ledgerDir = join(o.outDir, "ledger");
@@ -116,7 +118,8 @@ export class TrainingLedger {
     this.admitted = admitted;
     this.rejected = rejected;
     this.key = jobSigningKey(o.spec, o.baseDir, ledgerDir);
-    this.writer = new EventWriter({ job: o.job, privateKey: this.key, sink: o.sink ?? new FileSink(this.file) });
+    this.sink = o.sink ?? new FileSink(this.file);
+    this.writer = new EventWriter({ job: o.job, privateKey: this.key, sink: this.sink });
   }
 
   get publicKey(): string {
@@ -128,21 +131,69 @@ export class TrainingLedger {
     return this.writer.head;
   }
 
+  /** The last event durably written to this job's ledger (null: none), by this process or an earlier one. */
+  async lastEvent(): Promise<LedgerEvent | null> {
+    if (!this.sink.lastEvent)
+      throw new GovernanceError("the ledger sink cannot tell its last event, so the job's chain cannot be continued");
+    return this.sink.lastEvent(this.o.job, this.publicKey);
+  }
+
+  /** Continues the chain at `head` without writing anything (another writer appended up to it: commitStep). */
+  continueAt(head: ChainHead) {
+    this.writer = new EventWriter({ job: this.o.job, privateKey: this.key, sink: this.sink, resume: head });
+  }
+
   /**
-   * Continues the chain from a checkpoint. Events after it (steps whose updates no durable model holds) are
-   * dropped from the local file: the resumed run re-does those steps.
+   * Restarts the job's chain after an attempt that stopped: appends a signed job.resumed after the ledger's last
+   * durable event (never rewinding it: the steps the stopped attempt applied after the checkpoint stay in the
+   * ledger, listed as abandoned), then the admission decisions the stopped attempt did not get to record.
+   * `checkpoint` is the checkpoint the weights were loaded from (null: the base model), with the chain position
+   * its state recorded (just after its checkpoint.saved event); `groups` the digests of the weights loaded.
+   * Returns "fresh" when the ledger is empty and there is no checkpoint (the caller writes job.started), and
+   * "closed" when the ledger ends with a succeeded job.finished (nothing is written).
    */
-  resume(head: ChainHead) {
-    if (!this.o.sink) {
-      const kept = readEventsFile(this.file).filter((e) => e.seq < head.seq);
-      replaceFileAtomic(this.file, kept.map((e) => `${JSON.stringify(e)}\n`).join(""));
+  async resumeFrom(
+    checkpoint: { name: string; step: number; head: ChainHead } | null,
+    groups: Record<string, Digest>,
+  ): Promise<{ outcome: "fresh" | "closed" | "resumed"; last: LedgerEvent | null; event?: LedgerEvent }> {
+    const job = this.o.job;
+    const last = await this.lastEvent();
+    if (!last) {
+      if (checkpoint)
+        throw new GovernanceError(
+          `checkpoint ${checkpoint.name} was recorded at seq ${checkpoint.head.seq - 1} of the ledger of ${job}, but the ledger holds no events (lost or replaced)`,
+        );
+      return { outcome: "fresh", last };
     }
-    this.writer = new EventWriter({
-      job: this.o.job,
-      privateKey: this.key,
-      sink: this.o.sink ?? new FileSink(this.file),
-      resume: head,
+    if (checkpoint) {
+      const at = checkpoint.head.seq - 1;
+      if (checkpoint.head.job !== job)
+        throw new GovernanceError(`checkpoint ${checkpoint.name} belongs to the ledger of ${checkpoint.head.job}`);
+      if (last.seq < at)
+        throw new GovernanceError(
+          `the ledger of ${job} ends at seq ${last.seq}, before checkpoint ${checkpoint.name}'s checkpoint.saved (seq ${at}): events were lost`,
+        );
+      if (last.seq === at && eventHash(last) !== checkpoint.head.prev)
+        throw new GovernanceError(
+          `the ledger's event seq ${at} is not checkpoint ${checkpoint.name}'s checkpoint.saved (another history)`,
+        );
+    }
+    if (last.type === "job.finished" && last.body.status === "succeeded") return { outcome: "closed", last };
+    const from = checkpoint?.step ?? 0;
+    const abandonedSteps: number[] = [];
+    for (let s = from + 1; s <= lastStepOf(last); s++) abandonedSteps.push(s);
+    this.continueAt({ job, seq: last.seq + 1, prev: eventHash(last) });
+    const event = this.append("job.resumed", {
+      checkpoint: checkpoint
+        ? { name: checkpoint.name, step: checkpoint.step, seq: checkpoint.head.seq - 1, event: checkpoint.head.prev! }
+        : null,
+      groups,
+      abandonedSteps,
     });
+    // Admission cut short by the stop: row events follow job.started in row order (row i at seq i + 1).
+    if (last.type === "job.started" || last.type === "row.admitted" || last.type === "row.rejected")
+      this.rowEvents(last.seq);
+    return { outcome: "resumed", last, event };
   }
 
   private append<K extends LedgerEventType>(type: K, body: EventBodies[K]) {
@@ -168,7 +219,13 @@ export class TrainingLedger {
       ...(this.requireCredentials ? {} : { defaultEnvelope: defaultEnvelope(this.o.numLayers) }),
       worldSize,
     });
-    for (const r of rows) {
+    this.rowEvents(0);
+  }
+
+  /** One row.admitted / row.rejected event per training row, in row order, from the `from`-th. */
+  private rowEvents(from: number) {
+    const rows = [...this.admitted, ...this.rejected].sort((a, b) => a.index - b.index);
+    for (const r of rows.slice(from)) {
       if ("code" in r)
         this.append("row.rejected", {
           row: r.id,

@@ -35,7 +35,8 @@ import { type AdmittedRow } from "../governance/admission.js";
 import { type Digest, digestTensors, groupDigests, groupsOf } from "../governance/digests.js";
 import { jobSigningKey, TrainingLedger } from "../governance/ledger.js";
 import type { EventSink } from "../../ledger/writer.js";
-import { FileSink, readEventsFile } from "../../ledger/publisher.js";
+import { FileSink } from "../../ledger/publisher.js";
+import type { ChainHead } from "../../ledger/chain.js";
 import type { Collective } from "../collective/collective.js";
 import {
   allReduceGradients,
@@ -120,6 +121,18 @@ export interface JobEvent {
   type: "message" | "metrics";
   message: string;
   data: Record<string, unknown> | null;
+}
+
+/** "4-6, 9" for [4, 5, 6, 9]. */
+function compressSteps(xs: number[]): string {
+  const out: string[] = [];
+  for (let i = 0; i < xs.length;) {
+    let j = i;
+    while (j + 1 < xs.length && xs[j + 1] === xs[j]! + 1) j++;
+    out.push(i === j ? `${xs[i]}` : `${xs[i]}-${xs[j]}`);
+    i = j + 1;
+  }
+  return out.join(", ");
 }
 
 /** A 32-bit mix of integers (deterministic seeds for sampling and data order). */
@@ -213,6 +226,8 @@ export class RftTrainer {
   private readonly rank: number;
   /** Rank 0 of a multi-rank run: where every rank's ledger events go, and the key step.committed is signed with. */
   private rootLedger: { sink: EventSink; privateKey: import("node:crypto").KeyObject; job: string } | undefined;
+  /** The ledger already ends with a succeeded job.finished (a finished job started again): nothing to train. */
+  private closed: { steps: number } | null = null;
 
   constructor(private readonly o: RftOptions) {
     mkdirSync(o.outDir, { recursive: true });
@@ -270,19 +285,30 @@ export class RftTrainer {
       const state = JSON.parse(readFileSync(join(dir, "state.json"), "utf8"));
       this.history = state.history ?? [];
       if (this.reports) this.truncateEvents(latest.step);
-      await this.openLedgerRanked(state.ledger);
-      this.ledger.resume(state.ledger);
+      await this.openLedgerRanked();
+      const r = await this.resumeLedger({ name: latest.name, step: latest.step, head: state.ledger });
+      const abandoned = r.abandoned.length
+        ? `; steps ${compressSteps(r.abandoned)} of the stopped attempt abandoned`
+        : "";
       this.emit({
         level: "info",
         type: "message",
-        message: `Resuming from checkpoint ${latest.name} (step ${latest.step})`,
-        data: { step: latest.step },
+        message: `Resuming from checkpoint ${latest.name} (step ${latest.step})${abandoned}`,
+        data: { step: latest.step, abandoned_steps: r.abandoned },
       });
     } else {
       this.model = await loadHfModel(job.modelDir);
       if (this.reports) writeFileSync(this.eventsFile, "");
-      await this.openLedgerRanked(null);
-      if (this.reports) this.ledger.started(this.digests, dp?.worldSize ?? 1);
+      await this.openLedgerRanked();
+      const r = await this.resumeLedger(null);
+      if (r.outcome === "fresh" && this.reports) this.ledger.started(this.digests, dp?.worldSize ?? 1);
+      if (r.outcome === "resumed")
+        this.emit({
+          level: "info",
+          type: "message",
+          message: `Restarting from the base model: the stopped attempt had no checkpoint${r.abandoned.length ? ` (steps ${compressSteps(r.abandoned)} abandoned)` : ""}`,
+          data: { step: 0, abandoned_steps: r.abandoned },
+        });
       for (const r of this.ledger.rejected) {
         this.emit({
           level: "warn",
@@ -310,21 +336,14 @@ export class RftTrainer {
   /**
    * openLedger on every rank of a multi-rank run: rank 0 first (it may create the job's key file in the shared
    * output directory), then the others; each checks it loaded the same weights as rank 0. Rank 0's events go
-   * to an explicit sink, so that the other ranks' events can go to the same place (a resumed rank 0 trims the
-   * local event file to the checkpoint's chain position itself, as TrainingLedger does with its own sink).
+   * to an explicit sink, so that the other ranks' events can go to the same place.
    */
-  private async openLedgerRanked(head: import("../../ledger/chain.js").ChainHead | null) {
+  private async openLedgerRanked() {
     const dp = this.dp;
     if (!dp) return this.openLedger();
     const { job } = this.o;
     if (this.rank === 0) {
-      const file = join(this.o.outDir, "ledger", "events.jsonl");
-      mkdirSync(join(this.o.outDir, "ledger"), { recursive: true });
-      if (head && !job.ledger.sink) {
-        const kept = readEventsFile(file).filter((e) => e.seq < head.seq);
-        replaceFileAtomic(file, kept.map((e) => `${JSON.stringify(e)}\n`).join(""));
-      } else if (!head && !job.ledger.sink) replaceFileAtomic(file, "");
-      const sink = job.ledger.sink ?? new FileSink(file);
+      const sink = job.ledger.sink ?? new FileSink(join(this.o.outDir, "ledger", "events.jsonl"));
       this.openLedger(sink);
       this.rootLedger = {
         sink,
@@ -338,6 +357,26 @@ export class RftTrainer {
     const differ = Object.keys(theirs).filter((g) => theirs[g] !== this.digests[g]);
     if (differ.length)
       throw new Error(`rank ${this.rank} loaded different weights than rank 0 (groups ${differ.join(", ")})`);
+  }
+
+  /**
+   * Rank 0 continues the job's chain from the ledger's last durable event (TrainingLedger.resumeFrom: a
+   * job.resumed naming the checkpoint loaded, or the base model, and the steps abandoned); the outcome holds
+   * for every rank (the others take the chain position from rank 0 at each step).
+   */
+  private async resumeLedger(checkpoint: { name: string; step: number; head: ChainHead } | null) {
+    let r: { outcome: "fresh" | "closed" | "resumed"; abandoned: number[]; steps: number } | null = null;
+    if (this.reports) {
+      const res = await this.ledger.resumeFrom(checkpoint, { ...this.digests });
+      r = {
+        outcome: res.outcome,
+        abandoned: res.event?.type === "job.resumed" ? res.event.body.abandonedSteps : [],
+        steps: res.last?.type === "job.finished" ? res.last.body.steps : 0,
+      };
+    }
+    if (this.dp) r = await this.dp.broadcastJson(r);
+    if (r!.outcome === "closed") this.closed = { steps: r!.steps };
+    return r!;
   }
 
   /** Admits the training rows and opens the ledger; digests the loaded weights. */
@@ -634,6 +673,31 @@ export class RftTrainer {
     let control: RftControl = localControl;
     let step = await this.start();
     const { hp } = this;
+    if (this.closed) {
+      // Started again after it finished (e.g. a crash between job.finished and exit): the final model is on disk.
+      const modelDir = join(this.o.outDir, "model");
+      this.adam.dispose();
+      if (this.ref) disposeParams(this.ref);
+      disposeModel(this.model);
+      if (!existsSync(join(modelDir, "config.json")))
+        throw new Error(`the ledger records that the job finished, but its final model is missing from ${modelDir}`);
+      this.emit({
+        level: "info",
+        type: "message",
+        message: "The job had already completed (its ledger ends with job.finished)",
+        data: { step: this.closed.steps, model: modelDir },
+      });
+      const checkpoints = this.store.list();
+      return {
+        status: "succeeded",
+        step: this.closed.steps,
+        totalSteps: hp.totalSteps,
+        checkpoints,
+        best: bestCheckpoint(checkpoints),
+        history: this.history,
+        modelDir,
+      };
+    }
     if (step === 0 && job.valid.length > 0) {
       // The baseline: what the starting model scores, so every later validation has a reference point.
       const base = mean((await this.validate()).map((s) => s.response.reward));
