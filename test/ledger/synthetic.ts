@@ -5,7 +5,7 @@
  * Used by the ledger tests and bench/ledger.ts.
  */
 import type { KeyObject } from "node:crypto";
-import { type ChainHead, nextEvent } from "../../ledger/chain.js";
+import { type ChainHead, eventHash, nextEvent } from "../../ledger/chain.js";
 import {
   type DatasetRow,
   manifestRoot,
@@ -41,6 +41,9 @@ export interface SyntheticOptions {
   jobKey?: KeyPair;
   /** Stop before job.finished. */
   unfinished?: boolean;
+  /** The first attempt stops after this step; the job resumes (job.resumed) from the last checkpoint before it,
+   * abandoning the steps after that checkpoint (their digests differ from the second attempt's). */
+  crashAfterStep?: number;
 }
 
 export const AUTHORITIES = [
@@ -142,43 +145,65 @@ export function syntheticJob(o: SyntheticOptions = {}): SyntheticJob {
   });
 
   // steps
-  const cur = { ...base };
+  let cur = { ...base };
   const steps = o.steps ?? 5;
   const per = o.rowsPerStep ?? 3;
-  for (let s = 0; s < steps; s++) {
-    const batch = Array.from({ length: per }, (_, k) => admitted[(s * per + k) % admitted.length]!);
-    const contributions: Record<string, string[]> = {};
-    for (const r of batch) {
-      for (const g of r.groups) {
-        contributions[g] ??= [];
-        contributions[g].push(r.id);
+  const saved: { last: { event: LedgerEvent; step: number; name: string; groups: Record<string, string> } | null } = {
+    last: null,
+  };
+  const runSteps = (from: number, to: number, tagOf: (s: number) => string) => {
+    for (let s = from; s <= to; s++) {
+      const batch = Array.from({ length: per }, (_, k) => admitted[(s * per + k) % admitted.length]!);
+      const contributions: Record<string, string[]> = {};
+      for (const r of batch) {
+        for (const g of r.groups) {
+          contributions[g] ??= [];
+          contributions[g].push(r.id);
+        }
+      }
+      const gradients: Record<string, { l2: number; digest: string }> = {};
+      const weights: Record<string, { before: string; after: string }> = {};
+      for (const g of groups) {
+        const after = contributions[g] ? digestOf(`${g}@${s}${tagOf(s)}`) : cur[g]!;
+        weights[g] = { before: cur[g]!, after };
+        if (contributions[g]) gradients[g] = { l2: 0.5 + (s % 7) / 10, digest: digestOf(`grad:${g}@${s}`) };
+        cur[g] = after;
+      }
+      w.append("update.applied", {
+        step: s,
+        rank: 0,
+        contributions,
+        gradients,
+        weights,
+        reward: { count: per * 4, mean: 0.5, std: 0.25, min: 0, max: 1 },
+      });
+      const every = o.checkpointEvery ?? 2;
+      if (every > 0 && (s + 1) % every === 0) {
+        const name = `ckpt-step-${s}`;
+        const event = w.append("checkpoint.saved", {
+          step: s,
+          name,
+          groups: { ...cur },
+          metrics: { valid_reward_mean: 0.5 },
+        });
+        saved.last = { event, step: s, name, groups: { ...cur } };
       }
     }
-    const gradients: Record<string, { l2: number; digest: string }> = {};
-    const weights: Record<string, { before: string; after: string }> = {};
-    for (const g of groups) {
-      const after = contributions[g] ? digestOf(`${g}@${s}`) : cur[g]!;
-      weights[g] = { before: cur[g]!, after };
-      if (contributions[g]) gradients[g] = { l2: 0.5 + (s % 7) / 10, digest: digestOf(`grad:${g}@${s}`) };
-      cur[g] = after;
-    }
-    w.append("update.applied", {
-      step: s,
-      rank: 0,
-      contributions,
-      gradients,
-      weights,
-      reward: { count: per * 4, mean: 0.5, std: 0.25, min: 0, max: 1 },
+  };
+  if (o.crashAfterStep === undefined) runSteps(0, steps - 1, () => "");
+  else {
+    runSteps(0, o.crashAfterStep, () => "");
+    const c = saved.last;
+    const abandonedSteps: number[] = [];
+    for (let s = c ? c.step + 1 : 0; s <= o.crashAfterStep; s++) abandonedSteps.push(s);
+    // The second attempt's digests differ from the abandoned ones (tagged), so the verifier must reset to the checkpoint.
+    cur = c ? { ...c.groups } : { ...base };
+    w.append("job.resumed", {
+      checkpoint: c ? { name: c.name, step: c.step, seq: c.event.seq, event: eventHash(c.event) } : null,
+      groups: { ...cur },
+      abandonedSteps,
     });
-    const every = o.checkpointEvery ?? 2;
-    if (every > 0 && (s + 1) % every === 0) {
-      w.append("checkpoint.saved", {
-        step: s,
-        name: `ckpt-step-${s}`,
-        groups: { ...cur },
-        metrics: { valid_reward_mean: 0.5 },
-      });
-    }
+    runSteps(c ? c.step + 1 : 0, steps - 1, () => "/second-attempt");
   }
   if (!o.unfinished) w.append("job.finished", { status: "succeeded", steps, model: { ...cur } });
   return { job, events, jobKey, authorityKeys, dataset, finalModel: cur, numLayers: L };

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { exportBundle, type ProvenanceBundle } from "../../ledger/bundle.js";
-import { encodeEvent } from "../../ledger/chain.js";
+import { encodeEvent, eventHash } from "../../ledger/chain.js";
 import { MerkleLog } from "../../ledger/merkle.js";
 import { digestOf, generateKeyPair, signBytes } from "../../ledger/sign.js";
 import { signTreeHead } from "../../ledger/tree-head.js";
@@ -216,4 +216,108 @@ test("a rejected row that contributes, and a manifest that lies, are caught", ()
     r2.failures.map((f) => [f.check, f.field]),
     [["manifest", "manifest.rows.0"]],
   );
+});
+
+// ---- resumed jobs (job.resumed): the chain keeps the abandoned steps; the weights return to a checkpoint
+const resumedJob = syntheticJob({ steps: 8, checkpointEvery: 3, crashAfterStep: 4 });
+const resumedBundle = exportBundle(resumedJob.events, ledgerKey.privateKey, Date.parse("2026-03-02T00:00:00Z"));
+const resumeSeq = resumedJob.events.findIndex((e) => e.type === "job.resumed");
+type Resumed = Extract<LedgerEvent, { type: "job.resumed" }>;
+/** The resumed job with one edit, re-signed end to end (only the semantics can catch it). */
+const tamperResume = (edit: (events: LedgerEvent[]) => LedgerEvent[] | void) => {
+  const events = structuredClone(resumedJob.events);
+  const out = edit(events) ?? events;
+  return verifyBundle(rebuild(resign(out, resumedJob.jobKey.privateKey)));
+};
+
+test("a resumed job verifies: repeated step numbers after job.resumed, the resume and abandoned steps reported", () => {
+  const r = verifyBundle(resumedBundle, { modelDigests: resumedJob.finalModel, datasetRows: resumedJob.dataset });
+  assert.deepEqual(r.failures, [], formatReport(r));
+  assert.equal(r.steps, 8, "steps in effect: 0-7 (the abandoned 3-4 are not counted twice)");
+  const ckpt = resumedJob.events.find((e) => e.type === "checkpoint.saved" && e.body.step === 2)!;
+  assert.deepEqual(r.resumes, [{ seq: resumeSeq, checkpoint: "ckpt-step-2", step: 2, abandonedSteps: [3, 4] }]);
+  assert.equal((resumedJob.events[resumeSeq] as Resumed).body.checkpoint!.seq, ckpt.seq);
+  const steps = resumedJob.events.flatMap((e) => (e.type === "update.applied" ? [e.body.step] : []));
+  assert.deepEqual(steps, [0, 1, 2, 3, 4, 3, 4, 5, 6, 7], "the abandoned steps stay in the chain");
+  assert.match(
+    formatReport(r),
+    /resumed 1 time \(2 abandoned steps\):\n\s+event seq \d+: back to ckpt-step-2 \(step 2\), abandoned steps: 3-4/,
+  );
+  // Without the reset the second attempt's before-digests would not link: the verifier really rewinds.
+  const second = resumedJob.events[resumeSeq + 1] as Extract<LedgerEvent, { type: "update.applied" }>;
+  const abandoned = resumedJob.events[resumeSeq - 1] as Extract<LedgerEvent, { type: "update.applied" }>;
+  assert.notEqual(second.body.weights["layers.2.mlp"]!.before, abandoned.body.weights["layers.2.mlp"]!.after);
+});
+
+test("a job.resumed naming a checkpoint that never existed, or wrong digests or abandoned steps, is caught", () => {
+  let r = tamperResume((evs) => {
+    (evs[resumeSeq] as Resumed).body.checkpoint!.event = digestOf("no such checkpoint");
+  });
+  assert.ok(has(r.failures, "resume", resumeSeq, "body.checkpoint.event"), formatReport(r));
+  assert.match(r.failures.find((f) => f.check === "resume")!.reason, /not in this chain/);
+
+  r = tamperResume((evs) => {
+    (evs[resumeSeq] as Resumed).body.checkpoint!.step = 5;
+  });
+  assert.ok(has(r.failures, "resume", resumeSeq, "body.checkpoint.step"), formatReport(r));
+
+  r = tamperResume((evs) => {
+    (evs[resumeSeq] as Resumed).body.groups["layers.3.attention"] = digestOf("other weights");
+  });
+  assert.deepEqual(
+    r.failures.map((f) => [f.check, f.seq, f.field]),
+    [["resume", resumeSeq, "body.groups.layers.3.attention"]],
+    formatReport(r),
+  );
+  assert.match(r.failures[0]!.reason, /restored digest of layers\.3\.attention is not checkpoint ckpt-step-2's/);
+
+  r = tamperResume((evs) => {
+    (evs[resumeSeq] as Resumed).body.abandonedSteps = [];
+  });
+  assert.ok(has(r.failures, "resume", resumeSeq, "body.abandonedSteps"), formatReport(r));
+  assert.match(r.failures[0]!.reason, /lists \[\], but the steps applied after checkpoint ckpt-step-2 are \[3, 4\]/);
+});
+
+test("a resume that silently skips back (no job.resumed, step numbers going backwards) is caught", () => {
+  const r = tamperResume((evs) => evs.filter((e) => e.type !== "job.resumed"));
+  // The first event after the removed job.resumed now sits at its seq.
+  assert.ok(has(r.failures, "steps", resumeSeq, "body.step"), formatReport(r));
+  assert.match(
+    r.failures.find((f) => f.check === "steps")!.reason,
+    /step 3 does not follow step 4 \(steps go back only after a job\.resumed\)/,
+  );
+});
+
+test("after a resume, a group that changes without contributions is still caught", () => {
+  const r = tamperResume((evs) => {
+    (evs[resumeSeq + 1] as Extract<LedgerEvent, { type: "update.applied" }>).body.weights.embeddings!.after =
+      digestOf("sneaky");
+  });
+  assert.ok(has(r.failures, "weights", resumeSeq + 1, "body.weights.embeddings.after"), formatReport(r));
+});
+
+test("resuming to a checkpoint of an abandoned attempt, or after a succeeded job.finished, is caught", () => {
+  // The job resumes to ckpt-step-2 a second time (abandoning the second attempt's ckpt-step-5), then claims to
+  // return to ckpt-step-5.
+  const r = tamperResume((evs) => {
+    const ck = evs.find((e) => e.seq > resumeSeq && e.type === "checkpoint.saved")!;
+    const ref = { name: (ck as any).body.name, step: (ck as any).body.step, seq: ck.seq, event: eventHash(ck) };
+    const back = structuredClone(evs[resumeSeq]!) as Resumed;
+    const fin = evs.pop()!;
+    const again = structuredClone(back);
+    back.body.abandonedSteps = [3, 4, 5, 6, 7];
+    again.body.checkpoint = ref;
+    again.body.groups = structuredClone((ck as any).body.groups);
+    again.body.abandonedSteps = [];
+    evs.push(back, again, fin);
+  });
+  const last = resumedJob.events.length + 1;
+  assert.ok(has(r.failures, "resume", last - 1, "body.checkpoint.event"), formatReport(r));
+  assert.match(r.failures.find((f) => f.seq === last - 1)!.reason, /saved by an attempt abandoned at seq/);
+
+  const r2 = tamperResume((evs) => {
+    evs.push(structuredClone(evs[resumeSeq]!));
+  });
+  assert.ok(has(r2.failures, "job", resumedJob.events.length, "type"), formatReport(r2));
+  assert.match(r2.failures[0]!.reason, /job\.resumed after job\.finished \(succeeded\)/);
 });
