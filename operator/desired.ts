@@ -49,6 +49,9 @@ export interface OperatorSettings {
   image: string;
   /** NATS URL as the pods reach it. */
   natsUrl: string;
+  /** Trainers publish their ledger events to JetStream at natsUrl (RFT_LEDGER_NATS_URL; the Helm chart sets it
+   * when the ledger service is enabled), instead of writing them to a file on the checkpoint volume. */
+  ledgerNats?: boolean;
   imagePullPolicy?: string;
 }
 
@@ -190,6 +193,7 @@ export function desiredTrainerJob(job: FineTuneJobObject, attempt: number, s: Op
     { name: "RFT_MASTER_ADDR", value: `${jobName}-0.${svc}.${ns}.svc` },
     { name: "RFT_MASTER_PORT", value: String(TRAINER_PORT) },
     { name: "RFT_NATS_URL", value: s.natsUrl },
+    ...(s.ledgerNats ? [{ name: "RFT_LEDGER_NATS_URL", value: s.natsUrl }] : []),
     { name: "RFT_JOB_CONFIG", value: posix.join(CONFIG_MOUNT, "job.json") },
     { name: "RFT_JOB_NAME", value: name },
     { name: "RFT_JOB_NAMESPACE", value: ns },

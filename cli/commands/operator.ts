@@ -13,6 +13,10 @@ export function register(program: Command) {
     .option("--image <image>", "default trainer and grader image", process.env.RFT_IMAGE ?? "rft:dev")
     .option("--nats-url <url>", "NATS URL as the operator reaches it", process.env.RFT_NATS_URL)
     .option("--pod-nats-url <url>", "NATS URL as trainer pods reach it (default: --nats-url)")
+    .option(
+      "--ledger-nats",
+      "trainers publish their signed ledger events to JetStream (the ledger service's input) instead of a file on the checkpoint volume",
+    )
     .option("--workers <n>", "concurrent reconciles", "4")
     .option("--port <port>", "port of /metrics, /healthz, /readyz", "8080")
     .option("--host <host>", "address of that port", "0.0.0.0")
@@ -37,7 +41,7 @@ export function register(program: Command) {
       const op = new Operator({
         kubeconfig: o.kubeconfig,
         namespace: o.namespace,
-        settings: { image: o.image, natsUrl: o.podNatsUrl ?? natsUrl },
+        settings: { image: o.image, natsUrl: o.podNatsUrl ?? natsUrl, ledgerNats: o.ledgerNats === true },
         natsUrl,
         workers: Number(o.workers),
         port: Number(o.port),

@@ -19,6 +19,7 @@ import { formatReport, verifyBundle } from "../../ledger/verify.js";
 import type { LedgerEvent } from "../../proto/ledger-events.js";
 import { groupDigests, groupsOf } from "../../trainer/governance/digests.js";
 import { loadManifest } from "../../trainer/job/manifest.js";
+import { runTrainerPod } from "../../trainer/job/pod.js";
 import { runJob } from "../../trainer/job/run-job.js";
 import { loadHfModel } from "../../trainer/model/hf-io.js";
 import { disposeModel } from "../../trainer/model/model.js";
@@ -218,6 +219,36 @@ test("through NATS: a job stopped mid-run and resumed reaches the ledger service
     assert.equal(ok.status, 0, ok.stdout + ok.stderr);
     assert.match(ok.stdout, /resumed 1 time \(2 abandoned steps\)/);
     assert.match(ok.stdout, /VERIFIED/);
+  } finally {
+    await svc.stop();
+    await nats.stop();
+  }
+});
+
+test("a trainer pod with RFT_LEDGER_NATS_URL publishes its ledger to JetStream, spooled on the checkpoint volume", async () => {
+  const { dir, manifest } = await sixStepJob("pod-ledger", 3);
+  const nats = await NatsServer.start();
+  const svc = await LedgerService.start({ servers: nats.url, key: generateKeyPair().privateKey, headIntervalMs: 100 });
+  const ckpt = join(dir, "ckpt");
+  const env = {
+    RFT_LEDGER_NATS_URL: nats.url,
+    RFT_CHECKPOINT_DIR: ckpt,
+    RFT_JOB_NAMESPACE: "team-b",
+    RFT_JOB_NAME: "pod-job",
+    RFT_MIN_STEP_MS: "0",
+  };
+  try {
+    const r = await runTrainerPod({ configFile: manifest.file, env, signals: false });
+    assert.deepEqual(r, { status: "succeeded", exitCode: 0 });
+    const job = "team-b/pod-job";
+    await waitFor("job.finished at the ledger", () => svc.state.jobs.get(job)?.events.at(-1)?.type === "job.finished");
+    assert.deepEqual(stepsOf(svc.state.jobs.get(job)!.events), [1, 2, 3, 4, 5, 6]);
+    assert.equal(
+      readEventsFile(join(ckpt, "ledger", "events.jsonl")).length,
+      0,
+      "no ledger file beside the checkpoints",
+    );
+    assert.equal(readFileSync(join(ckpt, "ledger", "spool.jsonl"), "utf8"), "", "the spool is empty once acknowledged");
   } finally {
     await svc.stop();
     await nats.stop();

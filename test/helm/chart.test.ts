@@ -84,6 +84,7 @@ describe("helm template", () => {
       c.args.includes("--nats-url=nats://rft-rft-operator-nats-0.rft-rft-operator-nats-headless.rft-system.svc:4222"),
     );
     assert.ok(c.args.includes("--lease-namespace=$(POD_NAMESPACE)"));
+    assert.ok(c.args.includes("--ledger-nats"), "with the ledger service, trainers publish their ledger to JetStream");
     assert.ok(!c.args.some((a: string) => a.startsWith("--namespace")));
     assert.equal(find(objects, "PodDisruptionBudget").length, 0, "no PDB for single replicas");
   });
@@ -138,6 +139,7 @@ describe("helm template", () => {
     assert.equal(find(objects, "Deployment").length, 1);
     const args = find(objects, "Deployment")[0]!.spec.template.spec.containers[0].args as string[];
     assert.ok(args.includes("--nats-url=nats://nats.messaging.svc:4222,nats://nats-1.messaging.svc:4222"));
+    assert.ok(!args.includes("--ledger-nats"), "no ledger service: trainers keep the ledger on the checkpoint volume");
   });
 
   test("the CRD is crds/finetunejobs.rft.dev.yaml (one source: the chart links to it), kept on uninstall", async () => {

@@ -250,3 +250,26 @@ test("FileSink writes the same canonical JSONL the ledger ingests", () => {
   for (const [i, l] of lines.entries()) assert.equal(l, encodeEvent(job.events[i]!).bytes.toString());
   assert.deepEqual(readEventsFile(path), job.events);
 });
+
+test("NatsPublisher.lastEvent: the job's last event from the stream, skipping a foreign message on the subject", async () => {
+  const nats = await NatsServer.start();
+  const spoolPath = join(tmp, "last.spool");
+  const pub = await NatsPublisher.connect({ servers: nats.url, spoolPath });
+  try {
+    const job = syntheticJob({ job: "team-a/last-event", steps: 3, sink: pub });
+    const signer = publicKeyB64(job.jobKey.publicKey);
+    await pub.flush();
+    assert.equal(await pub.lastEvent("team-a/other", signer), null, "no events for another job");
+    assert.deepEqual(await pub.lastEvent(job.job, signer), job.events.at(-1), "last by subject");
+    // Someone else publishes on the job's subject: not an event of the job's key, so it is skipped.
+    const nc = await connect({ servers: nats.url });
+    const forged = syntheticJob({ job: job.job, steps: 1 }).events.at(-1)!;
+    await nc.jetstream().publish(ledgerSubject(job.job), encodeEvent(forged).bytes);
+    await nc.jetstream().publish(ledgerSubject(job.job), new TextEncoder().encode("garbage"));
+    await nc.close();
+    assert.deepEqual(await pub.lastEvent(job.job, signer), job.events.at(-1), "scanned past the foreign messages");
+  } finally {
+    await pub.close();
+    await nats.stop();
+  }
+});

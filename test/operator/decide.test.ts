@@ -227,6 +227,15 @@ describe("decide", () => {
     assert.deepEqual(d.actions, [], "no child is recreated after failure");
   });
 
+  test("with ledgerNats, trainers get RFT_LEDGER_NATS_URL (the ledger goes to JetStream); without, they do not", () => {
+    const envOf = (s: typeof settings & { ledgerNats?: boolean }) =>
+      Object.fromEntries(
+        desiredTrainerJob(ftj(), 0, s).spec.template.spec.containers[0].env.map((e: any) => [e.name, e.value]),
+      );
+    assert.equal(envOf({ ...settings, ledgerNats: true }).RFT_LEDGER_NATS_URL, settings.natsUrl);
+    assert.equal(envOf(settings).RFT_LEDGER_NATS_URL, undefined);
+  });
+
   test("a trainer exiting with the permanent code (podFailurePolicy) fails at once without spending the budget", () => {
     const tj = desiredTrainerJob(ftj(), 0, settings);
     assert.deepEqual(tj.spec.podFailurePolicy.rules, [
@@ -272,7 +281,8 @@ describe("decide", () => {
   });
 
   test("a job that completes while a suspend is pending is Succeeded and no longer Suspended", () => {
-    let { job, d } = step(ftj(), { now: at(0) });
+    let { job } = step(ftj(), { now: at(0) });
+    let d: Decision;
     ({ job, d } = step({ ...job, spec: { ...job.spec, suspend: true } }, { now: at(5) }));
     assert.equal(cond(d, "Suspended")?.status, "True");
     ({ d } = step(job, {

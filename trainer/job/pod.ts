@@ -7,11 +7,18 @@
  * (trainer/collective: RFT_RANK, RFT_PEERS); rank 0 alone reports progress, and its pause or cancel holds for
  * every rank. Exit codes: 0 finished or paused, 1 failed, 2 a configuration error (never worth a retry).
  *
+ * Ledger: with `RFT_LEDGER_NATS_URL` (set by the operator when the ledger service runs: `--ledger-nats`, Helm
+ * `ledger.enabled`) rank 0 publishes the signed ledger events to JetStream (NatsPublisher), spooled first to
+ * `<checkpoint dir>/ledger/spool.jsonl` so that nothing is lost across NATS outages or restarts; without it the
+ * events go to `<checkpoint dir>/ledger/events.jsonl`. Either way a restarted pod continues the chain from its
+ * last durable event (job.resumed).
+ *
  * `RFT_MIN_STEP_MS` (optional, from spec.trainer.env) paces training: each step takes at least that long in
  * wall time. For demos and lifecycle tests that must act mid-run whatever the machine's speed.
  */
 import { join } from "node:path";
 import { connect, type NatsConnection } from "nats";
+import { NatsPublisher } from "../../ledger/publisher.js";
 import {
   type ControlMessage,
   controlSubject,
@@ -100,6 +107,32 @@ export async function runTrainerPod(o: TrainerPodOptions): Promise<TrainerPodRes
     })();
   }
 
+  // The ledger: rank 0 writes every rank's events (trainer/rl/loop.ts).
+  let ledger: NatsPublisher | undefined;
+  if (env.RFT_LEDGER_NATS_URL && rank === 0) {
+    ledger = await NatsPublisher.connect({
+      servers: env.RFT_LEDGER_NATS_URL,
+      spoolPath: join(outDir, "ledger", "spool.jsonl"),
+      name: `trainer-ledger-${ns}-${name}`,
+    });
+  }
+  const flushLedger = async () => {
+    if (!ledger) return;
+    const timeoutMs = 60_000;
+    let timer: NodeJS.Timeout | undefined;
+    const done = await Promise.race([
+      ledger.flush().then(() => true),
+      new Promise<boolean>((r) => (timer = setTimeout(() => r(false), timeoutMs))),
+    ]);
+    clearTimeout(timer);
+    if (!done)
+      log.error(
+        { backlog: ledger.backlog, spool: join(outDir, "ledger", "spool.jsonl") },
+        "ledger events not acknowledged by JetStream; they stay spooled for the next trainer start",
+      );
+    await ledger.close().catch(() => {});
+  };
+
   const checkpoints: CheckpointInfo[] = [];
   let last: Omit<ProgressMessage, "status" | "time" | "checkpoints"> = {
     step: 0,
@@ -145,6 +178,8 @@ export async function runTrainerPod(o: TrainerPodOptions): Promise<TrainerPodRes
       graderAddr: env.RFT_GRADER_ADDR,
       control,
       ranks,
+      jobRef: `${ns}/${name}`,
+      ...(ledger ? { ledgerSink: ledger } : {}),
       hooks: {
         onStep: (m) => {
           const valid = (m.data.scores as { valid_reward_mean?: number }).valid_reward_mean;
@@ -189,6 +224,7 @@ export async function runTrainerPod(o: TrainerPodOptions): Promise<TrainerPodRes
   } finally {
     process.off("SIGTERM", onSignal);
     process.off("SIGINT", onSignal);
+    await flushLedger();
     await nc?.drain().catch(() => {});
   }
 }
