@@ -21,6 +21,7 @@ import {
   names,
   QUEUE_LABEL,
   SIGNING_MOUNT,
+  TRAINER_DATA_PORT,
   TRAINER_PORT,
 } from "./names.js";
 
@@ -138,7 +139,10 @@ export function desiredService(job: FineTuneJobObject): K8sObject {
       clusterIP: "None",
       publishNotReadyAddresses: true,
       selector: childLabels(job.metadata.name),
-      ports: [{ name: "collective", port: TRAINER_PORT, targetPort: TRAINER_PORT, protocol: "TCP" }],
+      ports: [
+        { name: "collective", port: TRAINER_PORT, targetPort: TRAINER_PORT, protocol: "TCP" },
+        { name: "collective-data", port: TRAINER_DATA_PORT, targetPort: TRAINER_DATA_PORT, protocol: "TCP" },
+      ],
     },
   };
 }
@@ -190,6 +194,7 @@ export function desiredTrainerJob(job: FineTuneJobObject, attempt: number, s: Op
     },
     { name: "RFT_WORLD_SIZE", value: String(replicas) },
     { name: "RFT_PEERS", value: peers.join(",") },
+    { name: "RFT_DATA_PORT", value: String(TRAINER_DATA_PORT) },
     { name: "RFT_MASTER_ADDR", value: `${jobName}-0.${svc}.${ns}.svc` },
     { name: "RFT_MASTER_PORT", value: String(TRAINER_PORT) },
     { name: "RFT_NATS_URL", value: s.natsUrl },
@@ -229,7 +234,10 @@ export function desiredTrainerJob(job: FineTuneJobObject, attempt: number, s: Op
     image,
     args: ["trainer", "--config", posix.join(CONFIG_MOUNT, CONFIG_FILE)],
     env,
-    ports: [{ name: "collective", containerPort: TRAINER_PORT }],
+    ports: [
+      { name: "collective", containerPort: TRAINER_PORT },
+      { name: "collective-data", containerPort: TRAINER_DATA_PORT },
+    ],
     volumeMounts: mounts,
     ...(spec.trainer?.resources ? { resources: resources(spec.trainer.resources) } : {}),
   };

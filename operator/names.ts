@@ -13,6 +13,8 @@ export const MAX_NAME_LENGTH = 40;
 export const GRADER_GRPC_PORT = 50051;
 export const GRADER_HTTP_PORT = 8081;
 export const TRAINER_PORT = 29500;
+/** The collective's data link (raw TCP; rendezvous is on TRAINER_PORT). */
+export const TRAINER_DATA_PORT = 29501;
 
 export const CONFIG_MOUNT = "/etc/rft/job";
 export const CONFIG_FILE = "job.json";
@@ -35,6 +37,7 @@ export const RESERVED_ENV = [
   "RFT_RANK",
   "RFT_WORLD_SIZE",
   "RFT_PEERS",
+  "RFT_DATA_PORT",
   "RFT_MASTER_ADDR",
   "RFT_MASTER_PORT",
   "RFT_NATS_URL",

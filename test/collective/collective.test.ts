@@ -5,7 +5,16 @@ import { test } from "node:test";
 import protobuf from "protobufjs";
 import { Collective, CollectiveError, segment } from "../../trainer/collective/collective.js";
 import { rankEnv } from "../../trainer/collective/env.js";
-import { decodeFrame, encodeFrame } from "../../trainer/collective/wire.js";
+import net from "node:net";
+import {
+  decodeFrame,
+  encodeFrame,
+  encodeFrameHead,
+  encodeLinkRequest,
+  type Frame,
+  FrameStream,
+  readLinkRequest,
+} from "../../trainer/collective/wire.js";
 import { protoPath } from "../../proto/paths.js";
 import { freePorts, loopbackPeers } from "./ports.js";
 
@@ -159,6 +168,10 @@ test("rank environment: RFT_RANK, RFT_WORLD_SIZE, RFT_PEERS", () => {
     rankEnv({ RFT_RANK: "1", RFT_WORLD_SIZE: "2", RFT_PEERS: "a:1, b:2", RFT_COLLECTIVE_TIMEOUT: "5" }),
     { rank: 1, worldSize: 2, peers: ["a:1", "b:2"], opTimeoutMs: 5000 },
   );
+  assert.equal(
+    rankEnv({ RFT_RANK: "0", RFT_WORLD_SIZE: "2", RFT_PEERS: "a:1,b:2", RFT_DATA_PORT: "29501" })?.dataPort,
+    29501,
+  );
   assert.throws(() => rankEnv({ RFT_RANK: "2", RFT_WORLD_SIZE: "2", RFT_PEERS: "a:1,b:2" }), /outside/);
   assert.throws(() => rankEnv({ RFT_RANK: "0", RFT_WORLD_SIZE: "3", RFT_PEERS: "a:1,b:2" }), /lists 2 addresses/);
 });
@@ -181,6 +194,84 @@ test("the Frame codec writes and reads collective.proto's wire format (checked w
   const mine = decodeFrame(Frame.encode(Frame.fromObject({ ...f, kind: 1 })).finish());
   assert.deepEqual({ ...mine, data: [...mine.data] }, { ...f, data: [1, 2, 3, 250] });
   assert.equal(encodeFrame({ kind: "DATA" }).length, 0); // proto3 defaults are omitted
+});
+
+test("the data link's byte stream: length-delimited Frames (data last) that protobufjs reads, parsed from any split", async () => {
+  const root = await protobuf.load(protoPath("collective.proto"));
+  const Frame = root.lookupType("rft.collective.v1.Frame");
+  const LinkRequest = root.lookupType("rft.collective.v1.LinkRequest");
+  const payload = (n: number) => Uint8Array.from({ length: n }, (_, i) => (i * 7 + n) & 255);
+  const frames: Partial<Frame>[] = [
+    { kind: "DATA", op: 1, step: 0, offset: 0, data: payload(4099), total: 8000, rank: 1 },
+    { kind: "DATA", op: 1, step: 1, offset: 4099, data: payload(1), total: 8000, rank: 1 },
+    { kind: "DATA", op: 2, step: 3, offset: 0, data: new Uint8Array(0), total: 0, rank: 1 },
+    { kind: "DATA", op: 2 ** 33, step: 1, offset: 1 << 20, data: payload(64), total: 2 << 20, rank: 0 },
+    { kind: "ABORT", rank: 2, error: "rank 2 aborted: ü" },
+  ];
+  const stream = Buffer.concat(
+    frames.flatMap((f) => [encodeFrameHead(f, f.data?.length ?? 0), f.data ?? new Uint8Array(0)]),
+  );
+  // protobufjs reads the stream as length-delimited Frames.
+  const reader = protobuf.Reader.create(stream);
+  for (const f of frames) {
+    const m = Frame.toObject(Frame.decodeDelimited(reader), { enums: String, longs: Number, defaults: true });
+    assert.deepEqual(
+      { ...m, data: [...m.data] },
+      { step: 0, op: 0, offset: 0, total: 0, error: "", ...f, data: [...(f.data ?? [])] },
+    );
+  }
+  // FrameStream hands out the same frames from every split of the stream (one byte at a time, odd chunks, all
+  // at once): pieces start on 4-byte boundaries of their payload and are whole float32s except a payload's last.
+  for (const cut of [1, 3, 5, 4096, 7777, stream.length]) {
+    const got: Frame[] = [];
+    const fs = new FrameStream((f) => got.push({ ...f, data: Uint8Array.from(f.data) }));
+    for (let i = 0; i < stream.length; i += cut) fs.push(stream.subarray(i, i + cut));
+    for (const f of frames) {
+      const pieces = got.filter((g) => g.op === (f.op ?? 0) && g.step === (f.step ?? 0) && g.kind === f.kind);
+      assert.ok(pieces.length > 0);
+      const joined = Buffer.concat(pieces.map((g) => g.data));
+      assert.deepEqual([...joined], [...(f.data ?? [])], `split ${cut}: frame op ${f.op} step ${f.step}`);
+      let at = f.offset ?? 0;
+      pieces.forEach((g, i) => {
+        assert.equal(g.offset, at);
+        assert.equal((g.offset - (f.offset ?? 0)) % 4, 0, "pieces start on a float boundary");
+        if (i < pieces.length - 1) assert.equal(g.data.length % 4, 0);
+        at += g.data.length;
+      });
+    }
+    assert.equal(got.find((g) => g.kind === "ABORT")?.error, "rank 2 aborted: ü");
+  }
+  // The receiver's first message.
+  const req = encodeLinkRequest("ns/job", 3);
+  assert.deepEqual(LinkRequest.toObject(LinkRequest.decodeDelimited(req)), { job: "ns/job", rank: 3 });
+  assert.equal(readLinkRequest(req.subarray(0, 4)), null);
+  const parsed = readLinkRequest(Buffer.concat([req, Buffer.from([9])]));
+  assert.deepEqual(
+    { job: parsed?.job, rank: parsed?.rank, rest: [...parsed!.rest] },
+    { job: "ns/job", rank: 3, rest: [9] },
+  );
+  // A payload that is not the frame's last field is refused, not misread.
+  const bad = Frame.encodeDelimited(Frame.fromObject({ op: 1, data: payload(8), rank: 3 })).finish();
+  assert.throws(() => new FrameStream(() => {}).push(Buffer.from(bad)), /data must be its last field/);
+});
+
+test("a stranger on a rank's data port is refused with an ABORT naming the mismatch; the gang is unaffected", async () => {
+  const [a, b] = await gang(2);
+  // Rank 0's data port (peers learn it from Hello).
+  const port = (a as unknown as { dataServer: net.Server }).dataServer.address() as net.AddressInfo;
+  const sock = net.connect({ host: "127.0.0.1", port: port.port });
+  sock.write(encodeLinkRequest("other/job", 1));
+  const got: Frame[] = [];
+  const fs = new FrameStream((f) => got.push(f));
+  sock.on("data", (d: Buffer) => fs.push(d));
+  await new Promise((r) => sock.on("close", r));
+  assert.equal(got[0]?.kind, "ABORT");
+  assert.match(got[0]!.error, /takes one link, from rank 1; got rank 1 \(job other\/job\)/);
+  const x = Float32Array.of(1, 2, 3);
+  const y = Float32Array.of(10, 20, 30);
+  await Promise.all([a!.allReduce(x), b!.allReduce(y)]);
+  assert.deepEqual([...x], [11, 22, 33]);
+  await closeAll([a!, b!]);
 });
 
 // ---- faults, with real rank processes

@@ -122,7 +122,7 @@ describe("helm template", () => {
     assert.equal(np.metadata.namespace, "ml-team");
     assert.deepEqual(np.spec.policyTypes, ["Ingress", "Egress"]);
     const egressPorts = np.spec.egress.map((e: K) => (e.ports ?? []).map((p: K) => p.port).join("+"));
-    assert.deepEqual(egressPorts, ["29500", "4222", "53+53", "443"]);
+    assert.deepEqual(egressPorts, ["29500+29501", "4222", "53+53", "443"]);
     assert.deepEqual(np.spec.egress[3].to, [{ ipBlock: { cidr: "10.20.0.0/16" } }]);
     // Monitoring toggles.
     assert.equal(find(objects, "ServiceMonitor").length, 2);

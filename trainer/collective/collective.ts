@@ -1,7 +1,8 @@
 /**
- * The trainer ranks' collective over gRPC: rendezvous, ring all-reduce (reduce-scatter + all-gather), broadcast,
- * all-gather and barrier. One Link stream per rank to its right neighbour carries every operation (see
- * proto/collective.proto); operations are numbered and every rank runs the same ones in the same order.
+ * The trainer ranks' collective: rendezvous over gRPC, then ring all-reduce (reduce-scatter + all-gather),
+ * broadcast, all-gather and barrier over one TCP data link per rank to its right neighbour, which carries every
+ * operation as collective.proto Frames (see proto/collective.proto); operations are numbered and every rank runs
+ * the same ones in the same order.
  *
  * All-reduce of n floats over N ranks: the vector is cut into N segments; in N−1 reduce-scatter steps segment
  * k travels k → k+1 → … → k−1, each rank adding its own values (incoming + local), so segment k is
@@ -14,10 +15,23 @@
  * fails the collective for good: every pending and later operation rejects with a CollectiveError saying
  * which rank and why, an ABORT is passed on to the right and both links are closed, so the failure travels
  * around the ring in milliseconds instead of every rank waiting out its timeout.
+ *
+ * Payloads are written straight from the caller's memory (no copy in user space) and received pieces are added
+ * or placed as they arrive (FrameStream). Writing from the caller's memory is safe because an operation returns
+ * only once everything it wrote has been handed to the kernel, and within an all-reduce a segment's final value
+ * can only come back from the left after the right neighbour has read what this rank sent of it.
  */
+import * as net from "node:net";
 import * as grpc from "@grpc/grpc-js";
 import type { Frame } from "./wire.js";
-import { CHANNEL_OPTIONS, collectiveService } from "./wire.js";
+import {
+  CHANNEL_OPTIONS,
+  collectiveService,
+  encodeFrameHead,
+  encodeLinkRequest,
+  FrameStream,
+  readLinkRequest,
+} from "./wire.js";
 
 export class CollectiveError extends Error {
   override name = "CollectiveError";
@@ -36,6 +50,8 @@ export interface CollectiveOptions {
   opTimeoutMs?: number;
   /** Bytes per frame (default 1 MiB). */
   chunkBytes?: number;
+  /** Port of this rank's data link (default 0: any free port; peers learn it in the rendezvous). */
+  dataPort?: number;
   /** Interface to listen on (default: the host of this rank's peer entry when it is an IP address, else 0.0.0.0). */
   bindHost?: string;
 }
@@ -49,18 +65,13 @@ interface HelloMsg {
   job: string;
   rank: number;
   world_size: number;
+  data_port?: number;
 }
 type HelloCall = (
   req: HelloMsg,
   opts: grpc.CallOptions,
   cb: (e: grpc.ServiceError | null, r?: HelloMsg) => void,
 ) => void;
-interface LinkMsg {
-  job: string;
-  rank: number;
-}
-type OutboundCall = grpc.ServerWritableStream<LinkMsg, Partial<Frame>>;
-type InboundCall = grpc.ClientReadableStream<Frame>;
 
 const isIp = (h: string) => /^[0-9.]+$/.test(h) || h.includes(":");
 
@@ -80,23 +91,41 @@ export function segment(n: number, parts: number, k: number): [number, number] {
 
 const mod = (a: number, n: number) => ((a % n) + n) % n;
 
+/** What a socket error on a link says about the rank at its other end. */
+function brokenLink(e: NodeJS.ErrnoException): string {
+  return e.code === "ECONNRESET" || e.code === "EPIPE" || e.code === "ECONNREFUSED"
+    ? `broke (the rank exited or crashed): ${e.message}`
+    : `failed: ${e.message}`;
+}
+
+/** dst[i] = src[i] + dst[i] for every i of dst (incoming + local: the order the file comment fixes). */
+function addInto(dst: Float32Array, src: Float32Array) {
+  const n = dst.length;
+  for (let i = 0; i < n; i++) dst[i] = src[i]! + dst[i]!;
+}
+
 export class Collective {
   readonly rank: number;
   readonly worldSize: number;
   private readonly o: Required<Omit<CollectiveOptions, "bindHost">> & { bindHost?: string };
   private server: grpc.Server | null = null;
+  private dataServer: net.Server | null = null;
   private readonly clients: grpc.Client[] = [];
-  private out: OutboundCall | null = null;
-  private inbound: InboundCall | null = null;
+  /** The data link to the right neighbour (this rank writes) and from the left one (this rank reads). */
+  private out: net.Socket | null = null;
+  private inbound: net.Socket | null = null;
   private outReady: (() => void) | null = null;
+  private leftDataPort: ((port: number) => void) | null = null;
+  /** Writes not yet handed to the kernel, and whoever waits for them. */
+  private unflushed = 0;
+  private flushWaiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
   /** Frames received for each operation, in arrival order, and whoever waits for the next one. */
   private readonly inbox = new Map<number, Frame[]>();
   private readonly waiters = new Map<number, Waiter>();
   private op = 0;
   private failure: CollectiveError | null = null;
   private closing = false;
-  private drain: Promise<void> | null = null;
-  private drained: (() => void) | null = null;
+  private pendingLoss: NodeJS.Timeout | null = null;
 
   private constructor(o: CollectiveOptions) {
     this.rank = o.rank;
@@ -106,6 +135,7 @@ export class Collective {
       rendezvousTimeoutMs: 120_000,
       opTimeoutMs: 300_000,
       chunkBytes: 1 << 20,
+      dataPort: 0,
       ...o,
     };
   }
@@ -148,15 +178,27 @@ export class Collective {
     const service = collectiveService();
     const server = new grpc.Server(CHANNEL_OPTIONS);
     const outReady = new Promise<void>((resolve) => (this.outReady = resolve));
-    server.addService(service, {
-      Hello: (_call: grpc.ServerUnaryCall<HelloMsg, HelloMsg>, cb: grpc.sendUnaryData<HelloMsg>) => {
-        cb(null, { job: this.o.job, rank: this.rank, world_size: this.worldSize });
-      },
-      Link: (call: OutboundCall) => this.acceptLink(call),
-    });
-    this.server = server;
     const { host, port } = splitHostPort(this.o.peers[this.rank]!);
     const bind = this.o.bindHost ?? (isIp(host) ? host : "0.0.0.0");
+
+    // The data link's listener first: Hello tells peers its port.
+    const dataServer = net.createServer({ noDelay: true }, (sock) => this.acceptLink(sock));
+    this.dataServer = dataServer;
+    await new Promise<void>((resolve, reject) => {
+      dataServer.once("error", (e) =>
+        reject(new CollectiveError(`rank ${this.rank} cannot listen on ${bind}:${this.o.dataPort}: ${e.message}`)),
+      );
+      dataServer.listen(this.o.dataPort, bind, () => resolve());
+    });
+    const dataPort = (dataServer.address() as net.AddressInfo).port;
+    const leftDataPort = new Promise<number>((resolve) => (this.leftDataPort = resolve));
+
+    server.addService(service, {
+      Hello: (_call: grpc.ServerUnaryCall<HelloMsg, HelloMsg>, cb: grpc.sendUnaryData<HelloMsg>) => {
+        cb(null, { job: this.o.job, rank: this.rank, world_size: this.worldSize, data_port: dataPort });
+      },
+    });
+    this.server = server;
     await new Promise<void>((resolve, reject) =>
       server.bindAsync(
         `${bind.includes(":") ? `[${bind}]` : bind}:${port}`,
@@ -188,6 +230,9 @@ export class Collective {
                       `${this.o.peers[r]} answered as rank ${res.rank} of ${res.world_size} (job ${res.job}), expected rank ${r} of ${this.worldSize} (job ${this.o.job})`,
                     ),
                   );
+                if (!res.data_port)
+                  return reject(new CollectiveError(`${this.o.peers[r]} has no data link (an older rank version?)`));
+                if (r === this.left) this.leftDataPort?.(res.data_port);
                 missing.delete(r);
                 return resolve();
               }
@@ -208,27 +253,28 @@ export class Collective {
       );
     }
 
-    // The ring link from the left neighbour (this rank receives on it) and the one the right neighbour opens.
-    const client = new Client(this.o.peers[this.left]!, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
-    this.clients.push(client);
-    const inbound = (client as unknown as { Link: (req: LinkMsg) => InboundCall }).Link({
-      job: this.o.job,
-      rank: this.rank,
-    });
+    // The data link from the left neighbour (this rank dials and receives on it) and the one the right opens.
+    const inbound = net.connect({ host: splitHostPort(this.o.peers[this.left]!).host, port: await leftDataPort });
     this.inbound = inbound;
-    inbound.on("data", (f: Frame) => this.receiveFrame(f));
-    const lost = (why: string) => {
-      if (!this.closing)
-        this.fail(new CollectiveError(`rank ${this.rank}: the link from ${this.addr(this.left)} ${why}`));
-    };
-    inbound.on("error", (e: grpc.ServiceError) =>
-      lost(
-        e.code === grpc.status.UNAVAILABLE || e.code === grpc.status.CANCELLED
-          ? `broke (the rank exited or crashed): ${e.details || e.message}`
-          : `failed: ${e.details || e.message}`,
-      ),
-    );
-    inbound.on("end", () => lost("closed (the rank exited)"));
+    inbound.setNoDelay(true);
+    inbound.setKeepAlive(true, 10_000);
+    inbound.write(encodeLinkRequest(this.o.job, this.rank));
+    const frames = new FrameStream((f) => this.receiveFrame(f));
+    inbound.on("data", (b: Buffer) => {
+      try {
+        frames.push(b);
+      } catch (e) {
+        this.fail(
+          new CollectiveError(
+            `rank ${this.rank}: garbage on the link from ${this.addr(this.left)}: ${(e as Error).message}`,
+          ),
+        );
+      }
+    });
+    const lost = (why: string) =>
+      this.linkLost(() => new CollectiveError(`rank ${this.rank}: the link from ${this.addr(this.left)} ${why}`));
+    inbound.on("error", (e: NodeJS.ErrnoException) => lost(brokenLink(e)));
+    inbound.on("close", () => lost("closed (the rank exited)"));
 
     let timer: NodeJS.Timeout | undefined;
     const right = await Promise.race([
@@ -243,25 +289,65 @@ export class Collective {
     await this.barrier(Math.max(1, deadline - Date.now()));
   }
 
-  /** The right neighbour opens its link: this rank's outgoing frames go there. */
-  private acceptLink(call: OutboundCall) {
-    const req = call.request;
-    if (req.job !== this.o.job || req.rank !== this.right || this.out) {
-      call.emit("error", {
-        code: grpc.status.FAILED_PRECONDITION,
-        details: `rank ${this.rank} (job ${this.o.job}) takes one link, from rank ${this.right}; got rank ${req.rank} (job ${req.job})`,
-      });
-      return;
-    }
-    this.out = call;
-    const lost = (why: string) => {
-      if (!this.closing)
-        this.fail(new CollectiveError(`rank ${this.rank}: the link to ${this.addr(this.right)} ${why}`));
+  /** A connection to the data port: once its LinkRequest shows it is the right neighbour, frames go there. */
+  private acceptLink(sock: net.Socket) {
+    sock.setNoDelay(true);
+    sock.setKeepAlive(true, 10_000);
+    let got: Buffer = Buffer.alloc(0);
+    const refuse = (why: string) => {
+      sock.end(encodeFrameHead({ kind: "ABORT", rank: this.rank, error: why }, 0));
+      sock.destroySoon();
     };
-    call.on("cancelled", () => lost("was cancelled (the rank exited or crashed)"));
-    call.on("error", (e: Error) => lost(`failed: ${e.message}`));
-    call.on("close", () => lost("closed (the rank exited or crashed)"));
-    this.outReady?.();
+    const timer = setTimeout(() => sock.destroy(), 10_000);
+    const onData = (b: Buffer) => {
+      got = got.length ? Buffer.concat([got, b]) : b;
+      let req: ReturnType<typeof readLinkRequest>;
+      try {
+        req = readLinkRequest(got);
+      } catch (e) {
+        clearTimeout(timer);
+        sock.off("data", onData);
+        return refuse(`rank ${this.rank}: ${(e as Error).message}`);
+      }
+      if (!req) return;
+      clearTimeout(timer);
+      sock.off("data", onData);
+      if (req.job !== this.o.job || req.rank !== this.right || this.out) {
+        return refuse(
+          `rank ${this.rank} (job ${this.o.job}) takes one link, from rank ${this.right}; got rank ${req.rank} (job ${req.job})`,
+        );
+      }
+      this.out = sock;
+      // A failing right neighbour tells why: an ABORT back on this link.
+      const lost = (why: string) =>
+        this.linkLost(() => new CollectiveError(`rank ${this.rank}: the link to ${this.addr(this.right)} ${why}`));
+      const back = new FrameStream((f) => {
+        if (f.kind === "ABORT") this.fail(new CollectiveError(f.error || `rank ${f.rank} aborted`));
+      });
+      sock.on("data", (b: Buffer) => {
+        try {
+          back.push(b);
+        } catch {}
+      });
+      sock.on("error", (e: NodeJS.ErrnoException) => lost(brokenLink(e)));
+      sock.on("close", () => lost("closed (the rank exited or crashed)"));
+      this.outReady?.();
+    };
+    sock.on("data", onData);
+    sock.on("error", () => {});
+  }
+
+  /**
+   * A link broke or closed. A neighbour that fails says why first (an ABORT), but one that crashed, or exited
+   * right after failing, cannot: the first break seen wins after a short grace, so that a rank reports the
+   * root cause (the link to the rank that died) rather than a neighbour's exit that followed it.
+   */
+  private linkLost(error: () => CollectiveError) {
+    if (this.closing || this.failure || this.pendingLoss) return;
+    this.pendingLoss = setTimeout(() => {
+      if (!this.closing) this.fail(error());
+    }, 250);
+    this.pendingLoss.unref();
   }
 
   private receiveFrame(f: Frame) {
@@ -287,14 +373,17 @@ export class Collective {
     for (const w of this.waiters.values()) w.reject(e);
     this.waiters.clear();
     this.inbox.clear();
-    this.drained?.(); // a writer waiting for the dead link's buffer to drain wakes up (and sees the failure)
+    for (const w of this.flushWaiters.splice(0)) w.reject(e);
+    // Both neighbours hear why: the right one on this rank's outgoing link, the left one back on the link it
+    // writes to (which it reads for exactly this).
+    const abort = encodeFrameHead({ kind: "ABORT", rank: this.rank, error: e.message }, 0);
     try {
-      this.out?.write({ kind: "ABORT", rank: this.rank, error: e.message });
-      this.out?.end();
+      this.out?.end(abort);
     } catch {}
     try {
-      this.inbound?.cancel();
+      this.inbound?.end(abort);
     } catch {}
+    setTimeout(() => this.inbound?.destroy(), 1000).unref();
   }
 
   /** The collective's failure, if it failed. */
@@ -313,21 +402,31 @@ export class Collective {
     return new Promise((resolve, reject) => this.waiters.set(op, { resolve, reject }));
   }
 
-  /** Writes a frame to the right neighbour; a promise when the link's buffer is full (wait for it to drain). */
-  private send(f: Partial<Frame>): Promise<void> | null {
+  /**
+   * Writes a frame to the right neighbour. The payload is written from `f.data` itself: it must not change until
+   * the operation has flushed (run() waits for that before it returns).
+   */
+  private send(f: Partial<Frame>) {
     if (this.failure) throw this.failure;
-    if (this.out!.write(f)) return null;
-    if (!this.drain) {
-      this.drain = new Promise<void>((resolve) => {
-        this.drained = () => {
-          this.drain = null;
-          this.drained = null;
-          resolve();
-        };
-        this.out!.once("drain", () => this.drained?.());
-      });
-    }
-    return this.drain;
+    const data = f.data ?? new Uint8Array(0);
+    const out = this.out!;
+    this.unflushed++;
+    out.cork();
+    out.write(encodeFrameHead(f, data.length));
+    if (data.length > 0) out.write(data, this.written);
+    out.uncork();
+    if (data.length === 0) this.written();
+  }
+
+  private readonly written = () => {
+    if (--this.unflushed === 0) for (const w of this.flushWaiters.splice(0)) w.resolve();
+  };
+
+  /** Resolves once every frame written so far is in the kernel's hands (the caller's memory is free again). */
+  private flushed(): Promise<void> {
+    if (this.failure) return Promise.reject(this.failure);
+    if (this.unflushed === 0) return Promise.resolve();
+    return new Promise((resolve, reject) => this.flushWaiters.push({ resolve, reject }));
   }
 
   /** Runs one numbered operation under the operation timeout. */
@@ -346,7 +445,7 @@ export class Collective {
       }, timeoutMs);
     });
     try {
-      return await Promise.race([body(op), timeout]);
+      return await Promise.race([body(op).then(async (v) => (await this.flushed(), v)), timeout]);
     } catch (e) {
       // Whatever went wrong, the neighbours must learn it now rather than at their timeout.
       this.fail(
@@ -374,12 +473,12 @@ export class Collective {
   }
 
   /** Sends `bytes` as one step's payload, in chunks (an empty payload is one empty frame). */
-  private async sendBytes(op: number, step: number, bytes: Uint8Array) {
+  private sendBytes(op: number, step: number, bytes: Uint8Array) {
     const chunk = this.o.chunkBytes;
     let off = 0;
     do {
       const end = Math.min(bytes.length, off + chunk);
-      const d = this.send({
+      this.send({
         kind: "DATA",
         op,
         step,
@@ -388,7 +487,6 @@ export class Collective {
         total: bytes.length,
         rank: this.rank,
       });
-      if (d) await d;
       off = end;
     } while (off < bytes.length);
   }
@@ -409,11 +507,8 @@ export class Collective {
       };
       const chunkFloats = Math.max(1, Math.floor(this.o.chunkBytes / 4));
       const scratch = new Float32Array(chunkFloats);
-      const pending: Promise<void>[] = [];
-      const forward = (step: number, offset: number, data: Uint8Array, total: number) => {
-        const d = this.send({ kind: "DATA", op, step, offset, data, total, rank: r });
-        if (d) pending.push(d);
-      };
+      const forward = (step: number, offset: number, data: Uint8Array, total: number) =>
+        this.send({ kind: "DATA", op, step, offset, data, total, rank: r });
       // Step 0 of the reduce-scatter: this rank's own segment starts its trip.
       const own = segBytes(r);
       for (let off = 0; off === 0 || off < own.length; off += chunkFloats * 4) {
@@ -426,7 +521,6 @@ export class Collective {
         const k = reduce ? mod(r - s - 1, N) : mod(r - (s - (N - 1)), N);
         const seg = segBytes(k);
         const [a] = segment(x.length, N, k);
-        if (pending.length > 8) await Promise.all(pending.splice(0));
         await this.receive(op, s, (f) => {
           if (f.total !== seg.length)
             throw new CollectiveError(
@@ -434,22 +528,20 @@ export class Collective {
             );
           const at = f.offset;
           if (reduce) {
-            const n = f.data.length / 4;
+            const n = f.data.length >>> 2;
             let inc: Float32Array;
             if (f.data.byteOffset % 4 === 0) inc = new Float32Array(f.data.buffer, f.data.byteOffset, n);
             else {
               new Uint8Array(scratch.buffer, 0, f.data.length).set(f.data);
               inc = scratch;
             }
-            const base = a + at / 4;
-            for (let i = 0; i < n; i++) x[base + i] = inc[i]! + x[base + i]!;
+            addInto(x.subarray(a + (at >>> 2), a + (at >>> 2) + n), inc);
           } else seg.set(f.data, at);
           // Forward the finished chunk: the next reduce step, or (after the last reduce step, which leaves this
           // rank owning segment k) the first all-gather step; all-gather forwards until the ring is covered.
           if (s < lastStep) forward(s + 1, at, seg.subarray(at, at + f.data.length), seg.length);
         });
       }
-      await Promise.all(pending);
       return x;
     });
   }
@@ -461,21 +553,16 @@ export class Collective {
     if (this.rank === root && !data) throw new CollectiveError("broadcast: the root passes the data");
     return this.run(`broadcast from rank ${root}`, async (op) => {
       if (this.rank === root) {
-        await this.sendBytes(op, 0, data!);
+        this.sendBytes(op, 0, data!);
         return data!;
       }
       let buf = new Uint8Array(0);
       const forward = this.right !== root;
-      const pending: Promise<void>[] = [];
       await this.receive(op, 0, (f) => {
         if (buf.length !== f.total) buf = new Uint8Array(f.total);
         buf.set(f.data, f.offset);
-        if (forward) {
-          const d = this.send({ ...f, data: buf.subarray(f.offset, f.offset + f.data.length), rank: this.rank });
-          if (d) pending.push(d);
-        }
+        if (forward) this.send({ ...f, data: buf.subarray(f.offset, f.offset + f.data.length), rank: this.rank });
       });
-      await Promise.all(pending);
       return buf;
     });
   }
@@ -491,28 +578,18 @@ export class Collective {
     const N = this.worldSize;
     const out: Uint8Array[] = new Array(N);
     out[this.rank] = data;
-    const pending: Promise<void>[] = [];
-    const first = this.sendBytes(op, 0, data);
+    this.sendBytes(op, 0, data);
     for (let s = 0; s < N - 1; s++) {
       const k = mod(this.rank - s - 1, N);
       let buf = new Uint8Array(0);
       await this.receive(op, s, (f) => {
         if (buf.length !== f.total) buf = new Uint8Array(f.total);
         buf.set(f.data, f.offset);
-        if (s < N - 2) {
-          const d = this.send({
-            ...f,
-            step: s + 1,
-            data: buf.subarray(f.offset, f.offset + f.data.length),
-            rank: this.rank,
-          });
-          if (d) pending.push(d);
-        }
+        if (s < N - 2)
+          this.send({ ...f, step: s + 1, data: buf.subarray(f.offset, f.offset + f.data.length), rank: this.rank });
       });
       out[k] = buf;
     }
-    await first;
-    await Promise.all(pending);
     return out;
   }
 
@@ -536,12 +613,10 @@ export class Collective {
   /** Closes the links and the server. Neighbours that are still running an operation see the link close. */
   async close(): Promise<void> {
     this.closing = true;
-    try {
-      this.out?.end();
-    } catch {}
-    try {
-      this.inbound?.cancel();
-    } catch {}
+    this.out?.end();
+    this.inbound?.destroy();
+    this.dataServer?.close();
+    this.dataServer = null;
     for (const c of this.clients) c.close();
     const s = this.server;
     this.server = null;

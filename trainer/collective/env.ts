@@ -3,6 +3,8 @@
  *   RFT_RANK        this rank, 0 … N−1
  *   RFT_WORLD_SIZE  N
  *   RFT_PEERS       "host:port,host:port,…" by rank (N entries); a rank listens on its own entry's port
+ *   RFT_DATA_PORT   optional: the port of this rank's data link (default: any free port; peers learn it at
+ *                   rendezvous). The operator sets 29501, which the chart's NetworkPolicy allows.
  *   RFT_JOB         optional: the job reference (ranks of different jobs never pair up)
  *   RFT_COLLECTIVE_TIMEOUT  optional: seconds one collective operation may wait for a peer (default 300)
  *   RFT_RENDEZVOUS_TIMEOUT  optional: seconds to wait for every rank to join (default 120)
@@ -15,6 +17,7 @@ export interface RankEnv {
   worldSize: number;
   peers: string[];
   job?: string;
+  dataPort?: number;
   opTimeoutMs?: number;
   rendezvousTimeoutMs?: number;
 }
@@ -52,6 +55,7 @@ export function rankEnv(env: NodeJS.ProcessEnv = process.env): RankEnv | null {
     worldSize,
     peers,
     ...(env.RFT_JOB ? { job: env.RFT_JOB } : {}),
+    ...(env.RFT_DATA_PORT ? { dataPort: int(env, "RFT_DATA_PORT", 1) } : {}),
     ...(seconds(env, "RFT_COLLECTIVE_TIMEOUT") !== undefined
       ? { opTimeoutMs: seconds(env, "RFT_COLLECTIVE_TIMEOUT") }
       : {}),

@@ -2,10 +2,8 @@
 
 import type * as grpc from '@grpc/grpc-js'
 import type { MethodDefinition } from '@grpc/proto-loader'
-import type { Frame as _rft_collective_v1_Frame, Frame__Output as _rft_collective_v1_Frame__Output } from '../../../rft/collective/v1/Frame.js';
 import type { HelloRequest as _rft_collective_v1_HelloRequest, HelloRequest__Output as _rft_collective_v1_HelloRequest__Output } from '../../../rft/collective/v1/HelloRequest.js';
 import type { HelloResponse as _rft_collective_v1_HelloResponse, HelloResponse__Output as _rft_collective_v1_HelloResponse__Output } from '../../../rft/collective/v1/HelloResponse.js';
-import type { LinkRequest as _rft_collective_v1_LinkRequest, LinkRequest__Output as _rft_collective_v1_LinkRequest__Output } from '../../../rft/collective/v1/LinkRequest.js';
 
 export interface CollectiveClient extends grpc.Client {
   Hello(argument: _rft_collective_v1_HelloRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_rft_collective_v1_HelloResponse__Output>): grpc.ClientUnaryCall;
@@ -17,21 +15,13 @@ export interface CollectiveClient extends grpc.Client {
   hello(argument: _rft_collective_v1_HelloRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_rft_collective_v1_HelloResponse__Output>): grpc.ClientUnaryCall;
   hello(argument: _rft_collective_v1_HelloRequest, callback: grpc.requestCallback<_rft_collective_v1_HelloResponse__Output>): grpc.ClientUnaryCall;
   
-  Link(argument: _rft_collective_v1_LinkRequest, metadata: grpc.Metadata, options?: grpc.CallOptions): grpc.ClientReadableStream<_rft_collective_v1_Frame__Output>;
-  Link(argument: _rft_collective_v1_LinkRequest, options?: grpc.CallOptions): grpc.ClientReadableStream<_rft_collective_v1_Frame__Output>;
-  link(argument: _rft_collective_v1_LinkRequest, metadata: grpc.Metadata, options?: grpc.CallOptions): grpc.ClientReadableStream<_rft_collective_v1_Frame__Output>;
-  link(argument: _rft_collective_v1_LinkRequest, options?: grpc.CallOptions): grpc.ClientReadableStream<_rft_collective_v1_Frame__Output>;
-  
 }
 
 export interface CollectiveHandlers extends grpc.UntypedServiceImplementation {
   Hello: grpc.handleUnaryCall<_rft_collective_v1_HelloRequest__Output, _rft_collective_v1_HelloResponse>;
   
-  Link: grpc.handleServerStreamingCall<_rft_collective_v1_LinkRequest__Output, _rft_collective_v1_Frame>;
-  
 }
 
 export interface CollectiveDefinition extends grpc.ServiceDefinition {
   Hello: MethodDefinition<_rft_collective_v1_HelloRequest, _rft_collective_v1_HelloResponse, _rft_collective_v1_HelloRequest__Output, _rft_collective_v1_HelloResponse__Output>
-  Link: MethodDefinition<_rft_collective_v1_LinkRequest, _rft_collective_v1_Frame, _rft_collective_v1_LinkRequest__Output, _rft_collective_v1_Frame__Output>
 }
