@@ -16,6 +16,7 @@
  *    ranks. Target: ≥ 1.6× steps/s from 1 to 2 ranks on this 2-core machine.
  */
 import { type ChildProcess, fork, spawnSync } from "node:child_process";
+import net from "node:net";
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -64,9 +65,45 @@ async function worker(a: WorkerArgs) {
     }
     if (x[0] !== (a.peers.length * (a.peers.length + 1)) / 2) throw new Error(`wrong sum ${x[0]}`);
   }
+  // The transport's own ceiling: every rank streams the largest size to its right neighbour over a fresh
+  // loopback TCP connection while receiving as much from its left (a 2-rank all-reduce of S bytes moves S bytes
+  // each way per rank), counting bytes only: no framing, no reduction.
+  const S = Math.max(...a.sizes) * MB;
+  const server = net.createServer();
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const ports = await c.allGatherJson((server.address() as net.AddressInfo).port);
+  const src = Buffer.alloc(S, 1);
+  const exchange: number[] = [];
+  let inbound: net.Socket | null = null;
+  server.on("connection", (s) => (inbound = s));
+  const outbound = net.connect(ports[(a.rank + 1) % ports.length]!, "127.0.0.1");
+  await new Promise((r) => outbound.once("connect", r));
+  await c.barrier();
+  for (let i = 0; i <= a.reps; i++) {
+    await c.barrier();
+    const t0 = performance.now();
+    let got = 0;
+    const received = new Promise<void>((resolve) => {
+      const onData = (d: Buffer) => {
+        got += d.length;
+        if (got >= S) {
+          inbound!.off("data", onData);
+          resolve();
+        }
+      };
+      inbound!.on("data", onData);
+    });
+    outbound.write(src);
+    await received;
+    const ts = await c.allGatherJson(performance.now() - t0);
+    if (i > 0) exchange.push(Math.max(...ts));
+  }
+  outbound.destroy();
+  server.close();
+  inbound!.destroy();
   await c.barrier();
   await c.close();
-  process.send!(out);
+  process.send!({ ...out, exchange });
 }
 
 function memcpyMs(bytes: number): number {
@@ -92,20 +129,25 @@ async function allReduceBench() {
   const results = await Promise.all(
     peers.map(
       (_, rank) =>
-        new Promise<Record<number, number[]>>((res, rej) => {
+        new Promise<Record<number | "exchange", number[]>>((res, rej) => {
           const k = fork(fileURLToPath(import.meta.url), ["--worker"], {
             execArgv: ["--import", "tsx"],
             cwd: root,
             stdio: ["ignore", "inherit", "inherit", "ipc"],
           });
           kids.push(k);
-          k.once("message", (m) => res(m as Record<number, number[]>));
+          k.once("message", (m) => res(m as Record<number | "exchange", number[]>));
           k.once("exit", (code) => code !== 0 && rej(new Error(`rank ${rank} exited with ${code}`)));
           k.send({ rank, peers, sizes, reps, chunkBytes } satisfies WorkerArgs);
         }),
     ),
   );
+  const maxMb = Math.max(...sizes);
+  const exchange = Math.min(...results[0]!.exchange!);
   log(`all-reduce, ${ranks} ranks on 127.0.0.1 (one process each), ${chunkBytes / 1024} KiB frames, ${reps} reps`);
+  log(
+    `loopback TCP ceiling: every rank streams ${maxMb} MB to its neighbour while receiving ${maxMb} MB (no framing, no adds): ${exchange.toFixed(1)} ms best (${((maxMb * MB) / 1e9 / (exchange / 1000)).toFixed(2)} GB/s each way)`,
+  );
   log("| size | best ms | median ms | algbw GB/s | memcpy ms | memcpy GB/s | all-reduce ÷ memcpy |");
   log("|---|---|---|---|---|---|---|");
   for (const mb of sizes) {
@@ -118,6 +160,10 @@ async function allReduceBench() {
       `| ${mb} MB | ${best.toFixed(1)} | ${med.toFixed(1)} | ${gb(best).toFixed(2)} | ${mc.toFixed(2)} | ${gb(mc).toFixed(1)} | ${((mc / best) * 100).toFixed(1)} % |`,
     );
   }
+  const best = results[0]![maxMb]!.slice().sort((a, b) => a - b)[0]!;
+  log(
+    `${maxMb} MB all-reduce ÷ the loopback TCP ceiling: ${((exchange / best) * 100).toFixed(0)} % (the ceiling already costs ${(exchange / memcpyMs(maxMb * MB)).toFixed(1)} memcpys: a send copy and a receive copy per byte)`,
+  );
 }
 
 /** CPU seconds of the children this process has waited for (utime + stime of reaped descendants). */
