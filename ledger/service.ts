@@ -25,6 +25,7 @@ import pino from "pino";
 import { Counter, Gauge, Registry } from "prom-client";
 import { headKey, LEDGER_STREAM, type SignedTreeHead } from "../proto/ledger-events.js";
 import { assembleBundle } from "./bundle.js";
+import { bundleJsonlLines, writeLines } from "./bundle-file.js";
 import { ensureLedgerStream, headsBucket } from "./nats.js";
 import { publicKeyB64 } from "./sign.js";
 import { type IngestOutcome, type JobLog, LedgerState, prepareBatch } from "./state.js";
@@ -325,7 +326,17 @@ export class LedgerService {
         }
         case "bundle": {
           const head = j.head && j.head.size === j.log.size ? j.head : await this.signHead(j);
-          return send(res, 200, assembleBundle(j.events.slice(0, head.size), head, this.ledgerKeyB64));
+          const bundle = assembleBundle(j.events.slice(0, head.size), head, this.ledgerKeyB64);
+          const format = url.searchParams.get("format") ?? "json";
+          if (format === "jsonl") {
+            // The streamed form (ledger/bundle-file.ts): no single string of the whole bundle is ever built.
+            res.writeHead(200, { "content-type": "application/x-ndjson" });
+            await writeLines(res, bundleJsonlLines(bundle));
+            res.end();
+            return;
+          }
+          if (format !== "json") throw new HttpError(400, "format must be json or jsonl");
+          return send(res, 200, bundle);
         }
       }
     } catch (e) {
