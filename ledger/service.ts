@@ -31,6 +31,9 @@ import { publicKeyB64 } from "./sign.js";
 import { type IngestOutcome, type JobLog, LedgerState, prepareBatch } from "./state.js";
 import { headProgressionError, signTreeHead } from "./tree-head.js";
 
+/** Most messages decided (and acknowledged) together. */
+const INGEST_BATCH = 2000;
+
 export interface LedgerServiceOptions {
   servers: string | string[];
   /** The ledger's Ed25519 signing key (tree heads). */
@@ -178,19 +181,46 @@ export class LedgerService {
     }
   }
 
-  /** Pull batches from the durable consumer and process each in order, until stopped. */
+  /**
+   * Consume the durable consumer until stopped. The client keeps pull requests outstanding (consume) while a
+   * separate loop decides what has arrived, in batches of up to INGEST_BATCH, so receiving overlaps verifying.
+   * A batch is acknowledged (ack-all: its last message) only once every message in it is decided.
+   */
   private async consumeLoop(consumer: Consumer): Promise<void> {
     while (!this.stopped) {
+      let messages: ConsumerMessages | undefined;
       try {
-        const iter = await consumer.fetch({ max_messages: 1000, expires: 1000 });
-        this.fetching = iter;
-        const batch: JsMsg[] = [];
-        for await (const m of iter) batch.push(m);
-        this.fetching = undefined;
-        if (batch.length > 0) await this.process(batch, false);
+        messages = await consumer.consume({ max_messages: INGEST_BATCH * 2, expires: 5000 });
+        this.fetching = messages;
+        const queue: JsMsg[] = [];
+        const state = { ended: false, wake: null as (() => void) | null };
+        const receiving = (async () => {
+          try {
+            for await (const m of messages) {
+              queue.push(m);
+              state.wake?.();
+            }
+          } finally {
+            state.ended = true;
+            state.wake?.();
+          }
+        })();
+        while (!this.stopped) {
+          if (queue.length === 0) {
+            if (state.ended) break;
+            await new Promise<void>((r) => {
+              state.wake = r;
+            });
+            state.wake = null;
+            continue;
+          }
+          await this.process(queue.splice(0, INGEST_BATCH), false);
+        }
+        await receiving;
       } catch (e) {
+        messages?.stop();
         if (this.stopped) break;
-        this.log.warn({ err: String(e) }, "fetch failed; retrying");
+        this.log.warn({ err: String(e) }, "consuming failed; retrying");
         await new Promise((r) => setTimeout(r, 250));
       }
     }

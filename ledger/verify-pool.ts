@@ -254,13 +254,16 @@ export class VerifyPool {
 let shared: VerifyPool | null | undefined;
 /**
  * The process-wide pool (idle threads are unref'd: they never keep the process alive); null where workers cannot
- * start or one has failed (callers then use libuv's thread pool).
+ * start, one has failed, or RFT_LEDGER_VERIFY_THREADS=0 (callers then use libuv's thread pool).
  */
 export function sharedVerifyPool(): VerifyPool | null {
   if (shared?.broken) shared = null;
   if (shared === undefined) {
+    // RFT_LEDGER_VERIFY_THREADS: worker threads (0: none, use libuv's thread pool).
+    const env = process.env.RFT_LEDGER_VERIFY_THREADS;
+    const threads = env !== undefined && /^\d+$/.test(env) ? Number(env) : undefined;
     try {
-      shared = new VerifyPool();
+      shared = threads === 0 ? null : new VerifyPool({ threads });
     } catch {
       shared = null;
     }
