@@ -41,7 +41,9 @@ function stringifyIsCanonical(v: unknown, depth: number): boolean {
   const proto: unknown = Object.getPrototypeOf(v);
   if (proto !== Object.prototype && proto !== null) return false; // toJSON, Map, Date, …: the reference decides
   let prev: string | undefined;
-  for (const k of Object.keys(v)) {
+  // for-in (no key array allocated): own keys in Object.keys order, then any inherited enumerable ones, which
+  // can only make the check stricter.
+  for (const k in v) {
     if (prev !== undefined && !(prev < k)) return false;
     prev = k;
     const x = (v as Record<string, unknown>)[k];

@@ -27,7 +27,7 @@ export interface EncodedEvent {
   event: LedgerEvent;
   /** Canonical JSON of the whole envelope (UTF-8). */
   bytes: Buffer;
-  /** Canonical JSON of the envelope without `sig`. */
+  /** Canonical JSON of the envelope without `sig` (may be left empty: then derived from `bytes` when needed). */
   signing: Buffer;
   hash: DigestString;
   /** RFC 6962 leaf hash of `bytes`, when already computed (decodeEventBytes). */
@@ -244,7 +244,7 @@ export function checkSignature(
     // several spellings, hence one signed event several hashes.
     return { field: "sig", reason: "not the canonical base64 of a 64-byte Ed25519 signature" };
   }
-  if (!(known ?? verifyBytes(publicKeyFromB64(publicKeyB64), enc.signing, ev.sig))) {
+  if (!(known ?? verifyBytes(publicKeyFromB64(publicKeyB64), signingOf(enc), ev.sig))) {
     return { field: "sig", reason: "Ed25519 signature does not verify over the event's canonical JSON" };
   }
   return null;
@@ -319,6 +319,12 @@ export function prepareEvents(events: readonly unknown[]): PreparedEvents {
   return { schema, encoded, leaves: encoded.map((e) => (e ? leafHash(e.bytes) : null)), sigValid: [], key: null };
 }
 
+/** An encoding's signing bytes; where they were left out (empty) they are cut out of `bytes`, or re-encoded. */
+function signingOf(enc: EncodedEvent): Buffer {
+  if (enc.signing.length > 0) return enc.signing;
+  return (enc.bytes.length > 0 ? signingBytesOf(enc.bytes, enc.event) : null) ?? encodeEvent(enc.event).signing;
+}
+
 /** True when `sig` is the canonical base64 of 64 bytes (86 characters, "==", unused bits zero). */
 export function isCanonicalSig(sig: unknown): boolean {
   return typeof sig === "string" && sig.length === 88 && Buffer.from(sig, "base64").toString("base64") === sig;
@@ -334,7 +340,7 @@ export function verifySignatureCb(enc: EncodedEvent, publicKeyB64: string, done:
   try {
     const sig = Buffer.from(enc.event.sig, "base64");
     if (sig.length !== 64) return done(false);
-    cryptoVerify(null, enc.signing, publicKeyFromB64(publicKeyB64), sig, (err, ok) => done(!err && ok));
+    cryptoVerify(null, signingOf(enc), publicKeyFromB64(publicKeyB64), sig, (err, ok) => done(!err && ok));
   } catch {
     done(false);
   }

@@ -19,6 +19,8 @@ import {
 import { MerkleLog } from "./merkle.js";
 import { sharedVerifyPool } from "./verify-pool.js";
 
+const EMPTY = Buffer.alloc(0);
+
 export interface JobLog {
   job: string;
   /** The job signing key (raw base64) from its job.started (checked against the registry when one is set). */
@@ -230,12 +232,10 @@ export async function prepareBatch(
       if (wait) await wait;
       continue;
     }
-    // Hash, leaf hash and signature on a worker; the signing bytes stay here in case the event is verified
-    // again later under another key (an early event released when its job.started arrives).
-    const signing = Buffer.allocUnsafe(d.bytes.length - d.sig.len);
-    d.bytes.copy(signing, 0, 0, d.sig.at);
-    d.bytes.copy(signing, d.sig.at, d.sig.at + d.sig.len);
-    const enc: EncodedEvent = { event: ev, bytes: d.bytes, signing, hash: "sha256:" };
+    // Hash, leaf hash and signature on a worker. The bytes stay here in case the event is verified again later
+    // under another key (an early event released when its job.started arrives): its signing bytes are cut out
+    // of them then.
+    const enc: EncodedEvent = { event: ev, bytes: d.bytes, signing: EMPTY, hash: "sha256:" };
     p.enc = enc;
     p.sigKey = key;
     const wait = pool.submit(d.bytes, d.sig.at, d.sig.len, key, (hash, leaf, valid) => {

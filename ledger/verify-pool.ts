@@ -37,7 +37,7 @@ function keyOf(b64) {
   return k;
 }
 parentPort.on("message", (m) => {
-  const buf = Buffer.from(m.buf);
+  const buf = Buffer.from(m.buf, 0, m.len);
   const meta = new Int32Array(m.meta);
   const n = meta.length / ${META};
   const hashes = Buffer.alloc(32 * n);
@@ -73,7 +73,8 @@ export type PoolDone = (hash: Buffer, leaf: Buffer, valid: boolean | undefined) 
 
 interface Batch {
   id: number;
-  parts: Buffer[];
+  /** The events' bytes, back to back (grown by doubling). */
+  buf: Buffer;
   bytes: number;
   meta: number[];
   keys: string[];
@@ -190,7 +191,7 @@ export class VerifyPool {
     if (this.failed) throw this.failed;
     const b: Batch = (this.batch ??= {
       id: this.nextId++,
-      parts: [],
+      buf: Buffer.allocUnsafeSlow(1 << 20),
       bytes: 0,
       meta: [],
       keys: [],
@@ -207,7 +208,12 @@ export class VerifyPool {
       }
     }
     b.meta.push(b.bytes, bytes.length, sigAt, sigLen, ki);
-    b.parts.push(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+    if (b.bytes + bytes.length > b.buf.length) {
+      const grown = Buffer.allocUnsafeSlow(Math.max(2 * b.buf.length, b.bytes + bytes.length));
+      b.buf.copy(grown, 0, 0, b.bytes);
+      b.buf = grown;
+    }
+    b.buf.set(bytes, b.bytes);
     b.bytes += bytes.length;
     b.done.push(done);
     this.inFlight++;
@@ -224,7 +230,6 @@ export class VerifyPool {
     const b = this.batch;
     if (!b) return;
     this.batch = null;
-    const buf = Buffer.concat(b.parts, b.bytes);
     const meta = Int32Array.from(b.meta);
     // The least busy worker.
     let slot = this.slots[0]!;
@@ -232,11 +237,12 @@ export class VerifyPool {
     slot.pending += b.done.length;
     slot.batches.set(b.id, b.done);
     slot.worker.ref();
-    const ab =
-      buf.byteOffset === 0 && buf.byteLength === buf.buffer.byteLength
-        ? buf.buffer
-        : buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength);
-    slot.worker.postMessage({ id: b.id, buf: ab, meta: meta.buffer, keys: b.keys }, [ab as ArrayBuffer, meta.buffer]);
+    // allocUnsafeSlow: the batch owns its whole ArrayBuffer, which is moved (not copied) to the worker.
+    const ab = b.buf.buffer as ArrayBuffer;
+    slot.worker.postMessage({ id: b.id, buf: ab, len: b.bytes, meta: meta.buffer, keys: b.keys }, [
+      ab as ArrayBuffer,
+      meta.buffer,
+    ]);
   }
 
   /** Sends what is queued and resolves when every event submitted so far is done. */
