@@ -19,11 +19,6 @@ import { loadPrivateKey } from "../../ledger/sign.js";
 import { formatReport } from "../../ledger/verify.js";
 import { parseJobRef, type SignedTreeHead } from "../../proto/ledger-events.js";
 
-import { groupDigests, groupsOf } from "../../trainer/governance/digests.js";
-import { useBackend } from "../../trainer/model/backend.js";
-import { loadHfModel, ModelDirError } from "../../trainer/model/hf-io.js";
-import { disposeModel } from "../../trainer/model/model.js";
-
 class UsageError extends Error {}
 
 /** The event file of a local run: a .jsonl path, or DIR/ledger/events.jsonl (what `rft run` writes), DIR/events.jsonl, or DIR's one *.events.jsonl. */
@@ -65,6 +60,11 @@ function readJsonl(path: string, flag: string): DatasetRow[] {
 
 /** The parameter-group digests of a model directory, computed as the trainer computes them. */
 async function modelGroupDigests(dir: string): Promise<Record<string, string>> {
+  // Loaded here, not at startup: they pull in tfjs, which `rft audit verify` without --model does not need.
+  const { groupDigests, groupsOf } = await import("../../trainer/governance/digests.js");
+  const { useBackend } = await import("../../trainer/model/backend.js");
+  const { loadHfModel, ModelDirError } = await import("../../trainer/model/hf-io.js");
+  const { disposeModel } = await import("../../trainer/model/model.js");
   await useBackend("cpu");
   let model: Awaited<ReturnType<typeof loadHfModel>>;
   try {
