@@ -14,6 +14,7 @@ import {
   writeLines,
 } from "../../ledger/bundle-file.js";
 import { encodeEvent } from "../../ledger/chain.js";
+import { readEventsFile } from "../../ledger/publisher.js";
 import { generateKeyPair } from "../../ledger/sign.js";
 import { formatReport, verifyBundle } from "../../ledger/verify.js";
 import { syntheticJob } from "./synthetic.js";
@@ -118,4 +119,18 @@ test("a file that is neither form is a clear error", async () => {
   await assert.rejects(verifyBundleFile(join(tmp, "missing.json")), /cannot read/);
   const r = await verifyBundleFile(write("other.json", '{"format":"something-else"}'));
   assert.equal(r.failures[0]!.check, "bundle");
+});
+
+test("readEventsFile (what export reads): a torn last line is ignored, a bad line elsewhere is named", () => {
+  const evLines = bundle.events.slice(0, 3).map((e) => encodeEvent(e).bytes.toString());
+  const torn = write("torn.jsonl", `${evLines.join("\n")}\n${evLines[0]!.slice(0, 50)}`);
+  assert.equal(readEventsFile(torn).length, 3);
+  const tornNl = write("torn-nl.jsonl", `${evLines.join("\n")}\n${evLines[0]!.slice(0, 50)}\n`);
+  assert.equal(readEventsFile(tornNl).length, 3);
+  const bad = write("bad.jsonl", `${evLines[0]}\n{oops\n${evLines[1]}\n`);
+  assert.throws(() => readEventsFile(bad), /bad\.jsonl:2: not JSON/);
+  assert.deepEqual(
+    readEventsFile(write("ok.jsonl", `${evLines.join("\n")}\n`)),
+    bundle.events.slice(0, 3).map((e) => JSON.parse(encodeEvent(e).bytes.toString())),
+  );
 });
