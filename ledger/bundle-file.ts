@@ -65,7 +65,18 @@ export async function writeLines(
     const data = Buffer.concat(buf.map((b) => (typeof b === "string" ? Buffer.from(b, "utf8") : b)));
     buf = [];
     size = 0;
-    if (!out.write(data)) await new Promise<void>((r) => out.once("drain", () => r()));
+    if (out.write(data)) return;
+    // Wait for the buffer to drain, or for the stream to go away (a client that hung up).
+    await new Promise<void>((r) => {
+      const done = () => {
+        out.off("drain", done);
+        out.off("close", done);
+        r();
+      };
+      out.once("drain", done);
+      out.once("close", done);
+    });
+    if ((out as { destroyed?: boolean }).destroyed) throw new Error("the output stream closed while writing");
   };
   for (const l of lines) {
     buf.push(l);

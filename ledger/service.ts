@@ -361,8 +361,12 @@ export class LedgerService {
           if (format === "jsonl") {
             // The streamed form (ledger/bundle-file.ts): no single string of the whole bundle is ever built.
             res.writeHead(200, { "content-type": "application/x-ndjson" });
-            await writeLines(res, bundleJsonlLines(bundle));
-            res.end();
+            try {
+              await writeLines(res, bundleJsonlLines(bundle));
+              res.end();
+            } catch {
+              res.destroy(); // the client went away mid-stream
+            }
             return;
           }
           if (format !== "json") throw new HttpError(400, "format must be json or jsonl");
