@@ -356,7 +356,7 @@ export class LedgerService {
         }
         case "bundle": {
           const head = j.head && j.head.size === j.log.size ? j.head : await this.signHead(j);
-          const bundle = assembleBundle(j.events.slice(0, head.size), head, this.ledgerKeyB64);
+          const bundle = assembleBundle(j.events.slice(0, head.size), head, this.ledgerKeyB64, head.root);
           const format = url.searchParams.get("format") ?? "json";
           if (format === "jsonl") {
             // The streamed form (ledger/bundle-file.ts): no single string of the whole bundle is ever built.
