@@ -24,6 +24,7 @@ const { createHash, createPublicKey, verify } = require("node:crypto");
 const SPKI = Buffer.from("302a300506032b6570032100", "hex");
 const LEAF = Buffer.from([0]);
 const keys = new Map();
+let scratch = Buffer.allocUnsafeSlow(1 << 16);
 function keyOf(b64) {
   let k = keys.get(b64);
   if (k === undefined) {
@@ -55,9 +56,11 @@ parentPort.on("message", (m) => {
       const key = keyOf(m.keys[ki]);
       const sig = Buffer.from(bytes.toString("latin1", at + 8, at + segLen - 1), "base64");
       if (key && sig.length === 64) {
-        const signing = Buffer.allocUnsafe(len - segLen);
-        bytes.copy(signing, 0, 0, at);
-        bytes.copy(signing, at, at + segLen);
+        // One scratch buffer for the signing bytes (verify is synchronous): no allocation per event.
+        if (scratch.length < len) scratch = Buffer.allocUnsafeSlow(2 * len);
+        bytes.copy(scratch, 0, 0, at);
+        bytes.copy(scratch, at, at + segLen);
+        const signing = scratch.subarray(0, len - segLen);
         ok = verify(null, signing, key, sig);
       }
     } catch { ok = false; }
