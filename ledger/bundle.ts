@@ -77,9 +77,9 @@ export function assembleBundle(
   events: LedgerEvent[],
   treeHead: SignedTreeHead,
   ledgerPublicKey: string,
+  /** The Merkle root (hex) over `events`, when the caller has it (computed here otherwise). */
+  merkleRoot?: string,
 ): ProvenanceBundle {
-  const log = new MerkleLog();
-  for (const ev of events) log.appendData(encodeEvent(ev).bytes);
   const started = events.find((e) => e.type === "job.started");
   // The final model is that of the last job.finished, unless a job.resumed reopened the job after it.
   const last = events.findLast((e) => e.type === "job.finished" || e.type === "job.resumed");
@@ -100,7 +100,7 @@ export function assembleBundle(
     },
     manifest: { root: s?.dataset.manifestRoot ?? null, rows: manifestFromEvents(events) },
     events,
-    merkleRoot: log.root().toString("hex"),
+    merkleRoot: merkleRoot ?? merkleLogOf(events).root().toString("hex"),
     treeHead,
   };
 }
@@ -109,8 +109,13 @@ export function assembleBundle(
 export function exportBundle(events: LedgerEvent[], ledgerKey: KeyObject, now = Date.now()): ProvenanceBundle {
   const job = events[0]?.job;
   if (!job) throw new Error("no events to export");
+  const root = merkleLogOf(events).root();
+  const head = signTreeHead({ log: job, size: events.length, root, timestamp: now }, ledgerKey);
+  return assembleBundle(events, head, publicKeyB64(ledgerKey), root.toString("hex"));
+}
+
+function merkleLogOf(events: readonly LedgerEvent[]): MerkleLog {
   const log = new MerkleLog();
   for (const ev of events) log.appendData(encodeEvent(ev).bytes);
-  const head = signTreeHead({ log: job, size: events.length, root: log.root(), timestamp: now }, ledgerKey);
-  return assembleBundle(events, head, publicKeyB64(ledgerKey));
+  return log;
 }

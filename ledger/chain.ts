@@ -5,6 +5,7 @@
  *   event bytes   = canonical JSON of the whole envelope               (the Merkle leaf input)
  *   event hash    = "sha256:" + hex SHA-256(event bytes)               (what the next event's `prev` holds)
  */
+import { isAscii } from "node:buffer";
 import { verify as cryptoVerify, type KeyObject } from "node:crypto";
 import { TypeCompiler } from "@sinclair/typebox/compiler";
 import {
@@ -14,8 +15,9 @@ import {
   type LedgerEventType,
   type UnsignedEvent,
 } from "../proto/ledger-events.js";
-import { canonicalJson } from "./canonical.js";
+import { canonicalJson, fastCanonicalJson, isCanonicalText } from "./canonical.js";
 import { leafHash } from "./merkle.js";
+import { sharedVerifyPool, type VerifyPool } from "./verify-pool.js";
 import { type DigestString, digestOf, keyIdOfRaw, publicKeyFromB64, signBytes, verifyBytes } from "./sign.js";
 
 const EventCheck = TypeCompiler.Compile(LedgerEvent);
@@ -25,19 +27,57 @@ export interface EncodedEvent {
   event: LedgerEvent;
   /** Canonical JSON of the whole envelope (UTF-8). */
   bytes: Buffer;
-  /** Canonical JSON of the envelope without `sig`. */
+  /** Canonical JSON of the envelope without `sig` (may be left empty: then derived from `bytes` when needed). */
   signing: Buffer;
   hash: DigestString;
+  /** RFC 6962 leaf hash of `bytes`, when already computed (decodeEventBytes). */
+  leaf?: Buffer;
 }
 
 const ENVELOPE_KEYS = ["body", "job", "keyId", "prev", "seq", "sig", "time", "type", "v"];
 
 /**
- * Canonical encodings of an event. One canonicalization: the full form is the signing form with `"sig":…`
- * spliced in before `"time"` (keys sort body, job, keyId, prev, seq, sig, time, type, v); when the envelope is
- * not of the expected shape it falls back to canonicalizing twice.
+ * Where the top-level `,"sig":"<b64>"` segment is in an event's canonical bytes. Keys sort body, job, keyId,
+ * prev, seq, sig, time, type, v, so a canonical envelope ends `,"sig":S,"time":T,"type":Y,"v":V}`; when `bytes`
+ * ends exactly so (with the event's own values), that suffix is made of top-level members, and removing one
+ * member of a canonical object leaves the canonical object without it: the signing bytes are the bytes without
+ * the segment. null when the bytes do not end so (the caller then canonicalizes the unsigned envelope).
+ */
+export function sigSegment(bytes: Buffer, event: LedgerEvent): { at: number; len: number } | null {
+  const ev = event as unknown as Record<string, unknown>;
+  if (typeof ev.sig !== "string" || typeof ev.time !== "string" || typeof ev.type !== "string") return null;
+  if (typeof ev.v !== "number") return null;
+  const sig = Buffer.from(`,"sig":${JSON.stringify(ev.sig)}`, "utf8");
+  const tail = Buffer.from(`,"time":${JSON.stringify(ev.time)},"type":${JSON.stringify(ev.type)},"v":${ev.v}}`, "utf8");
+  const at = bytes.length - tail.length - sig.length;
+  if (at <= 0 || bytes.compare(tail, 0, tail.length, at + sig.length) !== 0) return null;
+  if (bytes.compare(sig, 0, sig.length, at, at + sig.length) !== 0) return null;
+  return { at, len: sig.length };
+}
+
+/** The signing bytes (see sigSegment) cut out of an event's canonical bytes, or null. */
+export function signingBytesOf(bytes: Buffer, event: LedgerEvent): Buffer | null {
+  const s = sigSegment(bytes, event);
+  if (!s) return null;
+  const out = Buffer.allocUnsafe(bytes.length - s.len);
+  bytes.copy(out, 0, 0, s.at);
+  bytes.copy(out, s.at, s.at + s.len);
+  return out;
+}
+
+/**
+ * Canonical encodings of an event. Fast path: the event's keys are already in canonical order (it came from
+ * JSON.parse of canonical text), so JSON.stringify writes its canonical JSON and the signing bytes are cut out of
+ * it (signingBytesOf). Otherwise one canonicalization: the full form is the signing form with `"sig":…` spliced
+ * in before `"time"`; when the envelope is not of the expected shape it falls back to canonicalizing twice.
  */
 export function encodeEvent(event: LedgerEvent): EncodedEvent {
+  const fast = fastCanonicalJson(event);
+  if (fast !== undefined) {
+    const bytes = Buffer.from(fast, "utf8");
+    const signing = signingBytesOf(bytes, event);
+    if (signing) return { event, bytes, signing, hash: digestOf(bytes) };
+  }
   const { sig, ...unsigned } = event as LedgerEvent & Record<string, unknown>;
   const signingText = canonicalJson(unsigned);
   let fullText: string | undefined;
@@ -57,6 +97,71 @@ export function encodeEvent(event: LedgerEvent): EncodedEvent {
   fullText ??= canonicalJson(event);
   const bytes = Buffer.from(fullText, "utf8");
   return { event, bytes, signing: Buffer.from(signingText, "utf8"), hash: digestOf(bytes) };
+}
+
+/** What decodeEventBytes makes of a received event. */
+export type DecodedEvent =
+  | {
+      ok: true;
+      event: LedgerEvent;
+      /** The event's canonical JSON: the received bytes when they were canonical, else re-encoded. */
+      bytes: Buffer;
+      /** Where the `,"sig":"…"` segment is in `bytes` (sigSegment). */
+      sig: { at: number; len: number };
+      /** The received bytes were the event's canonical JSON (no re-encoding). */
+      canonical: boolean;
+    }
+  | {
+      ok: false;
+      code: "malformed" | "schema";
+      /** The parsed value (schema failures). */
+      value?: unknown;
+      schema: { field: string; reason: string }[];
+      reason: string;
+    };
+
+/**
+ * An event received as bytes (a NATS message, a line of a JSONL bundle): parse, schema, canonical form. When
+ * the bytes are already the event's canonical JSON (what every publisher sends; checked by isCanonicalText,
+ * not assumed) they are used as received, with no re-serialization; otherwise the event is canonicalized like
+ * any other value. Hashing and the signature check come after (encodeDecoded, or the VerifyPool).
+ */
+export function decodeEventBytes(data: Uint8Array): DecodedEvent {
+  const buf = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  const ascii = isAscii(buf);
+  const text = ascii ? buf.toString("latin1") : buf.toString("utf8");
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return { ok: false, code: "malformed", schema: [], reason: "payload is not JSON" };
+  }
+  const schema = schemaErrors(value);
+  if (schema.length > 0) {
+    return {
+      ok: false,
+      code: "schema",
+      value,
+      schema,
+      reason: schema.map((b) => `${b.field}: ${b.reason}`).join("; "),
+    };
+  }
+  const event = value as LedgerEvent;
+  // Non-ASCII text: the bytes are canonical only if they are also the UTF-8 of the text (no invalid sequences).
+  const canonical = isCanonicalText(text, value) && (ascii || buf.equals(Buffer.from(text, "utf8")));
+  const bytes = canonical ? buf : encodeEvent(event).bytes;
+  const sig = sigSegment(bytes, event);
+  // A schema-valid event's canonical JSON always ends with its sig, time, type and v members.
+  if (!sig) throw new Error(`internal: no top-level sig in the canonical JSON of event seq ${event.seq}`);
+  return { ok: true, event, bytes, sig, canonical };
+}
+
+/** The encodings of a decoded event, computed here: hash, Merkle leaf hash and signing bytes. */
+export function encodeDecoded(d: Extract<DecodedEvent, { ok: true }>): EncodedEvent {
+  const signing = Buffer.allocUnsafe(d.bytes.length - d.sig.len);
+  d.bytes.copy(signing, 0, 0, d.sig.at);
+  d.bytes.copy(signing, d.sig.at, d.sig.at + d.sig.len);
+  return { event: d.event, bytes: d.bytes, signing, hash: digestOf(d.bytes), leaf: leafHash(d.bytes) };
 }
 
 /** Hash of an event (see the file comment). */
@@ -134,7 +239,12 @@ export function checkSignature(
   if (ev.keyId !== expected) {
     return { field: "keyId", reason: `signed by key ${short(ev.keyId)}, but the job's key is ${short(expected)}` };
   }
-  if (!(known ?? verifyBytes(publicKeyFromB64(publicKeyB64), enc.signing, ev.sig))) {
+  if (!isCanonicalSig(ev.sig)) {
+    // Base64 decoding ignores the unused low bits of the last character: without this, one signature would have
+    // several spellings, hence one signed event several hashes.
+    return { field: "sig", reason: "not the canonical base64 of a 64-byte Ed25519 signature" };
+  }
+  if (!(known ?? verifyBytes(publicKeyFromB64(publicKeyB64), signingOf(enc), ev.sig))) {
     return { field: "sig", reason: "Ed25519 signature does not verify over the event's canonical JSON" };
   }
   return null;
@@ -209,48 +319,168 @@ export function prepareEvents(events: readonly unknown[]): PreparedEvents {
   return { schema, encoded, leaves: encoded.map((e) => (e ? leafHash(e.bytes) : null)), sigValid: [], key: null };
 }
 
+/** An encoding's signing bytes; where they were left out (empty) they are cut out of `bytes`, or re-encoded. */
+function signingOf(enc: EncodedEvent): Buffer {
+  if (enc.signing.length > 0) return enc.signing;
+  return (enc.bytes.length > 0 ? signingBytesOf(enc.bytes, enc.event) : null) ?? encodeEvent(enc.event).signing;
+}
+
+/** True when `sig` is the canonical base64 of 64 bytes (86 characters, "==", unused bits zero). */
+export function isCanonicalSig(sig: unknown): boolean {
+  // 86 characters carry 516 bits: the last one's low 4 bits are unused, so it must be A, Q, g or w.
+  return typeof sig === "string" && CANONICAL_SIG.test(sig);
+}
+const CANONICAL_SIG = /^[A-Za-z0-9+/]{85}[AQgw]==$/;
+
 /** Ed25519 verification on libuv's thread pool (node:crypto's callback form), so it overlaps other work. */
 export function verifySignatureAsync(enc: EncodedEvent, publicKeyB64: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    try {
-      const sig = Buffer.from(enc.event.sig, "base64");
-      if (sig.length !== 64) return resolve(false);
-      cryptoVerify(null, enc.signing, publicKeyFromB64(publicKeyB64), sig, (err, ok) => resolve(!err && ok));
-    } catch {
-      resolve(false);
+  return new Promise((resolve) => verifySignatureCb(enc, publicKeyB64, resolve));
+}
+
+/** verifySignatureAsync with a plain callback (no promise per event: the ingest and bundle hot paths). */
+export function verifySignatureCb(enc: EncodedEvent, publicKeyB64: string, done: (ok: boolean) => void): void {
+  try {
+    const sig = Buffer.from(enc.event.sig, "base64");
+    if (sig.length !== 64) return done(false);
+    cryptoVerify(null, signingOf(enc), publicKeyFromB64(publicKeyB64), sig, (err, ok) => done(!err && ok));
+  } catch {
+    done(false);
+  }
+}
+
+/**
+ * Keeps up to `high` signature checks in flight on libuv's thread pool while the caller goes on decoding: `add`
+ * returns a promise only when the window is full (await it: it resolves once the pool has caught up to `low`).
+ */
+export class SignatureWindow {
+  private inflight = 0;
+  private wake: (() => void) | null = null;
+  private idle: (() => void) | null = null;
+  constructor(
+    private readonly high = 2048,
+    private readonly low = 1024,
+  ) {}
+
+  add(enc: EncodedEvent, key: string, done: (ok: boolean) => void): Promise<void> | undefined {
+    this.inflight++;
+    verifySignatureCb(enc, key, (ok) => {
+      this.inflight--;
+      done(ok);
+      if (this.wake && this.inflight <= this.low) {
+        const w = this.wake;
+        this.wake = null;
+        w();
+      }
+      if (this.idle && this.inflight === 0) {
+        const w = this.idle;
+        this.idle = null;
+        w();
+      }
+    });
+    if (this.inflight < this.high) return undefined;
+    return new Promise<void>((r) => {
+      this.wake = r;
+    });
+  }
+
+  /** Resolves when every check added so far is done. */
+  drain(): Promise<void> {
+    if (this.inflight === 0) return Promise.resolve();
+    return new Promise<void>((r) => {
+      this.idle = r;
+    });
+  }
+}
+
+/**
+ * Collects PreparedEvents one event at a time (a parsed value, or received bytes decoded by decodeEventBytes):
+ * this thread parses and checks; hashing and signature checks go to the VerifyPool's worker threads (or, where
+ * workers cannot start, to libuv's thread pool). Await what `add*` returns (the pool is full), then `finish()`.
+ */
+export class EventPreparer {
+  readonly prepared: PreparedEvents;
+  /** Events whose bytes were not their canonical JSON (re-encoded). */
+  nonCanonical = 0;
+  private readonly pool: VerifyPool | null;
+  private readonly window: SignatureWindow | null;
+
+  constructor(
+    readonly signerKey: string | null,
+    pool: VerifyPool | null = sharedVerifyPool(),
+  ) {
+    this.prepared = { schema: [], encoded: [], leaves: [], sigValid: [], key: signerKey };
+    this.pool = pool;
+    this.window = pool ? null : new SignatureWindow();
+  }
+
+  /** An event as a parsed value (the JSON bundle). */
+  addValue(raw: unknown): Promise<void> | undefined {
+    const bad = schemaErrors(raw);
+    if (bad.length > 0) return this.push(bad, null);
+    const event = raw as LedgerEvent;
+    const bytes = encodeEvent(event).bytes;
+    return this.push([], { ok: true, event, bytes, sig: sigSegment(bytes, event)!, canonical: true });
+  }
+
+  /** An event received as bytes and decoded (decodeEventBytes; a JSONL bundle line). Not for malformed ones. */
+  addDecoded(d: DecodedEvent): Promise<void> | undefined {
+    if (!d.ok) return this.push(d.schema, null);
+    if (!d.canonical) this.nonCanonical++;
+    return this.push([], d);
+  }
+
+  private push(
+    bad: { field: string; reason: string }[],
+    d: Extract<DecodedEvent, { ok: true }> | null,
+  ): Promise<void> | undefined {
+    const p = this.prepared;
+    const i = p.schema.length;
+    p.schema.push(bad);
+    if (!d) {
+      p.encoded.push(null);
+      p.leaves.push(null);
+      return undefined;
     }
-  });
+    // Keep only what the chain check needs: large bundles would otherwise hold every event's bytes twice.
+    const enc: EncodedEvent = { event: d.event, hash: "sha256:", bytes: EMPTY, signing: EMPTY };
+    p.encoded.push(enc);
+    p.leaves.push(null);
+    if (this.pool) {
+      return this.pool.submit(d.bytes, d.sig.at, d.sig.len, this.signerKey, (hash, leaf, valid) => {
+        enc.hash = `sha256:${hash.toString("hex")}`;
+        p.leaves[i] = leaf;
+        if (valid !== undefined) p.sigValid[i] = valid;
+      });
+    }
+    const full = encodeDecoded(d);
+    enc.hash = full.hash;
+    p.leaves[i] = full.leaf!;
+    if (this.signerKey === null) return undefined;
+    return this.window!.add(full, this.signerKey, (ok) => {
+      p.sigValid[i] = ok;
+    });
+  }
+
+  async finish(): Promise<PreparedEvents> {
+    await (this.pool ? this.pool.drain() : this.window!.drain());
+    return this.prepared;
+  }
 }
 
 /**
  * prepareEvents plus every signature checked under `signerKey` on the thread pool while the main thread keeps
- * encoding: the fast path for large bundles and for ingest.
+ * encoding: the fast path for large bundles.
  */
 export async function prepareEventsAsync(
   events: readonly unknown[],
   signerKey: string | null,
 ): Promise<PreparedEvents> {
-  const p: PreparedEvents = { schema: [], encoded: [], leaves: [], sigValid: [], key: signerKey };
-  const pending: Promise<void>[] = [];
-  for (let i = 0; i < events.length; i++) {
-    const raw = events[i];
-    const bad = schemaErrors(raw);
-    p.schema.push(bad);
-    const enc = bad.length > 0 ? null : encodeEvent(raw as LedgerEvent);
-    // Keep only what the chain check needs: large bundles would otherwise hold every event's bytes twice.
-    p.encoded.push(enc ? { event: enc.event, hash: enc.hash, bytes: EMPTY, signing: EMPTY } : null);
-    p.leaves.push(enc ? leafHash(enc.bytes) : null);
-    if (enc && signerKey !== null) {
-      pending.push(
-        verifySignatureAsync(enc, signerKey).then((ok) => {
-          p.sigValid[i] = ok;
-        }),
-      );
-      if (pending.length >= 512) await Promise.all(pending.splice(0));
-    }
+  const p = new EventPreparer(signerKey);
+  for (const raw of events) {
+    const wait = p.addValue(raw);
+    if (wait) await wait;
   }
-  await Promise.all(pending);
-  return p;
+  return p.finish();
 }
 
 /**

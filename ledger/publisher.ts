@@ -69,20 +69,28 @@ export function eventOfJobError(value: unknown, job: string, signer: string): st
   return sig ? `${sig.field}: ${sig.reason}` : null;
 }
 
-/** Reads a JSONL event file (a FileSink's output, or a spool); a torn last line from a crash is ignored. */
+/**
+ * Reads a JSONL event file (a FileSink's output, or a spool); a torn last line from a crash is ignored. Read as
+ * bytes and decoded line by line, so a long job's file may exceed V8's string limit (~512 MB).
+ */
 export function readEventsFile(path: string): LedgerEvent[] {
   if (!existsSync(path)) return [];
-  const lines = readFileSync(path, "utf8").split("\n");
+  const buf = readFileSync(path);
   const out: LedgerEvent[] = [];
-  lines.forEach((line, i) => {
-    if (line.trim() === "") return;
+  let start = 0;
+  for (let lineNo = 1; start < buf.length; lineNo++) {
+    let nl = buf.indexOf(10, start);
+    if (nl < 0) nl = buf.length;
+    const line = buf.toString("utf8", start, nl);
+    start = nl + 1;
+    if (line.trim() === "") continue;
     try {
       out.push(JSON.parse(line) as LedgerEvent);
     } catch (e) {
-      if (i === lines.length - 1 || (i === lines.length - 2 && lines[lines.length - 1] === "")) return; // torn tail
-      throw new Error(`${path}:${i + 1}: not JSON (${(e as Error).message})`, { cause: e });
+      if (start >= buf.length || buf.toString("utf8", start).trim() === "") break; // torn tail
+      throw new Error(`${path}:${lineNo}: not JSON (${(e as Error).message})`, { cause: e });
     }
-  });
+  }
   return out;
 }
 

@@ -25,10 +25,14 @@ import pino from "pino";
 import { Counter, Gauge, Registry } from "prom-client";
 import { headKey, LEDGER_STREAM, type SignedTreeHead } from "../proto/ledger-events.js";
 import { assembleBundle } from "./bundle.js";
+import { bundleJsonlLines, writeLines } from "./bundle-file.js";
 import { ensureLedgerStream, headsBucket } from "./nats.js";
 import { publicKeyB64 } from "./sign.js";
 import { type IngestOutcome, type JobLog, LedgerState, prepareBatch } from "./state.js";
 import { headProgressionError, signTreeHead } from "./tree-head.js";
+
+/** Most messages decided (and acknowledged) together. */
+const INGEST_BATCH = 2000;
 
 export interface LedgerServiceOptions {
   servers: string | string[];
@@ -177,19 +181,46 @@ export class LedgerService {
     }
   }
 
-  /** Pull batches from the durable consumer and process each in order, until stopped. */
+  /**
+   * Consume the durable consumer until stopped. The client keeps pull requests outstanding (consume) while a
+   * separate loop decides what has arrived, in batches of up to INGEST_BATCH, so receiving overlaps verifying.
+   * A batch is acknowledged (ack-all: its last message) only once every message in it is decided.
+   */
   private async consumeLoop(consumer: Consumer): Promise<void> {
     while (!this.stopped) {
+      let messages: ConsumerMessages | undefined;
       try {
-        const iter = await consumer.fetch({ max_messages: 1000, expires: 1000 });
-        this.fetching = iter;
-        const batch: JsMsg[] = [];
-        for await (const m of iter) batch.push(m);
-        this.fetching = undefined;
-        if (batch.length > 0) await this.process(batch, false);
+        messages = await consumer.consume({ max_messages: INGEST_BATCH * 2, expires: 5000 });
+        this.fetching = messages;
+        const queue: JsMsg[] = [];
+        const state = { ended: false, wake: null as (() => void) | null };
+        const receiving = (async () => {
+          try {
+            for await (const m of messages) {
+              queue.push(m);
+              state.wake?.();
+            }
+          } finally {
+            state.ended = true;
+            state.wake?.();
+          }
+        })();
+        while (!this.stopped) {
+          if (queue.length === 0) {
+            if (state.ended) break;
+            await new Promise<void>((r) => {
+              state.wake = r;
+            });
+            state.wake = null;
+            continue;
+          }
+          await this.process(queue.splice(0, INGEST_BATCH), false);
+        }
+        await receiving;
       } catch (e) {
+        messages?.stop();
         if (this.stopped) break;
-        this.log.warn({ err: String(e) }, "fetch failed; retrying");
+        this.log.warn({ err: String(e) }, "consuming failed; retrying");
         await new Promise((r) => setTimeout(r, 250));
       }
     }
@@ -325,7 +356,21 @@ export class LedgerService {
         }
         case "bundle": {
           const head = j.head && j.head.size === j.log.size ? j.head : await this.signHead(j);
-          return send(res, 200, assembleBundle(j.events.slice(0, head.size), head, this.ledgerKeyB64));
+          const bundle = assembleBundle(j.events.slice(0, head.size), head, this.ledgerKeyB64, head.root);
+          const format = url.searchParams.get("format") ?? "json";
+          if (format === "jsonl") {
+            // The streamed form (ledger/bundle-file.ts): no single string of the whole bundle is ever built.
+            res.writeHead(200, { "content-type": "application/x-ndjson" });
+            try {
+              await writeLines(res, bundleJsonlLines(bundle));
+              res.end();
+            } catch {
+              res.destroy(); // the client went away mid-stream
+            }
+            return;
+          }
+          if (format !== "json") throw new HttpError(400, "format must be json or jsonl");
+          return send(res, 200, bundle);
         }
       }
     } catch (e) {

@@ -11,12 +11,15 @@ import { jobOfSubject } from "../proto/ledger-events.js";
 import {
   checkLink,
   checkSignature,
+  decodeEventBytes,
   type EncodedEvent,
-  encodeEvent,
-  schemaErrors,
-  verifySignatureAsync,
+  encodeDecoded,
+  SignatureWindow,
 } from "./chain.js";
 import { MerkleLog } from "./merkle.js";
+import { sharedVerifyPool } from "./verify-pool.js";
+
+const EMPTY = Buffer.alloc(0);
 
 export interface JobLog {
   job: string;
@@ -57,21 +60,9 @@ export interface LedgerStateOptions {
 }
 
 export function prepareIngest(subject: string, data: Uint8Array | string): PreparedIngest {
-  let value: unknown;
-  try {
-    value = JSON.parse(typeof data === "string" ? data : Buffer.from(data).toString("utf8"));
-  } catch {
-    return { subject, enc: null, error: { code: "malformed", reason: "payload is not JSON" } };
-  }
-  const bad = schemaErrors(value);
-  if (bad.length > 0) {
-    return {
-      subject,
-      enc: null,
-      error: { code: "schema", reason: bad.map((b) => `${b.field}: ${b.reason}`).join("; ") },
-    };
-  }
-  return { subject, enc: encodeEvent(value as LedgerEvent), error: null };
+  const d = decodeEventBytes(typeof data === "string" ? Buffer.from(data, "utf8") : data);
+  if (!d.ok) return { subject, enc: null, error: { code: d.code, reason: d.reason } };
+  return { subject, enc: encodeDecoded(d), error: null };
 }
 
 export class LedgerState {
@@ -191,7 +182,8 @@ export class LedgerState {
   private append(j: JobLog, enc: EncodedEvent): IngestOutcome {
     j.events.push(enc.event);
     j.hashes.push(enc.hash);
-    j.log.appendData(enc.bytes);
+    if (enc.leaf) j.log.appendLeafHash(enc.leaf);
+    else j.log.appendData(enc.bytes);
     return { status: "accepted", job: j.job, seq: enc.event.seq };
   }
 }
@@ -201,29 +193,58 @@ function reject(enc: EncodedEvent, code: RejectCode, reason: string): IngestOutc
 }
 
 /**
- * Prepares a batch and checks the signatures it can on the thread pool, in parallel, before the batch is
- * ingested in order (keys come from the state, or from a job.started earlier in the same batch).
+ * Prepares a batch: parse, schema and canonical form here; hashes and the signatures it can check (keys come from
+ * the state, or from a job.started earlier in the same batch) on the VerifyPool's worker threads, in parallel;
+ * then the batch is ingested in order. Events arrive as their canonical bytes, which are hashed and verified as
+ * received (decodeEventBytes).
  */
 export async function prepareBatch(
   state: LedgerState,
   batch: { subject: string; data: Uint8Array }[],
 ): Promise<PreparedIngest[]> {
-  const prepared = batch.map((m) => prepareIngest(m.subject, m.data));
+  const pool = sharedVerifyPool();
+  const window = pool ? null : new SignatureWindow();
   const starters = new Map<string, string>();
-  const checks: Promise<void>[] = [];
-  for (const p of prepared) {
-    if (!p.enc) continue;
-    const ev = p.enc.event;
-    const key = state.keyFor(p.enc) ?? starters.get(ev.job);
-    if (ev.type === "job.started" && !state.jobs.has(ev.job)) starters.set(ev.job, ev.body.signer.publicKey);
-    if (key === undefined) continue;
-    p.sigKey = key;
-    checks.push(
-      verifySignatureAsync(p.enc, key).then((ok) => {
+  const prepared: PreparedIngest[] = [];
+  for (const m of batch) {
+    const d = decodeEventBytes(m.data);
+    if (!d.ok) {
+      prepared.push({ subject: m.subject, enc: null, error: { code: d.code, reason: d.reason } });
+      continue;
+    }
+    const ev = d.event;
+    const key =
+      state.jobs.get(ev.job)?.key ??
+      starters.get(ev.job) ??
+      (ev.type === "job.started" ? ev.body.signer.publicKey : undefined);
+    if (ev.type === "job.started" && !state.jobs.has(ev.job) && !starters.has(ev.job))
+      starters.set(ev.job, ev.body.signer.publicKey);
+    const p: PreparedIngest = { subject: m.subject, enc: null, error: null };
+    prepared.push(p);
+    if (!pool || key === undefined) {
+      const enc = encodeDecoded(d);
+      p.enc = enc;
+      if (key === undefined) continue;
+      p.sigKey = key;
+      const wait = window!.add(enc, key, (ok) => {
         p.sigValid = ok;
-      }),
-    );
+      });
+      if (wait) await wait;
+      continue;
+    }
+    // Hash, leaf hash and signature on a worker. The bytes stay here in case the event is verified again later
+    // under another key (an early event released when its job.started arrives): its signing bytes are cut out
+    // of them then.
+    const enc: EncodedEvent = { event: ev, bytes: d.bytes, signing: EMPTY, hash: "sha256:" };
+    p.enc = enc;
+    p.sigKey = key;
+    const wait = pool.submit(d.bytes, d.sig.at, d.sig.len, key, (hash, leaf, valid) => {
+      enc.hash = `sha256:${hash.toString("hex")}`;
+      enc.leaf = leaf;
+      p.sigValid = valid;
+    });
+    if (wait) await wait;
   }
-  await Promise.all(checks);
+  await (pool ? pool.drain() : window!.drain());
   return prepared;
 }

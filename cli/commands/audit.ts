@@ -6,16 +6,18 @@ import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import type { Command } from "commander";
 import { exportBundle, type ProvenanceBundle } from "../../ledger/bundle.js";
+import {
+  BundleFileError,
+  bundleJsonlLines,
+  bundleJsonText,
+  verifyBundleFile,
+  writeLines,
+} from "../../ledger/bundle-file.js";
 import type { DatasetRow } from "../../ledger/dataset.js";
 import { readEventsFile } from "../../ledger/publisher.js";
 import { loadPrivateKey } from "../../ledger/sign.js";
-import { formatReport, verifyBundleAsync } from "../../ledger/verify.js";
+import { formatReport } from "../../ledger/verify.js";
 import { parseJobRef, type SignedTreeHead } from "../../proto/ledger-events.js";
-
-import { groupDigests, groupsOf } from "../../trainer/governance/digests.js";
-import { useBackend } from "../../trainer/model/backend.js";
-import { loadHfModel, ModelDirError } from "../../trainer/model/hf-io.js";
-import { disposeModel } from "../../trainer/model/model.js";
 
 class UsageError extends Error {}
 
@@ -58,6 +60,11 @@ function readJsonl(path: string, flag: string): DatasetRow[] {
 
 /** The parameter-group digests of a model directory, computed as the trainer computes them. */
 async function modelGroupDigests(dir: string): Promise<Record<string, string>> {
+  // Loaded here, not at startup: they pull in tfjs, which `rft audit verify` without --model does not need.
+  const { groupDigests, groupsOf } = await import("../../trainer/governance/digests.js");
+  const { useBackend } = await import("../../trainer/model/backend.js");
+  const { loadHfModel, ModelDirError } = await import("../../trainer/model/hf-io.js");
+  const { disposeModel } = await import("../../trainer/model/model.js");
   await useBackend("cpu");
   let model: Awaited<ReturnType<typeof loadHfModel>>;
   try {
@@ -86,20 +93,32 @@ export function register(program: Command) {
   audit
     .command("export [dir]")
     .description(
-      "write a job's provenance bundle (JSON) to stdout: from a local run's event file (DIR) or from the ledger (--ledger)",
+      "write a job's provenance bundle to stdout: from a local run's event file (DIR) or from the ledger (--ledger)",
     )
     .option("--ledger <url>", "the ledger service's audit API, e.g. http://rft-ledger:8090")
     .option("--job <ns/name>", "the job (with --ledger)")
     .option("--key <file>", "local export: the Ed25519 key that signs the bundle's tree head (PEM or raw base64)")
-    .action(async (dir: string | undefined, o: { ledger?: string; job?: string; key?: string }) => {
+    .option(
+      "--format <json|jsonl>",
+      "json: one JSON document (default); jsonl: streamed, one event per line (long jobs; written anyway when a JSON document would be too large)",
+    )
+    .action(async (dir: string | undefined, o: { ledger?: string; job?: string; key?: string; format?: string }) => {
       try {
+        if (o.format !== undefined && o.format !== "json" && o.format !== "jsonl")
+          throw new UsageError(`--format must be json or jsonl, not ${o.format}`);
         let bundle: ProvenanceBundle;
         if (o.ledger) {
           if (!o.job) throw new UsageError("--ledger needs --job NS/NAME");
           const { namespace, name } = parseJobRef(o.job);
           const url = `${o.ledger.replace(/\/$/, "")}/v1/jobs/${encodeURIComponent(namespace)}/${encodeURIComponent(name)}/bundle`;
-          const res = await fetch(url);
+          const res = await fetch(o.format === "jsonl" ? `${url}?format=jsonl` : url);
           if (!res.ok) throw new UsageError(`${url}: HTTP ${res.status} ${await res.text()}`);
+          if (o.format === "jsonl") {
+            // The service writes the JSONL form itself: pass it through as it streams.
+            for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>)
+              await writeLines(process.stdout, [Buffer.from(chunk)]);
+            return;
+          }
           bundle = (await res.json()) as ProvenanceBundle;
         } else {
           if (!dir) throw new UsageError("give a run directory (or event file), or --ledger URL --job NS/NAME");
@@ -109,7 +128,19 @@ export function register(program: Command) {
           if (events.length === 0) throw new UsageError(`${dir}: no events`);
           bundle = exportBundle(events, loadPrivateKey(readFileSync(o.key, "utf8")));
         }
-        process.stdout.write(`${JSON.stringify(bundle)}\n`);
+        let text: string | undefined;
+        if (o.format !== "jsonl") {
+          try {
+            text = bundleJsonText(bundle);
+          } catch (e) {
+            if (o.format === "json" || !(e instanceof RangeError)) throw e;
+            process.stderr.write(
+              `rft audit export: ${bundle.events.length} events are too many for one JSON document; writing JSONL\n`,
+            );
+          }
+        }
+        if (text !== undefined) await writeLines(process.stdout, [text, "\n"]);
+        else await writeLines(process.stdout, bundleJsonlLines(bundle));
       } catch (e) {
         fail("export", e);
       }
@@ -117,7 +148,9 @@ export function register(program: Command) {
 
   audit
     .command("verify <bundle>")
-    .description("verify a provenance bundle; prints a report, exits 1 naming the failing check")
+    .description(
+      "verify a provenance bundle (JSON document or JSONL, detected by content); prints a report, exits 1 naming the failing check",
+    )
     .option(
       "--model <dir>",
       "the delivered model (Hugging Face directory): its group digests must match the ledger's final ones",
@@ -142,8 +175,7 @@ export function register(program: Command) {
         },
       ) => {
         try {
-          const bundle = readJson(path, "bundle") as ProvenanceBundle;
-          const report = await verifyBundleAsync(bundle, {
+          const options = {
             modelDigests: o.model
               ? await modelGroupDigests(o.model)
               : o.modelDigests
@@ -153,7 +185,15 @@ export function register(program: Command) {
             jobKey: o.jobKey,
             ledgerKey: o.ledgerKey,
             knownHead: o.knownHead ? (readJson(o.knownHead, "--known-head") as SignedTreeHead) : undefined,
-          });
+          };
+          let report: Awaited<ReturnType<typeof verifyBundleFile>>;
+          try {
+            // Either form, told apart by content: a JSON document, or JSONL (header, one event per line, trailer).
+            report = await verifyBundleFile(path, options);
+          } catch (e) {
+            if (e instanceof BundleFileError) throw new UsageError(`bundle: ${e.message}`);
+            throw e;
+          }
           process.stdout.write(`${o.json ? JSON.stringify(report, null, 2) : formatReport(report)}\n`);
           if (!report.ok) {
             const f = report.failures[0]!;

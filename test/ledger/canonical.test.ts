@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { canonicalJson } from "../../ledger/canonical.js";
+import { canonicalJson, canonicalJsonFast, fastCanonicalJson, isCanonicalText } from "../../ledger/canonical.js";
 
 // Vectors from RFC 8785 §3.2.2 (sample), §3.2.3 (property sorting) and Appendix B (IEEE-754 number serialization).
 test("RFC 8785 §3.2.2: whitespace, literals, numbers, string escapes", () => {
@@ -66,4 +66,93 @@ test("values JSON cannot represent are errors, not silently dropped", () => {
   cyc.self = cyc;
   assert.throws(() => canonicalJson(cyc), /Circular/);
   assert.equal(canonicalJson({ b: undefined, a: [undefined] }), '{"a":[null]}');
+});
+
+// The fast path of the verifier: a received text is accepted as canonical only when it is exactly canonicalJson.
+const nonCanonical: [string, string][] = [
+  ["whitespace", '{"a": 1}'],
+  ["trailing newline", '{"a":1}\n'],
+  ["key order", '{"b":1,"a":2}'],
+  ["duplicate key", '{"a":1,"a":1}'],
+  ["duplicate key, last wins", '{"a":2,"b":1,"a":1}'],
+  ["number 1.0", '{"a":1.0}'],
+  ["number 1e2", '{"a":1e2}'],
+  ["number -0", '{"a":-0}'],
+  ["number 0.10", '{"a":0.10}'],
+  ["escape \\u0041", '{"a":"\\u0041"}'],
+  ["escape \\/", '{"a":"\\/"}'],
+  ["escape \\u000A", '{"a":"\\u000A"}'],
+  ["lone surrogate", '{"a":"\\ud800"}'],
+  ["integer-like keys in JS order", '{"9":1,"10":2}'],
+  ["nested key order", '{"a":{"y":1,"x":2}}'],
+  ["key order in an array's object", '[{"b":1,"a":2}]'],
+];
+
+test("isCanonicalText accepts what canonicalJson writes, and only that", () => {
+  const values: unknown[] = [
+    { a: 1, b: [true, false, null], c: { "": "empty key", "\u20ac": "euro", "😀": "emoji", "\r": "cr" } },
+    { numbers: [333333333.3333333, 1e30, 4.5, 0.002, 1e-27, -0, 5e-324, 2 ** 53] },
+    { s: "€$\u000f\nA'B\"\\/ \u2028 \u007f" },
+    { "10": "ten", "9": "nine", "1": "one", a: { "2": [{ z: 0, y: 1 }] } },
+    [],
+    {},
+    "just a string",
+    12.5,
+    null,
+  ];
+  for (const v of values) {
+    const c = canonicalJson(v);
+    assert.ok(isCanonicalText(c, JSON.parse(c)), c);
+    // Whatever path it takes, the fast serializer agrees with the reference.
+    assert.equal(canonicalJsonFast(JSON.parse(c)), c);
+    assert.equal(canonicalJsonFast(v), c);
+  }
+  for (const [what, text] of nonCanonical) {
+    assert.equal(isCanonicalText(text, JSON.parse(text)), false, what);
+  }
+  // Integer-like keys: JS enumerates "9" before "10", RFC 8785 sorts "10" first. The fast path defers to the
+  // reference, which accepts the sorted text.
+  assert.equal(fastCanonicalJson(JSON.parse('{"10":2,"9":1}')), undefined);
+  assert.ok(isCanonicalText('{"10":2,"9":1}', JSON.parse('{"10":2,"9":1}')));
+  // Values JSON.stringify writes differently from the reference never take the fast path.
+  assert.equal(fastCanonicalJson({ s: "\ud800" }), undefined);
+  assert.equal(fastCanonicalJson({ n: Number.NaN }), undefined);
+  assert.equal(fastCanonicalJson({ d: new Date(0) }), undefined);
+  assert.equal(fastCanonicalJson({ f: () => 1 }), undefined);
+});
+
+test("isCanonicalText on random values: true exactly when the text is canonicalJson (property test)", () => {
+  let seed = 42;
+  const rnd = () => {
+    seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+    return seed / 0x7fffffff;
+  };
+  const keys = ["a", "b", "B", "aa", "", "10", "9", "1", "é", "€", "😀", "\u0000", "_", "z z"];
+  const gen = (depth: number): unknown => {
+    const r = rnd();
+    if (depth > 3 || r < 0.3) {
+      const p = rnd();
+      if (p < 0.25) return Math.round((rnd() - 0.5) * 1e6) / (rnd() < 0.5 ? 1 : 1000);
+      if (p < 0.35) return (rnd() - 0.5) * 10 ** Math.round((rnd() - 0.5) * 60);
+      if (p < 0.7) return keys[Math.floor(rnd() * keys.length)]! + String.fromCharCode(Math.floor(rnd() * 0x3000));
+      return [true, false, null][Math.floor(rnd() * 3)];
+    }
+    if (r < 0.55) return Array.from({ length: Math.floor(rnd() * 4) }, () => gen(depth + 1));
+    const o: Record<string, unknown> = {};
+    for (let i = Math.floor(rnd() * 5); i > 0; i--) o[keys[Math.floor(rnd() * keys.length)]!] = gen(depth + 1);
+    return o;
+  };
+  for (let i = 0; i < 2000; i++) {
+    const v = gen(0);
+    const c = canonicalJson(v);
+    assert.ok(isCanonicalText(c, JSON.parse(c)), c);
+    // Insertion order (JSON.stringify) is canonical only when it happens to be sorted.
+    const s = JSON.stringify(v);
+    assert.equal(isCanonicalText(s, JSON.parse(s)), s === c, s);
+    // With a space after the first colon, never.
+    if (c.includes(":")) {
+      const spaced = c.replace(":", ": ");
+      assert.equal(isCanonicalText(spaced, JSON.parse(spaced)), false, spaced);
+    }
+  }
 });

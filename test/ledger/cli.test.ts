@@ -71,5 +71,19 @@ test("keys generate, audit export of a local run, audit verify (pass, then each 
   assert.equal(flipped.code, 1);
   assert.match(flipped.stderr, /FAILED check signature at event seq \d+ sig/);
 
+  // The streamed form for long jobs: same checks, same report.
+  const jsonl = rft("audit", "export", run, "--key", join(tmp, "ledger.key"), "--format", "jsonl");
+  assert.equal(jsonl.code, 0, jsonl.stderr);
+  assert.match(jsonl.stdout.split("\n")[0]!, /"format":"rft-provenance-bundle-jsonl\/1"/);
+  writeFileSync(join(tmp, "bundle.jsonl"), jsonl.stdout);
+  const okl = rft("audit", "verify", join(tmp, "bundle.jsonl"), "--model-digests", join(tmp, "model.json"));
+  assert.equal(okl.code, 0, okl.stdout + okl.stderr);
+  assert.match(okl.stdout, /VERIFIED/);
+  assert.match(okl.stdout, /rows admitted: 6, rejected: 1/);
+
   assert.equal(rft("audit", "export", run).code, 2, "a local export needs --key");
+  assert.equal(rft("audit", "export", run, "--key", join(tmp, "ledger.key"), "--format", "xml").code, 2);
+  const notJson = rft("audit", "verify", join(tmp, "model.json").replace("model.json", "data.jsonl"));
+  assert.equal(notJson.code, 2);
+  assert.match(notJson.stderr, /rft audit verify: bundle: .* is not JSON/);
 });

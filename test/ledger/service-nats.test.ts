@@ -3,11 +3,12 @@
  * end to end, NATS restarted mid-stream, ledger restarted mid-stream, forged events.
  */
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { connect } from "nats";
+import { verifyBundleFile } from "../../ledger/bundle-file.js";
 import { encodeEvent, nextEvent } from "../../ledger/chain.js";
 import { verifyConsistency, verifyInclusion } from "../../ledger/merkle.js";
 import { FileSink, NatsPublisher, readEventsFile } from "../../ledger/publisher.js";
@@ -93,6 +94,11 @@ test("end to end: publish, verify, Merkle log, signed heads in KV, audit API, bu
     assert.equal((await get(`${base}/inclusion?seq=999`)).status, 400);
     assert.equal((await get(`${svc.url}/v1/jobs/team-a/nope/head`)).status, 404);
 
+    // The streamed form of the same bundle verifies too.
+    const jsonl = await fetch(`${base}/bundle?format=jsonl`);
+    assert.equal(jsonl.status, 200);
+    writeFileSync(join(tmp, "e2e.jsonl"), Buffer.from(await jsonl.arrayBuffer()));
+    assert.ok((await verifyBundleFile(join(tmp, "e2e.jsonl"))).ok);
     const bundle = (await get(`${base}/bundle`)).body;
     const report = verifyBundle(bundle, {
       modelDigests: job.finalModel,

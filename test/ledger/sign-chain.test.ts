@@ -1,8 +1,18 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { canonicalJson } from "../../ledger/canonical.js";
-import { checkLink, encodeEvent, nextEvent, verifyChain } from "../../ledger/chain.js";
-import { MerkleLog } from "../../ledger/merkle.js";
+import {
+  checkLink,
+  decodeEventBytes,
+  EventPreparer,
+  encodeDecoded,
+  encodeEvent,
+  isCanonicalSig,
+  nextEvent,
+  signingBytesOf,
+  verifyChain,
+} from "../../ledger/chain.js";
+import { leafHash, MerkleLog } from "../../ledger/merkle.js";
 import {
   digestOf,
   exportPrivateKeyPem,
@@ -18,6 +28,7 @@ import {
   verifyBytes,
 } from "../../ledger/sign.js";
 import { headProgressionError, signTreeHead, treeHeadError } from "../../ledger/tree-head.js";
+import { VerifyPool } from "../../ledger/verify-pool.js";
 import type { LedgerEvent } from "../../proto/ledger-events.js";
 
 test("keys: PEM and raw base64 round-trip, key id = sha256(raw public key)", () => {
@@ -161,4 +172,83 @@ test("signed tree heads: verify, and detect rollback, replay, fork and inconsist
   assert.match(headProgressionError(h10, forkRoot)!, /^fork/);
   assert.match(headProgressionError(h4, forkRoot, proof)!, /inconsistent tree heads 4 → 10/);
   assert.match(headProgressionError(h4, h10)!, /no consistency proof/);
+});
+
+test("decodeEventBytes: canonical bytes are used as received; other spellings of the event are re-encoded", () => {
+  const { events } = chain(3);
+  for (const ev of events) {
+    const ref = encodeEvent(ev);
+    const { sig: _sig, ...unsigned } = ev;
+    assert.equal(signingBytesOf(ref.bytes, ev)!.toString(), canonicalJson(unsigned));
+    const d = decodeEventBytes(ref.bytes);
+    assert.ok(d.ok && d.canonical);
+    assert.equal(d.bytes, ref.bytes, "no copy, no re-serialization");
+    const enc = encodeDecoded(d);
+    assert.equal(enc.hash, ref.hash);
+    assert.deepEqual(enc.signing, ref.signing);
+    assert.deepEqual(enc.leaf, leafHash(ref.bytes));
+    // The same event spelled otherwise: same hash and signing bytes (the canonical ones), flagged.
+    const text = ref.bytes.toString();
+    for (const other of [
+      JSON.stringify(ev, null, 1),
+      text.replace('"type"', '"\\u0074ype"'),
+      `{"v":1,${text.slice(1, -',"v":1}'.length)}}`,
+    ]) {
+      assert.notEqual(other, text);
+      const o = decodeEventBytes(Buffer.from(other));
+      assert.ok(o.ok && !o.canonical, other.slice(0, 40));
+      assert.equal(encodeDecoded(o).hash, ref.hash);
+      assert.deepEqual(o.bytes, ref.bytes);
+    }
+  }
+  const bad = decodeEventBytes(Buffer.from("{not json"));
+  assert.ok(!bad.ok && bad.code === "malformed");
+  const schema = decodeEventBytes(Buffer.from(JSON.stringify({ ...events[1], seq: -1 })));
+  assert.ok(!schema.ok && schema.code === "schema" && schema.schema[0]!.field === "seq");
+});
+
+test("a signature must be spelled in canonical base64: another spelling of the same bytes is rejected", () => {
+  const { events } = chain(2);
+  const ev = events[1]!;
+  // The 86th character carries 2 bits of the last byte and 4 unused bits: set one of those.
+  const c = ev.sig[85]!;
+  const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  const respelled = { ...ev, sig: ev.sig.slice(0, 85) + alphabet[alphabet.indexOf(c) + 1]! + "==" };
+  assert.deepEqual(Buffer.from(respelled.sig, "base64"), Buffer.from(ev.sig, "base64"), "the same 64 bytes");
+  assert.ok(!isCanonicalSig(respelled.sig) && isCanonicalSig(ev.sig));
+  const f = verifyChain([events[0], respelled]).failures;
+  assert.deepEqual(
+    f.map((x) => [x.seq, x.field, x.reason]),
+    [[1, "sig", "not the canonical base64 of a 64-byte Ed25519 signature"]],
+  );
+});
+
+test("the verify pool hashes and checks signatures off the main thread, like the reference", async () => {
+  const { key, events } = chain(40);
+  const pub = publicKeyB64(key.publicKey);
+  const forged = { ...events[7]!, sig: signBytes(generateKeyPair().privateKey, encodeEvent(events[7]!).signing) };
+  const list = events.map((e, i) => (i === 7 ? forged : e));
+  for (const pool of [new VerifyPool({ threads: 2, batchEvents: 8, maxInFlight: 16 }), null]) {
+    const p = new EventPreparer(pub, pool);
+    for (const ev of list) {
+      const d = decodeEventBytes(encodeEvent(ev).bytes);
+      const wait = p.addDecoded(d);
+      if (wait) await wait;
+    }
+    const prepared = await p.finish();
+    list.forEach((ev, i) => {
+      const ref = encodeEvent(ev);
+      assert.equal(prepared.encoded[i]!.hash, ref.hash);
+      assert.deepEqual(prepared.leaves[i], leafHash(ref.bytes));
+      assert.equal(prepared.sigValid[i], i !== 7, `event ${i}`);
+    });
+    assert.deepEqual(
+      verifyChain(list, { prepared }).failures.map((f) => [f.seq, f.field]),
+      [
+        [7, "sig"],
+        [8, "prev"],
+      ],
+    );
+    await pool?.close();
+  }
 });

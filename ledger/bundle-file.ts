@@ -1,0 +1,235 @@
+/**
+ * Provenance bundles as files: the JSON document (`rft-provenance-bundle/1`, one object) and the streamed JSONL
+ * form (`rft-provenance-bundle-jsonl/1`) for long jobs, written by `rft audit export` and read by
+ * `rft audit verify`, which tells them apart by content. Format: ledger/README.md ("Provenance bundle").
+ *
+ * JSONL: line 1 the header (the bundle without events, merkleRoot and treeHead, plus the event count); then one
+ * line per event, in seq order, each the event's exact canonical JSON (the bytes its hash covers); last, the
+ * trailer `{"merkleRoot":…,"treeHead":…}`. The verifier streams it: each event line is parsed, checked
+ * canonical, schema-checked and hashed as read, its signature checked on libuv's thread pool meanwhile, and
+ * only the decoded event is kept for the chain and semantic checks (verifyBundle).
+ */
+import { closeSync, openSync, readFileSync, readSync } from "node:fs";
+import type { SignedTreeHead } from "../proto/ledger-events.js";
+import { BUNDLE_FORMAT, type ProvenanceBundle } from "./bundle.js";
+import { decodeEventBytes, encodeEvent, EventPreparer } from "./chain.js";
+import { type Failure, type VerifyOptions, type VerifyReport, verifyBundle, verifyBundleAsync } from "./verify.js";
+
+export const BUNDLE_JSONL_FORMAT = "rft-provenance-bundle-jsonl/1";
+
+/** A bundle file that cannot be read as either form (missing, not JSON). */
+export class BundleFileError extends Error {}
+
+export type BundleHeader = Omit<ProvenanceBundle, "format" | "events" | "merkleRoot" | "treeHead"> & {
+  format: typeof BUNDLE_JSONL_FORMAT;
+  /** Number of event lines that follow. */
+  events: number;
+};
+
+/**
+ * The JSON document form as text: JSON.stringify of the bundle, except that each event is written as its
+ * canonical JSON (so a verifier parsing the document gets events whose keys are already in canonical order).
+ */
+export function bundleJsonText(bundle: ProvenanceBundle): string {
+  const { events, merkleRoot, treeHead, ...rest } = bundle;
+  const head = JSON.stringify(rest);
+  const parts = [head.slice(0, -1), ',"events":['];
+  events.forEach((ev, i) => {
+    if (i > 0) parts.push(",");
+    parts.push(encodeEvent(ev).bytes.toString("utf8"));
+  });
+  parts.push(`],"merkleRoot":${JSON.stringify(merkleRoot)},"treeHead":${JSON.stringify(treeHead)}}`);
+  return parts.join("");
+}
+
+/** The JSONL form, as a sequence of lines (each ends with "\n"); events are their canonical bytes. */
+export function* bundleJsonlLines(bundle: ProvenanceBundle): Generator<string | Buffer> {
+  const { events, merkleRoot, treeHead, format: _format, ...rest } = bundle;
+  const header: BundleHeader = { format: BUNDLE_JSONL_FORMAT, ...rest, events: events.length };
+  yield `${JSON.stringify(header)}\n`;
+  const nl = Buffer.from("\n");
+  for (const ev of events) yield Buffer.concat([encodeEvent(ev).bytes, nl]);
+  yield `${JSON.stringify({ merkleRoot, treeHead })}\n`;
+}
+
+/** Writes lines to a stream (stdout, a file), waiting for 'drain' when it buffers. */
+export async function writeLines(
+  out: NodeJS.WritableStream,
+  lines: Iterable<string | Buffer>,
+  chunkBytes = 1 << 20,
+): Promise<void> {
+  let buf: (string | Buffer)[] = [];
+  let size = 0;
+  const flush = async () => {
+    if (buf.length === 0) return;
+    const data = Buffer.concat(buf.map((b) => (typeof b === "string" ? Buffer.from(b, "utf8") : b)));
+    buf = [];
+    size = 0;
+    if (out.write(data)) return;
+    // Wait for the buffer to drain, or for the stream to go away (a client that hung up).
+    await new Promise<void>((r) => {
+      const done = () => {
+        out.off("drain", done);
+        out.off("close", done);
+        r();
+      };
+      out.once("drain", done);
+      out.once("close", done);
+    });
+    if ((out as { destroyed?: boolean }).destroyed) throw new Error("the output stream closed while writing");
+  };
+  for (const l of lines) {
+    buf.push(l);
+    size += l.length;
+    if (size >= chunkBytes) await flush();
+  }
+  await flush();
+}
+
+const CHUNK = 16 << 20;
+const JSONL_PREFIX = /^\s*\{/;
+
+/**
+ * Verifies a bundle file of either form (detected by content: a first line that is a JSONL header means JSONL,
+ * anything else is read as one JSON document). Everything a user waits for is in here: reading, parsing,
+ * and every check.
+ */
+export async function verifyBundleFile(path: string, opts: VerifyOptions = {}): Promise<VerifyReport> {
+  let fd: number;
+  try {
+    fd = openSync(path, "r");
+  } catch (e) {
+    throw new BundleFileError(`cannot read ${path} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  try {
+    const first = Buffer.allocUnsafe(CHUNK);
+    const n = readSync(fd, first, 0, CHUNK, null);
+    const chunk = first.subarray(0, n);
+    const nl = chunk.indexOf(10);
+    if (nl > 0 && JSONL_PREFIX.test(chunk.subarray(0, 64).toString("latin1"))) {
+      let header: unknown;
+      try {
+        header = JSON.parse(chunk.subarray(0, nl).toString("utf8"));
+      } catch {
+        header = undefined;
+      }
+      if ((header as { format?: unknown } | undefined)?.format === BUNDLE_JSONL_FORMAT) {
+        return await verifyJsonl(fd, header as BundleHeader, chunk.subarray(nl + 1), opts);
+      }
+    }
+    closeSync(fd);
+    fd = -1;
+    let bundle: ProvenanceBundle;
+    try {
+      bundle = JSON.parse(readFileSync(path, "utf8")) as ProvenanceBundle;
+    } catch (e) {
+      const msg = (e as Error).message;
+      if (/Cannot create a string longer|string longer than/i.test(msg))
+        throw new BundleFileError(`${path} is too large for a JSON document: export it with --format jsonl`);
+      throw new BundleFileError(`${path} is not JSON (${msg})`);
+    }
+    return await verifyBundleAsync(bundle, opts);
+  } finally {
+    if (fd >= 0) closeSync(fd);
+  }
+}
+
+/** The JSONL form: stream the event lines through the decoder and the signature pool, then verifyBundle. */
+async function verifyJsonl(fd: number, header: BundleHeader, rest: Buffer, opts: VerifyOptions): Promise<VerifyReport> {
+  const key = typeof header.keys?.job?.publicKey === "string" ? header.keys.job.publicKey : null;
+  const prep = new EventPreparer(key);
+  const events: unknown[] = [];
+  const lineFailures: Failure[] = [];
+  let trailer: { merkleRoot?: unknown; treeHead?: unknown } | null = null;
+  let trailerLine = 0;
+  let lineNo = 1; // the header
+
+  const onLine = (line: Buffer): Promise<void> | undefined => {
+    lineNo++;
+    if (line.length === 0 || (line.length === 1 && line[0] === 13)) return undefined;
+    if (trailer) {
+      lineFailures.push({
+        check: "bundle",
+        seq: null,
+        field: `line ${trailerLine}`,
+        reason: `the trailer (merkleRoot, treeHead) is followed by more lines (line ${lineNo})`,
+      });
+      trailer = null;
+    }
+    const d = decodeEventBytes(line);
+    if (!d.ok && d.code === "malformed") {
+      lineFailures.push({ check: "bundle", seq: null, field: `line ${lineNo}`, reason: "not JSON" });
+      return undefined;
+    }
+    if (!d.ok && isTrailer(d.value)) {
+      trailer = d.value as typeof trailer;
+      trailerLine = lineNo;
+      return undefined;
+    }
+    events.push(d.ok ? d.event : d.value);
+    return prep.addDecoded(d);
+  };
+
+  let carry = rest;
+  for (;;) {
+    let start = 0;
+    for (;;) {
+      const nl = carry.indexOf(10, start);
+      if (nl < 0) break;
+      const wait = onLine(carry.subarray(start, nl));
+      if (wait) await wait;
+      start = nl + 1;
+    }
+    const chunk = Buffer.allocUnsafe(CHUNK);
+    const n = readSync(fd, chunk, 0, CHUNK, null);
+    if (n === 0) {
+      if (start < carry.length) await onLine(carry.subarray(start));
+      break;
+    }
+    carry = start < carry.length ? Buffer.concat([carry.subarray(start), chunk.subarray(0, n)]) : chunk.subarray(0, n);
+  }
+  const prepared = await prep.finish();
+
+  const t = trailer as { merkleRoot?: unknown; treeHead?: unknown } | null;
+  if (!t) {
+    lineFailures.push({
+      check: "bundle",
+      seq: null,
+      field: "trailer",
+      reason: "the bundle ends without its trailer line (merkleRoot, treeHead): cut short?",
+    });
+  }
+  if (header.events !== events.length) {
+    lineFailures.push({
+      check: "bundle",
+      seq: null,
+      field: "events",
+      reason: `the header announces ${String(header.events)} events, the file holds ${events.length} event lines`,
+    });
+  }
+  const { format: _f, events: _n, ...fields } = header;
+  const bundle = {
+    ...fields,
+    format: BUNDLE_FORMAT,
+    events,
+    merkleRoot: t?.merkleRoot,
+    treeHead: t?.treeHead,
+  } as unknown as ProvenanceBundle;
+  const report = verifyBundle(bundle, opts, prepared);
+  if (lineFailures.length > 0) {
+    report.failures.unshift(...lineFailures);
+    report.ok = false;
+  }
+  if (prep.nonCanonical > 0) {
+    report.notes.push(
+      `${prep.nonCanonical} event lines are not in canonical form (RFC 8785); they were verified over their canonical form`,
+    );
+  }
+  return report;
+}
+
+function isTrailer(v: unknown): boolean {
+  return typeof v === "object" && v !== null && "treeHead" in v && !("seq" in v);
+}
+
+export type { SignedTreeHead };
