@@ -22,6 +22,7 @@ import {
   QUEUE_LABEL,
   SIGNING_MOUNT,
   TRAINER_DATA_PORT,
+  TRAINER_METRICS_PORT,
   TRAINER_PORT,
 } from "./names.js";
 
@@ -195,6 +196,7 @@ export function desiredTrainerJob(job: FineTuneJobObject, attempt: number, s: Op
     { name: "RFT_WORLD_SIZE", value: String(replicas) },
     { name: "RFT_PEERS", value: peers.join(",") },
     { name: "RFT_DATA_PORT", value: String(TRAINER_DATA_PORT) },
+    { name: "RFT_METRICS_PORT", value: String(TRAINER_METRICS_PORT) },
     { name: "RFT_MASTER_ADDR", value: `${jobName}-0.${svc}.${ns}.svc` },
     { name: "RFT_MASTER_PORT", value: String(TRAINER_PORT) },
     { name: "RFT_NATS_URL", value: s.natsUrl },
@@ -237,6 +239,7 @@ export function desiredTrainerJob(job: FineTuneJobObject, attempt: number, s: Op
     ports: [
       { name: "collective", containerPort: TRAINER_PORT },
       { name: "collective-data", containerPort: TRAINER_DATA_PORT },
+      { name: "metrics", containerPort: TRAINER_METRICS_PORT },
     ],
     volumeMounts: mounts,
     ...(spec.trainer?.resources ? { resources: resources(spec.trainer.resources) } : {}),

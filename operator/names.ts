@@ -15,6 +15,8 @@ export const GRADER_HTTP_PORT = 8081;
 export const TRAINER_PORT = 29500;
 /** The collective's data link (raw TCP; rendezvous is on TRAINER_PORT). */
 export const TRAINER_DATA_PORT = 29501;
+/** Rank 0's Prometheus metrics (the container port named "metrics"; the chart's PodMonitor scrapes it). */
+export const TRAINER_METRICS_PORT = 9400;
 
 export const CONFIG_MOUNT = "/etc/rft/job";
 export const CONFIG_FILE = "job.json";
@@ -38,6 +40,7 @@ export const RESERVED_ENV = [
   "RFT_WORLD_SIZE",
   "RFT_PEERS",
   "RFT_DATA_PORT",
+  "RFT_METRICS_PORT",
   "RFT_MASTER_ADDR",
   "RFT_MASTER_PORT",
   "RFT_NATS_URL",

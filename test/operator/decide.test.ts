@@ -103,7 +103,15 @@ describe("desired children", () => {
     assert.equal(env.RFT_WORLD_SIZE, "1");
     assert.equal(env.RFT_ATTEMPT, "2");
     assert.match(env.RFT_PEERS, /^sorter-a2-0\.sorter\.ml\.svc:29500$/);
-    assert.equal(env.RFT_DATA_PORT, "29501"); // the collective's data link, allowed by the chart's NetworkPolicy
+    assert.equal(env.RFT_DATA_PORT, "29501");
+    // Rank 0's metrics on the port the chart's PodMonitor scrapes by name.
+    assert.equal(env.RFT_METRICS_PORT, "9400");
+    const trainer = pod.containers.find((c: { name: string }) => c.name === "trainer");
+    assert.ok(
+      trainer.ports.some(
+        (p: { name: string; containerPort: number }) => p.name === "metrics" && p.containerPort === 9400,
+      ),
+    ); // the collective's data link, allowed by the chart's NetworkPolicy
   });
   test("the ConfigMap's job config resolves data paths onto the data mount", () => {
     const cm = desiredConfigMap(ftj({ model: "models/base", validationFile: "/abs/valid.jsonl" }));

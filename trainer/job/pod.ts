@@ -13,6 +13,10 @@
  * events go to `<checkpoint dir>/ledger/events.jsonl`. Either way a restarted pod continues the chain from its
  * last durable event (job.resumed).
  *
+ * Metrics: with `RFT_METRICS_PORT` (the operator sets 9400, the container port named `metrics` that the
+ * chart's PodMonitor scrapes) rank 0 serves the trainer's Prometheus metrics (trainer/rl/prom.ts: rewards,
+ * steps, grader errors, step timings; label `job` = the FineTuneJob's name) on `/metrics`, all interfaces.
+ *
  * `RFT_MIN_STEP_MS` (optional, from spec.trainer.env) paces training: each step takes at least that long in
  * wall time. For demos and lifecycle tests that must act mid-run whatever the machine's speed.
  */
@@ -28,6 +32,7 @@ import {
 import { createLogger } from "../../proto/log.js";
 import type { CheckpointInfo } from "../checkpoint/retention.js";
 import { retained } from "../checkpoint/retention.js";
+import { TrainerMetrics } from "../rl/prom.js";
 import type { RftControl } from "../rl/loop.js";
 import { loadManifest } from "./manifest.js";
 import { type RankEnv, rankEnv } from "../collective/env.js";
@@ -133,6 +138,16 @@ export async function runTrainerPod(o: TrainerPodOptions): Promise<TrainerPodRes
     await ledger.close().catch(() => {});
   };
 
+  let metrics: TrainerMetrics | undefined;
+  let metricsServer: import("node:http").Server | undefined;
+  if (env.RFT_METRICS_PORT && rank === 0) {
+    const port = Number(env.RFT_METRICS_PORT);
+    if (!Number.isInteger(port) || port < 1 || port > 65535)
+      throw new TrainerPodError(`RFT_METRICS_PORT must be a port number, got "${env.RFT_METRICS_PORT}"`);
+    metrics = new TrainerMetrics(name);
+    metricsServer = await metrics.serve(port, "0.0.0.0");
+  }
+
   const checkpoints: CheckpointInfo[] = [];
   let last: Omit<ProgressMessage, "status" | "time" | "checkpoints"> = {
     step: 0,
@@ -182,6 +197,7 @@ export async function runTrainerPod(o: TrainerPodOptions): Promise<TrainerPodRes
       ...(ledger ? { ledgerSink: ledger } : {}),
       hooks: {
         onStep: (m) => {
+          metrics?.observeStep(m, m.data.total_steps);
           const valid = (m.data.scores as { valid_reward_mean?: number }).valid_reward_mean;
           last = {
             ...last,
@@ -194,6 +210,7 @@ export async function runTrainerPod(o: TrainerPodOptions): Promise<TrainerPodRes
           if (minStepMs > 0) pace();
         },
         onCheckpoint: (c) => {
+          metrics?.checkpoints.inc({ job: name });
           const i = checkpoints.findIndex((x) => x.name === c.name);
           if (i >= 0) checkpoints[i] = c;
           else checkpoints.push(c);
@@ -226,5 +243,6 @@ export async function runTrainerPod(o: TrainerPodOptions): Promise<TrainerPodRes
     process.off("SIGINT", onSignal);
     await flushLedger();
     await nc?.drain().catch(() => {});
+    metricsServer?.close();
   }
 }
