@@ -23,3 +23,15 @@ export function lastStepOf(last: LedgerEvent): number {
       return 0;
   }
 }
+
+/** Steps as ranges, for messages and reports: "4-6, 9" for [4, 5, 6, 9]. */
+export function compressRanges(xs: number[]): string {
+  const out: string[] = [];
+  for (let i = 0; i < xs.length;) {
+    let j = i;
+    while (j + 1 < xs.length && xs[j + 1] === xs[j]! + 1) j++;
+    out.push(i === j ? `${xs[i]}` : `${xs[i]}-${xs[j]}`);
+    i = j + 1;
+  }
+  return out.length > 12 ? `${out.slice(0, 12).join(", ")}, … (${xs.length} steps)` : out.join(", ");
+}

@@ -17,6 +17,7 @@ import { canonicalJson } from "./canonical.js";
 import { type EncodedEvent, type PreparedEvents, prepareEventsAsync, verifyChain } from "./chain.js";
 import { type DatasetRow, manifestRoot, rowContentHash, rowId, verifyRowCredential } from "./dataset.js";
 import { leafHash, treeHash } from "./merkle.js";
+import { compressRanges } from "./resume.js";
 import { keyIdOfRaw } from "./sign.js";
 import { headProgressionError, treeHeadError } from "./tree-head.js";
 
@@ -974,16 +975,6 @@ export function formatReport(r: VerifyReport): string {
   return lines.join("\n");
 }
 
-function compressRanges(xs: number[]): string {
-  const out: string[] = [];
-  for (let i = 0; i < xs.length;) {
-    let j = i;
-    while (j + 1 < xs.length && xs[j + 1] === xs[j]! + 1) j++;
-    out.push(i === j ? `${xs[i]}` : `${xs[i]}-${xs[j]}`);
-    i = j + 1;
-  }
-  return out.length > 12 ? `${out.slice(0, 12).join(", ")}, … (${xs.length} steps)` : out.join(", ");
-}
 function compressGroups(gs: string[]): string {
   return gs.length > 12 ? `${gs.slice(0, 12).join(", ")}, … (${gs.length} groups)` : gs.join(", ");
 }

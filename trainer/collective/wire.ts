@@ -7,8 +7,8 @@
  * its payload (the caller writes the payload bytes straight from the tensor: no copy in user space), and
  * `FrameStream` parses a link's bytes as they arrive, handing out each frame's payload in pieces (views of the
  * received buffers, 4-byte aligned for float32 reductions) with the piece's byte offset, so a receiver adds or
- * places data before the frame has fully arrived. `encodeFrame` / `decodeFrame` are the whole-message forms.
- * test/collective/collective.test.ts checks them against protobufjs on collective.proto.
+ * places data before the frame has fully arrived. test/collective/collective.test.ts checks both against
+ * protobufjs on collective.proto.
  */
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
@@ -62,92 +62,6 @@ function writeVarint(buf: Buffer, pos: number, v: number): number {
   }
   buf[pos++] = v;
   return pos;
-}
-
-/** proto3 encoding of a Frame (fields with default values omitted, as protobufjs does). */
-export function encodeFrame(f: Partial<Frame>): Buffer {
-  const kind = KIND_NUM[f.kind ?? "DATA"];
-  const data = f.data ?? EMPTY;
-  const err = f.error ? Buffer.from(f.error, "utf8") : null;
-  const ints: [number, number][] = [
-    [1, kind],
-    [2, f.op ?? 0],
-    [3, f.step ?? 0],
-    [4, f.offset ?? 0],
-  ];
-  const tail: [number, number][] = [
-    [6, f.total ?? 0],
-    [7, f.rank ?? 0],
-  ];
-  let size = 0;
-  for (const [, v] of [...ints, ...tail]) if (v !== 0) size += 1 + varintSize(v);
-  if (data.length > 0) size += 1 + varintSize(data.length) + data.length;
-  if (err) size += 1 + varintSize(err.length) + err.length;
-  const buf = Buffer.allocUnsafe(size);
-  let pos = 0;
-  for (const [field, v] of ints) {
-    if (v === 0) continue;
-    buf[pos++] = field << 3;
-    pos = writeVarint(buf, pos, v);
-  }
-  if (data.length > 0) {
-    buf[pos++] = (5 << 3) | 2;
-    pos = writeVarint(buf, pos, data.length);
-    buf.set(data, pos);
-    pos += data.length;
-  }
-  for (const [field, v] of tail) {
-    if (v === 0) continue;
-    buf[pos++] = field << 3;
-    pos = writeVarint(buf, pos, v);
-  }
-  if (err) {
-    buf[pos++] = (8 << 3) | 2;
-    pos = writeVarint(buf, pos, err.length);
-    err.copy(buf, pos);
-  }
-  return buf;
-}
-
-/** Decodes a Frame; `data` is a view of `buf`. Unknown fields are skipped (forward compatibility). */
-export function decodeFrame(buf: Uint8Array): Frame {
-  const f: Frame = { kind: "DATA", op: 0, step: 0, offset: 0, data: EMPTY, total: 0, rank: 0, error: "" };
-  let pos = 0;
-  const varint = (): number => {
-    let v = 0;
-    let mul = 1;
-    for (;;) {
-      if (pos >= buf.length) throw new Error("truncated collective frame");
-      const b = buf[pos++]!;
-      v += (b & 127) * mul;
-      if (b < 128) return v;
-      mul *= 128;
-    }
-  };
-  while (pos < buf.length) {
-    const key = varint();
-    const field = Math.floor(key / 8);
-    const wire = key & 7;
-    if (wire === 0) {
-      const v = varint();
-      if (field === 1) f.kind = KIND_NAME[v] ?? "DATA";
-      else if (field === 2) f.op = v;
-      else if (field === 3) f.step = v;
-      else if (field === 4) f.offset = v;
-      else if (field === 6) f.total = v;
-      else if (field === 7) f.rank = v;
-    } else if (wire === 2) {
-      const len = varint();
-      if (pos + len > buf.length) throw new Error("truncated collective frame");
-      const bytes = buf.subarray(pos, pos + len);
-      pos += len;
-      if (field === 5) f.data = bytes;
-      else if (field === 8) f.error = Buffer.from(bytes).toString("utf8");
-    } else if (wire === 1) pos += 8;
-    else if (wire === 5) pos += 4;
-    else throw new Error(`collective frame: unsupported wire type ${wire}`);
-  }
-  return f;
 }
 
 /** The gRPC service definition (Hello). */

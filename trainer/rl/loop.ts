@@ -37,6 +37,7 @@ import { jobSigningKey, TrainingLedger } from "../governance/ledger.js";
 import type { EventSink } from "../../ledger/writer.js";
 import { FileSink } from "../../ledger/publisher.js";
 import type { ChainHead } from "../../ledger/chain.js";
+import { compressRanges } from "../../ledger/resume.js";
 import type { Collective } from "../collective/collective.js";
 import {
   allReduceGradients,
@@ -121,18 +122,6 @@ export interface JobEvent {
   type: "message" | "metrics";
   message: string;
   data: Record<string, unknown> | null;
-}
-
-/** "4-6, 9" for [4, 5, 6, 9]. */
-function compressSteps(xs: number[]): string {
-  const out: string[] = [];
-  for (let i = 0; i < xs.length;) {
-    let j = i;
-    while (j + 1 < xs.length && xs[j + 1] === xs[j]! + 1) j++;
-    out.push(i === j ? `${xs[i]}` : `${xs[i]}-${xs[j]}`);
-    i = j + 1;
-  }
-  return out.join(", ");
 }
 
 /** A 32-bit mix of integers (deterministic seeds for sampling and data order). */
@@ -288,7 +277,7 @@ export class RftTrainer {
       await this.openLedgerRanked();
       const r = await this.resumeLedger({ name: latest.name, step: latest.step, head: state.ledger });
       const abandoned = r.abandoned.length
-        ? `; steps ${compressSteps(r.abandoned)} of the stopped attempt abandoned`
+        ? `; steps ${compressRanges(r.abandoned)} of the stopped attempt abandoned`
         : "";
       this.emit({
         level: "info",
@@ -306,7 +295,7 @@ export class RftTrainer {
         this.emit({
           level: "info",
           type: "message",
-          message: `Restarting from the base model: the stopped attempt had no checkpoint${r.abandoned.length ? ` (steps ${compressSteps(r.abandoned)} abandoned)` : ""}`,
+          message: `Restarting from the base model: the stopped attempt had no checkpoint${r.abandoned.length ? ` (steps ${compressRanges(r.abandoned)} abandoned)` : ""}`,
           data: { step: 0, abandoned_steps: r.abandoned },
         });
       for (const r of this.ledger.rejected) {
