@@ -18,7 +18,7 @@
  *    model has ~0.25 s of per-op overhead (decode steps, kernel dispatch) that does not shrink when each rank
  *    gets half the prompts.
  */
-import { type ChildProcess, fork, spawnSync } from "node:child_process";
+import { type ChildProcess, fork, spawn, spawnSync } from "node:child_process";
 import net from "node:net";
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -202,7 +202,7 @@ function childCpu(): number {
  * `rft run --replicas n` on the example: rank 0's wall seconds per step (full_iteration, warm-up step
  * excluded) and the CPU seconds of all processes for the whole run.
  */
-function rftSteps(model: string, replicas: number, steps: number, batch: number): { wall: number[]; cpu: number } {
+function rftJob(model: string, replicas: number, batch: number): string {
   const dir = mkdtempSync(join(tmpdir(), `rft-bench-replicas-${replicas}-`));
   const example = join(root, "examples", "sort-digits");
   const job = parse(readFileSync(join(example, "rft.yaml"), "utf8"));
@@ -212,28 +212,59 @@ function rftSteps(model: string, replicas: number, steps: number, batch: number)
   job.spec.method.reinforcement.hyperparameters.evalInterval = 100_000;
   job.spec.method.reinforcement.hyperparameters.batchSize = batch;
   writeFileSync(join(dir, "rft.yaml"), stringify(job));
-  const cpu0 = childCpu();
-  const r = spawnSync(
-    process.execPath,
-    ["--import", "tsx", "cli/rft.ts", "run", join(dir, "rft.yaml"), "--out", join(dir, "out"), "--no-progress"].concat([
-      "--replicas",
-      String(replicas),
-      "--stop-after",
-      String(steps + 1),
-    ]),
-    { cwd: root, encoding: "utf8", env: { ...process.env, RFT_LOG_LEVEL: "silent" } },
-  );
-  if (r.status !== 0) throw new Error(`rft run --replicas ${replicas} failed:\n${r.stderr}`);
-  const wall = readFileSync(join(dir, "out", "events.jsonl"), "utf8")
+  return dir;
+}
+
+const rftArgs = (dir: string, replicas: number, steps: number) =>
+  ["--import", "tsx", "cli/rft.ts", "run", join(dir, "rft.yaml"), "--out", join(dir, "out"), "--no-progress"].concat([
+    "--replicas",
+    String(replicas),
+    "--stop-after",
+    String(steps + 1),
+  ]);
+const rftEnv = () => ({ ...process.env, RFT_LOG_LEVEL: "silent" });
+
+/** Wall seconds per step (full_iteration) of a finished run, the warm-up step excluded. */
+function stepWalls(dir: string): number[] {
+  return readFileSync(join(dir, "out", "events.jsonl"), "utf8")
     .trim()
     .split("\n")
     .map((l) => JSON.parse(l))
     .filter((e) => e.type === "metrics" && e.data.step > 1)
     .map((e) => e.data.timing.step.full_iteration as number);
-  return { wall, cpu: childCpu() - cpu0 };
 }
 
-function rftBench() {
+function rftSteps(model: string, replicas: number, steps: number, batch: number): { wall: number[]; cpu: number } {
+  const dir = rftJob(model, replicas, batch);
+  const cpu0 = childCpu();
+  const r = spawnSync(process.execPath, rftArgs(dir, replicas, steps), { cwd: root, encoding: "utf8", env: rftEnv() });
+  if (r.status !== 0) throw new Error(`rft run --replicas ${replicas} failed:\n${r.stderr}`);
+  return { wall: stepWalls(dir), cpu: childCpu() - cpu0 };
+}
+
+/**
+ * The machine's own limit for 2 ranks: two independent single-rank runs, each with half the batch, at the same
+ * time. Their mean s/step is what a rank's share of the work costs while another process computes beside it
+ * (shared caches, memory bandwidth, the host); no collective can beat it.
+ */
+async function rftPair(model: string, steps: number, batch: number): Promise<number> {
+  const dirs = [rftJob(model, 1, batch / 2), rftJob(model, 1, batch / 2)];
+  await Promise.all(
+    dirs.map(
+      (dir) =>
+        new Promise<void>((res, rej) =>
+          spawn(process.execPath, rftArgs(dir, 1, steps), { cwd: root, env: rftEnv(), stdio: "ignore" }).once(
+            "exit",
+            (code) => (code === 0 ? res() : rej(new Error(`rft run (pair) exited with ${code}`))),
+          ),
+        ),
+    ),
+  );
+  const walls = dirs.flatMap(stepWalls);
+  return walls.reduce((a, b) => a + b, 0) / walls.length;
+}
+
+async function rftBench() {
   const model = join(tmpdir(), "rft-bench-sort-digits", "sft", "model");
   if (!existsSync(join(model, "model.safetensors"))) {
     log(`\nsteps/s: no warm-started model at ${model}; build it once with: npx tsx bench/rft.ts --steps 1 --no-trl`);
@@ -256,18 +287,25 @@ function rftBench() {
     log("|---|---|---|---|---|");
     const wall: Record<number, number[]> = { 1: [], 2: [] };
     const cpu: Record<number, number[]> = { 1: [], 2: [] };
-    for (let i = 0; i < rounds; i++)
+    const pair: number[] = [];
+    for (let i = 0; i < rounds; i++) {
       for (const n of [1, 2]) {
         const start = rftSteps(model, n, 0, batch);
         const run = rftSteps(model, n, steps, batch);
         wall[n]!.push(run.wall.reduce((a, b) => a + b, 0) / run.wall.length);
         cpu[n]!.push((run.cpu - start.cpu) / steps);
       }
+      pair.push(await rftPair(model, steps, batch));
+    }
     const best = (n: number) => Math.min(...wall[n]!);
     for (const n of [1, 2])
       log(
         `| ${n} | ${wall[n]!.map((t) => t.toFixed(3)).join(", ")} | ${(1 / best(n)).toFixed(2)} | ${(best(1) / best(n)).toFixed(2)}× | ${cpu[n]!.map((t) => t.toFixed(3)).join(", ")} |`,
       );
+    const ceiling = best(1) / Math.min(...pair);
+    log(
+      `machine limit: two independent 1-rank runs of ${batch / 2} prompts at once take ${pair.map((t) => t.toFixed(3)).join(", ")} s/step (alone: one rank's share costs less), so 2 ranks can gain at most ${ceiling.toFixed(2)}× here; they gained ${(best(1) / best(2)).toFixed(2)}× = ${((best(1) / best(2) / ceiling) * 100).toFixed(0)} % of it`,
+    );
   }
 }
 
@@ -280,5 +318,5 @@ if (process.argv.includes("--worker")) {
   );
 } else {
   await allReduceBench();
-  if (!process.argv.includes("--no-rft")) rftBench();
+  if (!process.argv.includes("--no-rft")) await rftBench();
 }
