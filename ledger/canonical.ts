@@ -64,7 +64,8 @@ function primitiveOk(x: unknown): boolean {
 export function fastCanonicalJson(value: unknown): string | undefined {
   if (!stringifyIsCanonical(value, 0)) return undefined;
   const s = JSON.stringify(value) as string | undefined;
-  // JSON.stringify escapes a lone surrogate as \udXXX where canonicalize throws; it writes no other \ud escape.
+  // JSON.stringify escapes a lone surrogate (as \ud800–\udfff) where canonicalize throws; it writes no other
+  // \ud escape.
   // (A false alarm — a literal backslash before "ud" — only costs the slow path.)
   if (s === undefined || s.includes("\\ud")) return undefined;
   return s;
