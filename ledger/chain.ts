@@ -58,7 +58,11 @@ export function sigSegment(bytes: Buffer, event: LedgerEvent): { at: number; len
 /** The signing bytes (see sigSegment) cut out of an event's canonical bytes, or null. */
 export function signingBytesOf(bytes: Buffer, event: LedgerEvent): Buffer | null {
   const s = sigSegment(bytes, event);
-  if (!s) return null;
+  return s ? withoutSegment(bytes, s) : null;
+}
+
+/** `bytes` without the segment `s` (the signing bytes, when `s` is the sig segment). */
+function withoutSegment(bytes: Buffer, s: { at: number; len: number }): Buffer {
   const out = Buffer.allocUnsafe(bytes.length - s.len);
   bytes.copy(out, 0, 0, s.at);
   bytes.copy(out, s.at, s.at + s.len);
@@ -158,9 +162,7 @@ export function decodeEventBytes(data: Uint8Array): DecodedEvent {
 
 /** The encodings of a decoded event, computed here: hash, Merkle leaf hash and signing bytes. */
 export function encodeDecoded(d: Extract<DecodedEvent, { ok: true }>): EncodedEvent {
-  const signing = Buffer.allocUnsafe(d.bytes.length - d.sig.len);
-  d.bytes.copy(signing, 0, 0, d.sig.at);
-  d.bytes.copy(signing, d.sig.at, d.sig.at + d.sig.len);
+  const signing = withoutSegment(d.bytes, d.sig);
   return { event: d.event, bytes: d.bytes, signing, hash: digestOf(d.bytes), leaf: leafHash(d.bytes) };
 }
 
