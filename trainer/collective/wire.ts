@@ -14,6 +14,7 @@ import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import type { ProtoGrpcType } from "../../proto/gen/collective.js";
 import type { CollectiveDefinition } from "../../proto/gen/rft/collective/v1/Collective.js";
+import { LOADER_OPTIONS } from "../../proto/grpc.js";
 import { protoPath } from "../../proto/paths.js";
 
 export type FrameKind = "DATA" | "ABORT";
@@ -30,14 +31,6 @@ export interface Frame {
   rank: number;
   error: string;
 }
-
-export const LOADER_OPTIONS: protoLoader.Options = {
-  keepCase: true,
-  longs: Number,
-  enums: String,
-  defaults: true,
-  oneofs: true,
-};
 
 export function loadCollectiveProto(): ProtoGrpcType {
   const def = protoLoader.loadSync(protoPath("collective.proto"), LOADER_OPTIONS);
