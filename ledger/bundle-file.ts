@@ -13,7 +13,15 @@ import { closeSync, openSync, readFileSync, readSync } from "node:fs";
 import type { SignedTreeHead } from "../proto/ledger-events.js";
 import { BUNDLE_FORMAT, type ProvenanceBundle } from "./bundle.js";
 import { decodeEventBytes, encodeEvent, EventPreparer } from "./chain.js";
-import { type Failure, type VerifyOptions, type VerifyReport, verifyBundle, verifyBundleAsync } from "./verify.js";
+import { sharedVerifyPool } from "./verify-pool.js";
+import {
+  type BundleFields,
+  bundleVerifier,
+  type Failure,
+  type VerifyOptions,
+  type VerifyReport,
+  verifyBundleAsync,
+} from "./verify.js";
 
 export const BUNDLE_JSONL_FORMAT = "rft-provenance-bundle-jsonl/1";
 
@@ -134,11 +142,17 @@ export async function verifyBundleFile(path: string, opts: VerifyOptions = {}): 
   }
 }
 
-/** The JSONL form: stream the event lines through the decoder and the signature pool, then verifyBundle. */
+/**
+ * The JSONL form: each event line is decoded here, hashed and signature-checked on the verify pool, and handed in
+ * order to the streaming verifier (bundleVerifier), which keeps only the replay's state: memory stays bounded
+ * whatever the bundle's length.
+ */
 async function verifyJsonl(fd: number, header: BundleHeader, rest: Buffer, opts: VerifyOptions): Promise<VerifyReport> {
   const key = typeof header.keys?.job?.publicKey === "string" ? header.keys.job.publicKey : null;
-  const prep = new EventPreparer(key);
-  const events: unknown[] = [];
+  const { format: _f, events: announced, ...fields } = header;
+  const verifier = bundleVerifier({ ...fields, format: BUNDLE_FORMAT } as BundleFields, opts);
+  const prep = new EventPreparer(key, sharedVerifyPool(), (e) => verifier.add(e, key));
+  let events = 0;
   const lineFailures: Failure[] = [];
   let trailer: { merkleRoot?: unknown; treeHead?: unknown } | null = null;
   let trailerLine = 0;
@@ -166,7 +180,7 @@ async function verifyJsonl(fd: number, header: BundleHeader, rest: Buffer, opts:
       trailerLine = lineNo;
       return undefined;
     }
-    events.push(d.ok ? d.event : d.value);
+    events++;
     return prep.addDecoded(d);
   };
 
@@ -188,7 +202,7 @@ async function verifyJsonl(fd: number, header: BundleHeader, rest: Buffer, opts:
     }
     carry = start < carry.length ? Buffer.concat([carry.subarray(start), chunk.subarray(0, n)]) : chunk.subarray(0, n);
   }
-  const prepared = await prep.finish();
+  await prep.finish();
 
   const t = trailer as { merkleRoot?: unknown; treeHead?: unknown } | null;
   if (!t) {
@@ -199,23 +213,15 @@ async function verifyJsonl(fd: number, header: BundleHeader, rest: Buffer, opts:
       reason: "the bundle ends without its trailer line (merkleRoot, treeHead): cut short?",
     });
   }
-  if (header.events !== events.length) {
+  if (announced !== events) {
     lineFailures.push({
       check: "bundle",
       seq: null,
       field: "events",
-      reason: `the header announces ${String(header.events)} events, the file holds ${events.length} event lines`,
+      reason: `the header announces ${String(announced)} events, the file holds ${events} event lines`,
     });
   }
-  const { format: _f, events: _n, ...fields } = header;
-  const bundle = {
-    ...fields,
-    format: BUNDLE_FORMAT,
-    events,
-    merkleRoot: t?.merkleRoot,
-    treeHead: t?.treeHead,
-  } as unknown as ProvenanceBundle;
-  const report = verifyBundle(bundle, opts, prepared);
+  const report = verifier.finish(t?.merkleRoot, t?.treeHead);
   if (lineFailures.length > 0) {
     report.failures.unshift(...lineFailures);
     report.ok = false;

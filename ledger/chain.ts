@@ -394,10 +394,26 @@ export class SignatureWindow {
   }
 }
 
+/** One event as EventPreparer hands it on: the value, its schema errors, encodings and signature validity. */
+export interface PreparedEvent {
+  /** The value as received (the event, when well-formed). */
+  raw: unknown;
+  bad: { field: string; reason: string }[];
+  /** null when not well-formed; `bytes`/`signing` are released (empty), `hash` is set. */
+  enc: EncodedEvent | null;
+  leaf: Buffer | null;
+  /** Validity under the preparer's key (undefined: no key, or not well-formed). */
+  sigValid: boolean | undefined;
+}
+
 /**
- * Collects PreparedEvents one event at a time (a parsed value, or received bytes decoded by decodeEventBytes):
- * this thread parses and checks; hashing and signature checks go to the VerifyPool's worker threads (or, where
- * workers cannot start, to libuv's thread pool). Await what `add*` returns (the pool is full), then `finish()`.
+ * Prepares events one at a time (a parsed value, or received bytes decoded by decodeEventBytes): this thread
+ * parses and checks; hashing and signature checks go to the VerifyPool's worker threads (or, where workers cannot
+ * start, to libuv's thread pool). Await what `add*` returns (the pool is full), then `finish()`.
+ *
+ * With a `sink`, each event is handed to it in order as soon as its hash and signature check are back, and
+ * nothing is kept (a streaming verifier holds only what is in flight); without one they are collected as
+ * PreparedEvents, which `finish()` returns.
  */
 export class EventPreparer {
   readonly prepared: PreparedEvents;
@@ -405,12 +421,26 @@ export class EventPreparer {
   nonCanonical = 0;
   private readonly pool: VerifyPool | null;
   private readonly window: SignatureWindow | null;
+  private readonly sink: (p: PreparedEvent) => void;
+  /** Events not yet handed to the sink, oldest first (from `head`). */
+  private queue: (PreparedEvent & { ready: boolean })[] = [];
+  private head = 0;
 
   constructor(
     readonly signerKey: string | null,
     pool: VerifyPool | null = sharedVerifyPool(),
+    sink?: (p: PreparedEvent) => void,
   ) {
-    this.prepared = { schema: [], encoded: [], leaves: [], sigValid: [], key: signerKey };
+    const prepared: PreparedEvents = { schema: [], encoded: [], leaves: [], sigValid: [], key: signerKey };
+    this.prepared = prepared;
+    this.sink =
+      sink ??
+      ((e) => {
+        prepared.schema.push(e.bad);
+        prepared.encoded.push(e.enc);
+        prepared.leaves.push(e.leaf);
+        prepared.sigValid.push(e.sigValid);
+      });
     this.pool = pool;
     this.window = pool ? null : new SignatureWindow();
   }
@@ -418,53 +448,78 @@ export class EventPreparer {
   /** An event as a parsed value (the JSON bundle). */
   addValue(raw: unknown): Promise<void> | undefined {
     const bad = schemaErrors(raw);
-    if (bad.length > 0) return this.push(bad, null);
+    if (bad.length > 0) return this.push(raw, bad, null);
     const event = raw as LedgerEvent;
     const bytes = encodeEvent(event).bytes;
-    return this.push([], { ok: true, event, bytes, sig: sigSegment(bytes, event)!, canonical: true });
+    return this.push(raw, [], { ok: true, event, bytes, sig: sigSegment(bytes, event)!, canonical: true });
   }
 
   /** An event received as bytes and decoded (decodeEventBytes; a JSONL bundle line). Not for malformed ones. */
   addDecoded(d: DecodedEvent): Promise<void> | undefined {
-    if (!d.ok) return this.push(d.schema, null);
+    if (!d.ok) return this.push(d.value, d.schema, null);
     if (!d.canonical) this.nonCanonical++;
-    return this.push([], d);
+    return this.push(d.event, [], d);
   }
 
   private push(
+    raw: unknown,
     bad: { field: string; reason: string }[],
     d: Extract<DecodedEvent, { ok: true }> | null,
   ): Promise<void> | undefined {
-    const p = this.prepared;
-    const i = p.schema.length;
-    p.schema.push(bad);
     if (!d) {
-      p.encoded.push(null);
-      p.leaves.push(null);
+      this.queue.push({ raw, bad, enc: null, leaf: null, sigValid: undefined, ready: true });
+      this.release();
       return undefined;
     }
     // Keep only what the chain check needs: large bundles would otherwise hold every event's bytes twice.
     const enc: EncodedEvent = { event: d.event, hash: "sha256:", bytes: EMPTY, signing: EMPTY };
-    p.encoded.push(enc);
-    p.leaves.push(null);
+    const e = { raw, bad, enc, leaf: null as Buffer | null, sigValid: undefined as boolean | undefined, ready: false };
+    this.queue.push(e);
     if (this.pool) {
       return this.pool.submit(d.bytes, d.sig.at, d.sig.len, this.signerKey, (hash, leaf, valid) => {
         enc.hash = `sha256:${hash.toString("hex")}`;
-        p.leaves[i] = leaf;
-        if (valid !== undefined) p.sigValid[i] = valid;
+        e.leaf = leaf;
+        e.sigValid = valid;
+        e.ready = true;
+        this.release();
       });
     }
     const full = encodeDecoded(d);
     enc.hash = full.hash;
-    p.leaves[i] = full.leaf!;
-    if (this.signerKey === null) return undefined;
+    e.leaf = full.leaf!;
+    if (this.signerKey === null) {
+      e.ready = true;
+      this.release();
+      return undefined;
+    }
     return this.window!.add(full, this.signerKey, (ok) => {
-      p.sigValid[i] = ok;
+      e.sigValid = ok;
+      e.ready = true;
+      this.release();
     });
+  }
+
+  /** Hands the ready events at the front of the queue to the sink, in order. */
+  private release(): void {
+    const q = this.queue;
+    while (this.head < q.length && q[this.head]!.ready) {
+      const { ready: _r, ...e } = q[this.head]!;
+      q[this.head++] = undefined as never;
+      this.sink(e);
+    }
+    if (this.head === q.length) {
+      this.queue = [];
+      this.head = 0;
+    } else if (this.head > 4096) {
+      this.queue = q.slice(this.head);
+      this.head = 0;
+    }
   }
 
   async finish(): Promise<PreparedEvents> {
     await (this.pool ? this.pool.drain() : this.window!.drain());
+    this.release();
+    if (this.head !== this.queue.length) throw new Error("internal: prepared events left unreleased");
     return this.prepared;
   }
 }
@@ -496,47 +551,68 @@ export function verifyChain(
 ): ChainResult {
   const failures: EventFailure[] = [];
   const prepared = opts.prepared ?? prepareEvents(events);
-  const encoded = prepared.encoded;
-  let signerKey: string | null = opts.signerKey ?? null;
-  let prev: { seq: number; hash: string; job: string } | null = null;
+  const checker = new ChainChecker(opts.signerKey ?? null, (f) => failures.push(f));
   events.forEach((raw, index) => {
+    checker.add(raw, prepared.schema[index]!, prepared.encoded[index] ?? null, prepared.sigValid[index], prepared.key);
+  });
+  return { encoded: prepared.encoded, leaves: prepared.leaves, failures, signerKey: checker.signerKey };
+}
+
+/**
+ * verifyChain one event at a time, keeping only the previous link: what a streaming verifier (a JSONL bundle)
+ * feeds as each event's hash and signature check come back, in order.
+ */
+export class ChainChecker {
+  private index = 0;
+  private prev: { seq: number; hash: string; job: string } | null = null;
+
+  constructor(
+    /** The job key (raw base64) when pinned; else job.started's declared key, once seen. */
+    public signerKey: string | null,
+    private readonly onFailure: (f: EventFailure) => void,
+  ) {}
+
+  /**
+   * The next event: `raw` as received, `bad` its schema errors (`enc` null when not well-formed), and its
+   * signature's validity when already checked (`sigValid`, computed under `sigKey`).
+   */
+  add(
+    raw: unknown,
+    bad: readonly { field: string; reason: string }[],
+    enc: EncodedEvent | null,
+    sigValid?: boolean,
+    sigKey?: string | null,
+  ): void {
+    const index = this.index++;
     const seq = typeof (raw as { seq?: unknown })?.seq === "number" ? (raw as { seq: number }).seq : null;
-    const bad = prepared.schema[index]!;
-    const enc = encoded[index];
+    const fail = (f: { field: string; reason: string }) => this.onFailure({ index, seq, ...f });
     if (bad.length > 0 || !enc) {
-      for (const b of bad) failures.push({ index, seq, ...b, reason: `schema: ${b.reason}` });
+      for (const b of bad) fail({ field: b.field, reason: `schema: ${b.reason}` });
       return;
     }
     const ev = enc.event;
     if (index === 0) {
-      if (ev.type !== "job.started")
-        failures.push({ index, seq, field: "type", reason: "first event is not job.started" });
-      else if (signerKey === null) signerKey = ev.body.signer.publicKey;
-      else if (ev.body.signer.publicKey !== signerKey) {
-        failures.push({
-          index,
-          seq,
-          field: "body.signer.publicKey",
-          reason: "job.started declares a key other than the pinned job key",
-        });
+      if (ev.type !== "job.started") fail({ field: "type", reason: "first event is not job.started" });
+      else if (this.signerKey === null) this.signerKey = ev.body.signer.publicKey;
+      else if (ev.body.signer.publicKey !== this.signerKey) {
+        fail({ field: "body.signer.publicKey", reason: "job.started declares a key other than the pinned job key" });
       }
     } else if (ev.type === "job.started") {
-      failures.push({ index, seq, field: "type", reason: "a second job.started in the chain" });
+      fail({ field: "type", reason: "a second job.started in the chain" });
     }
-    if (signerKey !== null) {
-      const known = prepared.key === signerKey ? prepared.sigValid[index] : undefined;
-      // Released encodings (prepareEventsAsync) are re-encoded if their signature was not checked under this key.
+    if (this.signerKey !== null) {
+      const known = sigKey === this.signerKey ? sigValid : undefined;
+      // Released encodings (EventPreparer) are re-encoded if their signature was not checked under this key.
       const full = known === undefined && enc.signing.length === 0 ? encodeEvent(ev) : enc;
-      const s = checkSignature(full, signerKey, known);
-      if (s) failures.push({ index, seq, ...s });
+      const s = checkSignature(full, this.signerKey, known);
+      if (s) fail(s);
     } else {
-      failures.push({ index, seq, field: "sig", reason: "no job key to verify against (job.started missing)" });
+      fail({ field: "sig", reason: "no job key to verify against (job.started missing)" });
     }
-    const l = checkLink(prev, enc);
-    if (l) failures.push({ index, seq, ...l });
-    prev = { seq: ev.seq, hash: enc.hash, job: ev.job };
-  });
-  return { encoded, leaves: prepared.leaves, failures, signerKey };
+    const l = checkLink(this.prev, enc);
+    if (l) fail(l);
+    this.prev = { seq: ev.seq, hash: enc.hash, job: ev.job };
+  }
 }
 
 function short(h: string | null): string {

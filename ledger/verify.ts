@@ -14,10 +14,18 @@ import type { JobResumedBody, LedgerEvent, SignedTreeHead, UpdateAppliedBody } f
 import type { ProvenanceBundle } from "./bundle.js";
 import { BUNDLE_FORMAT, manifestFromEvents } from "./bundle.js";
 import { canonicalJson } from "./canonical.js";
-import { type EncodedEvent, type PreparedEvents, prepareEventsAsync, verifyChain } from "./chain.js";
+import {
+  ChainChecker,
+  type EncodedEvent,
+  EventPreparer,
+  type PreparedEvent,
+  type PreparedEvents,
+  prepareEvents,
+} from "./chain.js";
 import { type DatasetRow, manifestRoot, rowContentHash, rowId, verifyRowCredential } from "./dataset.js";
 import { leafHash, treeHash } from "./merkle.js";
 import { compressRanges } from "./resume.js";
+import { sharedVerifyPool } from "./verify-pool.js";
 import { keyIdOfRaw } from "./sign.js";
 import { headProgressionError, treeHeadError } from "./tree-head.js";
 
@@ -103,13 +111,41 @@ export interface VerifyOptions {
   maxFailures?: number;
 }
 
+/** The semantic replay's two entry points (see startReplay). */
+interface Replay {
+  add(e: EncodedEvent): void;
+  end(): void;
+}
+
 const CHAIN_FIELD_CHECK: Record<string, CheckName> = { sig: "signature", keyId: "signature" };
 
-/** verifyBundle with the signatures checked on the thread pool, in parallel with the rest: for large bundles. */
+/** A bundle without its events and its trailer (merkleRoot, treeHead): what a streaming verifier reads first. */
+export type BundleFields = Omit<ProvenanceBundle, "events" | "merkleRoot" | "treeHead">;
+
+/**
+ * The auditor's check, one event at a time: `add` each event in order as prepared (EventPreparer: schema,
+ * hash, leaf hash, signature validity), then `finish` with the bundle's stated Merkle root and tree head. Only
+ * the replay's state is kept (row decisions, checkpoints, the current digests, one leaf hash per event), so a
+ * bundle of any length verifies in bounded memory. verifyBundle is this over a bundle in memory.
+ */
+export interface BundleVerifier {
+  /** The next event; `sigKey`: the key its `sigValid` was computed under. */
+  add(e: PreparedEvent, sigKey: string | null): void;
+  finish(merkleRoot: unknown, treeHead: unknown): VerifyReport;
+}
+
+/** verifyBundle with hashing and signatures on the verify pool's threads, in parallel with the rest. */
 export async function verifyBundleAsync(bundle: ProvenanceBundle, opts: VerifyOptions = {}): Promise<VerifyReport> {
-  const events = Array.isArray(bundle?.events) ? bundle.events : [];
+  if (!Array.isArray(bundle?.events)) return verifyBundle(bundle, opts);
   const key = typeof bundle?.keys?.job?.publicKey === "string" ? bundle.keys.job.publicKey : null;
-  return verifyBundle(bundle, opts, await prepareEventsAsync(events, key));
+  const v = bundleVerifier(bundle, opts);
+  const prep = new EventPreparer(key, sharedVerifyPool(), (e) => v.add(e, key));
+  for (const raw of bundle.events) {
+    const wait = prep.addValue(raw);
+    if (wait) await wait;
+  }
+  await prep.finish();
+  return v.finish(bundle.merkleRoot, bundle.treeHead);
 }
 
 export function verifyBundle(
@@ -117,13 +153,39 @@ export function verifyBundle(
   opts: VerifyOptions = {},
   prepared?: PreparedEvents,
 ): VerifyReport {
+  // Not a bundle, or no list of events: bundleVerifier says which.
+  if (!Array.isArray(bundle?.events))
+    return bundleVerifier({ ...bundle, events: null } as BundleFields, opts).finish(undefined, undefined);
+  const v = bundleVerifier(bundle, opts);
+  const p = prepared ?? prepareEvents(bundle.events);
+  bundle.events.forEach((raw, i) => {
+    const e = { raw, bad: p.schema[i]!, enc: p.encoded[i] ?? null, leaf: p.leaves[i] ?? null, sigValid: p.sigValid[i] };
+    v.add(e, p.key);
+  });
+  return v.finish(bundle.merkleRoot, bundle.treeHead);
+}
+
+export function bundleVerifier(bundle: BundleFields, opts: VerifyOptions = {}): BundleVerifier {
   const max = opts.maxFailures ?? 1000;
-  const failures: Failure[] = [];
   let dropped = 0;
-  const fail = (check: CheckName, seq: number | null, field: string, reason: string) => {
-    if (failures.length < max) failures.push({ check, seq, field, reason });
+  /** Failures by phase, reported in this order (each phase in event order), whatever order they are found in. */
+  const phases = {
+    keys: [] as Failure[],
+    chain: [] as Failure[],
+    job: [] as Failure[],
+    tree: [] as Failure[],
+    replay: [] as Failure[],
+  };
+  const failTo = (list: Failure[]) => (check: CheckName, seq: number | null, field: string, reason: string) => {
+    if (list.length < max) list.push({ check, seq, field, reason });
     else dropped++;
   };
+  const failKeys = failTo(phases.keys);
+  const failChain = failTo(phases.chain);
+  const failJob = failTo(phases.job);
+  const failTree = failTo(phases.tree);
+  const fail = failTo(phases.replay);
+  const failures: Failure[] = [];
   const notes: string[] = [];
   const report: VerifyReport = {
     ok: false,
@@ -139,124 +201,152 @@ export function verifyBundle(
     failures,
     notes,
   };
+  const refuse = (field: string, reason: string): BundleVerifier => {
+    failKeys("bundle", null, field, reason);
+    return { add: () => undefined, finish: () => done() };
+  };
 
   // ---- bundle shape and keys
-  if (!bundle || typeof bundle !== "object" || bundle.format !== BUNDLE_FORMAT) {
-    fail("bundle", null, "format", `not a provenance bundle (format must be ${BUNDLE_FORMAT})`);
-    return finish();
-  }
-  if (!Array.isArray(bundle.events)) {
-    fail("bundle", null, "events", "events must be a list");
-    return finish();
-  }
-  report.events = bundle.events.length;
+  if (!bundle || typeof bundle !== "object" || bundle.format !== BUNDLE_FORMAT)
+    return refuse("format", `not a provenance bundle (format must be ${BUNDLE_FORMAT})`);
+  const events = (bundle as { events?: unknown }).events;
+  if (events !== undefined && !Array.isArray(events)) return refuse("events", "events must be a list");
   const ledgerKey = bundle.keys?.ledger?.publicKey;
-  if (typeof ledgerKey !== "string") fail("keys", null, "keys.ledger.publicKey", "missing");
+  if (typeof ledgerKey !== "string") failKeys("keys", null, "keys.ledger.publicKey", "missing");
   else {
     if (bundle.keys.ledger.keyId !== safeKeyId(ledgerKey))
-      fail("keys", null, "keys.ledger.keyId", "is not the SHA-256 of keys.ledger.publicKey");
+      failKeys("keys", null, "keys.ledger.keyId", "is not the SHA-256 of keys.ledger.publicKey");
     if (opts.ledgerKey && !keyMatches(ledgerKey, opts.ledgerKey)) {
-      fail("keys", null, "keys.ledger.publicKey", "the bundle's ledger key is not the pinned ledger key");
+      failKeys("keys", null, "keys.ledger.publicKey", "the bundle's ledger key is not the pinned ledger key");
     }
   }
   const jobKey = bundle.keys?.job?.publicKey;
-  if (typeof jobKey !== "string") fail("keys", null, "keys.job.publicKey", "missing");
+  if (typeof jobKey !== "string") failKeys("keys", null, "keys.job.publicKey", "missing");
   else {
     if (bundle.keys.job!.keyId !== safeKeyId(jobKey))
-      fail("keys", null, "keys.job.keyId", "is not the SHA-256 of keys.job.publicKey");
+      failKeys("keys", null, "keys.job.keyId", "is not the SHA-256 of keys.job.publicKey");
     if (opts.jobKey && !keyMatches(jobKey, opts.jobKey))
-      fail("keys", null, "keys.job.publicKey", "the bundle's job key is not the pinned job key");
+      failKeys("keys", null, "keys.job.publicKey", "the bundle's job key is not the pinned job key");
   }
 
-  // ---- signatures, chain
-  const chain = verifyChain(bundle.events, typeof jobKey === "string" ? { signerKey: jobKey, prepared } : { prepared });
-  for (const f of chain.failures) {
+  // ---- signatures, chain (the events' own job is checked here too)
+  const chain = new ChainChecker(typeof jobKey === "string" ? jobKey : null, (f) => {
     const check: CheckName = f.reason.startsWith("schema:") ? "schema" : (CHAIN_FIELD_CHECK[f.field] ?? "chain");
-    fail(check, f.seq, f.field, f.reason);
-  }
-  bundle.events.forEach((ev, i) => {
-    if (ev && typeof ev === "object" && ev.job !== bundle.job)
-      fail("chain", ev.seq ?? null, "job", `event of job ${ev.job} in a bundle of ${bundle.job} (index ${i})`);
+    failChain(check, f.seq, f.field, f.reason);
   });
+  const leaves: Buffer[] = [];
+  let replay: Replay | null | undefined;
+
+  return {
+    add(e: PreparedEvent, sigKey: string | null): void {
+      const index = report.events++;
+      chain.add(e.raw, e.bad, e.enc, e.sigValid, sigKey);
+      const ev = e.raw as { job?: unknown; seq?: unknown } | null;
+      if (ev && typeof ev === "object" && ev.job !== bundle.job)
+        failJob(
+          "chain",
+          typeof ev.seq === "number" ? ev.seq : null,
+          "job",
+          `event of job ${String(ev.job)} in a bundle of ${bundle.job} (index ${index})`,
+        );
+      leaves.push(e.leaf ?? leafHash(Buffer.from(safeCanonical(e.raw))));
+      // ---- replay of the job's semantics over the well-formed events
+      if (!e.enc) return;
+      if (replay === undefined) replay = startReplay(e.enc);
+      else replay?.add(e.enc);
+    },
+    finish(merkleRoot: unknown, treeHead: unknown): VerifyReport {
+      merkleAndHead(merkleRoot, treeHead as SignedTreeHead);
+      if (replay === undefined) fail("job", null, "events", "no job.started event: nothing else can be checked");
+      replay?.end();
+      return done();
+    },
+  };
+
+  function done(): VerifyReport {
+    const all = [...phases.keys, ...phases.chain, ...phases.job, ...phases.tree, ...phases.replay];
+    failures.push(...all.slice(0, max));
+    dropped += all.length - failures.length;
+    if (dropped > 0) notes.push(`${dropped} further failures not listed`);
+    report.ok = failures.length === 0;
+    return report;
+  }
 
   // ---- Merkle root and signed tree head
-  const leaves = bundle.events.map((ev, i) => chain.leaves[i] ?? leafHash(Buffer.from(safeCanonical(ev))));
-  const root = treeHash(leaves).toString("hex");
-  if (bundle.merkleRoot !== root)
-    fail(
-      "merkle",
-      null,
-      "merkleRoot",
-      `bundle states root ${short(bundle.merkleRoot)}, the events hash to ${short(root)}`,
-    );
-  const head = bundle.treeHead;
-  if (typeof ledgerKey === "string") {
-    const e = treeHeadError(head, ledgerKey);
-    if (e) fail("tree-head", null, "treeHead", e);
-    else {
-      report.treeHead = { size: head.size, root: head.root, timestamp: head.timestamp };
-      if (head.log !== bundle.job)
-        fail("tree-head", null, "treeHead.log", `head is for log ${head.log}, not ${bundle.job}`);
-      if (head.size !== leaves.length) {
-        fail(
-          "tree-head",
-          null,
-          "treeHead.size",
-          head.size < leaves.length
-            ? `signed tree head covers ${head.size} events but the bundle holds ${leaves.length} (stale or replayed head)`
-            : `signed tree head covers ${head.size} events but the bundle holds only ${leaves.length} (events missing)`,
-        );
-      } else if (head.root !== root) {
-        fail(
-          "tree-head",
-          null,
-          "treeHead.root",
-          `signed root ${short(head.root)} is not the root of the bundle's events ${short(root)}`,
-        );
-      }
-      if (opts.knownHead) {
-        const k = opts.knownHead;
-        const kErr = treeHeadError(k, ledgerKey);
-        if (kErr) fail("tree-head", null, "knownHead", `the previously seen head does not verify: ${kErr}`);
-        else if (k.size > leaves.length) {
+  function merkleAndHead(merkleRoot: unknown, head: SignedTreeHead): void {
+    const fail = failTree;
+    const root = treeHash(leaves).toString("hex");
+    if (merkleRoot !== root)
+      fail(
+        "merkle",
+        null,
+        "merkleRoot",
+        `bundle states root ${short(merkleRoot as string)}, the events hash to ${short(root)}`,
+      );
+    if (typeof ledgerKey === "string") {
+      const e = treeHeadError(head, ledgerKey);
+      if (e) fail("tree-head", null, "treeHead", e);
+      else {
+        report.treeHead = { size: head.size, root: head.root, timestamp: head.timestamp };
+        if (head.log !== bundle.job)
+          fail("tree-head", null, "treeHead.log", `head is for log ${head.log}, not ${bundle.job}`);
+        if (head.size !== leaves.length) {
           fail(
             "tree-head",
             null,
-            "treeHead",
-            `rollback: a head of size ${k.size} was seen before, the bundle holds ${leaves.length} events`,
+            "treeHead.size",
+            head.size < leaves.length
+              ? `signed tree head covers ${head.size} events but the bundle holds ${leaves.length} (stale or replayed head)`
+              : `signed tree head covers ${head.size} events but the bundle holds only ${leaves.length} (events missing)`,
           );
-        } else {
-          const progression = headProgressionError(k, head, []);
-          if (
-            progression &&
-            !progression.startsWith("no consistency proof") &&
-            !progression.startsWith("inconsistent")
-          ) {
-            fail("tree-head", null, "treeHead", progression);
-          }
-          if (treeHash(leaves, 0, k.size).toString("hex") !== k.root) {
+        } else if (head.root !== root) {
+          fail(
+            "tree-head",
+            null,
+            "treeHead.root",
+            `signed root ${short(head.root)} is not the root of the bundle's events ${short(root)}`,
+          );
+        }
+        if (opts.knownHead) {
+          const k = opts.knownHead;
+          const kErr = treeHeadError(k, ledgerKey);
+          if (kErr) fail("tree-head", null, "knownHead", `the previously seen head does not verify: ${kErr}`);
+          else if (k.size > leaves.length) {
             fail(
               "tree-head",
               null,
               "treeHead",
-              `the bundle's first ${k.size} events do not hash to the previously seen root (history rewritten)`,
+              `rollback: a head of size ${k.size} was seen before, the bundle holds ${leaves.length} events`,
             );
+          } else {
+            const progression = headProgressionError(k, head, []);
+            if (
+              progression &&
+              !progression.startsWith("no consistency proof") &&
+              !progression.startsWith("inconsistent")
+            ) {
+              fail("tree-head", null, "treeHead", progression);
+            }
+            if (treeHash(leaves, 0, k.size).toString("hex") !== k.root) {
+              fail(
+                "tree-head",
+                null,
+                "treeHead",
+                `the bundle's first ${k.size} events do not hash to the previously seen root (history rewritten)`,
+              );
+            }
           }
         }
       }
     }
   }
 
-  // ---- replay of the job's semantics over the well-formed events
-  const encoded = chain.encoded.filter((e): e is EncodedEvent => e !== null);
-  semantic(encoded);
-  return finish();
-
-  function semantic(evs: EncodedEvent[]): void {
-    const first = evs[0]?.event;
-    if (first?.type !== "job.started") {
+  /** The replay of the job's semantics, from its first well-formed event (which must be job.started). */
+  function startReplay(firstEncoded: EncodedEvent): Replay | null {
+    const first = firstEncoded.event;
+    if (first.type !== "job.started") {
       fail("job", null, "events", "no job.started event: nothing else can be checked");
-      return;
+      return null;
     }
     const js = first.body;
     const L = js.model.numLayers;
@@ -398,9 +488,15 @@ export function verifyBundle(
       lineage.push(p.step);
     };
 
-    for (let i = 1; i < evs.length; i++) {
-      const { event: ev, hash } = evs[i]!;
+    let lastSeq = seq0;
+    /** The row events, for the manifest. */
+    const rowEvents: LedgerEvent[] = [];
+    return { add, end };
+
+    function add({ event: ev, hash }: EncodedEvent): void {
       const seq = ev.seq;
+      lastSeq = seq;
+      if (ev.type === "row.admitted" || ev.type === "row.rejected") rowEvents.push(ev);
       if (
         finished &&
         !(ev.type === "job.resumed" && finished.type === "job.finished" && finished.body.status !== "succeeded")
@@ -623,17 +719,122 @@ export function verifyBundle(
         }
       }
     }
-    finalize(evs[evs.length - 1]!.event.seq);
-    report.steps = lineage.length;
-    report.finished = finished !== null;
-    const fin = finished?.type === "job.finished" ? finished : null;
-    if (canonicalJson(bundle.model?.final ?? null) !== canonicalJson(fin?.body.model ?? null))
-      fail(
-        "bundle",
-        null,
-        "model.final",
-        fin ? "differs from job.finished.model" : "the ledger has no job.finished in effect (the job is not finished)",
-      );
+
+    function end(): void {
+      finalize(lastSeq);
+      report.steps = lineage.length;
+      report.finished = finished !== null;
+      const fin = finished?.type === "job.finished" ? finished : null;
+      if (canonicalJson(bundle.model?.final ?? null) !== canonicalJson(fin?.body.model ?? null))
+        fail(
+          "bundle",
+          null,
+          "model.final",
+          fin
+            ? "differs from job.finished.model"
+            : "the ledger has no job.finished in effect (the job is not finished)",
+        );
+
+      // ---- the manifest
+      const derived = manifestFromEvents(rowEvents);
+      const stated = Array.isArray(bundle.manifest?.rows) ? bundle.manifest.rows : [];
+      if (stated.length !== derived.length)
+        fail("manifest", null, "manifest.rows", `lists ${stated.length} rows, the events decide ${derived.length}`);
+      for (let i = 0; i < Math.min(stated.length, derived.length); i++) {
+        if (canonicalJson(stated[i]) !== canonicalJson(derived[i])) {
+          fail("manifest", derived[i]!.seq, `manifest.rows.${i}`, `differs from the row event (row ${derived[i]!.id})`);
+        }
+      }
+      if (bundle.manifest?.root !== js.dataset.manifestRoot)
+        fail("manifest", null, "manifest.root", "differs from job.started.dataset.manifestRoot");
+      if (derived.length === js.dataset.rows) {
+        const r = manifestRoot(derived);
+        if (r !== js.dataset.manifestRoot) {
+          fail(
+            "manifest",
+            seq0,
+            "body.dataset.manifestRoot",
+            `the row events (ids and hashes, in order) hash to ${short(r)}, not the committed root`,
+          );
+        }
+      } else if (finished || derived.length > js.dataset.rows) {
+        fail(
+          "manifest",
+          seq0,
+          "body.dataset.rows",
+          `the dataset has ${js.dataset.rows} rows but ${derived.length} have an admission decision`,
+        );
+      } else {
+        notes.push(
+          `${js.dataset.rows - derived.length} rows not yet decided: the manifest root is checked when all are`,
+        );
+      }
+
+      // ---- the dataset, when given
+      if (opts.datasetRows) {
+        const ds = opts.datasetRows;
+        if (ds.length !== derived.length)
+          fail("dataset", null, "dataset", `has ${ds.length} rows, the manifest ${derived.length}`);
+        for (let i = 0; i < Math.min(ds.length, derived.length); i++) {
+          const row = ds[i]!;
+          const m = derived[i]!;
+          const id = rowId(row, i);
+          if (id !== m.id) fail("dataset", m.seq, `dataset[${i}].id`, `row id ${id}, the manifest says ${m.id}`);
+          const h = rowContentHash(row);
+          if (h !== m.hash)
+            fail(
+              "dataset",
+              m.seq,
+              `dataset[${i}]`,
+              `content hash ${short(h)} differs from the manifest's ${short(m.hash)} (row ${m.id})`,
+            );
+          const prov = row.provenance as { authority?: unknown; credential?: unknown } | undefined;
+          const auth = typeof prov?.authority === "string" ? prov.authority : null;
+          if (auth !== m.authority)
+            fail(
+              "dataset",
+              m.seq,
+              `dataset[${i}].provenance.authority`,
+              `is ${auth ?? "absent"}, the manifest says ${m.authority ?? "none"}`,
+            );
+        }
+      }
+
+      // ---- the final model, when given
+      if (opts.modelDigests) {
+        const fin = finished?.type === "job.finished" ? finished : null;
+        if (!fin)
+          fail("final-model", null, "events", "no job.finished event in effect: the final model cannot be checked");
+        else {
+          for (const g of allGroups) {
+            const want = fin.body.model[g];
+            const got = opts.modelDigests[g];
+            if (got === undefined)
+              fail("final-model", fin.seq, `body.model.${g}`, `the model on disk has no group ${g}`);
+            else if (got !== want)
+              fail(
+                "final-model",
+                fin.seq,
+                `body.model.${g}`,
+                `the model on disk differs from the ledger in group ${g} (${short(got)} vs ${short(want ?? "")})`,
+              );
+          }
+          for (const g of Object.keys(opts.modelDigests))
+            if (!groupSet.has(g))
+              fail("final-model", fin.seq, "body.model", `the model on disk has an extra group ${g}`);
+        }
+      }
+
+      // ---- report
+      for (const { rep } of authorities.values()) report.authorities.push(rep);
+      const all = [...report.authorities, unattributed];
+      for (const rep of all) {
+        rep.groupsTouched = sortGroups(touched.get(rep) ?? [], L);
+        rep.steps = [...(stepsOf.get(rep) ?? [])].sort((a, b) => a - b);
+      }
+      if (unattributed.admitted + unattributed.rejected > 0) report.unattributed = unattributed;
+      if (!finished) notes.push("the job has no job.finished event (still running, or the bundle is cut short)");
+    }
 
     function resumed(b: JobResumedBody, seq: number): void {
       const c = b.checkpoint;
@@ -805,108 +1006,6 @@ export function verifyBundle(
       for (const g of Object.keys(map))
         if (!groupSet.has(g)) fail(check, seq, `${field}.${g}`, `no such group in a ${L}-layer model`);
     }
-
-    // ---- the manifest
-    const derived = manifestFromEvents(evs.map((e) => e.event));
-    const stated = Array.isArray(bundle.manifest?.rows) ? bundle.manifest.rows : [];
-    if (stated.length !== derived.length)
-      fail("manifest", null, "manifest.rows", `lists ${stated.length} rows, the events decide ${derived.length}`);
-    for (let i = 0; i < Math.min(stated.length, derived.length); i++) {
-      if (canonicalJson(stated[i]) !== canonicalJson(derived[i])) {
-        fail("manifest", derived[i]!.seq, `manifest.rows.${i}`, `differs from the row event (row ${derived[i]!.id})`);
-      }
-    }
-    if (bundle.manifest?.root !== js.dataset.manifestRoot)
-      fail("manifest", null, "manifest.root", "differs from job.started.dataset.manifestRoot");
-    if (derived.length === js.dataset.rows) {
-      const r = manifestRoot(derived);
-      if (r !== js.dataset.manifestRoot) {
-        fail(
-          "manifest",
-          seq0,
-          "body.dataset.manifestRoot",
-          `the row events (ids and hashes, in order) hash to ${short(r)}, not the committed root`,
-        );
-      }
-    } else if (finished || derived.length > js.dataset.rows) {
-      fail(
-        "manifest",
-        seq0,
-        "body.dataset.rows",
-        `the dataset has ${js.dataset.rows} rows but ${derived.length} have an admission decision`,
-      );
-    } else {
-      notes.push(`${js.dataset.rows - derived.length} rows not yet decided: the manifest root is checked when all are`);
-    }
-
-    // ---- the dataset, when given
-    if (opts.datasetRows) {
-      const ds = opts.datasetRows;
-      if (ds.length !== derived.length)
-        fail("dataset", null, "dataset", `has ${ds.length} rows, the manifest ${derived.length}`);
-      for (let i = 0; i < Math.min(ds.length, derived.length); i++) {
-        const row = ds[i]!;
-        const m = derived[i]!;
-        const id = rowId(row, i);
-        if (id !== m.id) fail("dataset", m.seq, `dataset[${i}].id`, `row id ${id}, the manifest says ${m.id}`);
-        const h = rowContentHash(row);
-        if (h !== m.hash)
-          fail(
-            "dataset",
-            m.seq,
-            `dataset[${i}]`,
-            `content hash ${short(h)} differs from the manifest's ${short(m.hash)} (row ${m.id})`,
-          );
-        const prov = row.provenance as { authority?: unknown; credential?: unknown } | undefined;
-        const auth = typeof prov?.authority === "string" ? prov.authority : null;
-        if (auth !== m.authority)
-          fail(
-            "dataset",
-            m.seq,
-            `dataset[${i}].provenance.authority`,
-            `is ${auth ?? "absent"}, the manifest says ${m.authority ?? "none"}`,
-          );
-      }
-    }
-
-    // ---- the final model, when given
-    if (opts.modelDigests) {
-      const fin = finished?.type === "job.finished" ? finished : null;
-      if (!fin)
-        fail("final-model", null, "events", "no job.finished event in effect: the final model cannot be checked");
-      else {
-        for (const g of allGroups) {
-          const want = fin.body.model[g];
-          const got = opts.modelDigests[g];
-          if (got === undefined) fail("final-model", fin.seq, `body.model.${g}`, `the model on disk has no group ${g}`);
-          else if (got !== want)
-            fail(
-              "final-model",
-              fin.seq,
-              `body.model.${g}`,
-              `the model on disk differs from the ledger in group ${g} (${short(got)} vs ${short(want ?? "")})`,
-            );
-        }
-        for (const g of Object.keys(opts.modelDigests))
-          if (!groupSet.has(g)) fail("final-model", fin.seq, "body.model", `the model on disk has an extra group ${g}`);
-      }
-    }
-
-    // ---- report
-    for (const { rep } of authorities.values()) report.authorities.push(rep);
-    const all = [...report.authorities, unattributed];
-    for (const rep of all) {
-      rep.groupsTouched = sortGroups(touched.get(rep) ?? [], L);
-      rep.steps = [...(stepsOf.get(rep) ?? [])].sort((a, b) => a - b);
-    }
-    if (unattributed.admitted + unattributed.rejected > 0) report.unattributed = unattributed;
-    if (!finished) notes.push("the job has no job.finished event (still running, or the bundle is cut short)");
-  }
-
-  function finish(): VerifyReport {
-    if (dropped > 0) notes.push(`${dropped} further failures not listed`);
-    report.ok = failures.length === 0;
-    return report;
   }
 }
 

@@ -114,6 +114,35 @@ test("JSONL tampering is named: a flipped byte, a dropped line, a cut trailer, g
   assert.ok(r.notes.some((n) => /1 event lines are not in canonical form/.test(n)));
 });
 
+test("the streamed verifier finds the same failures, in the same order, as the whole-bundle one", async () => {
+  // Failures of every phase at once: a signature (event 4's body altered), the job (event 6 claims another job),
+  // the Merkle root and tree head, and the replay (the final model digest, a step without contributions).
+  const events = structuredClone(bundle.events);
+  const e4 = events[4]! as { body: Record<string, unknown> };
+  e4.body = { ...e4.body, reason: "altered" };
+  (events[6] as { job: string }).job = "team-b/other";
+  const upd = events.find((e) => e.type === "update.applied")!;
+  const w = Object.values(upd.body.weights)[0]!;
+  w.after = w.before.replace(/.$/, (c) => (c === "0" ? "1" : "0"));
+  const tampered = { ...bundle, events };
+  const want = verifyBundle(tampered, opts);
+  const checks = new Set(want.failures.map((f) => f.check));
+  for (const c of ["signature", "chain", "merkle", "tree-head", "weights"]) assert.ok(checks.has(c as never), c);
+  const jsonl = [...bundleJsonlLines(tampered)].map((l) => l.toString()).join("");
+  for (const [name, text] of [
+    ["t.jsonl", jsonl],
+    ["t.json", `${bundleJsonText(tampered)}\n`],
+  ] as const) {
+    const got = await verifyBundleFile(write(name, text), opts);
+    assert.deepEqual(got.failures, want.failures, name);
+    assert.deepEqual(got, want, name);
+  }
+  // The cap on listed failures applies across phases in that same order.
+  const capped = await verifyBundleFile(write("t2.jsonl", jsonl), { ...opts, maxFailures: 2 });
+  assert.deepEqual(capped.failures, want.failures.slice(0, 2));
+  assert.ok(capped.notes.includes(`${want.failures.length - 2} further failures not listed`), formatReport(capped));
+});
+
 test("a file that is neither form is a clear error", async () => {
   await assert.rejects(verifyBundleFile(write("nope.json", "{not json")), BundleFileError);
   await assert.rejects(verifyBundleFile(join(tmp, "missing.json")), /cannot read/);
