@@ -233,7 +233,7 @@ export function schemaErrors(value: unknown): { field: string; reason: string }[
 export function checkSignature(
   enc: EncodedEvent,
   publicKeyB64: string,
-  /** The signature's validity when already computed (prepareEventsAsync). */
+  /** The signature's validity when already computed (EventPreparer). */
   known?: boolean,
 ): { field: string; reason: string } | null {
   const ev = enc.event;
@@ -522,22 +522,6 @@ export class EventPreparer {
     if (this.head !== this.queue.length) throw new Error("internal: prepared events left unreleased");
     return this.prepared;
   }
-}
-
-/**
- * prepareEvents plus every signature checked under `signerKey` on the thread pool while the main thread keeps
- * encoding: the fast path for large bundles.
- */
-export async function prepareEventsAsync(
-  events: readonly unknown[],
-  signerKey: string | null,
-): Promise<PreparedEvents> {
-  const p = new EventPreparer(signerKey);
-  for (const raw of events) {
-    const wait = p.addValue(raw);
-    if (wait) await wait;
-  }
-  return p.finish();
 }
 
 /**
