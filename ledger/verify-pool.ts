@@ -13,9 +13,9 @@
  * by absolute path), so it runs the same under tsx and from the compiled dist/, and starts without loading
  * TypeScript tooling.
  *
- * Ed25519: libsodium (sodium-native's crypto_sign_verify_detached, ~1.5x faster than OpenSSL's verify on a
- * 4.4 KB event) where it loads, else node:crypto alone; RFT_LEDGER_ED25519=openssl forces node:crypto. Either
- * way the verdict is node:crypto's, for every input:
+ * Ed25519: libsodium (sodium-native's crypto_sign_verify_detached: ~50 µs for a 4.4 KB event where OpenSSL's
+ * verify takes ~100, ledger/README.md) where it loads, else node:crypto alone; RFT_LEDGER_ED25519=openssl forces
+ * node:crypto. Either way the verdict is node:crypto's, for every input:
  *  - OpenSSL 3 (ossl_ed25519_verify, crypto/ec/curve25519.c) rejects s >= L and an A that does not decode to a
  *    curve point, then checks, cofactorless, that the encoding of [s]B - [h]A equals R byte for byte, with
  *    h = SHA-512(R || A || M) mod L.
@@ -26,13 +26,13 @@
  *    the same cofactorless check with the same hash and the same byte comparison of R.
  * So libsodium accepts a subset of what OpenSSL accepts: its accept is final, and on its reject node:crypto
  * decides. The two differ only on signatures an honest signer never makes: an R of small order (only the key's
- * holder can make one), or a key of small order or spelled non-canonically (under which anyone can sign anything:
- * the identity with R = identity, s = 0). Letting libsodium's stricter answer stand would make the verdict depend
- * on where it runs, since node:crypto decides where libsodium cannot load (a musl image), under
+ * holder can make one), a key of small order (under which anyone can sign anything: the identity, R = identity,
+ * s = 0), a key spelled non-canonically (y >= p). Letting libsodium's stricter answer stand would make the verdict
+ * depend on where it runs, since node:crypto decides where libsodium cannot load (a musl image), under
  * RFT_LEDGER_ED25519=openssl, on libuv's path (RFT_LEDGER_VERIFY_THREADS=0) and in sign.ts (tree heads,
  * credentials): two auditors of one bundle could disagree, and the ledger service replaying its stream after a
  * restart could decide otherwise than it did. Rejecting such keys or signatures would be a protocol rule, to be
- * added on every path. Cost: a signature libsodium rejects is checked twice (~64 + ~99 µs); a valid one once.
+ * added on every path. Cost: a signature libsodium rejects is checked twice (~50 + ~100 µs); a valid one once.
  * (node:crypto itself rejects small-order A and R from Node 26.5 on, nodejs/node#64026; libsodium rejects those
  * too, so the subset holds there as well.)
  */
