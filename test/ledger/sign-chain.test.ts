@@ -1,4 +1,7 @@
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { createHash, createPublicKey, verify as cryptoVerify } from "node:crypto";
+import { createRequire } from "node:module";
 import { test } from "node:test";
 import { canonicalJson } from "../../ledger/canonical.js";
 import {
@@ -9,6 +12,7 @@ import {
   encodeEvent,
   isCanonicalSig,
   nextEvent,
+  sigSegment,
   signingBytesOf,
   verifyChain,
 } from "../../ledger/chain.js";
@@ -250,5 +254,149 @@ test("the verify pool hashes and checks signatures off the main thread, like the
       ],
     );
     await pool?.close();
+  }
+});
+
+/** Ed25519 verification straight from sodium-native (the test's own reference for what libsodium rejects). */
+const sodium = createRequire(import.meta.url)("sodium-native") as {
+  crypto_sign_verify_detached(sig: Uint8Array, message: Uint8Array, publicKey: Uint8Array): boolean;
+};
+const L = 2n ** 252n + 27742317777372353535851937790883648493n;
+const leToBig = (b: Uint8Array) => b.reduceRight((acc, x) => (acc << 8n) | BigInt(x), 0n);
+const bigToLe32 = (n: bigint) => Buffer.from(Array.from({ length: 32 }, (_, i) => Number((n >> BigInt(8 * i)) & 255n)));
+const SPKI_ED25519 = Buffer.from("302a300506032b6570032100", "hex");
+/** node:crypto's verdict, as the pool computed it before libsodium (and still decides on libsodium's rejects). */
+function nodeVerdict(signing: Buffer, keyB64: string, sigB64: string): boolean {
+  try {
+    const raw = Buffer.from(keyB64, "base64");
+    const sig = Buffer.from(sigB64, "base64");
+    if (raw.length !== 32 || sig.length !== 64) return false;
+    const key = createPublicKey({ key: Buffer.concat([SPKI_ED25519, raw]), format: "der", type: "spki" });
+    return cryptoVerify(null, signing, key, sig);
+  } catch {
+    return false;
+  }
+}
+
+test("the verify pool gives node:crypto's verdicts and hashes with libsodium and with node:crypto", async () => {
+  const { key, events } = chain(12);
+  const pub = publicKeyB64(key.publicKey);
+  const rawPub = Buffer.from(pub, "base64");
+  const withSig = (ev: LedgerEvent, sig: Buffer) => ({ ...ev, sig: sig.toString("base64") });
+  const sigOf = (ev: LedgerEvent) => Buffer.from(ev.sig, "base64");
+  // Small-order points: the identity (y = 1), and y = p + 1, a non-canonical spelling of it.
+  const identity = Buffer.alloc(32);
+  identity[0] = 1;
+  const identityNonCanonical = Buffer.alloc(32, 0xff);
+  identityNonCanonical[0] = 0xee;
+  identityNonCanonical[31] = 0x7f;
+  // A signature with R = identity that the key's holder can make: s = h·a mod L, so [s]B - [h]A = identity = R.
+  const smallOrderR = (ev: LedgerEvent) => {
+    const signing = encodeEvent(ev).signing;
+    const seed = Buffer.from(key.privateKey.export({ format: "jwk" }).d!, "base64url");
+    const a = createHash("sha512").update(seed).digest().subarray(0, 32);
+    a[0]! &= 248;
+    a[31]! &= 127;
+    a[31]! |= 64;
+    const h = leToBig(createHash("sha512").update(identity).update(rawPub).update(signing).digest()) % L;
+    return withSig(ev, Buffer.concat([identity, bigToLe32((h * leToBig(a)) % L)]));
+  };
+  const flipSigBit = (ev: LedgerEvent) => {
+    const sig = sigOf(ev);
+    sig[10]! ^= 4;
+    return withSig(ev, sig);
+  };
+  const sPlusL = (ev: LedgerEvent) => {
+    const sig = sigOf(ev);
+    return withSig(ev, Buffer.concat([sig.subarray(0, 32), bigToLe32(leToBig(sig.subarray(32)) + L)]));
+  };
+  const other = publicKeyB64(generateKeyPair().publicKey);
+  // valid: the verdict, where every Ed25519 implementation agrees on it (undefined: hash only); "node:crypto":
+  // whatever node:crypto says. libsodium rejects those; Node 20's OpenSSL accepts them (Node 26.5 rejects
+  // small-order points itself, nodejs/node#64026).
+  const identitySig = Buffer.concat([identity, Buffer.alloc(32)]);
+  const cases: {
+    ev: LedgerEvent;
+    key: string | null;
+    flip?: boolean;
+    what: string;
+    valid?: boolean | "node:crypto";
+  }[] = [
+    ...events.map((ev, i) => ({ ev, key: pub, what: `valid ${i}`, valid: true })),
+    { ev: flipSigBit(events[3]!), key: pub, what: "a flipped signature bit", valid: false },
+    { ev: events[4]!, key: pub, flip: true, what: "a flipped message byte", valid: false },
+    { ev: events[5]!, key: other, what: "the wrong key", valid: false },
+    { ev: withSig(events[6]!, sigOf(events[6]!).subarray(0, 63)), key: pub, what: "a 63-byte signature", valid: false },
+    { ev: events[7]!, key: Buffer.alloc(31, 7).toString("base64"), what: "a 31-byte key", valid: false },
+    { ev: events[8]!, key: null, what: "hash only", valid: undefined },
+    { ev: sPlusL(events[9]!), key: pub, what: "s + L (a non-canonical s)", valid: false },
+    { ev: smallOrderR(events[10]!), key: pub, what: "an R of small order, by the key's holder", valid: "node:crypto" },
+    {
+      ev: withSig(events[11]!, identitySig),
+      key: identity.toString("base64"),
+      what: "the identity as the key (R = identity, s = 0 verifies any message)",
+      valid: "node:crypto",
+    },
+    {
+      ev: withSig(events[11]!, identitySig),
+      key: identityNonCanonical.toString("base64"),
+      what: "a non-canonical spelling of the identity as the key",
+      valid: "node:crypto",
+    },
+  ];
+  const inputs = cases.map(({ ev, key: k, flip, what, valid }) => {
+    const bytes = Buffer.from(encodeEvent(ev).bytes);
+    const seg = sigSegment(bytes, ev)!;
+    if (flip) bytes[seg.at - 3]! ^= 1;
+    const signing = Buffer.concat([bytes.subarray(0, seg.at), bytes.subarray(seg.at + seg.len)]);
+    const expected = k === null ? undefined : nodeVerdict(signing, k, ev.sig);
+    if (valid !== "node:crypto") assert.equal(expected, valid, what);
+    // The cases mean what they say: libsodium accepts the valid ones only.
+    const rawKey = Buffer.from(k ?? "", "base64");
+    const sig = sigOf(ev);
+    const libsodium =
+      rawKey.length === 32 && sig.length === 64 && sodium.crypto_sign_verify_detached(sig, signing, rawKey);
+    assert.equal(libsodium, valid === true, `libsodium: ${what}`);
+    return { bytes, seg, k, what, expected };
+  });
+
+  const results: Record<string, { hash: string; leaf: string; valid: boolean | undefined }[]> = {};
+  for (const impl of ["libsodium", "openssl"] as const) {
+    const pool = new VerifyPool({ threads: 2, batchEvents: 5, maxInFlight: 16, ed25519: impl });
+    assert.equal(await pool.ed25519Ready(), impl, "the pool verifies with what it was asked for");
+    assert.equal(pool.ed25519, impl);
+    const out: (typeof results)[string] = [];
+    for (const [i, x] of inputs.entries()) {
+      const wait = pool.submit(x.bytes, x.seg.at, x.seg.len, x.k, (hash, leaf, valid) => {
+        out[i] = { hash: hash.toString("hex"), leaf: leaf.toString("hex"), valid };
+      });
+      if (wait) await wait;
+    }
+    await pool.drain();
+    await pool.close();
+    inputs.forEach((x, i) => {
+      assert.equal(out[i]!.hash, sha256(x.bytes).toString("hex"), x.what);
+      assert.deepEqual(Buffer.from(out[i]!.leaf, "hex"), leafHash(x.bytes), x.what);
+      assert.equal(out[i]!.valid, x.expected, `${impl}: ${x.what}`);
+    });
+    results[impl] = out;
+  }
+  assert.deepEqual(results.libsodium, results.openssl);
+});
+
+test("RFT_LEDGER_ED25519 picks the shared verify pool's Ed25519 (default: libsodium)", () => {
+  const script =
+    'const { sharedVerifyPool } = await import("./ledger/verify-pool.ts"); ' +
+    "process.stdout.write(await sharedVerifyPool().ed25519Ready());";
+  for (const [env, want] of [
+    [undefined, "libsodium"],
+    ["libsodium", "libsodium"],
+    ["openssl", "openssl"],
+  ] as const) {
+    const r = spawnSync(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], {
+      encoding: "utf8",
+      env: { ...process.env, RFT_LEDGER_ED25519: env, RFT_LEDGER_VERIFY_THREADS: "1" },
+    });
+    assert.equal(r.stdout, want, `RFT_LEDGER_ED25519=${env}: ${r.stderr}`);
   }
 });
