@@ -14,8 +14,10 @@ import type { SignedTreeHead } from "../proto/ledger-events.js";
 import { BUNDLE_FORMAT, type ProvenanceBundle } from "./bundle.js";
 import { decodeEventBytes, encodeEvent, EventPreparer } from "./chain.js";
 import { sharedVerifyPool } from "./verify-pool.js";
+import { DocumentSplitter } from "./document-splitter.js";
 import {
   type BundleFields,
+  type BundleVerifier,
   bundleVerifier,
   type Failure,
   type VerifyOptions,
@@ -125,6 +127,9 @@ export async function verifyBundleFile(path: string, opts: VerifyOptions = {}): 
         return await verifyJsonl(fd, header as BundleHeader, chunk.subarray(nl + 1), opts);
       }
     }
+    // A JSON document: streamed like JSONL where its layout allows (DocumentSplitter), else parsed whole.
+    const streamed = await verifyDocument(fd, chunk, opts);
+    if (streamed) return streamed;
     closeSync(fd);
     fd = -1;
     let bundle: ProvenanceBundle;
@@ -232,6 +237,44 @@ async function verifyJsonl(fd: number, header: BundleHeader, rest: Buffer, opts:
     );
   }
   return report;
+}
+
+/**
+ * A JSON document, streamed: DocumentSplitter hands over the events array's elements as the file is read, and
+ * each goes the JSONL way (decoded here, hashed and signature-checked on the pool, verified in order). null when
+ * the document is not laid out for streaming or not valid JSON: the caller then parses it whole, which gives
+ * the same report (or the precise JSON error).
+ */
+async function verifyDocument(fd: number, first: Buffer, opts: VerifyOptions): Promise<VerifyReport | null> {
+  const split = new DocumentSplitter();
+  let verifier: BundleVerifier | null = null;
+  let prep: EventPreparer | null = null;
+  const start = (): [BundleVerifier, EventPreparer] => {
+    const h = split.header as BundleFields;
+    const key = typeof h.keys?.job?.publicKey === "string" ? h.keys.job.publicKey : null;
+    const v = bundleVerifier(h, opts);
+    return [v, new EventPreparer(key, sharedVerifyPool(), (e) => v.add(e, key))];
+  };
+  let chunk = first;
+  while (chunk.length > 0 && !split.irregular) {
+    const elements = split.push(chunk);
+    if (split.header && !verifier) [verifier, prep] = start();
+    for (const el of elements) {
+      const d = decodeEventBytes(el);
+      if (!d.ok && d.code === "malformed") {
+        split.irregular = "an element of the events array is not JSON";
+        break;
+      }
+      const wait = prep!.addDecoded(d);
+      if (wait) await wait;
+    }
+    const next = Buffer.allocUnsafe(CHUNK);
+    chunk = next.subarray(0, readSync(fd, next, 0, CHUNK, null));
+  }
+  await prep?.finish();
+  const trailer = split.end();
+  if (!trailer || !verifier) return null;
+  return verifier.finish(trailer.merkleRoot, trailer.treeHead);
 }
 
 function isTrailer(v: unknown): boolean {
