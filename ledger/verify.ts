@@ -407,8 +407,14 @@ export function bundleVerifier(bundle: BundleFields, opts: VerifyOptions = {}): 
       groupsTouched: [],
       steps: [],
     };
-    const touched = new Map<AuthorityReport, Set<string>>();
-    const stepsOf = new Map<AuthorityReport, Set<number>>();
+    /** Per authority (or the unattributed rows): the groups its rows reached, and in which steps. */
+    const usage = new Map<AuthorityReport, { groups: Set<string>; steps: Set<number> }>();
+    const usageOf = (rep: AuthorityReport | undefined) => {
+      if (!rep) return undefined;
+      let u = usage.get(rep);
+      if (!u) usage.set(rep, (u = { groups: new Set(), steps: new Set() }));
+      return u;
+    };
 
     // rows
     const rows = new Map<
@@ -417,6 +423,8 @@ export function bundleVerifier(bundle: BundleFields, opts: VerifyOptions = {}): 
         decision: "admitted" | "rejected";
         groups: Set<string>;
         rep: AuthorityReport | undefined;
+        /** The usage record of the row's authority (usageOf(rep)). */
+        use: { groups: Set<string>; steps: Set<number> } | undefined;
         authority: string | null;
       }
     >();
@@ -578,7 +586,13 @@ export function bundleVerifier(bundle: BundleFields, opts: VerifyOptions = {}): 
           }
           if (rep) rep.admitted++;
           // Enforce the declared envelope, not the event's claim.
-          rows.set(b.row, { decision: "admitted", groups: allowed ?? new Set(), rep, authority: b.authority });
+          rows.set(b.row, {
+            decision: "admitted",
+            groups: allowed ?? new Set(),
+            rep,
+            use: usageOf(rep),
+            authority: b.authority,
+          });
           report.rows.admitted++;
           break;
         }
@@ -590,7 +604,7 @@ export function bundleVerifier(bundle: BundleFields, opts: VerifyOptions = {}): 
           }
           const rep = b.authority === null ? unattributed : authorities.get(b.authority)?.rep;
           if (rep) rep.rejected++;
-          rows.set(b.row, { decision: "rejected", groups: new Set(), rep, authority: b.authority });
+          rows.set(b.row, { decision: "rejected", groups: new Set(), rep, use: undefined, authority: b.authority });
           report.rows.rejected++;
           break;
         }
@@ -829,8 +843,8 @@ export function bundleVerifier(bundle: BundleFields, opts: VerifyOptions = {}): 
       for (const { rep } of authorities.values()) report.authorities.push(rep);
       const all = [...report.authorities, unattributed];
       for (const rep of all) {
-        rep.groupsTouched = sortGroups(touched.get(rep) ?? [], L);
-        rep.steps = [...(stepsOf.get(rep) ?? [])].sort((a, b) => a - b);
+        rep.groupsTouched = sortGroups(usage.get(rep)?.groups ?? [], L);
+        rep.steps = [...(usage.get(rep)?.steps ?? [])].sort((a, b) => a - b);
       }
       if (unattributed.admitted + unattributed.rejected > 0) report.unattributed = unattributed;
       if (!finished) notes.push("the job has no job.finished event (still running, or the bundle is cut short)");
@@ -959,9 +973,9 @@ export function bundleVerifier(bundle: BundleFields, opts: VerifyOptions = {}): 
                 `row ${id} (authority ${row.authority ?? "none"}) reached group ${g}, outside its envelope, in step ${b.step}`,
               );
             }
-            if (row.rep) {
-              addTo(touched, row.rep, g);
-              addTo(stepsOf, row.rep, b.step);
+            if (row.use) {
+              row.use.groups.add(g);
+              row.use.steps.add(b.step);
             }
           }
         }
@@ -1009,11 +1023,6 @@ export function bundleVerifier(bundle: BundleFields, opts: VerifyOptions = {}): 
   }
 }
 
-function addTo<K, V>(m: Map<K, Set<V>>, k: K, v: V): void {
-  const s = m.get(k);
-  if (s) s.add(v);
-  else m.set(k, new Set([v]));
-}
 function safeKeyId(b64: string): string {
   try {
     return keyIdOfRaw(Buffer.from(b64, "base64"));
