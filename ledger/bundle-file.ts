@@ -37,19 +37,27 @@ export type BundleHeader = Omit<ProvenanceBundle, "format" | "events" | "merkleR
 };
 
 /**
- * The JSON document form as text: JSON.stringify of the bundle, except that each event is written as its
- * canonical JSON (so a verifier parsing the document gets events whose keys are already in canonical order).
+ * The JSON document form, in pieces to write one after the other (no single string of the whole bundle, so no
+ * size cap): JSON.stringify of the bundle, except that each event is written as its canonical JSON (a verifier
+ * parsing the document gets events whose keys are already in canonical order), with the members laid out as
+ * DocumentSplitter streams them: everything else, then events, merkleRoot, treeHead.
  */
-export function bundleJsonText(bundle: ProvenanceBundle): string {
+export function* bundleJsonParts(bundle: ProvenanceBundle): Generator<string | Buffer> {
   const { events, merkleRoot, treeHead, ...rest } = bundle;
   const head = JSON.stringify(rest);
-  const parts = [head.slice(0, -1), ',"events":['];
-  events.forEach((ev, i) => {
-    if (i > 0) parts.push(",");
-    parts.push(encodeEvent(ev).bytes.toString("utf8"));
-  });
-  parts.push(`],"merkleRoot":${JSON.stringify(merkleRoot)},"treeHead":${JSON.stringify(treeHead)}}`);
-  return parts.join("");
+  yield `${head.slice(0, -1)}${head === "{}" ? "" : ","}"events":[`;
+  let first = true;
+  for (const ev of events) {
+    if (!first) yield ",";
+    first = false;
+    yield encodeEvent(ev).bytes;
+  }
+  yield `],"merkleRoot":${JSON.stringify(merkleRoot)},"treeHead":${JSON.stringify(treeHead)}}`;
+}
+
+/** The JSON document form as one string (small bundles; bundleJsonParts for any size). */
+export function bundleJsonText(bundle: ProvenanceBundle): string {
+  return [...bundleJsonParts(bundle)].map((p) => p.toString()).join("");
 }
 
 /** The JSONL form, as a sequence of lines (each ends with "\n"); events are their canonical bytes. */

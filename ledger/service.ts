@@ -25,7 +25,7 @@ import pino from "pino";
 import { Counter, Gauge, Registry } from "prom-client";
 import { headKey, LEDGER_STREAM, type SignedTreeHead } from "../proto/ledger-events.js";
 import { assembleBundle } from "./bundle.js";
-import { bundleJsonlLines, writeLines } from "./bundle-file.js";
+import { bundleJsonlLines, bundleJsonParts, writeLines } from "./bundle-file.js";
 import { ensureLedgerStream, headsBucket } from "./nats.js";
 import { publicKeyB64 } from "./sign.js";
 import { type IngestOutcome, type JobLog, LedgerState, prepareBatch } from "./state.js";
@@ -358,19 +358,16 @@ export class LedgerService {
           const head = j.head && j.head.size === j.log.size ? j.head : await this.signHead(j);
           const bundle = assembleBundle(j.events.slice(0, head.size), head, this.ledgerKeyB64, head.root);
           const format = url.searchParams.get("format") ?? "json";
-          if (format === "jsonl") {
-            // The streamed form (ledger/bundle-file.ts): no single string of the whole bundle is ever built.
-            res.writeHead(200, { "content-type": "application/x-ndjson" });
-            try {
-              await writeLines(res, bundleJsonlLines(bundle));
-              res.end();
-            } catch {
-              res.destroy(); // the client went away mid-stream
-            }
-            return;
+          if (format !== "json" && format !== "jsonl") throw new HttpError(400, "format must be json or jsonl");
+          // Either form is streamed (ledger/bundle-file.ts): no single string of the whole bundle is ever built.
+          res.writeHead(200, { "content-type": format === "jsonl" ? "application/x-ndjson" : "application/json" });
+          try {
+            await writeLines(res, format === "jsonl" ? bundleJsonlLines(bundle) : bundleJsonParts(bundle));
+            res.end();
+          } catch {
+            res.destroy(); // the client went away mid-stream
           }
-          if (format !== "json") throw new HttpError(400, "format must be json or jsonl");
-          return send(res, 200, bundle);
+          return;
         }
       }
     } catch (e) {

@@ -5,11 +5,11 @@
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import type { Command } from "commander";
-import { exportBundle, type ProvenanceBundle } from "../../ledger/bundle.js";
+import { exportBundle } from "../../ledger/bundle.js";
 import {
   BundleFileError,
   bundleJsonlLines,
-  bundleJsonText,
+  bundleJsonParts,
   verifyBundleFile,
   writeLines,
 } from "../../ledger/bundle-file.js";
@@ -100,47 +100,32 @@ export function register(program: Command) {
     .option("--key <file>", "local export: the Ed25519 key that signs the bundle's tree head (PEM or raw base64)")
     .option(
       "--format <json|jsonl>",
-      "json: one JSON document (default); jsonl: streamed, one event per line (long jobs; written anyway when a JSON document would be too large)",
+      "json: one JSON document (default); jsonl: a header line, one event per line, a trailer line (for line-oriented tools); both are streamed, of any size",
     )
     .action(async (dir: string | undefined, o: { ledger?: string; job?: string; key?: string; format?: string }) => {
       try {
         if (o.format !== undefined && o.format !== "json" && o.format !== "jsonl")
           throw new UsageError(`--format must be json or jsonl, not ${o.format}`);
-        let bundle: ProvenanceBundle;
         if (o.ledger) {
           if (!o.job) throw new UsageError("--ledger needs --job NS/NAME");
           const { namespace, name } = parseJobRef(o.job);
           const url = `${o.ledger.replace(/\/$/, "")}/v1/jobs/${encodeURIComponent(namespace)}/${encodeURIComponent(name)}/bundle`;
           const res = await fetch(o.format === "jsonl" ? `${url}?format=jsonl` : url);
           if (!res.ok) throw new UsageError(`${url}: HTTP ${res.status} ${await res.text()}`);
-          if (o.format === "jsonl") {
-            // The service writes the JSONL form itself: pass it through as it streams.
-            for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>)
-              await writeLines(process.stdout, [Buffer.from(chunk)]);
-            return;
-          }
-          bundle = (await res.json()) as ProvenanceBundle;
-        } else {
-          if (!dir) throw new UsageError("give a run directory (or event file), or --ledger URL --job NS/NAME");
-          if (!o.key)
-            throw new UsageError("a local export signs its tree head: pass --key FILE (the run's ledger or job key)");
-          const events = readEventsFile(findEventsFile(dir));
-          if (events.length === 0) throw new UsageError(`${dir}: no events`);
-          bundle = exportBundle(events, loadPrivateKey(readFileSync(o.key, "utf8")));
+          // The service writes either form itself, streamed: pass it through as it arrives.
+          for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>)
+            await writeLines(process.stdout, [Buffer.from(chunk)]);
+          if (o.format !== "jsonl") await writeLines(process.stdout, ["\n"]);
+          return;
         }
-        let text: string | undefined;
-        if (o.format !== "jsonl") {
-          try {
-            text = bundleJsonText(bundle);
-          } catch (e) {
-            if (o.format === "json" || !(e instanceof RangeError)) throw e;
-            process.stderr.write(
-              `rft audit export: ${bundle.events.length} events are too many for one JSON document; writing JSONL\n`,
-            );
-          }
-        }
-        if (text !== undefined) await writeLines(process.stdout, [text, "\n"]);
-        else await writeLines(process.stdout, bundleJsonlLines(bundle));
+        if (!dir) throw new UsageError("give a run directory (or event file), or --ledger URL --job NS/NAME");
+        if (!o.key)
+          throw new UsageError("a local export signs its tree head: pass --key FILE (the run's ledger or job key)");
+        const events = readEventsFile(findEventsFile(dir));
+        if (events.length === 0) throw new UsageError(`${dir}: no events`);
+        const bundle = exportBundle(events, loadPrivateKey(readFileSync(o.key, "utf8")));
+        if (o.format === "jsonl") await writeLines(process.stdout, bundleJsonlLines(bundle));
+        else await writeLines(process.stdout, withNewline(bundleJsonParts(bundle)));
       } catch (e) {
         fail("export", e);
       }
@@ -207,4 +192,9 @@ export function register(program: Command) {
         }
       },
     );
+}
+
+function* withNewline(parts: Iterable<string | Buffer>): Generator<string | Buffer> {
+  yield* parts;
+  yield "\n";
 }

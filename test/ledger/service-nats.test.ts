@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { connect } from "nats";
-import { verifyBundleFile } from "../../ledger/bundle-file.js";
+import { bundleJsonText, verifyBundleFile } from "../../ledger/bundle-file.js";
 import { encodeEvent, nextEvent } from "../../ledger/chain.js";
 import { verifyConsistency, verifyInclusion } from "../../ledger/merkle.js";
 import { FileSink, NatsPublisher, readEventsFile } from "../../ledger/publisher.js";
@@ -99,6 +99,11 @@ test("end to end: publish, verify, Merkle log, signed heads in KV, audit API, bu
     assert.equal(jsonl.status, 200);
     writeFileSync(join(tmp, "e2e.jsonl"), Buffer.from(await jsonl.arrayBuffer()));
     assert.ok((await verifyBundleFile(join(tmp, "e2e.jsonl"))).ok);
+    // The JSON document is streamed too, laid out as `rft audit export` writes it (events last but the trailer).
+    const docRes = await fetch(`${base}/bundle`);
+    assert.equal(docRes.headers.get("content-type"), "application/json");
+    const doc = await docRes.text();
+    assert.equal(doc, bundleJsonText(JSON.parse(doc)));
     const bundle = (await get(`${base}/bundle`)).body;
     const report = verifyBundle(bundle, {
       modelDigests: job.finalModel,
