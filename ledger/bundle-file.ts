@@ -1,13 +1,15 @@
 /**
- * Provenance bundles as files: the JSON document (`rft-provenance-bundle/1`, one object) and the streamed JSONL
- * form (`rft-provenance-bundle-jsonl/1`) for long jobs, written by `rft audit export` and read by
- * `rft audit verify`, which tells them apart by content. Format: ledger/README.md ("Provenance bundle").
+ * Provenance bundles as files: the JSON document (`rft-provenance-bundle/1`, one object) and the JSONL form
+ * (`rft-provenance-bundle-jsonl/1`), written by `rft audit export` and read by `rft audit verify`, which tells
+ * them apart by content. Format: ledger/README.md ("Provenance bundle").
  *
  * JSONL: line 1 the header (the bundle without events, merkleRoot and treeHead, plus the event count); then one
  * line per event, in seq order, each the event's exact canonical JSON (the bytes its hash covers); last, the
- * trailer `{"merkleRoot":…,"treeHead":…}`. The verifier streams it: each event line is parsed, checked
- * canonical, schema-checked and hashed as read, its signature checked on libuv's thread pool meanwhile, and
- * only the decoded event is kept for the chain and semantic checks (verifyBundle).
+ * trailer `{"merkleRoot":…,"treeHead":…}`.
+ *
+ * Both forms are written in pieces and verified as streams: each event (a line, or an element of the document's
+ * events array found by DocumentSplitter) is decoded here, hashed and signature-checked on the verify pool, and
+ * handed in order to bundleVerifier, which keeps only the replay's state.
  */
 import { closeSync, openSync, readFileSync, readSync } from "node:fs";
 import type { SignedTreeHead } from "../proto/ledger-events.js";
