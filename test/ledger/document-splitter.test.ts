@@ -30,7 +30,7 @@ const tricky = {
   job: 'a "quoted" \\ job, with ] and } and [ and {',
   keys: { nested: [1, [2, [3]], { "]": "[" }] },
   events: [
-    { s: "comma, bracket ] brace } quote \" backslash \\", n: [1, 2, { x: [] }], u: "é ∑ 😀" },
+    { s: 'comma, bracket ] brace } quote " backslash \\', n: [1, 2, { x: [] }], u: "é ∑ 😀" },
     [],
     "a string element",
     42,
