@@ -1,14 +1,20 @@
 /**
  * The Helm chart (helm/rft-operator): `helm lint` and `helm template` with default and non-default values,
  * what the rendered manifests promise (restricted security, probes, resources, least-privilege RBAC, the CRD
- * and the alerts from their one source, NATS clustering, NetworkPolicies, PDBs), and bad values rejected
- * by values.schema.json (or the chart's checks) with a message naming the field.
+ * and the alerts from their one source, NATS clustering, NetworkPolicies, PDBs, the admission webhook with its
+ * generated certificate), and bad values rejected by values.schema.json (or the chart's checks) with a message
+ * naming the field.
  */
 import assert from "node:assert/strict";
+import { createPrivateKey, X509Certificate } from "node:crypto";
+import { once } from "node:events";
 import { lstatSync, readFileSync, readlinkSync } from "node:fs";
+import type { AddressInfo } from "node:net";
 import { join, resolve } from "node:path";
 import { describe, test } from "node:test";
+import { connect, createServer } from "node:tls";
 import { parse } from "yaml";
+import { WEBHOOK_NAME, WEBHOOK_PATH, webhookConfiguration } from "../../operator/webhook.js";
 import { REPO_ROOT } from "../k8s/binaries.js";
 import { ALERTS_FILE } from "../observability/tools.js";
 import { CHART, find, helm, type K, template, VALUES } from "./helm.js";
@@ -181,6 +187,200 @@ describe("helm template", () => {
   });
 });
 
+describe("admission webhook", () => {
+  const ON = ["--set", "webhook.enabled=true"];
+  const SVC = "rft-rft-operator-operator-webhook";
+  const SECRET = "rft-rft-operator-operator-webhook-tls";
+  const pem = (b64: string) => Buffer.from(b64, "base64").toString("utf8");
+
+  test("enabled: the Secret's certificate is signed by the caBundle's CA for the Service's DNS names and serves TLS under them", async () => {
+    const { objects } = await template(ON);
+    const secret = find(objects, "Secret", SECRET)[0]!;
+    assert.equal(secret.type, "kubernetes.io/tls");
+    const [vwc] = find(objects, "ValidatingWebhookConfiguration");
+    const caPem = pem(vwc!.webhooks[0].clientConfig.caBundle);
+    assert.equal(caPem, pem(secret.data["ca.crt"]), "caBundle is the Secret's ca.crt");
+    const ca = new X509Certificate(caPem);
+    const cert = new X509Certificate(pem(secret.data["tls.crt"]));
+    assert.ok(ca.ca, "the caBundle is a CA certificate");
+    assert.ok(cert.verify(ca.publicKey), "tls.crt is signed by the caBundle's CA");
+    assert.ok(cert.checkPrivateKey(createPrivateKey(pem(secret.data["tls.key"]))), "tls.key is the certificate's key");
+    for (const dns of [`${SVC}.rft-system.svc`, `${SVC}.rft-system.svc.cluster.local`]) {
+      assert.ok(cert.subjectAltName?.split(", ").includes(`DNS:${dns}`), `${dns} in ${cert.subjectAltName}`);
+      assert.equal(cert.checkHost(dns), dns);
+    }
+    assert.ok(
+      Date.parse(cert.validTo) > Date.now() + 365 * 86400_000,
+      "valid for years (webhook.certificate.validityDays)",
+    );
+    // A real TLS handshake: a server with tls.crt/tls.key, a client trusting only the caBundle and asking for
+    // the Service's name (as the API server does), is authorized.
+    const server = createServer({ cert: pem(secret.data["tls.crt"]), key: pem(secret.data["tls.key"]) }, (s) =>
+      s.end("ok"),
+    );
+    server.listen(0, "127.0.0.1");
+    await once(server, "listening");
+    try {
+      const sock = connect({
+        host: "127.0.0.1",
+        port: (server.address() as AddressInfo).port,
+        servername: `${SVC}.rft-system.svc`,
+        ca: caPem,
+      });
+      await once(sock, "secureConnect");
+      assert.equal(sock.authorized, true, String(sock.authorizationError));
+      sock.destroy();
+      const wrong = connect({
+        host: "127.0.0.1",
+        port: (server.address() as AddressInfo).port,
+        servername: "other.rft-system.svc",
+        ca: caPem,
+      });
+      const [err] = await once(wrong, "error");
+      assert.match(String(err), /does not match certificate's altnames|ERR_TLS_CERT_ALTNAME_INVALID/);
+    } finally {
+      server.close();
+    }
+  });
+
+  test("enabled: the configuration is what webhookConfiguration() builds, pointing at a Service on the operator's webhook port", async () => {
+    const { objects } = await template(ON);
+    const [vwc] = find(objects, "ValidatingWebhookConfiguration");
+    const built = webhookConfiguration({
+      name: "rft-rft-operator-operator",
+      caBundle: pem(vwc!.webhooks[0].clientConfig.caBundle),
+      service: { namespace: "rft-system", name: SVC, port: 443 },
+    });
+    assert.equal(vwc!.metadata.name, built.metadata.name);
+    assert.deepEqual(vwc!.webhooks, built.webhooks);
+    assert.equal(vwc!.webhooks[0].name, WEBHOOK_NAME);
+    assert.equal(vwc!.webhooks[0].clientConfig.service.path, WEBHOOK_PATH);
+    assert.equal(vwc!.webhooks[0].namespaceSelector, undefined, "all namespaces without watchNamespaces");
+
+    const svc = find(objects, "Service", SVC)[0]!;
+    assert.deepEqual(svc.spec.ports, [{ name: "webhook", port: 443, targetPort: "webhook", protocol: "TCP" }]);
+    const op = find(objects, "Deployment", "rft-rft-operator-operator")[0]!;
+    assert.deepEqual(svc.spec.selector, op.spec.selector.matchLabels);
+    const c = op.spec.template.spec.containers[0];
+    assert.ok(c.args.includes("--webhook-port=9443"), c.args.join(" "));
+    assert.ok(c.args.includes(`--webhook-secret=rft-system/${SECRET}`), c.args.join(" "));
+    assert.deepEqual(
+      c.ports.find((p: K) => p.name === "webhook"),
+      { name: "webhook", containerPort: 9443, protocol: "TCP" },
+    );
+    // The pod stays restricted (the python sandbox degrades to rlimits where namespaces are refused).
+    assert.equal(c.securityContext.allowPrivilegeEscalation, false);
+    assert.deepEqual(c.securityContext.capabilities.drop, ["ALL"]);
+  });
+
+  test("enabled: the operator may get its certificate's Secret and nothing more; the NetworkPolicy admits the webhook port", async () => {
+    const { objects } = await template(ON);
+    const role = find(objects, "Role", "rft-rft-operator-operator-webhook")[0]!;
+    assert.equal(role.metadata.namespace, "rft-system");
+    assert.deepEqual(role.rules, [
+      { apiGroups: [""], resources: ["secrets"], resourceNames: [SECRET], verbs: ["get"] },
+    ]);
+    const binding = find(objects, "RoleBinding", "rft-rft-operator-operator-webhook")[0]!;
+    assert.equal(binding.metadata.namespace, "rft-system");
+    assert.deepEqual(binding.roleRef, {
+      apiGroup: "rbac.authorization.k8s.io",
+      kind: "Role",
+      name: role.metadata.name,
+    });
+    assert.deepEqual(binding.subjects, [
+      { kind: "ServiceAccount", name: "rft-rft-operator-operator", namespace: "rft-system" },
+    ]);
+    const np = find(objects, "NetworkPolicy", "rft-rft-operator-operator")[0]!;
+    const rule = np.spec.ingress.find((r: K) => r.ports.some((p: K) => p.port === 9443));
+    assert.ok(rule, "ingress on the webhook port");
+    assert.equal(rule.from, undefined, "from anywhere: the API server has no pod selector");
+    // Narrowed to the control plane's addresses when given.
+    const { objects: narrowed } = await template([
+      ...ON,
+      "--set",
+      "networkPolicy.webhookFrom[0].ipBlock.cidr=10.0.0.0/24",
+    ]);
+    const np2 = find(narrowed, "NetworkPolicy", "rft-rft-operator-operator")[0]!;
+    assert.deepEqual(np2.spec.ingress.find((r: K) => r.ports.some((p: K) => p.port === 9443)).from, [
+      { ipBlock: { cidr: "10.0.0.0/24" } },
+    ]);
+  });
+
+  test("options: failure policy, timeout, port, the watched namespaces only", async () => {
+    const { objects } = await template([
+      ...ON,
+      "--set",
+      "webhook.failurePolicy=Ignore",
+      "--set",
+      "webhook.timeoutSeconds=5",
+      "--set",
+      "webhook.port=10250",
+      "--set",
+      "watchNamespaces={ml-team}",
+    ]);
+    const w = find(objects, "ValidatingWebhookConfiguration")[0]!.webhooks[0];
+    assert.equal(w.failurePolicy, "Ignore");
+    assert.equal(w.timeoutSeconds, 5);
+    assert.deepEqual(w.namespaceSelector, {
+      matchExpressions: [{ key: "kubernetes.io/metadata.name", operator: "In", values: ["ml-team"] }],
+    });
+    const c = find(objects, "Deployment", "rft-rft-operator-operator")[0]!.spec.template.spec.containers[0];
+    assert.ok(c.args.includes("--webhook-port=10250"));
+    assert.equal(c.ports.find((p: K) => p.name === "webhook").containerPort, 10250);
+    // The certificate's Secret is in the release namespace (not a watched one), readable there.
+    assert.equal(find(objects, "Role", "rft-rft-operator-operator-webhook")[0]!.metadata.namespace, "rft-system");
+  });
+
+  test("cert-manager: a Certificate into the Secret the operator reads, its CA injected, no generated Secret", async () => {
+    const { objects } = await template([
+      ...ON,
+      "--set",
+      "webhook.certManager.enabled=true",
+      "--set",
+      "webhook.certManager.issuerRef.name=cluster-ca",
+      "--set",
+      "webhook.certManager.issuerRef.kind=ClusterIssuer",
+    ]);
+    assert.equal(find(objects, "Secret", SECRET).length, 0);
+    const cert = find(objects, "Certificate", "rft-rft-operator-operator-webhook")[0]!;
+    assert.equal(cert.metadata.namespace, "rft-system");
+    assert.equal(cert.spec.secretName, SECRET);
+    assert.ok(cert.spec.dnsNames.includes(`${SVC}.rft-system.svc`));
+    assert.ok(cert.spec.dnsNames.includes(`${SVC}.rft-system.svc.cluster.local`));
+    assert.deepEqual(cert.spec.issuerRef, { name: "cluster-ca", kind: "ClusterIssuer", group: "cert-manager.io" });
+    const vwc = find(objects, "ValidatingWebhookConfiguration")[0]!;
+    assert.equal(
+      vwc.metadata.annotations["cert-manager.io/inject-ca-from"],
+      "rft-system/rft-rft-operator-operator-webhook",
+    );
+    assert.equal(vwc.webhooks[0].clientConfig.caBundle, undefined, "cert-manager fills it in");
+    const c = find(objects, "Deployment", "rft-rft-operator-operator")[0]!.spec.template.spec.containers[0];
+    assert.ok(c.args.includes(`--webhook-secret=rft-system/${SECRET}`));
+  });
+
+  test("disabled (the default): no webhook objects, flag, port or policy rule", async () => {
+    for (const args of [[], ["--set", "webhook.enabled=false"]]) {
+      const { objects, text } = await template(args);
+      for (const kind of ["ValidatingWebhookConfiguration", "Certificate"]) assert.equal(find(objects, kind).length, 0);
+      assert.equal(find(objects, "Secret", SECRET).length, 0);
+      assert.equal(find(objects, "Service", SVC).length, 0);
+      assert.equal(find(objects, "Role", "rft-rft-operator-operator-webhook").length, 0);
+      const c = find(objects, "Deployment", "rft-rft-operator-operator")[0]!.spec.template.spec.containers[0];
+      assert.ok(!c.args.some((a: string) => a.startsWith("--webhook")), c.args.join(" "));
+      assert.deepEqual(
+        c.ports.map((p: K) => p.name),
+        ["metrics"],
+      );
+      const np = find(objects, "NetworkPolicy", "rft-rft-operator-operator")[0]!;
+      assert.deepEqual(
+        np.spec.ingress.flatMap((r: K) => r.ports.map((p: K) => p.port)),
+        [8080],
+      );
+      assert.ok(!text.includes("9443"));
+    }
+  });
+});
+
 describe("bad values are rejected with the field named", () => {
   const cases: [string, string[], RegExp][] = [
     ["three operators", ["--set", "operator.replicas=3"], /\/operator\/replicas': maximum: got 3, want 2/],
@@ -222,6 +422,22 @@ describe("bad values are rejected with the field named", () => {
       "an unknown alert",
       ["--set", "prometheusRule.disabledAlerts={Nope}"],
       /\/prometheusRule\/disabledAlerts\/0': value must be one of/,
+    ],
+    [
+      "a webhook failure policy",
+      ["--set", "webhook.failurePolicy=Retry"],
+      /\/webhook\/failurePolicy': value must be one of/,
+    ],
+    [
+      "a webhook timeout over 30 s",
+      ["--set", "webhook.timeoutSeconds=31"],
+      /\/webhook\/timeoutSeconds': maximum: got 31/,
+    ],
+    ["an unknown webhook value", ["--set", "webhook.cert=x"], /additional properties 'cert' not allowed/],
+    [
+      "cert-manager without an issuer",
+      ["--set", "webhook.enabled=true", "--set", "webhook.certManager.enabled=true"],
+      /webhook\.certManager\.issuerRef\.name: name the cert-manager Issuer or ClusterIssuer/,
     ],
   ];
   for (const [what, args, message] of cases)

@@ -1,8 +1,8 @@
 /**
  * The rendered chart against the harness's real kube-apiserver (test/k8s, no kubelet needed):
  * `kubectl apply --dry-run=server` accepts every manifest of the default and non-default renderings (API
- * validation, the CRD's structural schema, RBAC objects, NetworkPolicies, PDBs), and `helm install
- * --dry-run=server` against the cluster renders NOTES.txt.
+ * validation, the CRD's structural schema, RBAC objects, NetworkPolicies, PDBs, the admission webhook's
+ * configuration and TLS Secret), and `helm install --dry-run=server` against the cluster renders NOTES.txt.
  */
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
@@ -24,6 +24,7 @@ for (const [name, args] of Object.entries({
   default: [],
   ha: ["-f", `${VALUES}/ha.yaml`, ...NO_PROM_OPERATOR],
   "external-nats": ["-f", `${VALUES}/external-nats.yaml`],
+  webhook: ["--set", "webhook.enabled=true", "--set", "watchNamespaces={ml-team}"],
 }))
   test(`kubectl apply --dry-run=server accepts the ${name} rendering`, async () => {
     const { text, objects } = await template(args);

@@ -103,3 +103,7 @@ nats://{{ $n }}.{{ .Release.Namespace }}.svc:{{ .Values.nats.clientPort }}
 {{- fail "operator.leaderElection.enabled: must be true with operator.replicas 2 (two leaders would fight over every job)" -}}
 {{- end -}}
 {{- end -}}
+
+{{/* The admission webhook's Service and its kubernetes.io/tls Secret. */}}
+{{- define "rft.webhookServiceName" -}}{{ include "rft.fullname" . }}-operator-webhook{{- end -}}
+{{- define "rft.webhookSecretName" -}}{{ include "rft.fullname" . }}-operator-webhook-tls{{- end -}}
