@@ -35,8 +35,7 @@ export function register(program: Command) {
       const [secretNamespace, secretName] = String(o.webhookSecret).split("/");
       if (!secretNamespace || !secretName)
         throw new Error(`--webhook-secret must be NAMESPACE/NAME, got "${o.webhookSecret}"`);
-      // The grader engine's own validation (templates, calculate_output, python compilation in its sandbox).
-      const engine = webhookPort > 0 ? new GraderEngine({ python: { size: 1 } }) : undefined;
+      const engine = webhookPort > 0 ? webhookGraderEngine() : undefined;
       const natsUrl: string = o.natsUrl ?? "nats://127.0.0.1:4222";
       const op = new Operator({
         kubeconfig: o.kubeconfig,
@@ -73,4 +72,14 @@ export function register(program: Command) {
       await op.start();
       log.info({ port: op.port, webhookPort: op.webhook?.port }, "operator serving /metrics /healthz /readyz");
     });
+}
+
+/**
+ * The grader engine behind the admission webhook: the engine's own validation (templates, calculate_output,
+ * python graders). Python graders are only parsed, never run, here: this pod holds the operator's credentials
+ * (its ServiceAccount token), and the sandbox may lack namespaces under a restricted profile. A grader's module
+ * body first runs in the trainer pod, which has no token.
+ */
+export function webhookGraderEngine(): GraderEngine {
+  return new GraderEngine({ python: { size: 1 }, pythonCheck: "parse" });
 }

@@ -6,13 +6,16 @@ never part of the protocol: user print() output goes to a sink, and whatever is 
 (and discarded) by the sidecar.
 
 argv[1] is a JSON object: {"uid", "gid", "memory", "fsize", "nproc", "nofile", "cpu"}.
-Requests:  {"id", "op": "grade"|"check", "hash", "source"?, "sample"?, "item"?, "timeout_s"}
+Requests:  {"id", "op": "grade"|"check"|"parse", "hash", "source"?, "sample"?, "item"?, "timeout_s"}
 Responses: {"id", "ok": true, "value"} | {"id", "ok": false, "kind": "runtime", "details"}
-           | {"id", "need_source": true} | check: {"id", "ok": true} | {"id", "ok": false, "error", "line"?}
+           | {"id", "need_source": true} | check, parse: {"id", "ok": true} | {"id", "ok": false, "error", "line"?}
+"check" runs the module body (then inspects `grade`); "parse" runs none of the user's code (a static check,
+for callers that must not run it: the admission webhook in the operator's pod).
            plus "recycle": true when this worker must not be reused (leftover threads or processes, ...).
 The first line written is {"ready": true, ...} describing what the worker could set up.
 """
 
+import ast
 import builtins
 import collections
 import ctypes
@@ -216,6 +219,8 @@ class Worker:
         try:
             if op == "check":
                 resp = self.check(req)
+            elif op == "parse":
+                resp = self.parse(req)
             elif op == "grade":
                 resp = self.grade(req)
             else:
@@ -255,6 +260,34 @@ class Worker:
             if line is not None and getattr(grade.__code__, "co_filename", None) == GRADER_FILE:
                 out["line"] = line
             return out
+        return {"ok": True}
+
+    def parse(self, req):
+        """check() without running anything: the source parses, and binds `grade` at module level; where that is one
+        plain `def grade`, it must accept (sample, item). Other bindings (a lambda, an import, a decorated def,
+        several definitions) are accepted: only running the module could tell, and the grader's first load does."""
+        source = req.get("source")
+        if not isinstance(source, str):
+            return {"ok": False, "error": "no source"}
+        try:
+            tree = ast.parse(source, GRADER_FILE)
+        except (SyntaxError, ValueError) as e:  # ValueError: a null byte
+            return {"ok": False, "error": format_exc(e), "line": getattr(e, "lineno", None)}
+        except (RecursionError, MemoryError) as e:
+            return {"ok": False, "error": f"{type(e).__name__}: the source is nested too deeply to parse"}
+        bindings = list(module_bindings(tree.body, "grade"))
+        if not bindings:
+            return {"ok": False, "error": "source must define grade(sample, item)"}
+        only = bindings[0] if len(bindings) == 1 else None  # several: which one wins is decided at run time
+        if isinstance(only, (ast.FunctionDef, ast.AsyncFunctionDef)) and not only.decorator_list:
+            a = only.args
+            positional = len(a.posonlyargs) + len(a.args)
+            required = positional - len(a.defaults)
+            kw_required = sum(1 for d in a.kw_defaults if d is None)
+            if required > 2 or (positional < 2 and a.vararg is None) or kw_required > 0:
+                got = f"({ast.unparse(a)})"
+                msg = f"grade must take exactly 2 positional arguments (sample, item), got {got}"
+                return {"ok": False, "error": msg, "line": only.lineno}
         return {"ok": True}
 
     def grade(self, req):
@@ -347,6 +380,39 @@ def validate(v):
     if not math.isfinite(f):
         return None, f"grade() must return a finite float, got {f}"
     return f, None
+
+
+def module_bindings(body, name):
+    """The statements that bind `name` at module level (in order), including inside if/try/with/for/while/match
+    blocks, but not inside functions or classes (their own scopes)."""
+    for node in body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            if node.name == name:
+                yield node
+            continue
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            if any((a.asname or a.name.split(".")[0]) == name or a.name == "*" for a in node.names):
+                yield node
+            continue
+        targets = []
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
+            targets = [node.target]
+        elif isinstance(node, (ast.For, ast.AsyncFor)):
+            targets = [node.target]
+        elif isinstance(node, (ast.With, ast.AsyncWith)):
+            targets = [i.optional_vars for i in node.items if i.optional_vars is not None]
+        if any(isinstance(n, ast.Name) and n.id == name for t in targets for n in ast.walk(t)):
+            yield node
+        if any(isinstance(n, ast.NamedExpr) and n.target.id == name for n in ast.walk(node)):
+            yield node
+        for field in ("body", "orelse", "finalbody"):
+            yield from module_bindings(getattr(node, field, []) or [], name)
+        for h in getattr(node, "handlers", []) or []:
+            yield from module_bindings(h.body, name)
+        for c in getattr(node, "cases", []) or []:
+            yield from module_bindings(c.body, name)
 
 
 def user_tb(tb):

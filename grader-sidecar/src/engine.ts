@@ -36,6 +36,13 @@ export interface GraderEngineOptions {
   embeddings?: { endpoint: ModelEndpoint; model?: string };
   /** Python sandbox settings (the pool starts on the first python grader). */
   python?: PythonSandboxOptions;
+  /**
+   * How `compile` checks python graders: "run" (default) runs the module body in the sandbox and inspects
+   * `grade`; "parse" runs none of the user's code (a static check: syntax, a module-level `grade`, its
+   * arity where it is a plain def). "parse" is for processes that hold credentials, like the operator's
+   * admission webhook; the grader's first load, in the trainer pod, still runs the full check.
+   */
+  pythonCheck?: "run" | "parse";
   /** Deadline for one grade; past it the reward is 0 with `unresponsive_reward_error`. Default 150 s. */
   gradeTimeoutMs?: number;
   /** Called after every top-level grade (metrics). */
@@ -120,7 +127,7 @@ export class GraderEngine {
         if (g.type === "python") pythons.push([`grader.graders.${k}`, g]);
     }
     for (const [param, g] of pythons) {
-      const check = await (await this.python()).check(g.config.source);
+      const check = await (await this.python()).check(g.config.source, { parse: this.opts.pythonCheck === "parse" });
       if (!check.ok) {
         const where = check.line ? ` (line ${check.line})` : "";
         throw new GraderValidationError(`python source does not compile${where}: ${check.error}`, `${param}.source`);

@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { readdirSync, readFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { createServer, type Server } from "node:net";
 import { after, before, test } from "node:test";
 import { type PythonResult, PythonSandbox } from "../../grader-sidecar/src/python/sandbox.js";
@@ -342,6 +344,48 @@ test("check(): compiles and requires a callable grade taking 2 positional args",
   assert.deepEqual(notCallable.ok === false && /callable/.test(notCallable.error), true);
   const raising = await sb.check("x = 1\nraise RuntimeError('boom')\n");
   assert.deepEqual(raising.ok === false && [raising.line, /boom/.test(raising.error)], [2, true]);
+});
+
+test("check({ parse: true }) runs none of the user's code, and judges what it can see", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "rft-parse-"));
+  chmodSync(dir, 0o777); // workers may run as another uid
+  try {
+    const marker = join(dir, "ran");
+    // A module body with side effects: writing a file, reading one into an error message.
+    const probe = `open(${JSON.stringify(marker)}, "w").write("x")\nraise Exception(open("/etc/hostname").read())\n\ndef grade(sample, item):\n    return 1.0\n`;
+    assert.deepEqual(await sb.check(probe, { parse: true }), { ok: true });
+    assert.equal(existsSync(marker), false, "the module body did not run");
+    // The running check does run it (which is why the operator's webhook must not use it).
+    const ran = await sb.check(probe);
+    assert.equal(ran.ok, false);
+    assert.equal(existsSync(marker), true);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  const parse = (src: string) => sb.check(src, { parse: true });
+  assert.deepEqual(await parse(TRIVIAL), { ok: true });
+  assert.deepEqual(await parse("grade = lambda s, i: 1.0\n"), { ok: true });
+  const syntax = await parse("def grade(sample, item):\n    return (1 +\n\nx = 2\n");
+  assert.deepEqual(syntax.ok === false && [syntax.line, /SyntaxError/.test(syntax.error)], [2, true]);
+  const arity = await parse("import math\n\ndef grade(sample):\n    return 1.0\n");
+  assert.deepEqual(arity.ok === false && [arity.line, arity.error], [
+    3,
+    "grade must take exactly 2 positional arguments (sample, item), got (sample)",
+  ]);
+  for (const bad of ["def grade(a, b, c):\n    return 1.0\n", "def grade(a, b=1, *, c):\n    return 1.0\n"])
+    assert.equal((await parse(bad)).ok, false, bad);
+  const missing = await parse("def score(sample, item):\n    return 1.0\n");
+  assert.deepEqual(missing.ok === false && missing.error, "source must define grade(sample, item)");
+  // What only running could decide is left to the grader's first load: accepted here.
+  for (const ok of [
+    "def grade(*args):\n    return 1.0\n",
+    "def grade(a, /, b, c=0):\n    return 1.0\n",
+    "try:\n    from mygraders import grade\nexcept ImportError:\n    def grade(s, i):\n        return 0.0\n",
+    "if True:\n    def grade(s, i):\n        return 1.0\nelse:\n    def grade(s):\n        return 0.0\n",
+    "import functools\n\n@functools.lru_cache\ndef grade(s):\n    return 1.0\n",
+  ])
+    assert.deepEqual(await parse(ok), { ok: true }, ok);
+  await stillWorks();
 });
 
 test("source size: ≤ 256 kB accepted, larger rejected by check() and grade()", async () => {

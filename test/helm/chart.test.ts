@@ -119,8 +119,11 @@ describe("helm template", () => {
     assert.ok(
       op.spec.template.spec.containers[0].args.includes("--nats-url=nats://rft-rft-operator-nats.rft-system.svc:4222"),
     );
-    // Ledger: the given Secret, no generated one.
-    assert.equal(find(objects, "Secret").length, 0);
+    // Ledger: the given Secret, no generated one (the only Secret is the webhook's certificate).
+    assert.deepEqual(
+      find(objects, "Secret").map((x) => x.metadata.name),
+      ["rft-rft-operator-operator-webhook-tls"],
+    );
     const ledger = find(objects, "Deployment", "rft-rft-operator-ledger")[0]!;
     assert.equal(ledger.spec.template.spec.volumes[0].secret.secretName, "my-ledger-key");
     // Trainer pods in ml-team: egress only to DNS, NATS, other ranks and the judge CIDR.
@@ -358,8 +361,10 @@ describe("admission webhook", () => {
     assert.ok(c.args.includes(`--webhook-secret=rft-system/${SECRET}`));
   });
 
-  test("disabled (the default): no webhook objects, flag, port or policy rule", async () => {
-    for (const args of [[], ["--set", "webhook.enabled=false"]]) {
+  test("on by default; disabled: no webhook objects, flag, port or policy rule", async () => {
+    const { objects: defaults } = await template([]);
+    assert.equal(find(defaults, "ValidatingWebhookConfiguration").length, 1);
+    for (const args of [["--set", "webhook.enabled=false"]]) {
       const { objects, text } = await template(args);
       for (const kind of ["ValidatingWebhookConfiguration", "Certificate"]) assert.equal(find(objects, kind).length, 0);
       assert.equal(find(objects, "Secret", SECRET).length, 0);

@@ -7,12 +7,13 @@
  */
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { parse } from "yaml";
-import { GraderEngine } from "../../grader-sidecar/src/engine.js";
+import { webhookGraderEngine } from "../../cli/commands/operator.js";
+import type { GraderEngine } from "../../grader-sidecar/src/engine.js";
 import { Operator } from "../../operator/manager.js";
 import { review, validateFineTuneJob, webhookConfiguration } from "../../operator/webhook.js";
 import { createLogger } from "../../proto/log.js";
@@ -68,7 +69,7 @@ function exampleJob(name: string): KObject {
 const validateGrader = async (g: unknown) => void (await engine.compile(g));
 
 before(async () => {
-  engine = new GraderEngine({ python: { size: 1 } });
+  engine = webhookGraderEngine(); // what `rft operator --webhook-port` serves with
   certDir = mkdtempSync(join(tmpdir(), "rft-webhook-"));
   const tls = makeCerts(certDir);
   cluster = await startCluster({ kubelet: false });
@@ -181,6 +182,28 @@ describe("validateFineTuneJob", () => {
     j.spec.method.reinforcement.hyperparameters.learningRateMultiplier = "auto";
     j.spec.method.reinforcement.hyperparameters.computeMultiplier = 0.5;
     assert.deepEqual(await validateFineTuneJob(j, undefined, validateGrader), []);
+  });
+
+  test("a python grader is parsed, never run, in the operator's pod (it holds the operator's credentials)", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "rft-webhook-probe-"));
+    chmodSync(dir, 0o777); // sandbox workers may run as another uid
+    try {
+      const marker = join(dir, "ran");
+      const j = job();
+      j.spec.method.reinforcement.grader.graders.correct.source =
+        `open(${JSON.stringify(marker)}, "w").write("x")\n` +
+        `raise Exception(open("/var/run/secrets/kubernetes.io/serviceaccount/token").read())\n\n` +
+        "def grade(sample, item):\n    return 1.0\n";
+      assert.deepEqual(await validateFineTuneJob(j, undefined, validateGrader), []);
+      assert.equal(existsSync(marker), false, "the grader's module body did not run");
+      // What parsing can see is still rejected, with the line.
+      j.spec.method.reinforcement.grader.graders.correct.source = "def grade(sample):\n    return 1.0\n";
+      const errs = await validateFineTuneJob(j, undefined, validateGrader);
+      assert.equal(errs.length, 1);
+      assert.match(errs[0]!, /graders\.correct\.source: python source does not compile \(line 1\): grade must take/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test("bounds of the supervised multiplier too; unchanged fields on UPDATE are not checked again", async () => {

@@ -58,7 +58,7 @@ type Reply = { kind: "reply"; msg: Record<string, any> } | { kind: "server"; typ
 
 interface Call {
   id: number;
-  op: "grade" | "check";
+  op: "grade" | "check" | "parse";
   hash: string;
   source: string;
   sample?: unknown;
@@ -427,7 +427,8 @@ export class PythonSandbox {
       queueMicrotask(() => this.pump());
       return;
     }
-    if (withSource) {
+    // A worker caches the module of a source it ran (check, grade), not of one it only parsed.
+    if (withSource && call.op !== "parse") {
       w.known.add(call.hash);
       if (w.known.size > KNOWN_SOURCES) w.known.delete(w.known.values().next().value!);
     }
@@ -446,7 +447,7 @@ export class PythonSandbox {
       });
       this.retire(w);
     }, call.timeoutMs);
-    this.send(w, call, !w.known.has(call.hash));
+    this.send(w, call, call.op === "parse" || !w.known.has(call.hash));
   }
 
   private pump() {
@@ -471,13 +472,18 @@ export class PythonSandbox {
     });
   }
 
-  /** Compiles the source and checks it defines a callable `grade` that accepts (sample, item). */
-  async check(source: string, opts: { timeoutMs?: number } = {}): Promise<PythonCheckResult> {
+  /**
+   * Compiles the source, runs its module body, and checks it defines a callable `grade` that accepts (sample,
+   * item). With `parse: true`, runs none of it: the source must parse and bind `grade` at module level, and a
+   * single plain `def grade` must accept (sample, item) — for callers that must not run user code where they
+   * are (the operator's admission webhook: its pod holds the operator's credentials).
+   */
+  async check(source: string, opts: { timeoutMs?: number; parse?: boolean } = {}): Promise<PythonCheckResult> {
     if (Buffer.byteLength(source, "utf8") > PYTHON_SOURCE_MAX_BYTES) {
       return { ok: false, error: `source is larger than ${PYTHON_SOURCE_MAX_BYTES} bytes` };
     }
     const r = await this.submit({
-      op: "check",
+      op: opts.parse ? "parse" : "check",
       hash: sourceHash(source),
       source,
       timeoutMs: opts.timeoutMs ?? this.timeoutMs,
