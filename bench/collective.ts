@@ -9,24 +9,25 @@
  *    Reported: best and median time, algorithm bandwidth (tensor bytes ÷ time, what a trainer feels) and
  *    its ratio to a plain memcpy of the same bytes in this process (`Uint8Array#set`, best of 5, warm
  *    pages). Target: ≥ 50 % of memcpy at 64 MB, 2 ranks.
- * 2. RFT steps/s with 1 and 2 ranks (`rft run --replicas`) on the sort-digits example (bench/rft.ts builds the
- *    warm-started model; this reuses it), no validation: 1 warm-up step + N timed steps, wall time per step
- *    from rank 0's metrics events (it includes waiting for the other rank), and CPU seconds per step of all
- *    the run's processes (the run of 1 step subtracted, so start-up is excluded). Rounds alternate 1 and 2
- *    ranks. Target: ≥ 1.6× steps/s from 1 to 2 ranks on this 2-core machine. Measured at the example's global
+ * 2. RFT steps/s with 1 and 2 ranks (`rft run --replicas`) on the sort-digits example (the warm-started
+ *    model of bench/example-model.ts, built on first use), no validation: 1 warm-up step + N timed steps,
+ *    wall time per step from rank 0's metrics events (it includes waiting for the other rank), and CPU
+ *    seconds per step of all the run's processes (the run of 1 step subtracted, so start-up is excluded).
+ *    Rounds alternate 1 and 2 ranks. Target: ≥ 1.6× steps/s from 1 to 2 ranks on this 2-core machine. Measured at the example's global
  *    batch (8 prompts) and at a larger one (32 prompts, what one scales out for): a step of the tiny example
  *    model has ~0.25 s of per-op overhead (decode steps, kernel dispatch) that does not shrink when each rank
  *    gets half the prompts.
  */
 import { type ChildProcess, fork, spawn, spawnSync } from "node:child_process";
 import net from "node:net";
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parse, stringify } from "yaml";
 import { Collective } from "../trainer/collective/collective.js";
 import { freePorts, loopbackPeers } from "../test/collective/ports.js";
+import { warmStartedModel } from "./example-model.js";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const arg = (name: string, def: string) => {
@@ -265,11 +266,7 @@ async function rftPair(model: string, steps: number, batch: number): Promise<num
 }
 
 async function rftBench() {
-  const model = join(tmpdir(), "rft-bench-sort-digits", "sft", "model");
-  if (!existsSync(join(model, "model.safetensors"))) {
-    log(`\nsteps/s: no warm-started model at ${model}; build it once with: npx tsx bench/rft.ts --steps 1 --no-trl`);
-    return;
-  }
+  const model = await warmStartedModel({ log });
   const steps = Number(arg("rft-steps", "10"));
   const rounds = Number(arg("rft-rounds", "2"));
   for (const batch of arg("rft-batch", "8,32").split(",").map(Number)) {

@@ -1,12 +1,15 @@
 /**
- * Ledger figures (run: npx tsx bench/ledger.ts [--events N] [--ingest N]):
+ * Ledger figures (run: npx tsx bench/ledger.ts [--events N] [--ingest N] [--gov-steps N]):
  *  1. events/s ingested with full verification by the ledger service from a real nats-server (events are
  *     published to RFT_LEDGER first, then the service is started and timed until all are in its Merkle log);
  *  2. the same decisions in process (LedgerState + prepareBatch, no NATS);
  *  3. time to verify a provenance bundle file of N events (default 100,000), written as `rft audit export` writes
- *     it, in both forms (JSONL, the form for long jobs, and the JSON document), counting everything the user of
- *     `rft audit verify` waits for: the CLI process from start to exit (startup, reading, parsing, every check).
- * Targets (issue 5): ingest ≥ 5,000 events/s; 100k-event bundle verified in < 10 s.
+ *     it, in both forms (JSONL and the JSON document), counting everything the user of `rft audit verify` waits
+ *     for: the CLI process from start to exit (startup, reading, parsing, every check), with its CPU time and
+ *     peak RSS;
+ *  4. the governance overhead per training step of the example (examples/sort-digits rft.yaml on the
+ *     warm-started model of bench/example-model.ts): the trainer's `timing.step.governance` against the step.
+ * Targets (issue 5): ingest ≥ 5,000 events/s; 100k-event bundle verified in < 10 s; governance ≤ 5 % of a step.
  * Printed first: Ed25519 verify alone, one thread, node:crypto (OpenSSL) vs libsodium, and which one the pool uses.
  */
 import { spawn } from "node:child_process";
@@ -35,8 +38,11 @@ import { generateKeyPair, rawPublicKey } from "../ledger/sign.js";
 import { LedgerState, prepareBatch } from "../ledger/state.js";
 import { sharedVerifyPool } from "../ledger/verify-pool.js";
 import { ledgerSubject } from "../proto/ledger-events.js";
+import { loadManifest } from "../trainer/job/manifest.js";
+import { runJob } from "../trainer/job/run-job.js";
 import { NatsServer } from "../test/ledger/nats-server.js";
 import { syntheticJob } from "../test/ledger/synthetic.js";
+import { BENCH_WORK, EXAMPLE, warmStartedModel } from "./example-model.js";
 
 const arg = (name: string, dflt: number) => {
   const i = process.argv.indexOf(name);
@@ -44,6 +50,7 @@ const arg = (name: string, dflt: number) => {
 };
 const TOTAL = arg("--events", 100_000);
 const INGEST = Math.min(arg("--ingest", 20_000), TOTAL);
+const GOV_STEPS = arg("--gov-steps", 20);
 if (TOTAL < 2 * 500 + 10) throw new Error("--events must be at least 1,010");
 const fmt = (n: number) => Math.round(n).toLocaleString("en-US");
 
@@ -183,6 +190,40 @@ console.log(
     rmSync(dir, { recursive: true, force: true });
   }
 }
+// 4. the governance overhead per training step of the example: hashing the touched groups and signing the
+// step's ledger event (the trainer's `timing.step.governance`, part of `training`), against the whole step
+{
+  const model = await warmStartedModel({ log: () => undefined });
+  const manifest = loadManifest(join(EXAMPLE, "rft.yaml"));
+  manifest.paths.model = model;
+  const rl = manifest.job.spec.method.reinforcement!;
+  rl.hyperparameters = { ...rl.hyperparameters, evalInterval: 1_000_000 }; // no validation inside the steps
+  const outDir = join(BENCH_WORK, "ledger-governance");
+  rmSync(outDir, { recursive: true, force: true });
+  const per: { governance: number; step: number }[] = [];
+  const res = await runJob({
+    manifest,
+    outDir,
+    stopAfterStep: 1 + GOV_STEPS,
+    hooks: {
+      onStep: (ev) => {
+        const t = ev.data.timing.step as Record<string, number | undefined>;
+        per.push({ governance: t.governance ?? NaN, step: t.full_iteration ?? NaN });
+      },
+    },
+  });
+  const timed = per.slice(1); // the first step warms up
+  if (timed.length < GOV_STEPS || timed.some((x) => !Number.isFinite(x.governance)))
+    throw new Error(`governance bench: ${timed.length} steps with timings (${res.status})`);
+  const gov = timed.map((x) => x.governance * 1000).sort((a, b) => a - b);
+  const meanGov = gov.reduce((a, b) => a + b, 0) / gov.length;
+  const meanStep = timed.reduce((a, x) => a + x.step, 0) / timed.length;
+  const share = meanGov / 1000 / meanStep;
+  console.log(
+    `4. governance overhead per training step (examples/sort-digits rft.yaml, ${GOV_STEPS} steps after 1 warm-up; hash the touched groups + sign update.applied): mean ${meanGov.toFixed(2)} ms (p50 ${gov[Math.floor(gov.length / 2)]!.toFixed(2)}, max ${gov.at(-1)!.toFixed(2)}) of a ${meanStep.toFixed(3)} s step = ${(share * 100).toFixed(2)} % (target ≤ 5 %: ${(0.05 / share).toFixed(1)}×)`,
+  );
+}
+
 /**
  * Runs a command to its exit: wall time, and (Linux, from /proc, sampled every 50 ms, so the last ≤ 50 ms are
  * missing) its peak RSS (VmHWM) and CPU time (user + system).

@@ -15,20 +15,16 @@
  */
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { homedir, tmpdir } from "node:os";
-import { dirname, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
-import { useBackend } from "../trainer/model/backend.js";
-import { saveHfModel } from "../trainer/model/hf-io.js";
-import { createRandomModel, disposeModel } from "../trainer/model/model.js";
-import { countParams } from "../trainer/model/params.js";
+import { homedir } from "node:os";
+import { dirname, join } from "node:path";
 import { loadManifest } from "../trainer/job/manifest.js";
+import { BENCH_WORK, EXAMPLE, ROOT, warmStartedModel } from "./example-model.js";
 import { resolveRft } from "../trainer/job/hyperparameters.js";
 import { runJob } from "../trainer/job/run-job.js";
 import type { MetricsEvent } from "../trainer/rl/metrics.js";
 
-const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
-const example = join(root, "examples", "sort-digits");
+const root = ROOT;
+const example = EXAMPLE;
 const arg = (name: string, def: string) => {
   const i = process.argv.indexOf(`--${name}`);
   return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : def;
@@ -42,7 +38,7 @@ const threads = arg("threads", "1,2")
 const withTrl = !process.argv.includes("--no-trl");
 /** Sequences per forward/backward pass in our update (the trainer's default when not given). */
 const microBatch = process.argv.includes("--micro-batch") ? Number(arg("micro-batch", "16")) : undefined;
-const work = join(tmpdir(), "rft-bench-sort-digits");
+const work = BENCH_WORK;
 const log = (s: string) => process.stdout.write(`${s}\n`);
 
 // ---------------------------------------------------------------------------------------------------------
@@ -83,37 +79,6 @@ function treeCpuSeconds(): number {
     stack.push(...(kids.get(pid) ?? []));
   }
   return ticks / TICK;
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// The warm-started model: init-model (run.sh's arguments) + the example's SFT stage, built once.
-
-async function warmStartedModel(): Promise<string> {
-  const base = join(work, "base");
-  const sftOut = join(work, "sft");
-  const model = join(sftOut, "model");
-  if (process.argv.includes("--rebuild")) rmSync(work, { recursive: true, force: true });
-  if (existsSync(join(model, "model.safetensors"))) {
-    log(`warm-started model: ${model} (reused; --rebuild to make it again)`);
-    return model;
-  }
-  mkdirSync(work, { recursive: true });
-  const t0 = performance.now();
-  await useBackend("wasm");
-  const m = createRandomModel({ arch: "llama", layers: 2, hidden: 128, heads: 4, kvHeads: 2, vocab: "byte", seed: 0 });
-  const params = countParams(m.config);
-  await saveHfModel(m, base);
-  disposeModel(m);
-  const manifest = loadManifest(join(example, "sft.yaml"));
-  manifest.paths.model = base;
-  rmSync(sftOut, { recursive: true, force: true });
-  const res = await runJob({ manifest, outDir: sftOut });
-  if (res.status !== "succeeded") throw new Error(`SFT stage: ${res.status}`);
-  log(
-    `warm-started model: ${model} (${params.toLocaleString("en")} parameters; init-model + sft.yaml, ` +
-      `${((performance.now() - t0) / 1000).toFixed(1)} s)`,
-  );
-  return model;
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -316,7 +281,7 @@ const f2 = (x: number) => (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.
 const f3 = (x: number) => x.toFixed(3);
 
 log(`RFT bench: sort-digits, 1 warm-up + ${steps} timed steps each (work dir ${work})`);
-const model = await warmStartedModel();
+const model = await warmStartedModel({ rebuild: process.argv.includes("--rebuild"), log });
 const ours = await runOurs(model);
 const hp = ours.hp;
 log(
