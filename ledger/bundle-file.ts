@@ -139,7 +139,7 @@ export async function verifyBundleFile(path: string, opts: VerifyOptions = {}): 
     }
     // A JSON document: streamed like JSONL where its layout allows (DocumentSplitter), else parsed whole.
     const streamed = await verifyDocument(fd, chunk, opts);
-    if (streamed) return streamed;
+    if ("report" in streamed) return streamed.report;
     closeSync(fd);
     fd = -1;
     let bundle: ProvenanceBundle;
@@ -148,7 +148,9 @@ export async function verifyBundleFile(path: string, opts: VerifyOptions = {}): 
     } catch (e) {
       const msg = (e as Error).message;
       if (/Cannot create a string longer|string longer than/i.test(msg))
-        throw new BundleFileError(`${path} is too large for a JSON document: export it with --format jsonl`);
+        throw new BundleFileError(
+          `${path} is too large to parse whole, and cannot be streamed (${streamed.irregular}): re-export it with \`rft audit export\` (either format)`,
+        );
       throw new BundleFileError(`${path} is not JSON (${msg})`);
     }
     return await verifyBundleAsync(bundle, opts);
@@ -251,11 +253,15 @@ async function verifyJsonl(fd: number, header: BundleHeader, rest: Buffer, opts:
 
 /**
  * A JSON document, streamed: DocumentSplitter hands over the events array's elements as the file is read, and
- * each goes the JSONL way (decoded here, hashed and signature-checked on the pool, verified in order). null when
- * the document is not laid out for streaming or not valid JSON: the caller then parses it whole, which gives
+ * each goes the JSONL way (decoded here, hashed and signature-checked on the pool, verified in order). When the
+ * document is not laid out for streaming or not valid JSON, says why: the caller then parses it whole, which gives
  * the same report (or the precise JSON error).
  */
-async function verifyDocument(fd: number, first: Buffer, opts: VerifyOptions): Promise<VerifyReport | null> {
+async function verifyDocument(
+  fd: number,
+  first: Buffer,
+  opts: VerifyOptions,
+): Promise<{ report: VerifyReport } | { irregular: string }> {
   const split = new DocumentSplitter();
   let verifier: BundleVerifier | null = null;
   let prep: EventPreparer | null = null;
@@ -283,8 +289,8 @@ async function verifyDocument(fd: number, first: Buffer, opts: VerifyOptions): P
   }
   await prep?.finish();
   const trailer = split.end();
-  if (!trailer || !verifier) return null;
-  return verifier.finish(trailer.merkleRoot, trailer.treeHead);
+  if (!trailer || !verifier) return { irregular: split.irregular ?? "not streamable" };
+  return { report: verifier.finish(trailer.merkleRoot, trailer.treeHead) };
 }
 
 function isTrailer(v: unknown): boolean {
