@@ -14,16 +14,14 @@
 import { closeSync, openSync, readFileSync, readSync } from "node:fs";
 import type { SignedTreeHead } from "../proto/ledger-events.js";
 import { BUNDLE_FORMAT, type ProvenanceBundle } from "./bundle.js";
-import { decodeEventBytes, encodeEvent, EventPreparer } from "./chain.js";
-import { sharedVerifyPool } from "./verify-pool.js";
+import { decodeEventBytes, encodeEvent } from "./chain.js";
 import { DocumentSplitter } from "./document-splitter.js";
 import {
   type BundleFields,
-  type BundleVerifier,
-  bundleVerifier,
   type Failure,
   type VerifyOptions,
   type VerifyReport,
+  preparedVerifier,
   verifyBundleAsync,
 } from "./verify.js";
 
@@ -165,10 +163,8 @@ export async function verifyBundleFile(path: string, opts: VerifyOptions = {}): 
  * whatever the bundle's length.
  */
 async function verifyJsonl(fd: number, header: BundleHeader, rest: Buffer, opts: VerifyOptions): Promise<VerifyReport> {
-  const key = typeof header.keys?.job?.publicKey === "string" ? header.keys.job.publicKey : null;
   const { format: _f, events: announced, ...fields } = header;
-  const verifier = bundleVerifier({ ...fields, format: BUNDLE_FORMAT } as BundleFields, opts);
-  const prep = new EventPreparer(key, sharedVerifyPool(), (e) => verifier.add(e, key));
+  const { verifier, prep } = preparedVerifier({ ...fields, format: BUNDLE_FORMAT } as BundleFields, opts);
   let events = 0;
   const lineFailures: Failure[] = [];
   let trailer: { merkleRoot?: unknown; treeHead?: unknown } | null = null;
@@ -263,34 +259,28 @@ async function verifyDocument(
   opts: VerifyOptions,
 ): Promise<{ report: VerifyReport } | { irregular: string }> {
   const split = new DocumentSplitter();
-  let verifier: BundleVerifier | null = null;
-  let prep: EventPreparer | null = null;
-  const start = (): [BundleVerifier, EventPreparer] => {
-    const h = split.header as BundleFields;
-    const key = typeof h.keys?.job?.publicKey === "string" ? h.keys.job.publicKey : null;
-    const v = bundleVerifier(h, opts);
-    return [v, new EventPreparer(key, sharedVerifyPool(), (e) => v.add(e, key))];
-  };
+  // Started once the members before "events" are known.
+  let v: ReturnType<typeof preparedVerifier> | null = null;
   let chunk = first;
   while (chunk.length > 0 && !split.irregular) {
     const elements = split.push(chunk);
-    if (split.header && !verifier) [verifier, prep] = start();
+    if (split.header && !v) v = preparedVerifier(split.header as BundleFields, opts);
     for (const el of elements) {
       const d = decodeEventBytes(el);
       if (!d.ok && d.code === "malformed") {
         split.irregular = "an element of the events array is not JSON";
         break;
       }
-      const wait = prep!.addDecoded(d);
+      const wait = v!.prep.addDecoded(d);
       if (wait) await wait;
     }
     const next = Buffer.allocUnsafe(CHUNK);
     chunk = next.subarray(0, readSync(fd, next, 0, CHUNK, null));
   }
-  await prep?.finish();
+  await v?.prep.finish();
   const trailer = split.end();
-  if (!trailer || !verifier) return { irregular: split.irregular ?? "not streamable" };
-  return { report: verifier.finish(trailer.merkleRoot, trailer.treeHead) };
+  if (!trailer || !v) return { irregular: split.irregular ?? "not streamable" };
+  return { report: v.verifier.finish(trailer.merkleRoot, trailer.treeHead) };
 }
 
 function isTrailer(v: unknown): boolean {

@@ -503,7 +503,7 @@ export class EventPreparer {
   private release(): void {
     const q = this.queue;
     while (this.head < q.length && q[this.head]!.ready) {
-      const { ready: _r, ...e } = q[this.head]!;
+      const e = q[this.head]!;
       q[this.head++] = undefined as never;
       this.sink(e);
     }

@@ -48,7 +48,6 @@ export class DocumentSplitter {
   /** Inside one element of the array: its bytes from earlier chunks, and where it starts in this one. */
   private inElement = false;
   private elementParts: Buffer[] = [];
-  private elementCount = 0;
   /** The last thing at the array's level was a comma (an element must follow). */
   private sawElementComma = false;
   private closed = false;
@@ -109,9 +108,8 @@ export class DocumentSplitter {
           continue;
         }
         if (!this.inElement) {
-          if (this.elementCount > 0 && !this.sawElementComma) return this.stop("events array elements without a comma");
+          // (Two elements without a comma between them read as one, which JSON.parse then refuses.)
           this.inElement = true;
-          this.elementCount++;
           this.sawElementComma = false;
           elementFrom = i;
         }
@@ -133,8 +131,6 @@ export class DocumentSplitter {
           if (b !== OPEN_ARR) return this.stop('"events" is not an array');
           this.inEvents = true;
           this.depth = 2;
-          this.elementCount = 0;
-          this.sawElementComma = false;
           this.addRest(chunk.subarray(restFrom, i + 1));
           restFrom = -1;
           if (!this.parseHeader()) return out;

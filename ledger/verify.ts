@@ -137,15 +137,26 @@ export interface BundleVerifier {
 /** verifyBundle with hashing and signatures on the verify pool's threads, in parallel with the rest. */
 export async function verifyBundleAsync(bundle: ProvenanceBundle, opts: VerifyOptions = {}): Promise<VerifyReport> {
   if (!Array.isArray(bundle?.events)) return verifyBundle(bundle, opts);
-  const key = typeof bundle?.keys?.job?.publicKey === "string" ? bundle.keys.job.publicKey : null;
-  const v = bundleVerifier(bundle, opts);
-  const prep = new EventPreparer(key, sharedVerifyPool(), (e) => v.add(e, key));
+  const { verifier, prep } = preparedVerifier(bundle, opts);
   for (const raw of bundle.events) {
     const wait = prep.addValue(raw);
     if (wait) await wait;
   }
   await prep.finish();
-  return v.finish(bundle.merkleRoot, bundle.treeHead);
+  return verifier.finish(bundle.merkleRoot, bundle.treeHead);
+}
+
+/**
+ * A bundleVerifier fed in order by an EventPreparer that hashes and checks signatures (under the bundle's job
+ * key) on the verify pool: add events to `prep`, await `prep.finish()`, then `verifier.finish(…)`.
+ */
+export function preparedVerifier(
+  fields: BundleFields,
+  opts: VerifyOptions,
+): { verifier: BundleVerifier; prep: EventPreparer } {
+  const key = typeof fields?.keys?.job?.publicKey === "string" ? fields.keys.job.publicKey : null;
+  const verifier = bundleVerifier(fields, opts);
+  return { verifier, prep: new EventPreparer(key, sharedVerifyPool(), (e) => verifier.add(e, key)) };
 }
 
 export function verifyBundle(
