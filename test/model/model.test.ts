@@ -165,6 +165,21 @@ test("malformed model directories get errors naming the file and the problem", a
   await rm(dir, { recursive: true });
 });
 
+test("a chat template in chat_template.jinja (transformers 5's layout) is loaded", async () => {
+  const m = createRandomModel({ arch: "llama", layers: 1, hidden: 16, heads: 2, kvHeads: 1, vocab: "byte", seed: 1 });
+  const dir = await tempDir("jinja");
+  await saveHfModel(m, dir);
+  const cfgFile = join(dir, "tokenizer_config.json");
+  const cfg = JSON.parse(await readFile(cfgFile, "utf8")) as Record<string, unknown>;
+  delete cfg["chat_template"];
+  await writeFile(cfgFile, JSON.stringify(cfg));
+  await writeFile(join(dir, "chat_template.jinja"), "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}");
+  const back = await loadHfModel(dir);
+  assert.equal(back.tokenizer?.applyChatTemplate([{ role: "user", content: "hi" }], false), "<user>hi");
+  for (const mm of [m, back]) disposeModel(mm);
+  await rm(dir, { recursive: true });
+});
+
 test("sharded safetensors (index.json) load", async () => {
   const m = createRandomModel({ arch: "llama", layers: 2, hidden: 16, heads: 2, kvHeads: 2, vocab: "byte", seed: 3 });
   const dir = await tempDir("shard");

@@ -132,7 +132,13 @@ export async function loadHfModel(dir: string, opts: LoadOptions = {}): Promise<
   if (opts.tokenizer !== false) {
     const tj = await readJson(join(dir, "tokenizer.json"), false);
     const tc = await readJson(join(dir, "tokenizer_config.json"), false);
-    if (tj) tokenizerFiles = { tokenizerJson: tj, tokenizerConfig: tc ?? {} };
+    // transformers 5 writes the chat template beside tokenizer_config.json, as chat_template.jinja.
+    const jinja = join(dir, "chat_template.jinja");
+    const config = { ...(tc ?? {}) };
+    if (config["chat_template"] === undefined && existsSync(jinja)) {
+      config["chat_template"] = await readFile(jinja, "utf8");
+    }
+    if (tj) tokenizerFiles = { tokenizerJson: tj, tokenizerConfig: config };
   }
   const model = createModel(config, params, tokenizerFiles);
   return { ...model, diskDtype };
