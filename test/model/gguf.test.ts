@@ -10,12 +10,14 @@ import { readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { promisify } from "node:util";
+import { Tokenizer } from "@huggingface/tokenizers";
 import * as tf from "@tensorflow/tfjs-core";
 import { causalMask, forward } from "../../trainer/model/decoder.js";
 import { GgufError, importGguf } from "../../trainer/model/gguf-import.js";
 import { GgufFile } from "../../trainer/model/gguf-read.js";
 import { type LoadedModel, loadHfModel } from "../../trainer/model/hf-io.js";
 import { disposeModel, type Model } from "../../trainer/model/model.js";
+import { ChatTokenizer } from "../../trainer/model/tokenizer.js";
 import { smollm2Gguf } from "../helpers/smollm2.js";
 import { referencePython, setup, tempDir } from "./helpers.js";
 
@@ -183,12 +185,17 @@ describe("SmolLM2-135M-Instruct GGUF vs transformers", () => {
     const ref = await python<{
       transformers_gguf: number[][];
       model_pretokenizer: number[][];
+      ours_in_transformers: number[][];
       chat: string;
+      ours_chat: string;
       bos: string;
       eos: string;
       pad: string;
-    }>("tokenizer", smollm2Gguf(), JSON.stringify({ strings: STRINGS, messages: MESSAGES }));
+    }>("tokenizer", smollm2Gguf(), dir, JSON.stringify({ strings: STRINGS, messages: MESSAGES }));
     const ours = STRINGS.map((s) => tok.encode(s));
+    // our tokenizer files, loaded by transformers (Rust tokenizers): the same ids, the same rendering
+    assert.deepEqual(ref.ours_in_transformers, ours);
+    assert.equal(ref.ours_chat, ref.chat);
     // With the model's own pre-tokenizer (llama.cpp's "smollm": every numeric character split off): all equal.
     for (let i = 0; i < STRINGS.length; i++)
       assert.deepEqual(ours[i], ref.model_pretokenizer[i], `ids of ${JSON.stringify(STRINGS[i])}`);
@@ -203,6 +210,31 @@ describe("SmolLM2-135M-Instruct GGUF vs transformers", () => {
     const cfg = tok.files.tokenizerConfig;
     assert.deepEqual([cfg["bos_token"], cfg["eos_token"], cfg["pad_token"]], [ref.bos, ref.eos, ref.pad]);
     assert.deepEqual(tok.eosIds, [2]);
+
+    // SmolLM2's hub tokenizer.json spells the split as Digits(individual_digits): @huggingface/tokenizers reads
+    // that as ASCII-only (JS \d); ChatTokenizer rewrites it into the \p{N} Split, so the ids still agree.
+    const hubForm = {
+      ...tok.files.tokenizerJson,
+      pre_tokenizer: {
+        type: "Sequence",
+        pretokenizers: [
+          { type: "Digits", individual_digits: true },
+          { type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: true },
+        ],
+      },
+    };
+    const hub = new ChatTokenizer({ tokenizerJson: hubForm, tokenizerConfig: tok.files.tokenizerConfig });
+    assert.deepEqual(
+      STRINGS.map((s) => hub.encode(s)),
+      ref.model_pretokenizer,
+    );
+    const i = STRINGS.indexOf("price: ٣٤٥ dollars");
+    const raw = new Tokenizer(hubForm, tok.files.tokenizerConfig).encode(STRINGS[i]!, { add_special_tokens: false });
+    assert.notDeepEqual(
+      raw.ids,
+      ref.model_pretokenizer[i],
+      "the library's Digits is ASCII-only (if this fails, it no longer is)",
+    );
   });
 });
 

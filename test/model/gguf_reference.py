@@ -5,10 +5,10 @@ usage:
       load GGUF with transformers (AutoModelForCausalLM.from_pretrained(dir, gguf_file=...)) and OURS_DIR (our
       import, safetensors); print config fields, the largest |difference| per tensor, and for each prompt the
       last-position logits and a greedy continuation of the GGUF-loaded model.
-  gguf_reference.py tokenizer GGUF REQUEST_JSON
+  gguf_reference.py tokenizer GGUF OURS_DIR REQUEST_JSON
       AutoTokenizer.from_pretrained(dir, gguf_file=...): ids of each string, as transformers builds the
       tokenizer and with the pre-tokenizer of the model's own tokenizer.json (see trainer/README.md, GGUF), and
-      the chat template rendering of the request's messages.
+      the chat template rendering of the request's messages; and the ids of AutoTokenizer on OURS_DIR.
   gguf_reference.py quants OUT_DIR
       for each quant type, a small GGUF (GGUFWriter, gguf.quants.quantize) and the float32 values
       gguf.quants.dequantize gives for it (TYPE.f32, raw little-endian).
@@ -66,7 +66,7 @@ def model_mode(gguf_path, ours, request):
     print(json.dumps(out))
 
 
-def tokenizer_mode(gguf_path, request):
+def tokenizer_mode(gguf_path, ours, request):
     from tokenizers import pre_tokenizers
     from transformers import AutoTokenizer
 
@@ -80,7 +80,11 @@ def tokenizer_mode(gguf_path, request):
         [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
     )
     model_own = [tok.encode(s, add_special_tokens=False) for s in request["strings"]]
+    mine = AutoTokenizer.from_pretrained(ours)
+    ours_ids = [mine.encode(s, add_special_tokens=False) for s in request["strings"]]
+    ours_chat = mine.apply_chat_template(request["messages"], tokenize=False, add_generation_prompt=True)
     print(json.dumps({"transformers_gguf": plain, "model_pretokenizer": model_own, "chat": chat,
+                      "ours_in_transformers": ours_ids, "ours_chat": ours_chat,
                       "bos": tok.bos_token, "eos": tok.eos_token, "pad": tok.pad_token}))
 
 
@@ -178,7 +182,7 @@ def main():
     if mode == "model":
         model_mode(sys.argv[2], sys.argv[3], json.loads(sys.argv[4]))
     elif mode == "tokenizer":
-        tokenizer_mode(sys.argv[2], json.loads(sys.argv[3]))
+        tokenizer_mode(sys.argv[2], sys.argv[3], json.loads(sys.argv[4]))
     elif mode == "quants":
         quants_mode(sys.argv[2])
     elif mode == "bad":
