@@ -13,6 +13,7 @@ const commands = [
   "dataset",
   "grade",
   "grader",
+  "import",
   "init-model",
   "keys",
   "ledger",

@@ -6,7 +6,7 @@ import { existsSync } from "node:fs";
 import { mkdir, readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import * as tf from "@tensorflow/tfjs-core";
-import { parseHfConfig, toHfConfig } from "./config.js";
+import { type ModelConfig, parseHfConfig, toHfConfig } from "./config.js";
 import { createModel, type Model } from "./model.js";
 import { internalShape, type Params, paramSpecs } from "./params.js";
 import { SafetensorsReader, type StDtype, type TensorToWrite, writeSafetensors } from "./safetensors.js";
@@ -169,6 +169,15 @@ export async function exportTensors(model: Model): Promise<TensorToWrite[]> {
   return out;
 }
 
+/** generation_config.json: the special token ids of the config. */
+export function generationConfig(c: ModelConfig): Record<string, unknown> {
+  const gen: Record<string, unknown> = { _from_model_config: true };
+  if (c.bosTokenId !== null) gen["bos_token_id"] = c.bosTokenId;
+  if (c.eosTokenIds.length) gen["eos_token_id"] = c.eosTokenIds.length === 1 ? c.eosTokenIds[0] : c.eosTokenIds;
+  if (c.padTokenId !== null) gen["pad_token_id"] = c.padTokenId;
+  return gen;
+}
+
 export async function saveHfModel(model: Model, dir: string, opts: SaveOptions = {}): Promise<void> {
   const dtype = opts.dtype ?? "F32";
   await mkdir(dir, { recursive: true });
@@ -177,13 +186,7 @@ export async function saveHfModel(model: Model, dir: string, opts: SaveOptions =
     join(dir, "config.json"),
     JSON.stringify(toHfConfig(model.config, TORCH_DTYPE[dtype]!), null, 2) + "\n",
   );
-  const gen: Record<string, unknown> = { _from_model_config: true };
-  if (model.config.bosTokenId !== null) gen["bos_token_id"] = model.config.bosTokenId;
-  if (model.config.eosTokenIds.length)
-    gen["eos_token_id"] =
-      model.config.eosTokenIds.length === 1 ? model.config.eosTokenIds[0] : model.config.eosTokenIds;
-  if (model.config.padTokenId !== null) gen["pad_token_id"] = model.config.padTokenId;
-  await writeFile(join(dir, "generation_config.json"), JSON.stringify(gen, null, 2) + "\n");
+  await writeFile(join(dir, "generation_config.json"), JSON.stringify(generationConfig(model.config), null, 2) + "\n");
   if (model.tokenizer) {
     await writeFile(join(dir, "tokenizer.json"), JSON.stringify(model.tokenizer.files.tokenizerJson) + "\n");
     await writeFile(

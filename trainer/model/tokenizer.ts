@@ -26,6 +26,36 @@ function tokenString(v: unknown): string | null {
   return null;
 }
 
+/**
+ * The tokenizer.json to hand @huggingface/tokenizers, rewritten where that library reads a definition
+ * differently from Rust `tokenizers` (what transformers runs). Its `Digits` pre-tokenizer splits on JavaScript's
+ * `\d`, which matches ASCII digits only even with the `u` flag, while Rust's splits on `char::is_numeric`
+ * (Unicode categories Nd, Nl, No, i.e. `\p{N}`): SmolLM2's `Digits(individual_digits)` then keeps " ٣" together
+ * here but not in Python. The equivalent `Split` on `\p{N}` (isolated; `\p{N}+` for contiguous digits) reads
+ * the same in both. The files themselves are kept as given.
+ */
+export function portableTokenizerJson(json: Record<string, unknown>): Record<string, unknown> {
+  const fix = (node: unknown): unknown => {
+    if (!node || typeof node !== "object") return node;
+    const n = node as Record<string, unknown>;
+    if (n["type"] === "Digits") {
+      return {
+        type: "Split",
+        pattern: { Regex: n["individual_digits"] === true ? "\\p{N}" : "\\p{N}+" },
+        behavior: "Isolated",
+        invert: false,
+      };
+    }
+    if (n["type"] === "Sequence" && Array.isArray(n["pretokenizers"])) {
+      return { ...n, pretokenizers: n["pretokenizers"].map(fix) };
+    }
+    return node;
+  };
+  const pre = json["pre_tokenizer"];
+  const fixed = fix(pre);
+  return fixed === pre ? json : { ...json, pre_tokenizer: fixed };
+}
+
 export class ChatTokenizer {
   private readonly tok: Tokenizer;
   private readonly template: Template | null;
@@ -38,7 +68,7 @@ export class ChatTokenizer {
     configEosIds: number[] = [],
   ) {
     try {
-      this.tok = new Tokenizer(files.tokenizerJson, files.tokenizerConfig);
+      this.tok = new Tokenizer(portableTokenizerJson(files.tokenizerJson), files.tokenizerConfig);
     } catch (e) {
       throw new TokenizerError(`tokenizer.json: cannot build the tokenizer: ${(e as Error).message}`);
     }
