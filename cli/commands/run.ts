@@ -13,6 +13,7 @@ import { DatasetError } from "../../trainer/data/dataset.js";
 import { loadManifest, ManifestError } from "../../trainer/job/manifest.js";
 import { type RunJobResult, runJob } from "../../trainer/job/run-job.js";
 import { BackendError, parseBackendName } from "../../trainer/model/backend.js";
+import { BackendMemoryError } from "../../trainer/model/backend-failure.js";
 import { ModelDirError } from "../../trainer/model/hf-io.js";
 import type { RftControl } from "../../trainer/rl/loop.js";
 import { TrainerMetrics } from "../../trainer/rl/prom.js";
@@ -131,7 +132,17 @@ export function register(program: Command) {
     .option("--stop-after <step>", "pause after this step (resume later with the same command)")
     .option("--no-progress", "no progress bar (one line per step instead)")
     .option("--replicas <n>", "train with N data-parallel ranks, one local process each (RFT jobs)", "1")
+    .option(
+      "--micro-batch <n>",
+      "RFT: sequences per forward/backward pass (default 16); smaller needs less memory, same update",
+    )
     .action(async (file: string, o) => {
+      const microBatch = o.microBatch === undefined ? undefined : Number(o.microBatch);
+      if (microBatch !== undefined && !(Number.isInteger(microBatch) && microBatch >= 1)) {
+        process.stderr.write(`rft run: --micro-batch wants a positive integer, got ${o.microBatch}\n`);
+        process.exitCode = 2;
+        return;
+      }
       const replicas = Number(o.replicas);
       if (!Number.isInteger(replicas) || replicas < 1) {
         process.stderr.write(`rft run: --replicas wants a positive integer, got ${o.replicas}\n`);
@@ -203,6 +214,7 @@ export function register(program: Command) {
           graderAddr: o.graderAddr,
           control,
           stopAfterStep: o.stopAfter !== undefined ? Number(o.stopAfter) : undefined,
+          microBatch,
           ranks,
           hooks: {
             onEvent: (e) => e.type === "message" && line(e.message),
@@ -233,7 +245,11 @@ export function register(program: Command) {
         if (result.status === "cancelled") process.exitCode = 130;
       } catch (err) {
         bar?.stop();
-        if (err instanceof DatasetError || err instanceof ModelDirError || err instanceof BackendError) {
+        if (err instanceof BackendMemoryError) {
+          // One line that says what to change; the state of the backend is lost, nothing else can run.
+          process.stderr.write(`rft run: ${err.message}\n`);
+          process.exitCode = 1;
+        } else if (err instanceof DatasetError || err instanceof ModelDirError || err instanceof BackendError) {
           process.stderr.write(`rft run: ${err.message}\n`);
           process.exitCode = 2;
         } else if (err instanceof CollectiveError) {

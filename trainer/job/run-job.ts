@@ -5,6 +5,7 @@
 import { appendFileSync, mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { type BackendName, useBackend } from "../model/backend.js";
+import { backendFailure, cleanup, noteWork } from "../model/backend-failure.js";
 import { saveHfModel } from "../model/hf-io.js";
 import { loadHfModel } from "../model/hf-io.js";
 import { disposeModel } from "../model/model.js";
@@ -47,10 +48,25 @@ export interface SftRunResult {
 
 export type RunJobResult = (RftResult & { method: "reinforcement" }) | SftRunResult;
 
+/**
+ * Runs the job. A fatal backend failure (the wasm backend out of memory) is thrown as a BackendMemoryError
+ * naming the first failure and the work in progress, whatever later symptom reached the top.
+ */
 export async function runJob(o: RunJobOptions): Promise<RunJobResult> {
+  try {
+    return await runJobOnce(o);
+  } catch (e) {
+    throw backendFailure(e) ?? e;
+  }
+}
+
+async function runJobOnce(o: RunJobOptions): Promise<RunJobResult> {
   const { job, paths } = o.manifest;
   const spec = job.spec;
+  if (o.microBatch !== undefined && !(Number.isInteger(o.microBatch) && o.microBatch >= 1))
+    throw new RangeError(`micro-batch: want a positive integer, got ${o.microBatch}`);
   await useBackend(o.backend ?? spec.trainer?.backend ?? "wasm");
+  noteWork(`loading the model ${paths.model}`);
   mkdirSync(o.outDir, { recursive: true });
   const seed = spec.seed ?? 0;
 
@@ -96,7 +112,7 @@ export async function runJob(o: RunJobOptions): Promise<RunJobResult> {
       await saveHfModel(model, modelDir);
       return { status: "succeeded", method: "supervised", steps: res.steps, totalSteps: hp.totalSteps, modelDir };
     } finally {
-      disposeModel(model);
+      cleanup(() => disposeModel(model));
     }
   }
 

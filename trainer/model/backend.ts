@@ -5,6 +5,7 @@
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import * as tf from "@tensorflow/tfjs-core";
+import { watchBackendFailures } from "./backend-failure.js";
 
 export const BACKENDS = ["wasm", "cpu", "tensorflow", "webgpu"] as const;
 export type BackendName = (typeof BACKENDS)[number];
@@ -77,6 +78,7 @@ export async function useBackend(name: BackendName = "wasm"): Promise<string> {
   const ok = await tf.setBackend(backendKey(name));
   if (!ok) throw new BackendError(`backend "${name}" failed to initialise`);
   await tf.ready();
+  watchBackendFailures();
   return tf.getBackend();
 }
 

@@ -9,7 +9,7 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { type ModelConfig, ropeInvFreq } from "./config.js";
-import { applyRope, bmm, bmmT, embeddingLookup, linear, rmsNorm, rotationMatrices, silu } from "./ops.js";
+import { applyRope, bmm, bmmT, embeddingLookup, linear, rmsNorm, rotationMatrices, silu, tiedHead } from "./ops.js";
 import type { Params } from "./params.js";
 
 export const MASKED = -1e9;
@@ -59,6 +59,43 @@ export interface DecoderState {
   config: ModelConfig;
   params: Params;
   rope: { cos: tf.Tensor2D; sin: tf.Tensor2D };
+  /** Transposed tied embeddings, one per embedding tensor (see tiedHeadWeight); absent: made per call. */
+  headCache?: HeadCache;
+}
+
+/**
+ * The tied head's [hidden, vocab] weight, made once per embedding tensor (one weight version: optimizers
+ * replace parameter tensors, never write into them) instead of on every forward pass (transposing
+ * SmolLM2's 49152×576 embedding took 405 ms on wasm, more than a decode step). Keyed by tensor: a policy and
+ * its KL reference model share one cache without evicting each other; entries whose embedding was disposed
+ * are freed on the next lookup, and `disposeHeadCache` frees all (disposeModel, setParam of the embedding).
+ */
+export type HeadCache = Map<tf.Tensor, tf.Tensor2D>;
+
+export function disposeHeadCache(cache: HeadCache | undefined, only?: tf.Tensor): void {
+  if (!cache) return;
+  for (const [src, t] of cache) {
+    if (only && src !== only) continue;
+    t.dispose();
+    cache.delete(src);
+  }
+}
+
+function tiedHeadWeight(state: DecoderState, emb: tf.Tensor2D): tf.Tensor2D {
+  const cache = state.headCache;
+  if (!cache) return tf.transpose(emb);
+  let t = cache.get(emb);
+  if (t && !t.isDisposed) return t;
+  for (const [src, old] of cache) {
+    if (src.isDisposed) {
+      old.dispose();
+      cache.delete(src);
+    }
+  }
+  // Outside any tidy scope and any gradient tape: the copy outlives the call; its gradient is tiedHead's.
+  t = tf.keep(tf.tidy(() => tf.transpose(emb)));
+  cache.set(emb, t);
+  return t;
 }
 
 function p(params: Params, name: string): tf.Tensor {
@@ -165,10 +202,13 @@ export function forward(state: DecoderState, input: ForwardInput, cache?: KvCach
   // A gather with a scatter-add gradient: wasm has no UnsortedSegmentSum, the plain gather gradient.
   if (input.logitRows) h = embeddingLookup(h, input.logitRows);
   const hn = rmsNorm(h, p(params, "model.norm.weight") as tf.Tensor1D, c.rmsNormEps);
-  const head = c.tieWordEmbeddings
-    ? (tf.transpose(p(params, "model.embed_tokens.weight")) as tf.Tensor2D)
-    : (p(params, "lm_head.weight") as tf.Tensor2D);
-  const logits = linear(hn, head);
+  let logits: tf.Tensor2D;
+  if (c.tieWordEmbeddings) {
+    const emb = p(params, "model.embed_tokens.weight") as tf.Tensor2D;
+    logits = tiedHead(hn, emb, tiedHeadWeight(state, emb));
+  } else {
+    logits = linear(hn, p(params, "lm_head.weight") as tf.Tensor2D);
+  }
   return newCache ? { logits, cache: newCache } : { logits };
 }
 

@@ -1,7 +1,7 @@
 /** A loaded model: config, parameters (tensors), RoPE tables and, when present, its tokenizer. */
 import type * as tf from "@tensorflow/tfjs-core";
 import { type ModelConfig, newHfConfig, parseHfConfig } from "./config.js";
-import { type DecoderState, ropeTables } from "./decoder.js";
+import { type DecoderState, disposeHeadCache, ropeTables } from "./decoder.js";
 import { disposeParams, initParams, type Params } from "./params.js";
 import { byteLevelTokenizer, ChatTokenizer, type TokenizerFiles } from "./tokenizer.js";
 
@@ -11,10 +11,11 @@ export interface Model extends DecoderState {
 
 export function createModel(config: ModelConfig, params: Params, tokenizerFiles?: TokenizerFiles | null): Model {
   const tokenizer = tokenizerFiles ? new ChatTokenizer(tokenizerFiles, config.eosTokenIds) : null;
-  return { config, params, rope: ropeTables(config), tokenizer };
+  return { config, params, rope: ropeTables(config), tokenizer, headCache: new Map() };
 }
 
 export function disposeModel(m: Model): void {
+  disposeHeadCache(m.headCache);
   disposeParams(m.params);
   m.rope.cos.dispose();
   m.rope.sin.dispose();
@@ -24,7 +25,10 @@ export function disposeModel(m: Model): void {
 export function setParam(m: Model, name: string, t: tf.Tensor): void {
   const old = m.params.get(name);
   m.params.set(name, t);
-  if (old && old !== t) old.dispose();
+  if (old && old !== t) {
+    disposeHeadCache(m.headCache, old); // the tied head's transpose of the old embedding
+    old.dispose();
+  }
 }
 
 export interface RandomModelOptions {

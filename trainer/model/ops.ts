@@ -24,6 +24,26 @@ export const linear = tf.customGrad((...inputs: Array<tf.Tensor | tf.GradSaveFun
 }) as (x: tf.Tensor2D, w: tf.Tensor2D) => tf.Tensor2D;
 
 /**
+ * Logits of a tied head: hn [R, H] @ embᵀ, with embᵀ [H, V] given (made once per weight version, see
+ * decoder.ts's head cache) and not an input of the gradient: the embedding's gradient is dyᵀ @ hn [V, H]
+ * directly (one transpose of dy [R, V] instead of two of the [H, V] weight), hn's is dy @ emb (plain).
+ */
+export function tiedHead(hn: tf.Tensor2D, emb: tf.Tensor2D, embT: tf.Tensor2D): tf.Tensor2D {
+  const f = tf.customGrad((...inputs: Array<tf.Tensor | tf.GradSaveFunc>) => {
+    const [x, e, save] = inputs as [tf.Tensor2D, tf.Tensor2D, tf.GradSaveFunc];
+    save([x, e]);
+    return {
+      value: tf.matMul(x, embT) as tf.Tensor2D,
+      gradFunc: (dy: tf.Tensor2D, saved: tf.Tensor[]) => {
+        const [xs, es] = saved as [tf.Tensor2D, tf.Tensor2D];
+        return [tf.matMul(dy, es), tf.matMul(tf.transpose(dy), xs)];
+      },
+    };
+  });
+  return f(hn, emb) as tf.Tensor2D;
+}
+
+/**
  * Below this many multiply-adds per item, one BatchMatMul beats n separate kernel launches (decode steps,
  * short prompts); above it, the loop of 2-D matMuls wins on wasm.
  */

@@ -25,6 +25,7 @@ import { type CheckpointInfo, bestCheckpoint } from "../checkpoint/retention.js"
 import { CheckpointStore, replaceFileAtomic } from "../checkpoint/store.js";
 import type { RftRow } from "../data/dataset.js";
 import { type ResolvedRft, resolveRft } from "../job/hyperparameters.js";
+import { cleanup, noteWork } from "../model/backend-failure.js";
 import { loadHfModel, saveHfModel } from "../model/hf-io.js";
 import { type Model, disposeModel } from "../model/model.js";
 import { disposeParams, type Params } from "../model/params.js";
@@ -424,6 +425,7 @@ export class RftTrainer {
       }
     });
     const t0 = performance.now();
+    noteWork(`sampling (${reqs.length} samples of ${rows.length} prompts, up to ${hp.maxCompletionTokens} tokens)`);
     const completions: Completion[] = [];
     const chunk = 64;
     for (let i = 0; i < reqs.length; i += chunk)
@@ -497,7 +499,19 @@ export class RftTrainer {
     const changed = global
       ? [...this.groups.keys()].filter((g) => this.groups.get(g)!.some((n) => global.names.includes(n)))
       : touched;
-    const stepGrad = new Map<string, tf.Tensor>(); // Σ over updates of this rank's gradient, for the ledger
+    // What the ledger records of this rank's gradient (Σ over the updates): its L2 norm and digest per group.
+    // With one update per batch they are read from the update's own gradients before the optimizer consumes
+    // them; only several updates keep a running sum (a copy of every touched tensor).
+    const summarize = (grad: Map<string, tf.Tensor>) => {
+      const t = performance.now();
+      for (const g of touched) {
+        const names = this.groups.get(g)!;
+        const l2 = Math.sqrt(tf.tidy(() => tf.addN(names.map((n) => tf.sum(tf.square(grad.get(n)!)))).dataSync()[0]!));
+        gradients[g] = { l2, digest: digestTensors(names, (n) => grad.get(n)!) };
+      }
+      this.governanceSeconds += (performance.now() - t) / 1000;
+    };
+    const stepGrad = new Map<string, tf.Tensor>(); // Σ over updates of this rank's gradient (several updates)
     for (let u = 0; u < hp.updatesPerBatch; u++) {
       let grads = new Map<string, tf.Tensor>();
       for (const { groups, idx } of parts.values()) {
@@ -505,6 +519,9 @@ export class RftTrainer {
         if (names.length === 0) continue;
         for (let s = 0; s < idx.length; s += micro) {
           const ids = idx.slice(s, s + micro);
+          noteWork(
+            `training step ${step}, micro-batch ${s / micro + 1}/${Math.ceil(idx.length / micro)} (${ids.length} sequences, --micro-batch ${micro})`,
+          );
           const g = this.partGradients(
             ids.map((i) => keep[i]!),
             ids.map((i) => weights[i]!),
@@ -518,27 +535,24 @@ export class RftTrainer {
           });
         }
       }
-      for (const [n, g] of grads) {
-        const prev = stepGrad.get(n);
-        stepGrad.set(n, prev ? tf.add(prev, g) : tf.clone(g));
-        prev?.dispose();
-      }
+      if (hp.updatesPerBatch === 1) summarize(grads);
+      else
+        for (const [n, g] of grads) {
+          const prev = stepGrad.get(n);
+          stepGrad.set(n, prev ? tf.add(prev, g) : tf.clone(g));
+          prev?.dispose();
+        }
       if (dp && global) {
         const shapes = new Map(global.names.map((n) => [n, this.model.params.get(n)!.shape]));
         grads = await allReduceGradients(dp, global.names, shapes, grads);
       }
+      noteWork(`the optimizer step of step ${step}`);
       this.adam.opts.lr = learningRateAt(step, hp);
       this.adam.step(this.model, grads);
     }
-    const tGov = performance.now(); // governance work: gradient and weight digests of the touched groups
-    for (const g of touched) {
-      const names = this.groups.get(g)!;
-      const l2 = Math.sqrt(
-        tf.tidy(() => tf.addN(names.map((n) => tf.sum(tf.square(stepGrad.get(n)!)))).dataSync()[0]!),
-      );
-      gradients[g] = { l2, digest: digestTensors(names, (n) => stepGrad.get(n)!) };
-    }
+    if (stepGrad.size) summarize(stepGrad);
     tf.dispose([...stepGrad.values()]);
+    const tGov = performance.now(); // governance work: weight digests of the changed groups
     Object.assign(this.digests, groupDigests(this.model.params, this.groups, changed));
     this.governanceSeconds += (performance.now() - tGov) / 1000;
     const c = Object.fromEntries(Object.entries(contributions).map(([g, ids]) => [g, [...ids].sort()]));
@@ -853,9 +867,11 @@ export class RftTrainer {
       });
       return result("succeeded", { modelDir });
     } finally {
-      this.adam.dispose();
-      if (this.ref) disposeParams(this.ref);
-      disposeModel(this.model);
+      cleanup(() => {
+        this.adam.dispose();
+        if (this.ref) disposeParams(this.ref);
+        disposeModel(this.model);
+      });
     }
   }
 }

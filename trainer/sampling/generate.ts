@@ -5,6 +5,7 @@
  * have finished to pay for the copy, so a long sample does not make short ones pay.
  */
 import * as tf from "@tensorflow/tfjs-core";
+import { cleanup } from "../model/backend-failure.js";
 import { disposeCache, forwardTidy, type KvCache, paddedCausalMask } from "../model/decoder.js";
 import type { Model } from "../model/model.js";
 import { selectRows } from "../model/ops.js";
@@ -251,10 +252,15 @@ export async function generate(
       logits = out.logits;
       cache = out.cache;
       for (const s of live) if (!s.done) s.position++;
+      // Between decode steps, let the event loop run (a server reads requests that arrive mid-generation,
+      // timers fire): setImmediate runs after pending I/O, a resolved promise (logits.data()) does not.
+      await new Promise<void>((resolve) => setImmediate(resolve));
     }
   } finally {
-    disposeCache(cache);
-    if (!logits.isDisposed) logits.dispose();
+    cleanup(() => {
+      disposeCache(cache);
+      if (!logits.isDisposed) logits.dispose();
+    });
   }
   return results;
 }

@@ -25,6 +25,18 @@ export class Batcher {
     private readonly gatherMs = 2,
   ) {}
 
+  /** Samples queued for the next batch (received, not yet generating). */
+  get pending(): number {
+    return this.queue.length;
+  }
+
+  /** A batch is being generated now. */
+  get generating(): boolean {
+    return this.inBatch;
+  }
+
+  private inBatch = false;
+
   submit(req: SampleRequest, onText?: (text: string) => void): Promise<Completion> {
     return new Promise((resolve, reject) => {
       this.queue.push({ req, ...(onText && { onText }), resolve, reject });
@@ -40,6 +52,7 @@ export class Batcher {
     while (this.queue.length) {
       const batch = this.queue.splice(0, this.maxBatch);
       this.batchSizes.push(batch.length);
+      this.inBatch = true;
       try {
         const out = await generate(
           this.model,
@@ -51,6 +64,8 @@ export class Batcher {
         });
       } catch (e) {
         for (const p of batch) p.reject(e as Error);
+      } finally {
+        this.inBatch = false;
       }
     }
     this.running = false;
