@@ -4,7 +4,7 @@
  */
 import { appendFileSync, mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
-import { type BackendName, useBackend } from "../model/backend.js";
+import { type BackendChoice, useBackend } from "../model/backend.js";
 import { saveHfModel } from "../model/hf-io.js";
 import { loadHfModel } from "../model/hf-io.js";
 import { disposeModel } from "../model/model.js";
@@ -21,7 +21,8 @@ import type { RankEnv } from "../collective/env.js";
 export interface RunJobOptions {
   manifest: LoadedManifest;
   outDir: string;
-  backend?: BackendName;
+  /** Default: spec.trainer.backend, else "auto" (tensorflow when it loads, else wasm with a notice). */
+  backend?: BackendChoice;
   /** Grade through a grader sidecar at host:port instead of in process. */
   graderAddr?: string;
   control?: RftControl;
@@ -50,7 +51,7 @@ export type RunJobResult = (RftResult & { method: "reinforcement" }) | SftRunRes
 export async function runJob(o: RunJobOptions): Promise<RunJobResult> {
   const { job, paths } = o.manifest;
   const spec = job.spec;
-  await useBackend(o.backend ?? spec.trainer?.backend ?? "wasm");
+  await useBackend(o.backend ?? spec.trainer?.backend ?? "auto");
   mkdirSync(o.outDir, { recursive: true });
   const seed = spec.seed ?? 0;
 
