@@ -9,7 +9,7 @@
  * Prints JSON lines; asserts nothing.
  */
 import * as tf from "@tensorflow/tfjs-core";
-import { parseBackendName, useBackend } from "../trainer/model/backend.js";
+import { BackendError, parseBackendName, useBackend } from "../trainer/model/backend.js";
 import { loadHfModel } from "../trainer/model/hf-io.js";
 import { disposeModel } from "../trainer/model/model.js";
 import { countParams } from "../trainer/model/params.js";
@@ -20,7 +20,11 @@ const arg = (name: string, def: string) => {
   return i >= 0 ? process.argv[i + 1]! : def;
 };
 const out = (o: Record<string, unknown>) => console.log(JSON.stringify(o));
-const backend = await useBackend(parseBackendName(arg("backend", "auto")));
+const backend = await useBackend(parseBackendName(arg("backend", "auto"))).catch((e: unknown) => {
+  if (!(e instanceof BackendError)) throw e;
+  console.error(`bench/device: ${e.message}`);
+  process.exit(3);
+});
 
 // --- device
 const device: Record<string, unknown> = { backend };

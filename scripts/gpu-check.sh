@@ -24,7 +24,11 @@ LIMIT=${RFT_GPU_CHECK_TIMEOUT:-300}
 PKG=node_modules/@tensorflow/tfjs-node-gpu
 DEPS=$PWD/$PKG/deps
 
-nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv 2>&1 || echo "nvidia-smi: not found"
+if command -v nvidia-smi >/dev/null; then
+  nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv
+else
+  echo "nvidia-smi: not found (no NVIDIA driver tools on this machine)"
+fi
 if [[ -n $MODEL && ! -f $MODEL/config.json ]]; then
   echo "gpu-check: $MODEL has no config.json (make one with: rft import gguf FILE.gguf --out DIR)" >&2
   exit 2

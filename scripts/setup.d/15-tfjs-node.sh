@@ -242,7 +242,7 @@ fi
 
 # ---------------------------------------------------------------------------------------------------- 6. smoke test
 say "smoke test"
-TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2} node -e "
+TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2} TF_ENABLE_ONEDNN_OPTS=${TF_ENABLE_ONEDNN_OPTS:-0} node -e "
 const tf = require('$PKG');
 const b = tf.backend();
 const c = tf.matMul(tf.tensor2d([[1, 2], [3, 4]]), tf.tensor2d([[5, 6], [7, 8]])).arraySync();
