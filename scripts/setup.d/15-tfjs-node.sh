@@ -66,8 +66,22 @@ FORCE_BUILD=${FORCE_BUILD:-0}
 PYTHON=${PYTHON:-python3}
 
 [[ $(uname -s)/$(uname -m) == Linux/x86_64 ]] || die "only Linux x86_64 is handled (the TF wheels are manylinux x86_64)"
+# The compiler for the addon (Debian packages, as the other setup.d steps install theirs).
+if ! command -v g++ >/dev/null || ! command -v make >/dev/null; then
+  command -v apt-get >/dev/null || die "needs g++ and make on PATH (to build the addon)"
+  say "apt-get install g++ make"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends g++ make >&2
+fi
 for t in node npm "$PYTHON" g++ make; do command -v "$t" >/dev/null || die "needs $t on PATH"; done
-"$PYTHON" -m pip --version >/dev/null 2>&1 || die "needs pip for $PYTHON (only 'pip download' is used)"
+# pip is used only for `pip download` and to resolve the and-cuda extra; without one for $PYTHON (Debian's python3
+# has none unless python3-pip is installed), a venv in the cache provides it.
+if ! "$PYTHON" -m pip --version >/dev/null 2>&1; then
+  PIP_VENV=$RFT_CACHE/pip-venv
+  [[ -x $PIP_VENV/bin/python ]] || "$PYTHON" -m venv "$PIP_VENV" || die "$PYTHON has no pip and cannot make a venv (install python3-venv)"
+  PYTHON=$PIP_VENV/bin/python
+fi
 NODE_PREFIX=${NODE_PREFIX:-$(cd "$(dirname "$(readlink -f "$(command -v node)")")/.." && pwd)}
 [[ -f $NODE_PREFIX/include/node/common.gypi && -f $NODE_PREFIX/include/node/node_api.h ]] ||
   die "no Node headers under $NODE_PREFIX/include/node (Debian/NodeSource nodejs and nodejs.org tarballs ship them); set NODE_PREFIX"
