@@ -1,5 +1,5 @@
 /**
- * Model benchmark (`npx tsx bench/model.ts [--backend wasm] [--quick]`): for a ~10M-parameter Llama-style
+ * Model benchmark (`npx tsx bench/model.ts [--backend auto|tensorflow|wasm] [--quick]`): for a ~10M-parameter Llama-style
  * decoder, sampling tokens/s at batch 1 and 32, training tokens/s, achieved FLOP/s as a fraction of the
  * backend's measured matMul rate, and peak memory. Prints figures; asserts nothing.
  */
@@ -15,7 +15,7 @@ const arg = (name: string, def: string) => {
   return i >= 0 ? process.argv[i + 1]! : def;
 };
 const quick = process.argv.includes("--quick");
-const backend = await useBackend(parseBackendName(arg("backend", "wasm")));
+const backend = await useBackend(parseBackendName(arg("backend", "auto")));
 
 /** Wall and CPU seconds of `f` (CPU time is what this process got: robust when other processes compete). */
 async function timed<T>(f: () => Promise<T> | T): Promise<{ value: T; wall: number; cpu: number }> {

@@ -53,7 +53,11 @@ export function register(program: Command) {
       "byte",
     )
     .option("--seed <n>", "random seed", "0")
-    .option("--backend <name>", "tfjs backend: wasm | cpu | tensorflow | webgpu", "wasm")
+    .option(
+      "--backend <name>",
+      "tfjs backend: auto (tensorflow if installed, else wasm) | wasm | cpu | tensorflow | webgpu",
+      "auto",
+    )
     .action(async (o) => {
       try {
         if (o.arch !== "llama" && o.arch !== "qwen2")

@@ -126,7 +126,10 @@ export function register(program: Command) {
     .description("run a FineTuneJob manifest locally (SFT or RFT); resumes from the last checkpoint in --out")
     .argument("<manifest>", "FineTuneJob YAML or JSON")
     .option("--out <dir>", "output directory (events.jsonl, checkpoints/, model/)", "rft-out")
-    .option("--backend <name>", "tfjs backend: wasm (default on CPU), cpu, tensorflow, webgpu")
+    .option(
+      "--backend <name>",
+      "tfjs backend: auto (default: spec.trainer.backend, else tensorflow if installed, else wasm) | wasm | cpu | tensorflow | webgpu",
+    )
     .option("--grader-addr <host:port>", "grade through a running grader sidecar (rft grader) instead of in process")
     .option("--metrics-port <port>", "serve Prometheus /metrics on this port while training")
     .option("--stop-after <step>", "pause after this step (resume later with the same command)")

@@ -25,7 +25,11 @@ export function register(program: Command) {
     .option("--model-id <id>", "model name clients use (default: the directory name)")
     .option("--max-batch <n>", "most samples generated together", "64")
     .option("--max-tokens <n>", "default and ceiling for completion tokens", "512")
-    .option("--backend <name>", "tfjs backend: wasm | cpu | tensorflow | webgpu", "wasm")
+    .option(
+      "--backend <name>",
+      "tfjs backend: auto (tensorflow if installed, else wasm) | wasm | cpu | tensorflow | webgpu",
+      "auto",
+    )
     .action(async (dir: string, o) => {
       const log = createLogger("serve");
       const backend = await useBackend(parseBackendName(o.backend));

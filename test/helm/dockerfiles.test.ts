@@ -56,5 +56,9 @@ test("the chart's subcommands exist and the harness runs rft images the same way
   for (const sub of ["operator", "ledger", "grader", "trainer"]) assert.ok(commands.includes(sub), `rft ${sub}`);
   const entry = DEFAULT_IMAGES["rft:*"]!.entrypoint!;
   assert.equal(entry.at(-1), join(REPO_ROOT, "cli/rft.ts"));
-  assert.ok(read("deploy/Dockerfile.trainer-gpu").includes("@tensorflow/tfjs-node-gpu@"));
+  // The GPU image installs tfjs-node-gpu the way setup installs tfjs-node: from registry wheels, by the same script.
+  const gpu = read("deploy/Dockerfile.trainer-gpu");
+  assert.match(gpu, /^COPY scripts\/setup\.d\/15-tfjs-node\.sh /m);
+  assert.match(gpu, /GPU=1 [^\n]*bash scripts\/setup\.d\/15-tfjs-node\.sh/);
+  assert.ok(!/storage\.googleapis|libtensorflow-gpu|nvidia\/cuda:/.test(gpu), "no bucket download, no CUDA base image");
 });

@@ -1,12 +1,12 @@
-/** Shared set-up for the model tests: the wasm backend, temp dirs, the Python reference environment. */
+/** Shared set-up for the model tests: the test backend (TEST_BACKEND), temp dirs, the Python reference environment. */
 import { existsSync } from "node:fs";
 import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { useBackend } from "../../trainer/model/backend.js";
+import { useTestBackend } from "../helpers/backend.js";
 
 export async function setup(): Promise<void> {
-  await useBackend("wasm");
+  await useTestBackend();
 }
 
 export function tempDir(prefix: string): Promise<string> {

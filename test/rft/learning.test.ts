@@ -13,6 +13,7 @@ import { runJob } from "../../trainer/job/run-job.js";
 import { saveHfModel } from "../../trainer/model/hf-io.js";
 import { createRandomModel, disposeModel } from "../../trainer/model/model.js";
 import { EXAMPLE, tempJobDir } from "../helpers/rft-job.js";
+import { TEST_BACKEND } from "../helpers/backend.js";
 
 test("RFT improves the warm-started model on the sort-digits example", async () => {
   const dir = tempJobDir("learning");
@@ -26,7 +27,7 @@ test("RFT improves the warm-started model on the sort-digits example", async () 
   const sft = await runJob({
     manifest: loadManifest(join(dir, "sft.yaml")),
     outDir: join(dir, "out", "sft"),
-    backend: "wasm",
+    backend: TEST_BACKEND,
   });
   assert.equal(sft.status, "succeeded");
 
@@ -36,7 +37,7 @@ test("RFT improves the warm-started model on the sort-digits example", async () 
   const rft = await runJob({
     manifest: loadManifest(join(dir, "rft-short.yaml")),
     outDir: join(dir, "out", "rft"),
-    backend: "wasm",
+    backend: TEST_BACKEND,
     stopAfterStep: 64,
   });
   assert.ok(rft.method === "reinforcement");

@@ -8,6 +8,7 @@ import { loadManifest } from "../../trainer/job/manifest.js";
 import { runJob } from "../../trainer/job/run-job.js";
 import { SafetensorsReader } from "../../trainer/model/safetensors.js";
 import { rftManifest, tempJobDir, tinyModel } from "../helpers/rft-job.js";
+import { TEST_BACKEND } from "../helpers/backend.js";
 
 const small = {
   nEpochs: 1,
@@ -53,14 +54,14 @@ test("a paused and resumed run equals an uninterrupted one, bit for bit", async 
   const { writeFileSync } = await import("node:fs");
   writeFileSync(manifest.paths.trainingFile, `${rows}\n`);
 
-  const whole = await runJob({ manifest, outDir: join(dir, "whole"), backend: "wasm" });
+  const whole = await runJob({ manifest, outDir: join(dir, "whole"), backend: TEST_BACKEND });
   assert.equal(whole.status, "succeeded");
   assert.equal(whole.method === "reinforcement" && whole.totalSteps, 6);
 
-  const first = await runJob({ manifest, outDir: join(dir, "split"), backend: "wasm", stopAfterStep: 2 });
+  const first = await runJob({ manifest, outDir: join(dir, "split"), backend: TEST_BACKEND, stopAfterStep: 2 });
   assert.equal(first.status, "paused");
   assert.equal(first.method === "reinforcement" && first.step, 2);
-  const second = await runJob({ manifest, outDir: join(dir, "split"), backend: "wasm" });
+  const second = await runJob({ manifest, outDir: join(dir, "split"), backend: TEST_BACKEND });
   assert.equal(second.status, "succeeded");
 
   assert.deepEqual(trainRewards(join(dir, "split")), trainRewards(join(dir, "whole")), "same rewards every step");
@@ -82,7 +83,7 @@ test("cancel stops without a final model; pause leaves a checkpoint to resume fr
   const cancelled = await runJob({
     manifest,
     outDir: join(dir, "c"),
-    backend: "wasm",
+    backend: TEST_BACKEND,
     control: { pause: false, cancel: true },
   });
   assert.equal(cancelled.status, "cancelled");
@@ -90,7 +91,7 @@ test("cancel stops without a final model; pause leaves a checkpoint to resume fr
   const paused = await runJob({
     manifest,
     outDir: join(dir, "p"),
-    backend: "wasm",
+    backend: TEST_BACKEND,
     control: { pause: true, cancel: false },
   });
   assert.equal(paused.status, "paused");
@@ -101,7 +102,7 @@ test("a grader that keeps failing fails the job with its traceback", async () =>
   const { dir, manifest } = await tinyJob("grader-fails");
   const grader = manifest.job.spec.method.reinforcement!.grader as any;
   grader.graders.correct.source = "def grade(sample, item):\n    raise ValueError('bad grader ' + item['answer'])\n";
-  const r = await runJob({ manifest, outDir: join(dir, "out"), backend: "wasm" });
+  const r = await runJob({ manifest, outDir: join(dir, "out"), backend: TEST_BACKEND });
   assert.equal(r.status, "failed");
   assert.equal(r.method === "reinforcement" && r.step, 3);
   assert.match(
@@ -117,11 +118,11 @@ test("grading through the gRPC sidecar gives the same rewards as in process", as
     const remote = await runJob({
       manifest,
       outDir: join(dir, "remote"),
-      backend: "wasm",
+      backend: TEST_BACKEND,
       graderAddr: `127.0.0.1:${svc.grpcPort}`,
       stopAfterStep: 2,
     });
-    await runJob({ manifest, outDir: join(dir, "local"), backend: "wasm", stopAfterStep: 2 });
+    await runJob({ manifest, outDir: join(dir, "local"), backend: TEST_BACKEND, stopAfterStep: 2 });
     assert.equal(remote.status, "paused");
     assert.deepEqual(trainRewards(join(dir, "remote")), trainRewards(join(dir, "local")));
     const requests = await svc.metrics.requests.get();

@@ -4,7 +4,7 @@
  */
 import { appendFileSync, mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
-import { type BackendName, useBackend } from "../model/backend.js";
+import { type BackendChoice, useBackend } from "../model/backend.js";
 import { backendFailure, cleanup, noteWork } from "../model/backend-failure.js";
 import { saveHfModel } from "../model/hf-io.js";
 import { loadHfModel } from "../model/hf-io.js";
@@ -22,7 +22,8 @@ import type { RankEnv } from "../collective/env.js";
 export interface RunJobOptions {
   manifest: LoadedManifest;
   outDir: string;
-  backend?: BackendName;
+  /** Default: spec.trainer.backend, else "auto" (tensorflow when it loads, else wasm with a notice). */
+  backend?: BackendChoice;
   /** Grade through a grader sidecar at host:port instead of in process. */
   graderAddr?: string;
   control?: RftControl;
@@ -65,7 +66,7 @@ async function runJobOnce(o: RunJobOptions): Promise<RunJobResult> {
   const spec = job.spec;
   if (o.microBatch !== undefined && !(Number.isInteger(o.microBatch) && o.microBatch >= 1))
     throw new RangeError(`micro-batch: want a positive integer, got ${o.microBatch}`);
-  await useBackend(o.backend ?? spec.trainer?.backend ?? "wasm");
+  await useBackend(o.backend ?? spec.trainer?.backend ?? "auto");
   noteWork(`loading the model ${paths.model}`);
   mkdirSync(o.outDir, { recursive: true });
   const seed = spec.seed ?? 0;
