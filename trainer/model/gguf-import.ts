@@ -5,10 +5,9 @@
  */
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { parseHfConfig, type ModelConfig, newHfConfig, toHfConfig } from "./config.js";
+import { generationConfig, parseHfConfig, type ModelConfig, newHfConfig, toHfConfig } from "./config.js";
 import { canDequantize, SUPPORTED_TYPES } from "./gguf-dequant.js";
 import { GgufError, GgufFile, type GgufValue } from "./gguf-read.js";
-import { generationConfig } from "./hf-io.js";
 import { paramSpecs } from "./params.js";
 import { writeSafetensorsStreaming } from "./safetensors.js";
 import { bytesToUnicode, type TokenizerFiles } from "./tokenizer.js";
