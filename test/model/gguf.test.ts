@@ -325,6 +325,9 @@ describe("dequantization vs gguf-py", () => {
       const version = join(bad, "version.gguf");
       await writeFile(version, v);
       await rejects(version, /unsupported GGUF version 7 \(supported: 2, 3\)/);
+      v.writeUInt32BE(3, 4);
+      await writeFile(version, v);
+      await rejects(version, /big-endian GGUF \(version 3\) is not supported/);
     });
 
     test("unsupported architecture, unsupported tensor type; the CLI says so in one line, exit 1", async () => {

@@ -29,12 +29,12 @@ def split_gguf(path):
 def model_mode(gguf_path, ours, request):
     import torch
     from safetensors.numpy import load_file
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
     d, name = split_gguf(gguf_path)
-    cfg = AutoConfig.from_pretrained(d, gguf_file=name)
     model = AutoModelForCausalLM.from_pretrained(d, gguf_file=name, dtype=torch.float32)
     model.eval()
+    cfg = model.config
     fields = [
         "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
         "num_key_value_heads", "head_dim", "max_position_embeddings", "rms_norm_eps", "tie_word_embeddings",

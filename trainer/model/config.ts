@@ -227,6 +227,15 @@ export function toHfConfig(c: ModelConfig, dtype: string): Record<string, unknow
   return out;
 }
 
+/** generation_config.json: the special token ids of the config. */
+export function generationConfig(c: ModelConfig): Record<string, unknown> {
+  const gen: Record<string, unknown> = { _from_model_config: true };
+  if (c.bosTokenId !== null) gen["bos_token_id"] = c.bosTokenId;
+  if (c.eosTokenIds.length) gen["eos_token_id"] = c.eosTokenIds.length === 1 ? c.eosTokenIds[0] : c.eosTokenIds;
+  if (c.padTokenId !== null) gen["pad_token_id"] = c.padTokenId;
+  return gen;
+}
+
 /** Inverse RoPE frequencies (length headDim/2), after the config's scaling rule. */
 export function ropeInvFreq(c: ModelConfig): Float64Array {
   const half = c.headDim / 2;

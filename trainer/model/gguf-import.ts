@@ -5,12 +5,11 @@
  */
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { parseHfConfig, type ModelConfig, newHfConfig, toHfConfig } from "./config.js";
+import { generationConfig, parseHfConfig, type ModelConfig, newHfConfig, toHfConfig } from "./config.js";
 import { canDequantize, SUPPORTED_TYPES } from "./gguf-dequant.js";
 import { GgufError, GgufFile, type GgufValue } from "./gguf-read.js";
-import { generationConfig } from "./hf-io.js";
 import { paramSpecs } from "./params.js";
-import { serialize, type TensorToWrite } from "./safetensors.js";
+import { writeSafetensorsStreaming } from "./safetensors.js";
 import { bytesToUnicode, type TokenizerFiles } from "./tokenizer.js";
 
 export { GgufError } from "./gguf-read.js";
@@ -145,8 +144,8 @@ export function unpermuteQK(data: Float32Array, heads: number, cols: number): Fl
   return out;
 }
 
-/** Every tensor in HF names, layout and order (paramSpecs), dequantized to float32. */
-export function ggufTensors(g: GgufFile, config: ModelConfig): TensorToWrite[] {
+/** The tensors to write, in HF names, shapes and order (paramSpecs), each checked against the file. */
+export function ggufTensorPlan(g: GgufFile, config: ModelConfig): { name: string; gguf: string; shape: number[] }[] {
   const specs = paramSpecs(config);
   const wanted = new Set(specs.map((s) => ggufName(s.name)));
   const extra = [...g.tensors.keys()].filter((n) => !wanted.has(n));
@@ -155,8 +154,7 @@ export function ggufTensors(g: GgufFile, config: ModelConfig): TensorToWrite[] {
       `${g.file}: tensors a llama model of this config does not have: ${extra.slice(0, 5).join(", ")}${extra.length > 5 ? ` (+${extra.length - 5} more)` : ""}`,
     );
   }
-  const out: TensorToWrite[] = [];
-  for (const s of specs) {
+  return specs.map((s) => {
     const name = ggufName(s.name);
     const info = g.tensors.get(name);
     if (!info) throw new GgufError(`${g.file}: tensor "${name}" (${s.name}) is missing`);
@@ -165,14 +163,17 @@ export function ggufTensors(g: GgufFile, config: ModelConfig): TensorToWrite[] {
         `${g.file}: tensor "${name}" has shape [${info.shape}], the llama.* metadata implies [${s.hfShape}]`,
       );
     }
-    let { data } = g.readF32(name);
-    const cols = s.hfShape.length === 2 ? s.hfShape[1]! : 1;
-    if (name.endsWith("attn_q.weight") || name.endsWith("attn_q.bias")) data = unpermuteQK(data, config.numHeads, cols);
-    if (name.endsWith("attn_k.weight") || name.endsWith("attn_k.bias"))
-      data = unpermuteQK(data, config.numKvHeads, cols);
-    out.push({ name: s.name, shape: s.hfShape, data });
-  }
-  return out;
+    return { name: s.name, gguf: name, shape: s.hfShape };
+  });
+}
+
+/** One planned tensor, dequantized to float32 in HF layout (Q/K rows back in HF order). */
+export function ggufTensorData(g: GgufFile, config: ModelConfig, t: { gguf: string; shape: number[] }): Float32Array {
+  const { data } = g.readF32(t.gguf);
+  const cols = t.shape.length === 2 ? t.shape[1]! : 1;
+  if (/\.attn_q\.(weight|bias)$/.test(t.gguf)) return unpermuteQK(data, config.numHeads, cols);
+  if (/\.attn_k\.(weight|bias)$/.test(t.gguf)) return unpermuteQK(data, config.numKvHeads, cols);
+  return data;
 }
 
 /** The llama.cpp pre-tokenizer names (`tokenizer.ggml.pre`) and the split regexes they stand for. */
@@ -353,16 +354,18 @@ export async function importGguf(file: string, outDir: string): Promise<ImportRe
     const raw = ggufHfConfig(g);
     const config = parseHfConfig(raw, `${file} (llama.* metadata)`);
     const tokenizer = ggufTokenizer(g);
-    const tensors = ggufTensors(g, config);
+    const plan = ggufTensorPlan(g, config);
     const types: Record<string, number> = {};
     for (const t of g.tensors.values()) types[t.typeName] = (types[t.typeName] ?? 0) + 1;
     await mkdir(outDir, { recursive: true });
-    await writeFile(join(outDir, "model.safetensors"), serialize(tensors, "F32", { format: "pt" }));
+    await writeSafetensorsStreaming(join(outDir, "model.safetensors"), plan, (i) =>
+      ggufTensorData(g, config, plan[i]!),
+    );
     await writeFile(join(outDir, "config.json"), JSON.stringify(toHfConfig(config, "float32"), null, 2) + "\n");
     await writeFile(join(outDir, "generation_config.json"), JSON.stringify(generationConfig(config), null, 2) + "\n");
     await writeFile(join(outDir, "tokenizer.json"), JSON.stringify(tokenizer.tokenizerJson) + "\n");
     await writeFile(join(outDir, "tokenizer_config.json"), JSON.stringify(tokenizer.tokenizerConfig, null, 2) + "\n");
-    return { config, types, tensors: tensors.length };
+    return { config, types, tensors: plan.length };
   } finally {
     g.close();
   }

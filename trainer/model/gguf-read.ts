@@ -99,7 +99,6 @@ class Cursor {
   }
   string(): string {
     const n = this.u64(`${this.what}: string length`);
-    if (this.pos + n > this.size) this.need(n); // the truncation message
     const o = this.need(n);
     this.pos += n;
     return this.buf.toString("utf8", o, o + n);
@@ -195,6 +194,11 @@ export class GgufFile {
         );
       }
       const version = c.u32();
+      const swapped =
+        (((version & 0xff) << 24) | ((version & 0xff00) << 8) | ((version >>> 8) & 0xff00) | (version >>> 24)) >>> 0;
+      if (swapped === 2 || swapped === 3) {
+        throw new GgufError(`${file}: big-endian GGUF (version ${swapped}) is not supported (little-endian only)`);
+      }
       if (version !== 2 && version !== 3) {
         throw new GgufError(`${file}: unsupported GGUF version ${version} (supported: 2, 3)`);
       }

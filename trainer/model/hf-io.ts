@@ -6,7 +6,7 @@ import { existsSync } from "node:fs";
 import { mkdir, readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import * as tf from "@tensorflow/tfjs-core";
-import { type ModelConfig, parseHfConfig, toHfConfig } from "./config.js";
+import { generationConfig, parseHfConfig, toHfConfig } from "./config.js";
 import { createModel, type Model } from "./model.js";
 import { internalShape, type Params, paramSpecs } from "./params.js";
 import { SafetensorsReader, type StDtype, type TensorToWrite, writeSafetensors } from "./safetensors.js";
@@ -167,15 +167,6 @@ export async function exportTensors(model: Model): Promise<TensorToWrite[]> {
     out.push({ name: s.name, shape: s.hfShape, data: new Float32Array(data) });
   }
   return out;
-}
-
-/** generation_config.json: the special token ids of the config. */
-export function generationConfig(c: ModelConfig): Record<string, unknown> {
-  const gen: Record<string, unknown> = { _from_model_config: true };
-  if (c.bosTokenId !== null) gen["bos_token_id"] = c.bosTokenId;
-  if (c.eosTokenIds.length) gen["eos_token_id"] = c.eosTokenIds.length === 1 ? c.eosTokenIds[0] : c.eosTokenIds;
-  if (c.padTokenId !== null) gen["pad_token_id"] = c.padTokenId;
-  return gen;
 }
 
 export async function saveHfModel(model: Model, dir: string, opts: SaveOptions = {}): Promise<void> {

@@ -225,30 +225,67 @@ export interface TensorToWrite {
   data: Float32Array;
 }
 
-/** Serialises tensors (in the given order) as one safetensors buffer. */
-export function serialize(
-  tensors: TensorToWrite[],
-  dtype: Exclude<StDtype, "F64"> = "F32",
-  metadata: Record<string, string> = { format: "pt" },
+/** The 8-byte length + JSON header (padded to 8 bytes) for tensors of these shapes, in this order. */
+function headerBytes(
+  tensors: { name: string; shape: number[] }[],
+  dtype: Exclude<StDtype, "F64">,
+  metadata: Record<string, string>,
 ): Buffer {
   const header: Record<string, unknown> = { __metadata__: metadata };
-  const chunks: Uint8Array[] = [];
   let offset = 0;
   for (const t of tensors) {
-    const n = t.shape.reduce((a, b) => a * b, 1);
-    if (n !== t.data.length)
-      throw new SafetensorsError(`tensor "${t.name}": ${t.data.length} values for shape [${t.shape}]`);
-    const bytes = encode(t.data, dtype);
-    header[t.name] = { dtype, shape: t.shape, data_offsets: [offset, offset + bytes.byteLength] };
-    chunks.push(bytes);
-    offset += bytes.byteLength;
+    const bytes = t.shape.reduce((a, b) => a * b, 1) * BYTES[dtype];
+    header[t.name] = { dtype, shape: t.shape, data_offsets: [offset, offset + bytes] };
+    offset += bytes;
   }
   let json = JSON.stringify(header);
   json += " ".repeat((8 - ((8 + Buffer.byteLength(json)) % 8)) % 8);
   const hb = Buffer.from(json, "utf8");
   const len = Buffer.alloc(8);
   len.writeBigUInt64LE(BigInt(hb.byteLength));
-  return Buffer.concat([len, hb, ...chunks]);
+  return Buffer.concat([len, hb]);
+}
+
+/**
+ * Writes a safetensors file one tensor at a time: the header from the shapes first, then each tensor's data as
+ * `data(i)` produces it, so only one tensor is in memory (importers of large models use this).
+ */
+export async function writeSafetensorsStreaming(
+  file: string,
+  tensors: { name: string; shape: number[] }[],
+  data: (index: number) => Float32Array | Promise<Float32Array>,
+  dtype: Exclude<StDtype, "F64"> = "F32",
+  metadata: Record<string, string> = { format: "pt" },
+): Promise<void> {
+  const fh = await open(file, "w");
+  try {
+    await fh.write(headerBytes(tensors, dtype, metadata));
+    for (let i = 0; i < tensors.length; i++) {
+      const t = tensors[i]!;
+      const d = await data(i);
+      const n = t.shape.reduce((a, b) => a * b, 1);
+      if (n !== d.length) throw new SafetensorsError(`tensor "${t.name}": ${d.length} values for shape [${t.shape}]`);
+      await fh.write(encode(d, dtype));
+    }
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Serialises tensors (in the given order) as one safetensors buffer. */
+export function serialize(
+  tensors: TensorToWrite[],
+  dtype: Exclude<StDtype, "F64"> = "F32",
+  metadata: Record<string, string> = { format: "pt" },
+): Buffer {
+  const chunks: Uint8Array[] = [];
+  for (const t of tensors) {
+    const n = t.shape.reduce((a, b) => a * b, 1);
+    if (n !== t.data.length)
+      throw new SafetensorsError(`tensor "${t.name}": ${t.data.length} values for shape [${t.shape}]`);
+    chunks.push(encode(t.data, dtype));
+  }
+  return Buffer.concat([headerBytes(tensors, dtype, metadata), ...chunks]);
 }
 
 export async function writeSafetensors(
