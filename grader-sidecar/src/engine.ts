@@ -17,6 +17,7 @@ import { gradeStringCheck } from "./graders/string-check.js";
 import { DEFAULT_EMBEDDINGS_MODEL, gradeTextSimilarity } from "./graders/text-similarity.js";
 import { addUsage, type ModelEndpoint } from "./model-client.js";
 import { PythonSandbox, type PythonSandboxOptions } from "./python/sandbox.js";
+import type { SimilarityLimits } from "./similarity/limits.js";
 import {
   type Compiled,
   type CompiledSub,
@@ -45,6 +46,8 @@ export interface GraderEngineOptions {
   pythonCheck?: "run" | "parse";
   /** Deadline for one grade; past it the reward is 0 with `unresponsive_reward_error`. Default 150 s. */
   gradeTimeoutMs?: number;
+  /** Cost bounds of the local text_similarity metrics (default DEFAULT_SIMILARITY_LIMITS; see README "Limits"). */
+  similarityLimits?: SimilarityLimits;
   /** Called after every top-level grade (metrics). */
   onGraded?: (res: RunGraderResponse) => void;
 }
@@ -202,6 +205,7 @@ export class GraderEngine {
             g,
             scope,
             e && { endpoint: e.endpoint, model: e.model ?? DEFAULT_EMBEDDINGS_MODEL },
+            this.opts.similarityLimits,
           );
         }
         case "score_model":
