@@ -36,6 +36,7 @@ RESP_FD = 4
 GRADER_FILE = "<grader>"
 CACHE_MAX = 64
 DETAILS_MAX = 8000
+REWARD_ABS_MAX = 1e6  # proto/graders.ts REWARD_ABS_MAX: larger rewards would overflow the step's sums
 MAIN_PID = os.getpid()
 EXIT_BAD_REQUEST = 3
 EXIT_CPU = 152  # the sidecar reports it as "CPU time limit exceeded"
@@ -379,6 +380,8 @@ def validate(v):
         return None, f"grade() returned a number that is not a finite float: {e}"
     if not math.isfinite(f):
         return None, f"grade() must return a finite float, got {f}"
+    if abs(f) > REWARD_ABS_MAX:
+        return None, f"grade() returned {f!r}; rewards must lie within ±{REWARD_ABS_MAX:g}"
     return f, None
 
 

@@ -5,6 +5,7 @@
 import {
   ERROR_FLAGS,
   type GraderErrors,
+  REWARD_ABS_MAX,
   type RunGraderResponse,
   type Sample,
   type TokenUsage,
@@ -163,6 +164,7 @@ export class GraderEngine {
       // Local graders finish in microseconds; only graders that wait on a process or a network get a deadline.
       outcome = isLocal(compiled) ? await work : await this.withDeadline(work);
     }
+    outcome = boundReward(compiled, outcome);
     const res = toResponse(compiled, outcome, (performance.now() - started) / 1000);
     this.opts.onGraded?.(res);
     return res;
@@ -238,12 +240,29 @@ export class GraderEngine {
       sampledModel ??= o.sampledModel ?? null;
     });
     let reward = evaluateFormula(g.formula, subRewards);
-    if (!Number.isFinite(reward)) {
+    if (!Number.isFinite(reward) || Math.abs(reward) > REWARD_ABS_MAX) {
       errors.formula_parse_error = true;
       reward = 0;
     }
     return { reward, errors, subRewards, scores: { ...subRewards }, usage, sampledModel };
   }
+}
+
+/**
+ * No reward leaves the engine as NaN, ±inf or past ±REWARD_ABS_MAX (a step's mean over such rewards is NaN
+ * and fails the run): it becomes 0 with the grader's error flag (a formula's for multi, the runtime error for
+ * python, other_error otherwise).
+ */
+function boundReward(g: Compiled, o: Outcome): Outcome {
+  if (Number.isFinite(o.reward) && Math.abs(o.reward) <= REWARD_ABS_MAX) return o;
+  const why = `the reward ${o.reward} is not a finite number within ±${REWARD_ABS_MAX}`;
+  const flag: Partial<GraderErrors> =
+    g.type === "multi"
+      ? { formula_parse_error: true }
+      : g.type === "python"
+        ? { python_grader_runtime_error: true, python_grader_runtime_error_details: why }
+        : { other_error: true };
+  return { ...o, reward: 0, errors: { ...o.errors, ...flag } };
 }
 
 function toResponse(g: Compiled, o: Outcome, seconds: number): RunGraderResponse {

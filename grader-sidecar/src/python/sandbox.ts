@@ -12,7 +12,7 @@ import { chown, mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Readable, Writable } from "node:stream";
-import { PYTHON_SOURCE_MAX_BYTES, type Sample } from "../../../proto/graders.js";
+import { PYTHON_SOURCE_MAX_BYTES, REWARD_ABS_MAX, type Sample } from "../../../proto/graders.js";
 import { packageRoot } from "../../../proto/paths.js";
 import { type IsolationPlan, probeIsolation } from "./isolation.js";
 
@@ -509,7 +509,15 @@ export class PythonSandbox {
     });
     if (r.kind === "server") return { ok: false, kind: "server", type: r.type, details: r.details };
     const m = r.msg;
-    if (m.ok === true && typeof m.value === "number" && Number.isFinite(m.value)) return { ok: true, value: m.value };
+    if (m.ok === true && typeof m.value === "number" && Number.isFinite(m.value)) {
+      // The worker checks the range too; this side decides (a reward past it would overflow the step's sums).
+      if (Math.abs(m.value) <= REWARD_ABS_MAX) return { ok: true, value: m.value };
+      return {
+        ok: false,
+        kind: "runtime",
+        details: `grade() returned ${m.value}; rewards must lie within ±${REWARD_ABS_MAX}`,
+      };
+    }
     if (m.ok === false && m.kind === "runtime") {
       return { ok: false, kind: "runtime", details: typeof m.details === "string" ? m.details : "grader error" };
     }
