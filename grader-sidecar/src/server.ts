@@ -16,6 +16,8 @@ export interface GraderServiceOptions {
   /** gRPC: samples per GradeBatch message and largest message (defaults: GRPC_LIMITS in grpc.ts). */
   maxBatchItems?: number;
   maxMessageBytes?: number;
+  /** Distinct grader_name label values in /metrics (default 32; later names are "other"). */
+  maxGraderNames?: number;
   /** HTTP: largest request body (default 2 MiB). */
   maxBodyBytes?: number;
   apiKey?: string;
@@ -34,7 +36,7 @@ export interface GraderService {
 export async function startGraderService(opts: GraderServiceOptions = {}): Promise<GraderService> {
   const host = opts.host ?? "127.0.0.1";
   const logger = opts.logger ?? createLogger("grader");
-  const metrics = new GraderMetrics();
+  const metrics = new GraderMetrics({ maxGraderNames: opts.maxGraderNames });
   const engine = new GraderEngine({ ...opts.engine, onGraded: metrics.observe });
 
   const pool = (name: string, help: string, pick: (s: NonNullable<ReturnType<GraderEngine["stats"]>>) => number) =>
