@@ -6,6 +6,7 @@ import * as grpc from "@grpc/grpc-js";
 import OpenAI from "openai";
 import { GRPC_LIMITS } from "../../grader-sidecar/src/grpc.js";
 import { type GraderService, startGraderService } from "../../grader-sidecar/src/server.js";
+import type { GradeBatchRequest } from "../../proto/gen/rft/grader/v1/GradeBatchRequest.js";
 import type { GradeBatchResponse__Output } from "../../proto/gen/rft/grader/v1/GradeBatchResponse.js";
 import type { GraderServiceClient } from "../../proto/gen/rft/grader/v1/GraderService.js";
 import { loadGraderProto } from "../../proto/grpc.js";
@@ -33,7 +34,7 @@ const exact = JSON.stringify({
   operation: "eq",
 });
 
-function gradeBatch(messages: unknown[]): Promise<GradeBatchResponse__Output[]> {
+function gradeBatch(messages: GradeBatchRequest[]): Promise<GradeBatchResponse__Output[]> {
   return new Promise((resolve, reject) => {
     const out: GradeBatchResponse__Output[] = [];
     const call = client.GradeBatch();
