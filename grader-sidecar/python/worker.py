@@ -76,6 +76,18 @@ def set_limits(cfg):
     return failed
 
 
+MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
+
+
+def private_shm(libc, size):
+    """A fresh size-limited tmpfs on /dev/shm, in the worker's own mount namespace (the sidecar asks only when
+    it created one): what a grader writes there is capped at `size` bytes and vanishes with the worker."""
+    if libc is None or not os.path.isdir("/dev/shm"):
+        return False
+    opts = f"size={int(size)},mode=1777".encode()
+    return libc.mount(b"tmpfs", b"/dev/shm", b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, opts) == 0
+
+
 def drop_privileges(uid, gid):
     """Become uid/gid (used when the sidecar runs as root). Directories on sys.path that the new uid cannot
     traverse (e.g. a Python under /root) stay importable through directory fds opened before the switch."""
@@ -461,6 +473,8 @@ def main():
     cfg = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
     report = {"ready": True, "pid": os.getpid()}
     libc = _libc()
+    if cfg.get("shm"):
+        report["shm_private"] = private_shm(libc, cfg["shm"])
     failed = set_limits(cfg)
     if libc is not None:
         libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
