@@ -18,6 +18,7 @@ import { gradeStringCheck } from "./graders/string-check.js";
 import { DEFAULT_EMBEDDINGS_MODEL, gradeTextSimilarity } from "./graders/text-similarity.js";
 import { addUsage, type ModelEndpoint } from "./model-client.js";
 import { PythonSandbox, type PythonSandboxOptions } from "./python/sandbox.js";
+import { RenderLimitError } from "./template.js";
 import type { SimilarityLimits } from "./similarity/limits.js";
 import {
   type Compiled,
@@ -217,7 +218,9 @@ export class GraderEngine {
         case "python":
           return await gradePython(g, scope, await this.python());
       }
-    } catch {
+    } catch (err) {
+      // A template that renders past RENDER_MAX_CHARS: too long to grade, like an over-long similarity text.
+      if (err instanceof RenderLimitError) return fail({ truncated_observation_error: true });
       return fail({ other_error: true });
     }
   }

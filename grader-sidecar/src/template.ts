@@ -21,6 +21,12 @@ export interface Template {
 
 export class TemplateSyntaxError extends Error {}
 
+/** Longest text one template may render to (README "Limits"): `{{ item.big }}` × N could otherwise build gigabytes. */
+export const RENDER_MAX_CHARS = 16 * 1024 * 1024;
+
+/** A template rendered past RENDER_MAX_CHARS (the grade scores 0 with `truncated_observation_error`). */
+export class RenderLimitError extends Error {}
+
 /** How much of a reference's text an error message quotes (a hostile template can be megabytes long). */
 const QUOTE_MAX = 80;
 function quote(s: string): string {
@@ -130,6 +136,9 @@ export function render(t: Template, scope: RenderScope): Rendered {
     const v = resolve(p, scope);
     if (v === MISSING) missing.push(p.source);
     else text += typeof v === "string" ? v : JSON.stringify(v);
+    if (text.length > RENDER_MAX_CHARS) {
+      throw new RenderLimitError(`the template renders to more than ${RENDER_MAX_CHARS} characters`);
+    }
   }
   return { text, missing };
 }

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { parseTemplate, render, TemplateSyntaxError } from "../../grader-sidecar/src/template.js";
+import { parseTemplate, RenderLimitError, render, TemplateSyntaxError } from "../../grader-sidecar/src/template.js";
 
 const scope = {
   item: { x: { y: ["first", "second"] }, n: 3, obj: { a: 1 }, "dash-key": "d" },
@@ -83,4 +83,37 @@ test("template: errors on huge references quote a bounded prefix", { timeout: 12
       return true;
     },
   );
+});
+
+test("template: rendering is bounded (RENDER_MAX_CHARS); the grade is truncated_observation_error", async () => {
+  const { GraderEngine } = await import("../../grader-sidecar/src/engine.js");
+  const engine = new GraderEngine();
+  try {
+    const big = "x".repeat(1 << 20);
+    const grader = (n: number) => ({
+      type: "string_check",
+      name: "s",
+      input: "{{ item.big }}".repeat(n),
+      reference: "y",
+      operation: "eq",
+    });
+    // 100 × 1 MiB = 100 MiB of text would be built without the bound.
+    const over = await engine.run(grader(100), { big }, { output_text: "" });
+    assert.equal(over.reward, 0);
+    assert.equal(over.metadata.errors.truncated_observation_error, true);
+    assert.equal(over.metadata.errors.other_error, false);
+    assert.throws(
+      () => render(parseTemplate("{{ item.big }}".repeat(17)), { item: { big }, sample: {} }),
+      RenderLimitError,
+    );
+    // Within the bound it renders as before.
+    const ok = await engine.run(grader(2), { big }, { output_text: "" });
+    assert.equal(ok.metadata.errors.truncated_observation_error, false);
+    assert.equal(
+      render(parseTemplate("{{ item.big }}".repeat(16)), { item: { big }, sample: {} }).text.length,
+      16 << 20,
+    );
+  } finally {
+    await engine.close();
+  }
 });
