@@ -61,13 +61,28 @@ function toSampleInput(s: SampleInput__Output | null, what: string): SampleInput
   };
 }
 
-/** Bounded cache of compiled graders keyed by their JSON text (the trainer sends the same grader every time). */
-class CompileCache {
+/**
+ * Bounded cache of compiled graders keyed by their JSON text (the trainer sends the same grader every time):
+ * at most `max` graders and `maxBytes` of key text (a caller sending many distinct 16 MiB graders would
+ * otherwise pin gigabytes); least recently used first out.
+ */
+export class CompileCache {
   private map = new Map<string, Promise<Compiled>>();
+  private bytes = 0;
   constructor(
     private engine: GraderEngine,
     private max = 256,
+    private maxBytes = 64 * 1024 * 1024,
   ) {}
+  get size(): number {
+    return this.map.size;
+  }
+  get keyBytes(): number {
+    return this.bytes;
+  }
+  private drop(json: string) {
+    if (this.map.delete(json)) this.bytes -= json.length;
+  }
   get(json: string): Promise<Compiled> {
     let p = this.map.get(json);
     if (p) {
@@ -82,9 +97,14 @@ class CompileCache {
       return Promise.reject(new GraderValidationError(`not valid JSON: ${(err as Error).message}`, "grader"));
     }
     p = this.engine.compile(raw);
-    p.catch(() => this.map.delete(json));
+    const mine = p;
+    p.catch(() => {
+      if (this.map.get(json) === mine) this.drop(json);
+    });
+    if (json.length > this.maxBytes) return p; // compiled for this call, never kept
     this.map.set(json, p);
-    if (this.map.size > this.max) this.map.delete(this.map.keys().next().value!);
+    this.bytes += json.length;
+    while (this.map.size > this.max || this.bytes > this.maxBytes) this.drop(this.map.keys().next().value!);
     return p;
   }
 }

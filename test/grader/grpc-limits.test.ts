@@ -124,3 +124,23 @@ test("HTTP: a body past the limit is 413 with OpenAI's error envelope (official 
   });
   assert.equal(ok.reward, 1);
 });
+
+test("the compiled-grader cache is bounded in graders and in bytes", async () => {
+  const { GraderEngine } = await import("../../grader-sidecar/src/engine.js");
+  const { CompileCache } = await import("../../grader-sidecar/src/grpc.js");
+  const engine = new GraderEngine();
+  const cache = new CompileCache(engine, 256, 10_000);
+  const grader = (i: number, pad: number) =>
+    JSON.stringify({ ...JSON.parse(exact), name: `g${i}`, reference: `${"r".repeat(pad)}{{ item.answer }}` });
+  for (let i = 0; i < 50; i++) await cache.get(grader(i, 3000));
+  assert.ok(cache.keyBytes <= 10_000, `${cache.keyBytes} bytes kept`);
+  assert.equal(cache.size, 3);
+  // A grader larger than the whole budget is compiled but not kept.
+  const huge = grader(99, 20_000);
+  assert.equal((await cache.get(huge)).type, "string_check");
+  assert.ok(cache.keyBytes <= 10_000);
+  // Invalid graders are not kept either.
+  await assert.rejects(cache.get(JSON.stringify({ type: "string_check" })));
+  assert.equal(cache.size, 3);
+  await engine.close();
+});
