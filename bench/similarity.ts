@@ -3,8 +3,14 @@
  * pairs: near-duplicates, reorderings, paraphrases and shorter answers (the partial_ratio path of
  * fuzzy_match). Prints calls/s and p50/p99 per call for each metric.
  * Run: npx tsx bench/similarity.ts [--seconds N]
+ *
+ * `--long [--kb N] [--unbounded]`: instead, one call per metric on hostile long pairs (N kB each, default
+ * 1024: words, and a short text inside a long one, where fuzzy_match runs partial_ratio), through the cost
+ * bounds of similarity/limits.ts (what the grader does); `--unbounded` calls the metric directly (the
+ * behaviour before the bounds: minutes at 1 MB, so use --kb 20 or so), plus each metric's worst case at its limit.
  */
 import { type LocalMetric, textSimilarity } from "../grader-sidecar/src/similarity/index.js";
+import { DEFAULT_SIMILARITY_LIMITS, similarityOverLimit } from "../grader-sidecar/src/similarity/limits.js";
 import { SIMILARITY_METRICS } from "../proto/graders.js";
 
 const secondsArg = process.argv.indexOf("--seconds");
@@ -58,6 +64,80 @@ function makePairs(count: number): Array<[string, string]> {
     pairs.push([input, ref]);
   }
   return pairs;
+}
+
+if (process.argv.includes("--long")) {
+  long();
+  process.exit(0);
+}
+
+function long() {
+  const kbArg = process.argv.indexOf("--kb");
+  const chars = (kbArg >= 0 ? Number(process.argv[kbArg + 1]) : 1024) * 1024;
+  const unbounded = process.argv.includes("--unbounded");
+  const r = rng(7);
+  const letters = (n: number, alphabet: string) => {
+    let s = "";
+    while (s.length < n) s += alphabet[Math.floor(r() * alphabet.length)];
+    return s;
+  };
+  const text = (n: number) => {
+    let s = "";
+    while (s.length < n) s += `${WORDS[Math.floor(r() * WORDS.length)]} `;
+    return s.slice(0, n);
+  };
+  const grade = (metric: LocalMetric, a: string, b: string) => {
+    const t0 = performance.now();
+    const why = unbounded ? null : similarityOverLimit(metric, a, b);
+    const out = why ?? textSimilarity(metric, a, b).toFixed(3);
+    return [(performance.now() - t0).toFixed(1), why ? "truncated_observation_error" : `score ${out}`];
+  };
+  console.log(`${unbounded ? "unbounded" : "bounded"}; one call each`);
+  const rows: string[][] = [["metric", "pair", "ms", "result"]];
+  const pairs: [string, string, string][] = [
+    [`words ${chars / 1024} kB × 2`, text(chars), text(chars)],
+    [
+      `"ab" ${Math.floor(chars / 1536)} kB in ${chars / 1024} kB`,
+      letters(Math.floor(chars / 1.5), "ab"),
+      letters(chars, "ab"),
+    ],
+  ];
+  for (const metric of METRICS) {
+    for (const [name, a, b] of pairs) rows.push([metric, name, ...grade(metric, a, b)]);
+    if (unbounded) continue;
+    // The slowest pairs within the limits found while choosing them.
+    const max = DEFAULT_SIMILARITY_LIMITS.maxChars[metric];
+    if (metric === "fuzzy_match") {
+      const m = Math.floor(Math.cbrt(DEFAULT_SIMILARITY_LIMITS.fuzzyPartialCost / 1.5));
+      rows.push([
+        metric,
+        `"ab" ${m} in ${Math.floor(1.5 * m)} (at the cost limit)`,
+        ...grade(metric, letters(m, "ab"), letters(Math.floor(1.5 * m), "ab")),
+      ]);
+      const m2 = Math.floor(Math.sqrt(DEFAULT_SIMILARITY_LIMITS.fuzzyPartialCost / max));
+      rows.push([
+        metric,
+        `"ab" ${m2} in ${max} (at the cost limit)`,
+        ...grade(metric, letters(m2, "ab"), letters(max, "ab")),
+      ]);
+      rows.push([
+        metric,
+        `"ab " ${max} × 2 (at the length limit)`,
+        ...grade(metric, letters(max, "ab "), letters(max, "ab ")),
+      ]);
+    } else {
+      rows.push([
+        metric,
+        `"a " vs "a b " ${max} (at the limit)`,
+        ...grade(metric, "a ".repeat(max / 2), "a b ".repeat(max / 4)),
+      ]);
+    }
+  }
+  const widths = rows[0]?.map((_, c) => Math.max(...rows.map((row) => (row[c] as string).length))) ?? [];
+  for (const row of rows)
+    console.log(
+      row.map((cell, c) => (c === 2 ? cell.padStart(widths[c] ?? 0) : cell.padEnd(widths[c] ?? 0))).join("  "),
+    );
 }
 
 const pairs = makePairs(64);

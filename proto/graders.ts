@@ -125,6 +125,12 @@ export const LabelModelGrader = T.Object(
 
 /** Python source limit, as OpenAI's: < 256 kB. */
 export const PYTHON_SOURCE_MAX_BYTES = 256 * 1024;
+/**
+ * The largest reward magnitude a grader may return. Past it (and for NaN/±inf) the reward is 0 with an error
+ * flag, so sums and means over a step can never overflow to ±inf/NaN. grader-sidecar/python/worker.py has the
+ * same bound (REWARD_ABS_MAX).
+ */
+export const REWARD_ABS_MAX = 1e6;
 
 export const PythonGrader = T.Object(
   {

@@ -3,6 +3,7 @@ import { readFileSync } from "node:fs";
 import type { Command } from "commander";
 import { signRow } from "../../ledger/dataset.js";
 import { loadPrivateKey } from "../../ledger/sign.js";
+import { DatasetError, readDatasetText } from "../../trainer/data/dataset.js";
 
 export function register(program: Command) {
   const dataset = program.command("dataset").description("dataset tools");
@@ -23,7 +24,16 @@ export function register(program: Command) {
         process.exitCode = 2;
         return;
       }
-      const lines = readFileSync(file, "utf8").split("\n");
+      let text: string;
+      try {
+        text = readDatasetText(file); // invalid UTF-8 is an error, never signed as U+FFFD
+      } catch (e) {
+        if (!(e instanceof DatasetError)) throw e;
+        process.stderr.write(`rft dataset sign: ${e.message}\n`);
+        process.exitCode = 2;
+        return;
+      }
+      const lines = text.split("\n");
       const out: string[] = [];
       for (const [i, line] of lines.entries()) {
         if (line.trim() === "") continue;

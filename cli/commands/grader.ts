@@ -29,6 +29,18 @@ export function register(program: Command) {
       Number(process.env.RFT_GRADER_CONCURRENCY ?? 64),
     )
     .option(
+      "--max-batch-items <n>",
+      "samples accepted in one GradeBatch message (more: RESOURCE_EXHAUSTED)",
+      int,
+      Number(process.env.RFT_GRADER_MAX_BATCH_ITEMS ?? 4096),
+    )
+    .option(
+      "--metrics-max-grader-names <n>",
+      'distinct grader_name label values in /metrics (later names are "other")',
+      int,
+      Number(process.env.RFT_GRADER_METRICS_MAX_GRADER_NAMES ?? 32),
+    )
+    .option(
       "--python-workers <n>",
       "warm python grader workers",
       int,
@@ -62,6 +74,8 @@ export function register(program: Command) {
         grpcPort: o.grpcPort,
         httpPort: o.httpPort,
         concurrency: o.concurrency,
+        maxBatchItems: o.maxBatchItems,
+        maxGraderNames: o.metricsMaxGraderNames,
         apiKey: keyFile ? readFileSync(keyFile, "utf8").trim() : undefined,
         engine: {
           model: endpointFromEnv("RFT_GRADER", { baseUrl: o.modelBaseUrl, apiKeyFile: o.modelApiKeyFile }),

@@ -36,6 +36,7 @@ RESP_FD = 4
 GRADER_FILE = "<grader>"
 CACHE_MAX = 64
 DETAILS_MAX = 8000
+REWARD_ABS_MAX = 1e6  # proto/graders.ts REWARD_ABS_MAX: larger rewards would overflow the step's sums
 MAIN_PID = os.getpid()
 EXIT_BAD_REQUEST = 3
 EXIT_CPU = 152  # the sidecar reports it as "CPU time limit exceeded"
@@ -73,6 +74,18 @@ def set_limits(cfg):
         except (ValueError, OSError):
             failed.append(name)
     return failed
+
+
+MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
+
+
+def private_shm(libc, size):
+    """A fresh size-limited tmpfs on /dev/shm, in the worker's own mount namespace (the sidecar asks only when
+    it created one): what a grader writes there is capped at `size` bytes and vanishes with the worker."""
+    if libc is None or not os.path.isdir("/dev/shm"):
+        return False
+    opts = f"size={int(size)},mode=1777".encode()
+    return libc.mount(b"tmpfs", b"/dev/shm", b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, opts) == 0
 
 
 def drop_privileges(uid, gid):
@@ -379,6 +392,8 @@ def validate(v):
         return None, f"grade() returned a number that is not a finite float: {e}"
     if not math.isfinite(f):
         return None, f"grade() must return a finite float, got {f}"
+    if abs(f) > REWARD_ABS_MAX:
+        return None, f"grade() returned {f!r}; rewards must lie within ±{REWARD_ABS_MAX:g}"
     return f, None
 
 
@@ -458,6 +473,8 @@ def main():
     cfg = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
     report = {"ready": True, "pid": os.getpid()}
     libc = _libc()
+    if cfg.get("shm"):
+        report["shm_private"] = private_shm(libc, cfg["shm"])
     failed = set_limits(cfg)
     if libc is not None:
         libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)

@@ -5,6 +5,7 @@
 import {
   ERROR_FLAGS,
   type GraderErrors,
+  REWARD_ABS_MAX,
   type RunGraderResponse,
   type Sample,
   type TokenUsage,
@@ -17,6 +18,8 @@ import { gradeStringCheck } from "./graders/string-check.js";
 import { DEFAULT_EMBEDDINGS_MODEL, gradeTextSimilarity } from "./graders/text-similarity.js";
 import { addUsage, type ModelEndpoint } from "./model-client.js";
 import { PythonSandbox, type PythonSandboxOptions } from "./python/sandbox.js";
+import { RenderLimitError } from "./template.js";
+import type { SimilarityLimits } from "./similarity/limits.js";
 import {
   type Compiled,
   type CompiledSub,
@@ -45,6 +48,8 @@ export interface GraderEngineOptions {
   pythonCheck?: "run" | "parse";
   /** Deadline for one grade; past it the reward is 0 with `unresponsive_reward_error`. Default 150 s. */
   gradeTimeoutMs?: number;
+  /** Cost bounds of the local text_similarity metrics (default DEFAULT_SIMILARITY_LIMITS; see README "Limits"). */
+  similarityLimits?: SimilarityLimits;
   /** Called after every top-level grade (metrics). */
   onGraded?: (res: RunGraderResponse) => void;
 }
@@ -160,6 +165,7 @@ export class GraderEngine {
       // Local graders finish in microseconds; only graders that wait on a process or a network get a deadline.
       outcome = isLocal(compiled) ? await work : await this.withDeadline(work);
     }
+    outcome = boundReward(compiled, outcome);
     const res = toResponse(compiled, outcome, (performance.now() - started) / 1000);
     this.opts.onGraded?.(res);
     return res;
@@ -202,6 +208,7 @@ export class GraderEngine {
             g,
             scope,
             e && { endpoint: e.endpoint, model: e.model ?? DEFAULT_EMBEDDINGS_MODEL },
+            this.opts.similarityLimits,
           );
         }
         case "score_model":
@@ -211,7 +218,9 @@ export class GraderEngine {
         case "python":
           return await gradePython(g, scope, await this.python());
       }
-    } catch {
+    } catch (err) {
+      // A template that renders past RENDER_MAX_CHARS: too long to grade, like an over-long similarity text.
+      if (err instanceof RenderLimitError) return fail({ truncated_observation_error: true });
       return fail({ other_error: true });
     }
   }
@@ -234,12 +243,29 @@ export class GraderEngine {
       sampledModel ??= o.sampledModel ?? null;
     });
     let reward = evaluateFormula(g.formula, subRewards);
-    if (!Number.isFinite(reward)) {
+    if (!Number.isFinite(reward) || Math.abs(reward) > REWARD_ABS_MAX) {
       errors.formula_parse_error = true;
       reward = 0;
     }
     return { reward, errors, subRewards, scores: { ...subRewards }, usage, sampledModel };
   }
+}
+
+/**
+ * No reward leaves the engine as NaN, ±inf or past ±REWARD_ABS_MAX (a step's mean over such rewards is NaN
+ * and fails the run): it becomes 0 with the grader's error flag (a formula's for multi, the runtime error for
+ * python, other_error otherwise).
+ */
+function boundReward(g: Compiled, o: Outcome): Outcome {
+  if (Number.isFinite(o.reward) && Math.abs(o.reward) <= REWARD_ABS_MAX) return o;
+  const why = `the reward ${o.reward} is not a finite number within ±${REWARD_ABS_MAX}`;
+  const flag: Partial<GraderErrors> =
+    g.type === "multi"
+      ? { formula_parse_error: true }
+      : g.type === "python"
+        ? { python_grader_runtime_error: true, python_grader_runtime_error_details: why }
+        : { other_error: true };
+  return { ...o, reward: 0, errors: { ...o.errors, ...flag } };
 }
 
 function toResponse(g: Compiled, o: Outcome, seconds: number): RunGraderResponse {

@@ -33,7 +33,15 @@ export class FormulaError extends Error {
   }
 }
 
+/** Deepest nesting of parentheses, function calls, unary signs and powers (README "Limits"). */
+export const FORMULA_MAX_NESTING = 100;
+/** Most tokens in one formula: bounds the depth of left-associative chains (a + b + …) as well. */
+export const FORMULA_MAX_TOKENS = 4096;
+
 type Tok = { t: "num"; v: number; p: number } | { t: "id"; v: string; p: number } | { t: "op"; v: string; p: number };
+
+const NUM = /(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?/y;
+const ID = /[A-Za-z_][A-Za-z0-9_]*/y;
 
 function tokenize(src: string): Tok[] {
   const out: Tok[] = [];
@@ -44,13 +52,19 @@ function tokenize(src: string): Tok[] {
       i++;
       continue;
     }
-    const num = /^(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?/.exec(src.slice(i));
+    if (out.length === FORMULA_MAX_TOKENS) {
+      throw new FormulaError(`the formula has more than ${FORMULA_MAX_TOKENS} tokens`, i);
+    }
+    // Sticky regexes read at i without copying the rest of the formula (linear in its length).
+    NUM.lastIndex = i;
+    const num = NUM.exec(src);
     if (num) {
       out.push({ t: "num", v: Number(num[0]), p: i });
       i += num[0].length;
       continue;
     }
-    const id = /^[A-Za-z_][A-Za-z0-9_]*/.exec(src.slice(i));
+    ID.lastIndex = i;
+    const id = ID.exec(src);
     if (id) {
       out.push({ t: "id", v: id[0], p: i });
       i += id[0].length;
@@ -80,6 +94,16 @@ export function parseFormula(src: string): Node {
     if (!isOp(v)) throw new FormulaError(peek() ? `expected "${v}"` : `expected "${v}" but the formula ended`, at());
     k++;
   };
+  // Recursion depth of the parser: every level a parenthesis, call, sign or power opens.
+  let depth = 0;
+  const enter = () => {
+    if (++depth > FORMULA_MAX_NESTING) {
+      throw new FormulaError(
+        `the formula nests deeper than ${FORMULA_MAX_NESTING} levels (parentheses, function calls, signs, powers)`,
+        at(),
+      );
+    }
+  };
 
   function expr(): Node {
     let left = term();
@@ -98,15 +122,20 @@ export function parseFormula(src: string): Node {
     return left;
   }
   function unary(): Node {
-    if (isOp("-")) {
-      k++;
-      return { kind: "neg", arg: unary() };
+    enter();
+    try {
+      if (isOp("-")) {
+        k++;
+        return { kind: "neg", arg: unary() };
+      }
+      if (isOp("+")) {
+        k++;
+        return unary();
+      }
+      return power();
+    } finally {
+      depth--;
     }
-    if (isOp("+")) {
-      k++;
-      return unary();
-    }
-    return power();
   }
   function power(): Node {
     const base = primary();

@@ -21,6 +21,16 @@ import { type Compiled, errorFlagsSet, type GraderEngine, GraderValidationError,
 export const GRADER_SERVICE_NAME = "rft.grader.v1.GraderService";
 
 class BadRequest extends Error {}
+/** A request past one of the service's size limits (gRPC RESOURCE_EXHAUSTED). */
+class TooLarge extends Error {}
+
+/** Default limits of the gRPC service (README "Limits"). */
+export const GRPC_LIMITS = {
+  /** Samples in one GradeBatch message (the trainer sends 256). */
+  maxBatchItems: 4096,
+  /** Largest request message, bytes (grpc-js answers RESOURCE_EXHAUSTED past it). */
+  maxMessageBytes: 16 * 1024 * 1024,
+};
 
 function parseJsonObject(text: string, what: string): Record<string, unknown> {
   if (!text) return {};
@@ -51,13 +61,28 @@ function toSampleInput(s: SampleInput__Output | null, what: string): SampleInput
   };
 }
 
-/** Bounded cache of compiled graders keyed by their JSON text (the trainer sends the same grader every time). */
-class CompileCache {
+/**
+ * Bounded cache of compiled graders keyed by their JSON text (the trainer sends the same grader every time):
+ * at most `max` graders and `maxBytes` of key text (a caller sending many distinct 16 MiB graders would
+ * otherwise pin gigabytes); least recently used first out.
+ */
+export class CompileCache {
   private map = new Map<string, Promise<Compiled>>();
+  private bytes = 0;
   constructor(
     private engine: GraderEngine,
     private max = 256,
+    private maxBytes = 64 * 1024 * 1024,
   ) {}
+  get size(): number {
+    return this.map.size;
+  }
+  get keyBytes(): number {
+    return this.bytes;
+  }
+  private drop(json: string) {
+    if (this.map.delete(json)) this.bytes -= json.length;
+  }
   get(json: string): Promise<Compiled> {
     let p = this.map.get(json);
     if (p) {
@@ -72,14 +97,20 @@ class CompileCache {
       return Promise.reject(new GraderValidationError(`not valid JSON: ${(err as Error).message}`, "grader"));
     }
     p = this.engine.compile(raw);
-    p.catch(() => this.map.delete(json));
+    const mine = p;
+    p.catch(() => {
+      if (this.map.get(json) === mine) this.drop(json);
+    });
+    if (json.length > this.maxBytes) return p; // compiled for this call, never kept
     this.map.set(json, p);
-    if (this.map.size > this.max) this.map.delete(this.map.keys().next().value!);
+    this.bytes += json.length;
+    while (this.map.size > this.max || this.bytes > this.maxBytes) this.drop(this.map.keys().next().value!);
     return p;
   }
 }
 
 function statusOf(err: unknown): Partial<grpc.StatusObject> {
+  if (err instanceof TooLarge) return { code: grpc.status.RESOURCE_EXHAUSTED, details: err.message };
   if (err instanceof GraderValidationError || err instanceof BadRequest) {
     return { code: grpc.status.INVALID_ARGUMENT, details: err.message };
   }
@@ -91,11 +122,16 @@ export interface GrpcOptions {
   logger: Logger;
   /** Samples graded at once per GradeBatch stream (default 64). */
   concurrency?: number;
+  /** Samples accepted in one GradeBatch message (default GRPC_LIMITS.maxBatchItems). */
+  maxBatchItems?: number;
+  /** Largest request message in bytes (default GRPC_LIMITS.maxMessageBytes). */
+  maxMessageBytes?: number;
 }
 
 export function createGrpcServer(opts: GrpcOptions): { server: grpc.Server; health: HealthImplementation } {
   const { engine, logger } = opts;
   const concurrency = opts.concurrency ?? 64;
+  const maxBatchItems = opts.maxBatchItems ?? GRPC_LIMITS.maxBatchItems;
   const cache = new CompileCache(engine);
 
   const handlers: GraderServiceHandlers = {
@@ -180,6 +216,15 @@ export function createGrpcServer(opts: GrpcOptions): { server: grpc.Server; heal
 
       call.on("data", (msg: GradeBatchRequest__Output) => {
         if (failed) return;
+        if (msg.items.length > maxBatchItems) {
+          fault(
+            new TooLarge(
+              `a GradeBatch message has ${msg.items.length} items; the limit is ${maxBatchItems} per message ` +
+                `(send more messages; rft grader --max-batch-items)`,
+            ),
+          );
+          return;
+        }
         if (msg.grader_json) grader = cache.get(msg.grader_json);
         const g = grader;
         received++;
@@ -208,7 +253,9 @@ export function createGrpcServer(opts: GrpcOptions): { server: grpc.Server; heal
   };
 
   const proto = loadGraderProto();
-  const server = new grpc.Server({ "grpc.max_receive_message_length": 16 * 1024 * 1024 });
+  const server = new grpc.Server({
+    "grpc.max_receive_message_length": opts.maxMessageBytes ?? GRPC_LIMITS.maxMessageBytes,
+  });
   server.addService(proto.rft.grader.v1.GraderService.service, handlers);
   const health = new HealthImplementation({ "": "SERVING", [GRADER_SERVICE_NAME]: "SERVING" });
   health.addToServer(server);

@@ -39,12 +39,24 @@ function send(res: ServerResponse, status: number, body: unknown, contentType = 
   res.end(text);
 }
 
+function tooLarge(limit: number): HttpError {
+  return new HttpError(
+    413,
+    `request body is larger than ${limit} bytes`,
+    "invalid_request_error",
+    null,
+    "request_too_large",
+  );
+}
+
 async function readJson(req: IncomingMessage, limit: number): Promise<Record<string, unknown>> {
+  // A declared length past the limit is refused before reading anything.
+  if (Number(req.headers["content-length"] ?? 0) > limit) throw tooLarge(limit);
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of req) {
     size += (chunk as Buffer).length;
-    if (size > limit) throw new HttpError(413, `request body is larger than ${limit} bytes`);
+    if (size > limit) throw tooLarge(limit);
     chunks.push(chunk as Buffer);
   }
   let body: unknown;

@@ -3,7 +3,19 @@ import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom
 import type { RunGraderResponse } from "../../proto/graders.js";
 import { errorFlagsSet } from "./engine.js";
 
+/** Distinct `grader_name` label values kept (README "Limits"); later names are counted under OTHER_GRADER_NAME. */
+export const DEFAULT_MAX_GRADER_NAMES = 32;
+export const OTHER_GRADER_NAME = "other";
+/** Longest `grader_name` label value; longer names are cut (the name is caller-controlled). */
+export const GRADER_NAME_LABEL_MAX = 64;
+
 export class GraderMetrics {
+  /**
+   * The grader names that have their own label value: the first `maxGraderNames` seen. Grader names come from
+   * callers, so an unbounded label set would grow /metrics and memory without limit (every series is kept).
+   */
+  private readonly names = new Set<string>();
+  private readonly maxGraderNames: number;
   readonly registry = new Registry();
   readonly requests = new Counter({
     name: "rft_grader_requests_total",
@@ -42,12 +54,22 @@ export class GraderMetrics {
     registers: [this.registry],
   });
 
-  constructor(opts: { defaultMetrics?: boolean } = {}) {
+  constructor(opts: { defaultMetrics?: boolean; maxGraderNames?: number } = {}) {
+    this.maxGraderNames = opts.maxGraderNames ?? DEFAULT_MAX_GRADER_NAMES;
     if (opts.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry });
   }
 
+  /** The label value for a grader name: itself (cut to GRADER_NAME_LABEL_MAX) while the set has room, else "other". */
+  graderNameLabel(name: string): string {
+    const cut = name.length > GRADER_NAME_LABEL_MAX ? name.slice(0, GRADER_NAME_LABEL_MAX) : name;
+    if (this.names.has(cut)) return cut;
+    if (this.names.size >= this.maxGraderNames) return OTHER_GRADER_NAME;
+    this.names.add(cut);
+    return cut;
+  }
+
   observe = (res: RunGraderResponse) => {
-    const labels = { grader_type: res.metadata.type, grader_name: res.metadata.name };
+    const labels = { grader_type: res.metadata.type, grader_name: this.graderNameLabel(res.metadata.name) };
     this.requests.inc(labels);
     this.duration.observe(labels, res.metadata.execution_time);
     this.rewards.observe(labels, res.reward);

@@ -13,6 +13,13 @@ export interface GraderServiceOptions {
   grpcPort?: number; // 0 = any free port
   httpPort?: number;
   concurrency?: number;
+  /** gRPC: samples per GradeBatch message and largest message (defaults: GRPC_LIMITS in grpc.ts). */
+  maxBatchItems?: number;
+  maxMessageBytes?: number;
+  /** Distinct grader_name label values in /metrics (default 32; later names are "other"). */
+  maxGraderNames?: number;
+  /** HTTP: largest request body (default 2 MiB). */
+  maxBodyBytes?: number;
   apiKey?: string;
   engine?: GraderEngineOptions;
   logger?: Logger;
@@ -29,7 +36,7 @@ export interface GraderService {
 export async function startGraderService(opts: GraderServiceOptions = {}): Promise<GraderService> {
   const host = opts.host ?? "127.0.0.1";
   const logger = opts.logger ?? createLogger("grader");
-  const metrics = new GraderMetrics();
+  const metrics = new GraderMetrics({ maxGraderNames: opts.maxGraderNames });
   const engine = new GraderEngine({ ...opts.engine, onGraded: metrics.observe });
 
   const pool = (name: string, help: string, pick: (s: NonNullable<ReturnType<GraderEngine["stats"]>>) => number) =>
@@ -51,13 +58,19 @@ export async function startGraderService(opts: GraderServiceOptions = {}): Promi
     (s) => s.restarts,
   );
 
-  const { server, health } = createGrpcServer({ engine, logger, concurrency: opts.concurrency });
+  const { server, health } = createGrpcServer({
+    engine,
+    logger,
+    concurrency: opts.concurrency,
+    maxBatchItems: opts.maxBatchItems,
+    maxMessageBytes: opts.maxMessageBytes,
+  });
   const grpcPort = await new Promise<number>((resolve, reject) =>
     server.bindAsync(`${host}:${opts.grpcPort ?? 0}`, grpc.ServerCredentials.createInsecure(), (err, port) =>
       err ? reject(err) : resolve(port),
     ),
   );
-  const http = createHttpServer({ engine, metrics, logger, apiKey: opts.apiKey });
+  const http = createHttpServer({ engine, metrics, logger, apiKey: opts.apiKey, maxBodyBytes: opts.maxBodyBytes });
   await new Promise<void>((resolve, reject) => {
     http.once("error", reject);
     http.listen(opts.httpPort ?? 0, host, () => resolve());

@@ -53,3 +53,31 @@ test("formula: never evaluates code", () => {
   assert.doesNotThrow(() => parseFormula("constructor")); // parses as a variable name...
   assert.throws(() => calc("constructor"), /unknown variable "constructor"/); // ...which is never looked up on prototypes
 });
+
+test("formula: nesting is limited, and the error names the position (2,000 parentheses overflowed the stack)", () => {
+  const nested = (n: number) => `${"(".repeat(n)}a${")".repeat(n)}`;
+  assert.equal(calc(nested(99), { a: 2 }), 2);
+  for (const [src, pos] of [
+    [nested(2000), 100],
+    [`${"-".repeat(2000)}a`, 100],
+    [`${"a^".repeat(1500)}a`, 200],
+    [`${"max(".repeat(1000)}a${")".repeat(1000)}`, 400],
+  ] as const) {
+    assert.throws(
+      () => parseFormula(src),
+      (e: unknown) =>
+        e instanceof FormulaError &&
+        e.position === pos &&
+        /nests deeper than 100 levels .* at position \d+$/.test(e.message),
+      src.slice(0, 20),
+    );
+  }
+});
+
+test("formula: token count is limited (long chains cannot overflow evaluation either)", () => {
+  assert.equal(calc(Array(2000).fill("a").join(" + "), { a: 1 }), 2000);
+  assert.throws(
+    () => parseFormula(Array(100_000).fill("a").join("+")),
+    (e: unknown) => e instanceof FormulaError && /more than 4096 tokens at position 4096$/.test(e.message),
+  );
+});

@@ -174,3 +174,24 @@ test("malformed requests get precise errors", async () => {
   );
   assert.equal(tooBig.status, 413);
 });
+
+test("a deeply nested calculate_output is a 400 formula_parse_error naming the position, not a 500", async () => {
+  const grader = {
+    type: "multi",
+    graders: { a: graders.string_check },
+    calculate_output: `${"(".repeat(2000)}a${")".repeat(2000)}`,
+  };
+  for (const call of [
+    () => client.fineTuning.alpha.graders.validate({ grader } as any),
+    () => client.fineTuning.alpha.graders.run({ grader, model_sample: "x", item: { answer: "x" } } as any),
+  ]) {
+    await assert.rejects(call(), (e: unknown) => {
+      assert.ok(e instanceof OpenAI.APIError);
+      assert.equal(e.status, 400);
+      assert.equal(e.code, "formula_parse_error");
+      assert.equal(e.param, "grader.calculate_output");
+      assert.match(e.message, /nests deeper than 100 levels .* at position 100/);
+      return true;
+    });
+  }
+});

@@ -206,6 +206,21 @@ describe("validateFineTuneJob", () => {
     }
   });
 
+  test("hostile graders are denied with the field and position, without stalling the operator (issue 13)", async () => {
+    const j = job();
+    const g = j.spec.method.reinforcement.grader;
+    const first = Object.keys(g.graders).find((k) => g.graders[k].type === "string_check")!;
+    g.graders[first].reference = "{{".repeat(499_000); // under the schema's 1,000,000; minutes on the old regex parser
+    let errs = await validateFineTuneJob(j, undefined, validateGrader);
+    assert.equal(errs.length, 1);
+    assert.match(errs[0]!, new RegExp(`graders\\.${first}\\.reference: bad template: unclosed "\\{\\{" at offset 0`));
+    const k = job();
+    k.spec.method.reinforcement.grader.calculate_output = `${"(".repeat(2000)}${first}${")".repeat(2000)}`;
+    errs = await validateFineTuneJob(k, undefined, validateGrader);
+    assert.equal(errs.length, 1);
+    assert.match(errs[0]!, /calculate_output: the formula nests deeper than 100 levels .* at position 100/);
+  });
+
   test("bounds of the supervised multiplier too; unchanged fields on UPDATE are not checked again", async () => {
     const j: KObject = { spec: { method: { type: "supervised", supervised: { hyperparameters: {} } } } };
     j.spec.method.supervised.hyperparameters.learningRateMultiplier = 0;

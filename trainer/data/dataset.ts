@@ -6,6 +6,7 @@
  * Every problem is reported with its line number and field; nothing is trained on an invalid file.
  */
 import { readFileSync } from "node:fs";
+import { rowId } from "../../ledger/dataset.js";
 
 export interface ChatMessage {
   role: "system" | "developer" | "user" | "assistant" | "tool";
@@ -152,6 +153,82 @@ function parseLines(text: string, issues: DatasetIssue[]): { line: number; obj: 
   return out;
 }
 
+/**
+ * Row ids as the ledger numbers them (`id` when it is a string of 1–256 characters, else `#<index>`) must be
+ * unique: two rows under one id train, then `rft audit verify` cannot tell them apart and fails.
+ */
+function checkIds(rows: { line: number; raw: Record<string, unknown> }[], issues: DatasetIssue[]) {
+  const seen = new Map<string, number>();
+  rows.forEach((r, index) => {
+    const id = rowId(r.raw, index);
+    const first = seen.get(id);
+    if (first === undefined) {
+      seen.set(id, r.line);
+      return;
+    }
+    const implicit = id.startsWith("#") ? ` (rows without an "id" are numbered #<row index>)` : "";
+    issues.push({
+      line: r.line,
+      field: "id",
+      message: `duplicate row id ${JSON.stringify(id)}, first on line ${first}${implicit}; row ids must be unique`,
+    });
+  });
+}
+
+const UTF8 = new TextDecoder("utf-8", { fatal: true });
+
+/** Offset of the first byte of `b` that does not begin or continue a valid UTF-8 sequence. */
+function firstInvalidUtf8(b: Uint8Array): number {
+  let i = 0;
+  while (i < b.length) {
+    const c = b[i]!;
+    let n: number;
+    let min = 0;
+    if (c < 0x80) n = 0;
+    else if (c >= 0xc2 && c <= 0xdf) [n, min] = [1, 0x80];
+    else if (c >= 0xe0 && c <= 0xef) [n, min] = [2, 0x800];
+    else if (c >= 0xf0 && c <= 0xf4) [n, min] = [3, 0x10000];
+    else return i;
+    let cp = n === 0 ? c : c & (0x3f >> n);
+    for (let k = 1; k <= n; k++) {
+      const d = b[i + k];
+      if (d === undefined || (d & 0xc0) !== 0x80) return i;
+      cp = (cp << 6) | (d & 0x3f);
+    }
+    if (n > 0 && (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))) return i;
+    i += n + 1;
+  }
+  return -1;
+}
+
+/**
+ * A dataset file's text. Bytes that are not UTF-8 are an error naming each line and byte (reading with
+ * "utf8" would silently turn them into U+FFFD and train on, and sign, text nobody wrote).
+ */
+export function readDatasetText(file: string): string {
+  const buf = readFileSync(file);
+  try {
+    return UTF8.decode(buf);
+  } catch {
+    const issues: DatasetIssue[] = [];
+    let start = 0;
+    for (let line = 1; start <= buf.length; line++) {
+      let end = buf.indexOf(0x0a, start);
+      if (end < 0) end = buf.length;
+      const at = firstInvalidUtf8(buf.subarray(start, end));
+      if (at >= 0) {
+        issues.push({
+          line,
+          field: "",
+          message: `not valid UTF-8 (byte 0x${buf[start + at]!.toString(16).padStart(2, "0")} at column ${at + 1})`,
+        });
+      }
+      start = end + 1;
+    }
+    throw new DatasetError(file, issues);
+  }
+}
+
 /** Returns the rows, or throws every issue found (sorted by line), the row limit and emptiness included. */
 function accept<R>(rows: R[], issues: DatasetIssue[], max: number, file: string): R[] {
   if (rows.length > max)
@@ -193,6 +270,7 @@ export function parseRftDataset(text: string, file: string, opts: { maxRows?: nu
       raw: obj,
     });
   }
+  checkIds(rows, issues);
   return accept(rows, issues, opts.maxRows ?? LIMITS.rftTrain, file);
 }
 
@@ -209,13 +287,14 @@ export function parseSftDataset(text: string, file: string, opts: { maxRows?: nu
     checkTools(obj.tools, issue);
     rows.push({ line, messages, tools: obj.tools as unknown[] | undefined, raw: obj });
   }
+  checkIds(rows, issues);
   return accept(rows, issues, opts.maxRows ?? LIMITS.sftTrain, file);
 }
 
 export function readRftDataset(file: string, opts: { maxRows?: number } = {}): RftRow[] {
-  return parseRftDataset(readFileSync(file, "utf8"), file, opts);
+  return parseRftDataset(readDatasetText(file), file, opts);
 }
 
 export function readSftDataset(file: string, opts: { maxRows?: number } = {}): SftRow[] {
-  return parseSftDataset(readFileSync(file, "utf8"), file, opts);
+  return parseSftDataset(readDatasetText(file), file, opts);
 }

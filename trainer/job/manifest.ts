@@ -6,7 +6,7 @@
 import { readFileSync } from "node:fs";
 import { dirname, isAbsolute, resolve } from "node:path";
 import { Ajv, type ErrorObject } from "ajv";
-import { type Document, LineCounter, parseAllDocuments } from "yaml";
+import { type Document, isAlias, LineCounter, parseAllDocuments, visit } from "yaml";
 import { compileGrader, GraderValidationError } from "../../grader-sidecar/src/validate.js";
 import { FineTuneJob } from "../../proto/finetunejob.js";
 
@@ -80,6 +80,27 @@ function pickErrors(errors: ErrorObject[]): ErrorObject[] {
   );
 }
 
+/** Largest manifest accepted, bytes (README "Limits"). */
+export const MANIFEST_MAX_BYTES = 1024 * 1024;
+/**
+ * The `yaml` library's alias budget (its default, made explicit): past it expanding aliases fails instead of
+ * building an exponentially large value (an anchor/alias bomb).
+ */
+export const MANIFEST_MAX_ALIAS_COUNT = 100;
+
+/** The line of the first alias (`*name`) in the document, where an alias bomb starts expanding. */
+function firstAliasLine(doc: Document, lc: LineCounter): number {
+  let line = 1;
+  visit(doc, (_key, node) => {
+    if (isAlias(node) && node.range) {
+      line = lc.linePos(node.range[0]).line;
+      return visit.BREAK;
+    }
+    return undefined;
+  });
+  return line;
+}
+
 export interface LoadedManifest {
   job: FineTuneJob;
   file: string;
@@ -88,6 +109,12 @@ export interface LoadedManifest {
 }
 
 export function parseManifest(text: string, file: string): LoadedManifest {
+  const bytes = Buffer.byteLength(text, "utf8");
+  if (bytes > MANIFEST_MAX_BYTES) {
+    throw new ManifestError(file, [
+      { line: 1, field: "", message: `the manifest is ${bytes} bytes; the limit is ${MANIFEST_MAX_BYTES}` },
+    ]);
+  }
   const lc = new LineCounter();
   const docs = parseAllDocuments(text, { lineCounter: lc, prettyErrors: false });
   if (!Array.isArray(docs)) throw new ManifestError(file, [{ line: 1, field: "", message: "not a YAML document" }]);
@@ -103,7 +130,21 @@ export function parseManifest(text: string, file: string): LoadedManifest {
       })),
     );
   }
-  const obj = doc.toJS() as unknown;
+  let obj: unknown;
+  try {
+    obj = doc.toJS({ maxAliasCount: MANIFEST_MAX_ALIAS_COUNT });
+  } catch (err) {
+    const alias = /alias/i.test((err as Error).message);
+    throw new ManifestError(file, [
+      {
+        line: alias ? firstAliasLine(doc, lc) : 1,
+        field: "",
+        message: alias
+          ? `YAML: its aliases expand past the limit of ${MANIFEST_MAX_ALIAS_COUNT} (an anchor/alias bomb?): ${(err as Error).message}`
+          : `YAML: ${(err as Error).message}`,
+      },
+    ]);
+  }
   const issues: ManifestIssue[] = [];
   if (!validate(obj)) {
     for (const e of pickErrors(validate.errors!)) {

@@ -8,13 +8,14 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { chown, mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import { chown, lstat, mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Readable, Writable } from "node:stream";
-import { PYTHON_SOURCE_MAX_BYTES, type Sample } from "../../../proto/graders.js";
+import { PYTHON_SOURCE_MAX_BYTES, REWARD_ABS_MAX, type Sample } from "../../../proto/graders.js";
 import { packageRoot } from "../../../proto/paths.js";
 import { type IsolationPlan, probeIsolation } from "./isolation.js";
+import { claimUidBlock, type UidBlock } from "./uid-block.js";
 
 export interface PythonSandboxOptions {
   /** Warm workers, default 2. */
@@ -31,6 +32,10 @@ export interface PythonSandboxOptions {
   fileSizeBytes?: number;
   /** Processes + threads a worker may add (RLIMIT_NPROC, over what its uid already runs), default 64. */
   maxProcesses?: number;
+  /** Size of each worker's private /dev/shm (a tmpfs in its mount namespace), default 64 MiB. */
+  shmBytes?: number;
+  /** Where sandboxes on this host record their uid blocks (default $TMPDIR/rft-pygrader-uids; null: none). */
+  uidLockDir?: string | null;
 }
 
 export type PythonResult =
@@ -40,11 +45,8 @@ export type PythonResult =
 
 export type PythonCheckResult = { ok: true } | { ok: false; error: string; line?: number };
 
-/** First uid of the uids workers switch to when the sidecar runs as root (inside 0..65535, so it is
- * mapped in a Kubernetes user-namespaced pod too). */
-export const SANDBOX_UID_BASE = 64000;
-/** How many uids from SANDBOX_UID_BASE the workers rotate through. */
-export const SANDBOX_UIDS = 1000;
+/** Longest line the sidecar reads from a worker's result fd; past it the worker is killed (protocol_error). */
+export const RESPONSE_LINE_MAX = 1024 * 1024;
 const GIB = 1024 ** 3;
 const READY_TIMEOUT_MS = 30_000;
 const STDERR_TAIL = 4096;
@@ -74,6 +76,7 @@ interface Worker {
   call?: Call;
   timer?: NodeJS.Timeout;
   buf: string;
+  uid?: number;
   stderr: string;
   known: Set<string>;
   tmp: string;
@@ -156,6 +159,10 @@ export class PythonSandbox {
   private spawned = 0;
   private restarts = 0;
   private isolation = "unknown";
+  private readonly shmBytes: number;
+  private readonly uidLockDir?: string | null;
+  /** This sandbox's own uids (root only). */
+  private uids?: UidBlock;
   /** A random tag on every worker's command line (lets tests find strays). */
   readonly tag = `rftpy-${randomBytes(6).toString("hex")}`;
 
@@ -167,6 +174,8 @@ export class PythonSandbox {
     this.fileSizeBytes = opts.fileSizeBytes ?? GIB;
     this.maxProcesses = opts.maxProcesses ?? 64;
     this.isolateNetwork = opts.isolateNetwork ?? true;
+    this.shmBytes = opts.shmBytes ?? 64 * 1024 * 1024;
+    this.uidLockDir = opts.uidLockDir;
     this.log = opts.logger ?? noopLogger;
     this.workerPath = join(packageRoot(), "grader-sidecar", "python", "worker.py");
     this.slots = new Array(this.size).fill(undefined);
@@ -190,6 +199,7 @@ export class PythonSandbox {
     } finally {
       await rm(probeDir, { recursive: true, force: true });
     }
+    if (this.plan.dropUid) this.uids = claimUidBlock({ lockDir: this.uidLockDir });
     await Promise.all(this.slots.map((_, slot) => this.spawnWorker(slot)));
     if (this.closed) throw new Error("python sandbox closed while starting");
     this.running = true;
@@ -203,6 +213,7 @@ export class PythonSandbox {
     const dropped = plan.dropUid && reports.every((r) => typeof r.uid === "number" && r.uid !== 0);
     if (dropped) parts.push("uid-drop");
     if (reports.every((r) => r.no_new_privs)) parts.push("nnp");
+    if (reports.every((r) => r.shm_private)) parts.push("shm");
     parts.push("rlimits");
     this.isolation = parts.join("+");
     const netIsolated = reports.every((r) => r.net_isolated === true);
@@ -223,9 +234,10 @@ export class PythonSandbox {
   private async spawnWorker(slot: number): Promise<void> {
     const plan = this.plan!;
     const tmp = await mkdtemp(join(tmpdir(), "rft-pygrader-"));
-    // a fresh uid per spawn: processes of a killed worker still being torn down never eat into the next
-    // worker's RLIMIT_NPROC budget, and no two live workers share a uid
-    const uid = plan.dropUid ? SANDBOX_UID_BASE + (this.spawned++ % SANDBOX_UIDS) : undefined;
+    // a fresh uid per spawn, from this sandbox's own block: processes of a killed worker still being torn down
+    // never eat into the next worker's RLIMIT_NPROC budget, no two live workers share a uid, and no two
+    // sandboxes on the host do either
+    const uid = this.uids ? this.uids.base + (this.spawned++ % this.uids.size) : undefined;
     if (uid !== undefined) await chown(tmp, uid, uid);
     const myUid = process.getuid?.() ?? 0;
     const nproc = uid !== undefined ? this.maxProcesses : (await tasksOfUid(myUid)) + this.maxProcesses;
@@ -238,6 +250,8 @@ export class PythonSandbox {
       nofile: NOFILE,
       cpu: Math.max(CPU_LIFETIME_S, Math.ceil((this.timeoutMs / 1000) * 4)),
       tag: this.tag,
+      // --mount-proc gave the worker its own mount namespace: it mounts a private, size-limited /dev/shm
+      shm: plan.namespaces.includes("pidns") ? this.shmBytes : undefined,
     };
     const argv = [...plan.prefix, this.python, "-I", "-B", this.workerPath, JSON.stringify(cfg), this.tag];
     const proc = spawn(argv[0]!, argv.slice(1), {
@@ -258,6 +272,7 @@ export class PythonSandbox {
       proc,
       state: "starting",
       buf: "",
+      uid,
       stderr: "",
       known: new Set(),
       tmp,
@@ -312,7 +327,7 @@ export class PythonSandbox {
       this.failures[w.slot]! += 1;
     }
     killTree(w.proc); // strays left in the process group (matters without a pid namespace)
-    rm(w.tmp, { recursive: true, force: true }).then(exitResolve, exitResolve);
+    Promise.allSettled([rm(w.tmp, { recursive: true, force: true }), sweepShm(w.uid)]).then(exitResolve, exitResolve);
     if (this.slots[w.slot] !== w || this.closed || !this.running) return;
     this.slots[w.slot] = undefined;
     if (wasStarting && !this.slots.some((s) => s?.state === "idle" || s?.state === "busy")) {
@@ -341,16 +356,26 @@ export class PythonSandbox {
   }
 
   private onData(w: Worker, chunk: string) {
-    w.buf += chunk;
-    let nl = w.buf.indexOf("\n");
+    if (w.state === "dead") return;
+    // Only the new chunk is searched for a newline (searching the whole buffer each time is quadratic on a
+    // long line), and a line may not grow past RESPONSE_LINE_MAX (replies are small: details are capped).
+    let from = 0;
+    let nl = chunk.indexOf("\n");
     while (nl >= 0) {
-      const line = w.buf.slice(0, nl);
-      w.buf = w.buf.slice(nl + 1);
+      const line = w.buf + chunk.slice(from, nl);
+      w.buf = "";
+      if (line.length > RESPONSE_LINE_MAX)
+        return this.protocolError(w, `response line over ${RESPONSE_LINE_MAX} characters`);
       this.onLine(w, line);
-      if (w.state === "dead") return;
-      nl = w.buf.indexOf("\n");
+      if ((w.state as Worker["state"]) === "dead") return;
+      from = nl + 1;
+      nl = chunk.indexOf("\n", from);
     }
-    if (w.buf.length > 64 * 1024 * 1024) this.protocolError(w, "response line over 64 MiB");
+    w.buf += chunk.slice(from);
+    if (w.buf.length > RESPONSE_LINE_MAX) {
+      w.buf = "";
+      this.protocolError(w, `response line over ${RESPONSE_LINE_MAX} characters without a newline`);
+    }
   }
 
   private onLine(w: Worker, line: string) {
@@ -509,7 +534,15 @@ export class PythonSandbox {
     });
     if (r.kind === "server") return { ok: false, kind: "server", type: r.type, details: r.details };
     const m = r.msg;
-    if (m.ok === true && typeof m.value === "number" && Number.isFinite(m.value)) return { ok: true, value: m.value };
+    if (m.ok === true && typeof m.value === "number" && Number.isFinite(m.value)) {
+      // The worker checks the range too; this side decides (a reward past it would overflow the step's sums).
+      if (Math.abs(m.value) <= REWARD_ABS_MAX) return { ok: true, value: m.value };
+      return {
+        ok: false,
+        kind: "runtime",
+        details: `grade() returned ${m.value}; rewards must lie within ±${REWARD_ABS_MAX}`,
+      };
+    }
     if (m.ok === false && m.kind === "runtime") {
       return { ok: false, kind: "runtime", details: typeof m.details === "string" ? m.details : "grader error" };
     }
@@ -527,6 +560,7 @@ export class PythonSandbox {
       this.retire(w);
     }
     await Promise.race([Promise.all(workers.map((w) => w.exited)), new Promise((r) => setTimeout(r, 5000).unref())]);
+    this.uids?.release();
   }
 
   stats(): { workers: number; busy: number; queued: number; restarts: number; isolation: string } {
@@ -539,6 +573,28 @@ export class PythonSandbox {
       isolation: this.isolation,
     };
   }
+}
+
+/**
+ * Removes what a worker's uid left in the host's /dev/shm (where it had no private one). The uid is this
+ * sandbox's alone, so everything it owns there is the dead worker's.
+ */
+async function sweepShm(uid: number | undefined): Promise<void> {
+  if (uid === undefined) return;
+  let names: string[];
+  try {
+    names = await readdir("/dev/shm");
+  } catch {
+    return;
+  }
+  await Promise.all(
+    names.map(async (n) => {
+      const p = join("/dev/shm", n);
+      try {
+        if ((await lstat(p)).uid === uid) await rm(p, { recursive: true, force: true });
+      } catch {}
+    }),
+  );
 }
 
 /** The `sample` namespace with OpenAI's keys: output_text, output_json (only when present), output_tools,
