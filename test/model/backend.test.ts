@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { writeFileSync } from "node:fs";
+import { existsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import * as tf from "@tensorflow/tfjs-core";
@@ -79,5 +79,22 @@ test(
     const f = tf.round(tf.tensor1d([0.4, 1.6, -2.5, 2.5]));
     assert.deepEqual(Array.from(f.dataSync()), [0, 2, -2, 2]);
     tf.dispose([i, ri, f]);
+  },
+);
+
+test(
+  "scripts/setup.d/15-tfjs-node.sh on an installed tree only smoke-tests: no npm, pip, unpack or build",
+  {
+    // With tfjs-node-gpu installed (GPU=1 setup), the CPU script would reinstall tfjs-node and prune it.
+    skip: onlyTensorflow || (existsSync("node_modules/@tensorflow/tfjs-node-gpu") && "tfjs-node-gpu is installed"),
+  },
+  () => {
+    const r = spawnSync("bash", ["scripts/setup.d/15-tfjs-node.sh"], { encoding: "utf8" });
+    assert.equal(r.status, 0, r.stderr);
+    assert.doesNotMatch(r.stderr, /npm install|pip download|unpacking|linking|building the addon/, r.stderr);
+    const smoke = JSON.parse(r.stderr.trim().split("\n").at(-1)!) as Record<string, unknown>;
+    assert.equal(smoke["package"], "@tensorflow/tfjs-node");
+    assert.equal(smoke["backend"], "tensorflow");
+    assert.equal(smoke["gpu"], false);
   },
 );
