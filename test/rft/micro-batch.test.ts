@@ -20,7 +20,7 @@ const VARIED = "def grade(sample, item):\n    return min(1.0, len(set(sample['ou
 
 function manifest(dir: string) {
   const m = loadManifest(join(dir, "job.yaml"));
-  (m.job.spec.method.reinforcement!.grader as any).graders.correct.source = VARIED; // eslint-disable-line @typescript-eslint/no-explicit-any
+  (m.job.spec.method.reinforcement!.grader as any).graders.correct.source = VARIED;
   return m;
 }
 
