@@ -143,7 +143,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 torch.set_num_threads(${threads})
 d = sys.argv[1]; n = ${tokens}
 tok = AutoTokenizer.from_pretrained(d); m = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
-ids = torch.tensor([${prompt.join(",")}])
+ids = torch.tensor([[${prompt.join(",")}]])
 with torch.no_grad():
     m(ids)
     t = time.time(); m(ids.repeat(16, 1)); print(f"prefill16 {16*ids.shape[1]/(time.time()-t):.2f}")
