@@ -14,6 +14,7 @@
  * ~/.cache/rft-bench/venv, a venv that takes torch and transformers from .venv-model-test unchanged.
  */
 import { spawnSync } from "node:child_process";
+import * as tf from "@tensorflow/tfjs-core";
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
@@ -22,6 +23,7 @@ import { BENCH_WORK, EXAMPLE, ROOT, warmStartedModel } from "./example-model.js"
 import { resolveRft } from "../trainer/job/hyperparameters.js";
 import { runJob } from "../trainer/job/run-job.js";
 import type { MetricsEvent } from "../trainer/rl/metrics.js";
+import { smollm2Dir } from "./smollm2-dir.js";
 
 const root = ROOT;
 const example = EXAMPLE;
@@ -38,7 +40,24 @@ const threads = arg("threads", "1,2")
 const withTrl = !process.argv.includes("--no-trl");
 /** Sequences per forward/backward pass in our update (the trainer's default when not given). */
 const microBatch = process.argv.includes("--micro-batch") ? Number(arg("micro-batch", "16")) : undefined;
-const work = BENCH_WORK;
+/**
+ * `--smollm2`: the same job on SmolLM2-135M-Instruct (bench/smollm2-dir.ts finds it), full-parameter, with
+ * `--prompts` × `--samples` (default 4 × 4) and `--lr-multiplier` (default 0.1: lr 1e-5) on both sides.
+ */
+const smollm2 = process.argv.includes("--smollm2");
+const override = {
+  batchSize: Number(arg("prompts", smollm2 ? "4" : "0")) || undefined,
+  samplesPerPrompt: Number(arg("samples", smollm2 ? "4" : "0")) || undefined,
+  learningRateMultiplier: Number(arg("lr-multiplier", smollm2 ? "0.1" : "0")) || undefined,
+  // SmolLM2 rarely writes "Answer:" unprompted: all-zero groups would be dropped and nothing trained; TRL
+  // trains on every group, so ours does too here.
+  dynamicSampling: smollm2 ? false : undefined,
+};
+const work = smollm2 ? join(BENCH_WORK, "..", "rft-bench-smollm2") : BENCH_WORK;
+let peakRss = 0;
+setInterval(() => {
+  peakRss = Math.max(peakRss, process.memoryUsage().rss);
+}, 50).unref();
 const log = (s: string) => process.stdout.write(`${s}\n`);
 
 // ---------------------------------------------------------------------------------------------------------
@@ -101,16 +120,26 @@ interface Figures {
   note: string;
 }
 
+/** The example's rft.yaml with the overrides (and no validation inside the timed steps). */
+function benchManifest(model: string) {
+  const manifest = loadManifest(join(example, "rft.yaml"));
+  manifest.paths.model = model;
+  // SmolLM2 samples ~100× slower than the toy: no step-0 baseline validation (it would take minutes).
+  if (smollm2) delete manifest.paths.validationFile;
+  const rl = manifest.job.spec.method.reinforcement!;
+  const extra = Object.fromEntries(Object.entries(override).filter(([, v]) => v !== undefined));
+  rl.hyperparameters = { ...rl.hyperparameters, ...extra, evalInterval: 1_000_000 };
+  return manifest;
+}
+
 const samplesPerStep = (() => {
-  const hp = loadManifest(join(example, "rft.yaml")).job.spec.method.reinforcement!.hyperparameters!;
+  const hp = benchManifest("-").job.spec.method.reinforcement!.hyperparameters!;
   return Number(hp.batchSize) * Number(hp.samplesPerPrompt);
 })();
 
 async function runOurs(model: string) {
-  const manifest = loadManifest(join(example, "rft.yaml"));
-  manifest.paths.model = model;
+  const manifest = benchManifest(model);
   const rl = manifest.job.spec.method.reinforcement!;
-  rl.hyperparameters = { ...rl.hyperparameters, evalInterval: 1_000_000 };
   const lines = (f: string | undefined) => (f ? readFileSync(f, "utf8").trim().split("\n").length : 0);
   const nTrain = lines(manifest.paths.trainingFile);
   const hp = resolveRft(rl.hyperparameters, nTrain);
@@ -162,7 +191,7 @@ async function runOurs(model: string) {
     full: sum((m) => t(m).full_iteration),
   };
   const figures: Figures = {
-    label: `ours (tfjs wasm, 1 thread${microBatch ? `, micro-batch ${microBatch}` : ""})`,
+    label: `ours (tfjs ${tf.getBackend()}, 1 thread${microBatch ? `, micro-batch ${microBatch}` : ""})`,
     stepsPerS: steps / wall,
     sPerStep: wall / steps,
     cpuPerStep: cpu / steps,
@@ -245,6 +274,7 @@ interface TrlResult {
   reward_mean: number | null;
   frac_reward_zero_std: number | null;
   versions: { trl: string; torch: string; transformers: string };
+  peak_rss_mib?: number;
 }
 
 function runTrl(py: string, model: string, hp: ReturnType<typeof resolveRft>, nThreads: number): TrlResult {
@@ -280,9 +310,13 @@ function table(rows: string[][]) {
 const f2 = (x: number) => (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2));
 const f3 = (x: number) => x.toFixed(3);
 
-log(`RFT bench: sort-digits, 1 warm-up + ${steps} timed steps each (work dir ${work})`);
-const model = await warmStartedModel({ rebuild: process.argv.includes("--rebuild"), log });
+log(
+  `RFT bench: sort-digits${smollm2 ? " on SmolLM2-135M-Instruct (full-parameter)" : ""}, 1 warm-up + ${steps} timed steps each (work dir ${work})`,
+);
+const model = smollm2 ? smollm2Dir() : await warmStartedModel({ rebuild: process.argv.includes("--rebuild"), log });
+const rssBefore = process.memoryUsage().rss;
 const ours = await runOurs(model);
+const oursPeakRss = peakRss;
 const hp = ours.hp;
 log(
   `job: ${hp.batchSize} prompts × ${hp.samplesPerPrompt} samples, maxCompletionTokens ${hp.maxCompletionTokens}, ` +
@@ -373,6 +407,10 @@ if (ours.baseline) {
       `${f2(bl.wall)} s, ${f2(bl.cpu)} CPU s`,
   );
 }
+log(
+  `peak RSS: ours ${(oursPeakRss / 2 ** 20).toFixed(0)} MiB (this process; ${(rssBefore / 2 ** 20).toFixed(0)} MiB before the job)` +
+    trl.map(({ threads: n, r }) => `, TRL ${n}t ${r.peak_rss_mib?.toFixed(0) ?? "-"} MiB`).join(""),
+);
 if (trl[0]) {
   const v = trl[0].r.versions;
   log(`versions: trl ${v.trl}, torch ${v.torch}, transformers ${v.transformers}; node ${process.version}`);

@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import sys
 import time
 
@@ -205,6 +206,7 @@ def main():
         "reward_mean": sum(rewards) / len(rewards) if rewards else None,
         "frac_reward_zero_std": sum(zero_std) / len(zero_std) if zero_std else None,
         "versions": {"trl": trl.__version__, "torch": torch.__version__, "transformers": transformers.__version__},
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     print("TRL_RESULT " + json.dumps(result), flush=True)
 

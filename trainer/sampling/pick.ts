@@ -55,6 +55,34 @@ export function pickToken(logits: Float32Array, p: SamplingParams, rng: Rng, ban
     for (let i = 0; i < V; i++) if (allowed(i) && (best < 0 || logits[i]! > logits[best]!)) best = i;
     return { token: best, logprob: logits[best]! - lse };
   }
+  const inv = 1 / p.temperature;
+  if (!(p.topK > 0 && p.topK < V - (banned?.size ?? 0)) && !(p.topP < 1)) {
+    // No truncation (the RL default): the same arithmetic, in the same order, as the general path below,
+    // without building index and weight arrays over the vocabulary (49152 entries for SmolLM2, per sample
+    // and step): the weights are recomputed instead of stored (Math.exp is deterministic).
+    const none = !banned || banned.size === 0;
+    let max = Number.NEGATIVE_INFINITY;
+    let last = -1;
+    for (let i = 0; i < V; i++) {
+      if (none || allowed(i)) {
+        max = Math.max(max, logits[i]! * inv);
+        last = i;
+      }
+    }
+    let total = 0;
+    for (let i = 0; i < V; i++) if (none || allowed(i)) total += Math.exp(logits[i]! * inv - max);
+    let r = rng.next() * total;
+    let chosen = last;
+    for (let i = 0; i < V; i++) {
+      if (!(none || allowed(i))) continue;
+      r -= Math.exp(logits[i]! * inv - max);
+      if (r < 0) {
+        chosen = i;
+        break;
+      }
+    }
+    return { token: chosen, logprob: logits[chosen]! - lse };
+  }
   let idx: number[] = [];
   for (let i = 0; i < V; i++) if (allowed(i)) idx.push(i);
   const truncate = (p.topK > 0 && p.topK < idx.length) || p.topP < 1;
@@ -62,7 +90,6 @@ export function pickToken(logits: Float32Array, p: SamplingParams, rng: Rng, ban
     idx.sort((a, b) => logits[b]! - logits[a]!);
     if (p.topK > 0 && p.topK < idx.length) idx = idx.slice(0, p.topK);
   }
-  const inv = 1 / p.temperature;
   let max = Number.NEGATIVE_INFINITY;
   for (const i of idx) max = Math.max(max, logits[i]! * inv);
   const w = idx.map((i) => Math.exp(logits[i]! * inv - max));
