@@ -10,7 +10,7 @@ import { canDequantize, SUPPORTED_TYPES } from "./gguf-dequant.js";
 import { GgufError, GgufFile, type GgufValue } from "./gguf-read.js";
 import { paramSpecs } from "./params.js";
 import { writeSafetensorsStreaming } from "./safetensors.js";
-import { bytesToUnicode, type TokenizerFiles } from "./tokenizer.js";
+import { bpeModel, bytesToUnicode, type TokenizerFiles } from "./tokenizer.js";
 
 export { GgufError } from "./gguf-read.js";
 
@@ -294,22 +294,14 @@ export function ggufTokenizer(g: GgufFile): TokenizerFiles {
       special_tokens: addBos ? { [bos!]: { id: bos, ids: [idOf("tokenizer.ggml.bos_token_id")], tokens: [bos] } } : {},
     },
     decoder: byteLevel(true),
-    model: {
-      type: "BPE",
-      dropout: null,
-      unk_token: null,
-      continuing_subword_prefix: null,
-      end_of_word_suffix: null,
-      fuse_unk: false,
-      byte_fallback: false,
-      ignore_merges: false,
+    model: bpeModel(
       vocab,
-      merges: merges.map((m) => {
+      merges.map((m) => {
         const i = m.indexOf(" ");
         if (i <= 0) throw new GgufError(`${g.file}: tokenizer.ggml.merges entry ${JSON.stringify(m)} is not "a b"`);
         return [m.slice(0, i), m.slice(i + 1)];
       }),
-    },
+    ),
   };
   const addedDecoder: Record<string, unknown> = {};
   for (const { id, ...rest } of added) addedDecoder[String(id)] = rest;

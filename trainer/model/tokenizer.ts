@@ -135,6 +135,22 @@ export class ChatTokenizer {
   }
 }
 
+/** tokenizer.json's `model` for a byte-level BPE vocabulary and its merges (no unk token, no byte fallback). */
+export function bpeModel(vocab: Record<string, number>, merges: [string, string][]): Record<string, unknown> {
+  return {
+    type: "BPE",
+    dropout: null,
+    unk_token: null,
+    continuing_subword_prefix: null,
+    end_of_word_suffix: null,
+    fuse_unk: false,
+    byte_fallback: false,
+    ignore_merges: false,
+    vocab,
+    merges,
+  };
+}
+
 /** GPT-2's byte → printable-unicode map used by byte-level BPE. */
 export function bytesToUnicode(): string[] {
   const bs: number[] = [];
@@ -193,18 +209,7 @@ export function byteLevelTokenizer(
     pre_tokenizer: { type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: false },
     post_processor: null,
     decoder: { type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: false },
-    model: {
-      type: "BPE",
-      dropout: null,
-      unk_token: null,
-      continuing_subword_prefix: null,
-      end_of_word_suffix: null,
-      fuse_unk: false,
-      byte_fallback: false,
-      ignore_merges: false,
-      vocab,
-      merges: [],
-    },
+    model: bpeModel(vocab, []),
   };
   const addedDecoder: Record<string, unknown> = {};
   for (const a of added) {
