@@ -184,21 +184,16 @@ export function decide(job: FineTuneJobObject, o: Observed): Decision {
     return { status: st, actions, events };
   }
   if (tj && jobCondition(tj, "Complete")) {
-    const last = progress ?? (st.trainerStatus ? { status: st.trainerStatus.status } : undefined);
-    if (last?.status === "failed") {
-      set("Failed", "True", "TrainerFailed", progress?.error ?? "the trainer reported a failure");
-      set("Running", "False", "Failed", "the trainer failed");
-      events.push({ type: "Warning", reason: "TrainerFailed", message: progress?.error ?? "the trainer failed" });
-    } else {
-      if (progress?.fineTunedModel) st.fineTunedModel = progress.fineTunedModel;
-      set("Succeeded", "True", "TrainerCompleted", `training finished at step ${st.trainerStatus?.step ?? "?"}`);
-      set("Running", "False", "Completed", "training finished");
-      events.push({
-        type: "Normal",
-        reason: "Succeeded",
-        message: `training finished (${st.fineTunedModel ?? "no model path"})`,
-      });
-    }
+    // Every rank exited 0: the Job's outcome decides, not a progress message (core NATS does not say who
+    // published one, and `rft trainer` exits 1 whenever it reports "failed", which fails the Job instead).
+    if (progress?.fineTunedModel) st.fineTunedModel = progress.fineTunedModel;
+    set("Succeeded", "True", "TrainerCompleted", `training finished at step ${st.trainerStatus?.step ?? "?"}`);
+    set("Running", "False", "Completed", "training finished");
+    events.push({
+      type: "Normal",
+      reason: "Succeeded",
+      message: `training finished (${st.fineTunedModel ?? "no model path"})`,
+    });
     finish();
     return { status: st, actions, events, requeueAfterMs };
   }

@@ -289,6 +289,20 @@ describe("decide", () => {
     assert.equal(cond(d, "Failed")?.reason, "DeadlineExceeded");
   });
 
+  test("a Complete Job succeeds even when the last progress message says failed (the exit codes decide)", () => {
+    // Core NATS does not say who published a message: a forged "failed" must not fail a job whose every rank
+    // exited 0 (`rft trainer` exits 1 when it reports failed, which fails the Job instead).
+    const { job } = step(ftj(), { now: at(0) });
+    const { d } = step(job, {
+      now: at(6),
+      trainerJob: trainerJob("sorter-a0", { conditions: [{ type: "Complete", status: "True" }] }),
+      progress: progress({ step: 4, status: "failed", error: "forged" }),
+    });
+    assert.equal(d.status.state, "Succeeded");
+    assert.equal(cond(d, "Succeeded")?.reason, "TrainerCompleted");
+    assert.equal(cond(d, "Failed"), undefined);
+  });
+
   test("a job that completes while a suspend is pending is Succeeded and no longer Suspended", () => {
     let { job } = step(ftj(), { now: at(0) });
     let d: Decision;
