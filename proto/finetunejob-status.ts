@@ -12,7 +12,7 @@ export const CONDITION_TYPES = [
   "Succeeded",
   "Failed",
   "Cancelled",
-  /** Every rank's grader sidecar passed its gRPC startup probe (the trainer container starts only after it). */
+  /** Every rank's grader sidecar passed its startup probe (/healthz on its monitoring port; the trainer container starts only after it). */
   "GradersReady",
   /** The trainers saved a checkpoint (message: the newest, with its step and path). */
   "CheckpointSaved",
