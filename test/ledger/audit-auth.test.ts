@@ -88,7 +88,10 @@ test("rft ledger binds 127.0.0.1 by default and requires the bearer token on /v1
   const none = await fetch(`${base}/v1/jobs`);
   assert.equal(none.status, 401);
   assert.equal(none.headers.get("www-authenticate"), 'Bearer realm="rft-ledger"');
-  assert.match((await none.json()).error, /authentication required: send Authorization: Bearer <token>/);
+  assert.match(
+    ((await none.json()) as { error: string }).error,
+    /authentication required: send Authorization: Bearer <token>/,
+  );
   const wrong = await fetch(`${base}/v1/jobs`, { headers: { authorization: "Bearer nope" } });
   assert.equal(wrong.status, 401);
   assert.deepEqual(await wrong.json(), { error: "wrong bearer token" });
