@@ -5,10 +5,14 @@
  *  - forged progress messages (a huge attempt, no `checkpoints`, a model path outside the job's directory, a
  *    step past the total, an unknown job, not JSON, too large) are dropped and counted in
  *    `rft_operator_messages_dropped_total{subject,reason}`, reconcile never fails, and the trainer's genuine
- *    message afterwards is the one the status shows.
+ *    message afterwards is the one the status shows;
+ *  - `rft operator` itself (the CLI) with NATS down: it keeps running with one clear line and no stack trace,
+ *    and its /metrics /healthz port binds 127.0.0.1 by default (127.0.0.2 is refused).
  */
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
+import { connect as tcpConnect } from "node:net";
 import { Writable } from "node:stream";
 import { after, before, describe, test } from "node:test";
 import { connect, type NatsConnection } from "nats";
@@ -164,4 +168,72 @@ describe("operator and NATS on the harness", () => {
     await waitFor("after_final counted", async () => ((await dropped("after_final")) === 1 ? true : undefined));
     assert.equal(op.progress.get(`${NS}/sorter`)?.status, "succeeded");
   });
+});
+
+const reachable = (host: string, port: number) =>
+  new Promise<boolean>((resolve) => {
+    const s = tcpConnect({ host, port });
+    s.once("connect", () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once("error", () => resolve(false));
+  });
+
+test("rft operator: NATS down is one clear line, no stack trace; /metrics binds 127.0.0.1 by default", async () => {
+  await cluster.apply({ apiVersion: "v1", kind: "Namespace", metadata: { name: "rft-progress-cli" } });
+  const deadPort = await freePort();
+  const p = spawn(
+    process.execPath,
+    [
+      "--import",
+      "tsx",
+      "cli/rft.ts",
+      "operator",
+      "--kubeconfig",
+      cluster.kubeconfig,
+      "--namespace",
+      "rft-progress-cli",
+      "--no-leader-elect",
+      "--port",
+      "0",
+      "--nats-url",
+      `nats://127.0.0.1:${deadPort}`,
+    ],
+    { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, RFT_LOG_LEVEL: "info" } },
+  );
+  let out = "";
+  p.stdout!.on("data", (d: Buffer) => (out += d.toString()));
+  p.stderr!.on("data", (d: Buffer) => (out += d.toString()));
+  try {
+    const port = await waitFor(
+      "rft operator serving",
+      () => {
+        if (p.exitCode !== null) throw new Error(`rft operator exited ${p.exitCode}:\n${out}`);
+        const line = out.split("\n").find((l) => l.includes("operator serving"));
+        return line ? (JSON.parse(line).port as number) : undefined;
+      },
+      60_000,
+      100,
+    );
+    await waitFor("controller started", () => out.includes("controller started"), 30_000, 100);
+    assert.equal(p.exitCode, null, out);
+    assert.doesNotMatch(out, /NatsError|\n\s+at /, "no raw error or stack trace");
+    const natsLines = out.split("\n").filter((l) => /not reachable/.test(l));
+    assert.equal(natsLines.length, 1, out);
+    assert.match(
+      JSON.parse(natsLines[0]!).msg,
+      /NATS at nats:\/\/127\.0\.0\.1:\d+ is not reachable \(CONNECTION_REFUSED\)/,
+    );
+    assert.equal(await reachable("127.0.0.1", port), true);
+    assert.equal(await reachable("127.0.0.2", port), false);
+    assert.equal((await fetch(`http://127.0.0.1:${port}/healthz`)).status, 200);
+  } finally {
+    if (p.exitCode === null) {
+      await new Promise<void>((r) => {
+        p.once("exit", () => r());
+        p.kill("SIGTERM");
+      });
+    }
+  }
 });
