@@ -317,7 +317,7 @@ export function decide(job: FineTuneJobObject, o: Observed): Decision {
     const replicas = spec.replicas ?? 1;
     // A pod is ready only once its trainer runs, which the grader's startup probe gates.
     if (ready >= replicas) {
-      set("GradersReady", "True", "StartupProbeSucceeded", `${replicas} grader sidecar(s) answer gRPC`);
+      set("GradersReady", "True", "StartupProbeSucceeded", `${replicas} grader sidecar(s) passed their startup probe`);
     } else if (getCondition(st.conditions, "GradersReady") || active > 0) {
       set("GradersReady", "False", "Waiting", `${ready}/${replicas} trainer pods ready (grader startup probe)`);
     }

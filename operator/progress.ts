@@ -7,7 +7,7 @@
  * No message is trusted (core NATS does not say who published it): each one is size-capped, parsed, checked
  * against proto/'s ProgressMessage schema and against the job as the operator knows it (the job exists, the
  * attempt is its current attempt, the rank is one of its ranks, step ≤ totalSteps, every path is under the
- * job's checkpoint directory, nothing after the attempt's final message). A message that fails any check is
+ * job's checkpoint directory, nothing after the attempt's "succeeded"). A message that fails any check is
  * dropped and counted (`onDrop(reason)`), so reconcile only ever sees well-formed progress.
  *
  * NATS being down never stops the operator: start() returns at once and connects in the background, logging
@@ -189,8 +189,9 @@ export class ProgressBridge {
     ];
     if (!paths.every((p) => under(job.outputDir, p))) return this.drop("path_outside_output", subject);
     const prev = this.latest.get(key);
-    // An attempt ends with one final message; whatever claims to follow it is not the trainer's.
-    if (prev && prev.attempt === msg.attempt && prev.status !== "running") return this.drop("after_final", subject);
+    // A trainer publishes nothing after "succeeded": whatever claims to follow it in that attempt is not the
+    // trainer's (a paused attempt may go on in the same Job once it is unsuspended, so "paused" does not end it).
+    if (prev && prev.attempt === msg.attempt && prev.status === "succeeded") return this.drop("after_final", subject);
     this.latest.set(key, msg);
     const final = msg.status !== "running";
     const last = this.lastWake.get(key) ?? 0;

@@ -161,7 +161,7 @@ describe("operator and NATS on the harness", () => {
     assert.equal(await dropped("unknown_job"), 1);
     assert.equal(await metric("controller_runtime_reconcile_errors_total", 'controller="finetunejob"'), 0);
 
-    // A final message ends the attempt: what claims to follow it is dropped.
+    // "succeeded" ends the attempt: what claims to follow it (here a "failed") is dropped.
     pub(subject, { ...good, step: 10, status: "succeeded", fineTunedModel: `${dir}/model` });
     pub(subject, { ...good, step: 10, status: "failed", error: "forged" });
     await nc.flush();
