@@ -95,7 +95,10 @@ describe("desired children", () => {
     assert.equal(pod.automountServiceAccountToken, false);
     const [grader] = pod.initContainers;
     assert.equal(grader.restartPolicy, "Always");
-    assert.ok(grader.startupProbe.grpc);
+    // gRPC and the grading API on the pod's loopback; the probe on the monitoring port (the kubelet probes the
+    // pod IP).
+    assert.deepEqual(grader.args.slice(0, 3), ["grader", "--host", "127.0.0.1"]);
+    assert.deepEqual(grader.startupProbe.httpGet, { path: "/healthz", port: "grader-metrics" });
     const env = Object.fromEntries(pod.containers[0].env.map((e: any) => [e.name, e.value ?? e.valueFrom]));
     assert.deepEqual(env.RFT_RANK, {
       fieldRef: { fieldPath: "metadata.annotations['batch.kubernetes.io/job-completion-index']" },
