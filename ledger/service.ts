@@ -7,7 +7,7 @@
  * Restart: the state is rebuilt by replaying the stream up to the durable consumer's ack floor through the same
  * decisions, then the durable consumer continues; anything delivered twice is recognized as a duplicate.
  */
-import type { KeyObject } from "node:crypto";
+import { createHash, type KeyObject, timingSafeEqual } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import {
@@ -40,7 +40,13 @@ export interface LedgerServiceOptions {
   key: KeyObject;
   /** HTTP port (0: any free port). */
   port?: number;
+  /** HTTP listen address (default 127.0.0.1). */
   host?: string;
+  /**
+   * Bearer token the audit API requires (`Authorization: Bearer <token>`) on every /v1 endpoint; /healthz and
+   * /metrics stay open. Undefined: no authentication (only for a loopback-bound API; the CLI refuses otherwise).
+   */
+  apiToken?: string;
   /** How often tree heads are signed for jobs whose log grew (default 1000 ms). */
   headIntervalMs?: number;
   durable?: string;
@@ -290,6 +296,15 @@ export class LedgerService {
       res.end(await this.metrics.metrics());
       return;
     }
+    if (this.opts.apiToken !== undefined && !bearerMatches(req.headers.authorization, this.opts.apiToken)) {
+      res.setHeader("www-authenticate", 'Bearer realm="rft-ledger"');
+      return send(res, 401, {
+        error:
+          req.headers.authorization === undefined
+            ? "authentication required: send Authorization: Bearer <token> (the ledger's --token-file; in the chart, the Secret <release>-rft-operator-ledger-token)"
+            : "wrong bearer token",
+      });
+    }
     if (p === "/v1/key") return send(res, 200, { publicKey: this.ledgerKeyB64 });
     if (p === "/v1/jobs") {
       return send(res, 200, {
@@ -394,6 +409,15 @@ class HttpError extends Error {
   ) {
     super(message);
   }
+}
+
+/** `Authorization: Bearer <token>` against the configured token, in constant time (digests of equal length). */
+export function bearerMatches(header: string | undefined, token: string): boolean {
+  const m = /^Bearer (.+)$/.exec(header ?? "");
+  const digest = (v: string) => createHash("sha256").update(v).digest();
+  // Always compare, so a missing header takes as long as a wrong one.
+  const ok = timingSafeEqual(digest(m?.[1] ?? ""), digest(token));
+  return ok && m !== null && token.length > 0;
 }
 
 function send(res: ServerResponse, status: number, body: unknown): void {

@@ -184,21 +184,16 @@ export function decide(job: FineTuneJobObject, o: Observed): Decision {
     return { status: st, actions, events };
   }
   if (tj && jobCondition(tj, "Complete")) {
-    const last = progress ?? (st.trainerStatus ? { status: st.trainerStatus.status } : undefined);
-    if (last?.status === "failed") {
-      set("Failed", "True", "TrainerFailed", progress?.error ?? "the trainer reported a failure");
-      set("Running", "False", "Failed", "the trainer failed");
-      events.push({ type: "Warning", reason: "TrainerFailed", message: progress?.error ?? "the trainer failed" });
-    } else {
-      if (progress?.fineTunedModel) st.fineTunedModel = progress.fineTunedModel;
-      set("Succeeded", "True", "TrainerCompleted", `training finished at step ${st.trainerStatus?.step ?? "?"}`);
-      set("Running", "False", "Completed", "training finished");
-      events.push({
-        type: "Normal",
-        reason: "Succeeded",
-        message: `training finished (${st.fineTunedModel ?? "no model path"})`,
-      });
-    }
+    // Every rank exited 0: the Job's outcome decides, not a progress message (core NATS does not say who
+    // published one, and `rft trainer` exits 1 whenever it reports "failed", which fails the Job instead).
+    if (progress?.fineTunedModel) st.fineTunedModel = progress.fineTunedModel;
+    set("Succeeded", "True", "TrainerCompleted", `training finished at step ${st.trainerStatus?.step ?? "?"}`);
+    set("Running", "False", "Completed", "training finished");
+    events.push({
+      type: "Normal",
+      reason: "Succeeded",
+      message: `training finished (${st.fineTunedModel ?? "no model path"})`,
+    });
     finish();
     return { status: st, actions, events, requeueAfterMs };
   }
@@ -322,7 +317,7 @@ export function decide(job: FineTuneJobObject, o: Observed): Decision {
     const replicas = spec.replicas ?? 1;
     // A pod is ready only once its trainer runs, which the grader's startup probe gates.
     if (ready >= replicas) {
-      set("GradersReady", "True", "StartupProbeSucceeded", `${replicas} grader sidecar(s) answer gRPC`);
+      set("GradersReady", "True", "StartupProbeSucceeded", `${replicas} grader sidecar(s) passed their startup probe`);
     } else if (getCondition(st.conditions, "GradersReady") || active > 0) {
       set("GradersReady", "False", "Waiting", `${ready}/${replicas} trainer pods ready (grader startup probe)`);
     }

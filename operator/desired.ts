@@ -17,6 +17,7 @@ import {
   EXIT_PERMANENT,
   GRADER_GRPC_PORT,
   GRADER_HTTP_PORT,
+  GRADER_MONITOR_PORT,
   LABEL_ATTEMPT,
   names,
   QUEUE_LABEL,
@@ -214,21 +215,29 @@ export function desiredTrainerJob(job: FineTuneJobObject, attempt: number, s: Op
     name: "grader",
     image: spec.grader?.image ?? image,
     restartPolicy: "Always",
+    // gRPC and the grading API on the pod's loopback only (the trainer is the one client); the monitoring
+    // port (GET /healthz and /metrics, nothing that grades) on the pod IP for the kubelet and Prometheus.
     args: [
       "grader",
       "--host",
-      "0.0.0.0",
+      "127.0.0.1",
       "--grpc-port",
       String(GRADER_GRPC_PORT),
       "--http-port",
       String(GRADER_HTTP_PORT),
+      "--monitor-host",
+      "0.0.0.0",
+      "--monitor-port",
+      String(GRADER_MONITOR_PORT),
       ...(spec.grader?.concurrency ? ["--concurrency", String(spec.grader.concurrency)] : []),
     ],
-    ports: [
-      { name: "grader-grpc", containerPort: GRADER_GRPC_PORT },
-      { name: "grader-http", containerPort: GRADER_HTTP_PORT },
-    ],
-    startupProbe: { grpc: { port: GRADER_GRPC_PORT }, periodSeconds: 1, failureThreshold: 120 },
+    ports: [{ name: "grader-metrics", containerPort: GRADER_MONITOR_PORT }],
+    // The monitoring port answers once gRPC is bound (the service starts it last).
+    startupProbe: {
+      httpGet: { path: "/healthz", port: "grader-metrics" },
+      periodSeconds: 1,
+      failureThreshold: 120,
+    },
     ...(spec.grader?.resources ? { resources: resources(spec.grader.resources) } : {}),
   };
   const trainer: K8sObject = {

@@ -9,7 +9,7 @@ import { hostname } from "node:os";
 import { STATES } from "../proto/finetunejob-status.js";
 import type { Logger } from "../proto/log.js";
 import { countRequests, type KObj, KubeClient, paths } from "./client.js";
-import type { OperatorSettings } from "./desired.js";
+import { checkpointDir, type FineTuneJobObject, type OperatorSettings } from "./desired.js";
 import { Informer } from "./informer.js";
 import { LeaderElector } from "./leader.js";
 import { CONTROLLER, OperatorMetrics } from "./metrics.js";
@@ -46,6 +46,9 @@ export interface OperatorOptions {
   leaseNamespace?: string;
   leaseName?: string;
   identity?: string;
+  /** First and longest wait between NATS connection attempts while NATS is unreachable (500 ms, 30 s). */
+  natsRetryInitialMs?: number;
+  natsRetryMaxMs?: number;
   /** Informer watchdog and relist periods (tests shorten them). */
   watchdogMs?: number;
   relistMs?: number;
@@ -119,11 +122,24 @@ export class Operator {
       configMaps: mk(paths.core("configmaps", ns), owner, selector),
       services: mk(paths.core("services", ns), owner, selector),
     };
-    this.progress = new ProgressBridge(
-      o.natsUrl ?? o.settings.natsUrl,
-      (k, ms) => this.leading && this.queue.addAfter(k, ms),
+    this.progress = new ProgressBridge({
+      url: o.natsUrl ?? o.settings.natsUrl,
+      wake: (k, ms) => this.leading && this.queue.addAfter(k, ms),
+      expect: (k) => {
+        const [ns, name] = k.split("/") as [string, string];
+        const obj = this.caches.ftj.get(ns, name) as FineTuneJobObject | undefined;
+        if (!obj?.spec) return undefined;
+        return {
+          attempt: obj.status?.attempt ?? obj.status?.restartCount ?? 0,
+          replicas: obj.spec.replicas ?? 1,
+          outputDir: checkpointDir(obj),
+        };
+      },
+      onDrop: (reason) => this.metrics.messagesDropped.inc({ subject: "progress", reason }),
       log,
-    );
+      retryInitialMs: o.natsRetryInitialMs,
+      retryMaxMs: o.natsRetryMaxMs,
+    });
     const reconciler = new Reconciler(this.client, this.caches, this.progress, o.settings, log);
     this.queue = new WorkQueue(
       async (k) => {
@@ -170,7 +186,7 @@ export class Operator {
       });
       await this.webhook.start();
     }
-    await this.progress.start();
+    this.progress.start();
     for (const inf of Object.values(this.caches)) inf.start();
 
     const begin = async () => {

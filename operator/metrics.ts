@@ -30,6 +30,12 @@ export class OperatorMetrics {
     help: "Requests the operator sent to the Kubernetes API server",
     registers: [this.registry],
   });
+  readonly messagesDropped = new Counter({
+    name: "rft_operator_messages_dropped_total",
+    help: "NATS messages the operator dropped: malformed, out of bounds, or not matching the job (subject: progress)",
+    labelNames: ["subject", "reason"],
+    registers: [this.registry],
+  });
   readonly jobs = new Gauge({
     name: "rft_finetunejobs",
     help: "FineTuneJobs by state",

@@ -12,6 +12,11 @@ export const MAX_NAME_LENGTH = 40;
 
 export const GRADER_GRPC_PORT = 50051;
 export const GRADER_HTTP_PORT = 8081;
+/**
+ * The grader sidecar's monitoring port (GET /healthz and /metrics only): the one grader port bound to the pod
+ * IP, for the kubelet's startup probe and the PodMonitor. gRPC and the HTTP API stay on 127.0.0.1.
+ */
+export const GRADER_MONITOR_PORT = 8082;
 export const TRAINER_PORT = 29500;
 /** The collective's data link (raw TCP; rendezvous is on TRAINER_PORT). */
 export const TRAINER_DATA_PORT = 29501;

@@ -3,57 +3,201 @@
  * `rft.jobs.<ns>.<name>.progress` and publishes control messages on `rft.jobs.<ns>.<name>.control`.
  * Progress wakes the job's reconcile at most once per `minIntervalMs` (status writes are rate-limited);
  * a final status (succeeded, paused, failed, cancelled) wakes it at once.
+ *
+ * No message is trusted (core NATS does not say who published it): each one is size-capped, parsed, checked
+ * against proto/'s ProgressMessage schema and against the job as the operator knows it (the job exists, the
+ * attempt is its current attempt, the rank is one of its ranks, step ≤ totalSteps, every path is under the
+ * job's checkpoint directory, nothing after the attempt's "succeeded"). A message that fails any check is
+ * dropped and counted (`onDrop(reason)`), so reconcile only ever sees well-formed progress.
+ *
+ * NATS being down never stops the operator: start() returns at once and connects in the background, logging
+ * one line when NATS is unreachable and retrying with backoff until it connects (the Kubernetes side of the
+ * controller does not need NATS; control messages are not sent meanwhile).
  */
+import { posix } from "node:path";
+import { Ajv } from "ajv";
 import { connect, type NatsConnection, type Subscription } from "nats";
-import { type ControlMessage, controlSubject, type ProgressMessage } from "../proto/finetunejob-status.js";
+import {
+  CONTROL_MAX_BYTES,
+  type ControlMessage,
+  controlSubject,
+  PROGRESS_LIMITS,
+  ProgressMessage,
+} from "../proto/finetunejob-status.js";
 import type { Logger } from "../proto/log.js";
+
+/** What the operator knows of a job when one of its progress messages arrives. */
+export interface ProgressExpectation {
+  /** The job's current attempt (status.attempt): messages of any other attempt are dropped. */
+  attempt: number;
+  /** The job's ranks (spec.replicas). */
+  replicas: number;
+  /** The job's checkpoint directory: fineTunedModel and checkpoint paths must lie under it. */
+  outputDir: string;
+}
+
+export const DROP_REASONS = [
+  "too_large",
+  "bad_subject",
+  "not_json",
+  "schema",
+  "unknown_job",
+  "wrong_attempt",
+  "bad_rank",
+  "step_past_total",
+  "path_outside_output",
+  "after_final",
+] as const;
+export type DropReason = (typeof DROP_REASONS)[number];
+
+export interface ProgressBridgeOptions {
+  /** NATS URL (undefined: no NATS at all). */
+  url: string | undefined;
+  /** Wakes the job's reconcile after delayMs. */
+  wake: (key: string, delayMs: number) => void;
+  /** The job behind a key ("ns/name"), from the operator's cache; undefined when there is none. */
+  expect: (key: string) => ProgressExpectation | undefined;
+  /** Counts a dropped message. */
+  onDrop?: (reason: DropReason) => void;
+  log: Logger;
+  minIntervalMs?: number;
+  /** First and longest wait between connection attempts while NATS is unreachable. */
+  retryInitialMs?: number;
+  retryMaxMs?: number;
+}
+
+const ajv = new Ajv({
+  allErrors: false,
+  strict: false,
+  formats: { "date-time": (s: string) => !Number.isNaN(Date.parse(s)) },
+});
+const validProgress = ajv.compile<ProgressMessage>(ProgressMessage);
+/** A NATS subject token as the trainers' subjects carry it (a Kubernetes namespace or object name). */
+const NAME_TOKEN = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
+
+const under = (dir: string, p: string) => {
+  if (!posix.isAbsolute(p) || p.includes("\0")) return false;
+  const n = posix.normalize(p);
+  return n === dir || n.startsWith(`${dir.replace(/\/+$/, "")}/`);
+};
 
 export class ProgressBridge {
   private nc?: NatsConnection;
   private sub?: Subscription;
   private readonly latest = new Map<string, ProgressMessage>();
   private readonly lastWake = new Map<string, number>();
+  private closed = false;
+  private retryTimer?: NodeJS.Timeout;
+  private connecting?: Promise<void>;
+  private readonly decoder = new TextDecoder("utf-8", { fatal: true });
 
-  constructor(
-    private readonly url: string | undefined,
-    private readonly wake: (key: string, delayMs: number) => void,
-    private readonly log: Logger,
-    private readonly minIntervalMs = 2_000,
-  ) {}
+  constructor(private readonly o: ProgressBridgeOptions) {}
 
-  async start(): Promise<void> {
-    if (!this.url) return;
-    this.nc = await connect({
-      servers: this.url,
-      name: "rft-operator",
-      maxReconnectAttempts: -1,
-      reconnectTimeWait: 500,
-    });
-    this.sub = this.nc.subscribe("rft.jobs.*.*.progress");
-    void (async () => {
-      for await (const m of this.sub!) {
-        const [, , ns, name] = m.subject.split(".");
-        if (!ns || !name) continue;
-        let msg: ProgressMessage;
-        try {
-          msg = JSON.parse(new TextDecoder().decode(m.data)) as ProgressMessage;
-        } catch {
-          continue;
+  /** True once connected to NATS (and while the client reconnects on its own). */
+  get connected(): boolean {
+    return this.nc !== undefined;
+  }
+
+  /** Starts connecting in the background; never throws, never waits for NATS. */
+  start(): void {
+    if (!this.o.url || this.connecting) return;
+    this.connecting = this.connectLoop();
+  }
+
+  /** Resolves once connected (tests; the operator never waits for it). */
+  async waitConnected(): Promise<void> {
+    while (!this.nc && !this.closed) await new Promise((r) => setTimeout(r, 50));
+  }
+
+  private async connectLoop(): Promise<void> {
+    const initial = this.o.retryInitialMs ?? 500;
+    const max = this.o.retryMaxMs ?? 30_000;
+    let wait = initial;
+    let failures = 0;
+    while (!this.closed) {
+      try {
+        const nc = await connect({
+          servers: this.o.url!,
+          name: "rft-operator",
+          maxReconnectAttempts: -1,
+          reconnectTimeWait: 500,
+        });
+        if (this.closed) {
+          await nc.close().catch(() => {});
+          return;
         }
-        if (typeof msg.step !== "number" || typeof msg.status !== "string") continue;
-        const key = `${ns}/${name}`;
-        const prev = this.latest.get(key);
-        // Keep the newest attempt's newest message.
-        if (prev && (prev.attempt ?? 0) > (msg.attempt ?? 0)) continue;
-        this.latest.set(key, msg);
-        const final = msg.status !== "running";
-        const last = this.lastWake.get(key) ?? 0;
-        const wait = final ? 0 : Math.max(0, last + this.minIntervalMs - Date.now());
-        this.lastWake.set(key, Date.now() + wait);
-        this.wake(key, wait);
+        this.nc = nc;
+        this.subscribe(nc);
+        this.o.log.info(
+          { url: this.o.url, ...(failures ? { attempts: failures + 1 } : {}) },
+          "connected to NATS: progress and control enabled",
+        );
+        return;
+      } catch (e) {
+        failures++;
+        const why = (e as { code?: string }).code ?? (e instanceof Error ? e.message : String(e));
+        if (failures === 1)
+          this.o.log.warn(
+            { url: this.o.url, err: why },
+            `NATS at ${this.o.url} is not reachable (${why}): reconciling without progress or control messages; retrying with backoff until it connects`,
+          );
+        else this.o.log.debug({ url: this.o.url, err: why, attempt: failures }, "NATS still unreachable");
+        await new Promise<void>((r) => {
+          this.retryTimer = setTimeout(r, wait);
+        });
+        wait = Math.min(max, wait * 2);
       }
-    })();
-    this.log.info({ url: this.url }, "connected to NATS");
+    }
+  }
+
+  private subscribe(nc: NatsConnection): void {
+    this.sub = nc.subscribe("rft.jobs.*.*.progress");
+    void (async () => {
+      for await (const m of this.sub!) this.accept(m.subject, m.data);
+    })().catch((e) => this.o.log.warn({ err: String(e) }, "progress subscription ended"));
+  }
+
+  private drop(reason: DropReason, subject: string): void {
+    this.o.onDrop?.(reason);
+    this.o.log.debug({ subject: subject.slice(0, 300), reason }, "progress message dropped");
+  }
+
+  /** Checks one progress message and keeps it, or drops and counts it. */
+  private accept(subject: string, data: Uint8Array): void {
+    if (data.byteLength > PROGRESS_LIMITS.maxBytes) return this.drop("too_large", subject);
+    const parts = subject.split(".");
+    const [, , ns, name] = parts;
+    if (parts.length !== 5 || !ns || !name || !NAME_TOKEN.test(ns) || !NAME_TOKEN.test(name))
+      return this.drop("bad_subject", subject);
+    let raw: unknown;
+    try {
+      raw = JSON.parse(this.decoder.decode(data));
+    } catch {
+      return this.drop("not_json", subject);
+    }
+    if (!validProgress(raw)) return this.drop("schema", subject);
+    const msg = raw;
+    const key = `${ns}/${name}`;
+    const job = this.o.expect(key);
+    if (!job) return this.drop("unknown_job", subject);
+    if (msg.attempt !== job.attempt) return this.drop("wrong_attempt", subject);
+    if (msg.rank >= job.replicas) return this.drop("bad_rank", subject);
+    if (msg.step > msg.totalSteps) return this.drop("step_past_total", subject);
+    const paths = [
+      ...(msg.fineTunedModel !== undefined ? [msg.fineTunedModel] : []),
+      ...msg.checkpoints.map((c) => c.path),
+    ];
+    if (!paths.every((p) => under(job.outputDir, p))) return this.drop("path_outside_output", subject);
+    const prev = this.latest.get(key);
+    // A trainer publishes nothing after "succeeded": whatever claims to follow it in that attempt is not the
+    // trainer's (a paused attempt may go on in the same Job once it is unsuspended, so "paused" does not end it).
+    if (prev && prev.attempt === msg.attempt && prev.status === "succeeded") return this.drop("after_final", subject);
+    this.latest.set(key, msg);
+    const final = msg.status !== "running";
+    const last = this.lastWake.get(key) ?? 0;
+    const wait = final ? 0 : Math.max(0, last + (this.o.minIntervalMs ?? 2_000) - Date.now());
+    this.lastWake.set(key, Date.now() + wait);
+    this.o.wake(key, wait);
   }
 
   get(key: string): ProgressMessage | undefined {
@@ -66,14 +210,17 @@ export class ProgressBridge {
   }
 
   control(ns: string, name: string, action: ControlMessage["action"]): void {
-    if (!this.nc) return;
-    this.nc.publish(
-      controlSubject(ns, name),
-      new TextEncoder().encode(JSON.stringify({ action } satisfies ControlMessage)),
-    );
+    if (!this.nc) {
+      this.o.log.warn({ job: `${ns}/${name}`, action }, "NATS not connected: control message not sent");
+      return;
+    }
+    const body = new TextEncoder().encode(JSON.stringify({ action } satisfies ControlMessage));
+    if (body.byteLength <= CONTROL_MAX_BYTES) this.nc.publish(controlSubject(ns, name), body);
   }
 
   async close(): Promise<void> {
+    this.closed = true;
+    clearTimeout(this.retryTimer);
     await this.nc?.drain().catch(() => {});
   }
 }

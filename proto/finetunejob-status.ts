@@ -12,7 +12,7 @@ export const CONDITION_TYPES = [
   "Succeeded",
   "Failed",
   "Cancelled",
-  /** Every rank's grader sidecar passed its gRPC startup probe (the trainer container starts only after it). */
+  /** Every rank's grader sidecar passed its startup probe (/healthz on its monitoring port; the trainer container starts only after it). */
   "GradersReady",
   /** The trainers saved a checkpoint (message: the newest, with its step and path). */
   "CheckpointSaved",
@@ -102,26 +102,62 @@ export const FineTuneJobStatus = T.Object(
 );
 export type FineTuneJobStatus = Static<typeof FineTuneJobStatus>;
 
+/** Bounds of a progress message (the operator drops a message past any of them, and counts it). */
+export const PROGRESS_LIMITS = {
+  /** Bytes of one message on the wire. */
+  maxBytes: 64 * 1024,
+  /** Checkpoints listed (the trainer keeps the top 3 by valid_reward_mean plus the latest). */
+  maxCheckpoints: 8,
+  /** Steps, attempts and ranks (a trainer never gets near it). */
+  maxCount: 1_000_000_000,
+  maxPath: 4096,
+  maxError: 4096,
+} as const;
+
+const count = T.Integer({ minimum: 0, maximum: PROGRESS_LIMITS.maxCount });
+const reward = T.Union([T.Number({ minimum: -1e6, maximum: 1e6 }), T.Null()]);
+const path = T.String({ minLength: 1, maxLength: PROGRESS_LIMITS.maxPath });
+
+export const PROGRESS_STATUSES = ["running", "paused", "succeeded", "cancelled", "failed"] as const;
+
 /** The progress message trainers publish on `rft.jobs.<ns>.<name>.progress` (core NATS, JSON). */
-export interface ProgressMessage {
-  step: number;
-  totalSteps: number;
-  trainRewardMean: number | null;
-  validRewardMean: number | null;
-  checkpoints: { name: string; step: number; validRewardMean: number | null; path: string }[];
-  /** running | paused | succeeded | cancelled | failed */
-  status: string;
-  fineTunedModel?: string;
-  error?: string;
-  rank: number;
-  attempt?: number;
-  time: string;
-}
+export const ProgressMessage = T.Object(
+  {
+    step: count,
+    totalSteps: count,
+    trainRewardMean: reward,
+    validRewardMean: reward,
+    checkpoints: T.Array(
+      T.Object(
+        {
+          name: T.String({ minLength: 1, maxLength: 253, pattern: "^[A-Za-z0-9._-]+$" }),
+          step: count,
+          validRewardMean: reward,
+          path,
+        },
+        { additionalProperties: false },
+      ),
+      { maxItems: PROGRESS_LIMITS.maxCheckpoints },
+    ),
+    status: StringEnum(PROGRESS_STATUSES),
+    fineTunedModel: T.Optional(path),
+    error: T.Optional(T.String({ maxLength: PROGRESS_LIMITS.maxError })),
+    rank: count,
+    attempt: count,
+    time: T.String({ format: "date-time", maxLength: 64 }),
+  },
+  { additionalProperties: false },
+);
+export type ProgressMessage = Static<typeof ProgressMessage>;
 
 /** The control message the operator publishes on `rft.jobs.<ns>.<name>.control`. */
-export interface ControlMessage {
-  action: "pause" | "resume" | "cancel";
-}
+export const ControlMessage = T.Object(
+  { action: StringEnum(["pause", "resume", "cancel"] as const) },
+  { additionalProperties: false },
+);
+export type ControlMessage = Static<typeof ControlMessage>;
+/** Bytes of one control message on the wire (the trainer drops a larger one). */
+export const CONTROL_MAX_BYTES = 1024;
 
 export const progressSubject = (ns: string, name: string) => `rft.jobs.${ns}.${name}.progress`;
 export const controlSubject = (ns: string, name: string) => `rft.jobs.${ns}.${name}.control`;

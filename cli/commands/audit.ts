@@ -97,39 +97,52 @@ export function register(program: Command) {
     )
     .option("--ledger <url>", "the ledger service's audit API, e.g. http://rft-ledger:8090")
     .option("--job <ns/name>", "the job (with --ledger)")
+    .option(
+      "--ledger-token-file <file>",
+      "file holding the audit API's bearer token (env RFT_LEDGER_TOKEN_FILE; with --ledger)",
+      process.env.RFT_LEDGER_TOKEN_FILE,
+    )
     .option("--key <file>", "local export: the Ed25519 key that signs the bundle's tree head (PEM or raw base64)")
     .option(
       "--format <json|jsonl>",
       "json: one JSON document (default); jsonl: a header line, one event per line, a trailer line (for line-oriented tools); both are streamed, of any size",
     )
-    .action(async (dir: string | undefined, o: { ledger?: string; job?: string; key?: string; format?: string }) => {
-      try {
-        if (o.format !== undefined && o.format !== "json" && o.format !== "jsonl")
-          throw new UsageError(`--format must be json or jsonl, not ${o.format}`);
-        if (o.ledger) {
-          if (!o.job) throw new UsageError("--ledger needs --job NS/NAME");
-          const { namespace, name } = parseJobRef(o.job);
-          const url = `${o.ledger.replace(/\/$/, "")}/v1/jobs/${encodeURIComponent(namespace)}/${encodeURIComponent(name)}/bundle`;
-          const res = await fetch(o.format === "jsonl" ? `${url}?format=jsonl` : url);
-          if (!res.ok) throw new UsageError(`${url}: HTTP ${res.status} ${await res.text()}`);
-          // The service writes either form itself, streamed: pass it through as it arrives.
-          for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>)
-            await writeLines(process.stdout, [Buffer.from(chunk)]);
-          if (o.format !== "jsonl") await writeLines(process.stdout, ["\n"]);
-          return;
+    .action(
+      async (
+        dir: string | undefined,
+        o: { ledger?: string; job?: string; key?: string; format?: string; ledgerTokenFile?: string },
+      ) => {
+        try {
+          if (o.format !== undefined && o.format !== "json" && o.format !== "jsonl")
+            throw new UsageError(`--format must be json or jsonl, not ${o.format}`);
+          if (o.ledger) {
+            if (!o.job) throw new UsageError("--ledger needs --job NS/NAME");
+            const { namespace, name } = parseJobRef(o.job);
+            const url = `${o.ledger.replace(/\/$/, "")}/v1/jobs/${encodeURIComponent(namespace)}/${encodeURIComponent(name)}/bundle`;
+            const token = o.ledgerTokenFile ? readFileSync(o.ledgerTokenFile, "utf8").trim() : undefined;
+            const res = await fetch(o.format === "jsonl" ? `${url}?format=jsonl` : url, {
+              ...(token ? { headers: { authorization: `Bearer ${token}` } } : {}),
+            });
+            if (!res.ok) throw new UsageError(`${url}: HTTP ${res.status} ${await res.text()}`);
+            // The service writes either form itself, streamed: pass it through as it arrives.
+            for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>)
+              await writeLines(process.stdout, [Buffer.from(chunk)]);
+            if (o.format !== "jsonl") await writeLines(process.stdout, ["\n"]);
+            return;
+          }
+          if (!dir) throw new UsageError("give a run directory (or event file), or --ledger URL --job NS/NAME");
+          if (!o.key)
+            throw new UsageError("a local export signs its tree head: pass --key FILE (the run's ledger or job key)");
+          const events = readEventsFile(findEventsFile(dir));
+          if (events.length === 0) throw new UsageError(`${dir}: no events`);
+          const bundle = exportBundle(events, loadPrivateKey(readFileSync(o.key, "utf8")));
+          if (o.format === "jsonl") await writeLines(process.stdout, bundleJsonlLines(bundle));
+          else await writeLines(process.stdout, withNewline(bundleJsonParts(bundle)));
+        } catch (e) {
+          fail("export", e);
         }
-        if (!dir) throw new UsageError("give a run directory (or event file), or --ledger URL --job NS/NAME");
-        if (!o.key)
-          throw new UsageError("a local export signs its tree head: pass --key FILE (the run's ledger or job key)");
-        const events = readEventsFile(findEventsFile(dir));
-        if (events.length === 0) throw new UsageError(`${dir}: no events`);
-        const bundle = exportBundle(events, loadPrivateKey(readFileSync(o.key, "utf8")));
-        if (o.format === "jsonl") await writeLines(process.stdout, bundleJsonlLines(bundle));
-        else await writeLines(process.stdout, withNewline(bundleJsonParts(bundle)));
-      } catch (e) {
-        fail("export", e);
-      }
-    });
+      },
+    );
 
   audit
     .command("verify <bundle>")

@@ -14,13 +14,28 @@ export function register(program: Command) {
   program
     .command("grader")
     .description("run the grader service: gRPC GraderService + OpenAI-compatible HTTP /v1/fine_tuning/alpha/graders/*")
-    .option("--host <host>", "address to listen on", process.env.RFT_GRADER_HOST ?? "127.0.0.1")
+    .option(
+      "--host <host>",
+      "address of the gRPC and HTTP ports (default 127.0.0.1; any other address is an explicit choice: they carry no credentials unless --api-key-file)",
+      process.env.RFT_GRADER_HOST ?? "127.0.0.1",
+    )
     .option("--grpc-port <port>", "gRPC port", int, Number(process.env.RFT_GRADER_GRPC_PORT ?? 50051))
     .option(
       "--http-port <port>",
       "HTTP port (API, /metrics, /healthz)",
       int,
       Number(process.env.RFT_GRADER_HTTP_PORT ?? 8081),
+    )
+    .option(
+      "--monitor-port <port>",
+      "also serve GET /healthz and /metrics (only) on this port (env RFT_GRADER_MONITOR_PORT; default: off)",
+      int,
+      process.env.RFT_GRADER_MONITOR_PORT !== undefined ? Number(process.env.RFT_GRADER_MONITOR_PORT) : undefined,
+    )
+    .option(
+      "--monitor-host <host>",
+      "address of the monitoring port (default: --host; in a trainer pod 0.0.0.0, for the kubelet's probe and Prometheus)",
+      process.env.RFT_GRADER_MONITOR_HOST,
     )
     .option(
       "--concurrency <n>",
@@ -73,6 +88,8 @@ export function register(program: Command) {
         host: o.host,
         grpcPort: o.grpcPort,
         httpPort: o.httpPort,
+        ...(o.monitorPort !== undefined ? { monitorPort: o.monitorPort } : {}),
+        ...(o.monitorHost ? { monitorHost: o.monitorHost } : {}),
         concurrency: o.concurrency,
         maxBatchItems: o.maxBatchItems,
         maxGraderNames: o.metricsMaxGraderNames,

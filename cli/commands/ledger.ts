@@ -12,25 +12,51 @@ export function register(program: Command) {
     )
     .option("--nats <url>", "NATS server URL(s), comma-separated", process.env.NATS_URL ?? "nats://127.0.0.1:4222")
     .option("--port <n>", "HTTP port of the audit API", "8090")
-    .option("--host <addr>", "HTTP listen address", "0.0.0.0")
+    .option(
+      "--host <addr>",
+      "HTTP listen address (default 127.0.0.1; another address needs --token-file, or --insecure-no-auth)",
+      process.env.RFT_LEDGER_HOST ?? "127.0.0.1",
+    )
+    .option(
+      "--token-file <file>",
+      "file holding the bearer token the audit API requires on /v1/* (env RFT_LEDGER_TOKEN_FILE; /healthz and /metrics stay open)",
+      process.env.RFT_LEDGER_TOKEN_FILE,
+    )
+    .option("--insecure-no-auth", "serve the audit API on a non-loopback --host without a token")
     .requiredOption("--key <file>", "the ledger's Ed25519 private key (PEM or raw base64) that signs tree heads")
     .option("--head-interval <ms>", "how often tree heads are signed", "1000")
     .option("--registry <file>", 'JSON {"ns/name" | "ns/*": public key (raw base64)}: registered job keys')
     .action(
-      async (o: { nats: string; port: string; host: string; key: string; headInterval: string; registry?: string }) => {
+      async (o: {
+        nats: string;
+        port: string;
+        host: string;
+        key: string;
+        headInterval: string;
+        registry?: string;
+        tokenFile?: string;
+        insecureNoAuth?: boolean;
+      }) => {
+        const apiToken = o.tokenFile ? readFileSync(o.tokenFile, "utf8").trim() : undefined;
+        if (o.tokenFile && !apiToken) throw new Error(`--token-file ${o.tokenFile} is empty`);
+        if (!apiToken && !isLoopback(o.host) && !o.insecureNoAuth)
+          throw new Error(
+            `refusing to serve the audit API on ${o.host} without authentication: pass --token-file FILE (or --insecure-no-auth)`,
+          );
         const key = loadPrivateKey(readFileSync(o.key, "utf8"));
         const svc = await LedgerService.start({
           servers: o.nats.split(","),
           key,
           port: Number(o.port),
           host: o.host,
+          ...(apiToken ? { apiToken } : {}),
           headIntervalMs: Number(o.headInterval),
           keyRegistry: o.registry
             ? (JSON.parse(readFileSync(o.registry, "utf8")) as Record<string, string>)
             : undefined,
         });
         process.stderr.write(
-          `rft ledger: audit API on ${o.host}:${svc.port}, ledger key ${keyId(key)} (${publicKeyB64(key)})\n`,
+          `rft ledger: audit API on ${o.host}:${svc.port} (${apiToken ? "bearer token required" : "no authentication"}), ledger key ${keyId(key)} (${publicKeyB64(key)})\n`,
         );
         const stop = () => {
           void svc.stop().then(() => process.exit(0));
@@ -39,4 +65,9 @@ export function register(program: Command) {
         process.once("SIGINT", stop);
       },
     );
+}
+
+/** 127.0.0.0/8, ::1 and localhost: addresses only this machine (or pod) reaches. */
+export function isLoopback(host: string): boolean {
+  return host === "localhost" || host === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
 }

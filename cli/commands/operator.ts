@@ -19,7 +19,11 @@ export function register(program: Command) {
     )
     .option("--workers <n>", "concurrent reconciles", "4")
     .option("--port <port>", "port of /metrics, /healthz, /readyz", "8080")
-    .option("--host <host>", "address of that port", "0.0.0.0")
+    .option(
+      "--host <host>",
+      "address of that port and the webhook's (default 127.0.0.1; in a pod, 0.0.0.0 for its Services: the chart sets it)",
+      process.env.RFT_OPERATOR_HOST ?? "127.0.0.1",
+    )
     .option("--no-leader-elect", "run without leader election (one replica only)")
     .option("--lease-namespace <ns>", "namespace of the leader Lease", process.env.POD_NAMESPACE ?? "default")
     .option("--identity <id>", "leader election identity (default: host_pid)")

@@ -1,4 +1,10 @@
-/** Starts the grader service: gRPC (trainer sidecar) and HTTP (OpenAI-compatible API, metrics, health). */
+/**
+ * Starts the grader service: gRPC (trainer sidecar) and HTTP (OpenAI-compatible API, metrics, health), both
+ * on `host` (127.0.0.1 by default: the trainer reaches its sidecar over the pod's loopback), and optionally a
+ * monitoring port (GET /healthz and /metrics only, nothing that grades) on `monitorHost`: in a trainer pod it
+ * is the one port bound to the pod IP, for the kubelet's startup probe and Prometheus.
+ */
+import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import * as grpc from "@grpc/grpc-js";
 import { Gauge } from "prom-client";
@@ -12,6 +18,10 @@ export interface GraderServiceOptions {
   host?: string; // default 127.0.0.1 (the sidecar shares the pod's network namespace with its trainer)
   grpcPort?: number; // 0 = any free port
   httpPort?: number;
+  /** Monitoring port: GET /healthz and /metrics only (undefined: none; 0: any free port). */
+  monitorPort?: number;
+  /** Address of the monitoring port (default: host). */
+  monitorHost?: string;
   concurrency?: number;
   /** gRPC: samples per GradeBatch message and largest message (defaults: GRPC_LIMITS in grpc.ts). */
   maxBatchItems?: number;
@@ -28,6 +38,8 @@ export interface GraderServiceOptions {
 export interface GraderService {
   grpcPort: number;
   httpPort: number;
+  /** The monitoring port (undefined when not served). */
+  monitorPort?: number;
   engine: GraderEngine;
   metrics: GraderMetrics;
   close(): Promise<void>;
@@ -76,11 +88,47 @@ export async function startGraderService(opts: GraderServiceOptions = {}): Promi
     http.listen(opts.httpPort ?? 0, host, () => resolve());
   });
   const httpPort = (http.address() as AddressInfo).port;
-  logger.info({ grpcPort, httpPort, host }, "grader service listening");
+  let monitor: Server | undefined;
+  if (opts.monitorPort !== undefined) {
+    const m = createServer((req, res) => {
+      const path = (req.url ?? "/").split("?")[0];
+      if (req.method === "GET" && path === "/healthz") {
+        res.setHeader("content-type", "application/json");
+        return void res.end('{"status":"ok"}');
+      }
+      if (req.method === "GET" && path === "/metrics") {
+        void metrics.registry.metrics().then(
+          (text) => {
+            res.setHeader("content-type", metrics.registry.contentType);
+            res.end(text);
+          },
+          () => {
+            res.statusCode = 500;
+            res.end();
+          },
+        );
+        return;
+      }
+      res.statusCode = 404;
+      res.setHeader("content-type", "text/plain");
+      res.end("the monitoring port serves GET /healthz and /metrics only\n");
+    });
+    monitor = m;
+    await new Promise<void>((resolve, reject) => {
+      m.once("error", reject);
+      m.listen(opts.monitorPort, opts.monitorHost ?? host, () => resolve());
+    });
+  }
+  const monitorPort = monitor ? (monitor.address() as AddressInfo).port : undefined;
+  logger.info(
+    { grpcPort, httpPort, host, ...(monitor ? { monitorPort, monitorHost: opts.monitorHost ?? host } : {}) },
+    "grader service listening",
+  );
 
   return {
     grpcPort,
     httpPort,
+    ...(monitorPort !== undefined ? { monitorPort } : {}),
     engine,
     metrics,
     async close() {
@@ -88,6 +136,11 @@ export async function startGraderService(opts: GraderServiceOptions = {}): Promi
       await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
       await new Promise<void>((resolve) => http.close(() => resolve()));
       http.closeAllConnections();
+      if (monitor) {
+        const m = monitor;
+        await new Promise<void>((resolve) => m.close(() => resolve()));
+        m.closeAllConnections();
+      }
       await engine.close();
     },
   };

@@ -95,6 +95,34 @@ describe("helm template", () => {
     assert.equal(find(objects, "PodDisruptionBudget").length, 0, "no PDB for single replicas");
   });
 
+  test("listeners: the operator's and ledger's addresses are explicit; the audit API gets a generated, kept bearer token", async () => {
+    const { objects } = await template();
+    const op = find(objects, "Deployment", "rft-rft-operator-operator")[0]!.spec.template.spec.containers[0];
+    assert.ok(op.args.includes("--host=0.0.0.0"), "the operator's metrics/health/webhook ports for its Services");
+    const ledgerPod = find(objects, "Deployment", "rft-rft-operator-ledger")[0]!.spec.template.spec;
+    const ledger = ledgerPod.containers[0];
+    assert.ok(ledger.args.includes("--host=0.0.0.0"), "inside the pod, for the ledger's Service");
+    assert.ok(ledger.args.includes("--token-file=/var/run/rft/ledger-token/token"));
+    const vol = ledgerPod.volumes.find((v: K) => v.name === "token");
+    assert.deepEqual(vol.secret.secretName, "rft-rft-operator-ledger-token");
+    assert.ok(ledger.volumeMounts.some((m: K) => m.name === "token" && m.mountPath === "/var/run/rft/ledger-token"));
+    const secret = find(objects, "Secret", "rft-rft-operator-ledger-token")[0]!;
+    assert.equal(secret.metadata.annotations["helm.sh/resource-policy"], "keep");
+    assert.match(Buffer.from(secret.data.token, "base64").toString(), /^[A-Za-z0-9]{48}$/);
+    // Given a Secret: no generated one, the given one mounted.
+    const given = await template(["--set", "ledger.apiToken.existingSecret=audit-token"]);
+    assert.equal(find(given.objects, "Secret", "rft-rft-operator-ledger-token").length, 0);
+    const givenPod = find(given.objects, "Deployment", "rft-rft-operator-ledger")[0]!.spec.template.spec;
+    assert.equal(givenPod.volumes.find((v: K) => v.name === "token").secret.secretName, "audit-token");
+    // Trainer pods: the grader's gRPC/HTTP stay on loopback, so the policy admits the monitoring port only.
+    const np = find((await template(VARIANTS.ha)).objects, "NetworkPolicy", "rft-rft-operator-trainers");
+    assert.ok(np.length > 0);
+    for (const p of np) {
+      const ports = p.spec.ingress.flatMap((i: K) => (i.ports ?? []).map((x: K) => x.port));
+      assert.ok(ports.includes(8082) && !ports.includes(8081) && !ports.includes(50051), JSON.stringify(ports));
+    }
+  });
+
   test("ha: 2 operators with a PDB, namespace-scoped RBAC, a 3-server JetStream cluster, trainer egress policy", async () => {
     const { objects } = await template(VARIANTS.ha);
     assert.equal(find(objects, "ClusterRole").length, 0);
@@ -119,10 +147,13 @@ describe("helm template", () => {
     assert.ok(
       op.spec.template.spec.containers[0].args.includes("--nats-url=nats://rft-rft-operator-nats.rft-system.svc:4222"),
     );
-    // Ledger: the given Secret, no generated one (the only Secret is the webhook's certificate).
+    // Ledger: the given key Secret, no generated key (the other Secrets are the audit API's generated token
+    // and the webhook's certificate).
     assert.deepEqual(
-      find(objects, "Secret").map((x) => x.metadata.name),
-      ["rft-rft-operator-operator-webhook-tls"],
+      find(objects, "Secret")
+        .map((x) => x.metadata.name)
+        .sort(),
+      ["rft-rft-operator-ledger-token", "rft-rft-operator-operator-webhook-tls"],
     );
     const ledger = find(objects, "Deployment", "rft-rft-operator-ledger")[0]!;
     assert.equal(ledger.spec.template.spec.volumes[0].secret.secretName, "my-ledger-key");

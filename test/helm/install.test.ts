@@ -71,7 +71,7 @@ test("helm install brings up operator, ledger and NATS; a FineTuneJob succeeds; 
   const ledgerPod = pods.find((p) => p.metadata.labels["app.kubernetes.io/component"] === "ledger")!;
   assert.match(
     cluster.kubelet!.readLog(NS, ledgerPod.metadata.name, "ledger"),
-    /rft ledger: audit API on 0\.0\.0\.0:8090/,
+    /rft ledger: audit API on 0\.0\.0\.0:8090 \(bearer token required\)/,
   );
 
   // A small FineTuneJob of the sort-digits example, with its model and data on a claim.

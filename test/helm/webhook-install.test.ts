@@ -2,7 +2,8 @@
  * The chart's admission webhook installed into the harness's real kube-apiserver (no kubelet: the operator
  * does not run, and the harness's Services route nowhere). What a platform team relies on:
  *
- * - `helm upgrade` keeps the generated certificate (lookup of the existing Secret), and the configuration's
+ * - `helm upgrade` keeps the generated certificate and the ledger's audit API token (lookup of the existing
+ *   Secrets), and the configuration's
  *   caBundle stays the CA of that Secret;
  * - failurePolicy Fail: while no operator serves the webhook, FineTuneJob writes are refused (no unvalidated
  *   job slips through); failurePolicy Ignore: they are admitted unchecked.
@@ -86,8 +87,12 @@ test("helm upgrade keeps the webhook certificate; failurePolicy Fail refuses Fin
   assert.match(refused, /rft-rft-operator-operator-webhook\.rft-system\.svc/);
 
   // Upgrade to Ignore: same certificate (not rotated), and the write is admitted unchecked.
+  const token = await cluster.getJson("secret", "-n", NS, "rft-rft-operator-ledger-token");
+  assert.match(Buffer.from(token.data.token, "base64").toString(), /^[A-Za-z0-9]{48}$/);
   const upgrade = await release("upgrade", "webhook.failurePolicy=Ignore");
   assert.equal(upgrade.code, 0, upgrade.stdout + upgrade.stderr);
+  const tokenAfter = await cluster.getJson("secret", "-n", NS, "rft-rft-operator-ledger-token");
+  assert.equal(tokenAfter.data.token, token.data.token, "helm upgrade keeps the audit API's token");
   const after = await cluster.getJson("secret", "-n", NS, SECRET);
   assert.deepEqual(after.data, secret.data, "helm upgrade reuses the generated certificate");
   const vwc2 = await cluster.getJson("validatingwebhookconfiguration", "rft-rft-operator-operator");

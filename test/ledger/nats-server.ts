@@ -33,8 +33,9 @@ export class NatsServer {
     return `nats://127.0.0.1:${this.port}`;
   }
 
-  static async start(): Promise<NatsServer> {
-    const s = new NatsServer(await freePort(), mkdtempSync(join(tmpdir(), "rft-nats-")));
+  /** Starts one on a free port, or on `port` (a test that first needs NATS to be down there). */
+  static async start(port?: number): Promise<NatsServer> {
+    const s = new NatsServer(port ?? (await freePort()), mkdtempSync(join(tmpdir(), "rft-nats-")));
     await s.startProcess();
     return s;
   }

@@ -95,7 +95,10 @@ describe("desired children", () => {
     assert.equal(pod.automountServiceAccountToken, false);
     const [grader] = pod.initContainers;
     assert.equal(grader.restartPolicy, "Always");
-    assert.ok(grader.startupProbe.grpc);
+    // gRPC and the grading API on the pod's loopback; the probe on the monitoring port (the kubelet probes the
+    // pod IP).
+    assert.deepEqual(grader.args.slice(0, 3), ["grader", "--host", "127.0.0.1"]);
+    assert.deepEqual(grader.startupProbe.httpGet, { path: "/healthz", port: "grader-metrics" });
     const env = Object.fromEntries(pod.containers[0].env.map((e: any) => [e.name, e.value ?? e.valueFrom]));
     assert.deepEqual(env.RFT_RANK, {
       fieldRef: { fieldPath: "metadata.annotations['batch.kubernetes.io/job-completion-index']" },
@@ -287,6 +290,20 @@ describe("decide", () => {
     assert.equal(d.requeueAfterMs, 100_000);
     ({ d } = step(job, { now: at(601) }));
     assert.equal(cond(d, "Failed")?.reason, "DeadlineExceeded");
+  });
+
+  test("a Complete Job succeeds even when the last progress message says failed (the exit codes decide)", () => {
+    // Core NATS does not say who published a message: a forged "failed" must not fail a job whose every rank
+    // exited 0 (`rft trainer` exits 1 when it reports failed, which fails the Job instead).
+    const { job } = step(ftj(), { now: at(0) });
+    const { d } = step(job, {
+      now: at(6),
+      trainerJob: trainerJob("sorter-a0", { conditions: [{ type: "Complete", status: "True" }] }),
+      progress: progress({ step: 4, status: "failed", error: "forged" }),
+    });
+    assert.equal(d.status.state, "Succeeded");
+    assert.equal(cond(d, "Succeeded")?.reason, "TrainerCompleted");
+    assert.equal(cond(d, "Failed"), undefined);
   });
 
   test("a job that completes while a suspend is pending is Succeeded and no longer Suspended", () => {

@@ -23,12 +23,7 @@
 import { join } from "node:path";
 import { connect, type NatsConnection } from "nats";
 import { NatsPublisher } from "../../ledger/publisher.js";
-import {
-  type ControlMessage,
-  controlSubject,
-  type ProgressMessage,
-  progressSubject,
-} from "../../proto/finetunejob-status.js";
+import { type ProgressMessage, progressSubject } from "../../proto/finetunejob-status.js";
 import { createLogger } from "../../proto/log.js";
 import type { CheckpointInfo } from "../checkpoint/retention.js";
 import { retained } from "../checkpoint/retention.js";
@@ -37,6 +32,7 @@ import type { RftControl } from "../rl/loop.js";
 import { loadManifest } from "./manifest.js";
 import { type RankEnv, rankEnv } from "../collective/env.js";
 import { runJob } from "./run-job.js";
+import { subscribeControl } from "./control.js";
 
 const log = createLogger("trainer-pod");
 
@@ -94,24 +90,6 @@ export async function runTrainerPod(o: TrainerPodOptions): Promise<TrainerPodRes
       log.warn({ err: String(e), url: env.RFT_NATS_URL }, "NATS unreachable: training without progress reports");
     }
   }
-  if (nc) {
-    const sub = nc.subscribe(controlSubject(ns, name));
-    void (async () => {
-      for await (const m of sub) {
-        let msg: ControlMessage;
-        try {
-          msg = JSON.parse(new TextDecoder().decode(m.data)) as ControlMessage;
-        } catch {
-          continue;
-        }
-        log.info({ action: msg.action }, "control message");
-        if (msg.action === "pause") control.pause = true;
-        else if (msg.action === "cancel") control.cancel = true;
-        else if (msg.action === "resume") control.pause = false;
-      }
-    })();
-  }
-
   // The ledger: rank 0 writes every rank's events (trainer/rl/loop.ts).
   let ledger: NatsPublisher | undefined;
   if (env.RFT_LEDGER_NATS_URL && rank === 0) {
@@ -148,6 +126,11 @@ export async function runTrainerPod(o: TrainerPodOptions): Promise<TrainerPodRes
     metricsServer = await metrics.serve(port, "0.0.0.0");
   }
 
+  if (nc)
+    subscribeControl(nc, { namespace: ns, name }, control, log, (reason) =>
+      metrics?.controlDropped.inc({ job: name, reason }),
+    );
+
   const checkpoints: CheckpointInfo[] = [];
   let last: Omit<ProgressMessage, "status" | "time" | "checkpoints"> = {
     step: 0,
@@ -155,9 +138,9 @@ export async function runTrainerPod(o: TrainerPodOptions): Promise<TrainerPodRes
     trainRewardMean: null,
     validRewardMean: null,
     rank,
-    attempt,
+    attempt: attempt ?? 0,
   };
-  const publish = (status: string, extra: Partial<ProgressMessage> = {}) => {
+  const publish = (status: ProgressMessage["status"], extra: Partial<ProgressMessage> = {}) => {
     if (!nc || rank !== 0) return;
     const keep = retained(checkpoints);
     const msg: ProgressMessage = {
@@ -231,7 +214,7 @@ export async function runTrainerPod(o: TrainerPodOptions): Promise<TrainerPodRes
     last = { ...last, step: result.step, totalSteps: result.totalSteps };
     publish(result.status, {
       ...(result.modelDir ? { fineTunedModel: result.modelDir } : {}),
-      ...(result.error ? { error: result.error } : {}),
+      ...(result.error ? { error: result.error.slice(0, 1000) } : {}),
     });
     log.info({ status: result.status, step: result.step }, "trainer finished");
     return { status: result.status, exitCode: result.status === "failed" ? 1 : 0 };

@@ -31,6 +31,12 @@ export class TrainerMetrics {
     labelNames: ["job"],
     registers: [this.registry],
   });
+  readonly controlDropped = new Counter({
+    name: "rft_trainer_control_messages_dropped_total",
+    help: "Control messages the trainer dropped as malformed (too large, not JSON, not a known action).",
+    labelNames: ["job", "reason"],
+    registers: [this.registry],
+  });
   readonly stepSeconds = new Histogram({
     name: "rft_step_duration_seconds",
     help: "Time per training step, by phase (sampling, grading, training, eval, full_iteration).",

@@ -91,6 +91,10 @@ nats://{{ $n }}.{{ .Release.Namespace }}.svc:{{ .Values.nats.clientPort }}
 {{- default (printf "%s-ledger-key" (include "rft.fullname" .)) .Values.ledger.signingKey.existingSecret -}}
 {{- end -}}
 
+{{- define "rft.ledgerTokenSecretName" -}}
+{{- default (printf "%s-ledger-token" (include "rft.fullname" .)) .Values.ledger.apiToken.existingSecret -}}
+{{- end -}}
+
 {{/* Cross-value checks the JSON schema cannot express. */}}
 {{- define "rft.validate" -}}
 {{- if and (not .Values.nats.enabled) (not .Values.nats.url) -}}
