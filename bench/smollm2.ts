@@ -22,7 +22,7 @@ const arg = (name: string, def: string) => {
   const i = process.argv.indexOf(`--${name}`);
   return i >= 0 ? process.argv[i + 1]! : def;
 };
-const dir = smollm2Dir();
+const dir = await smollm2Dir();
 const backend = await useBackend(parseBackendName(arg("backend", "wasm")));
 const tokens = Number(arg("tokens", "32"));
 const threads = Number(arg("threads", "1"));

@@ -1,11 +1,14 @@
 """The sort-digits RFT job run by Hugging Face TRL's GRPOTrainer on this CPU: the baseline of bench/rft.ts.
 
     python bench/trl_grpo.py --model DIR --train examples/sort-digits/train.jsonl --steps 10 --threads 1
+    python bench/trl_grpo.py --task city --model DIR --train examples/smollm2-city/train.jsonl \
+        --prompts 4 --generations 4 --max-completion 12 --temperature 0.7 --lr 1e-5 --steps 3 --threads 2
 
 Loads the warm-started model (Hugging Face directory, ChatML chat template) with transformers, runs
 GRPOTrainer with the example's rft.yaml settings (8 prompts x 8 generations per step, 16 completion tokens,
 temperature 1, loss dapo with clip 0.2/0.28, beta 0, lr 1e-4 x 10) and the example's grader as a Python
-reward function. Times `--steps` steps after `--warmup` warm-up steps and prints one JSON line (prefixed
+reward function (`--task city`: examples/smollm2-city's multi grader, 0.3 x string_check ilike + 0.7 x
+its python grader). Times `--steps` steps after `--warmup` warm-up steps and prints one JSON line (prefixed
 `TRL_RESULT `) with steps/s, s/step, CPU s/step, samples/s and a breakdown (generation / reward / training).
 """
 
@@ -28,6 +31,7 @@ os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
 def parse_args():
     p = argparse.ArgumentParser()
+    p.add_argument("--task", choices=["sort-digits", "city"], default="sort-digits", help="which example's reward")
     p.add_argument("--model", required=True, help="warm-started Hugging Face model directory")
     p.add_argument("--train", required=True, help="RFT training JSONL (messages + answer)")
     p.add_argument("--out", required=True, help="scratch output directory")
@@ -74,6 +78,32 @@ def sort_digits_reward(completions, answer, **_):
         if m and len(m.group(1)) == len(want):
             correct = sum(a == b for a, b in zip(m.group(1), want)) / len(want)
         out.append(0.1 * fmt + 0.9 * correct)
+    timing["reward"] += time.perf_counter() - t0
+    return out
+
+
+TRAILING = re.compile(r"[\s.!\"']+$")
+
+
+def city_reward(completions, answer, **_):
+    """examples/smollm2-city/rft.yaml's multi grader: 0.3 * mentioned + 0.7 * exact.
+
+    mentioned: string_check ilike (the answer is a case-insensitive substring of the output);
+    exact: the manifest's python grader, verbatim in effect.
+    """
+    t0 = time.perf_counter()
+    out = []
+    for c, city in zip(completions, answer):
+        text = c[-1]["content"] if isinstance(c, list) else c
+        mentioned = 1.0 if city.lower() in text.lower() else 0.0
+        o = TRAILING.sub("", text.strip())
+        if o.lower() == city.lower():
+            exact = 1.0
+        elif city.lower() not in o.lower():
+            exact = 0.0
+        else:
+            exact = len(city) / len(o)
+        out.append(0.3 * mentioned + 0.7 * exact)
     timing["reward"] += time.perf_counter() - t0
     return out
 
@@ -162,7 +192,7 @@ def main():
     clock = StepClock()
     trainer = TimedGRPOTrainer(
         model=model,
-        reward_funcs=[sort_digits_reward],
+        reward_funcs=[city_reward if args.task == "city" else sort_digits_reward],
         args=config,
         train_dataset=dataset,
         processing_class=tokenizer,
