@@ -41,7 +41,20 @@ test("a wasm out-of-memory gives exit status 1 and a one-line message saying wha
   writeFileSync(join(dir, "valid.jsonl"), `${rows[0]}\n`);
   const r = spawnSync(
     process.execPath,
-    ["--import", "tsx", "cli/rft.ts", "run", file, "--out", join(dir, "out"), "--no-progress", "--micro-batch", "4"],
+    [
+      "--import",
+      "tsx",
+      "cli/rft.ts",
+      "run",
+      file,
+      "--out",
+      join(dir, "out"),
+      "--no-progress",
+      "--micro-batch",
+      "4",
+      "--backend",
+      "wasm",
+    ],
     { encoding: "utf8", env: { ...process.env, RFT_LOG_LEVEL: "silent" } },
   );
   assert.equal(r.status, 1, `exit status (stderr: ${r.stderr.slice(-2000)})`);
