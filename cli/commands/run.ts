@@ -18,6 +18,9 @@ import { ModelDirError } from "../../trainer/model/hf-io.js";
 import type { RftControl } from "../../trainer/rl/loop.js";
 import { TrainerMetrics } from "../../trainer/rl/prom.js";
 import { CollectiveError } from "../../trainer/collective/collective.js";
+import { CheckpointError, OutputWriteError } from "../../trainer/checkpoint/store.js";
+import { GovernanceError } from "../../trainer/governance/ledger.js";
+import { LedgerWriteError } from "../../ledger/publisher.js";
 import { rankEnv } from "../../trainer/collective/env.js";
 
 async function freeLoopbackPorts(n: number): Promise<number[]> {
@@ -255,6 +258,16 @@ export function register(program: Command) {
         } else if (err instanceof DatasetError || err instanceof ModelDirError || err instanceof BackendError) {
           process.stderr.write(`rft run: ${err.message}\n`);
           process.exitCode = 2;
+        } else if (
+          err instanceof CheckpointError ||
+          err instanceof LedgerWriteError ||
+          err instanceof OutputWriteError ||
+          err instanceof GovernanceError
+        ) {
+          // A full disk, a damaged checkpoint or ledger: one line naming the file. What was durable before it
+          // (the last checkpoint, the fsynced ledger) is kept; free space and run the same command to resume.
+          process.stderr.write(`rft run: ${err.message}\n`);
+          process.exitCode = 1;
         } else if (err instanceof CollectiveError) {
           // Another rank died or stalled (or this one could not join): restart the same command to resume from
           // the last checkpoint.
