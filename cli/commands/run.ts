@@ -22,6 +22,7 @@ import { CheckpointError, OutputWriteError } from "../../trainer/checkpoint/stor
 import { GovernanceError } from "../../trainer/governance/ledger.js";
 import { LedgerWriteError } from "../../ledger/publisher.js";
 import { rankEnv } from "../../trainer/collective/env.js";
+import { newCollectiveSecret } from "../../trainer/collective/auth.js";
 
 async function freeLoopbackPorts(n: number): Promise<number[]> {
   const servers = await Promise.all(
@@ -47,9 +48,17 @@ async function freeLoopbackPorts(n: number): Promise<number[]> {
  */
 async function runReplicas(n: number): Promise<number> {
   const peers = (await freeLoopbackPorts(n)).map((p) => `127.0.0.1:${p}`);
+  // The ranks authenticate each other with a secret of this run (in the environment, never on a command line).
+  const secret = newCollectiveSecret();
   const kids = peers.map((_, rank) =>
     spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
-      env: { ...process.env, RFT_RANK: String(rank), RFT_WORLD_SIZE: String(n), RFT_PEERS: peers.join(",") },
+      env: {
+        ...process.env,
+        RFT_RANK: String(rank),
+        RFT_WORLD_SIZE: String(n),
+        RFT_PEERS: peers.join(","),
+        RFT_COLLECTIVE_SECRET: secret,
+      },
       stdio: rank === 0 ? "inherit" : ["ignore", "ignore", "pipe"],
       detached: true,
     }),
