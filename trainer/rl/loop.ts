@@ -351,12 +351,12 @@ export class RftTrainer {
     const dropped: string[] = [];
     let chosen: CheckpointInfo | null = null;
     for (const c of this.store.list().sort((a, b) => b.step - a.step)) {
-      let ok = false;
+      let ok: boolean;
       try {
         this.store.verify(c.name);
         ok = await ledgerRecords(sink, last, job.ledger.job, headOf(c));
       } catch {
-        ok = false;
+        ok = false; // a damaged checkpoint is never the resume point
       }
       if (ok) {
         chosen = c;
