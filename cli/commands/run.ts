@@ -92,23 +92,35 @@ async function runReplicas(n: number): Promise<number> {
 
 const fmt = (x: number | null | undefined) => (x === null || x === undefined ? "  -  " : x.toFixed(3));
 
+/**
+ * asciichart.plot on values rounded to 1e-6: a series whose range is float noise (0.47460937499999970 and
+ * …98) makes asciichart's row count overflow float precision and loop forever, so a run that stopped on such
+ * a history never printed its summary (nor exited).
+ */
+function plot(values: number[], o: { height: number }): string {
+  return asciichart.plot(
+    values.map((v) => Math.round(v * 1e6) / 1e6),
+    o,
+  );
+}
+
 function summary(r: RunJobResult, outDir: string): string {
   const lines: string[] = [];
   if (r.method === "supervised") {
     const last = r.steps.at(-1);
     lines.push(`SFT ${r.status}: ${r.steps.length} steps, final training loss ${fmt(last?.trainLoss)}`);
     const losses = r.steps.map((s) => s.trainLoss);
-    if (losses.length > 1) lines.push("training loss:", asciichart.plot(downsample(losses, 60), { height: 8 }));
+    if (losses.length > 1) lines.push("training loss:", plot(downsample(losses, 60), { height: 8 }));
     lines.push(`model:  ${r.modelDir}`);
   } else {
     lines.push(`RFT ${r.status} at step ${r.step}/${r.totalSteps}${r.error ? `: ${r.error}` : ""}`);
     const valid = r.history.filter((h) => h.validRewardMean !== null);
     const train = r.history.flatMap((h) => (h.trainRewardMean === null ? [] : [h.trainRewardMean])); // step 0 is validation only
-    if (train.length > 1) lines.push("train reward per step:", asciichart.plot(downsample(train, 60), { height: 8 }));
+    if (train.length > 1) lines.push("train reward per step:", plot(downsample(train, 60), { height: 8 }));
     if (valid.length > 1) {
       lines.push(
         "valid reward per evaluation:",
-        asciichart.plot(
+        plot(
           valid.map((h) => h.validRewardMean!),
           { height: 6 },
         ),
