@@ -53,6 +53,7 @@ async function worker(a: WorkerArgs) {
     peers: a.peers,
     chunkBytes: a.chunkBytes,
     rendezvousTimeoutMs: 60_000,
+    secret: "bench-collective-secret-0123456789",
   });
   const out: Record<number, number[]> = {};
   for (const mb of a.sizes) {

@@ -9,7 +9,17 @@
  *   a new publisher starts by loading the spool. Duplicates from retries carry the same Nats-Msg-Id (the event
  *   hash), so JetStream drops them within its duplicate window and the ledger drops any later one.
  */
-import { appendFileSync, existsSync, mkdirSync, readFileSync, truncateSync } from "node:fs";
+import {
+  appendFileSync,
+  closeSync,
+  existsSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  truncateSync,
+  writeFileSync,
+} from "node:fs";
 import { dirname } from "node:path";
 import { connect, type JetStreamClient, type NatsConnection } from "nats";
 import pino from "pino";
@@ -20,13 +30,64 @@ import type { EventSink } from "./writer.js";
 
 const log = pino({ name: "ledger-publisher", level: process.env.RFT_LOG_LEVEL ?? "info" });
 
-/** Appends events to a JSONL file, synchronously (an event is on disk when write returns). */
+/** A write to a ledger file failed (a full disk, an I/O error): the message names the file. */
+export class LedgerWriteError extends Error {}
+
+/** The one-line reason of a failed write of `path` ("no space left on device (ENOSPC)" for a full disk). */
+export function writeFailure(path: string, err: unknown): string {
+  const e = err as NodeJS.ErrnoException;
+  if (e?.code === "ENOSPC") return `${path}: no space left on device (ENOSPC)`;
+  if (e?.code === "EDQUOT") return `${path}: disk quota exceeded (EDQUOT)`;
+  return `${path}: ${e?.code ? `${e.code}: ` : ""}${(e?.message ?? String(err)).replace(/^[A-Z]+: /, "")}`;
+}
+
+/**
+ * Appends events to a JSONL file. `write` hands the line to the kernel at once (a crash of the process loses
+ * nothing written); `sync` fsyncs the file, so that what was written survives a crash of the machine too. The
+ * trainer syncs once per step (the step's events) and before every checkpoint, so a checkpoint never refers to
+ * an event that is not on disk.
+ */
 export class FileSink implements EventSink {
+  private fd: number | null = null;
+  private unsynced = false;
   constructor(readonly path: string) {
     mkdirSync(dirname(path), { recursive: true });
   }
   write(event: LedgerEvent): void {
-    appendFileSync(this.path, `${encodeEvent(event).bytes.toString("utf8")}\n`);
+    try {
+      this.fd ??= openSync(this.path, "a");
+      writeFileSync(this.fd, `${encodeEvent(event).bytes.toString("utf8")}\n`);
+    } catch (e) {
+      throw new LedgerWriteError(`cannot append to the ledger ${writeFailure(this.path, e)}`, { cause: e });
+    }
+    this.unsynced = true;
+  }
+
+  /** Makes every event written so far durable (fsync). */
+  sync(): void {
+    if (!this.unsynced || this.fd === null) return;
+    try {
+      fsyncSync(this.fd);
+    } catch (e) {
+      throw new LedgerWriteError(`cannot sync the ledger ${writeFailure(this.path, e)}`, { cause: e });
+    }
+    this.unsynced = false;
+  }
+
+  close(): void {
+    if (this.fd === null) return;
+    try {
+      this.sync();
+    } finally {
+      closeSync(this.fd);
+      this.fd = null;
+    }
+  }
+
+  /** The event at `seq` (the file holds one job's chain, in order), or null when the file is shorter. */
+  async eventAt(job: string, seq: number): Promise<LedgerEvent | null> {
+    const ev = readEventsFile(this.path)[seq];
+    return ev && ev.seq === seq && ev.job === job ? ev : null;
   }
 
   /**

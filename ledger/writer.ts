@@ -16,6 +16,10 @@ export interface EventSink {
    * chain after it (ledger/README.md, "Resuming").
    */
   lastEvent?(job: string, signer: string): Promise<LedgerEvent | null>;
+  /** The event of `job` at `seq` durably written through this sink; null when there is none (random access). */
+  eventAt?(job: string, seq: number): Promise<LedgerEvent | null>;
+  /** Makes every event written so far durable (a local file: fsync); absent where write already is. */
+  sync?(): void;
 }
 
 export interface EventWriterOptions {

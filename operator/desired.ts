@@ -79,16 +79,29 @@ function meta(job: FineTuneJobObject, name: string, extraLabels: Record<string, 
   };
 }
 
-/** The Secret holding the job's Ed25519 signing key (created once; never re-applied with a new key). */
-export function desiredSecret(job: FineTuneJobObject, key: { privatePem: string; publicRaw: string }): K8sObject {
+/**
+ * The Secret holding the job's Ed25519 signing key and the ranks' collective secret (created once; never
+ * re-applied with a new key).
+ */
+export function desiredSecret(
+  job: FineTuneJobObject,
+  key: { privatePem: string; publicRaw: string; collectiveSecret?: string },
+): K8sObject {
   return {
     apiVersion: "v1",
     kind: "Secret",
     metadata: meta(job, names.secret(job.metadata.name)),
     type: "Opaque",
-    stringData: { "signing-key.pem": key.privatePem, "public-key": key.publicRaw },
+    stringData: {
+      "signing-key.pem": key.privatePem,
+      "public-key": key.publicRaw,
+      ...(key.collectiveSecret ? { [COLLECTIVE_SECRET_KEY]: key.collectiveSecret } : {}),
+    },
   };
 }
+
+/** The key of the job's Secret that holds the ranks' shared secret (RFT_COLLECTIVE_SECRET). */
+export const COLLECTIVE_SECRET_KEY = "collective-secret";
 
 /** Where a job's checkpoints live on the checkpoint volume (unique per FineTuneJob object). */
 export function checkpointDir(job: FineTuneJobObject): string {
@@ -209,6 +222,12 @@ export function desiredTrainerJob(job: FineTuneJobObject, attempt: number, s: Op
     { name: "RFT_CHECKPOINT_DIR", value: checkpointDir(job) },
     { name: "RFT_GRADER_ADDR", value: `127.0.0.1:${GRADER_GRPC_PORT}` },
     { name: "RFT_SIGNING_KEY_FILE", value: posix.join(SIGNING_MOUNT, "signing-key.pem") },
+    // The ranks authenticate each other with it (optional: a Secret made before it existed still starts a
+    // single-rank job; a multi-rank one then stops with a line naming the missing key).
+    {
+      name: "RFT_COLLECTIVE_SECRET",
+      valueFrom: { secretKeyRef: { name: names.secret(name), key: COLLECTIVE_SECRET_KEY, optional: true } },
+    },
     ...((spec.trainer?.env as K8sObject[] | undefined) ?? []),
   ];
   const grader: K8sObject = {

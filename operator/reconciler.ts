@@ -28,12 +28,14 @@ export interface Caches {
   services: Informer;
 }
 
-export function newSigningKey(): { privatePem: string; publicRaw: string } {
+export function newSigningKey(): { privatePem: string; publicRaw: string; collectiveSecret: string } {
   const { privateKey, publicKey } = generateKeyPairSync("ed25519");
   const der = publicKey.export({ format: "der", type: "spki" });
   return {
     privatePem: privateKey.export({ format: "pem", type: "pkcs8" }).toString(),
     publicRaw: der.subarray(der.length - 32).toString("base64"),
+    // The ranks' shared secret (trainer/collective/auth.ts), generated with the key, once per job.
+    collectiveSecret: randomBytes(32).toString("base64url"),
   };
 }
 

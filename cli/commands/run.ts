@@ -18,7 +18,11 @@ import { ModelDirError } from "../../trainer/model/hf-io.js";
 import type { RftControl } from "../../trainer/rl/loop.js";
 import { TrainerMetrics } from "../../trainer/rl/prom.js";
 import { CollectiveError } from "../../trainer/collective/collective.js";
+import { CheckpointError, OutputWriteError } from "../../trainer/checkpoint/store.js";
+import { GovernanceError } from "../../trainer/governance/ledger.js";
+import { LedgerWriteError } from "../../ledger/publisher.js";
 import { rankEnv } from "../../trainer/collective/env.js";
+import { newCollectiveSecret } from "../../trainer/collective/auth.js";
 
 async function freeLoopbackPorts(n: number): Promise<number[]> {
   const servers = await Promise.all(
@@ -44,9 +48,17 @@ async function freeLoopbackPorts(n: number): Promise<number[]> {
  */
 async function runReplicas(n: number): Promise<number> {
   const peers = (await freeLoopbackPorts(n)).map((p) => `127.0.0.1:${p}`);
+  // The ranks authenticate each other with a secret of this run (in the environment, never on a command line).
+  const secret = newCollectiveSecret();
   const kids = peers.map((_, rank) =>
     spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
-      env: { ...process.env, RFT_RANK: String(rank), RFT_WORLD_SIZE: String(n), RFT_PEERS: peers.join(",") },
+      env: {
+        ...process.env,
+        RFT_RANK: String(rank),
+        RFT_WORLD_SIZE: String(n),
+        RFT_PEERS: peers.join(","),
+        RFT_COLLECTIVE_SECRET: secret,
+      },
       stdio: rank === 0 ? "inherit" : ["ignore", "ignore", "pipe"],
       detached: true,
     }),
@@ -80,23 +92,35 @@ async function runReplicas(n: number): Promise<number> {
 
 const fmt = (x: number | null | undefined) => (x === null || x === undefined ? "  -  " : x.toFixed(3));
 
+/**
+ * asciichart.plot on values rounded to 1e-6: a series whose range is float noise (0.47460937499999970 and
+ * …98) makes asciichart's row count overflow float precision and loop forever, so a run that stopped on such
+ * a history never printed its summary (nor exited).
+ */
+function plot(values: number[], o: { height: number }): string {
+  return asciichart.plot(
+    values.map((v) => Math.round(v * 1e6) / 1e6),
+    o,
+  );
+}
+
 function summary(r: RunJobResult, outDir: string): string {
   const lines: string[] = [];
   if (r.method === "supervised") {
     const last = r.steps.at(-1);
     lines.push(`SFT ${r.status}: ${r.steps.length} steps, final training loss ${fmt(last?.trainLoss)}`);
     const losses = r.steps.map((s) => s.trainLoss);
-    if (losses.length > 1) lines.push("training loss:", asciichart.plot(downsample(losses, 60), { height: 8 }));
+    if (losses.length > 1) lines.push("training loss:", plot(downsample(losses, 60), { height: 8 }));
     lines.push(`model:  ${r.modelDir}`);
   } else {
     lines.push(`RFT ${r.status} at step ${r.step}/${r.totalSteps}${r.error ? `: ${r.error}` : ""}`);
     const valid = r.history.filter((h) => h.validRewardMean !== null);
     const train = r.history.flatMap((h) => (h.trainRewardMean === null ? [] : [h.trainRewardMean])); // step 0 is validation only
-    if (train.length > 1) lines.push("train reward per step:", asciichart.plot(downsample(train, 60), { height: 8 }));
+    if (train.length > 1) lines.push("train reward per step:", plot(downsample(train, 60), { height: 8 }));
     if (valid.length > 1) {
       lines.push(
         "valid reward per evaluation:",
-        asciichart.plot(
+        plot(
           valid.map((h) => h.validRewardMean!),
           { height: 6 },
         ),
@@ -255,6 +279,16 @@ export function register(program: Command) {
         } else if (err instanceof DatasetError || err instanceof ModelDirError || err instanceof BackendError) {
           process.stderr.write(`rft run: ${err.message}\n`);
           process.exitCode = 2;
+        } else if (
+          err instanceof CheckpointError ||
+          err instanceof LedgerWriteError ||
+          err instanceof OutputWriteError ||
+          err instanceof GovernanceError
+        ) {
+          // A full disk, a damaged checkpoint or ledger: one line naming the file. What was durable before it
+          // (the last checkpoint, the fsynced ledger) is kept; free space and run the same command to resume.
+          process.stderr.write(`rft run: ${err.message}\n`);
+          process.exitCode = 1;
         } else if (err instanceof CollectiveError) {
           // Another rank died or stalled (or this one could not join): restart the same command to resume from
           // the last checkpoint.

@@ -16,9 +16,14 @@ import {
 import { protoPath } from "../../proto/paths.js";
 import { freePorts, loopbackPeers } from "./ports.js";
 
+/** The job's collective secret in these tests (what the launcher or the job's Secret provides). */
+const SECRET = "test-collective-secret-0123456789";
+
 async function gang(n: number, opts: { chunkBytes?: number; opTimeoutMs?: number } = {}) {
   const peers = loopbackPeers(await freePorts(n));
-  return Promise.all(peers.map((_, rank) => Collective.connect({ rank, worldSize: n, peers, ...opts })));
+  return Promise.all(
+    peers.map((_, rank) => Collective.connect({ secret: SECRET, rank, worldSize: n, peers, ...opts })),
+  );
 }
 const closeAll = (cs: Collective[]) => Promise.all(cs.map((c) => c.close()));
 
@@ -137,7 +142,7 @@ test("rendezvous: a rank that never joins → every other rank fails with the mi
   const peers = loopbackPeers(await freePorts(3));
   const t0 = Date.now();
   const rs = await Promise.allSettled(
-    [0, 1].map((rank) => Collective.connect({ rank, worldSize: 3, peers, rendezvousTimeoutMs: 1500 })),
+    [0, 1].map((rank) => Collective.connect({ secret: SECRET, rank, worldSize: 3, peers, rendezvousTimeoutMs: 1500 })),
   );
   const took = Date.now() - t0;
   for (const r of rs) {
@@ -152,8 +157,8 @@ test("rendezvous: a rank that never joins → every other rank fails with the mi
 test("rendezvous: a peer of another job or world size is refused", async () => {
   const peers = loopbackPeers(await freePorts(2));
   const rs = await Promise.allSettled([
-    Collective.connect({ rank: 0, worldSize: 2, peers, job: "ns/a", rendezvousTimeoutMs: 3000 }),
-    Collective.connect({ rank: 1, worldSize: 2, peers, job: "ns/b", rendezvousTimeoutMs: 3000 }),
+    Collective.connect({ secret: SECRET, rank: 0, worldSize: 2, peers, job: "ns/a", rendezvousTimeoutMs: 3000 }),
+    Collective.connect({ secret: SECRET, rank: 1, worldSize: 2, peers, job: "ns/b", rendezvousTimeoutMs: 3000 }),
   ]);
   for (const r of rs)
     assert.match(String((r as PromiseRejectedResult).reason), /expected rank \d of 2 \(job ns\/[ab]\)/);
@@ -163,11 +168,23 @@ test("rank environment: RFT_RANK, RFT_WORLD_SIZE, RFT_PEERS", () => {
   assert.equal(rankEnv({}), null);
   assert.equal(rankEnv({ RFT_WORLD_SIZE: "1" }), null);
   assert.deepEqual(
-    rankEnv({ RFT_RANK: "1", RFT_WORLD_SIZE: "2", RFT_PEERS: "a:1, b:2", RFT_COLLECTIVE_TIMEOUT: "5" }),
-    { rank: 1, worldSize: 2, peers: ["a:1", "b:2"], opTimeoutMs: 5000 },
+    rankEnv({
+      RFT_RANK: "1",
+      RFT_WORLD_SIZE: "2",
+      RFT_PEERS: "a:1, b:2",
+      RFT_COLLECTIVE_TIMEOUT: "5",
+      RFT_COLLECTIVE_SECRET: SECRET,
+    }),
+    { rank: 1, worldSize: 2, peers: ["a:1", "b:2"], secret: SECRET, opTimeoutMs: 5000 },
   );
   assert.equal(
-    rankEnv({ RFT_RANK: "0", RFT_WORLD_SIZE: "2", RFT_PEERS: "a:1,b:2", RFT_DATA_PORT: "29501" })?.dataPort,
+    rankEnv({
+      RFT_RANK: "0",
+      RFT_WORLD_SIZE: "2",
+      RFT_PEERS: "a:1,b:2",
+      RFT_DATA_PORT: "29501",
+      RFT_COLLECTIVE_SECRET: SECRET,
+    })?.dataPort,
     29501,
   );
   assert.throws(() => rankEnv({ RFT_RANK: "2", RFT_WORLD_SIZE: "2", RFT_PEERS: "a:1,b:2" }), /outside/);
@@ -278,6 +295,7 @@ function startRank(rank: number, peers: string[], env: Record<string, string> = 
       RFT_RANK: String(rank),
       RFT_WORLD_SIZE: String(peers.length),
       RFT_PEERS: peers.join(","),
+      RFT_COLLECTIVE_SECRET: SECRET,
       ...env,
     },
     stdio: ["ignore", "pipe", "pipe"],

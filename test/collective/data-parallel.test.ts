@@ -109,7 +109,14 @@ test("2 ranks with global batch B = 1 rank with batch B, bit for bit (weights, r
         outDir: join(dir, "two"),
         backend: "wasm",
         microBatch: 8,
-        ranks: { rank, worldSize: 2, peers, rendezvousTimeoutMs: 30_000, opTimeoutMs: 120_000 },
+        ranks: {
+          rank,
+          worldSize: 2,
+          peers,
+          secret: "data-parallel-test-secret-0123",
+          rendezvousTimeoutMs: 30_000,
+          opTimeoutMs: 120_000,
+        },
       }),
     ),
   );

@@ -6,6 +6,7 @@
  */
 import { createHash } from "node:crypto";
 import {
+  appendFileSync,
   closeSync,
   existsSync,
   fsyncSync,
@@ -22,6 +23,20 @@ import { join, relative } from "node:path";
 import { type CheckpointInfo, retained } from "./retention.js";
 
 export class CheckpointError extends Error {}
+
+/** A write to the output directory (the job's events file) failed: the message names the file. */
+export class OutputWriteError extends Error {}
+
+/** Appends to a file of the output directory; a failure (a full disk) throws an OutputWriteError naming it. */
+export function appendOutput(path: string, text: string) {
+  try {
+    appendFileSync(path, text);
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    const why = err.code === "ENOSPC" ? "no space left on device (ENOSPC)" : err.message;
+    throw new OutputWriteError(`cannot write ${path}: ${why}`, { cause: e });
+  }
+}
 
 const MANIFEST = "checkpoint.json";
 const INDEX = "index.json";
@@ -49,7 +64,14 @@ export function writeFileDurable(path: string, data: string | Uint8Array) {
 /** Replaces a file atomically: write a sibling, fsync, rename over, fsync the directory. */
 export function replaceFileAtomic(path: string, data: string | Uint8Array) {
   const tmp = `${path}.tmp-${process.pid}`;
-  writeFileDurable(tmp, data);
+  try {
+    writeFileDurable(tmp, data);
+  } catch (e) {
+    rmSync(tmp, { force: true });
+    const err = e as NodeJS.ErrnoException;
+    const why = err.code === "ENOSPC" ? "no space left on device (ENOSPC)" : err.message;
+    throw new OutputWriteError(`cannot write ${path}: ${why}`, { cause: e });
+  }
   renameSync(tmp, path);
   fsyncPath(join(path, ".."));
 }
@@ -87,10 +109,43 @@ export class CheckpointStore {
     return join(this.root, name);
   }
 
-  /** Saves a checkpoint atomically, then applies the retention policy. Returns its info. */
+  /** Removes a checkpoint (index first, by rename, then its directory). */
+  remove(name: string) {
+    replaceFileAtomic(
+      join(this.root, INDEX),
+      JSON.stringify(
+        this.list().filter((x) => x.name !== name),
+        null,
+        2,
+      ),
+    );
+    rmSync(join(this.root, name), { recursive: true, force: true });
+  }
+
+  /**
+   * Saves a checkpoint atomically, then applies the retention policy. Returns its info. A write that fails (a
+   * full disk) removes the partial directory and throws a CheckpointError naming the file; the checkpoints
+   * already saved and the index are untouched.
+   */
   async save(c: CheckpointWrite): Promise<CheckpointInfo> {
     const name = `step-${String(c.info.step).padStart(6, "0")}${c.info.reason === "eval" ? "" : `-${c.info.reason}`}`;
     const partial = join(this.root, `${name}.partial-${process.pid}`);
+    try {
+      return await this.saveAt(c, name, partial);
+    } catch (e) {
+      if (e instanceof CheckpointError) throw e;
+      rmSync(partial, { recursive: true, force: true });
+      const err = e as NodeJS.ErrnoException;
+      const file = err.path ?? partial;
+      const why =
+        err.code === "ENOSPC"
+          ? "no space left on device (ENOSPC)"
+          : `${err.code ? `${err.code}: ` : ""}${err.message ?? String(e)}`;
+      throw new CheckpointError(`cannot write checkpoint ${name}: ${file}: ${why}`, { cause: e });
+    }
+  }
+
+  private async saveAt(c: CheckpointWrite, name: string, partial: string): Promise<CheckpointInfo> {
     rmSync(partial, { recursive: true, force: true });
     mkdirSync(partial, { recursive: true });
     await c.write(partial);

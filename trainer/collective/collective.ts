@@ -23,6 +23,7 @@
  */
 import * as net from "node:net";
 import * as grpc from "@grpc/grpc-js";
+import { ChallengeBook, NONCE_BYTES, nonce, PROOF_BYTES, proof, proofMatches, secretKey } from "./auth.js";
 import type { Frame } from "./wire.js";
 import {
   CHANNEL_OPTIONS,
@@ -54,6 +55,17 @@ export interface CollectiveOptions {
   dataPort?: number;
   /** Interface to listen on (default: the host of this rank's peer entry when it is an IP address, else 0.0.0.0). */
   bindHost?: string;
+  /**
+   * The job's collective secret (RFT_COLLECTIVE_SECRET, ≥ 16 bytes): every Hello and data link is a mutual
+   * HMAC challenge–response keyed by it (auth.ts). Required with more than one rank.
+   */
+  secret?: string | Uint8Array;
+}
+
+/** Connections refused for failing authentication (a stranger, or a rank with another secret). */
+export interface AuthRefusals {
+  hello: number;
+  link: number;
 }
 
 interface Waiter {
@@ -66,6 +78,9 @@ interface HelloMsg {
   rank: number;
   world_size: number;
   data_port?: number;
+  nonce?: Uint8Array;
+  challenge?: Uint8Array;
+  proof?: Uint8Array;
 }
 type HelloCall = (
   req: HelloMsg,
@@ -107,7 +122,11 @@ function addInto(dst: Float32Array, src: Float32Array) {
 export class Collective {
   readonly rank: number;
   readonly worldSize: number;
-  private readonly o: Required<Omit<CollectiveOptions, "bindHost">> & { bindHost?: string };
+  private readonly o: Required<Omit<CollectiveOptions, "bindHost" | "secret">> & { bindHost?: string };
+  private readonly key: Buffer;
+  private readonly challenges = new ChallengeBook();
+  /** Hellos and data links refused because their proof was missing or wrong (never a crash, never data). */
+  readonly refused: AuthRefusals = { hello: 0, link: 0 };
   private server: grpc.Server | null = null;
   private dataServer: net.Server | null = null;
   private readonly clients: grpc.Client[] = [];
@@ -127,17 +146,19 @@ export class Collective {
   private closing = false;
   private pendingLoss: NodeJS.Timeout | null = null;
 
-  private constructor(o: CollectiveOptions) {
+  private constructor(o: CollectiveOptions, key: Buffer) {
     this.rank = o.rank;
     this.worldSize = o.worldSize;
+    const { secret: _secret, ...rest } = o;
     this.o = {
       job: "rft",
       rendezvousTimeoutMs: 120_000,
       opTimeoutMs: 300_000,
       chunkBytes: 1 << 20,
       dataPort: 0,
-      ...o,
+      ...rest,
     };
+    this.key = key;
   }
 
   private get left() {
@@ -159,8 +180,13 @@ export class Collective {
     if (!Number.isInteger(o.worldSize) || o.worldSize < 1) throw new CollectiveError(`bad world size ${o.worldSize}`);
     if (!Number.isInteger(o.rank) || o.rank < 0 || o.rank >= o.worldSize)
       throw new CollectiveError(`rank ${o.rank} is outside world size ${o.worldSize}`);
-    const c = new Collective(o);
-    if (o.worldSize === 1) return c;
+    if (o.worldSize === 1) return new Collective(o, Buffer.alloc(0));
+    const key = secretKey(o.secret);
+    if (!key)
+      throw new CollectiveError(
+        `rank ${o.rank}: no collective secret of at least 16 bytes (RFT_COLLECTIVE_SECRET): the ranks cannot authenticate each other`,
+      );
+    const c = new Collective(o, key);
     if (o.peers.length !== o.worldSize)
       throw new CollectiveError(`${o.peers.length} peer addresses for world size ${o.worldSize}`);
     try {
@@ -194,8 +220,39 @@ export class Collective {
     const leftDataPort = new Promise<number>((resolve) => (this.leftDataPort = resolve));
 
     server.addService(service, {
-      Hello: (_call: grpc.ServerUnaryCall<HelloMsg, HelloMsg>, cb: grpc.sendUnaryData<HelloMsg>) => {
-        cb(null, { job: this.o.job, rank: this.rank, world_size: this.worldSize, data_port: dataPort });
+      Hello: (call: grpc.ServerUnaryCall<HelloMsg, HelloMsg>, cb: grpc.sendUnaryData<HelloMsg>) => {
+        const req = call.request;
+        // First call: a challenge, and nothing else about this rank.
+        if (!req.proof?.length) return cb(null, { job: "", rank: 0, world_size: 0, nonce: this.challenges.issue() });
+        const fresh = this.challenges.redeem(req.challenge);
+        const want = proof(
+          this.key,
+          "hello-request",
+          req.job,
+          [req.rank, req.world_size],
+          [req.challenge ?? Buffer.alloc(0), req.nonce ?? Buffer.alloc(0)],
+        );
+        if (!fresh || req.nonce?.length !== NONCE_BYTES || !proofMatches(req.proof, want)) {
+          this.refused.hello++;
+          return cb({
+            code: grpc.status.UNAUTHENTICATED,
+            details: `rank ${this.rank} (job ${this.o.job}): Hello refused: ${fresh ? "wrong proof (another collective secret?)" : "unknown or used challenge"}`,
+          });
+        }
+        cb(null, {
+          job: this.o.job,
+          rank: this.rank,
+          world_size: this.worldSize,
+          data_port: dataPort,
+          nonce: req.challenge,
+          proof: proof(
+            this.key,
+            "hello-response",
+            this.o.job,
+            [this.rank, this.worldSize, dataPort],
+            [req.nonce!, req.challenge!],
+          ),
+        });
       },
     });
     this.server = server;
@@ -217,12 +274,51 @@ export class Collective {
       new Promise<void>((resolve, reject) => {
         const client = new Client(this.o.peers[r]!, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
         this.clients.push(client);
+        const call = (req: HelloMsg) =>
+          new Promise<{ err: grpc.ServiceError | null; res?: HelloMsg }>((done) =>
+            (client as unknown as { Hello: HelloCall }).Hello(req, { deadline: Date.now() + 2000 }, (err, res) =>
+              done({ err, res }),
+            ),
+          );
+        const me = { job: this.o.job, rank: this.rank, world_size: this.worldSize };
+        /** Challenge, then the proven Hello; the answer only counts when the peer proves the secret too. */
+        const authenticated = async (): Promise<{ err: grpc.ServiceError | null; res?: HelloMsg }> => {
+          const first = await call(me);
+          if (first.err || !first.res) return first;
+          const challenge = first.res.nonce;
+          if (challenge?.length !== NONCE_BYTES)
+            throw new CollectiveError(`${this.o.peers[r]} sent no authentication challenge (an older rank version?)`);
+          const mine = nonce();
+          const res = await call({
+            ...me,
+            nonce: mine,
+            challenge,
+            proof: proof(this.key, "hello-request", this.o.job, [this.rank, this.worldSize], [challenge, mine]),
+          });
+          if (res.err || !res.res) return res;
+          const want = proof(
+            this.key,
+            "hello-response",
+            res.res.job,
+            [res.res.rank, res.res.world_size, res.res.data_port ?? 0],
+            [mine, challenge],
+          );
+          if (!proofMatches(res.res.proof, want))
+            throw new CollectiveError(
+              `rank ${this.rank}: ${this.o.peers[r]} answered Hello without proving it knows the job's collective secret (not rank ${r} of job ${this.o.job})`,
+            );
+          return res;
+        };
         const attempt = () => {
           if (this.failure) return reject(this.failure);
-          (client as unknown as { Hello: HelloCall }).Hello(
-            { job: this.o.job, rank: this.rank, world_size: this.worldSize },
-            { deadline: Date.now() + 2000 },
-            (err, res) => {
+          authenticated().then(({ err, res }) => {
+            if (err?.code === grpc.status.UNAUTHENTICATED)
+              return reject(
+                new CollectiveError(
+                  `rank ${this.rank}: ${this.addr(r)} refused the rendezvous: ${err.details} (do the ranks share RFT_COLLECTIVE_SECRET?)`,
+                ),
+              );
+            {
               if (!err && res) {
                 if (res.job !== this.o.job || res.rank !== r || res.world_size !== this.worldSize)
                   return reject(
@@ -238,8 +334,8 @@ export class Collective {
               }
               if (Date.now() >= deadline) return resolve(); // reported below, with every missing rank
               setTimeout(attempt, 200);
-            },
-          );
+            }
+          }, reject);
         };
         attempt();
       });
@@ -258,8 +354,34 @@ export class Collective {
     this.inbound = inbound;
     inbound.setNoDelay(true);
     inbound.setKeepAlive(true, 10_000);
-    inbound.write(encodeLinkRequest(this.o.job, this.rank));
-    const frames = new FrameStream((f) => this.receiveFrame(f));
+    // Authenticate the left neighbour before taking any data from it (the AUTH frame, then our proof).
+    const dialNonce = nonce();
+    inbound.write(encodeLinkRequest(this.o.job, this.rank, { nonce: dialNonce }));
+    let linked = false;
+    let auth = Buffer.alloc(0);
+    const frames = new FrameStream((f) => {
+      if (linked || f.kind === "ABORT") return this.receiveFrame(f);
+      if (f.kind !== "AUTH")
+        return this.fail(
+          new CollectiveError(`rank ${this.rank}: ${this.addr(this.left)} sent data before authenticating the link`),
+        );
+      auth = Buffer.concat([auth, f.data]);
+      if (auth.length < NONCE_BYTES + PROOF_BYTES) return;
+      const theirs = auth.subarray(0, NONCE_BYTES);
+      const want = proof(this.key, "link-acceptor", this.o.job, [this.left, this.rank], [dialNonce, theirs]);
+      if (auth.length !== NONCE_BYTES + PROOF_BYTES || !proofMatches(auth.subarray(NONCE_BYTES), want))
+        return this.fail(
+          new CollectiveError(
+            `rank ${this.rank}: the data link of ${this.addr(this.left)} did not prove it knows the job's collective secret`,
+          ),
+        );
+      linked = true;
+      inbound.write(
+        encodeLinkRequest(this.o.job, this.rank, {
+          proof: proof(this.key, "link-dialer", this.o.job, [this.rank, this.left], [theirs, dialNonce]),
+        }),
+      );
+    });
     inbound.on("data", (b: Buffer) => {
       try {
         frames.push(b);
@@ -289,34 +411,62 @@ export class Collective {
     await this.barrier(Math.max(1, deadline - Date.now()));
   }
 
-  /** A connection to the data port: once its LinkRequest shows it is the right neighbour, frames go there. */
+  /**
+   * A connection to the data port. Its LinkRequest must name this job and the right neighbour, and it must
+   * pass the challenge–response (collective.proto, LinkRequest): this rank proves the secret in an AUTH frame,
+   * the dialer answers with its own proof. Only then do frames go there. Anything else is refused with an ABORT
+   * frame (and counted in `refused.link` when authentication failed); the connection never sees data.
+   */
   private acceptLink(sock: net.Socket) {
     sock.setNoDelay(true);
     sock.setKeepAlive(true, 10_000);
     let got: Buffer = Buffer.alloc(0);
-    const refuse = (why: string) => {
+    let challenged: { dialer: Buffer; mine: Buffer } | null = null;
+    const timer = setTimeout(() => sock.destroy(), 10_000);
+    const refuse = (why: string, counted = false) => {
+      clearTimeout(timer);
+      sock.off("data", onData);
+      if (counted) this.refused.link++;
       sock.end(encodeFrameHead({ kind: "ABORT", rank: this.rank, error: why }, 0));
       sock.destroySoon();
     };
-    const timer = setTimeout(() => sock.destroy(), 10_000);
     const onData = (b: Buffer) => {
       got = got.length ? Buffer.concat([got, b]) : b;
       let req: ReturnType<typeof readLinkRequest>;
       try {
         req = readLinkRequest(got);
       } catch (e) {
-        clearTimeout(timer);
-        sock.off("data", onData);
-        return refuse(`rank ${this.rank}: ${(e as Error).message}`);
+        return refuse(`rank ${this.rank}: ${(e as Error).message}`, challenged !== null);
       }
       if (!req) return;
-      clearTimeout(timer);
-      sock.off("data", onData);
+      got = req.rest;
       if (req.job !== this.o.job || req.rank !== this.right || this.out) {
         return refuse(
           `rank ${this.rank} (job ${this.o.job}) takes one link, from rank ${this.right}; got rank ${req.rank} (job ${req.job})`,
+          challenged !== null,
         );
       }
+      if (!challenged) {
+        if (req.nonce.length !== NONCE_BYTES)
+          return refuse(`rank ${this.rank}: the link request carries no authentication nonce`, true);
+        challenged = { dialer: req.nonce, mine: nonce() };
+        const p = proof(this.key, "link-acceptor", this.o.job, [this.rank, req.rank], [req.nonce, challenged.mine]);
+        sock.write(encodeFrameHead({ kind: "AUTH", rank: this.rank, total: NONCE_BYTES + PROOF_BYTES }, 64));
+        sock.write(Buffer.concat([challenged.mine, p]));
+        if (got.length) onData(Buffer.alloc(0));
+        return;
+      }
+      const want = proof(
+        this.key,
+        "link-dialer",
+        this.o.job,
+        [req.rank, this.rank],
+        [challenged.mine, challenged.dialer],
+      );
+      if (!proofMatches(req.proof, want))
+        return refuse(`rank ${this.rank}: link refused: wrong proof (another collective secret?)`, true);
+      clearTimeout(timer);
+      sock.off("data", onData);
       this.out = sock;
       // A failing right neighbour tells why: an ABORT back on this link.
       const lost = (why: string) =>
@@ -335,6 +485,7 @@ export class Collective {
     };
     sock.on("data", onData);
     sock.on("error", () => {});
+    sock.on("close", () => clearTimeout(timer));
   }
 
   /**
@@ -355,6 +506,7 @@ export class Collective {
       this.fail(new CollectiveError(f.error || `rank ${f.rank} aborted`));
       return;
     }
+    if (f.kind === "AUTH") return; // only the link's first frame (handled before the link is up)
     const w = this.waiters.get(f.op);
     if (w) {
       this.waiters.delete(f.op);

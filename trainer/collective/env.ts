@@ -8,8 +8,13 @@
  *   RFT_JOB         optional: the job reference (ranks of different jobs never pair up)
  *   RFT_COLLECTIVE_TIMEOUT  optional: seconds one collective operation may wait for a peer (default 300)
  *   RFT_RENDEZVOUS_TIMEOUT  optional: seconds to wait for every rank to join (default 120)
+ *   RFT_COLLECTIVE_SECRET   required with N > 1: the job's shared secret (≥ 16 bytes) that every Hello and data
+ *                   link proves knowledge of (auth.ts). `rft run --replicas` generates it; in a cluster it is the
+ *                   `collective-secret` key of the job's Secret. It is removed from `env` once read, so the
+ *                   processes a rank starts (graders) do not inherit it.
  * Returns null when RFT_WORLD_SIZE is unset or 1 (a single rank needs no collective).
  */
+import { MIN_SECRET_BYTES } from "./auth.js";
 import { CollectiveError } from "./collective.js";
 
 export interface RankEnv {
@@ -17,6 +22,8 @@ export interface RankEnv {
   worldSize: number;
   peers: string[];
   job?: string;
+  /** The job's collective secret (RFT_COLLECTIVE_SECRET). */
+  secret: string;
   dataPort?: number;
   opTimeoutMs?: number;
   rendezvousTimeoutMs?: number;
@@ -50,10 +57,17 @@ export function rankEnv(env: NodeJS.ProcessEnv = process.env): RankEnv | null {
     .filter(Boolean);
   if (peers.length !== worldSize)
     throw new CollectiveError(`RFT_PEERS lists ${peers.length} addresses, RFT_WORLD_SIZE is ${worldSize}`);
+  const secret = env.RFT_COLLECTIVE_SECRET ?? "";
+  if (Buffer.byteLength(secret, "utf8") < MIN_SECRET_BYTES)
+    throw new CollectiveError(
+      `RFT_COLLECTIVE_SECRET is ${secret ? "shorter than 16 bytes" : "not set"}: with RFT_WORLD_SIZE=${worldSize} the ranks authenticate each other with it (the job's Secret, key collective-secret)`,
+    );
+  delete env.RFT_COLLECTIVE_SECRET;
   return {
     rank,
     worldSize,
     peers,
+    secret,
     ...(env.RFT_JOB ? { job: env.RFT_JOB } : {}),
     ...(env.RFT_DATA_PORT ? { dataPort: int(env, "RFT_DATA_PORT", 1) } : {}),
     ...(seconds(env, "RFT_COLLECTIVE_TIMEOUT") !== undefined

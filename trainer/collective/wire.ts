@@ -17,9 +17,9 @@ import type { CollectiveDefinition } from "../../proto/gen/rft/collective/v1/Col
 import { LOADER_OPTIONS } from "../../proto/grpc.js";
 import { protoPath } from "../../proto/paths.js";
 
-export type FrameKind = "DATA" | "ABORT";
-const KIND_NUM: Record<FrameKind, number> = { DATA: 0, ABORT: 1 };
-const KIND_NAME: FrameKind[] = ["DATA", "ABORT"];
+export type FrameKind = "DATA" | "ABORT" | "AUTH";
+const KIND_NUM: Record<FrameKind, number> = { DATA: 0, ABORT: 1, AUTH: 2 };
+const KIND_NAME: FrameKind[] = ["DATA", "ABORT", "AUTH"];
 
 export interface Frame {
   kind: FrameKind;
@@ -107,10 +107,19 @@ export function encodeFrameHead(f: Partial<Frame>, dataLength: number): Buffer {
   return buf;
 }
 
-/** A length-delimited LinkRequest. */
-export function encodeLinkRequest(job: string, rank: number): Buffer {
+/** A length-delimited LinkRequest (`nonce` on the first, `proof` on the second: see collective.proto). */
+export function encodeLinkRequest(
+  job: string,
+  rank: number,
+  auth: { nonce?: Uint8Array; proof?: Uint8Array } = {},
+): Buffer {
   const j = Buffer.from(job, "utf8");
-  const body = (j.length ? 1 + varintSize(j.length) + j.length : 0) + (rank ? 1 + varintSize(rank) : 0);
+  const bytesFields: [number, Uint8Array][] = [
+    [3, auth.nonce ?? EMPTY],
+    [4, auth.proof ?? EMPTY],
+  ];
+  let body = (j.length ? 1 + varintSize(j.length) + j.length : 0) + (rank ? 1 + varintSize(rank) : 0);
+  for (const [, b] of bytesFields) if (b.length) body += 1 + varintSize(b.length) + b.length;
   const buf = Buffer.allocUnsafe(varintSize(body) + body);
   let pos = writeVarint(buf, 0, body);
   if (j.length) {
@@ -120,7 +129,14 @@ export function encodeLinkRequest(job: string, rank: number): Buffer {
   }
   if (rank) {
     buf[pos++] = 2 << 3;
-    writeVarint(buf, pos, rank);
+    pos = writeVarint(buf, pos, rank);
+  }
+  for (const [field, b] of bytesFields) {
+    if (!b.length) continue;
+    buf[pos++] = (field << 3) | 2;
+    pos = writeVarint(buf, pos, b.length);
+    buf.set(b, pos);
+    pos += b.length;
   }
   return buf;
 }
@@ -146,7 +162,9 @@ const MAX_HEAD = 1 << 16;
  * Accumulates a link's first message (a length-delimited LinkRequest); returns it and the bytes after it, or
  * null while incomplete. Throws on a message too large to be one.
  */
-export function readLinkRequest(buf: Buffer): { job: string; rank: number; rest: Buffer } | null {
+export function readLinkRequest(
+  buf: Buffer,
+): { job: string; rank: number; nonce: Buffer; proof: Buffer; rest: Buffer } | null {
   const len = readVarint(buf, 0, buf.length);
   if (!len) return null;
   if (len.v > MAX_HEAD) throw new Error(`a ${len.v}-byte first message is not a LinkRequest`);
@@ -155,6 +173,8 @@ export function readLinkRequest(buf: Buffer): { job: string; rank: number; rest:
   let pos = 0;
   let job = "";
   let rank = 0;
+  let nonce = Buffer.alloc(0);
+  let proof = Buffer.alloc(0);
   while (pos < msg.length) {
     const key = readVarint(msg, pos, msg.length);
     if (!key) throw new Error("truncated LinkRequest");
@@ -169,10 +189,12 @@ export function readLinkRequest(buf: Buffer): { job: string; rank: number; rest:
       const l = readVarint(msg, pos, msg.length);
       if (!l || l.pos + l.v > msg.length) throw new Error("truncated LinkRequest");
       if (key.v >> 3 === 1) job = msg.subarray(l.pos, l.pos + l.v).toString("utf8");
+      else if (key.v >> 3 === 3) nonce = Buffer.from(msg.subarray(l.pos, l.pos + l.v));
+      else if (key.v >> 3 === 4) proof = Buffer.from(msg.subarray(l.pos, l.pos + l.v));
       pos = l.pos + l.v;
     } else throw new Error(`LinkRequest: unsupported wire type ${wire}`);
   }
-  return { job, rank, rest: buf.subarray(len.pos + len.v) };
+  return { job, rank, nonce, proof, rest: buf.subarray(len.pos + len.v) };
 }
 
 /**

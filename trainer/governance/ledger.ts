@@ -173,7 +173,8 @@ export class TrainingLedger {
         throw new GovernanceError(
           `the ledger of ${job} ends at seq ${last.seq}, before checkpoint ${checkpoint.name}'s checkpoint.saved (seq ${at}): events were lost`,
         );
-      if (last.seq === at && eventHash(last) !== checkpoint.head.prev)
+      const there = last.seq === at ? last : ((await this.sink.eventAt?.(job, at)) ?? null);
+      if (there && eventHash(there) !== checkpoint.head.prev)
         throw new GovernanceError(
           `the ledger's event seq ${at} is not checkpoint ${checkpoint.name}'s checkpoint.saved (another history)`,
         );
@@ -193,11 +194,21 @@ export class TrainingLedger {
     // Admission cut short by the stop: row events follow job.started in row order (row i at seq i + 1).
     if (last.type === "job.started" || last.type === "row.admitted" || last.type === "row.rejected")
       this.rowEvents(last.seq);
+    this.sync();
     return { outcome: "resumed", last, event };
   }
 
   private append<K extends LedgerEventType>(type: K, body: EventBodies[K]) {
     return this.writer.append(type, body);
+  }
+
+  /**
+   * Makes every event appended so far durable (the file sink fsyncs). The loop calls it once per step, after
+   * the step's events; checkpointSaved, started, resumeFrom and finished call it themselves, so a checkpoint
+   * (fsynced itself) never refers to an event that a crash of the machine could lose.
+   */
+  sync() {
+    this.sink.sync?.();
   }
 
   /** job.started and one row event per training row. */
@@ -220,6 +231,7 @@ export class TrainingLedger {
       worldSize,
     });
     this.rowEvents(0);
+    this.sync();
   }
 
   /** One row.admitted / row.rejected event per training row, in row order, from the `from`-th. */
@@ -250,10 +262,48 @@ export class TrainingLedger {
   }
 
   checkpointSaved(body: EventBodies["checkpoint.saved"]) {
-    return this.append("checkpoint.saved", body);
+    const ev = this.append("checkpoint.saved", body);
+    this.sync();
+    return ev;
   }
 
   finished(body: EventBodies["job.finished"]) {
-    return this.append("job.finished", body);
+    const ev = this.append("job.finished", body);
+    this.sync();
+    return ev;
   }
+}
+
+/**
+ * Whether the ledger still records a checkpoint whose state holds chain position `head` (just after its
+ * checkpoint.saved): the ledger reaches that seq and, where the sink can read it back, the event there is the
+ * one the checkpoint recorded. `last` is the ledger's last durable event.
+ */
+export async function ledgerRecords(
+  sink: EventSink,
+  last: LedgerEvent | null,
+  job: string,
+  head: ChainHead | undefined,
+): Promise<boolean> {
+  if (!last || !head || head.job !== job || head.prev === null) return false;
+  const at = head.seq - 1;
+  if (last.seq < at) return false;
+  const there = last.seq === at ? last : sink.eventAt ? await sink.eventAt(job, at) : undefined;
+  if (there === undefined) return true; // a sink without random access: the seq is all that can be checked
+  return there !== null && eventHash(there) === head.prev;
+}
+
+/** The job's ledger sink and its last durable event, read before the model is loaded (to pick the checkpoint). */
+export async function ledgerTail(o: {
+  spec: FineTuneJobSpec;
+  job: string;
+  baseDir: string;
+  outDir: string;
+  sink?: EventSink;
+}): Promise<{ sink: EventSink; last: LedgerEvent | null }> {
+  const ledgerDir = join(o.outDir, "ledger");
+  const sink = o.sink ?? new FileSink(join(ledgerDir, "events.jsonl"));
+  if (!sink.lastEvent) return { sink, last: null };
+  const key = jobSigningKey(o.spec, o.baseDir, ledgerDir);
+  return { sink, last: await sink.lastEvent(o.job, publicKeyB64(key)) };
 }

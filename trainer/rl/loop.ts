@@ -17,12 +17,12 @@
  * alone writes events.jsonl, checkpoints and the final model; every rank loads the checkpoint rank 0 names on
  * resume. Each rank signs its own update.applied; rank 0 closes the step with step.committed.
  */
-import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import * as tf from "@tensorflow/tfjs-core";
 import type { RunGraderResponse } from "../../proto/graders.js";
 import { type CheckpointInfo, bestCheckpoint } from "../checkpoint/retention.js";
-import { CheckpointStore, replaceFileAtomic } from "../checkpoint/store.js";
+import { appendOutput, CheckpointStore, replaceFileAtomic } from "../checkpoint/store.js";
 import type { RftRow } from "../data/dataset.js";
 import { type ResolvedRft, resolveRft } from "../job/hyperparameters.js";
 import { cleanup, noteWork } from "../model/backend-failure.js";
@@ -34,7 +34,7 @@ import { Adam } from "../model/train-step.js";
 import { type Completion, generate, type SampleRequest } from "../sampling/generate.js";
 import { type AdmittedRow } from "../governance/admission.js";
 import { type Digest, digestTensors, groupDigests, groupsOf } from "../governance/digests.js";
-import { jobSigningKey, TrainingLedger } from "../governance/ledger.js";
+import { jobSigningKey, ledgerRecords, ledgerTail, TrainingLedger } from "../governance/ledger.js";
 import type { EventSink } from "../../ledger/writer.js";
 import { FileSink } from "../../ledger/publisher.js";
 import type { ChainHead } from "../../ledger/chain.js";
@@ -240,7 +240,7 @@ export class RftTrainer {
       ...e,
     } as JobEvent;
     if (!this.reports) return;
-    appendFileSync(this.eventsFile, `${JSON.stringify(ev)}\n`);
+    appendOutput(this.eventsFile, `${JSON.stringify(ev)}\n`);
     this.o.hooks?.onEvent?.(ev);
   }
 
@@ -258,6 +258,8 @@ export class RftTrainer {
     const { job } = this.o;
     const dp = this.dp;
     let latest = this.store.latest();
+    let fallback: string | null = null;
+    if (this.reports && latest) ({ latest, fallback } = await this.recordedCheckpoint(latest));
     if (dp) {
       // Every rank resumes from the checkpoint rank 0 names (they share the checkpoint directory).
       const name = await dp.broadcastJson(this.rank === 0 ? (latest?.name ?? null) : null);
@@ -275,6 +277,7 @@ export class RftTrainer {
       const state = JSON.parse(readFileSync(join(dir, "state.json"), "utf8"));
       this.history = state.history ?? [];
       if (this.reports) this.truncateEvents(latest.step);
+      if (fallback) this.emit({ level: "warn", type: "message", message: fallback, data: { step: latest.step } });
       await this.openLedgerRanked();
       const r = await this.resumeLedger({ name: latest.name, step: latest.step, head: state.ledger });
       const abandoned = r.abandoned.length
@@ -289,6 +292,7 @@ export class RftTrainer {
     } else {
       this.model = await loadHfModel(job.modelDir);
       if (this.reports) writeFileSync(this.eventsFile, "");
+      if (fallback) this.emit({ level: "warn", type: "message", message: fallback, data: { step: 0 } });
       await this.openLedgerRanked();
       const r = await this.resumeLedger(null);
       if (r.outcome === "fresh" && this.reports) this.ledger.started(this.digests, dp?.worldSize ?? 1);
@@ -321,6 +325,54 @@ export class RftTrainer {
       base.rope.sin.dispose();
     }
     return latest?.step ?? 0;
+  }
+
+  /**
+   * The checkpoint to resume from: the latest one whose checkpoint.saved the ledger still holds. A ledger that
+   * lost its tail (events that never reached the disk before a crash of the machine, or a restored backup) ends
+   * before the latest checkpoint's event: resuming from it would point the chain at events that are not there,
+   * so the run falls back to the last checkpoint the ledger fully records (or the base model), removes the
+   * checkpoints it no longer records (their steps are trained again), and says so in one line (`fallback`).
+   */
+  private async recordedCheckpoint(
+    latest: CheckpointInfo,
+  ): Promise<{ latest: CheckpointInfo | null; fallback: string | null }> {
+    const { job } = this.o;
+    const { sink, last } = await ledgerTail({ ...job.ledger, outDir: this.o.outDir });
+    const headOf = (c: CheckpointInfo): ChainHead | undefined => {
+      try {
+        return (JSON.parse(readFileSync(join(this.store.dir(c.name), "state.json"), "utf8")) as { ledger?: ChainHead })
+          .ledger;
+      } catch {
+        return undefined;
+      }
+    };
+    if (await ledgerRecords(sink, last, job.ledger.job, headOf(latest))) return { latest, fallback: null };
+    const dropped: string[] = [];
+    let chosen: CheckpointInfo | null = null;
+    for (const c of this.store.list().sort((a, b) => b.step - a.step)) {
+      let ok: boolean;
+      try {
+        this.store.verify(c.name);
+        ok = await ledgerRecords(sink, last, job.ledger.job, headOf(c));
+      } catch {
+        ok = false; // a damaged checkpoint is never the resume point
+      }
+      if (ok) {
+        chosen = c;
+        break;
+      }
+      dropped.push(c.name);
+    }
+    const expected = headOf(latest);
+    const where = last ? `ends at seq ${last.seq}` : "holds no events";
+    const fallback =
+      `The ledger ${where}, short of checkpoint ${latest.name}'s checkpoint.saved` +
+      `${expected ? ` (seq ${expected.seq - 1})` : ""}: its tail was lost; resuming from ` +
+      `${chosen ? `checkpoint ${chosen.name} (step ${chosen.step})` : "the base model"}, the last state it records` +
+      ` (checkpoints ${dropped.join(", ")} removed)`;
+    for (const name of dropped) this.store.remove(name);
+    return { latest: chosen, fallback };
   }
 
   /**
@@ -778,6 +830,7 @@ export class RftTrainer {
         };
         if (dp) await commitStep({ c: dp, ledger: this.ledger, root: this.rootLedger, body, after: trained.after });
         else this.ledger.updateApplied(body);
+        if (this.reports) this.ledger.sync(); // the step's events, one fsync
         const tTrained = performance.now();
         this.governanceSeconds += (tTrained - tSign) / 1000;
         const mine: GradedSample[] = rolls.map((r) => ({
@@ -820,7 +873,7 @@ export class RftTrainer {
         (ev.data as Record<string, unknown>).trained_tokens = trainedTokens;
         if (dp) (ev.data as Record<string, unknown>).replicas = dp.worldSize;
         if (this.reports) {
-          appendFileSync(this.eventsFile, `${JSON.stringify(ev)}\n`);
+          appendOutput(this.eventsFile, `${JSON.stringify(ev)}\n`);
           this.o.hooks?.onStep?.(ev);
         }
         const trainMean = ev.data.scores.train_reward_mean;

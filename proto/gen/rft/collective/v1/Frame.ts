@@ -7,6 +7,7 @@ import type { Long } from '@grpc/proto-loader';
 export const _rft_collective_v1_Frame_Kind = {
   DATA: 'DATA',
   ABORT: 'ABORT',
+  AUTH: 'AUTH',
 } as const;
 
 export type _rft_collective_v1_Frame_Kind =
@@ -14,6 +15,8 @@ export type _rft_collective_v1_Frame_Kind =
   | 0
   | 'ABORT'
   | 1
+  | 'AUTH'
+  | 2
 
 export type _rft_collective_v1_Frame_Kind__Output = typeof _rft_collective_v1_Frame_Kind[keyof typeof _rft_collective_v1_Frame_Kind]
 

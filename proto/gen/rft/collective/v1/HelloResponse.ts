@@ -6,6 +6,8 @@ export interface HelloResponse {
   'rank'?: (number);
   'world_size'?: (number);
   'data_port'?: (number);
+  'nonce'?: (Buffer | Uint8Array | string);
+  'proof'?: (Buffer | Uint8Array | string);
 }
 
 export interface HelloResponse__Output {
@@ -13,4 +15,6 @@ export interface HelloResponse__Output {
   'rank': (number);
   'world_size': (number);
   'data_port': (number);
+  'nonce': (Buffer);
+  'proof': (Buffer);
 }
