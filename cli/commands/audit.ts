@@ -2,8 +2,8 @@
  * `rft audit export` (a provenance bundle from a local run's event file or from the ledger service) and
  * `rft audit verify` (the auditor's check; non-zero exit naming the failing check).
  */
-import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { basename, dirname, join, relative, resolve, sep } from "node:path";
 import type { Command } from "commander";
 import { exportBundle } from "../../ledger/bundle.js";
 import {
@@ -16,7 +16,24 @@ import {
 import type { DatasetRow } from "../../ledger/dataset.js";
 import { readEventsFile } from "../../ledger/publisher.js";
 import { loadPrivateKey } from "../../ledger/sign.js";
-import { formatReport } from "../../ledger/verify.js";
+import { summarize } from "../../ledger/audit-summary.js";
+import { readBundleHead } from "../../ledger/bundle-read.js";
+import {
+  compareBinding,
+  compareManifest,
+  compareProvenance,
+  DEFAULT_IGNORE_PATHS,
+  fileManifest,
+  loadSigningKey,
+  loadVerifyKey,
+  ModelSigningError,
+  modelStatement,
+  openSigstoreBundle,
+  provenanceStatement,
+  signStatement,
+  type Statement,
+} from "../../ledger/model-signing.js";
+import { formatReport, type Failure, type VerifyReport } from "../../ledger/verify.js";
 import { parseJobRef, type SignedTreeHead } from "../../proto/ledger-events.js";
 
 class UsageError extends Error {}
@@ -81,6 +98,7 @@ async function modelGroupDigests(dir: string): Promise<Record<string, string>> {
 }
 
 function fail(cmd: string, e: unknown): void {
+  if (e instanceof ModelSigningError) e = new UsageError(e.message);
   if (e instanceof UsageError) {
     process.stderr.write(`rft audit ${cmd}: ${e.message}\n`);
     process.exitCode = 2;
@@ -145,6 +163,29 @@ export function register(program: Command) {
     );
 
   audit
+    .command("sign-model <run>")
+    .description(
+      "sign a finished run's model directory (OpenSSF model signing v1.0: file manifest, in-toto statement, DSSE, Sigstore bundle) with a local ECDSA P-256 key, bound to the ledger's final digests; plus a signed in-toto SLSA provenance statement of the run",
+    )
+    .requiredOption(
+      "--key <file>",
+      "the model-signing private key (ECDSA P-256 PEM: rft keys generate --algorithm ecdsa-p256)",
+    )
+    .option("--model <dir>", "the model directory (default RUN/model); its weights must be the ledger's final ones")
+    .option("--out <file>", "the model signature (default: model.sig next to the model directory)")
+    .option("--provenance-out <file>", "the provenance statement (default: provenance.sig next to the model directory)")
+    .option("--name <name>", "the model's name in the statements (default: the directory's name)")
+    .action(
+      async (run: string, o: { key: string; model?: string; out?: string; provenanceOut?: string; name?: string }) => {
+        try {
+          await signModel(run, o);
+        } catch (e) {
+          fail("sign-model", e);
+        }
+      },
+    );
+
+  audit
     .command("verify <bundle>")
     .description(
       "verify a provenance bundle (JSON document or JSONL, detected by content); prints a report, exits 1 naming the failing check",
@@ -158,6 +199,18 @@ export function register(program: Command) {
     .option("--job-key <key>", "pin the job signing key (raw base64 public key or key id)")
     .option("--ledger-key <key>", "pin the ledger key (raw base64 public key or key id)")
     .option("--known-head <file>", "a signed tree head of this job seen before: the bundle must not roll back from it")
+    .option(
+      "--model-signature <file>",
+      "an OpenSSF model signature (rft audit sign-model): check it and its binding to the ledger",
+    )
+    .option(
+      "--provenance <file>",
+      "the signed provenance statement of the run (rft audit sign-model): check it against the bundle",
+    )
+    .option(
+      "--signing-key <file>",
+      "the model-signing public key (ECDSA P-256 PEM) for --model-signature / --provenance",
+    )
     .option("--json", "print the report as JSON")
     .action(
       async (
@@ -169,6 +222,9 @@ export function register(program: Command) {
           jobKey?: string;
           ledgerKey?: string;
           knownHead?: string;
+          modelSignature?: string;
+          provenance?: string;
+          signingKey?: string;
           json?: boolean;
         },
       ) => {
@@ -192,6 +248,7 @@ export function register(program: Command) {
             if (e instanceof BundleFileError) throw new UsageError(`bundle: ${e.message}`);
             throw e;
           }
+          if (o.modelSignature || o.provenance) await checkSignatures(path, o, report);
           process.stdout.write(`${o.json ? JSON.stringify(report, null, 2) : formatReport(report)}\n`);
           if (!report.ok) {
             const f = report.failures[0]!;
@@ -205,6 +262,127 @@ export function register(program: Command) {
         }
       },
     );
+}
+
+/** The model signature and provenance statement, checked against the bundle (and the model directory, with --model). */
+async function checkSignatures(
+  bundlePath: string,
+  o: { model?: string; modelSignature?: string; provenance?: string; signingKey?: string },
+  report: VerifyReport,
+): Promise<void> {
+  if (!o.signingKey)
+    throw new UsageError("--model-signature / --provenance need --signing-key FILE (the ECDSA public key)");
+  const key = loadVerifyKey(readFileSync(o.signingKey, "utf8"));
+  const head = await readBundleHead(bundlePath);
+  const failures: Failure[] = [];
+  const add = (check: Failure["check"], file: string, field: string, reason: string) =>
+    failures.push({ check, seq: null, field: `${basename(file)}: ${field}`, reason });
+  let modelSubject: string | undefined;
+  if (o.modelSignature) {
+    const opened = openSigstoreBundle(readJson(o.modelSignature, "--model-signature"), key);
+    if (!opened.ok) add("model-signature", o.modelSignature, opened.field, opened.reason);
+    else {
+      const st = opened.statement;
+      modelSubject = st.subject[0]?.digest.sha256;
+      for (const m of compareBinding(st, { job: head.job, specDigest: head.specDigest, final: head.model.final }))
+        add("model-signature", o.modelSignature, m.field, m.reason);
+      if (o.model) {
+        const ser = st.predicate.serialization as { ignore_paths?: string[] } | undefined;
+        const disk = await fileManifest(o.model, ser?.ignore_paths ?? DEFAULT_IGNORE_PATHS);
+        for (const m of compareManifest(st, disk)) add("model-signature", o.modelSignature, m.field, m.reason);
+      } else report.notes.push("model signature: the files were not compared (no --model)");
+      const n = (st.predicate.resources as unknown[] | undefined)?.length ?? 0;
+      if (!failures.length)
+        report.notes.push(
+          `model signature: valid (${n} files, sha256 ${modelSubject?.slice(0, 16)}…), bound to the ledger's final digests${o.model ? ", files match the model directory" : ""}`,
+        );
+    }
+  }
+  if (o.provenance) {
+    const before = failures.length;
+    const opened = openSigstoreBundle(readJson(o.provenance, "--provenance"), key);
+    if (!opened.ok) add("provenance", o.provenance, opened.field, opened.reason);
+    else {
+      const b = { job: head.job, specDigest: head.specDigest, base: head.model.base, manifestRoot: head.manifest.root };
+      for (const m of compareProvenance(opened.statement, b, modelSubject))
+        add("provenance", o.provenance, m.field, m.reason);
+      if (failures.length === before)
+        report.notes.push(
+          "provenance statement: valid, its materials are the bundle's (spec, base model, dataset root)",
+        );
+    }
+  }
+  if (failures.length) {
+    report.failures.push(...failures);
+    report.ok = false;
+  }
+}
+
+/** Paths inside `dir` that `files` name (so a signature written into the model directory is not signed). */
+function insidePaths(dir: string, files: string[]): string[] {
+  return files
+    .map((f) => relative(resolve(dir), resolve(f)))
+    .filter((r) => r !== "" && !r.startsWith("..") && !r.startsWith(sep))
+    .map((r) => r.split(sep).join("/"));
+}
+
+async function signModel(
+  run: string,
+  o: { key: string; model?: string; out?: string; provenanceOut?: string; name?: string },
+): Promise<void> {
+  const key = loadSigningKey(readFileSync(o.key, "utf8"));
+  const events = readEventsFile(findEventsFile(run));
+  if (events.length === 0) throw new UsageError(`${run}: no events`);
+  const s = summarize(events);
+  if (!s.final || s.status !== "succeeded")
+    throw new UsageError(
+      `${run}: the ledger does not end with a succeeded job.finished (status ${s.status ?? "none"}): nothing to sign`,
+    );
+  const modelDir = o.model ?? join(statSync(run).isFile() ? dirname(dirname(run)) : run, "model");
+  const out = o.out ?? join(dirname(resolve(modelDir)), "model.sig");
+  const provOut = o.provenanceOut ?? join(dirname(resolve(modelDir)), "provenance.sig");
+  // Refuse to sign weights that are not those the ledger says were produced.
+  const onDisk = await modelGroupDigests(modelDir);
+  const differ = Object.keys(s.final).filter((g) => onDisk[g] !== s.final![g]);
+  if (differ.length)
+    throw new UsageError(
+      `${modelDir}: its weights are not the ledger's final model (groups ${differ.slice(0, 5).join(", ")} differ): not signing`,
+    );
+  const ignore = [...DEFAULT_IGNORE_PATHS, ...insidePaths(modelDir, [out, provOut])];
+  const t0 = performance.now();
+  const resources = await fileManifest(modelDir, ignore);
+  const name = o.name ?? basename(resolve(modelDir));
+  const statement: Statement = modelStatement(
+    name,
+    resources,
+    { job: s.job, specDigest: s.specDigest, final: s.final },
+    ignore,
+  );
+  writeFileSync(out, `${JSON.stringify(signStatement(statement, key))}\n`);
+  const subject = statement.subject[0]!.digest.sha256!;
+  const prov = provenanceStatement(name, subject, {
+    job: s.job,
+    specDigest: s.specDigest ?? "",
+    baseGroups: s.base ?? {},
+    dataset: { rows: s.dataset.rows, manifestRoot: s.dataset.manifestRoot ?? "" },
+    authorities: s.authorities.map((a) => ({
+      name: a.name,
+      rows: a.admitted + a.rejected,
+      manifestRoot: a.manifestRoot,
+      lawfulBasis: a.lawfulBasis,
+    })),
+    ledgerMerkleRoot: s.ledgerMerkleRoot,
+    events: s.events,
+    steps: s.steps.length,
+    startedOn: s.startedOn ?? "",
+    finishedOn: s.finishedOn ?? "",
+    worldSize: s.worldSize,
+  });
+  writeFileSync(provOut, `${JSON.stringify(signStatement(prov, key))}\n`);
+  const secs = ((performance.now() - t0) / 1000).toFixed(2);
+  process.stdout.write(
+    `signed ${resources.length} files of ${modelDir} (sha256 ${subject}) in ${secs} s\nwrote ${out} (OpenSSF model signing v1.0, Sigstore bundle) and ${provOut} (in-toto SLSA provenance v1)\n`,
+  );
 }
 
 function* withNewline(parts: Iterable<string | Buffer>): Generator<string | Buffer> {

@@ -1,0 +1,121 @@
+/**
+ * Reads a provenance bundle file of either form (JSON document or JSONL, told apart by content, as
+ * `verifyBundleFile` does) as a stream: its header fields, then each event in order. For the auditor's
+ * documents (report, Annex XI, signing), which summarize a bundle that `verifyBundleFile` checks; nothing here
+ * checks signatures. A JSON document laid out otherwise than `rft audit export` writes it is parsed whole.
+ */
+import { createReadStream, openSync, readFileSync, readSync, closeSync } from "node:fs";
+import type { LedgerEvent } from "../proto/ledger-events.js";
+import type { ProvenanceBundle } from "./bundle.js";
+import { BUNDLE_JSONL_FORMAT } from "./bundle-file.js";
+import { DocumentSplitter } from "./document-splitter.js";
+
+export type BundleHead = Omit<ProvenanceBundle, "events" | "merkleRoot" | "treeHead">;
+
+export class BundleReadError extends Error {}
+
+function firstLine(path: string): string {
+  let fd: number;
+  try {
+    fd = openSync(path, "r");
+  } catch (e) {
+    throw new BundleReadError(`cannot read ${path} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  try {
+    const buf = Buffer.allocUnsafe(1 << 20);
+    const n = readSync(fd, buf, 0, buf.length, 0);
+    const nl = buf.subarray(0, n).indexOf(10);
+    return buf.subarray(0, nl < 0 ? n : nl).toString("utf8");
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function isJsonlHeader(line: string): boolean {
+  try {
+    return (JSON.parse(line) as { format?: unknown }).format === BUNDLE_JSONL_FORMAT;
+  } catch {
+    return false;
+  }
+}
+
+/** Streams the bundle: `onHead` once (before any event), then `onEvent` for each event in file order. */
+export async function readBundleFile(
+  path: string,
+  onHead: (head: BundleHead) => void,
+  onEvent: (ev: LedgerEvent) => void,
+): Promise<void> {
+  const first = firstLine(path);
+  if (isJsonlHeader(first)) {
+    const { events: _n, ...head } = JSON.parse(first) as BundleHead & { events: number };
+    onHead(head);
+    let lineNo = 0;
+    let carry = "";
+    const handle = (line: string) => {
+      lineNo++;
+      if (lineNo === 1 || line.trim() === "") return;
+      let v: unknown;
+      try {
+        v = JSON.parse(line);
+      } catch {
+        throw new BundleReadError(`${path}:${lineNo}: not JSON`);
+      }
+      if ((v as { seq?: unknown }).seq === undefined) return; // the trailer
+      onEvent(v as LedgerEvent);
+    };
+    for await (const chunk of createReadStream(path, { encoding: "utf8", highWaterMark: 4 << 20 })) {
+      const lines = (carry + (chunk as string)).split("\n");
+      carry = lines.pop()!;
+      for (const l of lines) handle(l);
+    }
+    if (carry) handle(carry);
+    return;
+  }
+  const split = new DocumentSplitter();
+  let headed = false;
+  for await (const chunk of createReadStream(path, { highWaterMark: 4 << 20 })) {
+    const els = split.push(chunk as Buffer);
+    if (split.irregular) break;
+    if (!headed && split.header) {
+      onHead(split.header as BundleHead);
+      headed = true;
+    }
+    for (const el of els) onEvent(JSON.parse(el.toString("utf8")) as LedgerEvent);
+  }
+  if (!split.irregular && split.end() !== null) return;
+  if (headed)
+    throw new BundleReadError(`${path}: the document is malformed after its events began (${split.irregular})`);
+  let whole: ProvenanceBundle;
+  try {
+    whole = JSON.parse(readFileSync(path, "utf8")) as ProvenanceBundle;
+  } catch (e) {
+    throw new BundleReadError(`${path} is not a provenance bundle (${(e as Error).message})`);
+  }
+  if (!Array.isArray(whole.events)) throw new BundleReadError(`${path}: no "events" array`);
+  const { events, merkleRoot: _m, treeHead: _t, ...head } = whole;
+  onHead(head);
+  for (const ev of events) onEvent(ev);
+}
+
+/** The header fields only (the members before the events), without reading the events of a regular file. */
+export async function readBundleHead(path: string): Promise<BundleHead> {
+  const first = firstLine(path);
+  if (isJsonlHeader(first)) {
+    const { events: _n, ...head } = JSON.parse(first) as BundleHead & { events: number };
+    return head;
+  }
+  const split = new DocumentSplitter();
+  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) {
+    split.push(chunk as Buffer);
+    if (split.header) return split.header as BundleHead;
+    if (split.irregular) break;
+  }
+  let head: BundleHead | null = null;
+  await readBundleFile(
+    path,
+    (h) => (head = h),
+    () => {},
+  );
+  if (!head) throw new BundleReadError(`${path}: no bundle header`);
+  return head;
+}
