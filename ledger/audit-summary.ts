@@ -7,7 +7,7 @@
  * documents show its verdict next to this summary.
  */
 import type { LedgerEvent } from "../proto/ledger-events.js";
-import { expandEnvelope } from "../proto/envelope.js";
+import { expandEnvelope, sortGroups } from "../proto/envelope.js";
 import { encodeEvent } from "./chain.js";
 import { manifestRoot } from "./dataset.js";
 import { MerkleLog } from "./merkle.js";
@@ -123,14 +123,14 @@ export class SummaryBuilder {
         s.numLayers = b.model.numLayers;
         s.worldSize = b.worldSize;
         s.base = b.model.groups;
-        s.groups = Object.keys(b.model.groups);
+        s.groups = sortGroups(Object.keys(b.model.groups), b.model.numLayers);
         s.groups.forEach((g, i) => this.groupIndex.set(g, i));
         s.startedOn = ev.time;
         s.dataset = { rows: b.dataset.rows, manifestRoot: b.dataset.manifestRoot };
         for (const a of b.authorities) {
-          let groups: string[] = [];
+          let groups: string[];
           try {
-            groups = [...expandEnvelope(a.envelope, b.model.numLayers)];
+            groups = sortGroups(expandEnvelope(a.envelope, b.model.numLayers), b.model.numLayers);
           } catch {
             groups = []; // the verifier reports a bad envelope
           }

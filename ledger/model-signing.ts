@@ -218,7 +218,7 @@ export function openSigstoreBundle(bundle: unknown, publicKey: KeyObject): Opene
   if (hint !== undefined && hint !== keyHint(publicKey))
     return bad("verificationMaterial.publicKey.hint", "signed with another key than the one given");
   const payload = Buffer.from(env.payload, "base64");
-  let ok = false;
+  let ok: boolean;
   try {
     ok = verify(
       hash,

@@ -2,7 +2,7 @@
  * `rft audit export` (a provenance bundle from a local run's event file or from the ledger service) and
  * `rft audit verify` (the auditor's check; non-zero exit naming the failing check).
  */
-import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, openSync, readdirSync, readFileSync, readSync, statSync, writeFileSync } from "node:fs";
 import { basename, dirname, join, relative, resolve, sep } from "node:path";
 import type { Command } from "commander";
 import { exportBundle } from "../../ledger/bundle.js";
@@ -16,8 +16,10 @@ import {
 import type { DatasetRow } from "../../ledger/dataset.js";
 import { readEventsFile } from "../../ledger/publisher.js";
 import { loadPrivateKey } from "../../ledger/sign.js";
-import { summarize } from "../../ledger/audit-summary.js";
-import { readBundleHead } from "../../ledger/bundle-read.js";
+import { annexXi, annexXiMarkdown, safetensorsParameters, tokensFromRunEvents } from "../../ledger/annex-xi.js";
+import { summarize, SummaryBuilder, type AuditSummary } from "../../ledger/audit-summary.js";
+import { BundleReadError, readBundleFile, readBundleHead } from "../../ledger/bundle-read.js";
+import { reportHtml, reportMarkdown } from "../../ledger/report-html.js";
 import {
   compareBinding,
   compareManifest,
@@ -162,6 +164,115 @@ export function register(program: Command) {
       },
     );
 
+  withVerifyFlags(
+    audit
+      .command("report <bundle>")
+      .description(
+        "the auditor's report of a provenance bundle: contributors, where in the model and when, rejections, rewards, checkpoints and every check's verdict (HTML: one self-contained page; or Markdown, JSON)",
+      ),
+  )
+    .option("--format <html|md|json>", "html (default), md or json (the summary and the verifier's report)", "html")
+    .action(async (path: string, o: VerifyFlags & { format: string }) => {
+      try {
+        if (!["html", "md", "json"].includes(o.format))
+          throw new UsageError(`--format must be html, md or json, not ${o.format}`);
+        const report = await verifyWith(path, o);
+        const summary = await summaryOf(path);
+        const ctx = { generatedAt: new Date().toISOString(), ran: ranOf(o) };
+        const text =
+          o.format === "html"
+            ? reportHtml(summary, report, ctx)
+            : o.format === "md"
+              ? reportMarkdown(summary, report, ctx)
+              : `${JSON.stringify({ summary, report }, null, 2)}\n`;
+        await writeLines(process.stdout, [text]);
+        if (!report.ok) process.exitCode = 1;
+      } catch (e) {
+        fail("report", e);
+      }
+    });
+
+  withVerifyFlags(
+    audit
+      .command("annex-xi <bundle>")
+      .description(
+        "EU AI Act Annex XI technical documentation (Section 1) and the public training-content summary, filled from the ledger and the run (JSON + Markdown); what the ledger cannot know is marked PROVIDER_TO_COMPLETE",
+      ),
+  )
+    .option("--run <dir>", "the run directory (its events.jsonl holds the tokens processed per step)")
+    .option("--device <text>", "the training hardware, e.g. '1x NVIDIA H200'")
+    .option("--power-watts <w>", "assumed average power draw for the energy estimate", "300")
+    .option("--pue <x>", "assumed power usage effectiveness", "1")
+    .option("--base-compute-flops <flops>", "the base model's own training compute (for the one-third test)")
+    .option("--out <prefix>", "write PREFIX.json and PREFIX.md (default: JSON to stdout)")
+    .action(
+      async (
+        path: string,
+        o: VerifyFlags & {
+          run?: string;
+          device?: string;
+          powerWatts: string;
+          pue: string;
+          baseComputeFlops?: string;
+          out?: string;
+        },
+      ) => {
+        try {
+          const num = (v: string, flag: string) => {
+            const x = Number(v);
+            if (!Number.isFinite(x) || x < 0) throw new UsageError(`${flag}: want a non-negative number, got ${v}`);
+            return x;
+          };
+          const report = await verifyWith(path, o);
+          const summary = await summaryOf(path);
+          let tokens = null;
+          if (o.run) {
+            const f = join(o.run, "events.jsonl");
+            if (!existsSync(f)) throw new UsageError(`--run: ${f} is missing (the run's metrics events)`);
+            tokens = tokensFromRunEvents(readFileSync(f, "utf8").split("\n"));
+          }
+          let modelSignature = null;
+          if (o.modelSignature) {
+            const b = readJson(o.modelSignature, "--model-signature") as { dsseEnvelope?: { payload?: string } };
+            const st = JSON.parse(Buffer.from(b.dsseEnvelope?.payload ?? "", "base64").toString() || "{}") as Statement;
+            modelSignature = {
+              file: basename(o.modelSignature),
+              sha256: st.subject?.[0]?.digest.sha256 ?? "",
+              files: (st.predicate?.resources as unknown[] | undefined)?.length ?? 0,
+            };
+          }
+          const doc = annexXi({
+            summary,
+            verified: {
+              ok: report.ok,
+              failures: report.failures.map(
+                (f) => `[${f.check}] ${f.seq === null ? "bundle" : `event seq ${f.seq}`} ${f.field}: ${f.reason}`,
+              ),
+            },
+            parameters: o.model ? parametersOf(o.model) : null,
+            tokens,
+            device: o.device ?? null,
+            powerWatts: num(o.powerWatts, "--power-watts"),
+            pue: num(o.pue, "--pue"),
+            baseComputeFlops: o.baseComputeFlops ? num(o.baseComputeFlops, "--base-compute-flops") : null,
+            modelSignature,
+            generatedAt: new Date().toISOString(),
+          });
+          if (o.out) {
+            writeFileSync(`${o.out}.json`, `${JSON.stringify(doc, null, 2)}\n`);
+            writeFileSync(`${o.out}.md`, annexXiMarkdown(doc));
+            process.stdout.write(`wrote ${o.out}.json and ${o.out}.md\n`);
+          } else process.stdout.write(`${JSON.stringify(doc, null, 2)}\n`);
+          if (!report.ok) {
+            process.stderr.write("rft audit annex-xi: the bundle does not verify (the document says so)\n");
+            process.exitCode = 1;
+          }
+        } catch (e) {
+          fail("annex-xi", e);
+        }
+      },
+    );
+
   audit
     .command("sign-model <run>")
     .description(
@@ -229,26 +340,7 @@ export function register(program: Command) {
         },
       ) => {
         try {
-          const options = {
-            modelDigests: o.model
-              ? await modelGroupDigests(o.model)
-              : o.modelDigests
-                ? (readJson(o.modelDigests, "--model-digests") as Record<string, string>)
-                : undefined,
-            datasetRows: o.dataset ? readJsonl(o.dataset, "--dataset") : undefined,
-            jobKey: o.jobKey,
-            ledgerKey: o.ledgerKey,
-            knownHead: o.knownHead ? (readJson(o.knownHead, "--known-head") as SignedTreeHead) : undefined,
-          };
-          let report: Awaited<ReturnType<typeof verifyBundleFile>>;
-          try {
-            // Either form, told apart by content: a JSON document, or JSONL (header, one event per line, trailer).
-            report = await verifyBundleFile(path, options);
-          } catch (e) {
-            if (e instanceof BundleFileError) throw new UsageError(`bundle: ${e.message}`);
-            throw e;
-          }
-          if (o.modelSignature || o.provenance) await checkSignatures(path, o, report);
+          const report = await verifyWith(path, o);
           process.stdout.write(`${o.json ? JSON.stringify(report, null, 2) : formatReport(report)}\n`);
           if (!report.ok) {
             const f = report.failures[0]!;
@@ -262,6 +354,99 @@ export function register(program: Command) {
         }
       },
     );
+}
+
+interface VerifyFlags {
+  model?: string;
+  modelDigests?: string;
+  dataset?: string;
+  jobKey?: string;
+  ledgerKey?: string;
+  knownHead?: string;
+  modelSignature?: string;
+  provenance?: string;
+  signingKey?: string;
+}
+
+/** Every check `rft audit verify` runs with these flags (shared by verify, report and annex-xi). */
+async function verifyWith(path: string, o: VerifyFlags): Promise<VerifyReport> {
+  const options = {
+    modelDigests: o.model
+      ? await modelGroupDigests(o.model)
+      : o.modelDigests
+        ? (readJson(o.modelDigests, "--model-digests") as Record<string, string>)
+        : undefined,
+    datasetRows: o.dataset ? readJsonl(o.dataset, "--dataset") : undefined,
+    jobKey: o.jobKey,
+    ledgerKey: o.ledgerKey,
+    knownHead: o.knownHead ? (readJson(o.knownHead, "--known-head") as SignedTreeHead) : undefined,
+  };
+  let report: VerifyReport;
+  try {
+    // Either form, told apart by content: a JSON document, or JSONL (header, one event per line, trailer).
+    report = await verifyBundleFile(path, options);
+  } catch (e) {
+    if (e instanceof BundleFileError) throw new UsageError(`bundle: ${e.message}`);
+    throw e;
+  }
+  if (o.modelSignature || o.provenance) await checkSignatures(path, o, report);
+  return report;
+}
+
+/** The bundle's events summarized (streamed), for the documents. */
+async function summaryOf(path: string): Promise<AuditSummary> {
+  const b = new SummaryBuilder();
+  try {
+    await readBundleFile(
+      path,
+      () => {},
+      (ev) => b.add(ev),
+    );
+  } catch (e) {
+    if (e instanceof BundleReadError) throw new UsageError(`bundle: ${e.message}`);
+    throw e;
+  }
+  return b.finish();
+}
+
+function withVerifyFlags(c: Command): Command {
+  return c
+    .option("--model <dir>", "the delivered model: check its weights against the ledger's final digests")
+    .option("--dataset <file>", "the training dataset (JSONL) to check against the manifest")
+    .option("--job-key <key>", "pin the job signing key (raw base64 public key or key id)")
+    .option("--ledger-key <key>", "pin the ledger key (raw base64 public key or key id)")
+    .option("--model-signature <file>", "the OpenSSF model signature (rft audit sign-model) to check")
+    .option("--provenance <file>", "the signed provenance statement (rft audit sign-model) to check")
+    .option("--signing-key <file>", "the model-signing public key (ECDSA P-256 PEM)");
+}
+
+const ranOf = (o: VerifyFlags) => ({
+  model: Boolean(o.model || o.modelDigests),
+  dataset: Boolean(o.dataset),
+  modelSignature: Boolean(o.modelSignature),
+  provenance: Boolean(o.provenance),
+});
+
+/** Parameters stored in a model directory's safetensors files (headers only). */
+function parametersOf(dir: string): number {
+  const files = readdirSync(dir).filter((f) => f.endsWith(".safetensors"));
+  if (!files.length) throw new UsageError(`--model: ${dir} holds no .safetensors file`);
+  let n = 0;
+  for (const f of files) {
+    const fd = openSync(join(dir, f), "r");
+    try {
+      const len = Buffer.alloc(8);
+      readSync(fd, len, 0, 8, 0);
+      const size = Number(len.readBigUInt64LE(0));
+      if (size > 100 << 20) throw new UsageError(`--model: ${f}: header of ${size} bytes`);
+      const header = Buffer.alloc(size);
+      readSync(fd, header, 0, size, 8);
+      n += safetensorsParameters(header.toString("utf8"));
+    } finally {
+      closeSync(fd);
+    }
+  }
+  return n;
 }
 
 /** The model signature and provenance statement, checked against the bundle (and the model directory, with --model). */
