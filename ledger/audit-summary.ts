@@ -105,7 +105,12 @@ export class SummaryBuilder {
     checkpoints: [],
     resumes: [],
   };
-  private log = new MerkleLog();
+  /** null: the caller has the Merkle root (a bundle's, which the verifier checks), so events are not re-encoded. */
+  private log: MerkleLog | null;
+
+  constructor(o: { merkle?: boolean } = {}) {
+    this.log = o.merkle === false ? null : new MerkleLog();
+  }
   private authorityOf = new Map<string, string>();
   private rowsOf = new Map<string, { id: string; hash: string }[]>();
   private byName = new Map<string, AuthoritySummary & { touched: Set<string>; stepSet: Set<number> }>();
@@ -115,7 +120,7 @@ export class SummaryBuilder {
     const s = this.s;
     s.events++;
     s.job = ev.job;
-    this.log.appendData(encodeEvent(ev).bytes);
+    this.log?.appendData(encodeEvent(ev).bytes);
     switch (ev.type) {
       case "job.started": {
         const b = ev.body;
@@ -236,9 +241,10 @@ export class SummaryBuilder {
     }
   }
 
-  finish(): AuditSummary {
+  /** `merkleRoot`: the bundle's (when built with `merkle: false`). */
+  finish(merkleRoot?: string): AuditSummary {
     const s = this.s;
-    s.ledgerMerkleRoot = this.log.root().toString("hex");
+    s.ledgerMerkleRoot = this.log ? this.log.root().toString("hex") : (merkleRoot ?? "");
     const order = new Map(s.groups.map((g, i) => [g, i]));
     s.authorities = [...this.byName.values()].map(({ touched, stepSet, ...rep }) => ({
       ...rep,

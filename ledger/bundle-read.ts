@@ -39,18 +39,22 @@ function isJsonlHeader(line: string): boolean {
   }
 }
 
-/** Streams the bundle: `onHead` once (before any event), then `onEvent` for each event in file order. */
+/**
+ * Streams the bundle: `onHead` once (before any event), then `onEvent` for each event in file order; returns the
+ * bundle's Merkle root (as the file states it; the verifier checks it against the events).
+ */
 export async function readBundleFile(
   path: string,
   onHead: (head: BundleHead) => void,
   onEvent: (ev: LedgerEvent) => void,
-): Promise<void> {
+): Promise<{ merkleRoot: string | null }> {
   const first = firstLine(path);
   if (isJsonlHeader(first)) {
     const { events: _n, ...head } = JSON.parse(first) as BundleHead & { events: number };
     onHead(head);
     let lineNo = 0;
     let carry = "";
+    let merkleRoot: string | null = null;
     const handle = (line: string) => {
       lineNo++;
       if (lineNo === 1 || line.trim() === "") return;
@@ -60,7 +64,11 @@ export async function readBundleFile(
       } catch {
         throw new BundleReadError(`${path}:${lineNo}: not JSON`);
       }
-      if ((v as { seq?: unknown }).seq === undefined) return; // the trailer
+      const trailer = v as { seq?: unknown; merkleRoot?: unknown };
+      if (trailer.seq === undefined) {
+        if (typeof trailer.merkleRoot === "string") merkleRoot = trailer.merkleRoot;
+        return;
+      }
       onEvent(v as LedgerEvent);
     };
     for await (const chunk of createReadStream(path, { encoding: "utf8", highWaterMark: 4 << 20 })) {
@@ -69,7 +77,7 @@ export async function readBundleFile(
       for (const l of lines) handle(l);
     }
     if (carry) handle(carry);
-    return;
+    return { merkleRoot };
   }
   const split = new DocumentSplitter();
   let headed = false;
@@ -82,7 +90,8 @@ export async function readBundleFile(
     }
     for (const el of els) onEvent(JSON.parse(el.toString("utf8")) as LedgerEvent);
   }
-  if (!split.irregular && split.end() !== null) return;
+  const trailer = split.irregular ? null : split.end();
+  if (trailer) return { merkleRoot: typeof trailer.merkleRoot === "string" ? trailer.merkleRoot : null };
   if (headed)
     throw new BundleReadError(`${path}: the document is malformed after its events began (${split.irregular})`);
   let whole: ProvenanceBundle;
@@ -92,9 +101,10 @@ export async function readBundleFile(
     throw new BundleReadError(`${path} is not a provenance bundle (${(e as Error).message})`);
   }
   if (!Array.isArray(whole.events)) throw new BundleReadError(`${path}: no "events" array`);
-  const { events, merkleRoot: _m, treeHead: _t, ...head } = whole;
+  const { events, merkleRoot, treeHead: _t, ...head } = whole;
   onHead(head);
   for (const ev of events) onEvent(ev);
+  return { merkleRoot: typeof merkleRoot === "string" ? merkleRoot : null };
 }
 
 /** The header fields only (the members before the events), without reading the events of a regular file. */

@@ -395,18 +395,19 @@ async function verifyWith(path: string, o: VerifyFlags): Promise<VerifyReport> {
 
 /** The bundle's events summarized (streamed), for the documents. */
 async function summaryOf(path: string): Promise<AuditSummary> {
-  const b = new SummaryBuilder();
+  // The bundle's Merkle root is the one the documents show (the verifier checks it against the events).
+  const b = new SummaryBuilder({ merkle: false });
   try {
-    await readBundleFile(
+    const { merkleRoot } = await readBundleFile(
       path,
       () => {},
       (ev) => b.add(ev),
     );
+    return b.finish(merkleRoot ?? undefined);
   } catch (e) {
     if (e instanceof BundleReadError) throw new UsageError(`bundle: ${e.message}`);
     throw e;
   }
-  return b.finish();
 }
 
 function withVerifyFlags(c: Command): Command {
