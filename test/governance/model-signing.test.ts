@@ -11,10 +11,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 import {
+  compareBinding,
   compareManifest,
+  compareProvenance,
   fileManifest,
   modelStatement,
   openSigstoreBundle,
+  provenanceStatement,
   signStatement,
 } from "../../ledger/model-signing.js";
 
@@ -109,5 +112,52 @@ test("a tampered payload or an extra file is refused", async () => {
   assert.deepEqual(
     compareManifest(opened.statement, await fileManifest(model)).map((d) => d.reason),
     ["in the model directory but not signed"],
+  );
+});
+
+test("the ledger binding and the provenance statement are compared with the bundle, field by field", async () => {
+  const { model, keys } = modelDir();
+  const final = { embeddings: "sha256:aa", lm_head: "sha256:bb" };
+  const st = modelStatement("model", await fileManifest(model), { job: "ns/a", specDigest: "sha256:51", final });
+  const bundle = { job: "ns/a", specDigest: "sha256:51", final };
+  assert.deepEqual(compareBinding(st, bundle), []);
+  assert.deepEqual(
+    compareBinding(st, { ...bundle, job: "ns/b", final: { ...final, lm_head: "sha256:cc" } }).map((m) => m.field),
+    ["predicate.rft.job", "predicate.rft.final"],
+  );
+  assert.match(compareBinding(st, { ...bundle, final: { ...final, lm_head: "sha256:cc" } })[0]!.reason, /lm_head/);
+  assert.deepEqual(
+    compareBinding(modelStatement("model", []), bundle).map((m) => m.field),
+    ["predicate.rft"],
+  );
+
+  const base = { embeddings: "sha256:01" };
+  const facts = {
+    job: "ns/a",
+    specDigest: "sha256:" + "5".repeat(64),
+    baseGroups: base,
+    dataset: { rows: 3, manifestRoot: "r".repeat(64) },
+    authorities: [{ name: "clinic", rows: 3, manifestRoot: "c".repeat(64), lawfulBasis: "consent" }],
+    ledgerMerkleRoot: "m".repeat(64),
+    events: 9,
+    steps: 2,
+    startedOn: "2026-01-01T00:00:00.000Z",
+    finishedOn: "2026-01-01T00:01:00.000Z",
+    worldSize: 1,
+  };
+  const subject = st.subject[0]!.digest.sha256!;
+  const prov = provenanceStatement("model", subject, facts);
+  // Signed and opened like the model signature.
+  const opened = openSigstoreBundle(signStatement(prov, keys.privateKey), keys.publicKey);
+  assert.ok(opened.ok);
+  const b = { job: "ns/a", specDigest: facts.specDigest, base, manifestRoot: facts.dataset.manifestRoot };
+  assert.deepEqual(compareProvenance(opened.statement, b, subject), []);
+  assert.deepEqual(
+    compareProvenance(
+      opened.statement,
+      { ...b, base: { embeddings: "sha256:02" }, manifestRoot: "x".repeat(64) },
+      "0".repeat(64),
+    ).map((m) => m.field),
+    ["resolvedDependencies.base-model", "resolvedDependencies.dataset", "payload.subject[0].digest"],
   );
 });
