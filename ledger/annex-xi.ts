@@ -13,7 +13,7 @@
  *
  * Pure: the caller reads the files.
  */
-import type { AuditSummary } from "./audit-summary.js";
+import { stepsApplied, type AuditSummary } from "./audit-summary.js";
 
 export const PROVIDER_TO_COMPLETE = "PROVIDER_TO_COMPLETE";
 
@@ -137,7 +137,7 @@ export function annexXi(x: AnnexInputs) {
         method: "reinforcement fine-tuning (policy gradient on grader rewards) of a pretrained base model",
         governance:
           "rows admitted per authority credential (Ed25519) and routed to the authority's admissibility envelope of parameter groups; every update signed into a hash-chained, Merkle-logged ledger",
-        steps: s.steps.length,
+        steps: stepsApplied(s),
         checkpoints: s.checkpoints.map((c) => c.name),
         restarts: s.resumes.length,
         baseModel: { groupDigests: s.groups.length, documentation: PROVIDER_TO_COMPLETE },

@@ -262,7 +262,7 @@ export function summarize(events: Iterable<LedgerEvent>): AuditSummary {
   return b.finish();
 }
 
-/** Distinct steps applied (a resumed job may apply a step number twice: both count, as both happened). */
+/** Steps applied: one update event per rank each (a resumed job may apply a step number twice: both count, as both happened). */
 export function stepsApplied(s: AuditSummary): number {
-  return new Set(s.steps.map((x) => `${x.seq}`)).size / Math.max(1, s.worldSize);
+  return s.steps.filter((x) => x.rank === 0).length;
 }

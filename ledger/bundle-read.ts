@@ -85,12 +85,14 @@ export async function readBundleFile(
     const els = split.push(chunk as Buffer);
     if (split.irregular) break;
     if (!headed && split.header) {
+      // Only a document whose fields come before its events (as exported) is streamed; any other is parsed whole.
+      if (typeof split.header.job !== "string" || !("model" in split.header)) break;
       onHead(split.header as BundleHead);
       headed = true;
     }
     for (const el of els) onEvent(JSON.parse(el.toString("utf8")) as LedgerEvent);
   }
-  const trailer = split.irregular ? null : split.end();
+  const trailer = split.irregular || !headed ? null : split.end();
   if (trailer) return { merkleRoot: typeof trailer.merkleRoot === "string" ? trailer.merkleRoot : null };
   if (headed)
     throw new BundleReadError(`${path}: the document is malformed after its events began (${split.irregular})`);
@@ -117,7 +119,10 @@ export async function readBundleHead(path: string): Promise<BundleHead> {
   const split = new DocumentSplitter();
   for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) {
     split.push(chunk as Buffer);
-    if (split.header) return split.header as BundleHead;
+    if (split.header) {
+      if (typeof split.header.job === "string" && "model" in split.header) return split.header as BundleHead;
+      break;
+    }
     if (split.irregular) break;
   }
   let head: BundleHead | null = null;

@@ -17,7 +17,7 @@ import type { DatasetRow } from "../../ledger/dataset.js";
 import { readEventsFile } from "../../ledger/publisher.js";
 import { loadPrivateKey } from "../../ledger/sign.js";
 import { annexXi, annexXiMarkdown, safetensorsParameters, tokensFromRunEvents } from "../../ledger/annex-xi.js";
-import { summarize, SummaryBuilder, type AuditSummary } from "../../ledger/audit-summary.js";
+import { stepsApplied, summarize, SummaryBuilder, type AuditSummary } from "../../ledger/audit-summary.js";
 import { BundleReadError, readBundleFile, readBundleHead } from "../../ledger/bundle-read.js";
 import { reportHtml, reportMarkdown } from "../../ledger/report-html.js";
 import {
@@ -559,7 +559,7 @@ async function signModel(
     })),
     ledgerMerkleRoot: s.ledgerMerkleRoot,
     events: s.events,
-    steps: s.steps.length,
+    steps: stepsApplied(s),
     startedOn: s.startedOn ?? "",
     finishedOn: s.finishedOn ?? "",
     worldSize: s.worldSize,
