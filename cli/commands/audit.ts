@@ -54,6 +54,16 @@ export function findEventsFile(path: string): string {
   );
 }
 
+/** A key file read and parsed; a missing file or a bad key is a usage error naming the flag and the file. */
+function withFlag<T>(flag: string, path: string, parse: (text: string) => T): T {
+  if (!existsSync(path)) throw new UsageError(`${flag}: no such file ${path}`);
+  try {
+    return parse(readFileSync(path, "utf8"));
+  } catch (e) {
+    throw new UsageError(`${flag}: ${path}: ${(e as Error).message}`);
+  }
+}
+
 function readJson(path: string, flag: string): unknown {
   if (!existsSync(path)) throw new UsageError(`${flag}: no such file ${path}`);
   try {
@@ -458,7 +468,7 @@ async function checkSignatures(
 ): Promise<void> {
   if (!o.signingKey)
     throw new UsageError("--model-signature / --provenance need --signing-key FILE (the ECDSA public key)");
-  const key = loadVerifyKey(readFileSync(o.signingKey, "utf8"));
+  const key = withFlag("--signing-key", o.signingKey, loadVerifyKey);
   const head = await readBundleHead(bundlePath);
   const failures: Failure[] = [];
   const add = (check: Failure["check"], file: string, field: string, reason: string) =>
@@ -516,7 +526,7 @@ async function signModel(
   run: string,
   o: { key: string; model?: string; out?: string; provenanceOut?: string; name?: string },
 ): Promise<void> {
-  const key = loadSigningKey(readFileSync(o.key, "utf8"));
+  const key = withFlag("--key", o.key, loadSigningKey);
   const events = readEventsFile(findEventsFile(run));
   if (events.length === 0) throw new UsageError(`${run}: no events`);
   const s = summarize(events);
