@@ -46,7 +46,8 @@ before(async () => {
   dir = mkdtempSync(join(tmpdir(), "rft-governed-example-"));
   for (const f of ["rft.yaml", "run.sh", "clinic.jsonl", "licensor.jsonl", "forged.jsonl", "valid.jsonl"])
     cpSync(join(EXAMPLE, f), join(dir, f));
-  // The stand-in for SmolLM2 (run.sh imports SmolLM2 only when base/ is missing).
+  // The stand-in for SmolLM2 (run.sh imports SmolLM2 only when base/ is missing); tied embeddings like SmolLM2,
+  // so lm_head is a group without tensors of its own, which the licensor's envelope names.
   const m = createRandomModel({
     arch: "llama",
     layers: 4,
@@ -56,6 +57,7 @@ before(async () => {
     vocab: "byte",
     maxContext: 512,
     seed: 0,
+    tieWordEmbeddings: true,
   });
   await saveHfModel(m, join(dir, "base"));
   disposeModel(m);

@@ -543,9 +543,12 @@ export class RftTrainer {
       const part = parts.get(key) ?? { groups, idx: [] };
       part.idx.push(i);
       parts.set(key, part);
-      for (const g of groups) (contributions[g] ??= new Set()).add(this.admission.get(x.r.row)!.id);
+      // A group without tensors of its own (lm_head of a model with tied embeddings) receives no gradient: the
+      // ledger records no contribution to it (the verifier asks a gradient of every contributed group).
+      for (const g of groups)
+        if (this.groups.get(g)!.length > 0) (contributions[g] ??= new Set()).add(this.admission.get(x.r.row)!.id);
     });
-    const touched = Object.keys(contributions).filter((g) => this.groups.get(g)!.length > 0);
+    const touched = Object.keys(contributions);
     // The groups whose weights change: this rank's, or with several ranks every rank's (their tensors are
     // global.names).
     const changed = global
