@@ -55,8 +55,16 @@ export interface OperatorSettings {
   /** Trainers publish their ledger events to JetStream at natsUrl (RFT_LEDGER_NATS_URL; the Helm chart sets it
    * when the ledger service is enabled), instead of writing them to a file on the checkpoint volume. */
   ledgerNats?: boolean;
+  /**
+   * NATS runs with authentication: each job's Secret holds its NATS user (`nats.creds`, minted by the operator
+   * with that job's permissions only) and the trainers connect with it (RFT_NATS_CREDS).
+   */
+  natsAuth?: boolean;
   imagePullPolicy?: string;
 }
+
+/** The key of the job's Secret that holds its NATS user's credentials. */
+export const NATS_CREDS_KEY = "nats.creds";
 
 export function ownerRef(job: FineTuneJobObject): K8sObject {
   return {
@@ -80,12 +88,12 @@ function meta(job: FineTuneJobObject, name: string, extraLabels: Record<string, 
 }
 
 /**
- * The Secret holding the job's Ed25519 signing key and the ranks' collective secret (created once; never
- * re-applied with a new key).
+ * The job's Secret: its Ed25519 signing key, the ranks' collective secret and, with NATS authentication, the
+ * job's NATS user (created once; never re-applied with a new key).
  */
 export function desiredSecret(
   job: FineTuneJobObject,
-  key: { privatePem: string; publicRaw: string; collectiveSecret?: string },
+  key: { privatePem: string; publicRaw: string; collectiveSecret?: string; natsCreds?: string },
 ): K8sObject {
   return {
     apiVersion: "v1",
@@ -96,6 +104,7 @@ export function desiredSecret(
       "signing-key.pem": key.privatePem,
       "public-key": key.publicRaw,
       ...(key.collectiveSecret ? { [COLLECTIVE_SECRET_KEY]: key.collectiveSecret } : {}),
+      ...(key.natsCreds ? { [NATS_CREDS_KEY]: key.natsCreds } : {}),
     },
   };
 }
@@ -215,6 +224,7 @@ export function desiredTrainerJob(job: FineTuneJobObject, attempt: number, s: Op
     { name: "RFT_MASTER_PORT", value: String(TRAINER_PORT) },
     { name: "RFT_NATS_URL", value: s.natsUrl },
     ...(s.ledgerNats ? [{ name: "RFT_LEDGER_NATS_URL", value: s.natsUrl }] : []),
+    ...(s.natsAuth ? [{ name: "RFT_NATS_CREDS", value: posix.join(SIGNING_MOUNT, NATS_CREDS_KEY) }] : []),
     { name: "RFT_JOB_CONFIG", value: posix.join(CONFIG_MOUNT, "job.json") },
     { name: "RFT_JOB_NAME", value: name },
     { name: "RFT_JOB_NAMESPACE", value: ns },
