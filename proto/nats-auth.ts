@@ -45,8 +45,12 @@ export const inboxPrefixOf = (userPublicKey: string) => `_INBOX_${userPublicKey.
 const inbox = (userPublicKey: string) => `${inboxPrefixOf(userPublicKey)}.>`;
 
 export function trainerPermissions(ns: string, name: string, userPublicKey: string): Permissions {
+  const ledger = ledgerSubject(`${ns}/${name}`);
   return {
-    pub: { allow: [progressSubject(ns, name), ledgerSubject(`${ns}/${name}`)] },
+    pub: {
+      // Its progress, its ledger events, and reading its own subject's last event back (resume).
+      allow: [progressSubject(ns, name), ledger, `$JS.API.DIRECT.GET.${LEDGER_STREAM}.${ledger}`],
+    },
     sub: { allow: [controlSubject(ns, name), inbox(userPublicKey)] },
   };
 }
@@ -57,7 +61,8 @@ export function operatorPermissions(userPublicKey: string): Permissions {
       allow: [
         "rft.jobs.*.*.control",
         `$KV.${JOB_KEYS_BUCKET}.>`,
-        // Binding to the bucket (stream info) and reading an entry back.
+        // Binding to the bucket (account info, stream info) and reading an entry back.
+        "$JS.API.INFO",
         `$JS.API.STREAM.INFO.KV_${JOB_KEYS_BUCKET}`,
         `$JS.API.DIRECT.GET.KV_${JOB_KEYS_BUCKET}.>`,
         `$JS.API.STREAM.MSG.GET.KV_${JOB_KEYS_BUCKET}`,
