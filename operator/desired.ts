@@ -60,6 +60,11 @@ export interface OperatorSettings {
    * with that job's permissions only) and the trainers connect with it (RFT_NATS_CREDS).
    */
   natsAuth?: boolean;
+  /**
+   * Each job gets a NetworkPolicy that lets only its own pods reach its ranks' collective ports (the chart's
+   * namespace-wide trainer policy then no longer opens them to every trainer pod).
+   */
+  jobNetworkPolicy?: boolean;
   imagePullPolicy?: string;
 }
 
@@ -105,6 +110,33 @@ export function desiredSecret(
       "public-key": key.publicRaw,
       ...(key.collectiveSecret ? { [COLLECTIVE_SECRET_KEY]: key.collectiveSecret } : {}),
       ...(key.natsCreds ? { [NATS_CREDS_KEY]: key.natsCreds } : {}),
+    },
+  };
+}
+
+/**
+ * The job's NetworkPolicy: its pods accept the collective (rendezvous and data link) only from pods of the same
+ * job. Ingress only, so it never cuts a pod's egress; the chart's trainer policy adds metrics ingress and the
+ * egress limits.
+ */
+export function desiredNetworkPolicy(job: FineTuneJobObject): K8sObject {
+  const same = { podSelector: { matchLabels: childLabels(job.metadata.name) } };
+  return {
+    apiVersion: "networking.k8s.io/v1",
+    kind: "NetworkPolicy",
+    metadata: meta(job, names.networkPolicy(job.metadata.name)),
+    spec: {
+      podSelector: { matchLabels: childLabels(job.metadata.name) },
+      policyTypes: ["Ingress"],
+      ingress: [
+        {
+          from: [same],
+          ports: [
+            { port: TRAINER_PORT, protocol: "TCP" },
+            { port: TRAINER_DATA_PORT, protocol: "TCP" },
+          ],
+        },
+      ],
     },
   };
 }

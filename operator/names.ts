@@ -64,6 +64,7 @@ export const names = {
   secret: (job: string) => `${job}-signing`,
   configMap: (job: string) => `${job}-config`,
   service: (job: string) => job,
+  networkPolicy: (job: string) => `${job}-ranks`,
   /** The batch/v1 Job of attempt n (a gang restart makes attempt n+1; the name never repeats). */
   trainerJob: (job: string, attempt: number) => `${job}-a${attempt}`,
 };

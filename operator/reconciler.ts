@@ -9,6 +9,7 @@ import { isConflict, type KObj, type KubeClient, paths } from "./client.js";
 import { type Action, decide, type KEvent, statusChanged } from "./decide.js";
 import {
   desiredConfigMap,
+  desiredNetworkPolicy,
   desiredSecret,
   desiredService,
   desiredTrainerJob,
@@ -45,6 +46,8 @@ const b64 = (s: string | undefined) => (s === undefined ? undefined : Buffer.fro
 export class Reconciler {
   /** Jobs (ns/name/uid) whose key is in RFT_JOB_KEYS already. */
   private readonly registered = new Set<string>();
+  /** Jobs (ns/name/uid) whose NetworkPolicy this process applied (server-side apply: again after a restart). */
+  private readonly policies = new Set<string>();
 
   constructor(
     private readonly client: KubeClient,
@@ -133,6 +136,12 @@ export class Reconciler {
     const cachedCm = this.caches.configMaps.get(ns, cm.metadata.name);
     if (!cachedCm || JSON.stringify(cachedCm.data) !== JSON.stringify(cm.data)) {
       await this.client.apply(paths.core("configmaps", ns, cm.metadata.name), cm);
+    }
+    const id = `${ns}/${name}/${job.metadata.uid}`;
+    if (this.settings.jobNetworkPolicy && !this.policies.has(id)) {
+      const np = desiredNetworkPolicy(job);
+      await this.client.apply(paths.networkPolicy(ns, np.metadata.name), np);
+      this.policies.add(id);
     }
     const svc = desiredService(job);
     if (!this.caches.services.get(ns, svc.metadata.name)) {

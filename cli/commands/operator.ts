@@ -23,6 +23,10 @@ export function register(program: Command) {
       "NATS runs with authentication: make (once) or read the installation's NATS trust in Secrets NS/PREFIX-nats-{trust,server} and the ledger's user in NS/PREFIX-ledger-nats, connect as the operator's user, and mint each job its own user (env RFT_NATS_AUTH; the chart sets it)",
       process.env.RFT_NATS_AUTH,
     )
+    .option(
+      "--job-network-policy",
+      "give each job a NetworkPolicy: its ranks' collective ports accept only pods of the same job (the chart sets it with networkPolicy.enabled)",
+    )
     .option("--workers <n>", "concurrent reconciles", "4")
     .option("--port <port>", "port of /metrics, /healthz, /readyz", "8080")
     .option(
@@ -50,7 +54,12 @@ export function register(program: Command) {
       const op = new Operator({
         kubeconfig: o.kubeconfig,
         namespace: o.namespace,
-        settings: { image: o.image, natsUrl: o.podNatsUrl ?? natsUrl, ledgerNats: o.ledgerNats === true },
+        settings: {
+          image: o.image,
+          natsUrl: o.podNatsUrl ?? natsUrl,
+          ledgerNats: o.ledgerNats === true,
+          jobNetworkPolicy: o.jobNetworkPolicy === true,
+        },
         natsUrl,
         ...(o.natsAuth ? { natsAuth: parseNatsAuthRef(o.natsAuth) } : {}),
         workers: Number(o.workers),

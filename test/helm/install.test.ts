@@ -159,6 +159,9 @@ test("helm install brings up operator, ledger and NATS; a FineTuneJob succeeds; 
     return out ? (JSON.parse(out) as { size: number }) : undefined;
   });
   assert.ok(head.size > 2, `ledger head size ${head.size}`);
+  // The job's own NetworkPolicy (the operator's child): its ranks accept only each other.
+  const ranks = await cluster.getJson("networkpolicy", "-n", NS, "helm-sorter-ranks");
+  assert.equal(ranks.spec.podSelector.matchLabels["rft.dev/finetunejob"], "helm-sorter");
   assert.equal(trainerJob.spec.template.spec.containers[0].image, "rft:0.1.0");
 
   const uninstall = await helm("uninstall", "rft", "--namespace", NS, "--kubeconfig", cluster.kubeconfig, "--wait");

@@ -1,12 +1,18 @@
 /**
- * The operator's side of NATS identities (pure parts): what a job's pods get, what a minted user's JWT
- * allows, which signing key is registered for a job, and clear errors for bad flags, trusts and keys.
+ * What isolates one job from another, the operator's pure parts: what a job's pods get (their NATS user, a
+ * NetworkPolicy that admits only their own ranks), what a minted user's JWT allows, which signing key is
+ * registered for a job, and clear errors for bad flags, trusts and keys.
  */
 import assert from "node:assert/strict";
 import { generateKeyPairSync } from "node:crypto";
 import { test } from "node:test";
 import { jobKeySource } from "../../cli/commands/ledger.js";
-import { desiredSecret, desiredTrainerJob, type FineTuneJobObject } from "../../operator/desired.js";
+import {
+  desiredNetworkPolicy,
+  desiredSecret,
+  desiredTrainerJob,
+  type FineTuneJobObject,
+} from "../../operator/desired.js";
 import { parseNatsAuthRef } from "../../operator/nats-bootstrap.js";
 import { jwtClaims, mintUser, newTrust, parseTrust, trustPublic } from "../../operator/nats-credentials.js";
 import { ed25519PublicOf, jobSigningPublicKey } from "../../operator/signing-key.js";
@@ -102,4 +108,25 @@ test("the registered key is the Secret's, or the job's own signing key", async (
   );
   const { privateKey: rsa } = generateKeyPairSync("rsa", { modulusLength: 1024 });
   assert.throws(() => ed25519PublicOf(rsa.export({ format: "pem", type: "pkcs8" }).toString()), /not an Ed25519 key/);
+});
+
+test("a job's NetworkPolicy admits the collective only from pods of the same job, and never limits egress", () => {
+  const np = desiredNetworkPolicy(job());
+  const pods = desiredTrainerJob(job(), 0, { image: "rft:dev", natsUrl: "nats://n:4222" }).spec.template.metadata
+    .labels;
+  assert.equal(np.metadata.name, "sorter-ranks");
+  assert.equal(np.metadata.ownerReferences[0].uid, "0123456789abcdef", "deleted with the job");
+  assert.deepEqual(np.spec.policyTypes, ["Ingress"]);
+  for (const [k, v] of Object.entries(np.spec.podSelector.matchLabels))
+    assert.equal(pods[k], v, `selects the pods (${k})`);
+  assert.equal(np.spec.podSelector.matchLabels["rft.dev/finetunejob"], "sorter");
+  assert.deepEqual(np.spec.ingress, [
+    {
+      from: [{ podSelector: { matchLabels: np.spec.podSelector.matchLabels } }],
+      ports: [
+        { port: 29500, protocol: "TCP" },
+        { port: 29501, protocol: "TCP" },
+      ],
+    },
+  ]);
 });
