@@ -8,7 +8,7 @@
  *   When NATS is down, events accumulate in the spool and are replayed on reconnect — also after a crash, since
  *   a new publisher starts by loading the spool. Duplicates from retries carry the same Nats-Msg-Id (the event
  *   hash), so JetStream drops them within its duplicate window and the ledger drops any later one.
- *   Each spooled event is fsynced before it is queued: an acknowledged step's events survive a power loss.
+ *   The spool is fsynced once per step (sync(), as the file sink): a step's events survive a power loss.
  *   With NATS credentials (`auth`), the publisher touches no JetStream API beyond reading its own subject's
  *   last message: the ledger service owns the stream.
  */
@@ -191,6 +191,8 @@ export class NatsPublisher implements EventSink {
   acked = 0;
   /** Publish rounds that failed and were retried. */
   retries = 0;
+  private spoolFd?: number;
+  private dirty = false;
 
   private constructor(
     private readonly nc: NatsConnection,
@@ -229,13 +231,9 @@ export class NatsPublisher implements EventSink {
   write(event: LedgerEvent): void {
     if (this.closed) throw new Error("publisher is closed");
     const enc = encodeEvent(event);
-    const fd = openSync(this.opts.spoolPath, "a");
-    try {
-      appendFileSync(fd, `${enc.bytes.toString("utf8")}\n`);
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
+    this.spoolFd ??= openSync(this.opts.spoolPath, "a");
+    appendFileSync(this.spoolFd, `${enc.bytes.toString("utf8")}\n`);
+    this.dirty = true;
     this.queue.push({ subject: ledgerSubject(event.job), data: enc.bytes, id: enc.hash });
     this.kick();
   }
@@ -243,6 +241,13 @@ export class NatsPublisher implements EventSink {
   private enqueue(event: LedgerEvent): void {
     const enc = encodeEvent(event);
     this.queue.push({ subject: ledgerSubject(event.job), data: enc.bytes, id: enc.hash });
+  }
+
+  /** Makes every event spooled so far durable (fsync; the trainer calls it once per step). */
+  sync(): void {
+    if (this.spoolFd === undefined || !this.dirty) return;
+    fsyncSync(this.spoolFd);
+    this.dirty = false;
   }
 
   /** Events not yet acknowledged. */
@@ -344,6 +349,9 @@ export class NatsPublisher implements EventSink {
   /** Stops publishing; unacknowledged events stay in the spool for the next publisher. */
   async close(): Promise<void> {
     this.closed = true;
+    this.sync();
+    if (this.spoolFd !== undefined) closeSync(this.spoolFd);
+    this.spoolFd = undefined;
     await this.nc.close();
   }
 }
