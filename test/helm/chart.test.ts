@@ -6,7 +6,6 @@
  * naming the field.
  */
 import assert from "node:assert/strict";
-import { X509Certificate } from "node:crypto";
 import { createPrivateKey, X509Certificate } from "node:crypto";
 import { once } from "node:events";
 import { lstatSync, readFileSync, readlinkSync } from "node:fs";
