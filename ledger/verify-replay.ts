@@ -18,21 +18,68 @@ import type {
   StepCommittedBody,
   UpdateAppliedBody,
 } from "../proto/ledger-events.js";
-import { type ManifestRow, manifestFromEvents } from "./bundle.js";
+import { type ManifestRow, manifestFromEvents, type ProvenanceBundle } from "./bundle.js";
 import { canonicalJson } from "./canonical.js";
 import type { EncodedEvent } from "./chain.js";
 import { manifestRoot, rowContentHash, rowId, verifyRowCredential } from "./dataset.js";
 import { keyIdOfRaw } from "./sign.js";
-import type { AuthorityReport, BundleFields, CheckName, VerifyOptions, VerifyReport } from "./verify.js";
+import type { DatasetRow } from "./dataset.js";
+
+/** The checks the replay reports under (a subset of verify.ts's CheckName). */
+export type ReplayCheck =
+  | "bundle"
+  | "keys"
+  | "job"
+  | "admission"
+  | "envelope"
+  | "weights"
+  | "steps"
+  | "checkpoint"
+  | "resume"
+  | "final-model"
+  | "manifest"
+  | "dataset";
 
 /** Records one failure (verify.ts routes the replay's into its own phase). */
-export type Fail = (check: CheckName, seq: number | null, field: string, reason: string) => void;
+export type Fail = (check: ReplayCheck, seq: number | null, field: string, reason: string) => void;
+
+export interface AuthorityReport {
+  name: string;
+  lawfulBasis: string;
+  envelope: string[];
+  admitted: number;
+  rejected: number;
+  /** Groups its rows' gradients reached (canonical order). */
+  groupsTouched: string[];
+  /** Steps in which its rows contributed. */
+  steps: number[];
+}
+
+export interface ResumeReport {
+  /** seq of the job.resumed event. */
+  seq: number;
+  /** The checkpoint returned to (null: the base model). */
+  checkpoint: string | null;
+  step: number;
+  /** Steps applied after that checkpoint and discarded. */
+  abandonedSteps: number[];
+}
+
+/** The parts of verify.ts's VerifyReport the replay fills in. */
+export interface ReplayReport {
+  steps: number;
+  rows: { admitted: number; rejected: number };
+  authorities: AuthorityReport[];
+  unattributed: AuthorityReport | null;
+  finished: boolean;
+  resumes: ResumeReport[];
+}
 
 /** What the replay reads (the bundle's fields, the options) and writes (the report, failures, notes). */
 export interface ReplayContext {
-  bundle: BundleFields;
-  opts: VerifyOptions;
-  report: VerifyReport;
+  bundle: Pick<ProvenanceBundle, "specDigest" | "model" | "keys" | "manifest">;
+  opts: { datasetRows?: DatasetRow[]; modelDigests?: Record<string, string> };
+  report: ReplayReport;
   fail: Fail;
   notes: string[];
 }
@@ -746,7 +793,7 @@ export class Replay {
     if (!this.finished) notes.push("the job has no job.finished event (still running, or the bundle is cut short)");
   }
 
-  private checkGroupMap(map: Record<string, string>, seq: number, field: string, check: CheckName): void {
+  private checkGroupMap(map: Record<string, string>, seq: number, field: string, check: ReplayCheck): void {
     for (const g of this.allGroups) if (map[g] === undefined) this.fail(check, seq, `${field}.${g}`, "missing");
     for (const g of Object.keys(map))
       if (!this.groupSet.has(g)) this.fail(check, seq, `${field}.${g}`, `no such group in a ${this.L}-layer model`);

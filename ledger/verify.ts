@@ -21,7 +21,16 @@ import type { DatasetRow } from "./dataset.js";
 import { leafHash, treeHash } from "./merkle.js";
 import { compressRanges } from "./resume.js";
 import { sharedVerifyPool } from "./verify-pool.js";
-import { type Fail, Replay, type ReplayContext, safeKeyId, short } from "./verify-replay.js";
+import {
+  type AuthorityReport,
+  Replay,
+  type ReplayContext,
+  type ResumeReport,
+  safeKeyId,
+  short,
+} from "./verify-replay.js";
+
+export type { AuthorityReport, ResumeReport };
 import { headProgressionError, treeHeadError } from "./tree-head.js";
 
 export type CheckName =
@@ -52,18 +61,6 @@ export interface Failure {
   reason: string;
 }
 
-export interface AuthorityReport {
-  name: string;
-  lawfulBasis: string;
-  envelope: string[];
-  admitted: number;
-  rejected: number;
-  /** Groups its rows' gradients reached (canonical order). */
-  groupsTouched: string[];
-  /** Steps in which its rows contributed. */
-  steps: number[];
-}
-
 export interface VerifyReport {
   ok: boolean;
   job: string;
@@ -80,16 +77,6 @@ export interface VerifyReport {
   failures: Failure[];
   /** Things that are not failures but limit what was checked. */
   notes: string[];
-}
-
-export interface ResumeReport {
-  /** seq of the job.resumed event. */
-  seq: number;
-  /** The checkpoint returned to (null: the base model). */
-  checkpoint: string | null;
-  step: number;
-  /** Steps applied after that checkpoint and discarded. */
-  abandonedSteps: number[];
 }
 
 export interface VerifyOptions {
@@ -164,6 +151,9 @@ export function verifyBundle(
   });
   return v.finish(bundle.merkleRoot, bundle.treeHead);
 }
+
+/** Records one failure. */
+type Fail = (check: CheckName, seq: number | null, field: string, reason: string) => void;
 
 /** Failures by phase, reported in this order (each phase in event order), whatever order they are found in. */
 class FailureLog {
