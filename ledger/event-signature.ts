@@ -4,7 +4,7 @@
  */
 import { verify as cryptoVerify } from "node:crypto";
 import { type EncodedEvent, encodeEvent, signingBytesOf } from "./event-codec.js";
-import { keyIdOfRaw, publicKeyFromB64, verifyBytes } from "./sign.js";
+import { isCanonicalPublicKey, keyIdOfRaw, publicKeyFromB64, verifyBytes } from "./sign.js";
 
 /** Checks an event's signature against a raw base64 public key (and that keyId names that key). */
 export function checkSignature(
@@ -20,6 +20,9 @@ export function checkSignature(
       field: "keyId",
       reason: `signed by key ${shortHash(ev.keyId)}, but the job's key is ${shortHash(expected)}`,
     };
+  }
+  if (!isCanonicalPublicKey(publicKeyB64)) {
+    return { field: "keyId", reason: "the job key is not the canonical base64 of a 32-byte Ed25519 public key" };
   }
   if (!isCanonicalSig(ev.sig)) {
     // Base64 decoding ignores the unused low bits of the last character: without this, one signature would have

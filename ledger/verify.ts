@@ -20,6 +20,7 @@ import { ChainChecker, EventPreparer, type PreparedEvent, type PreparedEvents, p
 import type { DatasetRow } from "./dataset.js";
 import { leafHash, treeHash } from "./merkle.js";
 import { compressRanges } from "./resume.js";
+import { isCanonicalPublicKey } from "./sign.js";
 import { sharedVerifyPool } from "./verify-pool.js";
 import {
   type AuthorityReport,
@@ -261,6 +262,10 @@ class BundleCheck implements BundleVerifier {
     const key = entry?.publicKey;
     if (typeof key !== "string") {
       this.failKeys("keys", null, `keys.${which}.publicKey`, "missing");
+      return null;
+    }
+    if (!isCanonicalPublicKey(key)) {
+      this.failKeys("keys", null, `keys.${which}.publicKey`, "is not the base64 of a 32-byte Ed25519 public key");
       return null;
     }
     if (entry!.keyId !== safeKeyId(key))
