@@ -10,6 +10,7 @@ import { disposeCache, forwardTidy, type KvCache, paddedCausalMask } from "../mo
 import type { Model } from "../model/model.js";
 import { selectRows } from "../model/ops.js";
 import { DEFAULT_SAMPLING, findStop, type Pick, pickToken, Rng, type SamplingParams, topLogprobs } from "./pick.js";
+import type { ConstraintFactory, TokenConstraint } from "./structured.js";
 
 export interface SampleRequest {
   promptIds: number[];
@@ -21,6 +22,8 @@ export interface SampleRequest {
   seed?: number;
   /** How many alternatives to report per position (0 = none). */
   topLogprobs?: number;
+  /** Structured outputs: each step samples only among the tokens this sample's grammar allows. */
+  constraint?: ConstraintFactory;
 }
 
 export interface Completion {
@@ -52,6 +55,7 @@ interface Live {
   next: number;
   /** Finished; its row may still be in the batch (see COMPACT_COST). */
   done: boolean;
+  grammar: TokenConstraint | null;
 }
 
 /**
@@ -105,7 +109,15 @@ export async function generate(
     streamed: "",
     next: -1,
     done: false,
+    grammar: null,
   }));
+  try {
+    for (const s of live) if (s.req.constraint) s.grammar = await s.req.constraint();
+  } catch (e) {
+    for (const s of live) s.grammar?.dispose();
+    throw e;
+  }
+  const grammars = live.map((s) => s.grammar);
   // Prefill, once per distinct prompt (the samples of one prompt share it); the cache rows are then copied
   // out to the samples.
   const promptIndex = new Map<string, number>();
@@ -161,11 +173,14 @@ export async function generate(
       logits.dispose();
       const V = c.vocabSize;
       const keep: number[] = [];
-      live.forEach((s, b) => {
-        if (s.done) return;
+      for (const [b, s] of live.entries()) {
+        if (s.done) continue;
         const r = rowOf(b);
         const row = rows.subarray(r * V, (r + 1) * V);
-        const pick = pickToken(row, s.sampling, s.rng, banned);
+        const mask = s.grammar ? await s.grammar.allowed() : undefined;
+        const pick = pickToken(row, s.sampling, s.rng, banned, mask);
+        if (s.grammar && !s.grammar.accept(pick.token))
+          throw new Error(`the grammar refused token ${pick.token}, which its own mask allowed`);
         let finish: "stop" | "length" | null = null;
         let text: string;
         if (eos.has(pick.token)) {
@@ -209,7 +224,7 @@ export async function generate(
           keep.push(b);
           s.next = pick.token;
         }
-      });
+      }
       if (keep.length === 0) break;
       // Finished samples leave the batch when what their rows would cost in the steps left (at most) is
       // worth a copy of the live rows' cache; until then they ride along, fed padding, their logits unread.
@@ -257,6 +272,7 @@ export async function generate(
       await new Promise<void>((resolve) => setImmediate(resolve));
     }
   } finally {
+    for (const m of grammars) m?.dispose();
     cleanup(() => {
       disposeCache(cache);
       if (!logits.isDisposed) logits.dispose();
