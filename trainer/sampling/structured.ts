@@ -13,6 +13,7 @@ import type { CompiledGrammar, GrammarCompiler, GrammarMatcher } from "@mlc-ai/w
 import type { Model } from "../model/model.js";
 import { bytesToUnicode, type ChatTokenizer } from "../model/tokenizer.js";
 import type { StructuredFormat } from "./response-format.js";
+import { type ToolChoice, toolCallSchema, type ToolDef } from "./tools.js";
 import { xgrammar } from "./xgrammar.js";
 
 /** One sample's grammar state, advanced token by token. */
@@ -154,8 +155,8 @@ class Compiler {
     return new Compiler(await xgr.GrammarCompiler.createGrammarCompiler(info, true), eosIds, utf8);
   }
 
-  grammar(f: StructuredFormat): Promise<CompiledGrammar> {
-    const key = JSON.stringify(f.type === "json_object" ? f : f.schema);
+  grammar(f: GrammarSpec): Promise<CompiledGrammar> {
+    const key = JSON.stringify([f.type === "json_object" ? f : f.schema, f.wrap ?? null]);
     let g = this.grammars.get(key);
     if (!g) {
       g = this.compile(f);
@@ -170,7 +171,7 @@ class Compiler {
     return g;
   }
 
-  private async compile(f: StructuredFormat): Promise<CompiledGrammar> {
+  private async compile(f: GrammarSpec): Promise<CompiledGrammar> {
     const xgr = xgrammar();
     const schema = f.type === "json_object" ? { type: "object" } : f.schema;
     // Any JSON whitespace, at most 4 characters between tokens of the JSON (a model cannot loop on blanks
@@ -183,9 +184,19 @@ class Compiler {
       f.type === "json_schema",
       MAX_BLANKS,
     );
-    return this.compiler.compileGrammar(await xgr.Grammar.fromEBNF(fixEbnf(ebnf)));
+    let rules = fixEbnf(ebnf);
+    if (f.wrap) {
+      // The JSON between fixed text: xgrammar's root rule renamed, and a new root around it (JSON string
+      // escapes are EBNF string escapes).
+      rules = rules.replace(/^root ::=/m, "wrapped_json ::=");
+      rules += `\nroot ::= ${JSON.stringify(f.wrap[0])} wrapped_json ${JSON.stringify(f.wrap[1])}\n`;
+    }
+    return this.compiler.compileGrammar(await xgr.Grammar.fromEBNF(rules));
   }
 }
+
+/** A format, optionally with fixed text before and after the JSON (a forced tool call's `<tool_call>` tags). */
+type GrammarSpec = StructuredFormat & { wrap?: [string, string] };
 
 /** Whitespace allowed between two tokens of the JSON. */
 const MAX_BLANKS = 4;
@@ -241,7 +252,7 @@ export function formatConstraint(model: Model, format: StructuredFormat): Promis
 export async function tokenizerConstraint(
   tok: ChatTokenizer,
   vocabSize: number,
-  format: StructuredFormat,
+  format: GrammarSpec,
 ): Promise<ConstraintFactory> {
   let c = compilers.get(tok);
   if (!c) {
@@ -263,4 +274,19 @@ export async function tokenizerConstraint(
       await xgrammar().GrammarMatcher.createGrammarMatcher(grammar, compiler.stopIds),
       compiler.utf8,
     );
+}
+
+/**
+ * A forced tool call (`tool_choice` "required" or a named function): the completion is exactly one
+ * `<tool_call>\n{"name": …, "arguments": {…}}\n</tool_call>`, the arguments valid for the tool's parameters.
+ */
+export function toolCallConstraint(model: Model, tools: ToolDef[], choice: ToolChoice): Promise<ConstraintFactory> {
+  if (!model.tokenizer) throw new Error("tool calls need the model's tokenizer (tokenizer.json)");
+  return tokenizerConstraint(model.tokenizer, model.config.vocabSize, {
+    type: "json_schema",
+    name: "tool_call",
+    strict: false,
+    schema: toolCallSchema(tools, choice),
+    wrap: ["<tool_call>\n", "\n</tool_call>"],
+  });
 }
