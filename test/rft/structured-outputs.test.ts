@@ -10,12 +10,11 @@
  * - a row's `tools` reach the prompt, and tool calls in completions reach graders as `sample.output_tools`.
  */
 import assert from "node:assert/strict";
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { Ajv } from "ajv";
-import { stringify } from "yaml";
 import type { RunGraderResponse } from "../../proto/graders.js";
 import { readRftDataset } from "../../trainer/data/dataset.js";
 import { loadManifest } from "../../trainer/job/manifest.js";
