@@ -10,14 +10,15 @@
  * - a row's `tools` reach the prompt, and tool calls in completions reach graders as `sample.output_tools`.
  */
 import assert from "node:assert/strict";
-import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { Ajv } from "ajv";
 import type { RunGraderResponse } from "../../proto/graders.js";
 import { readRftDataset } from "../../trainer/data/dataset.js";
-import { loadManifest } from "../../trainer/job/manifest.js";
+
+import { loadManifest, ManifestError, parseManifest } from "../../trainer/job/manifest.js";
 import { useBackend } from "../../trainer/model/backend.js";
 import { saveHfModel } from "../../trainer/model/hf-io.js";
 import { createRandomModel, disposeModel, type Model } from "../../trainer/model/model.js";
@@ -210,4 +211,29 @@ test("a row's tools reach the prompt; tool calls in a completion reach graders a
   const [none] = await g.grade([{ item: row!.item, sample: other }]);
   assert.equal(none!.reward, 0);
   await g.close();
+});
+
+test("a responseFormat outside the supported subset is refused before training, naming the line and path", () => {
+  const text = readFileSync(join(EXAMPLE, "rft.yaml"), "utf8").replace(
+    "explanation: { type: string }",
+    "explanation: { type: string, not: { const: x } }",
+  );
+  assert.ok(text.includes("not: { const: x }"));
+  const line = text.split("\n").findIndex((l) => l.includes("not: { const: x }")) + 1;
+  assert.throws(
+    () => parseManifest(text, "rft.yaml"),
+    (e: unknown) =>
+      e instanceof ManifestError &&
+      e.message.includes(
+        `rft.yaml:${line}: spec.method.reinforcement.responseFormat.json_schema.schema.properties.explanation.not: unsupported schema keyword "not"`,
+      ),
+  );
+  const loose = readFileSync(join(EXAMPLE, "rft.yaml"), "utf8").replace(
+    "required: [compliant, explanation]",
+    "required: [compliant]",
+  );
+  assert.throws(
+    () => parseManifest(loose, "rft.yaml"),
+    /json_schema\.schema\.required: must list every property in strict mode \(missing: explanation\)/,
+  );
 });
