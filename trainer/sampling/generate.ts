@@ -111,13 +111,8 @@ export async function generate(
     done: false,
     grammar: null,
   }));
-  try {
-    for (const s of live) if (s.req.constraint) s.grammar = await s.req.constraint();
-  } catch (e) {
-    for (const s of live) s.grammar?.dispose();
-    throw e;
-  }
-  const grammars = live.map((s) => s.grammar);
+  /** Every sample (the batch `live` shrinks as samples finish), for disposing their grammar states. */
+  const all = live;
   // Prefill, once per distinct prompt (the samples of one prompt share it); the cache rows are then copied
   // out to the samples.
   const promptIndex = new Map<string, number>();
@@ -168,6 +163,7 @@ export async function generate(
   let rowOf = (b: number) => promptOf[b]!;
 
   try {
+    for (const s of live) if (s.req.constraint) s.grammar = await s.req.constraint();
     for (;;) {
       const rows = (await logits.data()) as Float32Array;
       logits.dispose();
@@ -272,7 +268,7 @@ export async function generate(
       await new Promise<void>((resolve) => setImmediate(resolve));
     }
   } finally {
-    for (const m of grammars) m?.dispose();
+    for (const s of all) s.grammar?.dispose();
     cleanup(() => {
       disposeCache(cache);
       if (!logits.isDisposed) logits.dispose();
