@@ -158,14 +158,10 @@ export function parseChatRequest(body: unknown, servedModel: string): ChatReques
         `${param}.role`,
       );
     }
-    const calls =
-      r["tool_calls"] === undefined || r["tool_calls"] === null
-        ? []
-        : role === "assistant"
-          ? fromTools(() => parseToolCallList(r["tool_calls"], `${param}.tool_calls`))
-          : (() => {
-              throw bad(`'${param}.tool_calls' is allowed on assistant messages only.`, `${param}.tool_calls`);
-            })();
+    const hasCalls = r["tool_calls"] !== undefined && r["tool_calls"] !== null;
+    if (hasCalls && role !== "assistant")
+      throw bad(`'${param}.tool_calls' is allowed on assistant messages only.`, `${param}.tool_calls`);
+    const calls = hasCalls ? fromTools(() => parseToolCallList(r["tool_calls"], `${param}.tool_calls`)) : [];
     if (role === "tool" && typeof r["tool_call_id"] !== "string")
       throw bad(
         `Missing required parameter: '${param}.tool_call_id'.`,
