@@ -203,6 +203,29 @@ test("response_format: both shapes parse; unsupported features are named by path
   );
   bad({ type: "array", items: { type: "string" } }, true, /schema\.type: must be "object" at the root in strict mode/);
   bad(obj({ a: { type: "string", pattern: "(" } }), true, /properties\.a\.pattern: is not a regular expression/);
+  // xgrammar writes a pattern's matches unescaped: patterns that could match '"', '\\' or control characters are refused.
+  bad(
+    obj({ a: { type: "string", pattern: "^.+$" } }),
+    true,
+    /properties\.a\.pattern: can match "\." \(any character\)/,
+  );
+  bad(obj({ a: { type: "string", pattern: "^[^,]+$" } }), true, /pattern: can match a negated class/);
+  bad(
+    obj({ a: { type: "string", pattern: "^[ -~]+$" } }),
+    true,
+    /pattern: can match the range .-~, which includes '"'/,
+  );
+  bad(obj({ a: { type: "string", pattern: "^\\s*$" } }), true, /pattern: can match \\s/);
+  assert.ok(
+    parseResponseFormat({
+      type: "json_schema",
+      json_schema: {
+        name: "p",
+        strict: true,
+        schema: obj({ a: { type: "string", pattern: "^[!#-\\[\\]-~]+(\\.\\d+)?$" } }),
+      },
+    }),
+  );
   // Outside strict mode optional properties and open objects are fine.
   assert.ok(
     parseResponseFormat({

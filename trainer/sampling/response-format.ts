@@ -154,9 +154,70 @@ function checkSchema(
     } catch (e) {
       throw new ResponseFormatError(`${path}.pattern`, `is not a regular expression: ${(e as Error).message}`);
     }
+    const unsafe = unsafePattern(s["pattern"]);
+    if (unsafe)
+      throw new ResponseFormatError(
+        `${path}.pattern`,
+        `can match ${unsafe}: characters a JSON string must escape ('"', '\\', control characters) cannot be decoded in a pattern; use classes and literals without them`,
+      );
   }
   if (s["format"] !== undefined && !FORMATS.includes(s["format"] as string))
     throw new ResponseFormatError(`${path}.format`, `must be one of ${FORMATS.join(", ")}`);
+}
+
+/** Whether a character may stand unescaped inside a JSON string. */
+const plain = (code: number) => code >= 0x20 && code !== 0x22 && code !== 0x5c;
+
+/**
+ * Why a `pattern` cannot be decoded, or null. xgrammar writes the characters a pattern matches into the JSON
+ * string as they are, without JSON escapes, so a pattern that can match `"`, `\` or a control character
+ * (`.`, a negated class, `\s`, a range across them) would produce invalid JSON: such patterns are refused.
+ */
+export function unsafePattern(p: string): string | null {
+  const escape = (c: string | undefined, inClass: boolean): string | null => {
+    if (c === undefined) return "a trailing backslash";
+    if (c === "d" || c === "w") return null;
+    if ("sSDWbB".includes(c)) return `\\${c}`;
+    if (c === "\\" || c === '"') return `an escaped ${JSON.stringify(c)}`;
+    if (".*+?()[]{}|^$/-".includes(c) || (inClass && c === " ")) return null;
+    return `the escape \\${c}`;
+  };
+  for (let i = 0; i < p.length; i++) {
+    const c = p[i]!;
+    if (c === "\\") {
+      const bad = escape(p[++i], false);
+      if (bad) return bad;
+    } else if (c === ".") return '"." (any character)';
+    else if (c === "[") {
+      if (p[i + 1] === "^") return "a negated class [^…]";
+      let prev: number | null = null;
+      for (i++; i < p.length && p[i] !== "]"; i++) {
+        let code: number;
+        if (p[i] === "\\") {
+          const e = p[++i];
+          const bad = escape(e, true);
+          if (bad) return bad;
+          if (e === "d" || e === "w") {
+            prev = null;
+            continue;
+          }
+          code = e!.codePointAt(0)!;
+        } else if (p[i] === "-" && prev !== null && p[i + 1] !== undefined && p[i + 1] !== "]") {
+          let hi = p[++i]!;
+          if (hi === "\\") hi = p[++i] ?? "";
+          const top = hi.codePointAt(0) ?? 0;
+          if (prev <= 0x22 && top >= 0x22) return `the range ${String.fromCodePoint(prev)}-${hi}, which includes '"'`;
+          if (prev <= 0x5c && top >= 0x5c) return `the range ${String.fromCodePoint(prev)}-${hi}, which includes '\\'`;
+          if (prev < 0x20) return "a range of control characters";
+          prev = null;
+          continue;
+        } else code = p.codePointAt(i)!;
+        if (!plain(code)) return `the character ${JSON.stringify(String.fromCodePoint(code))}`;
+        prev = code;
+      }
+    } else if (!plain(c.codePointAt(0)!)) return `the character ${JSON.stringify(c)}`;
+  }
+  return null;
 }
 
 /** Validates a JSON Schema for structured outputs; `path` names it in errors. */
