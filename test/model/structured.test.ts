@@ -226,6 +226,10 @@ test("response_format: both shapes parse; unsupported features are named by path
       },
     }),
   );
+  let deep: Record<string, unknown> = { type: "string" };
+  for (let i = 0; i < 40; i++) deep = { type: "array", items: deep };
+  bad({ type: "object", properties: { a: deep } }, false, /nesting deeper than 32 levels/);
+  bad(obj({ a: deep }), true, /nesting deeper than 10 levels \(strict mode\)/);
   // Outside strict mode optional properties and open objects are fine.
   assert.ok(
     parseResponseFormat({

@@ -29,6 +29,8 @@ export class ResponseFormatError extends Error {
 /** Serialized schemas above this are refused (OpenAI's own limits are of the same order). */
 export const MAX_SCHEMA_BYTES = 64 * 1024;
 const MAX_STRICT_DEPTH = 10;
+/** Any schema: bounds the grammar compiler's work (and this checker's recursion). */
+const MAX_DEPTH = 32;
 
 const ANNOTATIONS = ["title", "description", "default", "examples", "$comment"];
 const COMMON = ["type", "enum", "const", "anyOf", "$ref", "$defs", "definitions", "$schema", "$id", ...ANNOTATIONS];
@@ -86,6 +88,7 @@ function checkSchema(
   }
   if (depth > MAX_STRICT_DEPTH && strict)
     throw new ResponseFormatError(path, `nesting deeper than ${MAX_STRICT_DEPTH} levels (strict mode)`);
+  if (depth > MAX_DEPTH) throw new ResponseFormatError(path, `nesting deeper than ${MAX_DEPTH} levels`);
   if (s["enum"] !== undefined && (!Array.isArray(s["enum"]) || s["enum"].length === 0))
     throw new ResponseFormatError(`${path}.enum`, "must be a non-empty array");
   const ref = s["$ref"];
