@@ -293,54 +293,26 @@ test("with TLS, a client verifies the server against the chart's CA; without the
   const { mkdirSync } = await import("node:fs");
   mkdirSync(d, { recursive: true });
   const ssl = (...a: string[]) => execFileSync("openssl", a, { cwd: d, stdio: "pipe" });
-  ssl(
-    "req",
-    "-x509",
-    "-newkey",
-    "ec",
-    "-pkeyopt",
-    "ec_paramgen_curve:P-256",
-    "-nodes",
-    "-keyout",
-    "ca.key",
-    "-out",
-    "ca.crt",
-    "-days",
-    "2",
-    "-subj",
-    "/CN=rft-nats-ca",
-  );
-  ssl(
-    "req",
-    "-newkey",
-    "ec",
-    "-pkeyopt",
-    "ec_paramgen_curve:P-256",
-    "-nodes",
-    "-keyout",
-    "tls.key",
-    "-out",
-    "tls.csr",
-    "-subj",
-    "/CN=localhost",
-  );
-  ssl(
-    "req",
-    "-x509",
-    "-newkey",
-    "ec",
-    "-pkeyopt",
-    "ec_paramgen_curve:P-256",
-    "-nodes",
-    "-keyout",
-    "other.key",
-    "-out",
-    "other.crt",
-    "-days",
-    "2",
-    "-subj",
-    "/CN=another-ca",
-  );
+  /** A P-256 key NAME.key and either a self-signed CA NAME.crt or a request NAME.csr. */
+  const ec = (name: string, cn: string, ca: boolean) =>
+    ssl(
+      "req",
+      ...(ca ? ["-x509", "-days", "2"] : []),
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:P-256",
+      "-nodes",
+      "-keyout",
+      `${name}.key`,
+      "-out",
+      `${name}.${ca ? "crt" : "csr"}`,
+      "-subj",
+      `/CN=${cn}`,
+    );
+  ec("ca", "rft-nats-ca", true);
+  ec("tls", "localhost", false);
+  ec("other", "another-ca", true);
   writeFileSync(join(d, "san.ext"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n");
   ssl(
     "x509",
