@@ -12,8 +12,8 @@ import { fileURLToPath } from "node:url";
 import type { Logger } from "../proto/log.js";
 import type { FineTuneJob } from "../proto/finetunejob.js";
 import type { CheckpointInfo } from "../trainer/checkpoint/retention.js";
-import { replaceFileAtomic } from "../trainer/checkpoint/store.js";
 import { DatasetError, LIMITS, parseRftDataset, parseSftDataset } from "../trainer/data/dataset.js";
+import { DurableRecord, replaceFileAtomicAsync } from "./durable.js";
 import { checkFineTuneJob, JobRequestError, toFineTuneJob } from "./convert.js";
 import { ApiError, notFound } from "./errors.js";
 import { describeIssues, type FileStore } from "./files.js";
@@ -150,13 +150,20 @@ export class JobManager {
     return join(this.o.dir, id);
   }
 
-  private save(s: Stored) {
-    replaceFileAtomic(join(this.jobDir(s.job.id), "job.json"), JSON.stringify(s));
+  private readonly records = new Map<string, DurableRecord>();
+
+  /** Writes the job record durably (off the event loop); the promise settles once it is on disk. */
+  private save(s: Stored): Promise<void> {
+    let r = this.records.get(s.job.id);
+    if (!r) this.records.set(s.job.id, (r = new DurableRecord(join(this.jobDir(s.job.id), "job.json"))));
+    const p = r.write(JSON.stringify(s));
+    p.catch((e: unknown) => this.o.log.error({ job: s.job.id, err: String(e) }, "cannot write the job record"));
+    return p;
   }
 
-  private update(s: Stored, patch: Partial<FineTuningJob>) {
+  private update(s: Stored, patch: Partial<FineTuningJob>): Promise<void> {
     Object.assign(s.job, patch);
-    this.save(s);
+    return this.save(s);
   }
 
   private event(id: string, message: string, o: Partial<Pick<JobEvent, "level" | "type" | "data">> = {}) {
@@ -248,7 +255,7 @@ export class JobManager {
   }
 
   /** Validates the request (400 with OpenAI's param on any problem) and starts validating its files. */
-  create(body: Record<string, unknown>): FineTuningJob {
+  async create(body: Record<string, unknown>): Promise<FineTuningJob> {
     const model = typeof body.model === "string" ? body.model : "";
     const modelDir = model ? this.modelDir(model) : undefined;
     if (model && !modelDir)
@@ -307,7 +314,7 @@ export class JobManager {
     };
     keep(train!.id, join(dir, "train.jsonl"));
     if (valid) keep(valid.id, join(dir, "valid.jsonl"));
-    replaceFileAtomic(join(dir, "manifest.json"), JSON.stringify(spec, null, 2));
+    const manifest = replaceFileAtomicAsync(join(dir, "manifest.json"), JSON.stringify(spec, null, 2));
     const type = spec.spec.method.type;
     const given = (body.method as Record<string, Record<string, unknown>> | undefined)?.[type] ?? {};
     const hyper = {
@@ -342,10 +349,11 @@ export class JobManager {
     const s = { seq: ++this.seq, job };
     this.jobs.set(id, s);
     this.events.set(id, []);
-    this.save(s);
     this.event(id, `Validating training file: ${train!.id}${valid ? ` and validation file: ${valid.id}` : ""}`);
+    // Answered once the job and its manifest are on disk: an acknowledged job survives a crash.
+    await Promise.all([this.save(s), manifest]);
     setImmediate(() => this.validate(id));
-    return job;
+    return structuredClone(job);
   }
 
   /** validating_files → queued (or failed, naming each bad line). */
@@ -478,7 +486,7 @@ export class JobManager {
   }
 
   /** cancel / pause / resume: 400 for a transition the job's status does not allow. */
-  act(id: string, action: Action): FineTuningJob {
+  async act(id: string, action: Action): Promise<FineTuningJob> {
     const s = this.stored(id);
     const d = decide(s.job.status, action, id);
     if (!d.ok) throw new ApiError(400, d.message, null, "invalid_job_status");
@@ -487,12 +495,13 @@ export class JobManager {
       const msg: ControlMessage = { pause: d.next === "pausing", cancel: d.next === "cancelled" };
       worker.send(msg);
     }
-    this.update(s, { status: d.next, ...(FINAL.includes(d.next) ? { finished_at: now() } : {}) });
+    const saved = this.update(s, { status: d.next, ...(FINAL.includes(d.next) ? { finished_at: now() } : {}) });
     if (action === "cancel") this.event(id, "Fine-tuning job cancelled");
     else if (d.next === "paused") this.event(id, "Fine-tuning job paused");
     else if (d.next === "pausing") this.event(id, "Pausing: finishing the current step, then writing a checkpoint");
     else this.event(id, "Fine-tuning job resumed");
     const answer = structuredClone(s.job); // the job as the action left it (a resumed job starts just after)
+    await saved;
     if (d.effect === "enqueue") this.pump();
     return answer;
   }
@@ -501,12 +510,14 @@ export class JobManager {
   async close(): Promise<void> {
     this.closing = true;
     const a = this.active;
-    if (!a) return;
+    const flush = () => Promise.all([...this.records.values()].map((r) => r.idle()));
+    if (!a) return void (await flush());
     await new Promise<void>((resolve) => {
       if (a.child.exitCode !== null) return resolve();
       a.child.once("exit", () => resolve());
       if (a.child.connected) a.child.send({ pause: true, cancel: false } satisfies ControlMessage);
       setTimeout(() => a.child.kill("SIGKILL"), 60_000).unref();
     });
+    await flush();
   }
 }

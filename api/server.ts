@@ -119,7 +119,7 @@ export async function startApiServer(o: ApiServerOptions): Promise<RunningApi> {
     }
 
     // Fine-tuning jobs
-    if (is("POST", "fine_tuning", "jobs")) return send(res, 200, jobs.create(await readJson(req, maxJson)));
+    if (is("POST", "fine_tuning", "jobs")) return send(res, 200, await jobs.create(await readJson(req, maxJson)));
     if (is("GET", "fine_tuning", "jobs")) {
       const metadata: Record<string, string> = {};
       for (const [k, v] of q) {
@@ -130,7 +130,7 @@ export async function startApiServer(o: ApiServerOptions): Promise<RunningApi> {
     }
     if (is("GET", "fine_tuning", "jobs", null)) return send(res, 200, jobs.get(seg[2]!));
     for (const action of ["cancel", "pause", "resume"] as const)
-      if (is("POST", "fine_tuning", "jobs", null, action)) return send(res, 200, jobs.act(seg[2]!, action));
+      if (is("POST", "fine_tuning", "jobs", null, action)) return send(res, 200, await jobs.act(seg[2]!, action));
     if (is("GET", "fine_tuning", "jobs", null, "events"))
       return send(res, 200, paginate(jobs.listEvents(seg[2]!), q.get("after"), parseLimit(q.get("limit"), 20)));
     if (is("GET", "fine_tuning", "jobs", null, "checkpoints")) {
