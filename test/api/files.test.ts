@@ -133,3 +133,22 @@ test("every /v1 route needs one of the API keys", async () => {
     await api.close();
   }
 });
+
+test("bodies past the limits are refused with 413 and OpenAI's body", async () => {
+  const api = await startApi({ maxUploadBytes: 4096, maxJsonBytes: 1024 });
+  try {
+    const big = jsonl(...Array.from({ length: 100 }, (_, i) => row(`question ${i}`)));
+    await assert.rejects(
+      api.client.files.create({ file: await toFile(big, "big.jsonl"), purpose: "fine-tune" }),
+      (e: unknown) => e instanceof OpenAI.APIError && e.status === 413 && e.code === "request_too_large",
+    );
+    await assert.rejects(
+      api.client.fineTuning.jobs.create({ model: "m", training_file: "file-x", suffix: "s".repeat(2000) }),
+      (e: unknown) => e instanceof OpenAI.APIError && e.status === 413,
+    );
+    // The server is still there.
+    assert.equal((await api.client.files.list()).data.length, 0);
+  } finally {
+    await api.close();
+  }
+});

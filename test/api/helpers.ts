@@ -15,7 +15,9 @@ export function tempDir(prefix: string) {
   return mkdtempSync(join(tmpdir(), `rft-api-${prefix}-`));
 }
 
-export async function startApi(o: { dataDir?: string; models?: Record<string, string> } = {}) {
+export async function startApi(
+  o: { dataDir?: string; models?: Record<string, string>; maxUploadBytes?: number; maxJsonBytes?: number } = {},
+) {
   const models = new ModelCatalog();
   for (const [name, dir] of Object.entries(o.models ?? {})) models.add(name, dir);
   const dataDir = o.dataDir ?? tempDir("data");
@@ -24,6 +26,8 @@ export async function startApi(o: { dataDir?: string; models?: Record<string, st
     keys: new ApiKeys([KEY]),
     models,
     port: 0,
+    maxUploadBytes: o.maxUploadBytes,
+    maxJsonBytes: o.maxJsonBytes,
     logger: createLogger("api-test", "silent"),
   });
   const client = new OpenAI({ baseURL: s.url, apiKey: KEY, maxRetries: 0 });
