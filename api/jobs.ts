@@ -104,6 +104,23 @@ const HYPER_DEFAULTS: Record<string, string[]> = {
 
 const workerPath = fileURLToPath(new URL(`./job-worker${extname(fileURLToPath(import.meta.url))}`, import.meta.url));
 
+/**
+ * When a job will finish at the pace of this run's steps so far (unix seconds), from a metrics event
+ * (`data.step`, `data.total_steps`); undefined for other events. Pure.
+ */
+export function estimatedFinish(
+  e: { type: string; data: unknown },
+  startedAtMs: number,
+  firstStepBefore: number | null,
+  nowMs = Date.now(),
+): number | undefined {
+  const d = e.data as { step?: unknown; total_steps?: unknown } | null;
+  if (e.type !== "metrics" || typeof d?.step !== "number" || typeof d.total_steps !== "number") return undefined;
+  const done = d.step - (firstStepBefore ?? d.step - 1);
+  const perStep = (nowMs - startedAtMs) / Math.max(done, 1);
+  return Math.round((nowMs + perStep * Math.max(d.total_steps - d.step, 0)) / 1000);
+}
+
 export class JobManager {
   private readonly jobs = new Map<string, Stored>();
   private readonly events = new Map<string, JobEvent[]>();
@@ -424,6 +441,8 @@ export class JobManager {
     let stderr = "";
     child.stderr!.on("data", (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
     let ended = false;
+    const startedAt = Date.now();
+    let startStep: number | null = null;
     child.on("message", (m: WorkerMessage) => {
       if (m.type === "event") {
         const e = m.event;
@@ -432,6 +451,11 @@ export class JobManager {
           type: e.type === "metrics" ? "metrics" : "message",
           data: e.data ?? null,
         });
+        const eta = estimatedFinish(e, startedAt, startStep);
+        if (eta !== undefined) {
+          if (startStep === null) startStep = (e.data as { step: number }).step - 1;
+          void this.update(s, { estimated_finish: eta });
+        }
       } else if (this.closing) {
         ended = true; // the server is stopping: the job stays "running" and is queued again at the next start
       } else if (m.type === "result") {
@@ -465,7 +489,13 @@ export class JobManager {
     if (status === "paused" && s.job.status === "running") status = "queued"; // resumed while pausing
     if (status === "succeeded") {
       const name = this.modelName(s.job);
-      this.update(s, { status, fine_tuned_model: name, finished_at: now(), usage_metrics: training });
+      this.update(s, {
+        status,
+        fine_tuned_model: name,
+        finished_at: now(),
+        usage_metrics: training,
+        estimated_finish: null,
+      });
       this.event(id, `New fine-tuned model created: ${name}`);
       this.event(id, "The job has successfully completed");
     } else if (status === "failed") {

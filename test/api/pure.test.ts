@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { fieldToParam, toFineTuneJob } from "../../api/convert.js";
 import { afterWorker, decide, STATUSES } from "../../api/job-state.js";
+import { estimatedFinish } from "../../api/jobs.js";
 import { paginate, parseLimit } from "../../api/pagination.js";
 
 test("every status × action has one decision; final statuses refuse everything", () => {
@@ -80,4 +81,12 @@ test("OpenAI's request names map to the FineTuneJob and its errors back to OpenA
     fieldToParam("spec.method.reinforcement.responseFormat.type"),
     "method.reinforcement.response_format.type",
   );
+});
+
+test("estimated_finish follows this run's pace from its first step", () => {
+  const m = (step: number) => ({ type: "metrics", data: { step, total_steps: 10 } });
+  // 2 steps (3 and 4, the run resumed after step 2) in 20 s: 6 steps left, 60 s more.
+  assert.equal(estimatedFinish(m(4), 1_000_000, 2, 1_020_000), 1_080);
+  assert.equal(estimatedFinish(m(1), 0, null, 5_000), 50);
+  assert.equal(estimatedFinish({ type: "message", data: null }, 0, null), undefined);
 });
