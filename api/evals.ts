@@ -15,6 +15,7 @@ import type { Logger } from "../proto/log.js";
 import type { RunGraderResponse } from "../proto/graders.js";
 import { errorFlagsSet, GraderEngine, GraderValidationError } from "../grader-sidecar/src/engine.js";
 import type { Compiled } from "../grader-sidecar/src/validate.js";
+import type { ModelEndpoint } from "../grader-sidecar/src/model-client.js";
 import { parseTemplate, render } from "../grader-sidecar/src/template.js";
 import { replaceFileAtomic } from "../trainer/checkpoint/store.js";
 import { ApiError, notFound } from "./errors.js";
@@ -126,6 +127,8 @@ function sampleText(s: Obj | undefined): string {
 }
 
 export interface EvalStoreOptions {
+  /** Where score_model / label_model criteria send their chat completions (this server's own /v1). */
+  modelEndpoint?: ModelEndpoint;
   dir: string;
   files: FileStore;
   host: ModelHost;
@@ -135,11 +138,12 @@ export interface EvalStoreOptions {
 export class EvalStore {
   private readonly evals = new Map<string, { seq: number; eval: EvalObject }>();
   private readonly runs = new Map<string, { seq: number; run: EvalRun }>();
-  private readonly engine = new GraderEngine();
+  private readonly engine: GraderEngine;
   private seq = 0;
   private readonly cancelled = new Set<string>();
 
   constructor(readonly o: EvalStoreOptions) {
+    this.engine = new GraderEngine(o.modelEndpoint ? { model: o.modelEndpoint } : {});
     mkdirSync(o.dir, { recursive: true });
     for (const name of readdirSync(o.dir)) {
       if (!name.endsWith(".json")) continue;

@@ -55,6 +55,11 @@ export class ApiKeys {
     this.digests = clean.map((k) => createHash("sha256").update(k).digest());
   }
 
+  /** Also accept `key` (the server's own key for its internal calls, e.g. eval model graders to its models). */
+  allow(key: string): void {
+    this.digests.push(createHash("sha256").update(key).digest());
+  }
+
   /** One key per line (blank lines and # comments skipped). */
   static fromFile(file: string): ApiKeys {
     return new ApiKeys(readFileSync(file, "utf8").split("\n"));

@@ -4,6 +4,7 @@
  * request needs a bearer key; errors are OpenAI's envelope. The grader endpoints
  * (`/v1/fine_tuning/alpha/graders/*`) are the grader service's own handler.
  */
+import { randomBytes } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
@@ -81,7 +82,12 @@ export async function startApiServer(o: ApiServerOptions): Promise<RunningApi> {
   const metrics = new GraderMetrics({ defaultMetrics: false });
   const engine = new GraderEngine({ onGraded: metrics.observe });
   const graderHttp = createGraderHttp({ engine, metrics, logger: log });
-  const evals = new EvalStore({ dir: join(o.dataDir, "evals"), files, host, log });
+  // Model graders of eval criteria call this server's own chat completions (any model it knows) with a key of
+  // this process only.
+  const internalKey = `sk-internal-${randomBytes(24).toString("hex")}`;
+  o.keys.allow(internalKey);
+  const self = { baseUrl: "", apiKey: internalKey, timeoutMs: 300_000, maxRetries: 0 };
+  const evals = new EvalStore({ dir: join(o.dataDir, "evals"), files, host, log, modelEndpoint: self });
   const maxJson = o.maxJsonBytes ?? 4 << 20;
   const maxUpload = o.maxUploadBytes ?? 512 << 20;
 
@@ -197,16 +203,19 @@ export async function startApiServer(o: ApiServerOptions): Promise<RunningApi> {
     server.listen(o.port ?? 8080, o.host ?? "127.0.0.1", () => resolve());
   });
   const addr = server.address() as AddressInfo;
+  const url = `http://${addr.address.includes(":") ? `[${addr.address}]` : addr.address}:${addr.port}/v1`;
+  self.baseUrl = url;
   return {
     server,
     jobs,
-    url: `http://${addr.address.includes(":") ? `[${addr.address}]` : addr.address}:${addr.port}/v1`,
+    url,
     close: async () => {
       server.closeAllConnections();
       await new Promise<void>((r) => server.close(() => r()));
       await jobs.close();
       await host.close();
       await engine.close();
+      await evals.close();
     },
   };
 }

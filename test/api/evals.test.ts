@@ -183,3 +183,52 @@ test("evals errors: a bad criterion names its param, unknown ids are 404", async
     await api.close();
   }
 });
+
+test("model-graded criteria judge with a model this server serves", async () => {
+  const dir = tempDir("evals-judge");
+  await tinyModel(join(dir, "judge"));
+  const api = await startApi({ models: { judge: join(dir, "judge") } });
+  try {
+    const c = api.client;
+    const ev = await c.evals.create({
+      data_source_config: { type: "custom", item_schema: { type: "object" } },
+      testing_criteria: [
+        {
+          type: "label_model",
+          name: "polite",
+          model: "judge",
+          input: [{ role: "user", content: "Is this polite? {{ sample.output_text }}" }],
+          labels: ["yes", "no"],
+          passing_labels: ["yes"],
+        },
+      ],
+    });
+    const run = await c.evals.runs.create(ev.id, {
+      data_source: {
+        type: "jsonl",
+        source: { type: "file_content", content: [{ item: {}, sample: { output_text: "Thank you!" } }] },
+      },
+    });
+    const done = await until(
+      () => c.evals.runs.retrieve(run.id, { eval_id: ev.id }),
+      (r) => r.status === "completed" || r.status === "failed",
+      "the judged run",
+    );
+    assert.equal(done.status, "completed", JSON.stringify(done.error));
+    const [item] = (await c.evals.runs.outputItems.list(run.id, { eval_id: ev.id })).data;
+    const meta = item!.results[0]!.metadata as {
+      sampled_model_name: string | null;
+      errors: { model_grader_server_error_details?: string | null };
+    };
+    // A random tiny judge writes no valid label; what matters here is that it was asked, through this server:
+    // it answered (sampled_model_name), or `rft serve` of that model refused the grader's json_schema
+    // response_format (before `rft serve` had structured outputs).
+    const details = meta.errors.model_grader_server_error_details ?? "";
+    assert.ok(
+      meta.sampled_model_name === "judge" || /response_format.*is supported by this model/.test(details),
+      JSON.stringify(meta),
+    );
+  } finally {
+    await api.close();
+  }
+});
