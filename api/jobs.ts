@@ -466,12 +466,22 @@ export class JobManager {
         this.finishRun(s, "failed", m.message, 0);
       }
     });
+    child.on("error", (e) => {
+      // The process could not start (or be signalled): the job fails with the reason; "exit" may never come.
+      if (ended) return;
+      ended = true;
+      this.finishRun(s, "failed", `cannot run the trainer process: ${e.message}`, 0);
+      if (this.active?.child === child) {
+        this.active = null;
+        this.pump();
+      }
+    });
     child.on("exit", (code, signal) => {
       if (!ended && !this.closing) {
         const why = `the trainer process exited (${signal ?? `status ${code}`}) before the job ended${stderr.trim() ? `: ${stderr.trim().split("\n").slice(-5).join("\n")}` : ""}`;
         this.finishRun(s, "failed", why, 0);
       }
-      this.active = null;
+      if (this.active?.child === child) this.active = null;
       this.pump();
     });
     this.o.log.info({ job: id, pid: child.pid }, "job worker started");

@@ -58,6 +58,10 @@ export class ModelHost {
         const m = / at (http:\/\/\S+)\n/.exec(out);
         if (m) resolve(m[1]!);
       });
+      child.once("error", (e) => {
+        this.served.delete(id);
+        reject(new Error(`cannot start rft serve for ${id}: ${e.message}`));
+      });
       child.once("exit", (code) => {
         this.served.delete(id);
         reject(new Error(`rft serve for ${id} exited (status ${code}): ${err.trim().split("\n").slice(-3).join(" ")}`));
