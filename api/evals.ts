@@ -20,7 +20,7 @@ import { parseTemplate, render } from "../grader-sidecar/src/template.js";
 import { replaceFileAtomic } from "../trainer/checkpoint/store.js";
 import { ApiError, notFound } from "./errors.js";
 import type { FileStore } from "./files.js";
-import { readJson, send } from "./http.js";
+import { ALL_PROJECTS, DEFAULT_PROJECT, readJson, send, visible } from "./http.js";
 import { isIdOf, newId, now } from "./ids.js";
 import type { ModelHost } from "./model-host.js";
 import { paginate, parseLimit } from "./pagination.js";
@@ -87,7 +87,7 @@ export function passed(criterion: Obj, score: number): boolean {
 }
 
 /** The eval's datapoints from a JSONL data source: `{item, sample?}` rows (a row without `item` is the item). */
-function rowsOf(source: Obj, files: FileStore): { item: Obj; sample?: Obj }[] {
+function rowsOf(source: Obj, files: FileStore, project = ALL_PROJECTS): { item: Obj; sample?: Obj }[] {
   const toRow = (v: unknown, where: string) => {
     if (!isObj(v)) throw new ApiError(400, `${where}: must be a JSON object`, "data_source.source", "invalid_value");
     if (isObj(v.item)) return { item: v.item, ...(isObj(v.sample) ? { sample: v.sample } : {}) };
@@ -105,7 +105,7 @@ function rowsOf(source: Obj, files: FileStore): { item: Obj; sample?: Obj }[] {
   }
   if (source.type === "file_id") {
     const id = String(source.id);
-    const f = files.get(id, "data_source.source.id");
+    const f = files.get(id, "data_source.source.id", project);
     return readFileSync(files.path(f.id), "utf8")
       .split("\n")
       .flatMap((l, i) => (l.trim() ? [toRow(JSON.parse(l), `${f.filename}: line ${i + 1}`)] : []));
@@ -127,6 +127,8 @@ function sampleText(s: Obj | undefined): string {
 }
 
 export interface EvalStoreOptions {
+  /** Whether a project may sample a model (base models: all; fine-tuned ones: their project's). */
+  modelVisible(model: string, project: string): boolean;
   /** Where score_model / label_model criteria send their chat completions (this server's own /v1). */
   modelEndpoint?: ModelEndpoint;
   dir: string;
@@ -136,7 +138,7 @@ export interface EvalStoreOptions {
 }
 
 export class EvalStore {
-  private readonly evals = new Map<string, { seq: number; eval: EvalObject }>();
+  private readonly evals = new Map<string, { seq: number; eval: EvalObject; project?: string }>();
   private readonly runs = new Map<string, { seq: number; run: EvalRun }>();
   private readonly engine: GraderEngine;
   private seq = 0;
@@ -151,9 +153,10 @@ export class EvalStore {
         seq: number;
         eval?: EvalObject;
         run?: EvalRun;
+        project?: string;
       };
       this.seq = Math.max(this.seq, s.seq);
-      if (s.eval) this.evals.set(s.eval.id, { seq: s.seq, eval: s.eval });
+      if (s.eval) this.evals.set(s.eval.id, { seq: s.seq, eval: s.eval, project: s.project });
       if (s.run) this.runs.set(s.run.id, { seq: s.seq, run: s.run });
     }
     // Runs a stopped server left unfinished start over.
@@ -161,7 +164,7 @@ export class EvalStore {
       if (r.run.status === "queued" || r.run.status === "in_progress") setImmediate(() => void this.execute(r.run.id));
   }
 
-  private saveEval(s: { seq: number; eval: EvalObject }) {
+  private saveEval(s: { seq: number; eval: EvalObject; project?: string }) {
     replaceFileAtomic(join(this.o.dir, `${s.eval.id}.json`), JSON.stringify(s));
   }
 
@@ -173,14 +176,14 @@ export class EvalStore {
     return join(this.o.dir, `${runId}.items.jsonl`);
   }
 
-  private getEval(id: string) {
+  private getEval(id: string, project: string) {
     const s = isIdOf("eval_", id) ? this.evals.get(id) : undefined;
-    if (!s) throw notFound("eval", id, "eval_id");
+    if (!s || !visible(s.project, project)) throw notFound("eval", id, "eval_id");
     return s;
   }
 
-  private getRun(evalId: string, runId: string) {
-    this.getEval(evalId);
+  private getRun(evalId: string, runId: string, project: string) {
+    this.getEval(evalId, project);
     const s = isIdOf("evalrun_", runId) ? this.runs.get(runId) : undefined;
     if (!s || s.run.eval_id !== evalId) throw notFound("eval run", runId, "run_id");
     return s;
@@ -211,7 +214,7 @@ export class EvalStore {
     }
   }
 
-  async create(body: Obj): Promise<EvalObject> {
+  async create(body: Obj, project = DEFAULT_PROJECT): Promise<EvalObject> {
     const dsc = body.data_source_config;
     if (!isObj(dsc))
       throw new ApiError(
@@ -267,14 +270,14 @@ export class EvalStore {
       },
       testing_criteria: body.testing_criteria as Obj[],
     };
-    const s = { seq: ++this.seq, eval: ev };
+    const s = { seq: ++this.seq, eval: ev, project };
     this.evals.set(ev.id, s);
     this.saveEval(s);
     return ev;
   }
 
-  createRun(evalId: string, body: Obj): EvalRun {
-    const ev = this.getEval(evalId).eval;
+  createRun(evalId: string, body: Obj, project = ALL_PROJECTS): EvalRun {
+    const ev = this.getEval(evalId, project).eval;
     const ds = body.data_source;
     if (!isObj(ds))
       throw new ApiError(
@@ -292,7 +295,7 @@ export class EvalStore {
         "data_source.source",
         "missing_required_parameter",
       );
-    rowsOf(ds.source, this.o.files); // a bad source is a 400 now, not a failed run later
+    rowsOf(ds.source, this.o.files, project); // a bad source is a 400 now, not a failed run later
     let model: string | null = null;
     if (ds.type === "completions") {
       if (typeof ds.model !== "string")
@@ -303,6 +306,8 @@ export class EvalStore {
           "missing_required_parameter",
         );
       model = ds.model;
+      if (!this.o.modelVisible(model, project))
+        throw new ApiError(404, `The model '${model}' does not exist`, "data_source.model", "model_not_found");
       const im = ds.input_messages;
       if (!isObj(im) || (im.type !== "template" && im.type !== "item_reference"))
         throw new ApiError(
@@ -507,6 +512,7 @@ export class EvalStore {
     req: IncomingMessage,
     res: ServerResponse,
     maxJson: number,
+    project = ALL_PROJECTS,
   ): Promise<void> {
     const order = (q.get("order") ?? "asc") as "asc" | "desc";
     if (order !== "asc" && order !== "desc")
@@ -515,11 +521,20 @@ export class EvalStore {
       paginate(order === "desc" ? xs.reverse() : xs, q.get("after"), parseLimit(q.get("limit"), 20));
     const [evalId, runs, runId, items, itemId] = seg;
     if (seg.length === 0) {
-      if (method === "POST") return send(res, 200, await this.create(await readJson(req, maxJson)));
+      if (method === "POST") return send(res, 200, await this.create(await readJson(req, maxJson), project));
       if (method === "GET")
-        return send(res, 200, page([...this.evals.values()].sort((a, b) => a.seq - b.seq).map((s) => s.eval)));
+        return send(
+          res,
+          200,
+          page(
+            [...this.evals.values()]
+              .filter((s) => visible(s.project, project))
+              .sort((a, b) => a.seq - b.seq)
+              .map((s) => s.eval),
+          ),
+        );
     } else if (seg.length === 1) {
-      const s = this.getEval(evalId!);
+      const s = this.getEval(evalId!, project);
       if (method === "GET") return send(res, 200, s.eval);
       if (method === "POST") {
         const body = await readJson(req, maxJson);
@@ -535,9 +550,9 @@ export class EvalStore {
       }
     } else if (runs === "runs") {
       if (seg.length === 2) {
-        if (method === "POST") return send(res, 200, this.createRun(evalId!, await readJson(req, maxJson)));
+        if (method === "POST") return send(res, 200, this.createRun(evalId!, await readJson(req, maxJson), project));
         if (method === "GET") {
-          this.getEval(evalId!);
+          this.getEval(evalId!, project);
           const status = q.get("status");
           return send(
             res,
@@ -551,7 +566,7 @@ export class EvalStore {
           );
         }
       } else if (seg.length === 3) {
-        const s = this.getRun(evalId!, runId!);
+        const s = this.getRun(evalId!, runId!, project);
         if (method === "GET") return send(res, 200, s.run);
         if (method === "POST") {
           if (s.run.status === "queued" || s.run.status === "in_progress") this.cancelled.add(s.run.id);
@@ -572,7 +587,7 @@ export class EvalStore {
           return send(res, 200, { object: "eval.run.deleted", deleted: true, run_id: s.run.id });
         }
       } else if (items === "output_items") {
-        this.getRun(evalId!, runId!);
+        this.getRun(evalId!, runId!, project);
         const all = this.items(runId!);
         if (seg.length === 4 && method === "GET") {
           const status = q.get("status");

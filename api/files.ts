@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { replaceFileAtomic } from "../trainer/checkpoint/store.js";
 import { type DatasetIssue, DatasetError, LIMITS, parseRftDataset, parseSftDataset } from "../trainer/data/dataset.js";
 import { ApiError, notFound } from "./errors.js";
+import { ALL_PROJECTS, DEFAULT_PROJECT, visible } from "./http.js";
 import { isIdOf, newId, now } from "./ids.js";
 
 export const PURPOSES = ["fine-tune", "evals"] as const;
@@ -106,6 +107,7 @@ export function validateUpload(purpose: Purpose, filename: string, bytes: Uint8A
 interface Stored {
   file: FileObject;
   seq: number;
+  project?: string;
 }
 
 export class FileStore {
@@ -130,7 +132,7 @@ export class FileStore {
   }
 
   /** Validates and stores an upload; a bad file is a 400 naming its lines, and nothing is stored. */
-  create(purpose: string, filename: string, bytes: Uint8Array): FileObject {
+  create(purpose: string, filename: string, bytes: Uint8Array, project = DEFAULT_PROJECT): FileObject {
     if (!(PURPOSES as readonly string[]).includes(purpose))
       throw new ApiError(
         400,
@@ -151,35 +153,35 @@ export class FileStore {
       expires_at: null,
       status_details: null,
     };
-    const stored = { file, seq: ++this.seq };
+    const stored = { file, seq: ++this.seq, project };
     replaceFileAtomic(this.path(file.id), bytes);
     replaceFileAtomic(join(this.dir, `${file.id}.json`), JSON.stringify(stored));
     this.byId.set(file.id, stored);
     return file;
   }
 
-  get(id: string, param: string | null = null): FileObject {
+  get(id: string, param: string | null = null, project = ALL_PROJECTS): FileObject {
     const s = isIdOf("file-", id) ? this.byId.get(id) : undefined;
-    if (!s) throw notFound("file", id, param);
+    if (!s || !visible(s.project, project)) throw notFound("file", id, param);
     return s.file;
   }
 
-  content(id: string): Buffer {
-    this.get(id);
+  content(id: string, project = ALL_PROJECTS): Buffer {
+    this.get(id, null, project);
     return readFileSync(this.path(id));
   }
 
   /** Newest first (OpenAI's default order), or oldest first. */
-  list(purpose: string | null, order: "asc" | "desc"): FileObject[] {
+  list(purpose: string | null, order: "asc" | "desc", project = ALL_PROJECTS): FileObject[] {
     const all = [...this.byId.values()]
-      .filter((s) => purpose === null || s.file.purpose === purpose)
+      .filter((s) => visible(s.project, project) && (purpose === null || s.file.purpose === purpose))
       .sort((a, b) => a.seq - b.seq)
       .map((s) => s.file);
     return order === "desc" ? all.reverse() : all;
   }
 
-  delete(id: string): { id: string; object: "file"; deleted: true } {
-    this.get(id);
+  delete(id: string, project = ALL_PROJECTS): { id: string; object: "file"; deleted: true } {
+    this.get(id, null, project);
     rmSync(join(this.dir, `${id}.json`), { force: true });
     rmSync(this.path(id), { force: true });
     this.byId.delete(id);

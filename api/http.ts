@@ -44,20 +44,32 @@ export async function readJson(req: IncomingMessage, limit: number): Promise<Rec
   return v as Record<string, unknown>;
 }
 
-/** The API keys a server accepts: only their SHA-256 is kept in memory after loading. */
-export class ApiKeys {
-  private readonly digests: Buffer[];
+/** Every project sees its own files, jobs, evals and fine-tuned models only; ALL_PROJECTS sees everything. */
+export const DEFAULT_PROJECT = "default";
+export const ALL_PROJECTS = "*";
 
-  constructor(keys: readonly string[]) {
-    const clean = keys.map((k) => k.trim()).filter((k) => k !== "" && !k.startsWith("#"));
+/**
+ * The API keys a server accepts, each with its project: only their SHA-256 is kept in memory after loading.
+ * A key is `KEY` (project "default") or `KEY PROJECT`.
+ */
+export class ApiKeys {
+  private readonly keys: { digest: Buffer; project: string }[];
+
+  constructor(lines: readonly string[]) {
+    const clean = lines.map((k) => k.trim()).filter((k) => k !== "" && !k.startsWith("#"));
     if (clean.length === 0) throw new Error("no API key given: anonymous access is not allowed");
-    for (const k of clean) if (k.length < 16) throw new Error("an API key is shorter than 16 characters");
-    this.digests = clean.map((k) => createHash("sha256").update(k).digest());
+    this.keys = clean.map((line, i) => {
+      const [key, project = DEFAULT_PROJECT, ...rest] = line.split(/\s+/);
+      if (key!.length < 16) throw new Error(`API key ${i + 1} is shorter than 16 characters`);
+      if (rest.length > 0 || !/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(project))
+        throw new Error(`API key ${i + 1}: want "KEY" or "KEY PROJECT" (project: 1-64 letters, digits, . _ -)`);
+      return { digest: createHash("sha256").update(key!).digest(), project };
+    });
   }
 
-  /** Also accept `key` (the server's own key for its internal calls, e.g. eval model graders to its models). */
+  /** Also accept `key` for every project (the server's own key for internal calls: eval model graders). */
   allow(key: string): void {
-    this.digests.push(createHash("sha256").update(key).digest());
+    this.keys.push({ digest: createHash("sha256").update(key).digest(), project: ALL_PROJECTS });
   }
 
   /** One key per line (blank lines and # comments skipped). */
@@ -65,8 +77,8 @@ export class ApiKeys {
     return new ApiKeys(readFileSync(file, "utf8").split("\n"));
   }
 
-  /** Throws 401 unless the request carries `Authorization: Bearer <one of the keys>`. */
-  check(req: IncomingMessage): void {
+  /** The project of the request's `Authorization: Bearer <key>`; 401 unless it is one of the keys. */
+  check(req: IncomingMessage): string {
     const h = String(req.headers.authorization ?? "");
     const m = /^Bearer (.+)$/.exec(h);
     if (!m)
@@ -77,8 +89,13 @@ export class ApiKeys {
         null,
       );
     const d = createHash("sha256").update(m[1]!).digest();
-    let ok = false;
-    for (const k of this.digests) ok = timingSafeEqual(d, k) || ok;
-    if (!ok) throw new ApiError(401, "Incorrect API key provided.", null, "invalid_api_key");
+    let project: string | null = null;
+    for (const k of this.keys) if (timingSafeEqual(d, k.digest) && project === null) project = k.project;
+    if (project === null) throw new ApiError(401, "Incorrect API key provided.", null, "invalid_api_key");
+    return project;
   }
 }
+
+/** Whether an object of project `owner` (undefined: stored before projects existed) is visible to `project`. */
+export const visible = (owner: string | undefined, project: string) =>
+  project === ALL_PROJECTS || (owner ?? DEFAULT_PROJECT) === project;

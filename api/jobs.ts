@@ -17,6 +17,7 @@ import { DurableRecord, replaceFileAtomicAsync } from "./durable.js";
 import { checkFineTuneJob, JobRequestError, toFineTuneJob } from "./convert.js";
 import { ApiError, notFound } from "./errors.js";
 import { describeIssues, type FileStore } from "./files.js";
+import { ALL_PROJECTS, DEFAULT_PROJECT, visible } from "./http.js";
 import { isIdOf, newId, now } from "./ids.js";
 import { afterWorker, type Action, decide, FINAL, type JobStatus } from "./job-state.js";
 import type { ControlMessage, WorkerMessage } from "./job-worker.js";
@@ -76,6 +77,8 @@ export interface Checkpoint {
 interface Stored {
   seq: number;
   job: FineTuningJob;
+  /** The API key's project that created it (absent: before projects existed, "default"). */
+  project?: string;
 }
 
 export interface JobManagerOptions {
@@ -197,27 +200,28 @@ export class JobManager {
     this.events.get(id)!.push(e);
   }
 
-  private stored(id: string): Stored {
+  private stored(id: string, project: string): Stored {
     const s = isIdOf("ftjob-", id) ? this.jobs.get(id) : undefined;
-    if (!s) throw notFound("fine-tuning job", id, "fine_tuning_job_id");
+    if (!s || !visible(s.project, project)) throw notFound("fine-tuning job", id, "fine_tuning_job_id");
     return s;
   }
 
-  get(id: string): FineTuningJob {
-    return this.stored(id).job;
+  get(id: string, project = ALL_PROJECTS): FineTuningJob {
+    return this.stored(id, project).job;
   }
 
   /** Newest first; `metadata` filters on every given pair. */
-  list(metadata: Record<string, string> = {}): FineTuningJob[] {
+  list(metadata: Record<string, string> = {}, project = ALL_PROJECTS): FineTuningJob[] {
     return [...this.jobs.values()]
+      .filter((s) => visible(s.project, project))
       .sort((a, b) => b.seq - a.seq)
       .map((s) => s.job)
       .filter((j) => Object.entries(metadata).every(([k, v]) => j.metadata?.[k] === v));
   }
 
   /** Newest first, as OpenAI lists them. */
-  listEvents(id: string): JobEvent[] {
-    this.stored(id);
+  listEvents(id: string, project = ALL_PROJECTS): JobEvent[] {
+    this.stored(id, project);
     return [...this.events.get(id)!].reverse();
   }
 
@@ -227,8 +231,8 @@ export class JobManager {
   }
 
   /** The kept checkpoints, newest first. */
-  checkpoints(id: string): (Checkpoint & { dir: string })[] {
-    const job = this.get(id);
+  checkpoints(id: string, project = ALL_PROJECTS): (Checkpoint & { dir: string })[] {
+    const job = this.get(id, project);
     const index = join(this.jobDir(id), "out", "checkpoints", "index.json");
     if (!existsSync(index)) return [];
     const infos = JSON.parse(readFileSync(index, "utf8")) as CheckpointInfo[];
@@ -252,8 +256,8 @@ export class JobManager {
   }
 
   /** Fine-tuned models (succeeded jobs) and their checkpoints, with their directories. */
-  fineTunedModels(): { id: string; created: number; dir: string }[] {
-    return this.list().flatMap((j) => [
+  fineTunedModels(project = ALL_PROJECTS): { id: string; created: number; dir: string }[] {
+    return this.list({}, project).flatMap((j) => [
       ...(j.status === "succeeded" && j.fine_tuned_model
         ? [
             {
@@ -267,14 +271,15 @@ export class JobManager {
     ]);
   }
 
-  modelDir(name: string): string | undefined {
-    return this.o.baseModel(name) ?? this.fineTunedModels().find((m) => m.id === name)?.dir;
+  /** A base model (every project's) or a fine-tuned model or checkpoint of the project's jobs. */
+  modelDir(name: string, project = ALL_PROJECTS): string | undefined {
+    return this.o.baseModel(name) ?? this.fineTunedModels(project).find((m) => m.id === name)?.dir;
   }
 
   /** Validates the request (400 with OpenAI's param on any problem) and starts validating its files. */
-  async create(body: Record<string, unknown>): Promise<FineTuningJob> {
+  async create(body: Record<string, unknown>, project = DEFAULT_PROJECT): Promise<FineTuningJob> {
     const model = typeof body.model === "string" ? body.model : "";
-    const modelDir = model ? this.modelDir(model) : undefined;
+    const modelDir = model ? this.modelDir(model, project) : undefined;
     if (model && !modelDir)
       throw new ApiError(
         400,
@@ -288,7 +293,7 @@ export class JobManager {
       if (typeof v !== "string") throw new ApiError(400, `'${param}' must be a file id`, param, "invalid_value");
       let f: ReturnType<FileStore["get"]>;
       try {
-        f = this.o.files.get(v, param);
+        f = this.o.files.get(v, param, project);
       } catch {
         throw new ApiError(400, `invalid ${param}: no such file '${v}'`, param, "file_not_found");
       }
@@ -363,7 +368,7 @@ export class JobManager {
       method: { type, [type]: { ...given, hyperparameters: hyper } },
       usage_metrics: { training_seconds: 0 },
     };
-    const s = { seq: ++this.seq, job };
+    const s = { seq: ++this.seq, job, project };
     this.jobs.set(id, s);
     this.events.set(id, []);
     this.event(id, `Validating training file: ${train!.id}${valid ? ` and validation file: ${valid.id}` : ""}`);
@@ -526,8 +531,8 @@ export class JobManager {
   }
 
   /** cancel / pause / resume: 400 for a transition the job's status does not allow. */
-  async act(id: string, action: Action): Promise<FineTuningJob> {
-    const s = this.stored(id);
+  async act(id: string, action: Action, project = ALL_PROJECTS): Promise<FineTuningJob> {
+    const s = this.stored(id, project);
     const d = decide(s.job.status, action, id);
     if (!d.ok) throw new ApiError(400, d.message, null, "invalid_job_status");
     const worker = this.active?.id === id ? this.active.child : null;

@@ -112,7 +112,12 @@ export class ModelHost {
   }
 
   /** `POST /v1/chat/completions`, streamed through unchanged. */
-  async proxyChat(_req: IncomingMessage, res: ServerResponse, body: Buffer): Promise<void> {
+  async proxyChat(
+    _req: IncomingMessage,
+    res: ServerResponse,
+    body: Buffer,
+    allowed: (model: string) => boolean,
+  ): Promise<void> {
     let model: unknown;
     try {
       model = (JSON.parse(body.toString("utf8")) as { model?: unknown }).model;
@@ -121,6 +126,7 @@ export class ModelHost {
     }
     if (typeof model !== "string")
       throw new ApiError(400, "Missing required parameter: 'model'.", "model", "missing_required_parameter");
+    if (!allowed(model)) throw new ApiError(404, `The model '${model}' does not exist`, "model", "model_not_found");
     const url = await this.url(model);
     const r = await fetch(`${url}/chat/completions`, {
       method: "POST",

@@ -15,7 +15,7 @@ import { GraderMetrics } from "../grader-sidecar/src/metrics.js";
 import { ApiError } from "./errors.js";
 import { EvalStore } from "./evals.js";
 import { FileStore } from "./files.js";
-import { type ApiKeys, readBody, readJson, send } from "./http.js";
+import { ALL_PROJECTS, type ApiKeys, DEFAULT_PROJECT, readBody, readJson, send } from "./http.js";
 import { JobManager } from "./jobs.js";
 import { ModelHost } from "./model-host.js";
 import type { ModelCatalog } from "./models.js";
@@ -66,6 +66,9 @@ async function parseMultipart(req: IncomingMessage, body: Buffer) {
   return { purpose, filename: name.slice(0, 255), bytes: new Uint8Array(await file.arrayBuffer()) };
 }
 
+/** The project objects created with a key are stored under (the internal all-projects key stores as "default"). */
+const owner = (project: string) => (project === ALL_PROJECTS ? DEFAULT_PROJECT : project);
+
 export async function startApiServer(o: ApiServerOptions): Promise<RunningApi> {
   const log = o.logger;
   const organization = o.organization ?? "rft";
@@ -87,11 +90,18 @@ export async function startApiServer(o: ApiServerOptions): Promise<RunningApi> {
   const internalKey = `sk-internal-${randomBytes(24).toString("hex")}`;
   o.keys.allow(internalKey);
   const self = { baseUrl: "", apiKey: internalKey, timeoutMs: 300_000, maxRetries: 0 };
-  const evals = new EvalStore({ dir: join(o.dataDir, "evals"), files, host, log, modelEndpoint: self });
+  const evals = new EvalStore({
+    dir: join(o.dataDir, "evals"),
+    files,
+    host,
+    log,
+    modelEndpoint: self,
+    modelVisible: (m, p) => jobs.modelDir(m, p) !== undefined,
+  });
   const maxJson = o.maxJsonBytes ?? 4 << 20;
   const maxUpload = o.maxUploadBytes ?? 512 << 20;
 
-  async function route(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+  async function route(req: IncomingMessage, res: ServerResponse, url: URL, project: string): Promise<void> {
     const path = url.pathname.replace(/\/+$/, "");
     const q = url.searchParams;
     const m = req.method ?? "GET";
@@ -102,7 +112,7 @@ export async function startApiServer(o: ApiServerOptions): Promise<RunningApi> {
     // Files
     if (is("POST", "files")) {
       const u = await parseMultipart(req, await readBody(req, maxUpload));
-      const f = files.create(u.purpose, u.filename, u.bytes);
+      const f = files.create(u.purpose, u.filename, u.bytes, owner(project));
       log.info({ file: f.id, purpose: f.purpose, bytes: f.bytes }, "file uploaded");
       return send(res, 200, f);
     }
@@ -113,34 +123,44 @@ export async function startApiServer(o: ApiServerOptions): Promise<RunningApi> {
       return send(
         res,
         200,
-        paginate(files.list(q.get("purpose"), order), q.get("after"), parseLimit(q.get("limit"), 10_000, 10_000)),
+        paginate(
+          files.list(q.get("purpose"), order, project),
+          q.get("after"),
+          parseLimit(q.get("limit"), 10_000, 10_000),
+        ),
       );
     }
-    if (is("GET", "files", null)) return send(res, 200, files.get(seg[1]!));
-    if (is("DELETE", "files", null)) return send(res, 200, files.delete(seg[1]!));
+    if (is("GET", "files", null)) return send(res, 200, files.get(seg[1]!, null, project));
+    if (is("DELETE", "files", null)) return send(res, 200, files.delete(seg[1]!, project));
     if (is("GET", "files", null, "content")) {
-      const bytes = files.content(seg[1]!);
+      const bytes = files.content(seg[1]!, project);
       res.writeHead(200, { "content-type": "application/octet-stream", "content-length": bytes.length });
       return void res.end(bytes);
     }
 
     // Fine-tuning jobs
-    if (is("POST", "fine_tuning", "jobs")) return send(res, 200, await jobs.create(await readJson(req, maxJson)));
+    if (is("POST", "fine_tuning", "jobs"))
+      return send(res, 200, await jobs.create(await readJson(req, maxJson), owner(project)));
     if (is("GET", "fine_tuning", "jobs")) {
       const metadata: Record<string, string> = {};
       for (const [k, v] of q) {
         const mk = /^metadata\[(.+)\]$/.exec(k);
         if (mk) metadata[mk[1]!] = v;
       }
-      return send(res, 200, paginate(jobs.list(metadata), q.get("after"), parseLimit(q.get("limit"), 20)));
+      return send(res, 200, paginate(jobs.list(metadata, project), q.get("after"), parseLimit(q.get("limit"), 20)));
     }
-    if (is("GET", "fine_tuning", "jobs", null)) return send(res, 200, jobs.get(seg[2]!));
+    if (is("GET", "fine_tuning", "jobs", null)) return send(res, 200, jobs.get(seg[2]!, project));
     for (const action of ["cancel", "pause", "resume"] as const)
-      if (is("POST", "fine_tuning", "jobs", null, action)) return send(res, 200, await jobs.act(seg[2]!, action));
+      if (is("POST", "fine_tuning", "jobs", null, action))
+        return send(res, 200, await jobs.act(seg[2]!, action, project));
     if (is("GET", "fine_tuning", "jobs", null, "events"))
-      return send(res, 200, paginate(jobs.listEvents(seg[2]!), q.get("after"), parseLimit(q.get("limit"), 20)));
+      return send(
+        res,
+        200,
+        paginate(jobs.listEvents(seg[2]!, project), q.get("after"), parseLimit(q.get("limit"), 20)),
+      );
     if (is("GET", "fine_tuning", "jobs", null, "checkpoints")) {
-      const list = jobs.checkpoints(seg[2]!).map(({ dir: _d, ...c }) => c);
+      const list = jobs.checkpoints(seg[2]!, project).map(({ dir: _d, ...c }) => c);
       return send(res, 200, paginate(list, q.get("after"), parseLimit(q.get("limit"), 10)));
     }
     if (seg[0] === "fine_tuning" && seg[1] === "alpha" && seg[2] === "graders") {
@@ -153,21 +173,23 @@ export async function startApiServer(o: ApiServerOptions): Promise<RunningApi> {
       const data = [
         ...o.models.names().map((id) => ({ id, object: "model", created: o.models.created, owned_by: organization })),
         ...jobs
-          .fineTunedModels()
+          .fineTunedModels(project)
           .map((x) => ({ id: x.id, object: "model", created: x.created, owned_by: organization })),
       ];
       return send(res, 200, { object: "list", data });
     }
     if (is("GET", "models", null)) {
       const id = seg[1]!;
-      if (!jobs.modelDir(id)) throw new ApiError(404, `The model '${id}' does not exist`, "model", "model_not_found");
-      const ft = jobs.fineTunedModels().find((x) => x.id === id);
+      if (!jobs.modelDir(id, project))
+        throw new ApiError(404, `The model '${id}' does not exist`, "model", "model_not_found");
+      const ft = jobs.fineTunedModels(project).find((x) => x.id === id);
       return send(res, 200, { id, object: "model", created: ft?.created ?? o.models.created, owned_by: organization });
     }
-    if (is("POST", "chat", "completions")) return host.proxyChat(req, res, await readBody(req, maxJson));
+    if (is("POST", "chat", "completions"))
+      return host.proxyChat(req, res, await readBody(req, maxJson), (x) => jobs.modelDir(x, project) !== undefined);
 
     // Evals
-    if (seg[0] === "evals") return evals.route(m, seg.slice(1), q, req, res, maxJson);
+    if (seg[0] === "evals") return evals.route(m, seg.slice(1), q, req, res, maxJson, project);
 
     throw new ApiError(
       404,
@@ -189,14 +211,15 @@ export async function startApiServer(o: ApiServerOptions): Promise<RunningApi> {
       send(res, err.status, err.body());
     };
     if (req.method === "GET" && url.pathname === "/healthz") return send(res, 200, { status: "ok" });
+    let project: string;
     try {
       if (!url.pathname.startsWith("/v1/"))
         throw new ApiError(404, `Unknown request URL: ${req.method} ${url.pathname}.`, null, "unknown_url");
-      o.keys.check(req);
+      project = o.keys.check(req);
     } catch (e) {
       return fail(e);
     }
-    route(req, res, url).catch(fail);
+    route(req, res, url, project).catch(fail);
   });
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);

@@ -22,7 +22,10 @@ export function register(program: Command) {
     .option("--data <dir>", "where files, jobs and evals are kept (durable)", "rft-api-data")
     .option("--host <addr>", "address to listen on", "127.0.0.1")
     .option("--port <n>", "TCP port (0 = any free port)", "8080")
-    .option("--api-key-file <file>", "accepted API keys, one per line (else RFT_API_KEYS, comma-separated)")
+    .option(
+      "--api-key-file <file>",
+      "accepted API keys, one 'KEY [PROJECT]' per line (else RFT_API_KEYS, comma-separated)",
+    )
     .option("--model <name=dir>", "a base model clients name as NAME (repeatable)", collect, [])
     .option("--models <dir>", "every model directory under DIR, named by its directory name")
     .option("--org <name>", "organization_id and the org part of fine-tuned model names", "rft")

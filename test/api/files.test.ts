@@ -1,8 +1,10 @@
 /** The Files API through the official openai client: upload, per-line validation, list, retrieve, content, delete, durability. */
 import assert from "node:assert/strict";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { test } from "node:test";
 import OpenAI, { toFile } from "openai";
-import { KEY, startApi } from "./helpers.js";
+import { KEY, startApi, tempDir } from "./helpers.js";
 
 const row = (q: string) => JSON.stringify({ messages: [{ role: "user", content: q }], answer: q });
 const jsonl = (...lines: string[]) => Buffer.from(`${lines.join("\n")}\n`);
@@ -148,6 +150,49 @@ test("bodies past the limits are refused with 413 and OpenAI's body", async () =
     );
     // The server is still there.
     assert.equal((await api.client.files.list()).data.length, 0);
+  } finally {
+    await api.close();
+  }
+});
+
+test("projects: each key sees only its project's files and jobs; other ids are 404", async () => {
+  const A = "sk-team-a-0123456789abcdef";
+  const B = "sk-team-b-0123456789abcdef";
+  const modelDir = tempDir("model");
+  writeFileSync(join(modelDir, "config.json"), "{}"); // never loaded: the request fails before
+  const api = await startApi({ keys: [`${A} team-a`, `${B} team-b`], models: { m: modelDir } });
+  try {
+    const a = new OpenAI({ baseURL: api.url, apiKey: A, maxRetries: 0 });
+    const b = new OpenAI({ baseURL: api.url, apiKey: B, maxRetries: 0 });
+    const fa = await a.files.create({ file: await toFile(jsonl(row("a")), "a.jsonl"), purpose: "fine-tune" });
+    const fb = await b.files.create({ file: await toFile(jsonl(row("b")), "b.jsonl"), purpose: "fine-tune" });
+    assert.deepEqual(
+      (await a.files.list()).data.map((f) => f.id),
+      [fa.id],
+    );
+    assert.deepEqual(
+      (await b.files.list()).data.map((f) => f.id),
+      [fb.id],
+    );
+    await assert.rejects(b.files.retrieve(fa.id), OpenAI.NotFoundError);
+    await assert.rejects(b.files.content(fa.id), OpenAI.NotFoundError);
+    await assert.rejects(b.files.delete(fa.id), OpenAI.NotFoundError);
+    // A job may not name another project's file.
+    await assert.rejects(
+      b.fineTuning.jobs.create({ model: "m", training_file: fa.id }),
+      (e: unknown) => e instanceof OpenAI.BadRequestError && e.param === "training_file",
+    );
+    assert.equal((await a.files.retrieve(fa.id)).id, fa.id);
+    // (It fails at validation: an RFT row is no SFT example; that does not matter here.)
+    const job = await a.fineTuning.jobs.create({ model: "m", training_file: fa.id });
+    assert.deepEqual(
+      (await a.fineTuning.jobs.list()).data.map((j) => j.id),
+      [job.id],
+    );
+    assert.deepEqual((await b.fineTuning.jobs.list()).data, []);
+    await assert.rejects(b.fineTuning.jobs.retrieve(job.id), OpenAI.NotFoundError);
+    await assert.rejects(b.fineTuning.jobs.listEvents(job.id), OpenAI.NotFoundError);
+    await assert.rejects(b.fineTuning.jobs.pause(job.id), OpenAI.NotFoundError);
   } finally {
     await api.close();
   }

@@ -16,14 +16,20 @@ export function tempDir(prefix: string) {
 }
 
 export async function startApi(
-  o: { dataDir?: string; models?: Record<string, string>; maxUploadBytes?: number; maxJsonBytes?: number } = {},
+  o: {
+    dataDir?: string;
+    models?: Record<string, string>;
+    maxUploadBytes?: number;
+    maxJsonBytes?: number;
+    keys?: string[];
+  } = {},
 ) {
   const models = new ModelCatalog();
   for (const [name, dir] of Object.entries(o.models ?? {})) models.add(name, dir);
   const dataDir = o.dataDir ?? tempDir("data");
   const s = await startApiServer({
     dataDir,
-    keys: new ApiKeys([KEY]),
+    keys: new ApiKeys(o.keys ?? [KEY]),
     models,
     port: 0,
     maxUploadBytes: o.maxUploadBytes,
