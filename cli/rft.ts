@@ -18,6 +18,7 @@ const commands = [
   "init-model",
   "keys",
   "ledger",
+  "nats",
   "operator",
   "run",
   "serve",
