@@ -10,7 +10,8 @@ import asciichart from "asciichart";
 import cliProgress from "cli-progress";
 import type { Command } from "commander";
 import { DatasetError } from "../../trainer/data/dataset.js";
-import { loadManifest, ManifestError } from "../../trainer/job/manifest.js";
+import { ManifestError } from "../../trainer/job/manifest.js";
+import { loadJobFile } from "../../api/convert.js";
 import { type RunJobResult, runJob } from "../../trainer/job/run-job.js";
 import { BackendError, parseBackendName } from "../../trainer/model/backend.js";
 import { BackendMemoryError } from "../../trainer/model/backend-failure.js";
@@ -148,7 +149,7 @@ export function register(program: Command) {
   program
     .command("run")
     .description("run a FineTuneJob manifest locally (SFT or RFT); resumes from the last checkpoint in --out")
-    .argument("<manifest>", "FineTuneJob YAML or JSON")
+    .argument("<manifest>", "FineTuneJob YAML or JSON, or OpenAI's fine-tuning job request JSON")
     .option("--out <dir>", "output directory (events.jsonl, checkpoints/, model/)", "rft-out")
     .option(
       "--backend <name>",
@@ -190,9 +191,10 @@ export function register(program: Command) {
         return;
       }
       const rank = ranks?.rank ?? 0;
-      let manifest: ReturnType<typeof loadManifest>;
+      let manifest: ReturnType<typeof loadJobFile>;
       try {
-        manifest = loadManifest(file);
+        // A FineTuneJob, or OpenAI's job request JSON (api/convert.ts).
+        manifest = loadJobFile(file);
       } catch (err) {
         if (err instanceof ManifestError) {
           process.stderr.write(`rft run: invalid manifest\n${err.message}\n`);

@@ -8,7 +8,7 @@ import { readdirSync, readFileSync, statSync } from "node:fs";
 import { dirname, join, normalize } from "node:path";
 import { fileURLToPath } from "node:url";
 
-export const SOURCE_ROOTS = ["proto", "grader-sidecar", "trainer", "ledger", "operator", "cli"];
+export const SOURCE_ROOTS = ["proto", "grader-sidecar", "trainer", "ledger", "operator", "api", "cli"];
 
 export interface ImportEdge {
   from: string;
