@@ -9,7 +9,20 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { type ModelConfig, ropeInvFreq } from "./config.js";
-import { applyRope, bmm, bmmT, embeddingLookup, linear, rmsNorm, rotationMatrices, silu, tiedHead } from "./ops.js";
+import { loraName, type LoraState } from "./lora.js";
+import {
+  applyRope,
+  bmm,
+  bmmT,
+  embeddingLookup,
+  linear,
+  linearConst,
+  rmsNorm,
+  rotationMatrices,
+  silu,
+  tiedHead,
+  tiedHeadConst,
+} from "./ops.js";
 import type { Params } from "./params.js";
 
 export const MASKED = -1e9;
@@ -61,6 +74,8 @@ export interface DecoderState {
   rope: { cos: tf.Tensor2D; sin: tf.Tensor2D };
   /** Transposed tied embeddings, one per embedding tensor (see tiedHeadWeight); absent: made per call. */
   headCache?: HeadCache;
+  /** LoRA adapters (model/lora.ts): the base weights are constants, adapted projections add (α/r)·x·A·B. */
+  lora?: LoraState;
 }
 
 /**
@@ -147,6 +162,36 @@ function mergeHeads(x: tf.Tensor, B: number, T: number, kvH: number, w: number):
   return tf.reshape(tf.transpose(tf.reshape(x, [B, kvH, T, w]), [0, 2, 1, 3]), [B * T, kvH * w]);
 }
 
+/** A 32-bit mix of integers (dropout seeds per layer and projection). */
+function mix(...xs: number[]): number {
+  let h = 0x2545f491;
+  for (const x of xs) {
+    h = Math.imul(h ^ (x >>> 0), 0x9e3779b1);
+    h ^= h >>> 15;
+  }
+  return h >>> 0;
+}
+
+/**
+ * x·W for the projection `module` (`model.layers.3.mlp.up_proj`), plus its LoRA term (α/r)·(dropout(x)·A)·B
+ * when the model is adapted and the projection targeted. Under LoRA the base weight is a constant.
+ */
+function project(state: DecoderState, params: Params, x: tf.Tensor2D, module: string, salt: number): tf.Tensor2D {
+  const w = p(params, `${module}.weight`) as tf.Tensor2D;
+  const lora = state.lora;
+  if (!lora) return linear(x, w);
+  const y = linearConst(x, w);
+  const A = params.get(loraName(module, "A")) as tf.Tensor2D | undefined;
+  if (!A) return y;
+  const B = p(params, loraName(module, "B")) as tf.Tensor2D;
+  const rate = lora.settings.dropout;
+  const xd =
+    rate > 0 && lora.dropoutSeed !== undefined
+      ? (tf.dropout(x, rate, undefined, mix(lora.dropoutSeed, salt)) as tf.Tensor2D)
+      : x;
+  return tf.add(y, tf.mul(linear(linear(xd, A), B), lora.scale));
+}
+
 /** Runs the decoder. With `cache` (possibly empty, length 0) the new keys/values are appended and returned. */
 export function forward(state: DecoderState, input: ForwardInput, cache?: KvCache): ForwardOutput {
   const { config: c, params } = state;
@@ -167,13 +212,15 @@ export function forward(state: DecoderState, input: ForwardInput, cache?: KvCach
   for (let l = 0; l < c.numLayers; l++) {
     const pre = `model.layers.${l}`;
     const a = rmsNorm(h, p(params, `${pre}.input_layernorm.weight`) as tf.Tensor1D, c.rmsNormEps);
-    const proj = (name: string, bias: boolean): tf.Tensor2D => {
-      const y = linear(a, p(params, `${pre}.self_attn.${name}.weight`) as tf.Tensor2D);
+    // Dropout masks differ by layer, projection and pass (the prefix and suffix passes of one batch).
+    const salt = (j: number) => mix(l, j, cache?.length ?? 0);
+    const proj = (name: string, bias: boolean, j: number): tf.Tensor2D => {
+      const y = project(state, params, a, `${pre}.self_attn.${name}`, salt(j));
       return bias ? tf.add(y, p(params, `${pre}.self_attn.${name}.bias`)) : y;
     };
-    let q = tf.reshape(proj("q_proj", c.qkvBias), [N, H, hd]) as tf.Tensor3D;
-    let k = tf.reshape(proj("k_proj", c.qkvBias), [N, kvH, hd]) as tf.Tensor3D;
-    const v = proj("v_proj", c.qkvBias);
+    let q = tf.reshape(proj("q_proj", c.qkvBias, 0), [N, H, hd]) as tf.Tensor3D;
+    let k = tf.reshape(proj("k_proj", c.qkvBias, 1), [N, kvH, hd]) as tf.Tensor3D;
+    const v = proj("v_proj", c.qkvBias, 2);
     q = applyRope(tf.mul(q, scale), cos, sin, rot);
     k = applyRope(k, cos, sin, rot);
     const q3 = tf.reshape(splitHeads(q, B, T, kvH, g * hd), [B * kvH, T * g, hd]) as tf.Tensor3D;
@@ -191,13 +238,13 @@ export function forward(state: DecoderState, input: ForwardInput, cache?: KvCach
     scores = tf.add(scores, input.mask);
     const probs = tf.reshape(tf.softmax(scores), [B * kvH, T * g, S]) as tf.Tensor3D;
     const o = mergeHeads(bmm(probs, v3), B, T, kvH, g * hd);
-    let attnOut = linear(o, p(params, `${pre}.self_attn.o_proj.weight`) as tf.Tensor2D);
+    let attnOut = project(state, params, o, `${pre}.self_attn.o_proj`, salt(3));
     if (c.oBias) attnOut = tf.add(attnOut, p(params, `${pre}.self_attn.o_proj.bias`));
     h = tf.add(h, attnOut);
     const m = rmsNorm(h, p(params, `${pre}.post_attention_layernorm.weight`) as tf.Tensor1D, c.rmsNormEps);
-    const gate = silu(linear(m, p(params, `${pre}.mlp.gate_proj.weight`) as tf.Tensor2D));
-    const up = linear(m, p(params, `${pre}.mlp.up_proj.weight`) as tf.Tensor2D);
-    h = tf.add(h, linear(tf.mul(gate, up) as tf.Tensor2D, p(params, `${pre}.mlp.down_proj.weight`) as tf.Tensor2D));
+    const gate = silu(project(state, params, m, `${pre}.mlp.gate_proj`, salt(4)));
+    const up = project(state, params, m, `${pre}.mlp.up_proj`, salt(5));
+    h = tf.add(h, project(state, params, tf.mul(gate, up) as tf.Tensor2D, `${pre}.mlp.down_proj`, salt(6)));
   }
   // A gather with a scatter-add gradient: wasm has no UnsortedSegmentSum, the plain gather gradient.
   if (input.logitRows) h = embeddingLookup(h, input.logitRows);
@@ -205,9 +252,9 @@ export function forward(state: DecoderState, input: ForwardInput, cache?: KvCach
   let logits: tf.Tensor2D;
   if (c.tieWordEmbeddings) {
     const emb = p(params, "model.embed_tokens.weight") as tf.Tensor2D;
-    logits = tiedHead(hn, emb, tiedHeadWeight(state, emb));
+    logits = (state.lora ? tiedHeadConst : tiedHead)(hn, emb, tiedHeadWeight(state, emb));
   } else {
-    logits = linear(hn, p(params, "lm_head.weight") as tf.Tensor2D);
+    logits = (state.lora ? linearConst : linear)(hn, p(params, "lm_head.weight") as tf.Tensor2D);
   }
   return newCache ? { logits, cache: newCache } : { logits };
 }
