@@ -4,19 +4,35 @@
  * in-memory layout, which `loadHfModel` reproduces from the saved files, so an auditor recomputes it from the
  * delivered model with `rft audit verify --model DIR`). A group with no tensors (lm_head of a model with tied
  * embeddings) digests the empty string.
+ *
+ * With LoRA adapters (trainer/model/lora.ts) a group's tensors are its base tensors and its adapters' A and
+ * B (`…q_proj.lora_A.weight`), in the same name order: the digests then change only where adapters train,
+ * and an auditor recomputes them from the base model plus the delivered adapter directory. The groups
+ * without adapters (embeddings, norms, final_norm, lm_head) keep the base model's digests throughout.
  */
 import { createHash } from "node:crypto";
 import type * as tf from "@tensorflow/tfjs-core";
 import { parameterGroups as groupNames } from "../../proto/envelope.js";
 import type { ModelConfig } from "../model/config.js";
+import { adapterGroups, type LoraSettings } from "../model/lora.js";
 import { parameterGroups as groupTensors } from "../model/params.js";
 
 export type Digest = `sha256:${string}`;
 
-/** Every ledger group of a model → the names of its tensors (possibly none). */
-export function groupsOf(config: ModelConfig): Map<string, string[]> {
+/** Every ledger group of a model → the names of its tensors (possibly none), with its adapters under LoRA. */
+export function groupsOf(config: ModelConfig, lora?: LoraSettings): Map<string, string[]> {
   const tensors = groupTensors(config);
-  return new Map(groupNames(config.numLayers).map((g) => [g, [...(tensors.get(g) ?? [])].sort()]));
+  const adapters = lora ? adapterGroups(config, lora) : new Map<string, string[]>();
+  return new Map(
+    groupNames(config.numLayers).map((g) => [g, [...(tensors.get(g) ?? []), ...(adapters.get(g) ?? [])].sort()]),
+  );
+}
+
+/** Every ledger group → the tensors training may change in it: all of them, or under LoRA its adapters only. */
+export function trainableGroupsOf(config: ModelConfig, lora?: LoraSettings): Map<string, string[]> {
+  if (!lora) return groupsOf(config);
+  const adapters = adapterGroups(config, lora);
+  return new Map(groupNames(config.numLayers).map((g) => [g, [...(adapters.get(g) ?? [])].sort()]));
 }
 
 export function digestTensors(names: readonly string[], get: (name: string) => tf.Tensor): Digest {
