@@ -4,7 +4,7 @@
  * dropout, SFT with the merged model, starting from an adapter, and settings the model cannot take.
  */
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -15,7 +15,11 @@ import { readEventsFile } from "../../ledger/publisher.js";
 import { exportPublicKeyPem, generateKeyPair } from "../../ledger/sign.js";
 import { loadManifest } from "../../trainer/job/manifest.js";
 import { runJob } from "../../trainer/job/run-job.js";
+import { loadHfModel } from "../../trainer/model/hf-io.js";
+import { loadModelOrAdapter } from "../../trainer/model/load-adapted.js";
+import { disposeModel, type Model } from "../../trainer/model/model.js";
 import { SafetensorsReader } from "../../trainer/model/safetensors.js";
+import { generate } from "../../trainer/sampling/generate.js";
 import { TEST_BACKEND } from "../helpers/backend.js";
 import { rftManifest, tempJobDir, tinyModel } from "../helpers/rft-job.js";
 
@@ -155,7 +159,7 @@ test("LoRA RFT with dropout and KL: a paused and resumed run equals an uninterru
   );
 });
 
-test("LoRA SFT: the adapter learns; a second job starts from it; a rank the model cannot take names its field", async () => {
+test("LoRA SFT: the adapter learns, `rft serve` serves it on its base, a second job starts from it, a bad rank names its field", async () => {
   const dir = tempJobDir("lora-sft");
   await tinyModel(join(dir, "model"), { layers: 2 });
   const rows = Array.from({ length: 8 }, (_, i) => ({
@@ -195,6 +199,51 @@ test("LoRA SFT: the adapter learns; a second job starts from it; a rank the mode
     `${r.steps[0]!.trainLoss} → ${r.steps.at(-1)!.trainLoss}`,
   );
   assert.equal(r.adapterDir, join(dir, "first", "adapter"));
+
+  // `rft serve ADAPTER` serves base + adapter: its greedy answer is the adapted model's, not the base's.
+  const greedy = async (m: Model) => {
+    const prompt = m.tokenizer!.encode(m.tokenizer!.applyChatTemplate([{ role: "user", content: "say 5" }], true));
+    const [c] = await generate(m, [
+      { promptIds: prompt, maxTokens: 6, sampling: { temperature: 0, topP: 1, topK: 0 }, seed: 1 },
+    ]);
+    disposeModel(m);
+    return c!.text;
+  };
+  const adapted = await greedy(await loadModelOrAdapter(join(dir, "first", "adapter")));
+  const plain = await greedy(await loadHfModel(join(dir, "model")));
+  assert.notEqual(adapted, plain, "the adapter changes the greedy answer");
+  const srv = spawn(
+    process.execPath,
+    ["--import", "tsx", "cli/rft.ts", "serve", join(dir, "first", "adapter"), "--port", "0", "--backend", "wasm"],
+    {
+      stdio: ["ignore", "pipe", "pipe"],
+    },
+  );
+  try {
+    const url = await new Promise<string>((resolve, reject) => {
+      let out = "";
+      srv.stdout!.on("data", (d: Buffer) => {
+        out += d.toString();
+        const m = / at (http:\/\/\S+)/.exec(out);
+        if (m) resolve(m[1]!);
+      });
+      srv.on("exit", (code) => reject(new Error(`rft serve exited with ${code}`)));
+    });
+    const res = await fetch(`${url}/chat/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({
+        model: "adapter",
+        messages: [{ role: "user", content: "say 5" }],
+        max_completion_tokens: 6,
+        temperature: 0,
+      }),
+    });
+    const body = (await res.json()) as { choices: { message: { content: string } }[] };
+    assert.equal(body.choices[0]!.message.content, adapted);
+  } finally {
+    srv.kill("SIGTERM");
+  }
   // Start from that adapter: the first step's loss is the first job's last level, not the base's.
   const again = await runJob({
     manifest: write("second", { adapter: "first/adapter", merge: true }),
