@@ -15,6 +15,7 @@ import { type RunJobResult, runJob } from "../../trainer/job/run-job.js";
 import { BackendError, parseBackendName } from "../../trainer/model/backend.js";
 import { BackendMemoryError } from "../../trainer/model/backend-failure.js";
 import { ModelDirError } from "../../trainer/model/hf-io.js";
+import { AdapterDirError, LoraConfigError } from "../../trainer/model/lora.js";
 import type { RftControl } from "../../trainer/rl/loop.js";
 import { TrainerMetrics } from "../../trainer/rl/prom.js";
 import { CollectiveError } from "../../trainer/collective/collective.js";
@@ -276,7 +277,13 @@ export function register(program: Command) {
           // One line that says what to change; the state of the backend is lost, nothing else can run.
           process.stderr.write(`rft run: ${err.message}\n`);
           process.exitCode = 1;
-        } else if (err instanceof DatasetError || err instanceof ModelDirError || err instanceof BackendError) {
+        } else if (
+          err instanceof DatasetError ||
+          err instanceof ModelDirError ||
+          err instanceof BackendError ||
+          err instanceof LoraConfigError ||
+          err instanceof AdapterDirError
+        ) {
           process.stderr.write(`rft run: ${err.message}\n`);
           process.exitCode = 2;
         } else if (
