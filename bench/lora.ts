@@ -1,8 +1,10 @@
 /**
  * Full fine-tune vs LoRA: peak memory and step time of one training step (token NLL over B sequences of T
- * tokens, gradients, Adam) on SmolLM2-135M-Instruct and on a synthetic Llama-3.2-1B-shaped config.
+ * tokens, gradients, Adam) on SmolLM2-135M-Instruct and on a synthetic Llama-3.2-1B-shaped config, each with and
+ * without activation checkpointing (`+ckpt`: layers recomputed in the backward pass).
  *
- *   npx tsx bench/lora.ts [--backend tensorflow] [--models smollm2,1b] [--modes full,lora] [--seqs 4] [--len 64]
+ *   npx tsx bench/lora.ts [--backend tensorflow] [--models smollm2,1b] [--modes full,lora,full+ckpt,lora+ckpt]
+ *                         [--seqs 4] [--len 64]
  *                         [--steps 3] [--rank 8] [--max-gib N]
  *
  * Each (model, mode) runs in its own child process, so that its peak RSS (getrusage maxrss, loading included)
@@ -77,8 +79,10 @@ async function one(modelName: string, mode: string, backend: BackendName) {
     model = createModel(c, randomParams(c), null);
   }
   const loadS = (performance.now() - t0) / 1000;
-  if (mode === "lora") addAdapters(model, resolveLora({ rank }, model.config, "lora"), 1);
-  const trained = mode === "lora" ? adapterNames(model.config, model.lora!.settings) : [...model.params.keys()];
+  const lora = mode.startsWith("lora");
+  if (lora) addAdapters(model, resolveLora({ rank }, model.config, "lora"), 1);
+  if (mode.endsWith("+ckpt")) model.checkpoint = true;
+  const trained = lora ? adapterNames(model.config, model.lora!.settings) : [...model.params.keys()];
   const trainedCount = trained.reduce((n, k) => n + model.params.get(k)!.size, 0);
   const rand = mulberry32(7);
   const V = model.config.vocabSize;
@@ -91,7 +95,7 @@ async function one(modelName: string, mode: string, backend: BackendName) {
   );
   const adam = new Adam({ lr: 1e-5 });
   const step = (s: number) => {
-    const { grads } = lossAndGrads(model, batch, trained, mode === "lora" ? s : undefined);
+    const { grads } = lossAndGrads(model, batch, trained, lora ? s : undefined);
     adam.step(model, grads);
   };
   // Step 0 under tf.profile: the peak of the bytes held in tensors (weights, optimizer state, activations,
@@ -128,7 +132,7 @@ async function one(modelName: string, mode: string, backend: BackendName) {
 function estimateGiB(c: ModelConfig, mode: string): number {
   const n = countParams(c);
   // fp32 weights + (full: gradients and two Adam moments of every weight)
-  return ((mode === "full" ? 16 : 4) * n) / GIB;
+  return ((mode.startsWith("full") ? 16 : 4) * n) / GIB;
 }
 
 if (process.argv.includes("--one")) {
@@ -137,7 +141,7 @@ if (process.argv.includes("--one")) {
   const backend = arg("backend", "tensorflow");
   const maxGiB = Number(arg("max-gib", String((0.8 * freemem()) / GIB)));
   const models = arg("models", "smollm2,1b").split(",");
-  const modes = arg("modes", "full,lora").split(",");
+  const modes = arg("modes", "full,lora,full+ckpt,lora+ckpt").split(",");
   const pass = ["seqs", "len", "steps", "rank"].flatMap((k) =>
     process.argv.includes(`--${k}`) ? [`--${k}`, arg(k, "")] : [],
   );

@@ -164,6 +164,10 @@ export function register(program: Command) {
       "--micro-batch <n>",
       "RFT: sequences per forward/backward pass (default 16); smaller needs less memory, same update",
     )
+    .option(
+      "--activation-checkpointing",
+      "recompute each layer's activations in the backward pass: less memory, about one more forward pass of compute",
+    )
     .action(async (file: string, o) => {
       const microBatch = o.microBatch === undefined ? undefined : Number(o.microBatch);
       if (microBatch !== undefined && !(Number.isInteger(microBatch) && microBatch >= 1)) {
@@ -243,6 +247,7 @@ export function register(program: Command) {
           control,
           stopAfterStep: o.stopAfter !== undefined ? Number(o.stopAfter) : undefined,
           microBatch,
+          activationCheckpointing: o.activationCheckpointing === true,
           ranks,
           hooks: {
             onEvent: (e) => e.type === "message" && line(e.message),

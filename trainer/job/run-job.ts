@@ -31,6 +31,8 @@ export interface RunJobOptions {
   hooks?: RftHooks & { onSftStep?: (e: SftStepEvent, totalSteps: number) => void };
   stopAfterStep?: number;
   microBatch?: number;
+  /** Activation checkpointing: each layer keeps only its inputs for the backward pass and recomputes the rest. */
+  activationCheckpointing?: boolean;
   /** Where ledger events go (default: OUT/ledger/events.jsonl); pods pass a NATS JetStream publisher. */
   ledgerSink?: EventSink;
   /** The job reference in the ledger (default: "<namespace or local>/<name>"). */
@@ -96,6 +98,7 @@ async function runJobOnce(o: RunJobOptions): Promise<RunJobResult> {
     const valid = paths.validationFile ? readSftDataset(paths.validationFile, { maxRows: LIMITS.sftValid }) : [];
     const hp = resolveSft(spec.method.supervised?.hyperparameters, train.length);
     const model = await loadHfModel(paths.model);
+    if (o.activationCheckpointing) model.checkpoint = true;
     const lora = jobLora(o);
     const eventsFile = join(o.outDir, "events.jsonl");
     try {
@@ -177,6 +180,7 @@ async function runJobOnce(o: RunJobOptions): Promise<RunJobResult> {
       hooks: o.hooks,
       stopAfterStep: o.stopAfterStep,
       microBatch: o.microBatch,
+      activationCheckpointing: o.activationCheckpointing,
       collective,
     });
     return { ...(await trainer.run()), method: "reinforcement" };

@@ -76,6 +76,8 @@ export interface DecoderState {
   headCache?: HeadCache;
   /** LoRA adapters (model/lora.ts): the base weights are constants, adapted projections add (α/r)·x·A·B. */
   lora?: LoraState;
+  /** Activation checkpointing: each layer keeps only its inputs for the backward pass and recomputes the rest. */
+  checkpoint?: boolean;
 }
 
 /**
@@ -192,6 +194,140 @@ function project(state: DecoderState, params: Params, x: tf.Tensor2D, module: st
   return tf.add(y, tf.mul(linear(linear(xd, A), B), lora.scale));
 }
 
+interface LayerContext {
+  B: number;
+  T: number;
+  S: number;
+  N: number;
+  H: number;
+  kvH: number;
+  g: number;
+  hd: number;
+  scale: number;
+  cos: tf.Tensor3D;
+  sin: tf.Tensor3D;
+  rot: { r: tf.Tensor2D; rT: tf.Tensor2D };
+  mask: tf.Tensor;
+}
+
+/**
+ * A layer past its keys and values: queries (from `a`, the input norm of h), attention over k3/v3, the output
+ * projection, the residual, the MLP and its residual. Returns the layer's output.
+ */
+function layerRest(
+  state: DecoderState,
+  params: Params,
+  l: number,
+  salt: (j: number) => number,
+  x: LayerContext,
+  h: tf.Tensor2D,
+  a: tf.Tensor2D,
+  k3: tf.Tensor3D,
+  v3: tf.Tensor3D,
+): tf.Tensor2D {
+  const c = state.config;
+  const pre = `model.layers.${l}`;
+  let q2 = project(state, params, a, `${pre}.self_attn.q_proj`, salt(0));
+  if (c.qkvBias) q2 = tf.add(q2, p(params, `${pre}.self_attn.q_proj.bias`));
+  const q = applyRope(tf.mul(tf.reshape(q2, [x.N, x.H, x.hd]), x.scale) as tf.Tensor3D, x.cos, x.sin, x.rot);
+  const q3 = tf.reshape(splitHeads(q, x.B, x.T, x.kvH, x.g * x.hd), [x.B * x.kvH, x.T * x.g, x.hd]) as tf.Tensor3D;
+  let scores = tf.reshape(bmmT(q3, k3), [x.B, x.kvH, x.T * x.g, x.S]);
+  scores = tf.add(scores, x.mask);
+  const probs = tf.reshape(tf.softmax(scores), [x.B * x.kvH, x.T * x.g, x.S]) as tf.Tensor3D;
+  const o = mergeHeads(bmm(probs, v3), x.B, x.T, x.kvH, x.g * x.hd);
+  let attnOut = project(state, params, o, `${pre}.self_attn.o_proj`, salt(3));
+  if (c.oBias) attnOut = tf.add(attnOut, p(params, `${pre}.self_attn.o_proj.bias`));
+  const h1 = tf.add(h, attnOut) as tf.Tensor2D;
+  const m = rmsNorm(h1, p(params, `${pre}.post_attention_layernorm.weight`) as tf.Tensor1D, c.rmsNormEps);
+  const gate = silu(project(state, params, m, `${pre}.mlp.gate_proj`, salt(4)));
+  const up = project(state, params, m, `${pre}.mlp.up_proj`, salt(5));
+  return tf.add(h1, project(state, params, tf.mul(gate, up) as tf.Tensor2D, `${pre}.mlp.down_proj`, salt(6)));
+}
+
+/** The engine's internals this module reads: whether a gradient tape is recording, and the tape itself. */
+const engineState = () => (tf.engine() as unknown as { state: { gradientDepth: number; activeTape: unknown } }).state;
+
+/** True inside tf.grads / valueAndGrads (activation checkpointing only matters when a backward pass follows). */
+function recordingGradients(): boolean {
+  return engineState().gradientDepth > 0;
+}
+
+/** The tensors of layer l's checkpointed part that training may differentiate (under LoRA: its adapters). */
+function checkpointInputs(state: DecoderState, params: Params, l: number): string[] {
+  const pre = `model.layers.${l}`;
+  const mods = ["self_attn.q_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"];
+  if (state.lora)
+    return mods.flatMap((m) =>
+      params.has(loraName(`${pre}.${m}`, "A")) ? [loraName(`${pre}.${m}`, "A"), loraName(`${pre}.${m}`, "B")] : [],
+    );
+  const c = state.config;
+  return [
+    `${pre}.input_layernorm.weight`,
+    `${pre}.post_attention_layernorm.weight`,
+    ...mods.map((m) => `${pre}.${m}.weight`),
+    ...(c.qkvBias ? [`${pre}.self_attn.q_proj.bias`] : []),
+    ...(c.oBias ? [`${pre}.self_attn.o_proj.bias`] : []),
+  ];
+}
+
+/**
+ * Activation checkpointing: layerRest as one custom-gradient op that keeps only its inputs (h, the layer's
+ * keys and values, its weights). Its intermediates — queries, attention scores and probabilities, the MLP's
+ * [N, F] activations — are freed after the forward pass and recomputed in the backward pass (the same
+ * dropout masks: they are seeded). About one more forward pass of compute for most of the activation memory.
+ */
+function checkpointedLayer(
+  state: DecoderState,
+  params: Params,
+  l: number,
+  salt: (j: number) => number,
+  x: LayerContext,
+  h: tf.Tensor2D,
+  k3: tf.Tensor3D,
+  v3: tf.Tensor3D,
+): tf.Tensor2D {
+  const names = checkpointInputs(state, params, l);
+  const c = state.config;
+  const run = (xs: tf.Tensor[], cx: LayerContext) => {
+    const ps = new Map(params);
+    names.forEach((n, i) => ps.set(n, xs[3 + i]!));
+    const hh = xs[0] as tf.Tensor2D;
+    const a = rmsNorm(hh, p(ps, `model.layers.${l}.input_layernorm.weight`) as tf.Tensor1D, c.rmsNormEps);
+    return layerRest(state, ps, l, salt, cx, hh, a, xs[1] as tf.Tensor3D, xs[2] as tf.Tensor3D);
+  };
+  const n = 3 + names.length;
+  const f = tf.customGrad((...inputs: Array<tf.Tensor | tf.GradSaveFunc>) => {
+    const save = inputs.pop() as tf.GradSaveFunc;
+    const xs = inputs as tf.Tensor[];
+    // The context's tensors (RoPE rows, rotation, mask) belong to the forward pass's scope, which ends before
+    // the backward pass: saved copies keep them for the recomputation.
+    save([...xs, x.cos, x.sin, x.rot.r, x.rot.rT, x.mask]);
+    return {
+      value: tf.tidy(() => run(xs, x)),
+      gradFunc: (dy: tf.Tensor2D, saved: tf.Tensor[]) => {
+        const [cos, sin, r, rT, mask] = saved.slice(n);
+        const cx = {
+          ...x,
+          cos: cos as tf.Tensor3D,
+          sin: sin as tf.Tensor3D,
+          rot: { r, rT } as LayerContext["rot"],
+          mask: mask!,
+        };
+        // A gradient inside a gradient function: tf.grads starts (and at its end drops) the engine's tape,
+        // which the outer backward pass still holds; put it back.
+        const es = engineState();
+        const tape = es.activeTape;
+        try {
+          return tf.grads((...ys: tf.Tensor[]) => run(ys, cx))(saved.slice(0, n), dy);
+        } finally {
+          es.activeTape = tape;
+        }
+      },
+    };
+  });
+  return f(h, k3, v3, ...names.map((n) => p(params, n))) as tf.Tensor2D;
+}
+
 /** Runs the decoder. With `cache` (possibly empty, length 0) the new keys/values are appended and returned. */
 export function forward(state: DecoderState, input: ForwardInput, cache?: KvCache): ForwardOutput {
   const { config: c, params } = state;
@@ -209,23 +345,21 @@ export function forward(state: DecoderState, input: ForwardInput, cache?: KvCach
   const newCache: KvCache | undefined = cache ? { k: [], v: [], length: cache.length + T } : undefined;
   const S = (cache?.length ?? 0) + T;
 
+  const ctx: LayerContext = { B, T, S, N, H, kvH, g, hd, scale, cos, sin, rot, mask: input.mask };
+  const checkpointing = state.checkpoint === true && recordingGradients();
   for (let l = 0; l < c.numLayers; l++) {
     const pre = `model.layers.${l}`;
-    const a = rmsNorm(h, p(params, `${pre}.input_layernorm.weight`) as tf.Tensor1D, c.rmsNormEps);
     // Dropout masks differ by layer, projection and pass (the prefix and suffix passes of one batch).
     const salt = (j: number) => mix(l, j, cache?.length ?? 0);
-    const proj = (name: string, bias: boolean, j: number): tf.Tensor2D => {
+    // The keys and values of the new tokens (the cache's, and the checkpointed part's inputs).
+    const a = rmsNorm(h, p(params, `${pre}.input_layernorm.weight`) as tf.Tensor1D, c.rmsNormEps);
+    const proj = (name: string, j: number): tf.Tensor2D => {
       const y = project(state, params, a, `${pre}.self_attn.${name}`, salt(j));
-      return bias ? tf.add(y, p(params, `${pre}.self_attn.${name}.bias`)) : y;
+      return c.qkvBias ? tf.add(y, p(params, `${pre}.self_attn.${name}.bias`)) : y;
     };
-    let q = tf.reshape(proj("q_proj", c.qkvBias, 0), [N, H, hd]) as tf.Tensor3D;
-    let k = tf.reshape(proj("k_proj", c.qkvBias, 1), [N, kvH, hd]) as tf.Tensor3D;
-    const v = proj("v_proj", c.qkvBias, 2);
-    q = applyRope(tf.mul(q, scale), cos, sin, rot);
-    k = applyRope(k, cos, sin, rot);
-    const q3 = tf.reshape(splitHeads(q, B, T, kvH, g * hd), [B * kvH, T * g, hd]) as tf.Tensor3D;
+    const k = applyRope(tf.reshape(proj("k_proj", 1), [N, kvH, hd]) as tf.Tensor3D, cos, sin, rot);
     let k3 = splitHeads(k, B, T, kvH, hd);
-    let v3 = splitHeads(v, B, T, kvH, hd);
+    let v3 = splitHeads(proj("v_proj", 2), B, T, kvH, hd);
     if (cache && newCache) {
       if (cache.length > 0) {
         k3 = tf.concat([cache.k[l]!, k3], 1);
@@ -234,17 +368,9 @@ export function forward(state: DecoderState, input: ForwardInput, cache?: KvCach
       newCache.k.push(k3);
       newCache.v.push(v3);
     }
-    let scores = tf.reshape(bmmT(q3, k3), [B, kvH, T * g, S]);
-    scores = tf.add(scores, input.mask);
-    const probs = tf.reshape(tf.softmax(scores), [B * kvH, T * g, S]) as tf.Tensor3D;
-    const o = mergeHeads(bmm(probs, v3), B, T, kvH, g * hd);
-    let attnOut = project(state, params, o, `${pre}.self_attn.o_proj`, salt(3));
-    if (c.oBias) attnOut = tf.add(attnOut, p(params, `${pre}.self_attn.o_proj.bias`));
-    h = tf.add(h, attnOut);
-    const m = rmsNorm(h, p(params, `${pre}.post_attention_layernorm.weight`) as tf.Tensor1D, c.rmsNormEps);
-    const gate = silu(project(state, params, m, `${pre}.mlp.gate_proj`, salt(4)));
-    const up = project(state, params, m, `${pre}.mlp.up_proj`, salt(5));
-    h = tf.add(h, project(state, params, tf.mul(gate, up) as tf.Tensor2D, `${pre}.mlp.down_proj`, salt(6)));
+    h = checkpointing
+      ? checkpointedLayer(state, params, l, salt, ctx, h, k3, v3)
+      : layerRest(state, params, l, salt, ctx, h, a, k3, v3);
   }
   // A gather with a scatter-add gradient: wasm has no UnsortedSegmentSum, the plain gather gradient.
   if (input.logitRows) h = embeddingLookup(h, input.logitRows);

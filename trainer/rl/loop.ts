@@ -94,6 +94,8 @@ export interface RftOptions {
   hooks?: RftHooks;
   /** Sequences per forward/backward pass (memory bound; the update is the same for any value). */
   microBatch?: number;
+  /** Activation checkpointing in the training passes (the same update, less activation memory, more compute). */
+  activationCheckpointing?: boolean;
   /** Fail the job when this fraction of a step's samples carries grader errors (parse errors excluded)… */
   maxGraderErrorRate?: number;
   /** …for this many steps in a row. */
@@ -345,8 +347,9 @@ export class RftTrainer {
    */
   private async loadPolicy(checkpointDir: string | null): Promise<Model> {
     const { job } = this.o;
-    if (!job.lora) return loadHfModel(checkpointDir ? join(checkpointDir, "model") : job.modelDir);
-    const model = await loadHfModel(job.modelDir);
+    const model = await loadHfModel(job.lora || !checkpointDir ? job.modelDir : join(checkpointDir, "model"));
+    if (this.o.activationCheckpointing) model.checkpoint = true;
+    if (!job.lora) return model;
     try {
       if (checkpointDir) await loadAdapter(model, join(checkpointDir, "adapter"));
       else await applyJobLora(model, job.lora, job.seed);
