@@ -13,7 +13,7 @@ import { stringify } from "yaml";
 import { signRow } from "../../ledger/dataset.js";
 import { readEventsFile } from "../../ledger/publisher.js";
 import { exportPublicKeyPem, generateKeyPair } from "../../ledger/sign.js";
-import { loadManifest } from "../../trainer/job/manifest.js";
+import { loadManifest, parseManifest } from "../../trainer/job/manifest.js";
 import { runJob } from "../../trainer/job/run-job.js";
 import { loadHfModel } from "../../trainer/model/hf-io.js";
 import { loadModelOrAdapter } from "../../trainer/model/load-adapted.js";
@@ -268,5 +268,34 @@ test("LoRA SFT: the adapter learns, `rft serve` serves it on its base, a second 
       backend: TEST_BACKEND,
     }),
     /spec\.method\.supervised\.lora\.rank: 2 differs from spec\.method\.supervised\.lora\.adapter's r = 4/,
+  );
+});
+
+test("the manifest schema bounds method.*.lora and names the field and line", () => {
+  const text = [
+    "apiVersion: rft.dev/v1alpha1",
+    "kind: FineTuneJob",
+    "metadata: { name: bad-lora }",
+    "spec:",
+    "  model: m",
+    "  trainingFile: t.jsonl",
+    "  method:",
+    "    type: supervised",
+    "    supervised:",
+    "      lora:",
+    "        rank: 0",
+    "        dropout: 1",
+    "        targetModules: [q_proj, c_attn]",
+    "        scaling: 2",
+  ].join("\n");
+  assert.throws(
+    () => parseManifest(text, "job.yaml"),
+    (e: Error) =>
+      /job\.yaml:11: spec\.method\.supervised\.lora\.rank: must be >= 1/.test(e.message) &&
+      /job\.yaml:12: spec\.method\.supervised\.lora\.dropout: must be < 1/.test(e.message) &&
+      /job\.yaml:13: spec\.method\.supervised\.lora\.targetModules\[1\]: must be one of q_proj, k_proj/.test(
+        e.message,
+      ) &&
+      /spec\.method\.supervised\.lora\.scaling: unknown field/.test(e.message),
   );
 });
