@@ -114,6 +114,7 @@ test("LoRA RFT under an envelope: only layers 2-3's adapters train, the base is 
   const exp = rft("audit", "export", join(dir, "out"), "--key", join(dir, "ledger.key"));
   assert.equal(exp.status, 0, exp.stderr);
   writeFileSync(join(dir, "bundle.json"), exp.stdout);
+  // The trainer digests with a DigestCache (the base hashed once); the verifier from scratch: they must agree.
   const ok = rft("audit", "verify", join(dir, "bundle.json"), "--model", join(dir, "out", "adapter"));
   assert.equal(ok.status, 0, ok.stdout + ok.stderr);
   // Another base under the same adapter does not verify: the digests cover the base's tensors too.

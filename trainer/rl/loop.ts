@@ -28,12 +28,19 @@ import { type ResolvedRft, resolveRft } from "../job/hyperparameters.js";
 import { cleanup, noteWork } from "../model/backend-failure.js";
 import { loadHfModel, saveHfModel } from "../model/hf-io.js";
 import { type Model, disposeModel } from "../model/model.js";
-import { disposeParams, type Params } from "../model/params.js";
+import { disposeParams, type Params, paramSpecs } from "../model/params.js";
 import type { ChatMessage as TemplateMessage } from "../model/tokenizer.js";
 import { Adam } from "../model/train-step.js";
 import { type Completion, generate, type SampleRequest } from "../sampling/generate.js";
 import { type AdmittedRow } from "../governance/admission.js";
-import { type Digest, digestTensors, groupDigests, groupsOf, trainableGroupsOf } from "../governance/digests.js";
+import {
+  type Digest,
+  DigestCache,
+  digestTensors,
+  groupDigests,
+  groupsOf,
+  trainableGroupsOf,
+} from "../governance/digests.js";
 import { applyJobLora, type JobLora, saveLoraOutputs } from "../job/lora.js";
 import { adapterNames, loadAdapter, saveAdapter } from "../model/lora.js";
 import { jobSigningKey, ledgerRecords, ledgerTail, TrainingLedger } from "../governance/ledger.js";
@@ -212,6 +219,8 @@ export class RftTrainer {
   private groups = new Map<string, string[]>();
   /** Ledger group → the tensors training changes (all of the group's, or its LoRA adapters). */
   private trainable = new Map<string, string[]>();
+  /** Under LoRA: the frozen base's hash state per group (each step's digests hash only the adapters). */
+  private digestCache: DigestCache | undefined;
   /** Under LoRA the KL reference is the policy's own frozen base (shared tensors, not disposed with it). */
   private refShared = false;
   private digests: Record<string, Digest> = {};
@@ -464,7 +473,10 @@ export class RftTrainer {
     const { job } = this.o;
     this.groups = groupsOf(this.model.config, this.model.lora?.settings);
     this.trainable = trainableGroupsOf(this.model.config, this.model.lora?.settings);
-    this.digests = groupDigests(this.model.params, this.groups);
+    this.digestCache = this.model.lora
+      ? new DigestCache(new Set(paramSpecs(this.model.config).map((s) => s.name)))
+      : undefined;
+    this.digests = groupDigests(this.model.params, this.groups, undefined, this.digestCache);
     this.ledger = new TrainingLedger({
       ...job.ledger,
       ...(sink ? { sink } : {}),
@@ -648,7 +660,7 @@ export class RftTrainer {
     if (stepGrad.size) summarize(stepGrad);
     tf.dispose([...stepGrad.values()]);
     const tGov = performance.now(); // governance work: weight digests of the changed groups
-    Object.assign(this.digests, groupDigests(this.model.params, this.groups, changed));
+    Object.assign(this.digests, groupDigests(this.model.params, this.groups, changed, this.digestCache));
     this.governanceSeconds += (performance.now() - tGov) / 1000;
     const c = Object.fromEntries(Object.entries(contributions).map(([g, ids]) => [g, [...ids].sort()]));
     return {
