@@ -7,14 +7,15 @@
  *                         [--seqs 4] [--len 64]
  *                         [--steps 3] [--rank 8] [--max-gib N]
  *
- * Each (model, mode) runs in its own child process, so that its peak RSS (getrusage maxrss, loading included)
- * is its own; the first step runs under tf.profile for the peak of the bytes held in tensors, the others are
- * timed. A case
+ * Each (model, mode) runs in its own child process: its RSS once loaded, the peak RSS during the steps (a worker
+ * thread samples it every 5 ms; tfjs's own byte count counts a tensor's clones again, so it is not used), the
+ * bytes held in tensors after a step (weights, optimizer state), and s/step (the first step is a warm-up). A case
  * whose estimated size (weights + gradients + Adam's two moments, fp32) exceeds --max-gib (default: 80% of the
  * machine's free memory) is not run: its line says so and gives the estimate. Prints figures; asserts nothing.
  */
 import { spawnSync } from "node:child_process";
 import { freemem } from "node:os";
+import { Worker } from "node:worker_threads";
 import * as tf from "@tensorflow/tfjs-core";
 import { type BackendName, parseBackendName, useBackend } from "../trainer/model/backend.js";
 import { newHfConfig, parseHfConfig, type ModelConfig } from "../trainer/model/config.js";
@@ -98,11 +99,16 @@ async function one(modelName: string, mode: string, backend: BackendName) {
     const { grads } = lossAndGrads(model, batch, trained, lora ? s : undefined);
     adam.step(model, grads);
   };
-  // Step 0 under tf.profile: the peak of the bytes held in tensors (weights, optimizer state, activations,
-  // gradients) as tfjs counts them. Its per-kernel bookkeeping slows the step, so the later steps are timed.
-  tf.env().set("CHECK_COMPUTATION_FOR_ERRORS", false);
+  // A step is one synchronous call: a worker thread samples the process's RSS meanwhile (every 5 ms).
   const rssBefore = process.memoryUsage().rss;
-  const prof = await tf.profile(() => step(0));
+  const peak = new BigInt64Array(new SharedArrayBuffer(8));
+  const sampler = new Worker(
+    `const { workerData } = require("node:worker_threads");
+     setInterval(() => { const r = BigInt(process.memoryUsage.rss()); if (r > Atomics.load(workerData, 0)) Atomics.store(workerData, 0, r); }, 5);`,
+    { eval: true, workerData: peak },
+  );
+  await new Promise((r) => setTimeout(r, 50));
+  step(0); // warm-up (not timed)
   const times: number[] = [];
   for (let s = 1; s < steps; s++) {
     const a = performance.now();
@@ -110,6 +116,9 @@ async function one(modelName: string, mode: string, backend: BackendName) {
     times.push((performance.now() - a) / 1000);
   }
   const tfBytes = tf.memory().numBytes;
+  await new Promise((r) => setTimeout(r, 20));
+  const stepPeakRss = Number(Atomics.load(peak, 0));
+  await sampler.terminate();
   adam.dispose();
   disposeModel(model);
   const r = {
@@ -121,8 +130,8 @@ async function one(modelName: string, mode: string, backend: BackendName) {
     tokensPerStep: seqs * len,
     loadS,
     stepS: times.reduce((a, b) => a + b, 0) / Math.max(1, times.length),
-    stepPeakTensorMiB: prof.peakBytes / 2 ** 20,
     rssBeforeStepMiB: rssBefore / 2 ** 20,
+    stepPeakRssMiB: stepPeakRss / 2 ** 20,
     peakRssMiB: process.resourceUsage().maxRSS / 1024,
     tensorsMiBAfterStep: tfBytes / 2 ** 20,
   };
@@ -159,7 +168,7 @@ if (process.argv.includes("--one")) {
     `LoRA vs full fine-tune, backend ${backend}, ${arg("seqs", "4")} sequences × ${arg("len", "64")} tokens per step, rank ${arg("rank", "8")} on all 7 projections, memory limit for a case ${maxGiB.toFixed(1)} GiB\n\n`,
   );
   process.stdout.write(
-    "| model | mode | parameters | trained | est. weights+grads+Adam | peak tensors in a step | tensors after it | peak RSS | s/step |\n|---|---|---|---|---|---|---|---|---|\n",
+    "| model | mode | parameters | trained | est. weights+grads+Adam | RSS loaded | peak RSS in the steps | tensors after a step | s/step |\n|---|---|---|---|---|---|---|---|---|\n",
   );
   for (const m of models) {
     const c = await configs[m]!();
@@ -186,7 +195,7 @@ if (process.argv.includes("--one")) {
       }
       const r = JSON.parse(line.slice(7));
       process.stdout.write(
-        `${head} | ${(r.trained / 1e6).toFixed(2)}M | ${est.toFixed(2)} GiB | ${(r.stepPeakTensorMiB / 1024).toFixed(2)} GiB | ${(r.tensorsMiBAfterStep / 1024).toFixed(2)} GiB | ${(r.peakRssMiB / 1024).toFixed(2)} GiB | ${r.stepS.toFixed(2)} |\n`,
+        `${head} | ${(r.trained / 1e6).toFixed(2)}M | ${est.toFixed(2)} GiB | ${(r.rssBeforeStepMiB / 1024).toFixed(2)} GiB | ${(r.stepPeakRssMiB / 1024).toFixed(2)} GiB | ${(r.tensorsMiBAfterStep / 1024).toFixed(2)} GiB | ${r.stepS.toFixed(2)} |\n`,
       );
     }
   }
