@@ -13,6 +13,7 @@ import { LIMITS, readRftDataset, readSftDataset } from "../data/dataset.js";
 import { grpcGrader, inProcessGrader } from "../rl/grading.js";
 import { type RftControl, type RftHooks, type RftResult, RftTrainer } from "../rl/loop.js";
 import { runSft, type SftStepEvent, toSftExample } from "../sft/sft.js";
+import { parseResponseFormat } from "../sampling/response-format.js";
 import { resolveSft } from "./hyperparameters.js";
 import { applyJobLora, type JobLora, saveLoraOutputs } from "./lora.js";
 import type { EventSink } from "../../ledger/writer.js";
@@ -166,6 +167,7 @@ async function runJobOnce(o: RunJobOptions): Promise<RunJobResult> {
         hyperparameters: rft.hyperparameters,
         seed,
         jsonRequired: Boolean(rft.responseFormat && rft.responseFormat.type !== "text"),
+        responseFormat: parseResponseFormat(rft.responseFormat, "spec.method.reinforcement.responseFormat"),
         lora: jobLora(o),
         ledger: {
           spec,
