@@ -16,6 +16,7 @@ import { type RunJobResult, runJob } from "../../trainer/job/run-job.js";
 import { BackendError, parseBackendName } from "../../trainer/model/backend.js";
 import { BackendMemoryError } from "../../trainer/model/backend-failure.js";
 import { ModelDirError } from "../../trainer/model/hf-io.js";
+import { AdapterDirError, LoraConfigError } from "../../trainer/model/lora.js";
 import type { RftControl } from "../../trainer/rl/loop.js";
 import { TrainerMetrics } from "../../trainer/rl/prom.js";
 import { CollectiveError } from "../../trainer/collective/collective.js";
@@ -164,6 +165,10 @@ export function register(program: Command) {
       "--micro-batch <n>",
       "RFT: sequences per forward/backward pass (default 16); smaller needs less memory, same update",
     )
+    .option(
+      "--activation-checkpointing",
+      "recompute each layer's activations in the backward pass: less memory, about one more forward pass of compute",
+    )
     .action(async (file: string, o) => {
       const microBatch = o.microBatch === undefined ? undefined : Number(o.microBatch);
       if (microBatch !== undefined && !(Number.isInteger(microBatch) && microBatch >= 1)) {
@@ -244,6 +249,7 @@ export function register(program: Command) {
           control,
           stopAfterStep: o.stopAfter !== undefined ? Number(o.stopAfter) : undefined,
           microBatch,
+          activationCheckpointing: o.activationCheckpointing === true,
           ranks,
           hooks: {
             onEvent: (e) => e.type === "message" && line(e.message),
@@ -278,7 +284,13 @@ export function register(program: Command) {
           // One line that says what to change; the state of the backend is lost, nothing else can run.
           process.stderr.write(`rft run: ${err.message}\n`);
           process.exitCode = 1;
-        } else if (err instanceof DatasetError || err instanceof ModelDirError || err instanceof BackendError) {
+        } else if (
+          err instanceof DatasetError ||
+          err instanceof ModelDirError ||
+          err instanceof BackendError ||
+          err instanceof LoraConfigError ||
+          err instanceof AdapterDirError
+        ) {
           process.stderr.write(`rft run: ${err.message}\n`);
           process.exitCode = 2;
         } else if (

@@ -106,7 +106,7 @@ export interface LoadedManifest {
   job: FineTuneJob;
   file: string;
   /** Paths resolved against the manifest's folder. */
-  paths: { model: string; trainingFile: string; validationFile?: string };
+  paths: { model: string; trainingFile: string; validationFile?: string; loraAdapter?: string };
 }
 
 export function parseManifest(text: string, file: string): LoadedManifest {
@@ -211,6 +211,7 @@ export function parseManifest(text: string, file: string): LoadedManifest {
     );
   const base = dirname(resolve(file));
   const abs = (p: string) => (isAbsolute(p) ? p : resolve(base, p));
+  const lora = job.spec.method.supervised?.lora ?? job.spec.method.reinforcement?.lora;
   return {
     job,
     file,
@@ -218,6 +219,7 @@ export function parseManifest(text: string, file: string): LoadedManifest {
       model: abs(job.spec.model),
       trainingFile: abs(job.spec.trainingFile),
       validationFile: job.spec.validationFile ? abs(job.spec.validationFile) : undefined,
+      ...(lora?.adapter ? { loraAdapter: abs(lora.adapter) } : {}),
     },
   };
 }

@@ -174,7 +174,9 @@ export async function runSft(model: Model, opts: SftOptions): Promise<SftResult>
           order.slice(s * hp.batchSize, (s + 1) * hp.batchSize).map((i) => train[i]!),
           padId,
         );
-        const { loss, grads } = lossAndGrads(model, batch);
+        // A LoRA model trains its adapters only, with dropout masks seeded by (seed, step).
+        const dropoutSeed = model.lora ? (Math.imul(opts.seed ?? 0, 0x9e3779b1) ^ (step + 1)) >>> 0 : undefined;
+        const { loss, grads } = lossAndGrads(model, batch, undefined, dropoutSeed);
         adam.step(model, grads);
         step++;
         const tokens = batch.weights.reduce((a, b) => a + b, 0);
