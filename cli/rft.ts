@@ -9,6 +9,7 @@ const program = new Command()
 
 // One entry per command module, cli/commands/<name>.ts (keep sorted).
 const commands = [
+  "api",
   "audit",
   "dataset",
   "grade",
@@ -17,6 +18,7 @@ const commands = [
   "init-model",
   "keys",
   "ledger",
+  "nats",
   "operator",
   "run",
   "serve",

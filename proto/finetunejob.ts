@@ -58,6 +58,50 @@ export const SupervisedHyperparameters = T.Object(
 );
 export type SupervisedHyperparameters = Static<typeof SupervisedHyperparameters>;
 
+/** PEFT's names of the projections an adapter may target (trainer/model/lora.ts checks them against the model). */
+export const LORA_TARGET_MODULES = [
+  "q_proj",
+  "k_proj",
+  "v_proj",
+  "o_proj",
+  "gate_proj",
+  "up_proj",
+  "down_proj",
+] as const;
+
+/**
+ * LoRA adapters instead of a full fine-tune (not an OpenAI field): the base weights stay frozen and unchanged,
+ * the adapters (and their optimizer state) train in float32, the job writes a PEFT adapter directory.
+ * A rank larger than a targeted projection's smallest dimension is refused when the model is loaded.
+ */
+export const LoraSpec = T.Object(
+  {
+    rank: T.Optional(T.Integer({ minimum: 1, maximum: 1024, description: "r (default 8)" })),
+    alpha: T.Optional(
+      T.Number({
+        exclusiveMinimum: 0,
+        maximum: 100_000,
+        description: "lora_alpha; scale alpha/r (default 2·rank, 16)",
+      }),
+    ),
+    dropout: T.Optional(T.Number({ minimum: 0, exclusiveMaximum: 1, description: "lora_dropout (default 0)" })),
+    targetModules: T.Optional(
+      T.Array(StringEnum(LORA_TARGET_MODULES), {
+        minItems: 1,
+        maxItems: LORA_TARGET_MODULES.length,
+        uniqueItems: true,
+        description: "PEFT module names (default: all seven projections)",
+      }),
+    ),
+    adapter: T.Optional(
+      T.String({ minLength: 1, maxLength: 1024, description: "a PEFT adapter directory to start from" }),
+    ),
+    merge: T.Optional(T.Boolean({ description: "also write the merged model (base + adapter)" })),
+  },
+  { additionalProperties: false },
+);
+export type LoraSpec = Static<typeof LoraSpec>;
+
 /** OpenAI's response_format (Chat Completions `json_schema` form, or Azure's flattened form). */
 export const ResponseFormat = T.Object(
   {
@@ -74,7 +118,10 @@ export const Method = T.Object(
   {
     type: StringEnum(["supervised", "reinforcement"] as const),
     supervised: T.Optional(
-      T.Object({ hyperparameters: T.Optional(SupervisedHyperparameters) }, { additionalProperties: false }),
+      T.Object(
+        { hyperparameters: T.Optional(SupervisedHyperparameters), lora: T.Optional(LoraSpec) },
+        { additionalProperties: false },
+      ),
     ),
     reinforcement: T.Optional(
       T.Object(
@@ -83,6 +130,7 @@ export const Method = T.Object(
           grader: T.Record(T.String(), T.Unknown()),
           responseFormat: T.Optional(T.Union([ResponseFormat, T.Null()])),
           hyperparameters: T.Optional(ReinforcementHyperparameters),
+          lora: T.Optional(LoraSpec),
         },
         { additionalProperties: false },
       ),

@@ -87,23 +87,46 @@ function readJsonl(path: string, flag: string): DatasetRow[] {
     });
 }
 
-/** The parameter-group digests of a model directory, computed as the trainer computes them. */
-async function modelGroupDigests(dir: string): Promise<Record<string, string>> {
+/**
+ * The parameter-group digests of a model directory, computed as the trainer computes them. A PEFT adapter
+ * directory (LoRA jobs) is digested with its base model (`base`, else the adapter's base_model_name_or_path):
+ * each group covers the base's tensors and the adapters', so both must be the ones the ledger recorded.
+ */
+async function modelGroupDigests(dir: string, base?: string): Promise<Record<string, string>> {
   // Loaded here, not at startup: they pull in tfjs, which `rft audit verify` without --model does not need.
   const { groupDigests, groupsOf } = await import("../../trainer/governance/digests.js");
   const { useBackend } = await import("../../trainer/model/backend.js");
   const { loadHfModel, ModelDirError } = await import("../../trainer/model/hf-io.js");
   const { disposeModel } = await import("../../trainer/model/model.js");
+  const lora = await import("../../trainer/model/lora.js");
   await useBackend("cpu");
+  const adapter = lora.isAdapterDir(dir);
+  let baseDir = dir;
+  if (adapter) {
+    const cfg = await lora.readAdapterConfig(dir).catch((e: Error) => {
+      throw new UsageError(`--model: ${e.message}`);
+    });
+    const b = base ?? cfg.baseModel;
+    if (!b) throw new UsageError(`--model: ${dir} is a LoRA adapter without base_model_name_or_path: pass --base DIR`);
+    baseDir = b;
+  }
   let model: Awaited<ReturnType<typeof loadHfModel>>;
   try {
-    model = await loadHfModel(dir, { tokenizer: false });
+    model = await loadHfModel(baseDir, { tokenizer: false });
   } catch (e) {
-    if (e instanceof ModelDirError) throw new UsageError(`--model: ${e.message}`);
+    if (e instanceof ModelDirError) throw new UsageError(`${adapter ? "--base" : "--model"}: ${e.message}`);
     throw e;
   }
   try {
-    return groupDigests(model.params, groupsOf(model.config));
+    if (adapter) {
+      try {
+        await lora.loadAdapter(model, dir);
+      } catch (e) {
+        if (e instanceof lora.AdapterDirError) throw new UsageError(`--model: ${e.message}`);
+        throw e;
+      }
+    }
+    return groupDigests(model.params, groupsOf(model.config, model.lora?.settings));
   } finally {
     disposeModel(model);
   }
@@ -313,7 +336,11 @@ export function register(program: Command) {
     )
     .option(
       "--model <dir>",
-      "the delivered model (Hugging Face directory): its group digests must match the ledger's final ones",
+      "the delivered model (Hugging Face directory, or a LoRA job's PEFT adapter directory with its base): its group digests must match the ledger's final ones",
+    )
+    .option(
+      "--base <dir>",
+      "with a PEFT adapter as --model: its base model (default: the adapter's base_model_name_or_path)",
     )
     .option("--model-digests <file>", "JSON {group: sha256 digest} of the final model's parameter groups")
     .option("--dataset <file>", "the training dataset (JSONL) to check against the manifest")
@@ -338,6 +365,7 @@ export function register(program: Command) {
         path: string,
         o: {
           model?: string;
+          base?: string;
           modelDigests?: string;
           dataset?: string;
           jobKey?: string;
@@ -368,6 +396,7 @@ export function register(program: Command) {
 
 interface VerifyFlags {
   model?: string;
+  base?: string;
   modelDigests?: string;
   dataset?: string;
   jobKey?: string;
@@ -382,7 +411,7 @@ interface VerifyFlags {
 async function verifyWith(path: string, o: VerifyFlags): Promise<VerifyReport> {
   const options = {
     modelDigests: o.model
-      ? await modelGroupDigests(o.model)
+      ? await modelGroupDigests(o.model, o.base)
       : o.modelDigests
         ? (readJson(o.modelDigests, "--model-digests") as Record<string, string>)
         : undefined,
@@ -423,6 +452,7 @@ async function summaryOf(path: string): Promise<AuditSummary> {
 function withVerifyFlags(c: Command): Command {
   return c
     .option("--model <dir>", "the delivered model: check its weights against the ledger's final digests")
+    .option("--base <dir>", "with --model of a LoRA adapter: the base model it applies to")
     .option("--dataset <file>", "the training dataset (JSONL) to check against the manifest")
     .option("--job-key <key>", "pin the job signing key (raw base64 public key or key id)")
     .option("--ledger-key <key>", "pin the ledger key (raw base64 public key or key id)")

@@ -10,11 +10,13 @@ import asciichart from "asciichart";
 import cliProgress from "cli-progress";
 import type { Command } from "commander";
 import { DatasetError } from "../../trainer/data/dataset.js";
-import { loadManifest, ManifestError } from "../../trainer/job/manifest.js";
+import { ManifestError } from "../../trainer/job/manifest.js";
+import { loadJobFile } from "../../api/convert.js";
 import { type RunJobResult, runJob } from "../../trainer/job/run-job.js";
 import { BackendError, parseBackendName } from "../../trainer/model/backend.js";
 import { BackendMemoryError } from "../../trainer/model/backend-failure.js";
 import { ModelDirError } from "../../trainer/model/hf-io.js";
+import { AdapterDirError, LoraConfigError } from "../../trainer/model/lora.js";
 import type { RftControl } from "../../trainer/rl/loop.js";
 import { TrainerMetrics } from "../../trainer/rl/prom.js";
 import { CollectiveError } from "../../trainer/collective/collective.js";
@@ -148,7 +150,7 @@ export function register(program: Command) {
   program
     .command("run")
     .description("run a FineTuneJob manifest locally (SFT or RFT); resumes from the last checkpoint in --out")
-    .argument("<manifest>", "FineTuneJob YAML or JSON")
+    .argument("<manifest>", "FineTuneJob YAML or JSON, or OpenAI's fine-tuning job request JSON")
     .option("--out <dir>", "output directory (events.jsonl, checkpoints/, model/)", "rft-out")
     .option(
       "--backend <name>",
@@ -162,6 +164,10 @@ export function register(program: Command) {
     .option(
       "--micro-batch <n>",
       "RFT: sequences per forward/backward pass (default 16); smaller needs less memory, same update",
+    )
+    .option(
+      "--activation-checkpointing",
+      "recompute each layer's activations in the backward pass: less memory, about one more forward pass of compute",
     )
     .action(async (file: string, o) => {
       const microBatch = o.microBatch === undefined ? undefined : Number(o.microBatch);
@@ -190,9 +196,10 @@ export function register(program: Command) {
         return;
       }
       const rank = ranks?.rank ?? 0;
-      let manifest: ReturnType<typeof loadManifest>;
+      let manifest: ReturnType<typeof loadJobFile>;
       try {
-        manifest = loadManifest(file);
+        // A FineTuneJob, or OpenAI's job request JSON (api/convert.ts).
+        manifest = loadJobFile(file);
       } catch (err) {
         if (err instanceof ManifestError) {
           process.stderr.write(`rft run: invalid manifest\n${err.message}\n`);
@@ -242,6 +249,7 @@ export function register(program: Command) {
           control,
           stopAfterStep: o.stopAfter !== undefined ? Number(o.stopAfter) : undefined,
           microBatch,
+          activationCheckpointing: o.activationCheckpointing === true,
           ranks,
           hooks: {
             onEvent: (e) => e.type === "message" && line(e.message),
@@ -276,7 +284,13 @@ export function register(program: Command) {
           // One line that says what to change; the state of the backend is lost, nothing else can run.
           process.stderr.write(`rft run: ${err.message}\n`);
           process.exitCode = 1;
-        } else if (err instanceof DatasetError || err instanceof ModelDirError || err instanceof BackendError) {
+        } else if (
+          err instanceof DatasetError ||
+          err instanceof ModelDirError ||
+          err instanceof BackendError ||
+          err instanceof LoraConfigError ||
+          err instanceof AdapterDirError
+        ) {
           process.stderr.write(`rft run: ${err.message}\n`);
           process.exitCode = 2;
         } else if (

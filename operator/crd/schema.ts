@@ -92,6 +92,8 @@ export function toStructural(src: Src, o: ConvertOptions): Schema {
       out.type = "array";
       if (!src.items) throw new Error("array without items");
       out.items = toStructural(src.items, o);
+      // Kubernetes refuses uniqueItems (quadratic to check); a set list type is its equivalent for scalars.
+      if (src.uniqueItems === true) out["x-kubernetes-list-type"] = "set";
       return out;
     case "object": {
       out.type = "object";

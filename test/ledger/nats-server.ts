@@ -1,6 +1,9 @@
-/** Starts a real nats-server (JetStream, file store in a temp dir) on a free port, for the ledger tests. */
+/**
+ * Starts a real nats-server (JetStream, file store in a temp dir) on a free port, for the ledger tests; with
+ * `auth`, in operator (JWT) mode: its config includes the `auth.conf` the operator writes for the chart's NATS.
+ */
 import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -27,6 +30,10 @@ export class NatsServer {
   private constructor(
     readonly port: number,
     readonly storeDir: string,
+    /** The auth.conf text (operator/nats-credentials.ts serverAuthConfig), or none: no authentication. */
+    readonly auth?: string,
+    /** PEM files of the server's certificate and key: clients must speak TLS. */
+    readonly tls?: { certFile: string; keyFile: string },
   ) {}
 
   get url(): string {
@@ -34,16 +41,29 @@ export class NatsServer {
   }
 
   /** Starts one on a free port, or on `port` (a test that first needs NATS to be down there). */
-  static async start(port?: number): Promise<NatsServer> {
-    const s = new NatsServer(port ?? (await freePort()), mkdtempSync(join(tmpdir(), "rft-nats-")));
+  static async start(
+    port?: number,
+    opts: { auth?: string; tls?: { certFile: string; keyFile: string } } = {},
+  ): Promise<NatsServer> {
+    const s = new NatsServer(port ?? (await freePort()), mkdtempSync(join(tmpdir(), "rft-nats-")), opts.auth, opts.tls);
     await s.startProcess();
     return s;
   }
 
   async startProcess(): Promise<void> {
-    const proc = spawn(natsServerBinary(), ["-js", "-sd", this.storeDir, "-a", "127.0.0.1", "-p", String(this.port)], {
-      stdio: ["ignore", "pipe", "pipe"],
-    });
+    const args = ["-js", "-sd", this.storeDir, "-a", "127.0.0.1", "-p", String(this.port)];
+    if (this.auth !== undefined || this.tls) {
+      // As the chart does it: nats.conf includes the auth.conf beside it, and names the certificate files.
+      const conf: string[] = [];
+      if (this.auth !== undefined) {
+        writeFileSync(join(this.storeDir, "auth.conf"), this.auth);
+        conf.push("include ./auth.conf");
+      }
+      if (this.tls) conf.push(`tls { cert_file: "${this.tls.certFile}", key_file: "${this.tls.keyFile}", timeout: 2 }`);
+      writeFileSync(join(this.storeDir, "nats.conf"), `${conf.join("\n")}\n`);
+      args.push("-c", join(this.storeDir, "nats.conf"));
+    }
+    const proc = spawn(natsServerBinary(), args, { stdio: ["ignore", "pipe", "pipe"] });
     this.proc = proc;
     await new Promise<void>((resolve, reject) => {
       let out = "";

@@ -48,6 +48,27 @@ describe("CRD", () => {
   test("the committed CRD is the generated one (run `npm run gen:crd`)", () => {
     assert.equal(readFileSync(CRD_FILE, "utf8"), crdYaml());
   });
+  test("method.*.lora: bounded rank, alpha and dropout, PEFT module names as a set", () => {
+    const spec = parse(crdYaml()).spec.versions[0].schema.openAPIV3Schema.properties.spec;
+    for (const m of ["supervised", "reinforcement"]) {
+      const lora = spec.properties.method.properties[m].properties.lora.properties;
+      assert.deepEqual([lora.rank.minimum, lora.rank.maximum], [1, 1024], m);
+      assert.deepEqual([lora.alpha.minimum, lora.alpha.exclusiveMinimum], [0, true], m);
+      assert.deepEqual([lora.dropout.maximum, lora.dropout.exclusiveMaximum], [1, true], m);
+      assert.equal(lora.targetModules["x-kubernetes-list-type"], "set", m);
+      assert.equal(lora.targetModules.maxItems, 7, m);
+      assert.deepEqual(lora.targetModules.items.enum, [
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+      ]);
+      assert.equal(lora.adapter.maxLength, 1024, m);
+    }
+  });
   test("printer columns, short name, status subresource, immutability and list-map conditions", () => {
     const crd = parse(crdYaml());
     const v = crd.spec.versions[0];

@@ -9,6 +9,7 @@ import { Ajv, type ErrorObject } from "ajv";
 import { type Document, isAlias, LineCounter, parseAllDocuments, visit } from "yaml";
 import { compileGrader, GraderValidationError } from "../../grader-sidecar/src/validate.js";
 import { FineTuneJob } from "../../proto/finetunejob.js";
+import { parseResponseFormat, ResponseFormatError } from "../sampling/response-format.js";
 
 export interface ManifestIssue {
   line: number;
@@ -105,7 +106,7 @@ export interface LoadedManifest {
   job: FineTuneJob;
   file: string;
   /** Paths resolved against the manifest's folder. */
-  paths: { model: string; trainingFile: string; validationFile?: string };
+  paths: { model: string; trainingFile: string; validationFile?: string; loraAdapter?: string };
 }
 
 export function parseManifest(text: string, file: string): LoadedManifest {
@@ -191,6 +192,18 @@ export function parseManifest(text: string, file: string): LoadedManifest {
       });
     }
   }
+  if (method?.type === "reinforcement" && method.reinforcement?.responseFormat) {
+    try {
+      parseResponseFormat(method.reinforcement.responseFormat, "spec.method.reinforcement.responseFormat");
+    } catch (err) {
+      if (!(err instanceof ResponseFormatError)) throw err;
+      const path: Path = err.path
+        .split(/\.|\[(\d+)\]/)
+        .filter((s) => s !== undefined && s !== "")
+        .map((s) => (/^\d+$/.test(s) ? Number(s) : s));
+      issues.push({ line: lineOf(doc, lc, path), field: err.path, message: err.message.replace(`${err.path}: `, "") });
+    }
+  }
   if (issues.length > 0)
     throw new ManifestError(
       file,
@@ -198,6 +211,7 @@ export function parseManifest(text: string, file: string): LoadedManifest {
     );
   const base = dirname(resolve(file));
   const abs = (p: string) => (isAbsolute(p) ? p : resolve(base, p));
+  const lora = job.spec.method.supervised?.lora ?? job.spec.method.reinforcement?.lora;
   return {
     job,
     file,
@@ -205,6 +219,7 @@ export function parseManifest(text: string, file: string): LoadedManifest {
       model: abs(job.spec.model),
       trainingFile: abs(job.spec.trainingFile),
       validationFile: job.spec.validationFile ? abs(job.spec.validationFile) : undefined,
+      ...(lora?.adapter ? { loraAdapter: abs(lora.adapter) } : {}),
     },
   };
 }

@@ -13,7 +13,9 @@ import { LIMITS, readRftDataset, readSftDataset } from "../data/dataset.js";
 import { grpcGrader, inProcessGrader } from "../rl/grading.js";
 import { type RftControl, type RftHooks, type RftResult, RftTrainer } from "../rl/loop.js";
 import { runSft, type SftStepEvent, toSftExample } from "../sft/sft.js";
+import { parseResponseFormat } from "../sampling/response-format.js";
 import { resolveSft } from "./hyperparameters.js";
+import { applyJobLora, type JobLora, saveLoraOutputs } from "./lora.js";
 import type { EventSink } from "../../ledger/writer.js";
 import type { LoadedManifest } from "./manifest.js";
 import { Collective } from "../collective/collective.js";
@@ -30,6 +32,8 @@ export interface RunJobOptions {
   hooks?: RftHooks & { onSftStep?: (e: SftStepEvent, totalSteps: number) => void };
   stopAfterStep?: number;
   microBatch?: number;
+  /** Activation checkpointing: each layer keeps only its inputs for the backward pass and recomputes the rest. */
+  activationCheckpointing?: boolean;
   /** Where ledger events go (default: OUT/ledger/events.jsonl); pods pass a NATS JetStream publisher. */
   ledgerSink?: EventSink;
   /** The job reference in the ledger (default: "<namespace or local>/<name>"). */
@@ -44,7 +48,23 @@ export interface SftRunResult {
   method: "supervised";
   steps: SftStepEvent[];
   totalSteps: number;
+  /** The trained model: the merged model with LoRA `merge`, the PEFT adapter with LoRA alone. */
   modelDir: string;
+  /** LoRA: the PEFT adapter directory. */
+  adapterDir?: string;
+}
+
+/** The job's LoRA settings (null: a full fine-tune). */
+export function jobLora(o: Pick<RunJobOptions, "manifest">): JobLora | null {
+  const { job, paths } = o.manifest;
+  const type = job.spec.method.type;
+  const spec = job.spec.method[type]?.lora;
+  if (!spec) return null;
+  return {
+    spec,
+    field: `spec.method.${type}.lora`,
+    ...(paths.loraAdapter ? { adapter: paths.loraAdapter } : {}),
+  };
 }
 
 export type RunJobResult = (RftResult & { method: "reinforcement" }) | SftRunResult;
@@ -79,9 +99,12 @@ async function runJobOnce(o: RunJobOptions): Promise<RunJobResult> {
     const valid = paths.validationFile ? readSftDataset(paths.validationFile, { maxRows: LIMITS.sftValid }) : [];
     const hp = resolveSft(spec.method.supervised?.hyperparameters, train.length);
     const model = await loadHfModel(paths.model);
+    if (o.activationCheckpointing) model.checkpoint = true;
+    const lora = jobLora(o);
     const eventsFile = join(o.outDir, "events.jsonl");
-    writeFileSync(eventsFile, "");
     try {
+      if (lora) await applyJobLora(model, lora, seed);
+      writeFileSync(eventsFile, "");
       const res = await runSft(model, {
         train: train.map((r) => toSftExample(r, paths.trainingFile)),
         validation: valid.map((r) => toSftExample(r, paths.validationFile)),
@@ -109,6 +132,17 @@ async function runJobOnce(o: RunJobOptions): Promise<RunJobResult> {
           o.hooks?.onSftStep?.(e, hp.totalSteps);
         },
       });
+      if (lora) {
+        const out = await saveLoraOutputs(model, o.outDir, { baseModel: paths.model, merge: lora.spec.merge });
+        return {
+          status: "succeeded",
+          method: "supervised",
+          steps: res.steps,
+          totalSteps: hp.totalSteps,
+          modelDir: out.mergedDir ?? out.adapterDir,
+          adapterDir: out.adapterDir,
+        };
+      }
       const modelDir = join(o.outDir, "model");
       await saveHfModel(model, modelDir);
       return { status: "succeeded", method: "supervised", steps: res.steps, totalSteps: hp.totalSteps, modelDir };
@@ -133,6 +167,8 @@ async function runJobOnce(o: RunJobOptions): Promise<RunJobResult> {
         hyperparameters: rft.hyperparameters,
         seed,
         jsonRequired: Boolean(rft.responseFormat && rft.responseFormat.type !== "text"),
+        responseFormat: parseResponseFormat(rft.responseFormat, "spec.method.reinforcement.responseFormat"),
+        lora: jobLora(o),
         ledger: {
           spec,
           job: jobRef,
@@ -146,6 +182,7 @@ async function runJobOnce(o: RunJobOptions): Promise<RunJobResult> {
       hooks: o.hooks,
       stopAfterStep: o.stopAfterStep,
       microBatch: o.microBatch,
+      activationCheckpointing: o.activationCheckpointing,
       collective,
     });
     return { ...(await trainer.run()), method: "reinforcement" };

@@ -9,7 +9,20 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { type ModelConfig, ropeInvFreq } from "./config.js";
-import { applyRope, bmm, bmmT, embeddingLookup, linear, rmsNorm, rotationMatrices, silu, tiedHead } from "./ops.js";
+import { loraName, type LoraState } from "./lora.js";
+import {
+  applyRope,
+  bmm,
+  bmmT,
+  embeddingLookup,
+  linear,
+  linearConst,
+  rmsNorm,
+  rotationMatrices,
+  silu,
+  tiedHead,
+  tiedHeadConst,
+} from "./ops.js";
 import type { Params } from "./params.js";
 
 export const MASKED = -1e9;
@@ -61,6 +74,10 @@ export interface DecoderState {
   rope: { cos: tf.Tensor2D; sin: tf.Tensor2D };
   /** Transposed tied embeddings, one per embedding tensor (see tiedHeadWeight); absent: made per call. */
   headCache?: HeadCache;
+  /** LoRA adapters (model/lora.ts): the base weights are constants, adapted projections add (α/r)·x·A·B. */
+  lora?: LoraState;
+  /** Activation checkpointing: each layer keeps only its inputs for the backward pass and recomputes the rest. */
+  checkpoint?: boolean;
 }
 
 /**
@@ -147,6 +164,170 @@ function mergeHeads(x: tf.Tensor, B: number, T: number, kvH: number, w: number):
   return tf.reshape(tf.transpose(tf.reshape(x, [B, kvH, T, w]), [0, 2, 1, 3]), [B * T, kvH * w]);
 }
 
+/** A 32-bit mix of integers (dropout seeds per layer and projection). */
+function mix(...xs: number[]): number {
+  let h = 0x2545f491;
+  for (const x of xs) {
+    h = Math.imul(h ^ (x >>> 0), 0x9e3779b1);
+    h ^= h >>> 15;
+  }
+  return h >>> 0;
+}
+
+/**
+ * x·W for the projection `module` (`model.layers.3.mlp.up_proj`), plus its LoRA term (α/r)·(dropout(x)·A)·B
+ * when the model is adapted and the projection targeted. Under LoRA the base weight is a constant.
+ */
+function project(state: DecoderState, params: Params, x: tf.Tensor2D, module: string, salt: number): tf.Tensor2D {
+  const w = p(params, `${module}.weight`) as tf.Tensor2D;
+  const lora = state.lora;
+  if (!lora) return linear(x, w);
+  const y = linearConst(x, w);
+  const A = params.get(loraName(module, "A")) as tf.Tensor2D | undefined;
+  if (!A) return y;
+  const B = p(params, loraName(module, "B")) as tf.Tensor2D;
+  const rate = lora.settings.dropout;
+  const xd =
+    rate > 0 && lora.dropoutSeed !== undefined
+      ? (tf.dropout(x, rate, undefined, mix(lora.dropoutSeed, salt)) as tf.Tensor2D)
+      : x;
+  return tf.add(y, tf.mul(linear(linear(xd, A), B), lora.scale));
+}
+
+interface LayerContext {
+  B: number;
+  T: number;
+  S: number;
+  N: number;
+  H: number;
+  kvH: number;
+  g: number;
+  hd: number;
+  scale: number;
+  cos: tf.Tensor3D;
+  sin: tf.Tensor3D;
+  rot: { r: tf.Tensor2D; rT: tf.Tensor2D };
+  mask: tf.Tensor;
+}
+
+/**
+ * A layer past its keys and values: queries (from `a`, the input norm of h), attention over k3/v3, the output
+ * projection, the residual, the MLP and its residual. Returns the layer's output.
+ */
+function layerRest(
+  state: DecoderState,
+  params: Params,
+  l: number,
+  salt: (j: number) => number,
+  x: LayerContext,
+  h: tf.Tensor2D,
+  a: tf.Tensor2D,
+  k3: tf.Tensor3D,
+  v3: tf.Tensor3D,
+): tf.Tensor2D {
+  const c = state.config;
+  const pre = `model.layers.${l}`;
+  let q2 = project(state, params, a, `${pre}.self_attn.q_proj`, salt(0));
+  if (c.qkvBias) q2 = tf.add(q2, p(params, `${pre}.self_attn.q_proj.bias`));
+  const q = applyRope(tf.mul(tf.reshape(q2, [x.N, x.H, x.hd]), x.scale) as tf.Tensor3D, x.cos, x.sin, x.rot);
+  const q3 = tf.reshape(splitHeads(q, x.B, x.T, x.kvH, x.g * x.hd), [x.B * x.kvH, x.T * x.g, x.hd]) as tf.Tensor3D;
+  let scores = tf.reshape(bmmT(q3, k3), [x.B, x.kvH, x.T * x.g, x.S]);
+  scores = tf.add(scores, x.mask);
+  const probs = tf.reshape(tf.softmax(scores), [x.B * x.kvH, x.T * x.g, x.S]) as tf.Tensor3D;
+  const o = mergeHeads(bmm(probs, v3), x.B, x.T, x.kvH, x.g * x.hd);
+  let attnOut = project(state, params, o, `${pre}.self_attn.o_proj`, salt(3));
+  if (c.oBias) attnOut = tf.add(attnOut, p(params, `${pre}.self_attn.o_proj.bias`));
+  const h1 = tf.add(h, attnOut) as tf.Tensor2D;
+  const m = rmsNorm(h1, p(params, `${pre}.post_attention_layernorm.weight`) as tf.Tensor1D, c.rmsNormEps);
+  const gate = silu(project(state, params, m, `${pre}.mlp.gate_proj`, salt(4)));
+  const up = project(state, params, m, `${pre}.mlp.up_proj`, salt(5));
+  return tf.add(h1, project(state, params, tf.mul(gate, up) as tf.Tensor2D, `${pre}.mlp.down_proj`, salt(6)));
+}
+
+/** The engine's internals this module reads: whether a gradient tape is recording, and the tape itself. */
+const engineState = () => (tf.engine() as unknown as { state: { gradientDepth: number; activeTape: unknown } }).state;
+
+/** True inside tf.grads / valueAndGrads (activation checkpointing only matters when a backward pass follows). */
+function recordingGradients(): boolean {
+  return engineState().gradientDepth > 0;
+}
+
+/** The tensors of layer l's checkpointed part that training may differentiate (under LoRA: its adapters). */
+function checkpointInputs(state: DecoderState, params: Params, l: number): string[] {
+  const pre = `model.layers.${l}`;
+  const mods = ["self_attn.q_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"];
+  if (state.lora)
+    return mods.flatMap((m) =>
+      params.has(loraName(`${pre}.${m}`, "A")) ? [loraName(`${pre}.${m}`, "A"), loraName(`${pre}.${m}`, "B")] : [],
+    );
+  const c = state.config;
+  return [
+    `${pre}.input_layernorm.weight`,
+    `${pre}.post_attention_layernorm.weight`,
+    ...mods.map((m) => `${pre}.${m}.weight`),
+    ...(c.qkvBias ? [`${pre}.self_attn.q_proj.bias`] : []),
+    ...(c.oBias ? [`${pre}.self_attn.o_proj.bias`] : []),
+  ];
+}
+
+/**
+ * Activation checkpointing: layerRest as one custom-gradient op that keeps only its inputs (h, the layer's
+ * keys and values, its weights). Its intermediates — queries, attention scores and probabilities, the MLP's
+ * [N, F] activations — are freed after the forward pass and recomputed in the backward pass (the same
+ * dropout masks: they are seeded). About one more forward pass of compute for most of the activation memory.
+ */
+function checkpointedLayer(
+  state: DecoderState,
+  params: Params,
+  l: number,
+  salt: (j: number) => number,
+  x: LayerContext,
+  h: tf.Tensor2D,
+  k3: tf.Tensor3D,
+  v3: tf.Tensor3D,
+): tf.Tensor2D {
+  const names = checkpointInputs(state, params, l);
+  const c = state.config;
+  const run = (xs: tf.Tensor[], cx: LayerContext) => {
+    const ps = new Map(params);
+    names.forEach((n, i) => ps.set(n, xs[3 + i]!));
+    const hh = xs[0] as tf.Tensor2D;
+    const a = rmsNorm(hh, p(ps, `model.layers.${l}.input_layernorm.weight`) as tf.Tensor1D, c.rmsNormEps);
+    return layerRest(state, ps, l, salt, cx, hh, a, xs[1] as tf.Tensor3D, xs[2] as tf.Tensor3D);
+  };
+  const n = 3 + names.length;
+  const f = tf.customGrad((...inputs: Array<tf.Tensor | tf.GradSaveFunc>) => {
+    const save = inputs.pop() as tf.GradSaveFunc;
+    const xs = inputs as tf.Tensor[];
+    // The context's tensors (RoPE rows, rotation, mask) belong to the forward pass's scope, which ends before
+    // the backward pass: saved copies keep them for the recomputation.
+    save([...xs, x.cos, x.sin, x.rot.r, x.rot.rT, x.mask]);
+    return {
+      value: tf.tidy(() => run(xs, x)),
+      gradFunc: (dy: tf.Tensor2D, saved: tf.Tensor[]) => {
+        const [cos, sin, r, rT, mask] = saved.slice(n);
+        const cx = {
+          ...x,
+          cos: cos as tf.Tensor3D,
+          sin: sin as tf.Tensor3D,
+          rot: { r, rT } as LayerContext["rot"],
+          mask: mask!,
+        };
+        // A gradient inside a gradient function: tf.grads starts (and at its end drops) the engine's tape,
+        // which the outer backward pass still holds; put it back.
+        const es = engineState();
+        const tape = es.activeTape;
+        try {
+          return tf.grads((...ys: tf.Tensor[]) => run(ys, cx))(saved.slice(0, n), dy);
+        } finally {
+          es.activeTape = tape;
+        }
+      },
+    };
+  });
+  return f(h, k3, v3, ...names.map((n) => p(params, n))) as tf.Tensor2D;
+}
+
 /** Runs the decoder. With `cache` (possibly empty, length 0) the new keys/values are appended and returned. */
 export function forward(state: DecoderState, input: ForwardInput, cache?: KvCache): ForwardOutput {
   const { config: c, params } = state;
@@ -164,21 +345,21 @@ export function forward(state: DecoderState, input: ForwardInput, cache?: KvCach
   const newCache: KvCache | undefined = cache ? { k: [], v: [], length: cache.length + T } : undefined;
   const S = (cache?.length ?? 0) + T;
 
+  const ctx: LayerContext = { B, T, S, N, H, kvH, g, hd, scale, cos, sin, rot, mask: input.mask };
+  const checkpointing = state.checkpoint === true && recordingGradients();
   for (let l = 0; l < c.numLayers; l++) {
     const pre = `model.layers.${l}`;
+    // Dropout masks differ by layer, projection and pass (the prefix and suffix passes of one batch).
+    const salt = (j: number) => mix(l, j, cache?.length ?? 0);
+    // The keys and values of the new tokens (the cache's, and the checkpointed part's inputs).
     const a = rmsNorm(h, p(params, `${pre}.input_layernorm.weight`) as tf.Tensor1D, c.rmsNormEps);
-    const proj = (name: string, bias: boolean): tf.Tensor2D => {
-      const y = linear(a, p(params, `${pre}.self_attn.${name}.weight`) as tf.Tensor2D);
-      return bias ? tf.add(y, p(params, `${pre}.self_attn.${name}.bias`)) : y;
+    const proj = (name: string, j: number): tf.Tensor2D => {
+      const y = project(state, params, a, `${pre}.self_attn.${name}`, salt(j));
+      return c.qkvBias ? tf.add(y, p(params, `${pre}.self_attn.${name}.bias`)) : y;
     };
-    let q = tf.reshape(proj("q_proj", c.qkvBias), [N, H, hd]) as tf.Tensor3D;
-    let k = tf.reshape(proj("k_proj", c.qkvBias), [N, kvH, hd]) as tf.Tensor3D;
-    const v = proj("v_proj", c.qkvBias);
-    q = applyRope(tf.mul(q, scale), cos, sin, rot);
-    k = applyRope(k, cos, sin, rot);
-    const q3 = tf.reshape(splitHeads(q, B, T, kvH, g * hd), [B * kvH, T * g, hd]) as tf.Tensor3D;
+    const k = applyRope(tf.reshape(proj("k_proj", 1), [N, kvH, hd]) as tf.Tensor3D, cos, sin, rot);
     let k3 = splitHeads(k, B, T, kvH, hd);
-    let v3 = splitHeads(v, B, T, kvH, hd);
+    let v3 = splitHeads(proj("v_proj", 2), B, T, kvH, hd);
     if (cache && newCache) {
       if (cache.length > 0) {
         k3 = tf.concat([cache.k[l]!, k3], 1);
@@ -187,17 +368,9 @@ export function forward(state: DecoderState, input: ForwardInput, cache?: KvCach
       newCache.k.push(k3);
       newCache.v.push(v3);
     }
-    let scores = tf.reshape(bmmT(q3, k3), [B, kvH, T * g, S]);
-    scores = tf.add(scores, input.mask);
-    const probs = tf.reshape(tf.softmax(scores), [B * kvH, T * g, S]) as tf.Tensor3D;
-    const o = mergeHeads(bmm(probs, v3), B, T, kvH, g * hd);
-    let attnOut = linear(o, p(params, `${pre}.self_attn.o_proj.weight`) as tf.Tensor2D);
-    if (c.oBias) attnOut = tf.add(attnOut, p(params, `${pre}.self_attn.o_proj.bias`));
-    h = tf.add(h, attnOut);
-    const m = rmsNorm(h, p(params, `${pre}.post_attention_layernorm.weight`) as tf.Tensor1D, c.rmsNormEps);
-    const gate = silu(linear(m, p(params, `${pre}.mlp.gate_proj.weight`) as tf.Tensor2D));
-    const up = linear(m, p(params, `${pre}.mlp.up_proj.weight`) as tf.Tensor2D);
-    h = tf.add(h, linear(tf.mul(gate, up) as tf.Tensor2D, p(params, `${pre}.mlp.down_proj.weight`) as tf.Tensor2D));
+    h = checkpointing
+      ? checkpointedLayer(state, params, l, salt, ctx, h, k3, v3)
+      : layerRest(state, params, l, salt, ctx, h, a, k3, v3);
   }
   // A gather with a scatter-add gradient: wasm has no UnsortedSegmentSum, the plain gather gradient.
   if (input.logitRows) h = embeddingLookup(h, input.logitRows);
@@ -205,9 +378,9 @@ export function forward(state: DecoderState, input: ForwardInput, cache?: KvCach
   let logits: tf.Tensor2D;
   if (c.tieWordEmbeddings) {
     const emb = p(params, "model.embed_tokens.weight") as tf.Tensor2D;
-    logits = tiedHead(hn, emb, tiedHeadWeight(state, emb));
+    logits = (state.lora ? tiedHeadConst : tiedHead)(hn, emb, tiedHeadWeight(state, emb));
   } else {
-    logits = linear(hn, p(params, "lm_head.weight") as tf.Tensor2D);
+    logits = (state.lora ? linearConst : linear)(hn, p(params, "lm_head.weight") as tf.Tensor2D);
   }
   return newCache ? { logits, cache: newCache } : { logits };
 }

@@ -6,9 +6,8 @@
  * - embedding lookup (gather) gets a scatter-add gradient (wasm lacks UnsortedSegmentSum).
  */
 import * as tf from "@tensorflow/tfjs-core";
-// The gradients of the core ops are registered by the @tensorflow/tfjs bundle (tfjs-core's own Node bundle
-// leaves them out, and its ES module files do not load under Node's ESM resolver).
-import "@tensorflow/tfjs";
+// The gradients of the core ops (the @tensorflow/tfjs bundle, loaded once by ./tfjs.ts).
+import "./tfjs.js";
 
 /** y = x @ w for x [N, in], w [in, out]. */
 export const linear = tf.customGrad((...inputs: Array<tf.Tensor | tf.GradSaveFunc>) => {
@@ -30,6 +29,38 @@ export const linear = tf.customGrad((...inputs: Array<tf.Tensor | tf.GradSaveFun
     },
   };
 }) as (x: tf.Tensor2D, w: tf.Tensor2D) => tf.Tensor2D;
+
+/**
+ * y = x @ w with w a constant (a frozen base weight under LoRA): the gradient is dx = dy·wᵀ only, never the
+ * [in, out] weight gradient that `linear` would compute and the tape would then throw away.
+ */
+export function linearConst(x: tf.Tensor2D, w: tf.Tensor2D): tf.Tensor2D {
+  const f = tf.customGrad((...inputs: Array<tf.Tensor | tf.GradSaveFunc>) => {
+    const [xs] = inputs as [tf.Tensor2D, tf.GradSaveFunc];
+    return {
+      value: tf.matMul(xs, w) as tf.Tensor2D,
+      gradFunc: (dy: tf.Tensor2D) => {
+        const wT = tf.transpose(w);
+        const dx = tf.matMul(dy, wT);
+        wT.dispose();
+        return [dx];
+      },
+    };
+  });
+  return f(x) as tf.Tensor2D;
+}
+
+/** The tied head with the embedding a constant (LoRA): only hn's gradient, dy @ emb. */
+export function tiedHeadConst(hn: tf.Tensor2D, emb: tf.Tensor2D, embT: tf.Tensor2D): tf.Tensor2D {
+  const f = tf.customGrad((...inputs: Array<tf.Tensor | tf.GradSaveFunc>) => {
+    const [x] = inputs as [tf.Tensor2D, tf.GradSaveFunc];
+    return {
+      value: tf.matMul(x, embT) as tf.Tensor2D,
+      gradFunc: (dy: tf.Tensor2D) => [tf.matMul(dy, emb)],
+    };
+  });
+  return f(hn) as tf.Tensor2D;
+}
 
 /**
  * Logits of a tied head: hn [R, H] @ embᵀ, with embᵀ [H, V] given (made once per weight version, see

@@ -4,6 +4,7 @@
  */
 import * as tf from "@tensorflow/tfjs-core";
 import { causalMask, forward } from "./decoder.js";
+import { adapterNames } from "./lora.js";
 import { type Model, setParam } from "./model.js";
 import { SafetensorsError, SafetensorsReader, type TensorToWrite, writeSafetensors } from "./safetensors.js";
 
@@ -36,13 +37,14 @@ export function makeBatch(seqs: { ids: number[]; mask: number[] }[], padId: numb
 }
 
 /** Mean negative log-likelihood over weighted positions; a scalar tensor. */
-function nll(model: Model, params: Map<string, tf.Tensor>, batch: TokenBatch): tf.Scalar {
+function nll(model: Model, params: Map<string, tf.Tensor>, batch: TokenBatch, dropoutSeed?: number): tf.Scalar {
   const { B, T } = batch;
   const g = model.config.numHeads / model.config.numKvHeads;
   const positions = new Int32Array(B * T);
   for (let i = 0; i < B * T; i++) positions[i] = i % T;
+  const lora = model.lora && dropoutSeed !== undefined ? { ...model.lora, dropoutSeed } : model.lora;
   const { logits } = forward(
-    { ...model, params },
+    { ...model, params, ...(lora ? { lora } : {}) },
     {
       ids: tf.tensor2d(batch.ids, [B, T], "int32"),
       positions: tf.tensor1d(positions, "int32"),
@@ -64,11 +66,15 @@ export function evalLoss(model: Model, batch: TokenBatch): number {
   return tf.tidy(() => nll(model, model.params, batch).dataSync()[0]!);
 }
 
-/** Loss and gradients (by parameter name); the caller disposes the gradients. */
+/**
+ * Loss and gradients (by parameter name; default every parameter, or the adapters of a LoRA model); the
+ * caller disposes the gradients. `dropoutSeed`: LoRA dropout masks for this pass (none without it).
+ */
 export function lossAndGrads(
   model: Model,
   batch: TokenBatch,
-  names = [...model.params.keys()],
+  names = trainableNames(model),
+  dropoutSeed?: number,
 ): { loss: number; grads: Map<string, tf.Tensor> } {
   const out = tf.tidy(() => {
     const f = (...ws: tf.Tensor[]) => {
@@ -76,7 +82,7 @@ export function lossAndGrads(
       names.forEach((n, i) => {
         params.set(n, ws[i]!);
       });
-      return nll(model, params, batch);
+      return nll(model, params, batch, dropoutSeed);
     };
     const { value, grads } = tf.valueAndGrads(f)(names.map((n) => model.params.get(n)!));
     return [value, ...grads];
@@ -85,6 +91,11 @@ export function lossAndGrads(
   const loss = value!.dataSync()[0]!;
   value!.dispose();
   return { loss, grads: new Map(names.map((n, i) => [n, grads[i]!])) };
+}
+
+/** What training changes: the adapters of a LoRA model, else every parameter. */
+export function trainableNames(model: Model): string[] {
+  return model.lora ? adapterNames(model.config, model.lora.settings) : [...model.params.keys()];
 }
 
 export interface AdamOptions {

@@ -28,12 +28,23 @@ import { type ResolvedRft, resolveRft } from "../job/hyperparameters.js";
 import { cleanup, noteWork } from "../model/backend-failure.js";
 import { loadHfModel, saveHfModel } from "../model/hf-io.js";
 import { type Model, disposeModel } from "../model/model.js";
-import { disposeParams, type Params } from "../model/params.js";
-import type { ChatMessage as TemplateMessage } from "../model/tokenizer.js";
+import { disposeParams, type Params, paramSpecs } from "../model/params.js";
 import { Adam } from "../model/train-step.js";
 import { type Completion, generate, type SampleRequest } from "../sampling/generate.js";
+import type { StructuredFormat } from "../sampling/response-format.js";
+import { formatConstraint } from "../sampling/structured.js";
+import { parseToolCalls, parseTools, renderChat, rowConversation } from "../sampling/tools.js";
 import { type AdmittedRow } from "../governance/admission.js";
-import { type Digest, digestTensors, groupDigests, groupsOf } from "../governance/digests.js";
+import {
+  type Digest,
+  DigestCache,
+  digestTensors,
+  groupDigests,
+  groupsOf,
+  trainableGroupsOf,
+} from "../governance/digests.js";
+import { applyJobLora, type JobLora, saveLoraOutputs } from "../job/lora.js";
+import { adapterNames, loadAdapter, saveAdapter } from "../model/lora.js";
 import { jobSigningKey, ledgerRecords, ledgerTail, TrainingLedger } from "../governance/ledger.js";
 import type { EventSink } from "../../ledger/writer.js";
 import { FileSink } from "../../ledger/publisher.js";
@@ -49,6 +60,7 @@ import {
 } from "../collective/data-parallel.js";
 import type { FineTuneJobSpec, ReinforcementHyperparameters } from "../../proto/finetunejob.js";
 import { groupAdvantages, isZeroVariance, mean, std, tokenWeights } from "./advantages.js";
+import type { SampleInput } from "../../grader-sidecar/src/engine.js";
 import type { StepGrader } from "./grading.js";
 import { completionLogprobs, packSequences } from "./logprobs.js";
 import { policyLoss } from "./loss.js";
@@ -64,9 +76,13 @@ export interface RftJob {
   seed: number;
   /** A response_format was set: samples must parse as JSON. */
   jsonRequired: boolean;
+  /** Structured outputs: every sample is decoded under this format's grammar (trainer/sampling/structured.ts). */
+  responseFormat?: StructuredFormat | null;
   /** The ledger of the run: the job spec, its reference, where relative key files live, and where events go
    * (default: OUT/ledger/events.jsonl; a pod passes a NATS JetStream publisher). */
   ledger: { spec: FineTuneJobSpec; job: string; baseDir: string; sink?: EventSink };
+  /** LoRA adapters instead of a full fine-tune (the base stays frozen; checkpoints hold the adapter). */
+  lora?: JobLora | null;
 }
 
 export interface RftControl {
@@ -90,6 +106,8 @@ export interface RftOptions {
   hooks?: RftHooks;
   /** Sequences per forward/backward pass (memory bound; the update is the same for any value). */
   microBatch?: number;
+  /** Activation checkpointing in the training passes (the same update, less activation memory, more compute). */
+  activationCheckpointing?: boolean;
   /** Fail the job when this fraction of a step's samples carries grader errors (parse errors excluded)… */
   maxGraderErrorRate?: number;
   /** …for this many steps in a row. */
@@ -166,21 +184,34 @@ export function learningRateAt(step: number, hp: Pick<ResolvedRft, "learningRate
   return hp.warmupSteps > 0 && step <= hp.warmupSteps ? (hp.learningRate * step) / hp.warmupSteps : hp.learningRate;
 }
 
-function contentText(content: unknown): string {
-  if (typeof content === "string") return content;
-  if (Array.isArray(content)) return content.map((p: { text?: string }) => p.text ?? "").join("");
-  return "";
-}
-
-/** Renders a row's messages with the model's chat template (developer turns as system turns). */
-export function promptIds(model: Model, row: Pick<RftRow, "messages">): number[] {
+/** Renders a row's messages and tools with the model's chat template (developer turns as system turns). */
+export function promptIds(model: Model, row: Pick<RftRow, "messages" | "tools">): number[] {
   const tok = model.tokenizer;
   if (!tok) throw new Error("the model has no tokenizer (tokenizer.json) to render prompts with");
-  const msgs: TemplateMessage[] = row.messages.map((m) => ({
-    role: m.role === "developer" ? "system" : m.role,
-    content: contentText(m.content),
-  }));
-  return tok.encode(tok.applyChatTemplate(msgs, true));
+  return tok.encode(renderChat(tok, rowConversation(row.messages), parseTools(row.tools), true));
+}
+
+/**
+ * What graders see of a completion (OpenAI's `sample`): with the row's `tools`, the tool calls parsed from it
+ * (`output_tools`, ids `call_0`, `call_1`, … so a resumed run grades alike) and the text around them as
+ * `output_text`; `choices[0]` carries the finish reason ("length" when the token limit cut it).
+ */
+export function gradedSample(c: Completion, row: Pick<RftRow, "tools">, jsonRequired: boolean): SampleInput {
+  const tools = parseTools(row.tools);
+  const { content, toolCalls } = parseToolCalls(c.text, tools, (k) => `call_${k}`);
+  const finish = c.finishReason === "stop" && toolCalls.length ? "tool_calls" : c.finishReason;
+  return {
+    output_text: toolCalls.length ? (content ?? "") : c.text,
+    output_tools: toolCalls,
+    choices: [
+      {
+        index: 0,
+        finish_reason: finish,
+        message: { role: "assistant", content, ...(toolCalls.length ? { tool_calls: toolCalls } : {}) },
+      },
+    ],
+    json_required: jsonRequired,
+  };
 }
 
 interface Rollout {
@@ -204,6 +235,12 @@ export class RftTrainer {
   private ledger!: TrainingLedger;
   /** Ledger group → tensor names, and each group's current weight digest. */
   private groups = new Map<string, string[]>();
+  /** Ledger group → the tensors training changes (all of the group's, or its LoRA adapters). */
+  private trainable = new Map<string, string[]>();
+  /** Under LoRA: the frozen base's hash state per group (each step's digests hash only the adapters). */
+  private digestCache: DigestCache | undefined;
+  /** Under LoRA the KL reference is the policy's own frozen base (shared tensors, not disposed with it). */
+  private refShared = false;
   private digests: Record<string, Digest> = {};
   /** Admission of each training row (rows not admitted never appear in a batch). */
   private admission = new Map<RftRow, AdmittedRow>();
@@ -272,7 +309,7 @@ export class RftTrainer {
     this.adam = new Adam({ lr: 0, clipNorm: 1 }); // the learning rate is set every step (warm-up)
     if (latest) {
       const dir = this.store.dir(latest.name);
-      this.model = await loadHfModel(join(dir, "model"));
+      this.model = await this.loadPolicy(dir);
       await this.adam.load(join(dir, "optimizer.safetensors"), this.model);
       const state = JSON.parse(readFileSync(join(dir, "state.json"), "utf8"));
       this.history = state.history ?? [];
@@ -290,7 +327,7 @@ export class RftTrainer {
         data: { step: latest.step, abandoned_steps: r.abandoned },
       });
     } else {
-      this.model = await loadHfModel(job.modelDir);
+      this.model = await this.loadPolicy(null);
       if (this.reports) writeFileSync(this.eventsFile, "");
       if (fallback) this.emit({ level: "warn", type: "message", message: fallback, data: { step: 0 } });
       await this.openLedgerRanked();
@@ -318,13 +355,41 @@ export class RftTrainer {
         data: { hyperparameters: this.hp as unknown as Record<string, unknown> },
       });
     }
-    if (this.hp.klCoef > 0) {
+    if (this.hp.klCoef > 0 && this.model.lora) {
+      const adapters = new Set(adapterNames(this.model.config, this.model.lora.settings));
+      this.ref = new Map([...this.model.params].filter(([n]) => !adapters.has(n)));
+      this.refShared = true;
+    } else if (this.hp.klCoef > 0) {
       const base = await loadHfModel(job.modelDir, { tokenizer: false });
       this.ref = base.params;
       base.rope.cos.dispose();
       base.rope.sin.dispose();
     }
     return latest?.step ?? 0;
+  }
+
+  /**
+   * The policy: the base model, or a checkpoint's model; under LoRA always the base model (its files are never
+   * written) with the job's starting adapters, or the checkpoint's adapter.
+   */
+  private async loadPolicy(checkpointDir: string | null): Promise<Model> {
+    const { job } = this.o;
+    const model = await loadHfModel(job.lora || !checkpointDir ? job.modelDir : join(checkpointDir, "model"));
+    if (this.o.activationCheckpointing) model.checkpoint = true;
+    if (!job.lora) return model;
+    try {
+      if (checkpointDir) await loadAdapter(model, join(checkpointDir, "adapter"));
+      else await applyJobLora(model, job.lora, job.seed);
+    } catch (e) {
+      disposeModel(model);
+      throw e;
+    }
+    return model;
+  }
+
+  private disposeRef() {
+    if (this.ref && !this.refShared) disposeParams(this.ref);
+    this.ref = null;
   }
 
   /**
@@ -424,8 +489,12 @@ export class RftTrainer {
   /** Admits the training rows and opens the ledger; digests the loaded weights. */
   private openLedger(sink?: EventSink) {
     const { job } = this.o;
-    this.groups = groupsOf(this.model.config);
-    this.digests = groupDigests(this.model.params, this.groups);
+    this.groups = groupsOf(this.model.config, this.model.lora?.settings);
+    this.trainable = trainableGroupsOf(this.model.config, this.model.lora?.settings);
+    this.digestCache = this.model.lora
+      ? new DigestCache(new Set(paramSpecs(this.model.config).map((s) => s.name)))
+      : undefined;
+    this.digests = groupDigests(this.model.params, this.groups, undefined, this.digestCache);
     this.ledger = new TrainingLedger({
       ...job.ledger,
       ...(sink ? { sink } : {}),
@@ -462,7 +531,9 @@ export class RftTrainer {
     timing = { sampling: 0, grading: 0 },
   ): Promise<Rollout[]> {
     const { hp } = this;
-    const { jsonRequired } = this.o.job;
+    const { jsonRequired, responseFormat } = this.o.job;
+    // Compiled once per tokenizer and schema (cached), so this is a lookup after the first step.
+    const constraint = responseFormat ? await formatConstraint(this.model, responseFormat) : undefined;
     const reqs: SampleRequest[] = [];
     const owners: RftRow[] = [];
     rows.forEach((row, i) => {
@@ -472,6 +543,7 @@ export class RftTrainer {
           maxTokens: hp.maxCompletionTokens,
           sampling: { temperature: hp.temperature, topP: hp.topP, topK: 0 },
           seed: seedOf(i, j),
+          ...(constraint ? { constraint } : {}),
         });
         owners.push(row);
       }
@@ -484,10 +556,7 @@ export class RftTrainer {
       completions.push(...(await generate(this.model, reqs.slice(i, i + chunk))));
     const t1 = performance.now();
     const graded = await this.o.grader.grade(
-      completions.map((c, i) => ({
-        item: owners[i]!.item,
-        sample: { output_text: c.text, json_required: jsonRequired },
-      })),
+      completions.map((c, i) => ({ item: owners[i]!.item, sample: gradedSample(c, owners[i]!, jsonRequired) })),
     );
     timing.sampling += (t1 - t0) / 1000;
     timing.grading += (performance.now() - t1) / 1000;
@@ -526,7 +595,7 @@ export class RftTrainer {
           parts.push(groups);
         }
       }
-      global = globalShare(await dp.allGatherJson<ShareSummary>({ lengths, parts }), this.rank, this.groups);
+      global = globalShare(await dp.allGatherJson<ShareSummary>({ lengths, parts }), this.rank, this.trainable);
     }
     const globalCount = global ? global.lengths.length : keep.length;
     if (globalCount === 0) return { sequences: 0, tokens: 0, contributions: {}, gradients, before, after: before };
@@ -543,16 +612,17 @@ export class RftTrainer {
       const part = parts.get(key) ?? { groups, idx: [] };
       part.idx.push(i);
       parts.set(key, part);
-      // A group without tensors of its own (lm_head of a model with tied embeddings) receives no gradient: the
-      // ledger records no contribution to it (the verifier asks a gradient of every contributed group).
+      // Only the groups with trainable tensors take a contribution: under LoRA the frozen base groups, and a group
+      // without tensors of its own (lm_head of a model with tied embeddings), receive no gradient (and the verifier
+      // asks a gradient of every contributed group).
       for (const g of groups)
-        if (this.groups.get(g)!.length > 0) (contributions[g] ??= new Set()).add(this.admission.get(x.r.row)!.id);
+        if (this.trainable.get(g)!.length > 0) (contributions[g] ??= new Set()).add(this.admission.get(x.r.row)!.id);
     });
     const touched = Object.keys(contributions);
     // The groups whose weights change: this rank's, or with several ranks every rank's (their tensors are
     // global.names).
     const changed = global
-      ? [...this.groups.keys()].filter((g) => this.groups.get(g)!.some((n) => global.names.includes(n)))
+      ? [...this.trainable.keys()].filter((g) => this.trainable.get(g)!.some((n) => global.names.includes(n)))
       : touched;
     // What the ledger records of this rank's gradient (Σ over the updates): its L2 norm and digest per group.
     // With one update per batch they are read from the update's own gradients before the optimizer consumes
@@ -560,7 +630,7 @@ export class RftTrainer {
     const summarize = (grad: Map<string, tf.Tensor>) => {
       const t = performance.now();
       for (const g of touched) {
-        const names = this.groups.get(g)!;
+        const names = this.trainable.get(g)!;
         const l2 = Math.sqrt(tf.tidy(() => tf.addN(names.map((n) => tf.sum(tf.square(grad.get(n)!)))).dataSync()[0]!));
         gradients[g] = { l2, digest: digestTensors(names, (n) => grad.get(n)!) };
       }
@@ -570,7 +640,7 @@ export class RftTrainer {
     for (let u = 0; u < hp.updatesPerBatch; u++) {
       let grads = new Map<string, tf.Tensor>();
       for (const { groups, idx } of parts.values()) {
-        const names = groups.flatMap((g) => this.groups.get(g)!);
+        const names = groups.flatMap((g) => this.trainable.get(g)!);
         if (names.length === 0) continue;
         for (let s = 0; s < idx.length; s += micro) {
           const ids = idx.slice(s, s + micro);
@@ -582,6 +652,7 @@ export class RftTrainer {
             ids.map((i) => weights[i]!),
             names,
             padId,
+            mixSeed(this.o.job.seed, step, u, this.rank, s, names.length),
           );
           g.forEach((t, k) => {
             const prev = grads.get(names[k]!);
@@ -608,7 +679,7 @@ export class RftTrainer {
     if (stepGrad.size) summarize(stepGrad);
     tf.dispose([...stepGrad.values()]);
     const tGov = performance.now(); // governance work: weight digests of the changed groups
-    Object.assign(this.digests, groupDigests(this.model.params, this.groups, changed));
+    Object.assign(this.digests, groupDigests(this.model.params, this.groups, changed, this.digestCache));
     this.governanceSeconds += (performance.now() - tGov) / 1000;
     const c = Object.fromEntries(Object.entries(contributions).map(([g, ids]) => [g, [...ids].sort()]));
     return {
@@ -627,6 +698,7 @@ export class RftTrainer {
     weights: number[],
     names: string[],
     padId: number,
+    dropoutSeed: number,
   ): tf.Tensor[] {
     const { hp } = this;
     const batch = packSequences(
@@ -644,10 +716,12 @@ export class RftTrainer {
       const refLogp = this.ref
         ? (tf.reshape(completionLogprobs(this.model, this.ref, batch), [R, 1]) as tf.Tensor2D)
         : undefined;
+      // LoRA dropout (when set) with masks of this micro-batch's seed; never in sampling or the reference.
+      const policy = this.model.lora ? { ...this.model, lora: { ...this.model.lora, dropoutSeed } } : this.model;
       const f = (...ws: tf.Tensor[]) => {
         const params = new Map(this.model.params);
         names.forEach((n, i) => params.set(n, ws[i]!));
-        const logp = tf.reshape(completionLogprobs(this.model, params, batch), [R, 1]) as tf.Tensor2D;
+        const logp = tf.reshape(completionLogprobs(policy, params, batch), [R, 1]) as tf.Tensor2D;
         return policyLoss(
           { logp, oldLogp, refLogp, mask, advantages: adv, weights: w },
           { clipLow: hp.clipEpsilon.low, clipHigh: hp.clipEpsilon.high, klCoef: hp.klCoef },
@@ -696,7 +770,8 @@ export class RftTrainer {
     const info = await this.store.save({
       info: { step, validRewardMean: valid, trainRewardMean: train, createdAt: now(), reason },
       write: async (dir) => {
-        await saveHfModel(this.model, join(dir, "model"));
+        if (this.model.lora) await saveAdapter(this.model, join(dir, "adapter"), { baseModel: this.o.job.modelDir });
+        else await saveHfModel(this.model, join(dir, "model"));
         await this.adam.save(join(dir, "optimizer.safetensors"));
         writeFileSync(
           join(dir, "state.json"),
@@ -712,6 +787,12 @@ export class RftTrainer {
     });
     this.o.hooks?.onCheckpoint?.(info);
     return info;
+  }
+
+  /** The final model: OUT/model, or under LoRA the merged model (with `merge`) else the adapter, OUT/adapter. */
+  private finalModelDir(): string {
+    const lora = this.o.job.lora;
+    return join(this.o.outDir, lora && !lora.spec.merge ? "adapter" : "model");
   }
 
   async run(): Promise<RftResult> {
@@ -733,11 +814,12 @@ export class RftTrainer {
     const { hp } = this;
     if (this.closed) {
       // Started again after it finished (e.g. a crash between job.finished and exit): the final model is on disk.
-      const modelDir = join(this.o.outDir, "model");
+      const modelDir = this.finalModelDir();
       this.adam.dispose();
-      if (this.ref) disposeParams(this.ref);
+      this.disposeRef();
       disposeModel(this.model);
-      if (!existsSync(join(modelDir, "config.json")))
+      const marker = job.lora && !job.lora.spec.merge ? "adapter_config.json" : "config.json";
+      if (!existsSync(join(modelDir, marker)))
         throw new Error(`the ledger records that the job finished, but its final model is missing from ${modelDir}`);
       this.emit({
         level: "info",
@@ -909,9 +991,11 @@ export class RftTrainer {
         }
         await new Promise((r) => setImmediate(r)); // let signals and progress output through
       }
-      const modelDir = join(this.o.outDir, "model");
+      const modelDir = this.finalModelDir();
       if (this.reports) {
-        await saveHfModel(this.model, modelDir);
+        if (job.lora)
+          await saveLoraOutputs(this.model, this.o.outDir, { baseModel: job.modelDir, merge: job.lora.spec.merge });
+        else await saveHfModel(this.model, modelDir);
         this.ledger.finished({ status: "succeeded", steps: step, model: { ...this.digests } });
       }
       await dp?.barrier(); // every rank returns once the final model is on disk
@@ -925,7 +1009,7 @@ export class RftTrainer {
     } finally {
       cleanup(() => {
         this.adam.dispose();
-        if (this.ref) disposeParams(this.ref);
+        this.disposeRef();
         disposeModel(this.model);
       });
     }

@@ -1,0 +1,109 @@
+/**
+ * `rft api`: the OpenAI-compatible Files / Fine-tuning / Evals / Models API on this machine (api/README.md).
+ * `rft api convert JOB.json`: OpenAI's job request JSON → a FineTuneJob manifest (for `kubectl apply`).
+ */
+import { readFileSync } from "node:fs";
+import { dirname, resolve } from "node:path";
+import type { Command } from "commander";
+import { stringify } from "yaml";
+import { loadJobFile } from "../../api/convert.js";
+import { ApiKeys } from "../../api/http.js";
+import { ModelCatalog } from "../../api/models.js";
+import { startApiServer } from "../../api/server.js";
+import { createLogger } from "../../proto/log.js";
+import { ManifestError } from "../../trainer/job/manifest.js";
+
+const collect = (v: string, prev: string[]) => [...prev, v];
+
+export function register(program: Command) {
+  const api = program
+    .command("api")
+    .description("serve OpenAI's Files, Fine-tuning jobs, Evals and Models API locally (jobs run one at a time)")
+    .option("--data <dir>", "where files, jobs and evals are kept (durable)", "rft-api-data")
+    .option("--host <addr>", "address to listen on", "127.0.0.1")
+    .option("--port <n>", "TCP port (0 = any free port)", "8080")
+    .option(
+      "--api-key-file <file>",
+      "accepted API keys, one 'KEY [PROJECT]' per line (else RFT_API_KEYS, comma-separated)",
+    )
+    .option("--model <name=dir>", "a base model clients name as NAME (repeatable)", collect, [])
+    .option("--models <dir>", "every model directory under DIR, named by its directory name")
+    .option("--org <name>", "organization_id and the org part of fine-tuned model names", "rft")
+    .option("--backend <name>", "tfjs backend of the training and serving processes (default: auto)")
+    .option("--local", "run jobs with the local runner (the default and, for now, the only mode)")
+    .action(async (o) => {
+      const log = createLogger("api");
+      let keys: ApiKeys;
+      const models = new ModelCatalog();
+      try {
+        keys = o.apiKeyFile
+          ? ApiKeys.fromFile(o.apiKeyFile)
+          : new ApiKeys((process.env.RFT_API_KEYS ?? "").split(/[,\n]/));
+        for (const m of o.model as string[]) models.addSpec(m);
+        if (o.models) models.addDirectory(o.models);
+      } catch (e) {
+        process.stderr.write(`rft api: ${(e as Error).message}\n`);
+        process.exitCode = 2;
+        return;
+      }
+      const port = Number(o.port);
+      if (!Number.isInteger(port) || port < 0 || port > 65535) {
+        process.stderr.write(`rft api: --port wants 0-65535, got ${o.port}\n`);
+        process.exitCode = 2;
+        return;
+      }
+      const s = await startApiServer({
+        dataDir: resolve(o.data),
+        keys,
+        models,
+        organization: o.org,
+        host: o.host,
+        port,
+        backend: o.backend,
+        logger: log,
+      });
+      log.info({ url: s.url, models: models.names() }, "serving");
+      process.stdout.write(`rft api at ${s.url} (models: ${models.names().join(", ") || "none"})\n`);
+      let stopping = false;
+      const stop = () => {
+        if (stopping) return;
+        stopping = true;
+        process.stderr.write("rft api: stopping (a running job checkpoints and resumes at the next start)\n");
+        void s.close().then(() => process.exit(0));
+      };
+      process.on("SIGINT", stop);
+      process.on("SIGTERM", stop);
+    });
+
+  api
+    .command("convert")
+    .description("print the FineTuneJob manifest for OpenAI's job request JSON (paths relative to the file)")
+    .argument("<job.json>", "OpenAI's fine-tuning job request (model, training_file, method, ...)")
+    .action((file: string) => {
+      try {
+        const text = readFileSync(file, "utf8");
+        JSON.parse(text);
+      } catch (e) {
+        process.stderr.write(`rft api convert: ${file}: ${(e as Error).message}\n`);
+        process.exitCode = 2;
+        return;
+      }
+      try {
+        const m = loadJobFile(file);
+        const job = structuredClone(m.job);
+        // Paths relative to the manifest's folder, as `rft run` and the operator resolve them.
+        const rel = (p: string) => {
+          const base = dirname(resolve(file));
+          return p.startsWith(`${base}/`) ? p.slice(base.length + 1) : p;
+        };
+        job.spec.model = rel(job.spec.model);
+        job.spec.trainingFile = rel(job.spec.trainingFile);
+        if (job.spec.validationFile) job.spec.validationFile = rel(job.spec.validationFile);
+        process.stdout.write(stringify(job));
+      } catch (e) {
+        if (!(e instanceof ManifestError)) throw e;
+        process.stderr.write(`rft api convert: invalid job request\n${e.message}\n`);
+        process.exitCode = 2;
+      }
+    });
+}
