@@ -26,12 +26,15 @@ import pino from "pino";
 import { Counter, Gauge, Registry } from "prom-client";
 import { headKey, jobOfSubject, LEDGER_STREAM, parseJobRef, type SignedTreeHead } from "../proto/ledger-events.js";
 import { type JobKeyRecord, jobKeyName } from "../proto/nats-auth.js";
+import { SummaryBuilder } from "./audit-summary.js";
 import { assembleBundle } from "./bundle.js";
 import { bundleJsonlLines, bundleJsonParts, writeLines } from "./bundle-file.js";
 import { ensureLedgerStream, headsBucket, jobKeysBucket } from "./nats.js";
+import { reportHtml, reportMarkdown } from "./report-html.js";
 import { publicKeyB64 } from "./sign.js";
 import { type IngestOutcome, type JobLog, LedgerState, prepareBatch } from "./state.js";
 import { headProgressionError, signTreeHead } from "./tree-head.js";
+import { verifyBundleAsync } from "./verify.js";
 
 /** Most messages decided (and acknowledged) together. */
 const INGEST_BATCH = 2000;
@@ -352,7 +355,7 @@ export class LedgerService {
         jobs: [...this.state.jobs.values()].map((j) => ({ job: j.job, size: j.log.size, head: j.head })),
       });
     }
-    const m = /^\/v1\/jobs\/([^/]+)\/([^/]+)\/(events|inclusion|consistency|head|bundle)$/.exec(p);
+    const m = /^\/v1\/jobs\/([^/]+)\/([^/]+)\/(events|inclusion|consistency|head|bundle|report)$/.exec(p);
     if (!m) return send(res, 404, { error: "no such endpoint" });
     const job = `${decodeURIComponent(m[1]!)}/${decodeURIComponent(m[2]!)}`;
     const j = this.state.jobs.get(job);
@@ -423,6 +426,27 @@ export class LedgerService {
           } catch {
             res.destroy(); // the client went away mid-stream
           }
+          return;
+        }
+        case "report": {
+          // The auditor's report of the bundle the service would export now: every check re-run, then the page.
+          const format = url.searchParams.get("format") ?? "html";
+          if (format !== "html" && format !== "md") throw new HttpError(400, "format must be html or md");
+          const head = j.head && j.head.size === j.log.size ? j.head : await this.signHead(j);
+          const events = j.events.slice(0, head.size);
+          const report = await verifyBundleAsync(assembleBundle(events, head, this.ledgerKeyB64, head.root));
+          const b = new SummaryBuilder({ merkle: false });
+          for (const ev of events) b.add(ev);
+          const ctx = {
+            generatedAt: new Date().toISOString(),
+            ran: { model: false, dataset: false, modelSignature: false, provenance: false },
+          };
+          const summary = b.finish(head.root);
+          res.writeHead(200, {
+            "content-type": format === "html" ? "text/html; charset=utf-8" : "text/markdown; charset=utf-8",
+            "content-security-policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:",
+          });
+          res.end(format === "html" ? reportHtml(summary, report, ctx) : reportMarkdown(summary, report, ctx));
           return;
         }
       }

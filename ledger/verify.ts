@@ -51,7 +51,10 @@ export type CheckName =
   | "resume"
   | "final-model"
   | "manifest"
-  | "dataset";
+  | "dataset"
+  // Checked by the CLI after the bundle (ledger/model-signing.ts): the OpenSSF model signature and the provenance statement.
+  | "model-signature"
+  | "provenance";
 
 export interface Failure {
   check: CheckName;

@@ -111,6 +111,16 @@ test("end to end: publish, verify, Merkle log, signed heads in KV, audit API, bu
       ledgerKey: keyId(ledgerKey.publicKey),
     });
     assert.deepEqual(report.failures, []);
+    // The auditor's report of the same bundle, served as a self-contained page.
+    const page = await fetch(`${base}/report`);
+    assert.equal(page.status, 200);
+    assert.match(page.headers.get("content-type") ?? "", /^text\/html/);
+    const html = await page.text();
+    assert.match(html, /id="verdict">VERIFIED: every check passed</);
+    assert.match(html, /<h3>clinic-a<\/h3>/);
+    assert.match(html, /<td>#\d+<\/td><td>clinic-a<\/td><td>bad_credential<\/td>/);
+    assert.match(await (await fetch(`${base}/report?format=md`)).text(), /^# Training audit: team-a\/e2e\.v1/);
+    assert.equal((await fetch(`${base}/report?format=pdf`)).status, 400);
     assert.equal(await metric(svc, "rft_ledger_events_ingested_total"), job.events.length);
     assert.equal(await metric(svc, "rft_ledger_verification_failures_total"), 0);
   } finally {

@@ -612,12 +612,13 @@ export class RftTrainer {
       const part = parts.get(key) ?? { groups, idx: [] };
       part.idx.push(i);
       parts.set(key, part);
-      // Under LoRA a row reaches only the groups with adapters (the frozen base groups take no contribution).
+      // Only the groups with trainable tensors take a contribution: under LoRA the frozen base groups, and a group
+      // without tensors of its own (lm_head of a model with tied embeddings), receive no gradient (and the verifier
+      // asks a gradient of every contributed group).
       for (const g of groups)
-        if (!this.model.lora || this.trainable.get(g)!.length > 0)
-          (contributions[g] ??= new Set()).add(this.admission.get(x.r.row)!.id);
+        if (this.trainable.get(g)!.length > 0) (contributions[g] ??= new Set()).add(this.admission.get(x.r.row)!.id);
     });
-    const touched = Object.keys(contributions).filter((g) => this.trainable.get(g)!.length > 0);
+    const touched = Object.keys(contributions);
     // The groups whose weights change: this rank's, or with several ranks every rank's (their tensors are
     // global.names).
     const changed = global
