@@ -2,7 +2,8 @@
 import { existsSync, readFileSync } from "node:fs";
 import type { Command } from "commander";
 import { GraderEngine, GraderValidationError } from "../../grader-sidecar/src/engine.js";
-import { endpointFromEnv } from "../../grader-sidecar/src/model-client.js";
+import { dirname, resolve } from "node:path";
+import { EndpointConfigError, judgeEndpoints } from "../../grader-sidecar/src/model-client.js";
 
 class UsageError extends Error {}
 
@@ -38,12 +39,25 @@ export function register(program: Command) {
       "--model-base-url <url>",
       "OpenAI-compatible endpoint for score_model/label_model (env RFT_GRADER_BASE_URL)",
     )
+    .option("--model-api-key-file <file>", "file holding that endpoint's API key (env RFT_GRADER_API_KEY_FILE)")
+    .option(
+      "--endpoints <file|json>",
+      "judge endpoints by model, as spec.graderEndpoints (a JSON array; env RFT_GRADER_ENDPOINTS)",
+    )
     .action(async (o) => {
-      const engine = new GraderEngine({
-        model: endpointFromEnv("RFT_GRADER", { baseUrl: o.modelBaseUrl }),
-        python: { size: 1 },
-      });
+      let engine: GraderEngine | undefined;
       try {
+        const endpoints = o.endpoints === undefined ? undefined : jsonArg(o.endpoints, "--endpoints");
+        const inline = o.endpoints !== undefined && /^\s*[[{]/.test(o.endpoints);
+        engine = new GraderEngine({
+          models: judgeEndpoints({
+            ...(endpoints !== undefined ? { specs: endpoints, where: "--endpoints" } : {}),
+            ...(endpoints !== undefined && !inline ? { baseDir: dirname(resolve(o.endpoints)) } : {}),
+            baseUrl: o.modelBaseUrl,
+            apiKeyFile: o.modelApiKeyFile,
+          }),
+          python: { size: 1 },
+        });
         const grader = jsonArg(o.grader, "--grader");
         const item = jsonArg(o.item, "--item");
         const res = await engine.run(grader, item, {
@@ -52,12 +66,12 @@ export function register(program: Command) {
         });
         process.stdout.write(`${JSON.stringify(res, null, 2)}\n`);
       } catch (err) {
-        if (err instanceof GraderValidationError || err instanceof UsageError) {
+        if (err instanceof GraderValidationError || err instanceof UsageError || err instanceof EndpointConfigError) {
           process.stderr.write(`rft grade: ${err.message}\n`);
           process.exitCode = 2;
         } else throw err;
       } finally {
-        await engine.close();
+        await engine?.close();
       }
     });
 }

@@ -33,8 +33,10 @@ export type { Compiled } from "./validate.js";
 export { GraderValidationError } from "./validate.js";
 
 export interface GraderEngineOptions {
-  /** Chat-completions endpoint for score_model / label_model. */
+  /** Chat-completions endpoint for score_model / label_model (every model; `models` routes by model name). */
   model?: ModelEndpoint;
+  /** Judge endpoints by grader `model` (model-client.ts judgeEndpoints); when set, `model` is not used. */
+  models?: ModelEndpoint[];
   /** Embeddings endpoint (enables text_similarity `cosine`). */
   embeddings?: { endpoint: ModelEndpoint; model?: string };
   /** Python sandbox settings (the pool starts on the first python grader). */
@@ -184,6 +186,10 @@ export class GraderEngine {
     await this.sandbox?.close();
   }
 
+  private judges(): readonly ModelEndpoint[] {
+    return this.opts.models ?? (this.opts.model ? [this.opts.model] : []);
+  }
+
   private async withDeadline(p: Promise<Outcome>): Promise<Outcome> {
     const ms = this.opts.gradeTimeoutMs ?? 150_000;
     let timer: NodeJS.Timeout | undefined;
@@ -212,9 +218,9 @@ export class GraderEngine {
           );
         }
         case "score_model":
-          return await gradeScoreModel(g, scope, this.opts.model);
+          return await gradeScoreModel(g, scope, this.judges());
         case "label_model":
-          return await gradeLabelModel(g, scope, this.opts.model);
+          return await gradeLabelModel(g, scope, this.judges());
         case "python":
           return await gradePython(g, scope, await this.python());
       }

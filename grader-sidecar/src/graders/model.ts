@@ -4,7 +4,7 @@
  * label → 1 when it is a passing label). Failures are reported in-band with OpenAI's flags.
  */
 import type { LabelModelGrader, ScoreModelGrader, TokenUsage } from "../../../proto/graders.js";
-import { type ModelEndpoint, postJson, usageOf } from "../model-client.js";
+import { type ModelEndpoint, pickEndpoint, postJson, usageOf } from "../model-client.js";
 import { render } from "../template.js";
 import type { CompiledMessage } from "../validate.js";
 import { fail, type GradeScope, type Outcome } from "./outcome.js";
@@ -73,8 +73,21 @@ function samplingParams(p: ScoreModelGrader["sampling_params"]) {
 
 type Judged = { ok: true; result: unknown; usage: TokenUsage; model: string } | { ok: false; outcome: Outcome };
 
+/** The judge's JSON: the whole content, or (servers without structured outputs) the object inside a code fence. */
+function parseJudged(content: string, lenient: boolean): unknown {
+  try {
+    return JSON.parse(content);
+  } catch (err) {
+    if (!lenient) throw err;
+    const start = content.indexOf("{");
+    const end = content.lastIndexOf("}");
+    if (start < 0 || end < start) throw err;
+    return JSON.parse(content.slice(start, end + 1));
+  }
+}
+
 async function judge(
-  endpoint: ModelEndpoint | undefined,
+  endpoints: readonly ModelEndpoint[],
   model: string,
   msgs: CompiledMessage[],
   scope: GradeScope,
@@ -83,17 +96,19 @@ async function judge(
 ): Promise<Judged> {
   const { messages, missing } = renderMessages(msgs, scope);
   if (missing.length) return { ok: false, outcome: fail({ invalid_variable_error: true }) };
+  const endpoint = pickEndpoint(endpoints, model);
   if (!endpoint) {
-    const details = "no model endpoint configured: set --model-base-url or RFT_GRADER_BASE_URL";
+    const details = `no judge endpoint serves model "${model}": set spec.graderEndpoints, or --model-base-url / RFT_GRADER_BASE_URL`;
     return {
       ok: false,
       outcome: fail({ model_grader_server_error: true, model_grader_server_error_details: details }),
     };
   }
+  const structured = endpoint.structuredOutputs ?? true;
   const res = await postJson(endpoint, "/chat/completions", {
-    model,
+    model: endpoint.servedModel ?? model,
     messages,
-    response_format: responseFormat(result),
+    ...(structured ? { response_format: responseFormat(result) } : {}),
     ...extra,
   });
   if (!res.ok) {
@@ -109,7 +124,7 @@ async function judge(
   if (msg?.refusal) return { ok: false, outcome: fail({ model_grader_refusal_error: true }, partial) };
   let parsed: any;
   try {
-    parsed = JSON.parse(String(msg?.content ?? ""));
+    parsed = parseJudged(String(msg?.content ?? ""), !structured);
   } catch {
     return { ok: false, outcome: fail({ model_grader_parse_error: true }, partial) };
   }
@@ -122,10 +137,10 @@ async function judge(
 export async function gradeScoreModel(
   g: { config: ScoreModelGrader; messages: CompiledMessage[]; range: [number, number] },
   scope: GradeScope,
-  endpoint: ModelEndpoint | undefined,
+  endpoints: readonly ModelEndpoint[],
 ): Promise<Outcome> {
   const j = await judge(
-    endpoint,
+    endpoints,
     g.config.model,
     g.messages,
     scope,
@@ -143,9 +158,9 @@ export async function gradeScoreModel(
 export async function gradeLabelModel(
   g: { config: LabelModelGrader; messages: CompiledMessage[] },
   scope: GradeScope,
-  endpoint: ModelEndpoint | undefined,
+  endpoints: readonly ModelEndpoint[],
 ): Promise<Outcome> {
-  const j = await judge(endpoint, g.config.model, g.messages, scope, { type: "string", enum: g.config.labels }, {});
+  const j = await judge(endpoints, g.config.model, g.messages, scope, { type: "string", enum: g.config.labels }, {});
   if (!j.ok) return j.outcome;
   const extra = { usage: { [j.model]: j.usage }, sampledModel: j.model };
   if (typeof j.result !== "string" || !g.config.labels.includes(j.result)) {
