@@ -234,6 +234,18 @@ export interface RunGraderResponse {
   };
   sub_rewards: Record<string, number>;
   model_grader_token_usage_per_model: Record<string, TokenUsage>;
+  /**
+   * Not OpenAI's (clients ignore it): for multi, each sub-grader's own type, error flags, latency and judge
+   * usage, which the per-step metrics report per sub-grader as OpenAI's events do.
+   */
+  sub_graders?: Record<string, SubGraderMetadata>;
+}
+
+export interface SubGraderMetadata {
+  type: SubGrader["type"];
+  errors: Partial<GraderErrors>;
+  execution_time: number;
+  model_grader_token_usage_per_model: Record<string, TokenUsage>;
 }
 
 /** The `sample` namespace a grader sees (OpenAI's names). */

@@ -8,6 +8,7 @@ import {
   REWARD_ABS_MAX,
   type RunGraderResponse,
   type Sample,
+  type SubGraderMetadata,
   type TokenUsage,
 } from "../../proto/graders.js";
 import { evaluateFormula } from "./formula.js";
@@ -161,7 +162,7 @@ export class GraderEngine {
       sample,
     };
     let outcome: Outcome;
-    if (parseError) outcome = fail({ sample_parse_error: true });
+    if (parseError) outcome = parseFailure(compiled);
     else {
       const work = compiled.type === "multi" ? this.gradeMulti(compiled, scope) : this.gradeOne(compiled, scope);
       // Local graders finish in microseconds; only graders that wait on a process or a network get a deadline.
@@ -233,7 +234,16 @@ export class GraderEngine {
 
   private async gradeMulti(g: Extract<Compiled, { type: "multi" }>, scope: GradeScope): Promise<Outcome> {
     const names = Object.keys(g.graders);
-    const outcomes = await Promise.all(names.map((n) => this.gradeOne(g.graders[n]!, scope)));
+    const seconds: number[] = [];
+    const outcomes = await Promise.all(
+      names.map(async (n, i) => {
+        const t0 = performance.now();
+        const o = await this.gradeOne(g.graders[n]!, scope);
+        seconds[i] = (performance.now() - t0) / 1000;
+        return o;
+      }),
+    );
+    const subGraders: Record<string, SubGraderMetadata> = {};
     const subRewards: Record<string, number> = {};
     const errors: Partial<GraderErrors> = {};
     const usage: Record<string, TokenUsage> = {};
@@ -247,14 +257,43 @@ export class GraderEngine {
       }
       for (const [m, u] of Object.entries(o.usage ?? {})) addUsage(usage, m, u);
       sampledModel ??= o.sampledModel ?? null;
+      subGraders[n] = {
+        type: g.graders[n]!.type,
+        errors: setFlags(o.errors),
+        execution_time: seconds[i]!,
+        model_grader_token_usage_per_model: o.usage ?? {},
+      };
     });
     let reward = evaluateFormula(g.formula, subRewards);
     if (!Number.isFinite(reward) || Math.abs(reward) > REWARD_ABS_MAX) {
       errors.formula_parse_error = true;
       reward = 0;
     }
-    return { reward, errors, subRewards, scores: { ...subRewards }, usage, sampledModel };
+    return { reward, errors, subRewards, scores: { ...subRewards }, usage, sampledModel, subGraders };
   }
+}
+
+/** The flags of an outcome that are set (a sub-grader's errors, kept small). */
+function setFlags(e: Partial<GraderErrors>): Partial<GraderErrors> {
+  return Object.fromEntries(Object.entries(e).filter(([, v]) => v !== false && v !== null && v !== undefined));
+}
+
+/**
+ * A sample that had to be JSON and is not: reward 0, and for multi every sub-grader 0 with the same flag, so a
+ * step where every sample fails to parse still reports each sub-grader (at 0) rather than dropping it.
+ */
+function parseFailure(g: Compiled): Outcome {
+  const errors = { sample_parse_error: true };
+  if (g.type !== "multi") return fail(errors);
+  const names = Object.keys(g.graders);
+  const subRewards = Object.fromEntries(names.map((n) => [n, 0]));
+  const subGraders = Object.fromEntries(
+    names.map((n) => [
+      n,
+      { type: g.graders[n]!.type, errors, execution_time: 0, model_grader_token_usage_per_model: {} },
+    ]),
+  );
+  return fail(errors, { subRewards, scores: { ...subRewards }, subGraders });
 }
 
 /**
@@ -296,6 +335,7 @@ function toResponse(g: Compiled, o: Outcome, seconds: number): RunGraderResponse
     },
     sub_rewards: o.subRewards ?? {},
     model_grader_token_usage_per_model: usage,
+    ...(o.subGraders ? { sub_graders: o.subGraders } : {}),
   };
 }
 
