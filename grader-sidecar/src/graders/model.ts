@@ -5,7 +5,7 @@
  */
 import type { LabelModelGrader, ScoreModelGrader, TokenUsage } from "../../../proto/graders.js";
 import { type ModelEndpoint, pickEndpoint, postJson, usageOf } from "../model-client.js";
-import { render } from "../template.js";
+import { render, type Template } from "../template.js";
 import type { CompiledMessage } from "../validate.js";
 import { fail, type GradeScope, type Outcome } from "./outcome.js";
 
@@ -46,14 +46,17 @@ export function renderMessages(msgs: CompiledMessage[], scope: GradeScope) {
     }
     const parts = m.content.map((c) => {
       const raw = c.raw as Record<string, any>;
-      if (c.text) {
-        const r = render(c.text, scope);
+      const text = (t: Template) => {
+        const r = render(t, scope);
         missing.push(...r.missing);
-        return { type: "text", text: r.text };
-      }
-      if (c.type === "input_image")
-        return { type: "image_url", image_url: { url: raw.image_url, detail: raw.detail ?? "auto" } };
-      return { type: "input_audio", input_audio: raw.input_audio };
+        return r.text;
+      };
+      if (c.text) return { type: "text", text: text(c.text) };
+      if (c.imageUrl) return { type: "image_url", image_url: { url: text(c.imageUrl), detail: raw.detail ?? "auto" } };
+      return {
+        type: "input_audio",
+        input_audio: { data: c.audioData ? text(c.audioData) : raw.input_audio.data, format: raw.input_audio.format },
+      };
     });
     return { role: m.role, content: parts };
   });
