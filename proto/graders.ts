@@ -248,6 +248,8 @@ export interface RunGraderResponse {
    * usage, which the per-step metrics report per sub-grader as OpenAI's events do.
    */
   sub_graders?: Record<string, SubGraderMetadata>;
+  /** Not OpenAI's: for a grader with `pass_threshold` (an evals field), whether reward ≥ pass_threshold. */
+  passed?: boolean;
 }
 
 export interface SubGraderMetadata {
@@ -255,6 +257,8 @@ export interface SubGraderMetadata {
   errors: Partial<GraderErrors>;
   execution_time: number;
   model_grader_token_usage_per_model: Record<string, TokenUsage>;
+  /** For a sub-grader with `pass_threshold`: whether its reward reached it. */
+  passed?: boolean;
 }
 
 /** The `sample` namespace a grader sees (OpenAI's names). */

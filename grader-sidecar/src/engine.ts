@@ -257,11 +257,13 @@ export class GraderEngine {
       }
       for (const [m, u] of Object.entries(o.usage ?? {})) addUsage(usage, m, u);
       sampledModel ??= o.sampledModel ?? null;
+      const threshold = passThreshold(g.graders[n]!);
       subGraders[n] = {
         type: g.graders[n]!.type,
         errors: setFlags(o.errors),
         execution_time: seconds[i]!,
         model_grader_token_usage_per_model: o.usage ?? {},
+        ...(threshold !== undefined ? { passed: o.reward >= threshold } : {}),
       };
     });
     let reward = evaluateFormula(g.formula, subRewards);
@@ -271,6 +273,12 @@ export class GraderEngine {
     }
     return { reward, errors, subRewards, scores: { ...subRewards }, usage, sampledModel, subGraders };
   }
+}
+
+/** A grader's `pass_threshold` (text_similarity, score_model, python: OpenAI's evals field), if it has one. */
+function passThreshold(g: Compiled): number | undefined {
+  const t = (g.config as { pass_threshold?: unknown }).pass_threshold;
+  return typeof t === "number" ? t : undefined;
 }
 
 /** The flags of an outcome that are set (a sub-grader's errors, kept small). */
@@ -290,7 +298,13 @@ function parseFailure(g: Compiled): Outcome {
   const subGraders = Object.fromEntries(
     names.map((n) => [
       n,
-      { type: g.graders[n]!.type, errors, execution_time: 0, model_grader_token_usage_per_model: {} },
+      {
+        type: g.graders[n]!.type,
+        errors,
+        execution_time: 0,
+        model_grader_token_usage_per_model: {},
+        ...(passThreshold(g.graders[n]!) !== undefined ? { passed: 0 >= passThreshold(g.graders[n]!)! } : {}),
+      },
     ]),
   );
   return fail(errors, { subRewards, scores: { ...subRewards }, subGraders });
@@ -316,6 +330,7 @@ function boundReward(g: Compiled, o: Outcome): Outcome {
 function toResponse(g: Compiled, o: Outcome, seconds: number): RunGraderResponse {
   const usage = o.usage ?? {};
   const models = Object.keys(usage);
+  const threshold = passThreshold(g);
   let total: TokenUsage | null = null;
   if (models.length > 0) {
     const sum: Record<string, TokenUsage> = {};
@@ -336,6 +351,7 @@ function toResponse(g: Compiled, o: Outcome, seconds: number): RunGraderResponse
     sub_rewards: o.subRewards ?? {},
     model_grader_token_usage_per_model: usage,
     ...(o.subGraders ? { sub_graders: o.subGraders } : {}),
+    ...(threshold !== undefined ? { passed: o.reward >= threshold } : {}),
   };
 }
 

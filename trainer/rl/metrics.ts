@@ -104,6 +104,19 @@ function errorStats(g: GraderRef, prefix: "train" | "valid", samples: GradedSamp
   return out;
 }
 
+/** For a grader with `pass_threshold`: the fraction of samples whose reward reached it (OpenAI's evals pass rate). */
+function passRates(g: GraderRef, train: GradedSample[], valid: GradedSample[]) {
+  const rate = (ss: GradedSample[]) => {
+    const ps = ss
+      .map((s) => (g.sub ? s.response.sub_graders?.[g.sub]?.passed : s.response.passed))
+      .filter((p) => p !== undefined);
+    return ps.length ? round(ps.filter(Boolean).length / ps.length) : undefined;
+  };
+  const t = rate(train);
+  const v = rate(valid);
+  return { ...(t !== undefined ? { train_pass_rate: t } : {}), ...(v !== undefined ? { valid_pass_rate: v } : {}) };
+}
+
 function latencyMean(g: GraderRef, samples: GradedSample[]): number {
   const ts = samples.map((s) => partOf(g, s.response)?.time).filter((t) => t !== undefined);
   return ts.length ? round(mean(ts)) : 0;
@@ -193,6 +206,7 @@ export function metricsEvent(x: MetricsEventInput) {
         type: g.type,
         train_reward_mean: x.train.length ? round(mean(x.train.map((s) => g.reward(s.response)))) : null,
         ...(x.valid?.length ? { valid_reward_mean: round(mean(x.valid.map((s) => g.reward(s.response)))) } : {}),
+        ...passRates(g, x.train, valid),
       })),
     },
     usage: {
