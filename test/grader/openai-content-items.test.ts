@@ -6,7 +6,9 @@
  */
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
+import OpenAI from "openai";
 import { GraderEngine, GraderValidationError } from "../../grader-sidecar/src/engine.js";
+import { startGraderService } from "../../grader-sidecar/src/server.js";
 import { type FakeChatServer, startFakeChatServer } from "../helpers/fake-chat-server.js";
 
 let fake: FakeChatServer;
@@ -98,4 +100,31 @@ test("content item errors name the field of the item's own type", async () => {
     await err([{ type: "input_txt", text: "x" }]),
     /input\[0\]\.content\[0\]: type must be one of input_text, output_text, input_image, input_audio \(got "input_txt"\)/,
   );
+});
+
+test("the same cases through the HTTP API with the official openai client", async () => {
+  const svc = await startGraderService({
+    engine: { model: { baseUrl: fake.baseUrl, timeoutMs: 5000, maxRetries: 0 }, python: { size: 0 } },
+  });
+  try {
+    const client = new OpenAI({ apiKey: "unused", baseURL: `http://127.0.0.1:${svc.httpPort}/v1`, maxRetries: 0 });
+    const res = await client.fineTuning.alpha.graders.run({
+      grader: grader([
+        "Caption: {{ sample.output_text }} SCORE=0.7",
+        { type: "input_image", image_url: "{{ item.image_url }}", file_id: null, detail: "low" },
+        { type: "input_audio", input_audio: { data: "{{ item.audio_b64 }}", format: "mp3" } },
+      ]) as any,
+      model_sample: "a cat",
+      item: { image_url: "data:image/png;base64,iVBORw0KGgo=", audio_b64: "SUQzBAAAAAAA" },
+    });
+    assert.equal(res.reward, 0.7);
+    const sent = fake.requests.at(-1)!.body.messages[0].content;
+    assert.deepEqual(sent, [
+      { type: "text", text: "Caption: a cat SCORE=0.7" },
+      { type: "image_url", image_url: { url: "data:image/png;base64,iVBORw0KGgo=", detail: "low" } },
+      { type: "input_audio", input_audio: { data: "SUQzBAAAAAAA", format: "mp3" } },
+    ]);
+  } finally {
+    await svc.close();
+  }
 });
