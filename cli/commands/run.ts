@@ -11,6 +11,7 @@ import cliProgress from "cli-progress";
 import type { Command } from "commander";
 import { DatasetError } from "../../trainer/data/dataset.js";
 import { loadManifest, ManifestError } from "../../trainer/job/manifest.js";
+import { EndpointConfigError } from "../../grader-sidecar/src/model-client.js";
 import { type RunJobResult, runJob } from "../../trainer/job/run-job.js";
 import { BackendError, parseBackendName } from "../../trainer/model/backend.js";
 import { BackendMemoryError } from "../../trainer/model/backend-failure.js";
@@ -276,7 +277,12 @@ export function register(program: Command) {
           // One line that says what to change; the state of the backend is lost, nothing else can run.
           process.stderr.write(`rft run: ${err.message}\n`);
           process.exitCode = 1;
-        } else if (err instanceof DatasetError || err instanceof ModelDirError || err instanceof BackendError) {
+        } else if (
+          err instanceof DatasetError ||
+          err instanceof ModelDirError ||
+          err instanceof BackendError ||
+          err instanceof EndpointConfigError
+        ) {
           process.stderr.write(`rft run: ${err.message}\n`);
           process.exitCode = 2;
         } else if (

@@ -10,6 +10,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { parse, stringify } from "yaml";
+import { EndpointConfigError } from "../../grader-sidecar/src/model-client.js";
 import { loadManifest } from "../../trainer/job/manifest.js";
 import { runJob } from "../../trainer/job/run-job.js";
 import { useBackend } from "../../trainer/model/backend.js";
@@ -142,4 +143,17 @@ test("a step where every sample fails to parse still lists the sub-graders (at 0
   );
   const judge = d.errors.graders.find((g: any) => g.name === "judge");
   assert.equal(judge.train_sample_parse_error_mean, 1);
+});
+
+test("a judge key that is not there stops rft run before training, naming the field", async () => {
+  const { dir, file } = await job("nokey");
+  delete process.env.RFT_TEST_JUDGE_KEY;
+  await assert.rejects(
+    runJob({ manifest: loadManifest(file), outDir: join(dir, "out"), stopAfterStep: 1 }),
+    (e: Error) =>
+      e instanceof EndpointConfigError &&
+      /job\.yaml: spec\.graderEndpoints\[0\]\.apiKey\.env: the environment variable RFT_TEST_JUDGE_KEY is not set/.test(
+        e.message,
+      ),
+  );
 });
