@@ -2,7 +2,7 @@
  * spec.graderEndpoints in a cluster: the operator gives the grader sidecar RFT_GRADER_ENDPOINTS (no key in it)
  * and each Secret key as its own env var from a secretKeyRef; no key value appears in the Job or the ConfigMap.
  * Then the real `rft grader` process, started with that env as the kubelet would resolve it, grades a
- * score_model through the judge with the Secret's key.
+ * score_model through the judge with the Secret's key, and counts the judge's tokens on /metrics.
  */
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
@@ -126,4 +126,8 @@ test("rft grader started with the operator's env reaches the judge with the Secr
   const res = (await r.json()) as any;
   assert.equal(res.reward, 0.6, JSON.stringify(res.metadata?.errors));
   assert.equal(fake.requests.at(-1)!.auth, "Bearer sk-from-secret");
+  // Judge tokens on the sidecar's /metrics, by judge model.
+  const metrics = await (await fetch(`${url}/metrics`)).text();
+  assert.match(metrics, /^rft_grader_model_tokens_total\{model="gpt-4o-2024-08-06-fake-2025",kind="prompt"\} 100$/m);
+  assert.match(metrics, /^rft_grader_model_tokens_total\{model="gpt-4o-2024-08-06-fake-2025",kind="completion"\} 20$/m);
 });
