@@ -10,6 +10,8 @@ export interface GradedSample {
   response: RunGraderResponse;
   completionTokens: number;
   truncated: boolean;
+  /** Tokens of a separate reasoning channel; the models trained here have none (absent = 0). */
+  reasoningTokens?: number;
 }
 
 export interface StepTiming {
@@ -193,6 +195,8 @@ export function metricsEvent(x: MetricsEventInput) {
   const trainMean = x.train.length ? round(mean(x.train.map((s) => s.response.reward))) : null;
   const validMean = x.valid?.length ? round(mean(x.valid.map((s) => s.response.reward))) : null;
   const tokensMean = (ss: GradedSample[]) => (ss.length ? round(mean(ss.map((s) => s.completionTokens))) : 0);
+  const reasoning = (ss: GradedSample[]) => ss.map((s) => s.reasoningTokens ?? 0);
+  const reasoningMean = (ss: GradedSample[]) => (ss.length ? round(mean(reasoning(ss))) : 0);
   const valid = x.valid ?? [];
 
   const data = {
@@ -218,6 +222,10 @@ export function metricsEvent(x: MetricsEventInput) {
         valid_completion_tokens_mean: tokensMean(x.valid ?? []),
         valid_completion_tokens_count: sum((x.valid ?? []).map((s) => s.completionTokens)),
         train_truncated_mean: x.train.length ? round(x.train.filter((s) => s.truncated).length / x.train.length) : 0,
+        train_reasoning_tokens_mean: reasoningMean(x.train),
+        train_reasoning_tokens_count: sum(reasoning(x.train)),
+        valid_reasoning_tokens_mean: reasoningMean(valid),
+        valid_reasoning_tokens_count: sum(reasoning(valid)),
       },
       graders: graderUsage(refs, x.train, valid),
     },
@@ -245,6 +253,8 @@ export function metricsEvent(x: MetricsEventInput) {
       ? round(x.valid.filter((s) => s.response.metadata.errors.sample_parse_error).length / x.valid.length)
       : null,
     completion_tokens_mean: tokensMean(x.train),
+    reasoning_tokens_mean: reasoningMean(x.train),
+    valid_reasoning_tokens_mean: reasoningMean(valid),
     mean_unresponsive_rewards: x.train.length
       ? round(x.train.filter((s) => s.response.metadata.errors.unresponsive_reward_error).length / x.train.length)
       : 0,
