@@ -11,13 +11,13 @@ import cliProgress from "cli-progress";
 import type { Command } from "commander";
 import { DatasetError } from "../../trainer/data/dataset.js";
 import { loadManifest, ManifestError } from "../../trainer/job/manifest.js";
-import { EndpointConfigError } from "../../grader-sidecar/src/model-client.js";
 import { type RunJobResult, runJob } from "../../trainer/job/run-job.js";
 import { BackendError, parseBackendName } from "../../trainer/model/backend.js";
 import { BackendMemoryError } from "../../trainer/model/backend-failure.js";
 import { ModelDirError } from "../../trainer/model/hf-io.js";
 import type { RftControl } from "../../trainer/rl/loop.js";
 import { TrainerMetrics } from "../../trainer/rl/prom.js";
+import { EndpointConfigError } from "../../grader-sidecar/src/model-client.js";
 import { CollectiveError } from "../../trainer/collective/collective.js";
 import { CheckpointError, OutputWriteError } from "../../trainer/checkpoint/store.js";
 import { GovernanceError } from "../../trainer/governance/ledger.js";
@@ -277,12 +277,7 @@ export function register(program: Command) {
           // One line that says what to change; the state of the backend is lost, nothing else can run.
           process.stderr.write(`rft run: ${err.message}\n`);
           process.exitCode = 1;
-        } else if (
-          err instanceof DatasetError ||
-          err instanceof ModelDirError ||
-          err instanceof BackendError ||
-          err instanceof EndpointConfigError
-        ) {
+        } else if (err instanceof DatasetError || err instanceof ModelDirError || err instanceof BackendError) {
           process.stderr.write(`rft run: ${err.message}\n`);
           process.exitCode = 2;
         } else if (
@@ -300,6 +295,10 @@ export function register(program: Command) {
           // the last checkpoint.
           process.stderr.write(`rft run: ${err.message}\n`);
           process.exitCode = 1;
+        } else if (err instanceof EndpointConfigError) {
+          // spec.graderEndpoints that cannot be used here (a key not set): fix the manifest or the environment.
+          process.stderr.write(`rft run: ${err.message}\n`);
+          process.exitCode = 2;
         } else throw err;
       } finally {
         server?.close();
