@@ -1,9 +1,10 @@
 /** `rft grade`: run one grader on one sample, in process, and print OpenAI's RunGraderResponse. */
 import { existsSync, readFileSync } from "node:fs";
 import type { Command } from "commander";
-import { GraderEngine, GraderValidationError } from "../../grader-sidecar/src/engine.js";
 import { dirname, resolve } from "node:path";
-import { EndpointConfigError, judgeEndpoints } from "../../grader-sidecar/src/model-client.js";
+import { EndpointConfigError, judgeEndpoints, type ModelEndpoint } from "../../grader-sidecar/src/model-client.js";
+import { GraderEngine, GraderValidationError } from "../../grader-sidecar/src/engine.js";
+import { endpointFromEnv } from "../../grader-sidecar/src/model-client.js";
 
 class UsageError extends Error {}
 
@@ -45,19 +46,16 @@ export function register(program: Command) {
       "judge endpoints by model, as spec.graderEndpoints (a JSON array; env RFT_GRADER_ENDPOINTS)",
     )
     .action(async (o) => {
-      let engine: GraderEngine | undefined;
+      let engine: GraderEngine;
       try {
-        const endpoints = o.endpoints === undefined ? undefined : jsonArg(o.endpoints, "--endpoints");
-        const inline = o.endpoints !== undefined && /^\s*[[{]/.test(o.endpoints);
-        engine = new GraderEngine({
-          models: judgeEndpoints({
-            ...(endpoints !== undefined ? { specs: endpoints, where: "--endpoints" } : {}),
-            ...(endpoints !== undefined && !inline ? { baseDir: dirname(resolve(o.endpoints)) } : {}),
-            baseUrl: o.modelBaseUrl,
-            apiKeyFile: o.modelApiKeyFile,
-          }),
-          python: { size: 1 },
-        });
+        engine = new GraderEngine({ models: judgesArg(o), python: { size: 1 } });
+      } catch (err) {
+        if (!(err instanceof UsageError || err instanceof EndpointConfigError)) throw err;
+        process.stderr.write(`rft grade: ${err.message}\n`);
+        process.exitCode = 2;
+        return;
+      }
+      try {
         const grader = jsonArg(o.grader, "--grader");
         const item = jsonArg(o.item, "--item");
         const res = await engine.run(grader, item, {
@@ -66,12 +64,26 @@ export function register(program: Command) {
         });
         process.stdout.write(`${JSON.stringify(res, null, 2)}\n`);
       } catch (err) {
-        if (err instanceof GraderValidationError || err instanceof UsageError || err instanceof EndpointConfigError) {
+        if (err instanceof GraderValidationError || err instanceof UsageError) {
           process.stderr.write(`rft grade: ${err.message}\n`);
           process.exitCode = 2;
         } else throw err;
       } finally {
-        await engine?.close();
+        await engine.close();
       }
     });
+}
+
+/** The judge endpoints: --endpoints (a file's relative key files resolve beside it), else RFT_GRADER_ENDPOINTS, then
+ * the single --model-base-url / RFT_GRADER_BASE_URL endpoint as the default. */
+function judgesArg(o: { endpoints?: string; modelBaseUrl?: string; modelApiKeyFile?: string }): ModelEndpoint[] {
+  const fallback = endpointFromEnv("RFT_GRADER", { baseUrl: o.modelBaseUrl, apiKeyFile: o.modelApiKeyFile });
+  if (o.endpoints === undefined) return judgeEndpoints({ fallback });
+  const inline = /^\s*[[{]/.test(o.endpoints);
+  return judgeEndpoints({
+    specs: jsonArg(o.endpoints, "--endpoints"),
+    where: "--endpoints",
+    ...(inline ? {} : { baseDir: dirname(resolve(o.endpoints)) }),
+    fallback,
+  });
 }

@@ -88,7 +88,9 @@ export function register(program: Command) {
       const embeddings = endpointFromEnv("RFT_GRADER_EMBEDDINGS", { baseUrl: o.embeddingsBaseUrl });
       let judges;
       try {
-        judges = judgeEndpoints({ baseUrl: o.modelBaseUrl, apiKeyFile: o.modelApiKeyFile });
+        judges = judgeEndpoints({
+          fallback: endpointFromEnv("RFT_GRADER", { baseUrl: o.modelBaseUrl, apiKeyFile: o.modelApiKeyFile }),
+        });
       } catch (err) {
         if (!(err instanceof EndpointConfigError)) throw err;
         process.stderr.write(`rft grader: ${err.message}\n`);

@@ -128,18 +128,12 @@ export function resolveEndpoints(
 }
 
 /**
- * The judge endpoints of a process: `spec.graderEndpoints` (a manifest's, or the sidecar's RFT_GRADER_ENDPOINTS
- * JSON), then, when none of them is the default, the single endpoint of --model-base-url / RFT_GRADER_BASE_URL.
+ * The judge endpoints of a process: `spec.graderEndpoints` (a manifest's, or else the RFT_GRADER_ENDPOINTS JSON
+ * the operator gives the sidecar), then, when none of them is the default, `fallback` (the single endpoint of
+ * --model-base-url / RFT_GRADER_BASE_URL: `endpointFromEnv`).
  */
 export function judgeEndpoints(
-  o: {
-    specs?: unknown;
-    baseDir?: string;
-    baseUrl?: string;
-    apiKeyFile?: string;
-    env?: NodeJS.ProcessEnv;
-    where?: string;
-  } = {},
+  o: { specs?: unknown; baseDir?: string; env?: NodeJS.ProcessEnv; where?: string; fallback?: ModelEndpoint } = {},
 ): ModelEndpoint[] {
   const env = o.env ?? process.env;
   let specs = o.specs;
@@ -156,10 +150,7 @@ export function judgeEndpoints(
     specs === undefined
       ? []
       : resolveEndpoints(specs, { env, ...(o.baseDir ? { baseDir: o.baseDir } : {}), ...(where ? { where } : {}) });
-  if (!eps.some((e) => !e.models)) {
-    const fallback = endpointFromEnv("RFT_GRADER", { baseUrl: o.baseUrl, apiKeyFile: o.apiKeyFile }, env);
-    if (fallback) eps.push(fallback);
-  }
+  if (o.fallback && !eps.some((e) => !e.models)) eps.push(o.fallback);
   return eps;
 }
 

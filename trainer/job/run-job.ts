@@ -11,7 +11,7 @@ import { loadHfModel } from "../model/hf-io.js";
 import { disposeModel } from "../model/model.js";
 import { LIMITS, readRftDataset, readSftDataset } from "../data/dataset.js";
 import { grpcGrader, inProcessGrader } from "../rl/grading.js";
-import { judgeEndpoints } from "../../grader-sidecar/src/model-client.js";
+import { endpointFromEnv, judgeEndpoints } from "../../grader-sidecar/src/model-client.js";
 import { type RftControl, type RftHooks, type RftResult, RftTrainer } from "../rl/loop.js";
 import { runSft, type SftStepEvent, toSftExample } from "../sft/sft.js";
 import { resolveSft } from "./hyperparameters.js";
@@ -130,6 +130,7 @@ async function runJobOnce(o: RunJobOptions): Promise<RunJobResult> {
           specs: spec.graderEndpoints,
           baseDir: dirname(resolve(o.manifest.file)),
           where: `${o.manifest.file}: spec.graderEndpoints`,
+          fallback: endpointFromEnv("RFT_GRADER"),
         }),
       });
   const jobRef = o.jobRef ?? `${job.metadata.namespace ?? "local"}/${job.metadata.name}`;
