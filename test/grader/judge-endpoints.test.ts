@@ -5,12 +5,18 @@
  * plumbing; the named fake (test/helpers/fake-chat-server.ts) where the answer must be a known score.
  */
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { GraderEngine } from "../../grader-sidecar/src/engine.js";
-import { EndpointConfigError, judgeEndpoints, resolveEndpoints } from "../../grader-sidecar/src/model-client.js";
+import {
+  EndpointConfigError,
+  endpointFromEnv,
+  judgeEndpoints,
+  resolveEndpoints,
+} from "../../grader-sidecar/src/model-client.js";
 import { createRandomModel, disposeModel, type Model } from "../../trainer/model/model.js";
 import { type RunningServer, startServer } from "../../trainer/serve/server.js";
 import { useTestBackend } from "../helpers/backend.js";
@@ -206,15 +212,14 @@ test("configuration errors name the field", () => {
 });
 
 test("judgeEndpoints: RFT_GRADER_ENDPOINTS JSON, and RFT_GRADER_BASE_URL as the default when none is", () => {
-  const eps = judgeEndpoints({
-    env: {
-      RFT_GRADER_ENDPOINTS: JSON.stringify([
-        { models: ["m"], baseUrl: "http://a/v1", apiKey: { env: "RFT_GRADER_ENDPOINT_0_API_KEY" } },
-      ]),
-      RFT_GRADER_ENDPOINT_0_API_KEY: "sk-secret",
-      RFT_GRADER_BASE_URL: "http://fallback/v1",
-    },
-  });
+  const env = {
+    RFT_GRADER_ENDPOINTS: JSON.stringify([
+      { models: ["m"], baseUrl: "http://a/v1", apiKey: { env: "RFT_GRADER_ENDPOINT_0_API_KEY" } },
+    ]),
+    RFT_GRADER_ENDPOINT_0_API_KEY: "sk-secret",
+    RFT_GRADER_BASE_URL: "http://fallback/v1",
+  };
+  const eps = judgeEndpoints({ env, fallback: endpointFromEnv("RFT_GRADER", {}, env) });
   assert.deepEqual(
     eps.map((e) => [e.baseUrl, e.models, e.apiKey]),
     [
@@ -227,4 +232,40 @@ test("judgeEndpoints: RFT_GRADER_ENDPOINTS JSON, and RFT_GRADER_BASE_URL as the 
     () => judgeEndpoints({ env: { RFT_GRADER_ENDPOINTS: '[{"baseUrl":"http://a","apiKey":{"env":"X"}}]' } }),
     /RFT_GRADER_ENDPOINTS\[0\]\.apiKey\.env/,
   );
+});
+
+test("rft grade --endpoints FILE: key file beside it; a missing key exits 2 naming the field", async () => {
+  const rft = (...args: string[]) =>
+    new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
+      const p = spawn(process.execPath, ["--import", "tsx", "cli/rft.ts", ...args], {
+        env: { ...process.env, RFT_LOG_LEVEL: "silent" },
+      });
+      let stdout = "";
+      let stderr = "";
+      p.stdout.on("data", (d) => (stdout += d));
+      p.stderr.on("data", (d) => (stderr += d));
+      p.on("close", (status) => resolve({ status, stdout, stderr }));
+    });
+  const dir = mkdtempSync(join(tmpdir(), "rft-judge-cli-"));
+  writeFileSync(join(dir, "judge.key"), "sk-cli\n");
+  writeFileSync(
+    join(dir, "endpoints.json"),
+    JSON.stringify([{ models: ["gpt-4o-mini"], baseUrl: fake.baseUrl, apiKey: { file: "judge.key" } }]),
+  );
+  const g = JSON.stringify(judge("gpt-4o-mini", "SCORE=0.3"));
+  const ok = await rft("grade", "--grader", g, "--sample", "x", "--endpoints", join(dir, "endpoints.json"));
+  assert.equal(ok.status, 0, ok.stderr);
+  assert.equal(JSON.parse(ok.stdout).reward, 0.3);
+  assert.equal(fake.requests.at(-1)!.auth, "Bearer sk-cli");
+  const bad = await rft(
+    "grade",
+    "--grader",
+    g,
+    "--sample",
+    "x",
+    "--endpoints",
+    JSON.stringify([{ baseUrl: fake.baseUrl, apiKey: { env: "RFT_TEST_NOT_SET" } }]),
+  );
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr, /--endpoints\[0\]\.apiKey\.env: the environment variable RFT_TEST_NOT_SET is not set/);
 });
