@@ -17,6 +17,7 @@ const commands = [
   "init-model",
   "keys",
   "ledger",
+  "nats",
   "operator",
   "run",
   "serve",

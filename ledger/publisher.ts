@@ -8,6 +8,9 @@
  *   When NATS is down, events accumulate in the spool and are replayed on reconnect — also after a crash, since
  *   a new publisher starts by loading the spool. Duplicates from retries carry the same Nats-Msg-Id (the event
  *   hash), so JetStream drops them within its duplicate window and the ledger drops any later one.
+ *   The spool is fsynced once per step (sync(), as the file sink): a step's events survive a power loss.
+ *   With NATS credentials (`auth`), the publisher touches no JetStream API beyond reading its own subject's
+ *   last message: the ledger service owns the stream.
  */
 import {
   appendFileSync,
@@ -21,7 +24,13 @@ import {
   writeFileSync,
 } from "node:fs";
 import { dirname } from "node:path";
-import { connect, type JetStreamClient, type NatsConnection } from "nats";
+import {
+  type ConnectionOptions,
+  connect,
+  type JetStreamClient,
+  type JetStreamManager,
+  type NatsConnection,
+} from "nats";
 import pino from "pino";
 import { LEDGER_STREAM, type LedgerEvent, ledgerSubject } from "../proto/ledger-events.js";
 import { checkSignature, encodeEvent, schemaErrors } from "./chain.js";
@@ -165,6 +174,11 @@ export interface NatsPublisherOptions {
   ackTimeoutMs?: number;
   /** Connection name shown by the server. */
   name?: string;
+  /**
+   * NATS credentials (proto/nats-auth.ts natsAuthOptions): the publisher then never creates the stream (a
+   * trainer's user may not; the ledger service does).
+   */
+  auth?: Partial<ConnectionOptions>;
 }
 
 export class NatsPublisher implements EventSink {
@@ -177,6 +191,8 @@ export class NatsPublisher implements EventSink {
   acked = 0;
   /** Publish rounds that failed and were retried. */
   retries = 0;
+  private spoolFd?: number;
+  private dirty = false;
 
   private constructor(
     private readonly nc: NatsConnection,
@@ -192,10 +208,13 @@ export class NatsPublisher implements EventSink {
       maxReconnectAttempts: -1,
       reconnectTimeWait: 250,
       waitOnFirstConnect: true,
+      ...opts.auth,
     });
-    await ensureLedgerStream(await nc.jetstreamManager()).catch((e) =>
-      log.warn({ err: String(e) }, "cannot ensure stream yet"),
-    );
+    if (!opts.auth)
+      await nc
+        .jetstreamManager()
+        .then((jsm) => ensureLedgerStream(jsm))
+        .catch((e) => log.warn({ err: String(e) }, "cannot ensure stream yet"));
     const p = new NatsPublisher(nc, nc.jetstream(), opts);
     mkdirSync(dirname(opts.spoolPath), { recursive: true });
     // Events a previous process spooled but never got acknowledged go first.
@@ -212,7 +231,9 @@ export class NatsPublisher implements EventSink {
   write(event: LedgerEvent): void {
     if (this.closed) throw new Error("publisher is closed");
     const enc = encodeEvent(event);
-    appendFileSync(this.opts.spoolPath, `${enc.bytes.toString("utf8")}\n`);
+    this.spoolFd ??= openSync(this.opts.spoolPath, "a");
+    appendFileSync(this.spoolFd, `${enc.bytes.toString("utf8")}\n`);
+    this.dirty = true;
     this.queue.push({ subject: ledgerSubject(event.job), data: enc.bytes, id: enc.hash });
     this.kick();
   }
@@ -220,6 +241,13 @@ export class NatsPublisher implements EventSink {
   private enqueue(event: LedgerEvent): void {
     const enc = encodeEvent(event);
     this.queue.push({ subject: ledgerSubject(event.job), data: enc.bytes, id: enc.hash });
+  }
+
+  /** Makes every event spooled so far durable (fsync; the trainer calls it once per step). */
+  sync(): void {
+    if (this.spoolFd === undefined || !this.dirty) return;
+    fsyncSync(this.spoolFd);
+    this.dirty = false;
   }
 
   /** Events not yet acknowledged. */
@@ -291,10 +319,14 @@ export class NatsPublisher implements EventSink {
       const ev = parse(m.data);
       if (ev) return ev;
     }
-    const jsm = await this.nc.jetstreamManager();
+    // Direct get by subject: `$JS.API.DIRECT.GET.RFT_LEDGER.<subject>`, which a trainer's user may call for
+    // its own subject only (no API check: that needs $JS.API.INFO, which it may not call).
+    const jsm = (await this.nc.jetstreamManager({ checkAPI: false })) as JetStreamManager & {
+      direct: { getMessage(stream: string, q: { last_by_subj: string }): Promise<{ seq: number; data: Uint8Array }> };
+    };
     let last;
     try {
-      last = await jsm.streams.getMessage(LEDGER_STREAM, { last_by_subj: subject });
+      last = await jsm.direct.getMessage(LEDGER_STREAM, { last_by_subj: subject });
     } catch (e) {
       if ((e as { code?: string }).code === "404" || /no message found/i.test(String(e))) return null;
       throw e;
@@ -317,6 +349,9 @@ export class NatsPublisher implements EventSink {
   /** Stops publishing; unacknowledged events stay in the spool for the next publisher. */
   async close(): Promise<void> {
     this.closed = true;
+    this.sync();
+    if (this.spoolFd !== undefined) closeSync(this.spoolFd);
+    this.spoolFd = undefined;
     await this.nc.close();
   }
 }

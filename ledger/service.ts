@@ -12,6 +12,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from "node:net";
 import {
   AckPolicy,
+  type ConnectionOptions,
   type Consumer,
   type ConsumerMessages,
   connect,
@@ -23,10 +24,11 @@ import {
 } from "nats";
 import pino from "pino";
 import { Counter, Gauge, Registry } from "prom-client";
-import { headKey, LEDGER_STREAM, type SignedTreeHead } from "../proto/ledger-events.js";
+import { headKey, jobOfSubject, LEDGER_STREAM, parseJobRef, type SignedTreeHead } from "../proto/ledger-events.js";
+import { type JobKeyRecord, jobKeyName } from "../proto/nats-auth.js";
 import { assembleBundle } from "./bundle.js";
 import { bundleJsonlLines, bundleJsonParts, writeLines } from "./bundle-file.js";
-import { ensureLedgerStream, headsBucket } from "./nats.js";
+import { ensureLedgerStream, headsBucket, jobKeysBucket } from "./nats.js";
 import { publicKeyB64 } from "./sign.js";
 import { type IngestOutcome, type JobLog, LedgerState, prepareBatch } from "./state.js";
 import { headProgressionError, signTreeHead } from "./tree-head.js";
@@ -50,8 +52,14 @@ export interface LedgerServiceOptions {
   /** How often tree heads are signed for jobs whose log grew (default 1000 ms). */
   headIntervalMs?: number;
   durable?: string;
-  /** Registered job keys: "ns/name" or "ns/*" → raw base64 public key. */
-  keyRegistry?: Record<string, string>;
+  /**
+   * Where job keys are registered: "kv" — the RFT_JOB_KEYS bucket the operator writes before a job's pods
+   * exist (the chart's setting; a job with no entry cannot start); a static map "ns/name" or "ns/*" → raw base64
+   * public key (only those jobs may start); undefined — none: a job's first event names its key (local use).
+   */
+  keyRegistry?: "kv" | Record<string, string>;
+  /** NATS credentials (proto/nats-auth.ts natsAuthOptions). */
+  auth?: Partial<ConnectionOptions>;
   logLevel?: string;
 }
 
@@ -64,6 +72,9 @@ export class LedgerService {
   private readonly log: pino.Logger;
   private nc!: NatsConnection;
   private kv!: KV;
+  private jobKeys?: KV;
+  /** Job keys read from RFT_JOB_KEYS (write-once entries: a job's key never changes once registered). */
+  private readonly registered = new Map<string, string>();
   private http!: Server;
   private timer?: NodeJS.Timeout;
   private fetching?: ConsumerMessages;
@@ -73,8 +84,14 @@ export class LedgerService {
 
   private constructor(private readonly opts: LedgerServiceOptions) {
     this.log = pino({ name: "ledger", level: opts.logLevel ?? process.env.RFT_LOG_LEVEL ?? "info" });
-    const reg = opts.keyRegistry ?? {};
-    this.state = new LedgerState({ keyRegistry: (job) => reg[job] ?? reg[`${job.split("/")[0]}/*`] });
+    const reg = opts.keyRegistry;
+    this.state =
+      reg === "kv"
+        ? new LedgerState({ keyRegistry: (job) => this.registered.get(job), requireRegisteredKey: true })
+        : new LedgerState({
+            keyRegistry: (job) => reg?.[job] ?? reg?.[`${job.split("/")[0]}/*`],
+            requireRegisteredKey: reg !== undefined,
+          });
     this.ledgerKeyB64 = publicKeyB64(opts.key);
     this.ingested = new Counter({
       name: "rft_ledger_events_ingested_total",
@@ -126,9 +143,11 @@ export class LedgerService {
       reconnect: true,
       maxReconnectAttempts: -1,
       reconnectTimeWait: 250,
+      ...o.auth,
     });
     const jsm = await this.nc.jetstreamManager();
     await ensureLedgerStream(jsm);
+    if (o.keyRegistry === "kv") this.jobKeys = await jobKeysBucket(this.nc);
     const durable = o.durable ?? "rft-ledger";
     let floor = 0;
     try {
@@ -232,7 +251,29 @@ export class LedgerService {
     }
   }
 
+  /** Reads the registered key of every job in the batch that the ledger does not know yet. */
+  private async resolveKeys(batch: JsMsg[]): Promise<void> {
+    if (!this.jobKeys) return;
+    const jobs = new Set<string>();
+    for (const m of batch) {
+      const job = jobOfSubject(m.subject);
+      if (job && !this.state.jobs.has(job) && !this.registered.has(job)) jobs.add(job);
+    }
+    for (const job of jobs) {
+      const { namespace, name } = parseJobRef(job);
+      const e = await this.jobKeys.get(jobKeyName(namespace, name));
+      if (!e || e.operation !== "PUT") continue;
+      try {
+        const rec = JSON.parse(Buffer.from(e.value).toString("utf8")) as JobKeyRecord;
+        if (typeof rec.publicKey === "string") this.registered.set(job, rec.publicKey);
+      } catch {
+        this.log.warn({ job }, "RFT_JOB_KEYS entry is not JSON; the job stays unregistered");
+      }
+    }
+  }
+
   private async process(batch: JsMsg[], replay: boolean): Promise<void> {
+    await this.resolveKeys(batch);
     const prepared = await prepareBatch(
       this.state,
       batch.map((m) => ({ subject: m.subject, data: m.data })),

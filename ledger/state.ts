@@ -55,6 +55,11 @@ export interface PreparedIngest {
 export interface LedgerStateOptions {
   /** Registered job keys: job ("ns/name") or namespace wildcard ("ns/*") → raw base64 public key. */
   keyRegistry?: (job: string) => string | undefined;
+  /**
+   * Only a registered key may start a job: a job.started of a job with no registered key is rejected (so no
+   * first event can claim a job). The ledger service sets it with its RFT_JOB_KEYS registry.
+   */
+  requireRegisteredKey?: boolean;
   /** Most early events kept per job before the chain catches up (default 100,000). */
   maxPending?: number;
 }
@@ -114,6 +119,9 @@ export class LedgerState {
     }
     const declared = ev.body.signer.publicKey;
     const registered = this.opts.keyRegistry?.(ev.job);
+    if (registered === undefined && this.opts.requireRegisteredKey) {
+      return [reject(enc, "key", `no key is registered for job ${ev.job}: a first event cannot claim a job`)];
+    }
     if (registered !== undefined && registered !== declared) {
       return [reject(enc, "key", "job.started declares a signing key that is not the job's registered key")];
     }

@@ -168,5 +168,7 @@ export const paths = {
   job: (ns?: string, name?: string) => `/apis/batch/v1${ns ? `/namespaces/${ns}` : ""}/jobs${name ? `/${name}` : ""}`,
   core: (kind: "secrets" | "configmaps" | "services" | "events" | "pods", ns?: string, name?: string) =>
     `/api/v1${ns ? `/namespaces/${ns}` : ""}/${kind}${name ? `/${name}` : ""}`,
+  networkPolicy: (ns: string, name?: string) =>
+    `/apis/networking.k8s.io/v1/namespaces/${ns}/networkpolicies${name ? `/${name}` : ""}`,
   lease: (ns: string, name?: string) => `/apis/coordination.k8s.io/v1/namespaces/${ns}/leases${name ? `/${name}` : ""}`,
 };

@@ -55,8 +55,21 @@ export interface OperatorSettings {
   /** Trainers publish their ledger events to JetStream at natsUrl (RFT_LEDGER_NATS_URL; the Helm chart sets it
    * when the ledger service is enabled), instead of writing them to a file on the checkpoint volume. */
   ledgerNats?: boolean;
+  /**
+   * NATS runs with authentication: each job's Secret holds its NATS user (`nats.creds`, minted by the operator
+   * with that job's permissions only) and the trainers connect with it (RFT_NATS_CREDS).
+   */
+  natsAuth?: boolean;
+  /**
+   * Each job gets a NetworkPolicy that lets only its own pods reach its ranks' collective ports (the chart's
+   * namespace-wide trainer policy then no longer opens them to every trainer pod).
+   */
+  jobNetworkPolicy?: boolean;
   imagePullPolicy?: string;
 }
+
+/** The key of the job's Secret that holds its NATS user's credentials. */
+export const NATS_CREDS_KEY = "nats.creds";
 
 export function ownerRef(job: FineTuneJobObject): K8sObject {
   return {
@@ -80,12 +93,12 @@ function meta(job: FineTuneJobObject, name: string, extraLabels: Record<string, 
 }
 
 /**
- * The Secret holding the job's Ed25519 signing key and the ranks' collective secret (created once; never
- * re-applied with a new key).
+ * The job's Secret: its Ed25519 signing key, the ranks' collective secret and, with NATS authentication, the
+ * job's NATS user (created once; never re-applied with a new key).
  */
 export function desiredSecret(
   job: FineTuneJobObject,
-  key: { privatePem: string; publicRaw: string; collectiveSecret?: string },
+  key: { privatePem: string; publicRaw: string; collectiveSecret?: string; natsCreds?: string },
 ): K8sObject {
   return {
     apiVersion: "v1",
@@ -96,6 +109,34 @@ export function desiredSecret(
       "signing-key.pem": key.privatePem,
       "public-key": key.publicRaw,
       ...(key.collectiveSecret ? { [COLLECTIVE_SECRET_KEY]: key.collectiveSecret } : {}),
+      ...(key.natsCreds ? { [NATS_CREDS_KEY]: key.natsCreds } : {}),
+    },
+  };
+}
+
+/**
+ * The job's NetworkPolicy: its pods accept the collective (rendezvous and data link) only from pods of the same
+ * job. Ingress only, so it never cuts a pod's egress; the chart's trainer policy adds metrics ingress and the
+ * egress limits.
+ */
+export function desiredNetworkPolicy(job: FineTuneJobObject): K8sObject {
+  const same = { podSelector: { matchLabels: childLabels(job.metadata.name) } };
+  return {
+    apiVersion: "networking.k8s.io/v1",
+    kind: "NetworkPolicy",
+    metadata: meta(job, names.networkPolicy(job.metadata.name)),
+    spec: {
+      podSelector: { matchLabels: childLabels(job.metadata.name) },
+      policyTypes: ["Ingress"],
+      ingress: [
+        {
+          from: [same],
+          ports: [
+            { port: TRAINER_PORT, protocol: "TCP" },
+            { port: TRAINER_DATA_PORT, protocol: "TCP" },
+          ],
+        },
+      ],
     },
   };
 }
@@ -235,6 +276,7 @@ export function desiredTrainerJob(job: FineTuneJobObject, attempt: number, s: Op
     { name: "RFT_MASTER_PORT", value: String(TRAINER_PORT) },
     { name: "RFT_NATS_URL", value: s.natsUrl },
     ...(s.ledgerNats ? [{ name: "RFT_LEDGER_NATS_URL", value: s.natsUrl }] : []),
+    ...(s.natsAuth ? [{ name: "RFT_NATS_CREDS", value: posix.join(SIGNING_MOUNT, NATS_CREDS_KEY) }] : []),
     { name: "RFT_JOB_CONFIG", value: posix.join(CONFIG_MOUNT, "job.json") },
     { name: "RFT_JOB_NAME", value: name },
     { name: "RFT_JOB_NAMESPACE", value: ns },

@@ -8,12 +8,15 @@ import { createServer, type Server } from "node:http";
 import { hostname } from "node:os";
 import { STATES } from "../proto/finetunejob-status.js";
 import type { Logger } from "../proto/log.js";
+import { natsAuthFromCreds, trainerPermissions } from "../proto/nats-auth.js";
 import { countRequests, type KObj, KubeClient, paths } from "./client.js";
 import { checkpointDir, type FineTuneJobObject, type OperatorSettings } from "./desired.js";
 import { Informer } from "./informer.js";
 import { LeaderElector } from "./leader.js";
 import { CONTROLLER, OperatorMetrics } from "./metrics.js";
 import { FIELD_MANAGER, LABEL_JOB, LABEL_MANAGED_BY } from "./names.js";
+import { type NatsAuthRef, ensureNatsAuth } from "./nats-bootstrap.js";
+import { mintUser } from "./nats-credentials.js";
 import { ProgressBridge } from "./progress.js";
 import { type Caches, Reconciler } from "./reconciler.js";
 import { type GraderValidator, WebhookServer } from "./webhook.js";
@@ -62,6 +65,11 @@ export interface OperatorOptions {
   onReconcile?: (key: string, seconds: number, requests: number) => void;
   /** Serve the validating admission webhook. */
   webhook?: WebhookOptions;
+  /**
+   * NATS with authentication: the installation's trust lives in Secrets named by this (made at the first
+   * start; operator/nats-bootstrap.ts); the operator connects as its own user and mints one per job.
+   */
+  natsAuth?: NatsAuthRef;
 }
 
 export class Operator {
@@ -87,6 +95,8 @@ export class Operator {
     const o = this.o;
     const log = o.log;
     this.client = await KubeClient.fromKubeconfig(o.kubeconfig);
+    const nats = o.natsAuth ? await ensureNatsAuth(this.client, o.natsAuth, log) : undefined;
+    const settings: OperatorSettings = { ...o.settings, natsAuth: nats !== undefined };
     const enqueue = (key: string) => this.leading && this.queue.add(key);
     const owner = (obj: KObj) => {
       const job = obj.metadata?.labels?.[LABEL_JOB];
@@ -124,6 +134,7 @@ export class Operator {
     };
     this.progress = new ProgressBridge({
       url: o.natsUrl ?? o.settings.natsUrl,
+      ...(nats ? { auth: natsAuthFromCreds(nats.operatorUser.creds, "the operator's NATS user") } : {}),
       wake: (k, ms) => this.leading && this.queue.addAfter(k, ms),
       expect: (k) => {
         const [ns, name] = k.split("/") as [string, string];
@@ -140,7 +151,11 @@ export class Operator {
       retryInitialMs: o.natsRetryInitialMs,
       retryMaxMs: o.natsRetryMaxMs,
     });
-    const reconciler = new Reconciler(this.client, this.caches, this.progress, o.settings, log);
+    const mintJobCreds = nats
+      ? (ns: string, name: string) =>
+          mintUser(nats.trust, `trainer-${ns}-${name}`, (k) => trainerPermissions(ns, name, k)).creds
+      : undefined;
+    const reconciler = new Reconciler(this.client, this.caches, this.progress, settings, log, mintJobCreds);
     this.queue = new WorkQueue(
       async (k) => {
         const end = this.metrics.reconcileTime.startTimer({ controller: CONTROLLER });

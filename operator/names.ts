@@ -50,6 +50,7 @@ export const RESERVED_ENV = [
   "RFT_MASTER_PORT",
   "RFT_NATS_URL",
   "RFT_LEDGER_NATS_URL",
+  "RFT_NATS_CREDS",
   "RFT_JOB_CONFIG",
   "RFT_JOB_NAME",
   "RFT_JOB_NAMESPACE",
@@ -63,6 +64,7 @@ export const names = {
   secret: (job: string) => `${job}-signing`,
   configMap: (job: string) => `${job}-config`,
   service: (job: string) => job,
+  networkPolicy: (job: string) => `${job}-ranks`,
   /** The batch/v1 Job of attempt n (a gang restart makes attempt n+1; the name never repeats). */
   trainerJob: (job: string, attempt: number) => `${job}-a${attempt}`,
 };

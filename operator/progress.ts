@@ -13,10 +13,14 @@
  * NATS being down never stops the operator: start() returns at once and connects in the background, logging
  * one line when NATS is unreachable and retrying with backoff until it connects (the Kubernetes side of the
  * controller does not need NATS; control messages are not sent meanwhile).
+ *
+ * It also registers each job's signing key in the RFT_JOB_KEYS bucket (write-once), which the ledger service
+ * trusts: with NATS authentication only the operator's user may write there, so no trainer and no outsider
+ * can claim a job by publishing its first event.
  */
 import { posix } from "node:path";
 import { Ajv } from "ajv";
-import { connect, type NatsConnection, type Subscription } from "nats";
+import { type ConnectionOptions, connect, type KV, type NatsConnection, type Subscription } from "nats";
 import {
   CONTROL_MAX_BYTES,
   type ControlMessage,
@@ -25,6 +29,7 @@ import {
   ProgressMessage,
 } from "../proto/finetunejob-status.js";
 import type { Logger } from "../proto/log.js";
+import { JOB_KEYS_BUCKET, type JobKeyRecord, jobKeyName } from "../proto/nats-auth.js";
 
 /** What the operator knows of a job when one of its progress messages arrives. */
 export interface ProgressExpectation {
@@ -53,6 +58,8 @@ export type DropReason = (typeof DROP_REASONS)[number];
 export interface ProgressBridgeOptions {
   /** NATS URL (undefined: no NATS at all). */
   url: string | undefined;
+  /** The operator's NATS credentials (authenticator and inbox prefix); none: an unauthenticated NATS. */
+  auth?: Partial<ConnectionOptions>;
   /** Wakes the job's reconcile after delayMs. */
   wake: (key: string, delayMs: number) => void;
   /** The job behind a key ("ns/name"), from the operator's cache; undefined when there is none. */
@@ -89,6 +96,7 @@ export class ProgressBridge {
   private closed = false;
   private retryTimer?: NodeJS.Timeout;
   private connecting?: Promise<void>;
+  private jobKeys?: KV;
   private readonly decoder = new TextDecoder("utf-8", { fatal: true });
 
   constructor(private readonly o: ProgressBridgeOptions) {}
@@ -121,6 +129,7 @@ export class ProgressBridge {
           name: "rft-operator",
           maxReconnectAttempts: -1,
           reconnectTimeWait: 500,
+          ...this.o.auth,
         });
         if (this.closed) {
           await nc.close().catch(() => {});
@@ -216,6 +225,35 @@ export class ProgressBridge {
     }
     const body = new TextEncoder().encode(JSON.stringify({ action } satisfies ControlMessage));
     if (body.byteLength <= CONTROL_MAX_BYTES) this.nc.publish(controlSubject(ns, name), body);
+  }
+
+  /**
+   * Records a job's public key in RFT_JOB_KEYS, once: "registered" (written now), "exists" (already there with
+   * this key), or "conflict" (there with another key: an earlier job of the same name; the ledger keeps that
+   * one). Throws while NATS is not connected or the bucket does not exist yet (the ledger service creates it).
+   */
+  async registerJobKey(
+    rec: JobKeyRecord & { namespace: string; name: string },
+  ): Promise<"registered" | "exists" | "conflict"> {
+    if (!this.nc) throw new Error("NATS is not connected");
+    this.jobKeys ??= await this.nc.jetstream().views.kv(JOB_KEYS_BUCKET, { bindOnly: true });
+    const key = jobKeyName(rec.namespace, rec.name);
+    const value: JobKeyRecord = { publicKey: rec.publicKey, uid: rec.uid, registeredAt: rec.registeredAt };
+    for (let i = 0; i < 2; i++) {
+      const cur = await this.jobKeys.get(key);
+      if (cur && cur.operation === "PUT") {
+        const old = JSON.parse(Buffer.from(cur.value).toString("utf8")) as Partial<JobKeyRecord>;
+        return old.publicKey === rec.publicKey ? "exists" : "conflict";
+      }
+      try {
+        await this.jobKeys.create(key, JSON.stringify(value));
+        return "registered";
+      } catch (e) {
+        // Another replica (or an earlier reconcile) wrote it between our get and create: read it again.
+        if (!/wrong last sequence|key exists/i.test(String(e))) throw e;
+      }
+    }
+    throw new Error(`could not register the key of ${rec.namespace}/${rec.name}`);
   }
 
   async close(): Promise<void> {

@@ -9,6 +9,7 @@ import { isConflict, type KObj, type KubeClient, paths } from "./client.js";
 import { type Action, decide, type KEvent, statusChanged } from "./decide.js";
 import {
   desiredConfigMap,
+  desiredNetworkPolicy,
   desiredSecret,
   desiredService,
   desiredTrainerJob,
@@ -17,6 +18,7 @@ import {
 } from "./desired.js";
 import type { Informer } from "./informer.js";
 import { names } from "./names.js";
+import { jobSigningPublicKey } from "./signing-key.js";
 import type { ProgressBridge } from "./progress.js";
 import type { Result } from "./workqueue.js";
 
@@ -42,12 +44,19 @@ export function newSigningKey(): { privatePem: string; publicRaw: string; collec
 const b64 = (s: string | undefined) => (s === undefined ? undefined : Buffer.from(s, "base64").toString("utf8"));
 
 export class Reconciler {
+  /** Jobs (ns/name/uid) whose key is in RFT_JOB_KEYS already. */
+  private readonly registered = new Set<string>();
+  /** Jobs (ns/name/uid) whose NetworkPolicy this process applied (server-side apply: again after a restart). */
+  private readonly policies = new Set<string>();
+
   constructor(
     private readonly client: KubeClient,
     private readonly caches: Caches,
     private readonly progress: ProgressBridge,
     private readonly settings: OperatorSettings,
     private readonly log: Logger,
+    /** Mints a job's NATS user (.creds text) when NATS runs with authentication. */
+    private readonly mintJobCreds?: (ns: string, name: string) => string,
   ) {}
 
   async reconcile(key: string): Promise<Result> {
@@ -112,9 +121,10 @@ export class Reconciler {
   private async ensureChildren(job: FineTuneJobObject, attempt: number): Promise<string | undefined> {
     const { namespace: ns, name } = job.metadata;
     let publicKey: string | undefined;
-    if (!this.caches.secrets.get(ns, names.secret(name))) {
+    const cachedSecret = this.caches.secrets.get(ns, names.secret(name));
+    if (!cachedSecret) {
       // Generated once: create (never apply), and a 409 means it already exists with its own key.
-      const key = newSigningKey();
+      const key = { ...newSigningKey(), natsCreds: this.mintJobCreds?.(ns, name) };
       const created = await this.client.create(paths.core("secrets", ns), desiredSecret(job, key));
       if (created) publicKey = key.publicRaw;
       else {
@@ -127,16 +137,61 @@ export class Reconciler {
     if (!cachedCm || JSON.stringify(cachedCm.data) !== JSON.stringify(cm.data)) {
       await this.client.apply(paths.core("configmaps", ns, cm.metadata.name), cm);
     }
+    const id = `${ns}/${name}/${job.metadata.uid}`;
+    if (this.settings.jobNetworkPolicy && !this.policies.has(id)) {
+      const np = desiredNetworkPolicy(job);
+      await this.client.apply(paths.networkPolicy(ns, np.metadata.name), np);
+      this.policies.add(id);
+    }
     const svc = desiredService(job);
     if (!this.caches.services.get(ns, svc.metadata.name)) {
       await this.client.apply(paths.core("services", ns, svc.metadata.name), svc);
     }
+    if (this.settings.ledgerNats) await this.registerKey(job, publicKey ?? b64(cachedSecret?.data?.["public-key"]));
     const tj = desiredTrainerJob(job, attempt, this.settings);
     const cached = this.caches.jobs.get(ns, tj.metadata.name);
     if (!cached || Boolean(cached.spec?.suspend) !== tj.spec.suspend) {
       await this.client.apply(paths.job(ns, tj.metadata.name), tj);
     }
     return publicKey;
+  }
+
+  /**
+   * Registers the job's signing key in RFT_JOB_KEYS before any of its pods exist: the ledger accepts a job's
+   * events only under its registered key. Throws (the reconcile is retried with backoff) while NATS or the
+   * bucket is not there yet, so no trainer starts unregistered.
+   */
+  private async registerKey(job: FineTuneJobObject, secretPublicKey: string | undefined): Promise<void> {
+    const { namespace: ns, name, uid } = job.metadata;
+    const id = `${ns}/${name}/${uid}`;
+    if (this.registered.has(id)) return;
+    const publicKey = await jobSigningPublicKey(job, secretPublicKey, async (secretName, key) => {
+      const s = await this.client.getOptional(paths.core("secrets", ns, secretName));
+      return b64(s?.data?.[key]);
+    });
+    if (!publicKey) throw new Error(`the job's Secret ${names.secret(name)} has no public-key yet`);
+    let r: Awaited<ReturnType<ProgressBridge["registerJobKey"]>>;
+    try {
+      r = await this.progress.registerJobKey({
+        namespace: ns,
+        name,
+        uid,
+        publicKey,
+        registeredAt: new Date().toISOString(),
+      });
+    } catch (e) {
+      throw new Error(`cannot register the job's signing key with the ledger yet (${(e as Error).message})`, {
+        cause: e,
+      });
+    }
+    if (r === "conflict")
+      await this.event(job, {
+        type: "Warning",
+        reason: "LedgerKeyConflict",
+        message: `the ledger already holds a job ${ns}/${name} signed with another key (an earlier job of this name): this job's ledger events will be rejected; use a new name`,
+      });
+    else if (r === "registered") this.log.info({ job: `${ns}/${name}` }, "job key registered with the ledger");
+    this.registered.add(id);
   }
 
   private async event(job: FineTuneJobObject, ev: KEvent): Promise<void> {

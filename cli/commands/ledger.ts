@@ -2,6 +2,7 @@
 import { readFileSync } from "node:fs";
 import type { Command } from "commander";
 import { LedgerService } from "../../ledger/service.js";
+import { natsAuthOptions } from "../../proto/nats-auth.js";
 import { keyId, loadPrivateKey, publicKeyB64 } from "../../ledger/sign.js";
 
 export function register(program: Command) {
@@ -25,7 +26,17 @@ export function register(program: Command) {
     .option("--insecure-no-auth", "serve the audit API on a non-loopback --host without a token")
     .requiredOption("--key <file>", "the ledger's Ed25519 private key (PEM or raw base64) that signs tree heads")
     .option("--head-interval <ms>", "how often tree heads are signed", "1000")
-    .option("--registry <file>", 'JSON {"ns/name" | "ns/*": public key (raw base64)}: registered job keys')
+    .option(
+      "--nats-creds <file>",
+      "NATS credentials (.creds) of the ledger's user (env RFT_NATS_CREDS; the operator mints it, see `rft nats`)",
+      process.env.RFT_NATS_CREDS,
+    )
+    .option(
+      "--job-keys <source>",
+      'where job keys are registered: "kv" (the RFT_JOB_KEYS bucket the operator writes; default), "file:PATH" (JSON {"ns/name" | "ns/*": raw base64 public key}), or "none" (a job\'s first event names its key: only where nobody else can publish to NATS)',
+      "kv",
+    )
+    .option("--registry <file>", "same as --job-keys file:FILE")
     .action(
       async (o: {
         nats: string;
@@ -34,6 +45,8 @@ export function register(program: Command) {
         key: string;
         headInterval: string;
         registry?: string;
+        jobKeys: string;
+        natsCreds?: string;
         tokenFile?: string;
         insecureNoAuth?: boolean;
       }) => {
@@ -51,9 +64,8 @@ export function register(program: Command) {
           host: o.host,
           ...(apiToken ? { apiToken } : {}),
           headIntervalMs: Number(o.headInterval),
-          keyRegistry: o.registry
-            ? (JSON.parse(readFileSync(o.registry, "utf8")) as Record<string, string>)
-            : undefined,
+          keyRegistry: jobKeySource(o.registry ? `file:${o.registry}` : o.jobKeys),
+          auth: natsAuthOptions(o.natsCreds),
         });
         process.stderr.write(
           `rft ledger: audit API on ${o.host}:${svc.port} (${apiToken ? "bearer token required" : "no authentication"}), ledger key ${keyId(key)} (${publicKeyB64(key)})\n`,
@@ -65,6 +77,28 @@ export function register(program: Command) {
         process.once("SIGINT", stop);
       },
     );
+}
+
+/** The --job-keys value as LedgerService's keyRegistry. */
+export function jobKeySource(v: string): "kv" | Record<string, string> | undefined {
+  if (v === "kv") return "kv";
+  if (v === "none") return undefined;
+  if (v.startsWith("file:")) {
+    const file = v.slice(5);
+    let reg: unknown;
+    try {
+      reg = JSON.parse(readFileSync(file, "utf8"));
+    } catch (e) {
+      throw new Error(`--job-keys ${v}: ${(e as Error).message}`, { cause: e });
+    }
+    if (typeof reg !== "object" || reg === null || Array.isArray(reg))
+      throw new Error(`--job-keys ${v}: must be a JSON object {"ns/name" | "ns/*": public key}`);
+    for (const [k, key] of Object.entries(reg))
+      if (typeof key !== "string" || !/^[A-Za-z0-9+/]{43}=$/.test(key))
+        throw new Error(`--job-keys ${v}: "${k}" is not a raw base64 Ed25519 public key`);
+    return reg as Record<string, string>;
+  }
+  throw new Error(`--job-keys must be kv, file:PATH or none, got "${v}"`);
 }
 
 /** 127.0.0.0/8, ::1 and localhost: addresses only this machine (or pod) reaches. */

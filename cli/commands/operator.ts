@@ -2,6 +2,7 @@
 import type { Command } from "commander";
 import { GraderEngine } from "../../grader-sidecar/src/engine.js";
 import { Operator } from "../../operator/manager.js";
+import { parseNatsAuthRef } from "../../operator/nats-bootstrap.js";
 import { createLogger } from "../../proto/log.js";
 
 export function register(program: Command) {
@@ -16,6 +17,15 @@ export function register(program: Command) {
     .option(
       "--ledger-nats",
       "trainers publish their signed ledger events to JetStream (the ledger service's input) instead of a file on the checkpoint volume",
+    )
+    .option(
+      "--nats-auth <ns/prefix>",
+      "NATS runs with authentication: make (once) or read the installation's NATS trust in Secrets NS/PREFIX-nats-{trust,server} and the ledger's user in NS/PREFIX-ledger-nats, connect as the operator's user, and mint each job its own user (env RFT_NATS_AUTH; the chart sets it)",
+      process.env.RFT_NATS_AUTH,
+    )
+    .option(
+      "--job-network-policy",
+      "give each job a NetworkPolicy: its ranks' collective ports accept only pods of the same job (the chart sets it with networkPolicy.enabled)",
     )
     .option("--workers <n>", "concurrent reconciles", "4")
     .option("--port <port>", "port of /metrics, /healthz, /readyz", "8080")
@@ -44,8 +54,14 @@ export function register(program: Command) {
       const op = new Operator({
         kubeconfig: o.kubeconfig,
         namespace: o.namespace,
-        settings: { image: o.image, natsUrl: o.podNatsUrl ?? natsUrl, ledgerNats: o.ledgerNats === true },
+        settings: {
+          image: o.image,
+          natsUrl: o.podNatsUrl ?? natsUrl,
+          ledgerNats: o.ledgerNats === true,
+          jobNetworkPolicy: o.jobNetworkPolicy === true,
+        },
         natsUrl,
+        ...(o.natsAuth ? { natsAuth: parseNatsAuthRef(o.natsAuth) } : {}),
         workers: Number(o.workers),
         port: Number(o.port),
         host: o.host,

@@ -74,6 +74,7 @@ describe("helm template", () => {
       "core/services": ["get", "list", "watch", "create", "patch"],
       "core/secrets": ["get", "list", "watch", "create"],
       "core/events": ["create", "patch"],
+      "networking.k8s.io/networkpolicies": ["create", "patch"],
     });
     assert.ok(!JSON.stringify(objects.filter((o) => /Role/.test(o.kind))).includes('"*"'), "no wildcards");
     const lease = find(objects, "Role", "rft-rft-operator-operator-leader")[0]!;
@@ -164,6 +165,12 @@ describe("helm template", () => {
     const egressPorts = np.spec.egress.map((e: K) => (e.ports ?? []).map((p: K) => p.port).join("+"));
     assert.deepEqual(egressPorts, ["29500+29501", "4222", "53+53", "443"]);
     assert.deepEqual(np.spec.egress[3].to, [{ ipBlock: { cidr: "10.20.0.0/16" } }]);
+    // No trainer pod accepts another job's ranks here: the collective ports are opened per job by the operator
+    // (its <job>-ranks policy), so this namespace-wide policy lets in only metrics.
+    const ingressPorts = np.spec.ingress.flatMap((e: K) => (e.ports ?? []).map((p: K) => p.port));
+    assert.ok(!ingressPorts.includes(29500) && !ingressPorts.includes(29501), JSON.stringify(np.spec.ingress));
+    assert.ok(op.spec.template.spec.containers[0].args.includes("--job-network-policy"));
+    assert.ok(op.spec.template.spec.containers[0].args.includes("--nats-auth=rft-system/rft-rft-operator"));
     // Monitoring toggles.
     assert.equal(find(objects, "ServiceMonitor").length, 2);
     const pm = find(objects, "PodMonitor")[0]!;

@@ -12,6 +12,7 @@ import assert from "node:assert/strict";
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
+import { spawnSync } from "node:child_process";
 import { parse } from "yaml";
 import { EXAMPLE, tinyModel } from "../helpers/rft-job.js";
 import type { KObject } from "../k8s/api.js";
@@ -120,6 +121,47 @@ test("helm install brings up operator, ledger and NATS; a FineTuneJob succeeds; 
   assert.equal(done.status.state, "Succeeded");
   assert.equal(typeof done.status.trainerStatus.validRewardMean, "number");
   const trainerJob = (await cluster.getJson("jobs", "-n", NS, "-l", "rft.dev/finetunejob=helm-sorter")).items[0];
+
+  // NATS runs with users (nats.auth.enabled, the default): an anonymous client is refused; the job had its own
+  // user in its Secret, and its signed events reached the ledger under the key the operator registered.
+  const podOf = async (component: string) => {
+    const all = (await cluster.getJson("pods", "-n", NS)).items as KObject[];
+    return all.find((p) => p.metadata.labels["app.kubernetes.io/component"] === component)!.metadata.name as string;
+  };
+  /** Runs a Node script inside a pod's network namespace (the pod's loopback is where its ports are). */
+  const inPod = async (component: string, script: string) => {
+    const netns = cluster.kubelet!.podNetns(NS, await podOf(component));
+    const cmd = netns ? ["ip", "netns", "exec", netns, process.execPath] : [process.execPath];
+    const r = spawnSync(cmd[0]!, [...cmd.slice(1), "--input-type=module", "-e", script], { encoding: "utf8" });
+    assert.equal(r.status, 0, r.stderr);
+    return r.stdout;
+  };
+  // What the NATS server says to a client that presents nothing: authentication required.
+  const info = await inPod(
+    "nats",
+    `import { createConnection } from "node:net";
+     const s = createConnection({ host: "127.0.0.1", port: 4222 });
+     s.on("data", (d) => { process.stdout.write(d.toString().split("\\r\\n")[0]); s.destroy(); });`,
+  );
+  assert.equal(JSON.parse(info.replace(/^INFO /, "")).auth_required, true, info);
+  const jobSecret = await cluster.getJson("secret", "-n", NS, "helm-sorter-signing");
+  assert.match(Buffer.from(jobSecret.data["nats.creds"], "base64").toString(), /BEGIN NATS USER JWT/);
+  const token = Buffer.from(
+    (await cluster.getJson("secret", "-n", NS, "rft-rft-operator-ledger-token")).data.token,
+    "base64",
+  ).toString();
+  const head = await waitFor("the job's ledger head", async () => {
+    const out = await inPod(
+      "ledger",
+      `const r = await fetch("http://127.0.0.1:8090/v1/jobs/${NS}/helm-sorter/head", { headers: { authorization: "Bearer ${token}" } });
+       process.stdout.write(r.status === 200 ? await r.text() : "");`,
+    );
+    return out ? (JSON.parse(out) as { size: number }) : undefined;
+  });
+  assert.ok(head.size > 2, `ledger head size ${head.size}`);
+  // The job's own NetworkPolicy (the operator's child): its ranks accept only each other.
+  const ranks = await cluster.getJson("networkpolicy", "-n", NS, "helm-sorter-ranks");
+  assert.equal(ranks.spec.podSelector.matchLabels["rft.dev/finetunejob"], "helm-sorter");
   assert.equal(trainerJob.spec.template.spec.containers[0].image, "rft:0.1.0");
 
   const uninstall = await helm("uninstall", "rft", "--namespace", NS, "--kubeconfig", cluster.kubeconfig, "--wait");

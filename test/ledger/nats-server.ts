@@ -1,6 +1,9 @@
-/** Starts a real nats-server (JetStream, file store in a temp dir) on a free port, for the ledger tests. */
+/**
+ * Starts a real nats-server (JetStream, file store in a temp dir) on a free port, for the ledger tests; with
+ * `auth`, in operator (JWT) mode: its config includes the `auth.conf` the operator writes for the chart's NATS.
+ */
 import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -27,6 +30,8 @@ export class NatsServer {
   private constructor(
     readonly port: number,
     readonly storeDir: string,
+    /** The auth.conf text (operator/nats-credentials.ts serverAuthConfig), or none: no authentication. */
+    readonly auth?: string,
   ) {}
 
   get url(): string {
@@ -34,16 +39,21 @@ export class NatsServer {
   }
 
   /** Starts one on a free port, or on `port` (a test that first needs NATS to be down there). */
-  static async start(port?: number): Promise<NatsServer> {
-    const s = new NatsServer(port ?? (await freePort()), mkdtempSync(join(tmpdir(), "rft-nats-")));
+  static async start(port?: number, opts: { auth?: string } = {}): Promise<NatsServer> {
+    const s = new NatsServer(port ?? (await freePort()), mkdtempSync(join(tmpdir(), "rft-nats-")), opts.auth);
     await s.startProcess();
     return s;
   }
 
   async startProcess(): Promise<void> {
-    const proc = spawn(natsServerBinary(), ["-js", "-sd", this.storeDir, "-a", "127.0.0.1", "-p", String(this.port)], {
-      stdio: ["ignore", "pipe", "pipe"],
-    });
+    const args = ["-js", "-sd", this.storeDir, "-a", "127.0.0.1", "-p", String(this.port)];
+    if (this.auth !== undefined) {
+      // As the chart does it: nats.conf includes the auth.conf beside it.
+      writeFileSync(join(this.storeDir, "auth.conf"), this.auth);
+      writeFileSync(join(this.storeDir, "nats.conf"), "include ./auth.conf\n");
+      args.push("-c", join(this.storeDir, "nats.conf"));
+    }
+    const proc = spawn(natsServerBinary(), args, { stdio: ["ignore", "pipe", "pipe"] });
     this.proc = proc;
     await new Promise<void>((resolve, reject) => {
       let out = "";

@@ -156,3 +156,40 @@ test("bad requests get OpenAI's error envelope", async () => {
     /response_format/,
   );
 });
+
+test("a client that hangs up stops its generation; a prompt that cannot fit is refused before tokenizing", async () => {
+  const before = srv.batcher.cancelled;
+  const ac = new AbortController();
+  const res = await fetch(`${srv.url}/chat/completions`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({
+      model: "tiny",
+      messages: [{ role: "user", content: "tell me everything" }],
+      max_tokens: 64,
+      temperature: 0,
+      stream: true,
+    }),
+    signal: ac.signal,
+  });
+  const reader = res.body!.getReader();
+  await reader.read(); // the first chunk: generation has begun
+  ac.abort();
+  const end = Date.now() + 20_000;
+  while (srv.batcher.cancelled === before && Date.now() < end) await new Promise((r) => setTimeout(r, 10));
+  assert.equal(srv.batcher.cancelled, before + 1, "the hung-up request's sample was stopped");
+  // The server still answers.
+  const ok = await client.chat.completions.create({
+    model: "tiny",
+    messages: [{ role: "user", content: "hi" }],
+    max_tokens: 2,
+  });
+  assert.equal(ok.choices.length, 1);
+
+  const huge = "x".repeat(model.config.maxContext * 64);
+  await assert.rejects(
+    client.chat.completions.create({ model: "tiny", messages: [{ role: "user", content: huge }], max_tokens: 2 }),
+    (e: unknown) =>
+      e instanceof OpenAI.BadRequestError && e.code === "context_length_exceeded" && /characters long/.test(e.message),
+  );
+});

@@ -22,6 +22,7 @@
  */
 import { join } from "node:path";
 import { connect, type NatsConnection } from "nats";
+import { natsAuthOptions } from "../../proto/nats-auth.js";
 import { NatsPublisher } from "../../ledger/publisher.js";
 import { type ProgressMessage, progressSubject } from "../../proto/finetunejob-status.js";
 import { createLogger } from "../../proto/log.js";
@@ -78,6 +79,9 @@ export async function runTrainerPod(o: TrainerPodOptions): Promise<TrainerPodRes
     stepStarted = Date.now();
   };
 
+  // The job's NATS user (minted by the operator into the job's Secret): its own progress, control and ledger
+  // subjects only.
+  const natsAuth = natsAuthOptions(env.RFT_NATS_CREDS || undefined);
   let nc: NatsConnection | undefined;
   if (env.RFT_NATS_URL) {
     try {
@@ -85,6 +89,7 @@ export async function runTrainerPod(o: TrainerPodOptions): Promise<TrainerPodRes
         servers: env.RFT_NATS_URL,
         name: `trainer-${ns}-${name}-${rank}`,
         maxReconnectAttempts: -1,
+        ...natsAuth,
       });
     } catch (e) {
       log.warn({ err: String(e), url: env.RFT_NATS_URL }, "NATS unreachable: training without progress reports");
@@ -97,6 +102,7 @@ export async function runTrainerPod(o: TrainerPodOptions): Promise<TrainerPodRes
       servers: env.RFT_LEDGER_NATS_URL,
       spoolPath: join(outDir, "ledger", "spool.jsonl"),
       name: `trainer-ledger-${ns}-${name}`,
+      ...(env.RFT_NATS_CREDS ? { auth: natsAuth } : {}),
     });
   }
   const flushLedger = async () => {

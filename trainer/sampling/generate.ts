@@ -21,6 +21,11 @@ export interface SampleRequest {
   seed?: number;
   /** How many alternatives to report per position (0 = none). */
   topLogprobs?: number;
+  /**
+   * Stops this sample at the next decode step once aborted (a client that hung up): it leaves the batch with
+   * what it has (finishReason "length"), and the other samples go on.
+   */
+  signal?: AbortSignal;
 }
 
 export interface Completion {
@@ -30,6 +35,8 @@ export interface Completion {
   logprobs: number[];
   top?: Pick[][];
   finishReason: "stop" | "length";
+  /** Ended by its request's signal (the client hung up) before it finished. */
+  cancelled?: true;
 }
 
 export interface GenerateOptions {
@@ -163,6 +170,11 @@ export async function generate(
       const keep: number[] = [];
       live.forEach((s, b) => {
         if (s.done) return;
+        if (s.req.signal?.aborted) {
+          results[s.i] = { tokens: s.tokens, logprobs: s.logprobs, text: "", finishReason: "length", cancelled: true };
+          s.done = true;
+          return;
+        }
         const r = rowOf(b);
         const row = rows.subarray(r * V, (r + 1) * V);
         const pick = pickToken(row, s.sampling, s.rng, banned);

@@ -18,6 +18,8 @@ export class Batcher {
   private running = false;
   /** Sizes of the batches run so far (observability and tests). */
   readonly batchSizes: number[] = [];
+  /** Samples stopped early because their client hung up. */
+  cancelled = 0;
 
   constructor(
     private readonly model: Model,
@@ -60,6 +62,7 @@ export class Batcher {
           { onTokens: (i, text) => batch[i]!.onText?.(text) },
         );
         out.forEach((c, i) => {
+          if (c.cancelled) this.cancelled++;
           batch[i]!.resolve(c);
         });
       } catch (e) {

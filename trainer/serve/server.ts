@@ -57,6 +57,23 @@ async function readBody(req: IncomingMessage, limit: number): Promise<unknown> {
   }
 }
 
+/**
+ * The longest token of a tokenizer.json, in UTF-16 code units of its vocabulary form (byte-level vocabularies
+ * spell one byte per character, so no token covers more of a prompt than this many code units).
+ */
+export function longestTokenLength(tokenizerJson: unknown): number {
+  const tj = tokenizerJson as {
+    model?: { vocab?: Record<string, number> | [string, number][] };
+    added_tokens?: { content: string }[];
+  };
+  let n = 1;
+  const vocab = tj.model?.vocab;
+  const keys = Array.isArray(vocab) ? vocab.map((e) => e[0]) : Object.keys(vocab ?? {});
+  for (const k of keys) if (k.length > n) n = k.length;
+  for (const t of tj.added_tokens ?? []) if (t.content.length > n) n = t.content.length;
+  return n;
+}
+
 /** Token text and bytes for logprobs (byte-level tokenizers map their symbols back to raw bytes). */
 function tokenInfo(model: Model) {
   const tok = model.tokenizer!;
@@ -103,10 +120,22 @@ export async function startServer(model: Model, opts: ServeOptions): Promise<Run
         }
       : null;
 
+  const longestToken = longestTokenLength(tok!.files.tokenizerJson);
+
   async function chat(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const body = await readBody(req, opts.maxBodyBytes ?? 4 << 20);
     const r = parseChatRequest(body, opts.modelId);
-    const promptIds = tok!.encode(tok!.applyChatTemplate(r.messages, true));
+    const prompt = tok!.applyChatTemplate(r.messages, true);
+    // No token covers more of the prompt than the vocabulary's longest token: a prompt longer than the context
+    // times that cannot fit, and is refused before the tokenizer spends time on it.
+    if (prompt.length > model.config.maxContext * longestToken)
+      throw new ApiError(
+        400,
+        `This model's maximum context length is ${model.config.maxContext} tokens; the messages are ${prompt.length} characters long, far more than fit.`,
+        "messages",
+        "context_length_exceeded",
+      );
+    const promptIds = tok!.encode(prompt);
     const room = model.config.maxContext - promptIds.length - 1;
     if (room < 1) {
       throw new ApiError(
@@ -117,6 +146,11 @@ export async function startServer(model: Model, opts: ServeOptions): Promise<Run
       );
     }
     const maxTokens = Math.min(r.maxTokens ?? maxTokensCap, maxTokensCap, room);
+    // A client that hangs up stops its samples at the next decode step (the batch goes on for the others).
+    const hangup = new AbortController();
+    res.on("close", () => {
+      if (!res.writableFinished) hangup.abort();
+    });
     const id = `chatcmpl-${randomBytes(12).toString("hex")}`;
     const now = Math.floor(Date.now() / 1000);
     const samples = Array.from({ length: r.n }, (_, i) => ({
@@ -126,6 +160,7 @@ export async function startServer(model: Model, opts: ServeOptions): Promise<Run
       sampling: { temperature: r.temperature, topP: r.topP, topK: r.topK },
       ...(r.seed !== null && { seed: (r.seed + i) >>> 0 }),
       topLogprobs: r.logprobs ? Math.max(r.topLogprobs, 0) : 0,
+      signal: hangup.signal,
     }));
     const usage = (cs: Completion[]) => {
       const completion = cs.reduce((a, c) => a + c.tokens.length, 0);
