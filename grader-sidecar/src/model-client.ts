@@ -31,6 +31,8 @@ export interface ModelEndpoint {
 export const DEFAULT_MAX_CONCURRENCY = 8;
 export const DEFAULT_TIMEOUT_MS = 60_000;
 export const DEFAULT_MAX_RETRIES = 3;
+/** The largest judge response read (a chat completion is a few kB); past it the call fails, not the process. */
+export const RESPONSE_MAX_BYTES = 4 * 1024 * 1024;
 /** The longest a Retry-After header makes a retry wait. */
 const RETRY_AFTER_MAX_MS = 30_000;
 
@@ -186,6 +188,22 @@ function limiterOf(ep: ModelEndpoint): Limiter | undefined {
 
 export type CallResult = { ok: true; body: any } | { ok: false; details: string; timedOut?: boolean };
 
+/** The body as text, or null past `max` bytes (reading stops there). */
+async function boundedText(res: Response, max: number): Promise<string | null> {
+  if (!res.body) return "";
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+    size += chunk.byteLength;
+    if (size > max) {
+      await res.body.cancel().catch(() => {});
+      return null;
+    }
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString("utf8");
+}
+
 /** Retry-After (seconds or an HTTP date) in ms, or 0. */
 function retryAfterMs(h: string | null): number {
   if (!h) return 0;
@@ -221,8 +239,12 @@ export async function postJson(ep: ModelEndpoint, path: string, body: unknown): 
           body: JSON.stringify(body),
           signal: AbortSignal.timeout(ep.timeoutMs),
         });
-        const text = await res.text();
+        const text = await boundedText(res, RESPONSE_MAX_BYTES);
         timedOut = false;
+        if (text === null) {
+          last = `${path}: the response is larger than ${RESPONSE_MAX_BYTES} bytes`;
+          return "stop";
+        }
         if (res.ok) {
           try {
             return { ok: true, body: JSON.parse(text) };

@@ -172,6 +172,8 @@ test("429 with Retry-After and 5xx are retried; a timeout is model_grader_server
   assert.equal(hung.metadata.errors.model_grader_server_error, true);
   assert.match(hung.metadata.errors.model_grader_server_error_details ?? "", /timed out after 200 ms \(2 tries\)/);
   assert.equal(fake.requests.length - before, 2);
+  const huge = await engine.run(judge("m", "HUGE"), {}, { output_text: "x" });
+  assert.match(huge.metadata.errors.model_grader_server_error_details ?? "", /larger than 4194304 bytes/);
   const down = await engine.run(judge("m", "FAIL500"), {}, { output_text: "x" });
   assert.match(down.metadata.errors.model_grader_server_error_details ?? "", /HTTP 500.*\(2 tries\)/);
 });
