@@ -8,7 +8,7 @@
  * with b given transposed (`transposeB`, both operands read contiguously), a loop of 2-D matMuls (XNNPACK,
  * one operator per item), and a broadcast multiply + sum. Prints µs per call and GFLOP/s.
  */
-import "@tensorflow/tfjs";
+import "../trainer/model/tfjs.js";
 import * as tf from "@tensorflow/tfjs-core";
 import { useBackend } from "../trainer/model/backend.js";
 

@@ -13,7 +13,7 @@ import { readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import "@tensorflow/tfjs";
+import "../trainer/model/tfjs.js";
 import * as tf from "@tensorflow/tfjs-core";
 import { useBackend } from "../trainer/model/backend.js";
 import { loadHfModel } from "../trainer/model/hf-io.js";

@@ -96,6 +96,38 @@ export function consistencyProof(leaves: readonly Buffer[], size1: number, size2
   return proof;
 }
 
+/**
+ * The proof walk that inclusion (RFC 9162 §2.1.3.2) and consistency (§2.1.4.2) verification share: node `fn` of a
+ * tree whose last node is `sn` climbs to the root, taking one proof element per level at which it has a sibling:
+ * `visit(c, true)` when the sibling is on the left (fn is a right child, or the last node at its level), `visit(c,
+ * false)` when it is on the right. "long": elements left over at the root; "short": the root not reached;
+ * "element": an element that is not 32 bytes (checked as it is reached).
+ */
+function walkProof(
+  fn: number,
+  sn: number,
+  proof: readonly Uint8Array[],
+  visit: (c: Uint8Array, left: boolean) => void,
+): "ok" | "long" | "short" | "element" {
+  for (const c of proof) {
+    if (c.length !== 32) return "element";
+    if (sn === 0) return "long";
+    if (fn % 2 === 1 || fn === sn) {
+      visit(c, true);
+      // A last node with no right sibling rises through the levels where it is a left child.
+      while (fn % 2 === 0 && fn !== 0) {
+        fn = Math.floor(fn / 2);
+        sn = Math.floor(sn / 2);
+      }
+    } else {
+      visit(c, false);
+    }
+    fn = Math.floor(fn / 2);
+    sn = Math.floor(sn / 2);
+  }
+  return sn === 0 ? "ok" : "short";
+}
+
 /** Root implied by an inclusion proof (RFC 9162 §2.1.3.2); throws with the reason when the proof is malformed. */
 export function rootFromInclusionProof(
   index: number,
@@ -107,27 +139,13 @@ export function rootFromInclusionProof(
     throw new Error(`leaf index ${index} is outside a tree of size ${size}`);
   }
   if (leaf.length !== 32) throw new Error("leaf hash is not 32 bytes");
-  let fn = index;
-  let sn = size - 1;
   let r: Buffer = Buffer.from(leaf);
-  for (const p of proof) {
-    if (p.length !== 32) throw new Error("proof element is not 32 bytes");
-    if (sn === 0) throw new Error("proof is longer than the tree is deep");
-    if (fn % 2 === 1 || fn === sn) {
-      r = nodeHash(p, r);
-      if (fn % 2 === 0) {
-        while (fn % 2 === 0 && fn !== 0) {
-          fn = Math.floor(fn / 2);
-          sn = Math.floor(sn / 2);
-        }
-      }
-    } else {
-      r = nodeHash(r, p);
-    }
-    fn = Math.floor(fn / 2);
-    sn = Math.floor(sn / 2);
-  }
-  if (sn !== 0) throw new Error("proof is shorter than the tree is deep");
+  const walk = walkProof(index, size - 1, proof, (p, left) => {
+    r = left ? nodeHash(p, r) : nodeHash(r, p);
+  });
+  if (walk === "element") throw new Error("proof element is not 32 bytes");
+  if (walk === "long") throw new Error("proof is longer than the tree is deep");
+  if (walk === "short") throw new Error("proof is shorter than the tree is deep");
   return r;
 }
 
@@ -174,24 +192,13 @@ export function consistencyError(
   }
   let fr: Buffer = Buffer.from(path[0]!);
   let sr: Buffer = Buffer.from(path[0]!);
-  for (const c of path.slice(1)) {
-    if (sn === 0) return "proof is longer than needed";
-    if (fn % 2 === 1 || fn === sn) {
-      fr = nodeHash(c, fr);
-      sr = nodeHash(c, sr);
-      if (fn % 2 === 0) {
-        while (fn % 2 === 0 && fn !== 0) {
-          fn = Math.floor(fn / 2);
-          sn = Math.floor(sn / 2);
-        }
-      }
-    } else {
-      sr = nodeHash(sr, c);
-    }
-    fn = Math.floor(fn / 2);
-    sn = Math.floor(sn / 2);
-  }
-  if (sn !== 0) return "proof is shorter than needed";
+  const walk = walkProof(fn, sn, path.slice(1), (c, left) => {
+    if (left) fr = nodeHash(c, fr);
+    sr = left ? nodeHash(c, sr) : nodeHash(sr, c);
+  });
+  if (walk === "element") return "proof element is not 32 bytes"; // (checked above: never)
+  if (walk === "long") return "proof is longer than needed";
+  if (walk === "short") return "proof is shorter than needed";
   if (!fr.equals(root1)) return `proof does not lead to the root of size ${size1}`;
   if (!sr.equals(root2)) return `proof does not lead to the root of size ${size2}`;
   return null;

@@ -61,14 +61,20 @@ export function keyId(key: KeyObject): string {
   return keyIdOfRaw(rawPublicKey(key));
 }
 
+/** True when `b64` is the canonical base64 of 32 bytes (an Ed25519 public key: one spelling per key). */
+export function isCanonicalPublicKey(b64: unknown): b64 is string {
+  if (typeof b64 !== "string") return false;
+  const raw = Buffer.from(b64, "base64");
+  return raw.length === 32 && raw.toString("base64") === b64;
+}
+
 const pubCache = new Map<string, KeyObject>();
 /** A public KeyObject from raw base64 (cached: verification of many events under one key). */
 export function publicKeyFromB64(b64: string): KeyObject {
   let k = pubCache.get(b64);
   if (!k) {
+    if (!isCanonicalPublicKey(b64)) throw new Error("an Ed25519 public key is 32 bytes, base64");
     const raw = Buffer.from(b64, "base64");
-    if (raw.length !== 32 || raw.toString("base64") !== b64)
-      throw new Error("an Ed25519 public key is 32 bytes, base64");
     k = createPublicKey({ key: Buffer.concat([SPKI_PREFIX, raw]), format: "der", type: "spki" });
     if (pubCache.size > 10_000) pubCache.clear();
     pubCache.set(b64, k);

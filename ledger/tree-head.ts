@@ -7,7 +7,14 @@ import { TypeCompiler } from "@sinclair/typebox/compiler";
 import { SignedTreeHead } from "../proto/ledger-events.js";
 import { canonicalBytes } from "./canonical.js";
 import { consistencyError } from "./merkle.js";
-import { keyId as keyIdOf, keyIdOfRaw, publicKeyFromB64, signBytes, verifyBytes } from "./sign.js";
+import {
+  isCanonicalPublicKey,
+  keyId as keyIdOf,
+  keyIdOfRaw,
+  publicKeyFromB64,
+  signBytes,
+  verifyBytes,
+} from "./sign.js";
 
 export type { SignedTreeHead } from "../proto/ledger-events.js";
 
@@ -34,6 +41,8 @@ export function treeHeadError(head: unknown, ledgerPublicKeyB64: string): string
     const e = HeadCheck.Errors(head).First();
     return `tree head is malformed: ${e ? `${e.path || "/"} ${e.message}` : "invalid"}`;
   }
+  if (!isCanonicalPublicKey(ledgerPublicKeyB64))
+    return "the ledger key is not the canonical base64 of a 32-byte Ed25519 public key";
   const expected = keyIdOfRaw(Buffer.from(ledgerPublicKeyB64, "base64"));
   if (head.keyId !== expected)
     return `tree head signed by key ${head.keyId.slice(0, 12)}…, not the ledger key ${expected.slice(0, 12)}…`;

@@ -88,38 +88,80 @@ function checkpointsOf(p: ProgressMessage): CheckpointStatus[] {
   }));
 }
 
-export function decide(job: FineTuneJobObject, o: Observed): Decision {
-  const now = o.now.toISOString().replace(/\.\d{3}Z$/, "Z");
-  const gen = job.metadata.generation ?? 0;
-  const spec = job.spec;
-  const prev = job.status ?? {};
-  const st: FineTuneJobStatus = structuredClone(prev);
-  const actions: Action[] = [];
-  const events: KEvent[] = [];
-  let requeueAfterMs: number | undefined;
-  const set = (
-    type: Parameters<typeof setCondition>[1]["type"],
-    status: "True" | "False",
-    reason: string,
-    message: string,
-  ) => {
-    const before = getCondition(st.conditions, type);
-    st.conditions = setCondition(st.conditions, { type, status, reason, message }, gen, now);
-    return before?.status !== status || before?.reason !== reason;
-  };
+type ConditionType = Parameters<typeof setCondition>[1]["type"];
+
+/** What every phase of one decision reads and writes: the inputs, the status being built, the outputs. */
+interface Ctx {
+  job: FineTuneJobObject;
+  spec: FineTuneJobObject["spec"];
+  o: Observed;
+  /** o.now as the conditions carry it (seconds). */
+  now: string;
+  gen: number;
+  st: FineTuneJobStatus;
+  actions: Action[];
+  events: KEvent[];
+  requeueAfterMs?: number;
+  restartCount: number;
+  attempt: number;
+  /** The current attempt's Job name, and the Job when the cache holds that one. */
+  jobName: string;
+  tj?: K8sObject;
+  /** Progress of the current attempt (older attempts may still have messages in flight). */
+  progress?: ProgressMessage;
+}
+
+function context(job: FineTuneJobObject, o: Observed): Ctx {
+  const st: FineTuneJobStatus = structuredClone(job.status ?? {});
   const restartCount = st.restartCount ?? 0;
   const attempt = st.attempt ?? restartCount;
   const jobName = names.trainerJob(job.metadata.name, attempt);
-  const tj = o.trainerJob?.metadata?.name === jobName ? o.trainerJob : undefined;
-  // Progress of the current attempt (older attempts may still have messages in flight).
-  const progress =
-    o.progress && (o.progress.attempt === undefined || o.progress.attempt === attempt) ? o.progress : undefined;
+  return {
+    job,
+    spec: job.spec,
+    o,
+    now: o.now.toISOString().replace(/\.\d{3}Z$/, "Z"),
+    gen: job.metadata.generation ?? 0,
+    st,
+    actions: [],
+    events: [],
+    restartCount,
+    attempt,
+    jobName,
+    tj: o.trainerJob?.metadata?.name === jobName ? o.trainerJob : undefined,
+    progress:
+      o.progress && (o.progress.attempt === undefined || o.progress.attempt === attempt) ? o.progress : undefined,
+  };
+}
+
+/** Sets a condition; true when its status or reason changed (the moment to emit an Event). */
+function set(c: Ctx, type: ConditionType, status: "True" | "False", reason: string, message: string): boolean {
+  const before = getCondition(c.st.conditions, type);
+  c.st.conditions = setCondition(c.st.conditions, { type, status, reason, message }, c.gen, c.now);
+  return before?.status !== status || before?.reason !== reason;
+}
+
+/** The decision as it stands; `requeue` carries the requeue-after the phase computed. */
+function decision(c: Ctx, requeue: boolean): Decision {
+  const d: Decision = { status: c.st, actions: c.actions, events: c.events };
+  return requeue ? { ...d, requeueAfterMs: c.requeueAfterMs } : d;
+}
+
+/** Status is up to date with this generation: observedGeneration and the display state. */
+function settle(c: Ctx): void {
+  c.st.observedGeneration = c.gen;
+  c.st.state = stateOf(c.st.conditions);
+}
+
+/** The latest progress into status (trainerStatus, checkpoints, CheckpointSaved) and the ledger's public key. */
+function observeProgress(c: Ctx): void {
+  const { st, o } = c;
   if (o.progress && o.progress.step >= (st.trainerStatus?.step ?? 0)) {
     st.trainerStatus = trainerStatusOf(o.progress);
     if (o.progress.checkpoints.length) st.checkpoints = checkpointsOf(o.progress);
   }
   const newest = st.checkpoints?.reduce<CheckpointStatus | undefined>(
-    (a, c) => (!a || c.step > a.step ? c : a),
+    (a, x) => (!a || x.step > a.step ? x : a),
     undefined,
   );
   if (newest) {
@@ -131,209 +173,273 @@ export function decide(job: FineTuneJobObject, o: Observed): Decision {
         reason: "CheckpointSaved",
         message: `step ${newest.step}: ${newest.path}`,
       },
-      gen,
-      now,
+      c.gen,
+      c.now,
     );
   }
   if (o.publicKey) st.ledger = { ...(st.ledger ?? {}), publicKey: o.publicKey };
+}
 
-  const finish = () => {
-    st.completionTime ??= now;
-    // A job that finished while a suspend was pending (the trainer completed first) is not suspended.
-    if (isTrue(st.conditions, "Suspended")) set("Suspended", "False", "Finished", "the job finished");
-    st.observedGeneration = gen;
-    st.state = stateOf(st.conditions);
-    if (spec.ttlSecondsAfterFinished !== undefined) {
-      const due = Date.parse(st.completionTime) + spec.ttlSecondsAfterFinished * 1000;
-      if (due <= o.now.getTime()) actions.push({ type: "deleteSelf" });
-      else requeueAfterMs = due - o.now.getTime();
-    }
-  };
+/** A finished job: completion time, a pending suspend cleared, the TTL (delete now, or look again when due). */
+function finish(c: Ctx): void {
+  const { st, spec, o } = c;
+  st.completionTime ??= c.now;
+  // A job that finished while a suspend was pending (the trainer completed first) is not suspended.
+  if (isTrue(st.conditions, "Suspended")) set(c, "Suspended", "False", "Finished", "the job finished");
+  settle(c);
+  if (spec.ttlSecondsAfterFinished !== undefined) {
+    const due = Date.parse(st.completionTime) + spec.ttlSecondsAfterFinished * 1000;
+    if (due <= o.now.getTime()) c.actions.push({ type: "deleteSelf" });
+    else c.requeueAfterMs = due - o.now.getTime();
+  }
+}
 
-  // --- terminal: sticky, never recreate children -------------------------------------------------------------
-  if (isTerminal(st.conditions)) {
-    finish();
-    return { status: st, actions, events, requeueAfterMs };
-  }
+/** Terminal states are sticky: nothing but the TTL, never a child again. */
+function whenTerminal(c: Ctx): Decision | undefined {
+  if (!isTerminal(c.st.conditions)) return undefined;
+  finish(c);
+  return decision(c, true);
+}
 
-  // --- cancel ----------------------------------------------------------------------------------------------
-  if (spec.cancel) {
-    actions.push({ type: "control", action: "cancel" });
-    if (tj) actions.push({ type: "deleteTrainerJob", name: jobName });
-    set("Cancelled", "True", "CancelRequested", "spec.cancel is true: training stopped");
-    set("Running", "False", "Cancelled", "the job was cancelled");
-    events.push({ type: "Normal", reason: "Cancelled", message: "spec.cancel is true: training stopped" });
-    finish();
-    return { status: st, actions, events };
-  }
+function whenCancelled(c: Ctx): Decision | undefined {
+  if (!c.spec.cancel) return undefined;
+  c.actions.push({ type: "control", action: "cancel" });
+  if (c.tj) c.actions.push({ type: "deleteTrainerJob", name: c.jobName });
+  set(c, "Cancelled", "True", "CancelRequested", "spec.cancel is true: training stopped");
+  set(c, "Running", "False", "Cancelled", "the job was cancelled");
+  c.events.push({ type: "Normal", reason: "Cancelled", message: "spec.cancel is true: training stopped" });
+  finish(c);
+  return decision(c, false);
+}
 
-  // --- the trainer Job's outcome -----------------------------------------------------------------------------
-  if (tj && jobCondition(tj, "Complete") && progress?.status === "paused") {
-    // The trainer checkpointed and exited 0 (pause message or SIGTERM) without finishing: the next attempt
-    // resumes from that checkpoint (suspended if spec.suspend); no retry budget is used.
-    st.attempt = attempt + 1;
-    st.trainerJob = names.trainerJob(job.metadata.name, attempt + 1);
-    actions.push({ type: "deleteTrainerJob", name: jobName });
-    actions.push({ type: "ensureChildren", attempt: attempt + 1 });
-    if (spec.suspend) {
-      set("Suspended", "True", "Suspended", "spec.suspend is true: trainers checkpointed and stopped");
-      set("Running", "False", "Suspended", "the job is suspended");
-    } else set("Running", "False", "Restarting", "the trainer paused: resuming from its checkpoint");
-    st.observedGeneration = gen;
-    st.state = stateOf(st.conditions);
-    return { status: st, actions, events };
-  }
-  if (tj && jobCondition(tj, "Complete")) {
-    // Every rank exited 0: the Job's outcome decides, not a progress message (core NATS does not say who
-    // published one, and `rft trainer` exits 1 whenever it reports "failed", which fails the Job instead).
-    if (progress?.fineTunedModel) st.fineTunedModel = progress.fineTunedModel;
-    set("Succeeded", "True", "TrainerCompleted", `training finished at step ${st.trainerStatus?.step ?? "?"}`);
-    set("Running", "False", "Completed", "training finished");
-    events.push({
-      type: "Normal",
-      reason: "Succeeded",
-      message: `training finished (${st.fineTunedModel ?? "no model path"})`,
-    });
-    finish();
-    return { status: st, actions, events, requeueAfterMs };
-  }
-  if (tj && (jobCondition(tj, "Failed") || jobCondition(tj, "FailureTarget"))) {
-    const why = jobFailureMessage(tj);
-    const limit = spec.backoffLimit ?? 3;
-    if (permanentFailure(tj)) {
-      // Exit code 2: the trainer rejected its configuration. A restart would fail the same way.
-      set("Failed", "True", "TrainerConfigError", `a trainer exited with a configuration error (not retried): ${why}`);
-      set("Running", "False", "Failed", "the trainer rejected its configuration");
-      events.push({
-        type: "Warning",
-        reason: "TrainerConfigError",
-        message: `a trainer exited with a configuration error; not retried (see the trainer container's log): ${why}`,
-      });
-      finish();
-      return { status: st, actions, events, requeueAfterMs };
-    }
-    if (restartCount < limit) {
-      // Budget first (it is in status, so it survives operator restarts), then the next attempt.
-      st.restartCount = restartCount + 1;
-      st.attempt = attempt + 1;
-      set(
-        "Running",
-        "False",
-        "Restarting",
-        `gang restart ${restartCount + 1}/${limit} from the last checkpoint: ${why}`,
-      );
-      events.push({
-        type: "Warning",
-        reason: "GangRestart",
-        message: `a trainer rank failed (${why}); restarting all ranks from the last checkpoint (${restartCount + 1}/${limit})`,
-      });
-      actions.push({ type: "deleteTrainerJob", name: jobName });
-      actions.push({ type: "ensureChildren", attempt: attempt + 1 });
-      st.trainerJob = names.trainerJob(job.metadata.name, attempt + 1);
-      st.observedGeneration = gen;
-      st.state = stateOf(st.conditions);
-      return { status: st, actions, events };
-    }
-    set(
-      "Failed",
-      "True",
-      "BackoffLimitExceeded",
-      `${restartCount} gang restarts used (backoffLimit ${limit}); last: ${why}`,
-    );
-    set("Running", "False", "Failed", "the retry budget is spent");
-    events.push({
-      type: "Warning",
-      reason: "BackoffLimitExceeded",
-      message: `failed after ${restartCount} restarts: ${why}`,
-    });
-    finish();
-    return { status: st, actions, events, requeueAfterMs };
-  }
+/** Starts the next attempt: the current Job goes, the next one's children are applied. */
+function nextAttempt(c: Ctx): void {
+  c.st.attempt = c.attempt + 1;
+  c.st.trainerJob = names.trainerJob(c.job.metadata.name, c.attempt + 1);
+  c.actions.push({ type: "deleteTrainerJob", name: c.jobName });
+  c.actions.push({ type: "ensureChildren", attempt: c.attempt + 1 });
+}
 
-  // --- deadline ------------------------------------------------------------------------------------------------
+/**
+ * The trainer checkpointed and exited 0 (pause message or SIGTERM) without finishing: the next attempt resumes
+ * from that checkpoint (suspended if spec.suspend); no retry budget is used.
+ */
+function whenPaused(c: Ctx): Decision | undefined {
+  if (!(c.tj && jobCondition(c.tj, "Complete") && c.progress?.status === "paused")) return undefined;
+  nextAttempt(c);
+  if (c.spec.suspend) {
+    set(c, "Suspended", "True", "Suspended", "spec.suspend is true: trainers checkpointed and stopped");
+    set(c, "Running", "False", "Suspended", "the job is suspended");
+  } else set(c, "Running", "False", "Restarting", "the trainer paused: resuming from its checkpoint");
+  settle(c);
+  return decision(c, false);
+}
+
+/**
+ * Every rank exited 0: the Job's outcome decides, not a progress message (core NATS does not say who published
+ * one, and `rft trainer` exits 1 whenever it reports "failed", which fails the Job instead).
+ */
+function whenCompleted(c: Ctx): Decision | undefined {
+  if (!(c.tj && jobCondition(c.tj, "Complete"))) return undefined;
+  const { st } = c;
+  if (c.progress?.fineTunedModel) st.fineTunedModel = c.progress.fineTunedModel;
+  set(c, "Succeeded", "True", "TrainerCompleted", `training finished at step ${st.trainerStatus?.step ?? "?"}`);
+  set(c, "Running", "False", "Completed", "training finished");
+  c.events.push({
+    type: "Normal",
+    reason: "Succeeded",
+    message: `training finished (${st.fineTunedModel ?? "no model path"})`,
+  });
+  finish(c);
+  return decision(c, true);
+}
+
+/** The Job failed: a configuration error is final, otherwise a gang restart while the budget lasts. */
+function whenFailed(c: Ctx): Decision | undefined {
+  const tj = c.tj;
+  if (!(tj && (jobCondition(tj, "Failed") || jobCondition(tj, "FailureTarget")))) return undefined;
+  const why = jobFailureMessage(tj);
+  if (permanentFailure(tj)) return configError(c, why);
+  if (c.restartCount < (c.spec.backoffLimit ?? 3)) return gangRestart(c, why);
+  return budgetSpent(c, why);
+}
+
+/** Exit code 2: the trainer rejected its configuration. A restart would fail the same way. */
+function configError(c: Ctx, why: string): Decision {
+  set(c, "Failed", "True", "TrainerConfigError", `a trainer exited with a configuration error (not retried): ${why}`);
+  set(c, "Running", "False", "Failed", "the trainer rejected its configuration");
+  c.events.push({
+    type: "Warning",
+    reason: "TrainerConfigError",
+    message: `a trainer exited with a configuration error; not retried (see the trainer container's log): ${why}`,
+  });
+  finish(c);
+  return decision(c, true);
+}
+
+/** Budget first (it is in status, so it survives operator restarts), then the next attempt. */
+function gangRestart(c: Ctx, why: string): Decision {
+  const { restartCount } = c;
+  const limit = c.spec.backoffLimit ?? 3;
+  c.st.restartCount = restartCount + 1;
+  c.st.attempt = c.attempt + 1;
+  set(
+    c,
+    "Running",
+    "False",
+    "Restarting",
+    `gang restart ${restartCount + 1}/${limit} from the last checkpoint: ${why}`,
+  );
+  c.events.push({
+    type: "Warning",
+    reason: "GangRestart",
+    message: `a trainer rank failed (${why}); restarting all ranks from the last checkpoint (${restartCount + 1}/${limit})`,
+  });
+  nextAttempt(c);
+  settle(c);
+  return decision(c, false);
+}
+
+function budgetSpent(c: Ctx, why: string): Decision {
+  const limit = c.spec.backoffLimit ?? 3;
+  set(
+    c,
+    "Failed",
+    "True",
+    "BackoffLimitExceeded",
+    `${c.restartCount} gang restarts used (backoffLimit ${limit}); last: ${why}`,
+  );
+  set(c, "Running", "False", "Failed", "the retry budget is spent");
+  c.events.push({
+    type: "Warning",
+    reason: "BackoffLimitExceeded",
+    message: `failed after ${c.restartCount} restarts: ${why}`,
+  });
+  finish(c);
+  return decision(c, true);
+}
+
+/** Past activeDeadlineSeconds since the last resume (not while suspended, nor in the reconcile that resumes). */
+function whenPastDeadline(c: Ctx): Decision | undefined {
+  const { spec, st } = c;
   const suspended = spec.suspend === true;
-  // (Not while suspended, nor in the reconcile that resumes: the clock restarts at the resume.)
   const resuming = !suspended && isTrue(st.conditions, "Suspended");
-  if (spec.activeDeadlineSeconds !== undefined && !suspended && !resuming && (st.lastResumeTime ?? st.startTime)) {
-    const from = Date.parse((st.lastResumeTime ?? st.startTime)!);
-    const due = from + spec.activeDeadlineSeconds * 1000;
-    if (due <= o.now.getTime()) {
-      actions.push({ type: "control", action: "cancel" });
-      if (tj) actions.push({ type: "deleteTrainerJob", name: jobName });
-      set(
-        "Failed",
-        "True",
-        "DeadlineExceeded",
-        `the job ran longer than activeDeadlineSeconds (${spec.activeDeadlineSeconds})`,
-      );
-      set("Running", "False", "Failed", "deadline exceeded");
-      events.push({
-        type: "Warning",
-        reason: "DeadlineExceeded",
-        message: `activeDeadlineSeconds ${spec.activeDeadlineSeconds} exceeded`,
-      });
-      finish();
-      return { status: st, actions, events, requeueAfterMs };
-    }
-  }
+  const since = st.lastResumeTime ?? st.startTime;
+  if (spec.activeDeadlineSeconds === undefined || suspended || resuming || !since) return undefined;
+  if (Date.parse(since) + spec.activeDeadlineSeconds * 1000 > c.o.now.getTime()) return undefined;
+  c.actions.push({ type: "control", action: "cancel" });
+  if (c.tj) c.actions.push({ type: "deleteTrainerJob", name: c.jobName });
+  set(
+    c,
+    "Failed",
+    "True",
+    "DeadlineExceeded",
+    `the job ran longer than activeDeadlineSeconds (${spec.activeDeadlineSeconds})`,
+  );
+  set(c, "Running", "False", "Failed", "deadline exceeded");
+  c.events.push({
+    type: "Warning",
+    reason: "DeadlineExceeded",
+    message: `activeDeadlineSeconds ${spec.activeDeadlineSeconds} exceeded`,
+  });
+  finish(c);
+  return decision(c, true);
+}
 
-  // --- children, suspend/resume, running -------------------------------------------------------------------
-  actions.push({ type: "ensureChildren", attempt });
-  st.trainerJob = jobName;
+/** Not finished: ensure the children (the Job's suspend follows the spec), then suspend or run. */
+function whileActive(c: Ctx): Decision {
+  const { jobName } = c;
+  c.actions.push({ type: "ensureChildren", attempt: c.attempt });
+  c.st.trainerJob = jobName;
   if (
-    set("Created", "True", "ChildrenCreated", `signing Secret, ConfigMap, headless Service and Job ${jobName} applied`)
+    set(
+      c,
+      "Created",
+      "True",
+      "ChildrenCreated",
+      `signing Secret, ConfigMap, headless Service and Job ${jobName} applied`,
+    )
   ) {
-    events.push({ type: "Normal", reason: "Created", message: `created the children (Job ${jobName})` });
+    c.events.push({ type: "Normal", reason: "Created", message: `created the children (Job ${jobName})` });
   }
-  if (suspended) {
-    if (set("Suspended", "True", "Suspended", "spec.suspend is true: trainers checkpointed and stopped")) {
-      actions.push({ type: "control", action: "pause" });
-      events.push({
-        type: "Normal",
-        reason: "Suspended",
-        message: "pausing: trainers checkpoint, then the Job is suspended",
-      });
-    }
-    set("Running", "False", "Suspended", "the job is suspended");
-  } else {
-    if (isTrue(st.conditions, "Suspended")) {
-      set("Suspended", "False", "Resumed", "spec.suspend is false: resuming from the last checkpoint");
-      st.lastResumeTime = now;
-      actions.push({ type: "control", action: "resume" });
-      events.push({ type: "Normal", reason: "Resumed", message: "resuming from the last checkpoint" });
-    } else if (!getCondition(st.conditions, "Suspended")) {
-      set("Suspended", "False", "NotSuspended", "the job is not suspended");
-    }
-    if (!st.startTime) {
-      st.startTime = now;
-      st.lastResumeTime = now;
-    }
-    if (spec.activeDeadlineSeconds !== undefined) {
-      const from = Date.parse((st.lastResumeTime ?? st.startTime)!);
-      requeueAfterMs = Math.max(0, from + spec.activeDeadlineSeconds * 1000 - o.now.getTime());
-    }
-    const ready = tj?.status?.ready ?? 0;
-    const active = tj?.status?.active ?? 0;
-    const replicas = spec.replicas ?? 1;
-    // A pod is ready only once its trainer runs, which the grader's startup probe gates.
-    if (ready >= replicas) {
-      set("GradersReady", "True", "StartupProbeSucceeded", `${replicas} grader sidecar(s) passed their startup probe`);
-    } else if (getCondition(st.conditions, "GradersReady") || active > 0) {
-      set("GradersReady", "False", "Waiting", `${ready}/${replicas} trainer pods ready (grader startup probe)`);
-    }
-    if (active >= replicas && (ready >= replicas || (progress && progress.status === "running"))) {
-      if (set("Running", "True", "Running", `${replicas} trainer rank(s) running`)) {
-        events.push({ type: "Normal", reason: "Running", message: `${replicas} trainer rank(s) running` });
-      }
-    } else if (!isTrue(st.conditions, "Running") || active < replicas) {
-      const prevReason = getCondition(st.conditions, "Running")?.reason;
-      const reason = prevReason === "Restarting" && active < replicas ? "Restarting" : "Starting";
-      set("Running", "False", reason, `${active}/${replicas} trainer pods active, ${ready} ready`);
-    }
+  if (c.spec.suspend === true) suspend(c);
+  else run(c);
+  settle(c);
+  return decision(c, true);
+}
+
+function suspend(c: Ctx): void {
+  if (set(c, "Suspended", "True", "Suspended", "spec.suspend is true: trainers checkpointed and stopped")) {
+    c.actions.push({ type: "control", action: "pause" });
+    c.events.push({
+      type: "Normal",
+      reason: "Suspended",
+      message: "pausing: trainers checkpoint, then the Job is suspended",
+    });
   }
-  st.observedGeneration = gen;
-  st.state = stateOf(st.conditions);
-  return { status: st, actions, events, requeueAfterMs };
+  set(c, "Running", "False", "Suspended", "the job is suspended");
+}
+
+/** Resume bookkeeping, the deadline's requeue, and GradersReady / Running from the Job's pod counts. */
+function run(c: Ctx): void {
+  const { st, spec } = c;
+  if (isTrue(st.conditions, "Suspended")) {
+    set(c, "Suspended", "False", "Resumed", "spec.suspend is false: resuming from the last checkpoint");
+    st.lastResumeTime = c.now;
+    c.actions.push({ type: "control", action: "resume" });
+    c.events.push({ type: "Normal", reason: "Resumed", message: "resuming from the last checkpoint" });
+  } else if (!getCondition(st.conditions, "Suspended")) {
+    set(c, "Suspended", "False", "NotSuspended", "the job is not suspended");
+  }
+  if (!st.startTime) {
+    st.startTime = c.now;
+    st.lastResumeTime = c.now;
+  }
+  if (spec.activeDeadlineSeconds !== undefined) {
+    const from = Date.parse((st.lastResumeTime ?? st.startTime)!);
+    c.requeueAfterMs = Math.max(0, from + spec.activeDeadlineSeconds * 1000 - c.o.now.getTime());
+  }
+  podConditions(c);
+}
+
+function podConditions(c: Ctx): void {
+  const { st, tj, progress } = c;
+  const ready = tj?.status?.ready ?? 0;
+  const active = tj?.status?.active ?? 0;
+  const replicas = c.spec.replicas ?? 1;
+  // A pod is ready only once its trainer runs, which the grader's startup probe gates.
+  if (ready >= replicas) {
+    set(c, "GradersReady", "True", "StartupProbeSucceeded", `${replicas} grader sidecar(s) passed their startup probe`);
+  } else if (getCondition(st.conditions, "GradersReady") || active > 0) {
+    set(c, "GradersReady", "False", "Waiting", `${ready}/${replicas} trainer pods ready (grader startup probe)`);
+  }
+  if (active >= replicas && (ready >= replicas || (progress && progress.status === "running"))) {
+    if (set(c, "Running", "True", "Running", `${replicas} trainer rank(s) running`)) {
+      c.events.push({ type: "Normal", reason: "Running", message: `${replicas} trainer rank(s) running` });
+    }
+  } else if (!isTrue(st.conditions, "Running") || active < replicas) {
+    const prevReason = getCondition(st.conditions, "Running")?.reason;
+    const reason = prevReason === "Restarting" && active < replicas ? "Restarting" : "Starting";
+    set(c, "Running", "False", reason, `${active}/${replicas} trainer pods active, ${ready} ready`);
+  }
+}
+
+/**
+ * The decision, phase by phase: the first phase that applies answers (terminal, cancel, the trainer Job's
+ * outcome — paused, completed, failed —, the deadline); otherwise the job is active.
+ */
+export function decide(job: FineTuneJobObject, o: Observed): Decision {
+  const c = context(job, o);
+  observeProgress(c);
+  return (
+    whenTerminal(c) ??
+    whenCancelled(c) ??
+    whenPaused(c) ??
+    whenCompleted(c) ??
+    whenFailed(c) ??
+    whenPastDeadline(c) ??
+    whileActive(c)
+  );
 }
 
 /** True when the status differs in anything but ordering noise (write status only when it changed). */

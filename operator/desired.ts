@@ -65,6 +65,8 @@ export interface OperatorSettings {
    * namespace-wide trainer policy then no longer opens them to every trainer pod).
    */
   jobNetworkPolicy?: boolean;
+  /** NATS speaks TLS: the CA (PEM) the trainers verify its certificate with (in the job's ConfigMap). */
+  natsCaPem?: string;
   imagePullPolicy?: string;
 }
 
@@ -177,12 +179,18 @@ export function resolvedConfig(job: FineTuneJobObject): K8sObject {
   };
 }
 
-export function desiredConfigMap(job: FineTuneJobObject): K8sObject {
+/** The file of the job's ConfigMap that holds the CA of NATS's TLS certificate (public, so not in the Secret). */
+export const NATS_CA_FILE = "nats-ca.crt";
+
+export function desiredConfigMap(job: FineTuneJobObject, s: Pick<OperatorSettings, "natsCaPem"> = {}): K8sObject {
   return {
     apiVersion: "v1",
     kind: "ConfigMap",
     metadata: meta(job, names.configMap(job.metadata.name)),
-    data: { [CONFIG_FILE]: `${JSON.stringify(resolvedConfig(job), null, 2)}\n` },
+    data: {
+      [CONFIG_FILE]: `${JSON.stringify(resolvedConfig(job), null, 2)}\n`,
+      ...(s.natsCaPem ? { [NATS_CA_FILE]: s.natsCaPem } : {}),
+    },
   };
 }
 
@@ -277,6 +285,7 @@ export function desiredTrainerJob(job: FineTuneJobObject, attempt: number, s: Op
     { name: "RFT_NATS_URL", value: s.natsUrl },
     ...(s.ledgerNats ? [{ name: "RFT_LEDGER_NATS_URL", value: s.natsUrl }] : []),
     ...(s.natsAuth ? [{ name: "RFT_NATS_CREDS", value: posix.join(SIGNING_MOUNT, NATS_CREDS_KEY) }] : []),
+    ...(s.natsCaPem ? [{ name: "RFT_NATS_CA_FILE", value: posix.join(CONFIG_MOUNT, NATS_CA_FILE) }] : []),
     { name: "RFT_JOB_CONFIG", value: posix.join(CONFIG_MOUNT, "job.json") },
     { name: "RFT_JOB_NAME", value: name },
     { name: "RFT_JOB_NAMESPACE", value: ns },

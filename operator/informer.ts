@@ -1,6 +1,9 @@
 /**
  * A hardened list-watch informer (client-node 1.x's informer loses watches silently; see ARCHITECTURE):
- * - list, then watch from the list's resourceVersion with bookmarks;
+ * - list page by page (`limit` + `continue`, as client-go's pager; the cache is replaced only once every page has
+ *   arrived, so a large collection is never truncated), then watch from the list's resourceVersion with bookmarks;
+ * - a continuation whose token expired (410: etcd compacted past the list's snapshot) falls back to one
+ *   unpaginated list, as client-go's pager does;
  * - a broken watch restarts with exponential backoff, and only one restart is ever pending;
  * - a 410 Gone (or an ERROR event) re-lists; a watchdog restarts a watch that has been silent too long;
  * - a periodic relist replaces the cache even when the watch looks healthy;
@@ -8,11 +11,13 @@
  * - an optional label selector keeps child informers to our own objects.
  */
 import type { Logger } from "../proto/log.js";
-import type { KObj, KubeClient } from "./client.js";
+import { type KObj, type KubeClient, KubeError } from "./client.js";
 
 export interface InformerOptions {
   path: string;
   labelSelector?: string;
+  /** Objects per list page (client-go's pager uses 500). */
+  pageSize?: number;
   /** Restart the watch when nothing (not even a bookmark) arrived for this long. */
   watchdogMs?: number;
   relistMs?: number;
@@ -24,6 +29,64 @@ export interface InformerOptions {
 }
 
 const keyOf = (o: KObj) => `${o.metadata?.namespace ?? ""}/${o.metadata?.name}`;
+
+type Change = [KObj, "ADDED" | "MODIFIED" | "DELETED"];
+
+/** One consistent list of a collection: every page of it, and the resourceVersion of its snapshot. */
+export interface FullList {
+  items: KObj[];
+  resourceVersion: string;
+  /** Requests it took (pages, plus the unpaginated fallback). */
+  requests: number;
+}
+
+/**
+ * Lists every object, `pageSize` at a time, following `metadata.continue` (every page is read at the first page's
+ * snapshot, so the result is one consistent list). A 410 on a continuation means the token expired (the snapshot
+ * was compacted away): the list is then redone in one unpaginated request, as client-go's pager does.
+ */
+export async function listAll(
+  get: (path: string) => Promise<KObj>,
+  query: (params: Record<string, string>) => string,
+  pageSize: number,
+): Promise<FullList> {
+  const items: KObj[] = [];
+  let token = "";
+  for (let requests = 1; ; requests++) {
+    let page: KObj;
+    try {
+      page = await get(query({ limit: String(pageSize), ...(token ? { continue: token } : {}) }));
+    } catch (e) {
+      if (!token || !(e instanceof KubeError) || e.status !== 410) throw e;
+      const full = await get(query({}));
+      return { items: full.items ?? [], resourceVersion: full.metadata.resourceVersion, requests: requests + 1 };
+    }
+    for (const it of page.items ?? []) items.push(it);
+    token = page.metadata?.continue ?? "";
+    if (!token) return { items, resourceVersion: page.metadata.resourceVersion, requests };
+  }
+}
+
+/** Replaces `cache` by `items`; answers the changes that makes (ADDED, MODIFIED by resourceVersion, DELETED). */
+export function replaceCache(cache: Map<string, KObj>, items: KObj[]): Change[] {
+  const changes: Change[] = [];
+  const seen = new Set<string>();
+  for (const it of items) {
+    const k = keyOf(it);
+    seen.add(k);
+    const prev = cache.get(k);
+    cache.set(k, it);
+    if (!prev) changes.push([it, "ADDED"]);
+    else if (prev.metadata.resourceVersion !== it.metadata.resourceVersion) changes.push([it, "MODIFIED"]);
+  }
+  for (const [k, prev] of cache) {
+    if (!seen.has(k)) {
+      cache.delete(k);
+      changes.push([prev, "DELETED"]);
+    }
+  }
+  return changes;
+}
 
 export class Informer {
   readonly cache = new Map<string, KObj>();
@@ -109,24 +172,13 @@ export class Informer {
   }
 
   private async doList(): Promise<void> {
-    const list = await this.client.get(this.query({ limit: "5000" }));
-    const items: KObj[] = list.items ?? [];
-    const seen = new Set<string>();
-    for (const it of items) {
-      const k = keyOf(it);
-      seen.add(k);
-      const prev = this.cache.get(k);
-      this.cache.set(k, it);
-      if (!prev) this.o.onChange(it, "ADDED");
-      else if (prev.metadata.resourceVersion !== it.metadata.resourceVersion) this.o.onChange(it, "MODIFIED");
-    }
-    for (const [k, prev] of this.cache) {
-      if (!seen.has(k)) {
-        this.cache.delete(k);
-        this.o.onChange(prev, "DELETED");
-      }
-    }
-    this.rv = list.metadata.resourceVersion;
+    const { items, resourceVersion } = await listAll(
+      (path) => this.client.get(path),
+      (params) => this.query(params),
+      this.o.pageSize ?? 500,
+    );
+    for (const [obj, type] of replaceCache(this.cache, items)) this.o.onChange(obj, type);
+    this.rv = resourceVersion;
     this.o.onResync?.(items);
     if (!this.synced) {
       this.synced = true;

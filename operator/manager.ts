@@ -134,7 +134,10 @@ export class Operator {
     };
     this.progress = new ProgressBridge({
       url: o.natsUrl ?? o.settings.natsUrl,
-      ...(nats ? { auth: natsAuthFromCreds(nats.operatorUser.creds, "the operator's NATS user") } : {}),
+      auth: {
+        ...(nats ? natsAuthFromCreds(nats.operatorUser.creds, "the operator's NATS user") : {}),
+        ...(o.settings.natsCaPem ? { tls: { ca: o.settings.natsCaPem } } : {}),
+      },
       wake: (k, ms) => this.leading && this.queue.addAfter(k, ms),
       expect: (k) => {
         const [ns, name] = k.split("/") as [string, string];

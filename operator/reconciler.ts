@@ -132,7 +132,7 @@ export class Reconciler {
         publicKey = b64(existing.data?.["public-key"]);
       }
     }
-    const cm = desiredConfigMap(job);
+    const cm = desiredConfigMap(job, this.settings);
     const cachedCm = this.caches.configMaps.get(ns, cm.metadata.name);
     if (!cachedCm || JSON.stringify(cachedCm.data) !== JSON.stringify(cm.data)) {
       await this.client.apply(paths.core("configmaps", ns, cm.metadata.name), cm);

@@ -109,6 +109,22 @@ export function natsAuthOptions(credsFile: string | undefined): Partial<Connecti
   return natsAuthFromCreds(text, credsFile);
 }
 
+/**
+ * TLS to NATS with a CA file (RFT_NATS_CA_FILE / --nats-ca): the client verifies the server's certificate
+ * against it (and its name against the URL's host). No file: no TLS options.
+ */
+export function natsTlsOptions(caFile: string | undefined): Partial<ConnectionOptions> {
+  if (!caFile) return {};
+  let ca: string;
+  try {
+    ca = readFileSync(caFile, "utf8");
+  } catch (e) {
+    throw new Error(`cannot read the NATS CA ${caFile}: ${(e as Error).message}`, { cause: e });
+  }
+  if (!ca.includes("-----BEGIN CERTIFICATE-----")) throw new Error(`${caFile}: not a PEM certificate`);
+  return { tls: { ca } };
+}
+
 /** The connect options for the text of a creds file (`where` names it in errors). */
 export function natsAuthFromCreds(text: string, where = "NATS credentials"): Partial<ConnectionOptions> {
   let pub: string;

@@ -4,13 +4,14 @@
 #   bash scripts/setup.sh run    only what `rft run` needs on one machine: npm packages, the python-grader
 #                                environment, the fast CPU backend and the SmolLM2 model (no Kubernetes,
 #                                NATS, Helm, Prometheus or torch)
+# Both profiles end with setup.d/90-rft-on-path.sh: `rft` on the PATH (npm link, or a ~/.local/bin shim).
 # Each component's extra needs live in scripts/setup.d/NN-name.sh (apt packages, Python environments, tools);
 # they run in name order after `npm ci`. The `run` profile runs the steps listed in RUN_STEPS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PROFILE=${1:-all}
-RUN_STEPS="10-grader-python 15-tfjs-node 25-smollm2"
+RUN_STEPS="10-grader-python 15-tfjs-node 25-smollm2 90-rft-on-path"
 case "$PROFILE" in
   all | run) ;;
   *)

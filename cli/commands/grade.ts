@@ -5,6 +5,7 @@ import { dirname, resolve } from "node:path";
 import { EndpointConfigError, judgeEndpoints, type ModelEndpoint } from "../../grader-sidecar/src/model-client.js";
 import { GraderEngine, GraderValidationError } from "../../grader-sidecar/src/engine.js";
 import { endpointFromEnv } from "../../grader-sidecar/src/model-client.js";
+import { parseToolCallList, type ToolCall, ToolsError } from "../../trainer/sampling/tools.js";
 
 class UsageError extends Error {}
 
@@ -28,6 +29,18 @@ function sampleArg(value: string): string {
   return readFileSync(path, "utf8");
 }
 
+/** `--tool-calls`: a tool_calls array or an assistant message carrying one, validated as OpenAI's shape. */
+function toolCallsArg(value: string): ToolCall[] {
+  const v = jsonArg(value, "--tool-calls");
+  const list = Array.isArray(v) ? v : (v as { tool_calls?: unknown } | null)?.tool_calls;
+  try {
+    return parseToolCallList(list, "--tool-calls");
+  } catch (e) {
+    if (e instanceof ToolsError) throw new UsageError(e.message);
+    throw e;
+  }
+}
+
 export function register(program: Command) {
   program
     .command("grade")
@@ -36,6 +49,10 @@ export function register(program: Command) {
     .requiredOption("--sample <text|@file>", "the model output to grade (text, or @file)")
     .option("--item <file|json>", "the dataset row the grader's {{ item.* }} templates read", "{}")
     .option("--json-required", "the sample was produced under a response_format: it must parse as JSON")
+    .option(
+      "--tool-calls <file|json>",
+      "the sample's tool calls (sample.output_tools): OpenAI's tool_calls array, or an assistant message with tool_calls",
+    )
     .option(
       "--model-base-url <url>",
       "OpenAI-compatible endpoint for score_model/label_model (env RFT_GRADER_BASE_URL)",
@@ -61,6 +78,7 @@ export function register(program: Command) {
         const res = await engine.run(grader, item, {
           output_text: sampleArg(o.sample),
           json_required: Boolean(o.jsonRequired),
+          ...(o.toolCalls ? { output_tools: toolCallsArg(o.toolCalls as string) } : {}),
         });
         process.stdout.write(`${JSON.stringify(res, null, 2)}\n`);
       } catch (err) {

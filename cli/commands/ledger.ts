@@ -2,7 +2,7 @@
 import { readFileSync } from "node:fs";
 import type { Command } from "commander";
 import { LedgerService } from "../../ledger/service.js";
-import { natsAuthOptions } from "../../proto/nats-auth.js";
+import { natsAuthOptions, natsTlsOptions } from "../../proto/nats-auth.js";
 import { keyId, loadPrivateKey, publicKeyB64 } from "../../ledger/sign.js";
 
 export function register(program: Command) {
@@ -32,6 +32,11 @@ export function register(program: Command) {
       process.env.RFT_NATS_CREDS,
     )
     .option(
+      "--nats-ca <file>",
+      "PEM CA that signed the NATS server's certificate: connect with TLS (env RFT_NATS_CA_FILE)",
+      process.env.RFT_NATS_CA_FILE,
+    )
+    .option(
       "--job-keys <source>",
       'where job keys are registered: "kv" (the RFT_JOB_KEYS bucket the operator writes; default), "file:PATH" (JSON {"ns/name" | "ns/*": raw base64 public key}), or "none" (a job\'s first event names its key: only where nobody else can publish to NATS)',
       "kv",
@@ -47,6 +52,7 @@ export function register(program: Command) {
         registry?: string;
         jobKeys: string;
         natsCreds?: string;
+        natsCa?: string;
         tokenFile?: string;
         insecureNoAuth?: boolean;
       }) => {
@@ -65,7 +71,7 @@ export function register(program: Command) {
           ...(apiToken ? { apiToken } : {}),
           headIntervalMs: Number(o.headInterval),
           keyRegistry: jobKeySource(o.registry ? `file:${o.registry}` : o.jobKeys),
-          auth: natsAuthOptions(o.natsCreds),
+          auth: { ...natsAuthOptions(o.natsCreds), ...natsTlsOptions(o.natsCa) },
         });
         process.stderr.write(
           `rft ledger: audit API on ${o.host}:${svc.port} (${apiToken ? "bearer token required" : "no authentication"}), ledger key ${keyId(key)} (${publicKeyB64(key)})\n`,

@@ -3,6 +3,7 @@ import type { Command } from "commander";
 import { GraderEngine } from "../../grader-sidecar/src/engine.js";
 import { Operator } from "../../operator/manager.js";
 import { parseNatsAuthRef } from "../../operator/nats-bootstrap.js";
+import { natsTlsOptions } from "../../proto/nats-auth.js";
 import { createLogger } from "../../proto/log.js";
 
 export function register(program: Command) {
@@ -22,6 +23,11 @@ export function register(program: Command) {
       "--nats-auth <ns/prefix>",
       "NATS runs with authentication: make (once) or read the installation's NATS trust in Secrets NS/PREFIX-nats-{trust,server} and the ledger's user in NS/PREFIX-ledger-nats, connect as the operator's user, and mint each job its own user (env RFT_NATS_AUTH; the chart sets it)",
       process.env.RFT_NATS_AUTH,
+    )
+    .option(
+      "--nats-ca <file>",
+      "PEM CA that signed the NATS server's certificate: the operator and every trainer connect with TLS (env RFT_NATS_CA_FILE)",
+      process.env.RFT_NATS_CA_FILE,
     )
     .option(
       "--job-network-policy",
@@ -59,6 +65,7 @@ export function register(program: Command) {
           natsUrl: o.podNatsUrl ?? natsUrl,
           ledgerNats: o.ledgerNats === true,
           jobNetworkPolicy: o.jobNetworkPolicy === true,
+          ...(o.natsCa ? { natsCaPem: readNatsCa(o.natsCa) } : {}),
         },
         natsUrl,
         ...(o.natsAuth ? { natsAuth: parseNatsAuthRef(o.natsAuth) } : {}),
@@ -92,6 +99,12 @@ export function register(program: Command) {
       await op.start();
       log.info({ port: op.port, webhookPort: op.webhook?.port }, "operator serving /metrics /healthz /readyz");
     });
+}
+
+/** The CA file's PEM, checked (a bad path or file is a clear error at start, not a trainer's crash). */
+function readNatsCa(file: string): string {
+  const tls = natsTlsOptions(file).tls as { ca: string };
+  return tls.ca;
 }
 
 /**

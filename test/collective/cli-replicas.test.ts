@@ -14,7 +14,8 @@ import { generateKeyPair } from "../../ledger/sign.js";
 import { verifyBundle } from "../../ledger/verify.js";
 import { rftManifest, tempJobDir, tinyModel } from "../helpers/rft-job.js";
 
-const ENV = { ...process.env, RFT_LOG_LEVEL: "silent", RFT_COLLECTIVE_TIMEOUT: "60" };
+// An hour's collective timeout: a gang that stops after a rank is killed stopped because of the broken link.
+const ENV = { ...process.env, RFT_LOG_LEVEL: "silent", RFT_COLLECTIVE_TIMEOUT: "3600" };
 
 /** The pid of the child of `parent` whose environment says RFT_RANK=rank. */
 function rankPid(parent: number, rank: number): number | null {
@@ -59,12 +60,10 @@ test("rft run --replicas 2: a killed rank stops the gang with a clear error; the
   });
   const victim = rankPid(child.pid!, 1);
   assert.ok(victim, "rank 1's process");
-  const killedAt = Date.now();
   process.kill(victim, "SIGKILL");
   const code = await exited;
-  const took = Date.now() - killedAt;
   assert.notEqual(code, 0, stderr);
-  assert.ok(took < 20_000, `the gang took ${took} ms to stop (collective timeout 60 s)`);
+  assert.doesNotMatch(stderr, /timed out/);
   assert.match(stderr, /rft run: rank 0: the link (from|to) rank 1 \(127\.0\.0\.1:\d+\) .*(exited|crashed)/);
   assert.doesNotMatch(stdout, /RFT succeeded/);
 

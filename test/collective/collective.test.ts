@@ -109,29 +109,41 @@ test("broadcast from any root and all-gather of different sizes", async () => {
 
 test("barrier: nobody leaves before the last rank arrives", async () => {
   const cs = await gang(3);
-  const left: number[] = [];
-  const late = 300;
-  const t0 = Date.now();
+  const log: string[] = [];
+  let lateArrived: () => void = () => {};
+  const othersWaiting = new Promise<void>((r) => (lateArrived = r));
   await Promise.all(
     cs.map(async (c) => {
-      if (c.rank === 1) await new Promise((r) => setTimeout(r, late));
-      await c.barrier();
-      left.push(Date.now() - t0);
+      // Rank 1 arrives last: only once the others are already inside the barrier (and have not left it).
+      if (c.rank === 1) {
+        await new Promise((r) => setTimeout(r, 100));
+        await othersWaiting;
+      }
+      log.push(`arrive ${c.rank}`);
+      const left = c.barrier().then(() => log.push(`leave ${c.rank}`));
+      if (c.rank === 2) lateArrived();
+      await left;
     }),
   );
-  for (const t of left) assert.ok(t >= late - 5, `left the barrier after ${t} ms`);
+  const arrivedLast = log.indexOf("arrive 1");
+  assert.deepEqual(
+    log.slice(0, arrivedLast + 1).filter((e) => e.startsWith("leave")),
+    [],
+    `a rank left before the last arrived: ${log.join(", ")}`,
+  );
+  assert.equal(log.filter((e) => e.startsWith("leave")).length, 3);
   await closeAll(cs);
 });
 
 test("ranks that disagree on a tensor's length fail with a clear error, on every rank, at once", async () => {
-  const cs = await gang(2, { opTimeoutMs: 60_000 });
-  const t0 = Date.now();
+  // An hour's timeout: the mismatch, not the clock, is what fails both ranks.
+  const cs = await gang(2, { opTimeoutMs: 3_600_000 });
   const rs = await Promise.allSettled(cs.map((c) => c.allReduce(new Float32Array(c.rank === 0 ? 100 : 102))));
   for (const r of rs) {
     assert.equal(r.status, "rejected");
     assert.ok((r as PromiseRejectedResult).reason instanceof CollectiveError);
+    assert.doesNotMatch(String((r as PromiseRejectedResult).reason), /timed out/);
   }
-  assert.ok(Date.now() - t0 < 5000, "no rank waited for its timeout");
   assert.match(String((rs[0] as PromiseRejectedResult).reason), /length mismatch|passed different sizes/);
   // A failed collective stays failed.
   await assert.rejects(cs[0]!.barrier(), CollectiveError);
@@ -140,18 +152,16 @@ test("ranks that disagree on a tensor's length fail with a clear error, on every
 
 test("rendezvous: a rank that never joins → every other rank fails with the missing rank named", async () => {
   const peers = loopbackPeers(await freePorts(3));
-  const t0 = Date.now();
   const rs = await Promise.allSettled(
     [0, 1].map((rank) => Collective.connect({ secret: SECRET, rank, worldSize: 3, peers, rendezvousTimeoutMs: 1500 })),
   );
-  const took = Date.now() - t0;
+  // The rendezvous timeout (named in the message) is what ended the wait.
   for (const r of rs) {
     assert.equal(r.status, "rejected");
     const e = (r as PromiseRejectedResult).reason as Error;
     assert.ok(e instanceof CollectiveError);
     assert.match(e.message, /rendezvous timed out after 1\.5s: rank 2 \(127\.0\.0\.1:\d+\) never joined/);
   }
-  assert.ok(took < 5000, `took ${took} ms`);
 });
 
 test("rendezvous: a peer of another job or world size is refused", async () => {
@@ -320,13 +330,13 @@ async function until(cond: () => boolean, ms: number, what: string) {
   }
 }
 
-test("a rank killed mid-all-reduce: the others exit at once (well within the timeout) with a clear error", async () => {
+test("a rank killed mid-all-reduce: the others exit at once (the broken link, not the timeout) with a clear error", async () => {
   const peers = loopbackPeers(await freePorts(3));
-  const timeout = 30_000;
+  // An hour: were the others to wait for the operation timeout, the test would time out instead of passing.
+  const timeout = 3_600_000;
   const ranks = peers.map((_, r) => startRank(r, peers, { RFT_TEST_OP_TIMEOUT_MS: String(timeout) }));
   try {
     await until(() => ranks.every((r) => r.ops() >= 2), 60_000, "two all-reduces on every rank");
-    const killedAt = Date.now();
     ranks[1]!.proc.kill("SIGKILL");
     const [a, , c] = await Promise.all(ranks.map((r) => r.exit));
     for (const [r, e] of [
@@ -334,7 +344,7 @@ test("a rank killed mid-all-reduce: the others exit at once (well within the tim
       [ranks[2]!, c!],
     ] as const) {
       assert.equal(e.code, 3, r.err);
-      assert.ok(e.at - killedAt < timeout / 3, `exited ${e.at - killedAt} ms after the kill`);
+      assert.doesNotMatch(r.err, /timed out/);
       assert.match(r.err, /CollectiveError: .*rank 1 \(127\.0\.0\.1:\d+\)|CollectiveError: .*rank \d: the link/);
     }
     // Rank 2 receives from rank 1 (its link broke); rank 0 sends to rank 1 (its link broke).
@@ -351,11 +361,10 @@ test("a stalled rank (SIGSTOP): the others fail after the operation timeout, nam
   const ranks = peers.map((_, r) => startRank(r, peers, { RFT_TEST_OP_TIMEOUT_MS: String(timeout) }));
   try {
     await until(() => ranks.every((r) => r.ops() >= 1), 60_000, "an all-reduce on every rank");
-    const stoppedAt = Date.now();
     ranks[1]!.proc.kill("SIGSTOP");
     const e = await ranks[0]!.exit;
     assert.equal(e.code, 3, ranks[0]!.err);
-    assert.ok(e.at - stoppedAt < timeout + 3000, `exited ${e.at - stoppedAt} ms after the stop`);
+    // The cause, in rank 0's words: the operation timeout, waiting for the stalled rank.
     assert.match(ranks[0]!.err, /timed out after 2s waiting for rank 1/);
   } finally {
     for (const r of ranks) {

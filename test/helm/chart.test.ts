@@ -154,8 +154,16 @@ describe("helm template", () => {
       find(objects, "Secret")
         .map((x) => x.metadata.name)
         .sort(),
-      ["rft-rft-operator-ledger-token", "rft-rft-operator-operator-webhook-tls"],
+      ["rft-rft-operator-ledger-token", "rft-rft-operator-nats-tls", "rft-rft-operator-operator-webhook-tls"],
     );
+    // NATS speaks TLS with a generated certificate whose names cover the URL every client uses, signed by the
+    // CA the operator and the ledger are given.
+    assert.match(conf, /tls \{\s*cert_file: "\/etc\/nats-tls\/tls.crt"/);
+    const tls = find(objects, "Secret", "rft-rft-operator-nats-tls")[0]!.data;
+    const cert = new X509Certificate(Buffer.from(tls["tls.crt"], "base64"));
+    assert.ok(cert.checkHost("rft-rft-operator-nats.rft-system.svc"), cert.subjectAltName);
+    assert.ok(cert.verify(new X509Certificate(Buffer.from(tls["ca.crt"], "base64")).publicKey));
+    assert.ok(op.spec.template.spec.containers[0].args.includes("--nats-ca=/var/run/rft/nats-ca/ca.crt"));
     const ledger = find(objects, "Deployment", "rft-rft-operator-ledger")[0]!;
     assert.equal(ledger.spec.template.spec.volumes[0].secret.secretName, "my-ledger-key");
     // Trainer pods in ml-team: egress only to DNS, NATS, other ranks and the judge CIDR.

@@ -144,6 +144,7 @@ test("helm install brings up operator, ledger and NATS; a FineTuneJob succeeds; 
      s.on("data", (d) => { process.stdout.write(d.toString().split("\\r\\n")[0]); s.destroy(); });`,
   );
   assert.equal(JSON.parse(info.replace(/^INFO /, "")).auth_required, true, info);
+  assert.equal(JSON.parse(info.replace(/^INFO /, "")).tls_required, true, "TLS on the client port");
   const jobSecret = await cluster.getJson("secret", "-n", NS, "helm-sorter-signing");
   assert.match(Buffer.from(jobSecret.data["nats.creds"], "base64").toString(), /BEGIN NATS USER JWT/);
   const token = Buffer.from(

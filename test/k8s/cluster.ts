@@ -42,6 +42,8 @@ export interface Cluster {
   kubeconfig: string;
   /** https://127.0.0.1:PORT */
   server: string;
+  /** etcd's client URL (plain HTTP on loopback; its JSON gateway answers /v3/kv/*, e.g. a compaction). */
+  etcdUrl: string;
   /** PEM texts for clients that do not read kubeconfigs. */
   credentials: { server: string; ca: string; cert: string; key: string };
   binaries: Binaries;
@@ -372,6 +374,7 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
       dir,
       kubeconfig,
       server,
+      etcdUrl,
       credentials,
       binaries: bins,
       api: readyApi,

@@ -32,6 +32,7 @@ import {
   jobKeyName,
   ledgerPermissions,
   natsAuthFromCreds,
+  natsTlsOptions,
   operatorPermissions,
   trainerPermissions,
 } from "../../proto/nats-auth.js";
@@ -281,6 +282,70 @@ test("rft nats init writes a trust whose auth.conf a real nats-server accepts", 
     const lc = await connect({ servers: s.url, ...natsAuthFromCreds(readFileSync(join(dir, "ledger.creds"), "utf8")) });
     await lc.jetstreamManager();
     await lc.close();
+  } finally {
+    await s.stop();
+  }
+});
+
+test("with TLS, a client verifies the server against the chart's CA; without the CA it cannot connect", async () => {
+  const { execFileSync } = await import("node:child_process");
+  const d = join(tmp, "tls");
+  const { mkdirSync } = await import("node:fs");
+  mkdirSync(d, { recursive: true });
+  const ssl = (...a: string[]) => execFileSync("openssl", a, { cwd: d, stdio: "pipe" });
+  /** A P-256 key NAME.key and either a self-signed CA NAME.crt or a request NAME.csr. */
+  const ec = (name: string, cn: string, ca: boolean) =>
+    ssl(
+      "req",
+      ...(ca ? ["-x509", "-days", "2"] : []),
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:P-256",
+      "-nodes",
+      "-keyout",
+      `${name}.key`,
+      "-out",
+      `${name}.${ca ? "crt" : "csr"}`,
+      "-subj",
+      `/CN=${cn}`,
+    );
+  ec("ca", "rft-nats-ca", true);
+  ec("tls", "localhost", false);
+  ec("other", "another-ca", true);
+  writeFileSync(join(d, "san.ext"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n");
+  ssl(
+    "x509",
+    "-req",
+    "-in",
+    "tls.csr",
+    "-CA",
+    "ca.crt",
+    "-CAkey",
+    "ca.key",
+    "-CAcreateserial",
+    "-out",
+    "tls.crt",
+    "-days",
+    "2",
+    "-extfile",
+    "san.ext",
+  );
+  const s = await NatsServer.start(undefined, {
+    auth: serverAuthConfig(trust),
+    tls: { certFile: join(d, "tls.crt"), keyFile: join(d, "tls.key") },
+  });
+  try {
+    const user = natsAuthFromCreds(trainer("team-t", "j").creds);
+    const nc = await connect({ servers: s.url, ...user, ...natsTlsOptions(join(d, "ca.crt")) });
+    nc.publish(progressSubject("team-t", "j"), "{}");
+    await nc.flush();
+    assert.equal(nc.info?.tls_required, true);
+    await nc.close();
+    // Plain text, or TLS against another CA, is refused.
+    await assert.rejects(connect({ servers: s.url, ...user }));
+    await assert.rejects(connect({ servers: s.url, ...user, ...natsTlsOptions(join(d, "other.crt")) }));
+    assert.throws(() => natsTlsOptions(join(d, "tls.key")), /not a PEM certificate/);
   } finally {
     await s.stop();
   }

@@ -32,6 +32,8 @@ export class NatsServer {
     readonly storeDir: string,
     /** The auth.conf text (operator/nats-credentials.ts serverAuthConfig), or none: no authentication. */
     readonly auth?: string,
+    /** PEM files of the server's certificate and key: clients must speak TLS. */
+    readonly tls?: { certFile: string; keyFile: string },
   ) {}
 
   get url(): string {
@@ -39,18 +41,26 @@ export class NatsServer {
   }
 
   /** Starts one on a free port, or on `port` (a test that first needs NATS to be down there). */
-  static async start(port?: number, opts: { auth?: string } = {}): Promise<NatsServer> {
-    const s = new NatsServer(port ?? (await freePort()), mkdtempSync(join(tmpdir(), "rft-nats-")), opts.auth);
+  static async start(
+    port?: number,
+    opts: { auth?: string; tls?: { certFile: string; keyFile: string } } = {},
+  ): Promise<NatsServer> {
+    const s = new NatsServer(port ?? (await freePort()), mkdtempSync(join(tmpdir(), "rft-nats-")), opts.auth, opts.tls);
     await s.startProcess();
     return s;
   }
 
   async startProcess(): Promise<void> {
     const args = ["-js", "-sd", this.storeDir, "-a", "127.0.0.1", "-p", String(this.port)];
-    if (this.auth !== undefined) {
-      // As the chart does it: nats.conf includes the auth.conf beside it.
-      writeFileSync(join(this.storeDir, "auth.conf"), this.auth);
-      writeFileSync(join(this.storeDir, "nats.conf"), "include ./auth.conf\n");
+    if (this.auth !== undefined || this.tls) {
+      // As the chart does it: nats.conf includes the auth.conf beside it, and names the certificate files.
+      const conf: string[] = [];
+      if (this.auth !== undefined) {
+        writeFileSync(join(this.storeDir, "auth.conf"), this.auth);
+        conf.push("include ./auth.conf");
+      }
+      if (this.tls) conf.push(`tls { cert_file: "${this.tls.certFile}", key_file: "${this.tls.keyFile}", timeout: 2 }`);
+      writeFileSync(join(this.storeDir, "nats.conf"), `${conf.join("\n")}\n`);
       args.push("-c", join(this.storeDir, "nats.conf"));
     }
     const proc = spawn(natsServerBinary(), args, { stdio: ["ignore", "pipe", "pipe"] });

@@ -321,3 +321,31 @@ test("resuming to a checkpoint of an abandoned attempt, or after a succeeded job
   assert.ok(has(r2.failures, "job", resumedJob.events.length, "type"), formatReport(r2));
   assert.match(r2.failures[0]!.reason, /job\.resumed after job\.finished \(succeeded\)/);
 });
+
+test("a key spelled other than canonical base64 is a named failure, not a crash", () => {
+  // Base64 decoders ignore trailing junk and the last character's two unused low bits: these spellings decode
+  // to the right 32 bytes.
+  const B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  const lowBit = (k: string) => `${k.slice(0, 42)}${B64[B64.indexOf(k[42]!) ^ 1]}=`;
+  const respell = (k: string) => [`${k}x`, lowBit(k)];
+  for (const which of ["ledger", "job"] as const) {
+    for (const spelling of respell(bundle.keys[which]!.publicKey)) {
+      const b = clone();
+      b.keys[which]!.publicKey = spelling;
+      const r = verifyBundle(b);
+      assert.equal(r.ok, false);
+      assert.ok(has(r.failures, "keys", null, `keys.${which}.publicKey`), formatReport(r));
+    }
+  }
+  // job.started declaring such a key (re-signed under it, so only the key's spelling is wrong).
+  const evs = structuredClone(job.events);
+  const started = evs[0] as Extract<LedgerEvent, { type: "job.started" }>;
+  const k = started.body.signer.publicKey;
+  started.body.signer.publicKey = lowBit(k);
+  const r = verifyBundle(rebuild(resign(evs, job.jobKey.privateKey)));
+  assert.equal(r.ok, false);
+  assert.ok(
+    r.failures.some((f) => f.check === "signature" && /canonical base64 of a 32-byte Ed25519/.test(f.reason)),
+    formatReport(r),
+  );
+});

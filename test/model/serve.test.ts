@@ -151,9 +151,23 @@ test("bad requests get OpenAI's error envelope", async () => {
     client.chat.completions.create({ model: "tiny", messages: [], max_tokens: 2 }),
     (e: unknown) => e instanceof OpenAI.BadRequestError && /empty array/.test(e.message),
   );
+  // Structured outputs are accepted (test/model/serve-structured.test.ts); an unsupported schema is named.
+  assert.equal(
+    parseChatRequest({ model: "tiny", messages: msgs, response_format: { type: "json_object" } }, "tiny").responseFormat
+      ?.type,
+    "json_object",
+  );
   assert.throws(
-    () => parseChatRequest({ model: "tiny", messages: msgs, response_format: { type: "json_object" } }, "tiny"),
-    /response_format/,
+    () =>
+      parseChatRequest(
+        {
+          model: "tiny",
+          messages: msgs,
+          response_format: { type: "json_schema", json_schema: { name: "x", schema: { type: "object", not: {} } } },
+        },
+        "tiny",
+      ),
+    /Invalid 'response_format\.json_schema\.schema\.not': unsupported schema keyword "not"/,
   );
 });
 

@@ -3,7 +3,7 @@ import { before, test } from "node:test";
 import * as tf from "@tensorflow/tfjs-core";
 import { createRandomModel, disposeModel } from "../../trainer/model/model.js";
 import { parseSftDataset } from "../../trainer/data/dataset.js";
-import { runSft, SftDataError, type SftExample, tokenizeExample, toSftExample } from "../../trainer/sft/sft.js";
+import { runSft, type SftExample, tokenizeExample, toSftExample } from "../../trainer/sft/sft.js";
 import { setup } from "./helpers.js";
 
 before(setup);
@@ -28,7 +28,7 @@ function dataset(names: string[]): string {
 const parseChatJsonl = (text: string, file = "dataset"): SftExample[] =>
   parseSftDataset(text, file).map((r) => toSftExample(r, file));
 
-test("SFT examples: developer turns become system turns; tool calls are refused with their line", () => {
+test("SFT examples: developer turns become system turns", () => {
   const [ex] = parseChatJsonl(
     JSON.stringify({
       messages: [
@@ -46,22 +46,44 @@ test("SFT examples: developer turns become system turns; tool calls are refused 
       ["assistant", "Hi"],
     ],
   );
-  const tools = JSON.stringify({
+});
+
+test("SFT on a tool-call conversation: the call and the final answer carry loss, the tool result does not", () => {
+  const m = createRandomModel({ arch: "llama", layers: 1, hidden: 16, heads: 2, kvHeads: 1, vocab: "byte" });
+  const tok = m.tokenizer!;
+  const row = JSON.stringify({
     messages: [
-      { role: "user", content: "x" },
+      { role: "user", content: "Weather in Oslo?" },
       {
         role: "assistant",
         content: null,
-        tool_calls: [{ id: "1", type: "function", function: { name: "f", arguments: "{}" } }],
+        tool_calls: [{ id: "1", type: "function", function: { name: "get_weather", arguments: '{"city":"Oslo"}' } }],
       },
-      { role: "tool", tool_call_id: "1", content: "y" },
-      { role: "assistant", content: "z" },
+      { role: "tool", tool_call_id: "1", content: "4C, rain" },
+      { role: "assistant", content: "4C and rain." },
     ],
+    tools: [{ type: "function", function: { name: "get_weather", parameters: { type: "object" } } }],
   });
-  assert.throws(
-    () => parseChatJsonl(`\n${tools}`, "t.jsonl"),
-    (e: unknown) => e instanceof SftDataError && /t\.jsonl:2: messages\[1\]: tool calls/.test(e.message),
+  const [ex] = parseChatJsonl(`\n${row}`, "t.jsonl");
+  assert.equal(ex!.tools![0]!.function.name, "get_weather");
+  const { ids, mask } = tokenizeExample(tok, ex!, 4000);
+  const all = tok.decode(ids, false);
+  // The ChatML template does not read `tools`: the definitions are in the system turn.
+  assert.match(all, /^<\|im_start\|>system\n# Tools[\s\S]*"name":"get_weather"[\s\S]*<\/tools>/);
+  assert.match(all, /<\|im_start\|>tool\n<tool_response>\n4C, rain\n<\/tool_response><\|im_end\|>/);
+  const trained = ids.filter((_, i) => mask[i]);
+  assert.equal(
+    tok.decode(trained, false),
+    '<tool_call>\n{"name":"get_weather","arguments":{"city":"Oslo"}}\n</tool_call><|im_end|>\n4C and rain.<|im_end|>\n',
   );
+  // A malformed tool call is refused with its line.
+  const bad = row.replace('"arguments":"{\\"city\\":\\"Oslo\\"}"', '"arguments":{"city":"Oslo"}');
+  assert.notEqual(bad, row);
+  assert.throws(
+    () => parseChatJsonl(`\n${bad}`, "t.jsonl"),
+    /t\.jsonl:2: messages\[1\]\.tool_calls\[0\]\.function\.arguments: must be a string/,
+  );
+  disposeModel(m);
 });
 
 test("only assistant tokens (content and end of turn) carry loss", () => {

@@ -351,9 +351,9 @@ describe("operator on the harness", () => {
     const failed = await waitStatus("Failed", name, (o) => cond(o, "Failed")?.status === "True", 90_000);
     assert.equal(cond(failed, "Failed").reason, "DeadlineExceeded", JSON.stringify(failed.status));
     assert.equal(failed.status.state, "Failed");
-    const ran = Date.parse(failed.status.completionTime) - Date.parse(failed.status.startTime);
-    assert.ok(ran >= 3000, `failed after ${ran} ms, before the deadline`);
-    // Then the TTL: the FineTuneJob is deleted (no sooner than 5 s after completion) and its children with it.
+    assert.match(cond(failed, "Failed").message, /longer than activeDeadlineSeconds \(3\)/);
+    // (decide.test.ts checks the instants on a fake clock: the deadline from lastResumeTime, the TTL from
+    // completionTime.) Then the TTL: the FineTuneJob, seen above after it failed, is deleted with its children.
     await waitFor(
       "FineTuneJob deleted by its TTL",
       async () => {
@@ -363,7 +363,6 @@ describe("operator on the harness", () => {
       60_000,
       500,
     );
-    assert.ok(Date.now() >= Date.parse(failed.status.completionTime) + 5000 - 1000);
     await waitFor(
       "children garbage-collected",
       async () => {

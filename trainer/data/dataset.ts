@@ -7,6 +7,7 @@
  */
 import { readFileSync } from "node:fs";
 import { rowId } from "../../ledger/dataset.js";
+import { parseToolCallList, parseTools, ToolsError } from "../sampling/tools.js";
 
 export interface ChatMessage {
   role: "system" | "developer" | "user" | "assistant" | "tool";
@@ -112,6 +113,14 @@ function checkMessages(
       bad(`${f}.tool_call_id`, "is required on tool messages");
     if (msg.tool_calls !== undefined && msg.role !== "assistant")
       bad(`${f}.tool_calls`, "only assistant messages have tool_calls");
+    else if (msg.tool_calls !== undefined) {
+      try {
+        parseToolCallList(msg.tool_calls, `${f}.tool_calls`);
+      } catch (e) {
+        if (!(e instanceof ToolsError)) throw e;
+        bad(e.path, e.message.slice(e.path.length + 2));
+      }
+    }
     if (msg.weight !== undefined && (msg.role !== "assistant" || (msg.weight !== 0 && msg.weight !== 1))) {
       bad(`${f}.weight`, "must be 0 or 1, on assistant messages only");
     }
@@ -121,13 +130,11 @@ function checkMessages(
 
 function checkTools(tools: unknown, issue: (f: string, m: string) => void) {
   if (tools === undefined) return;
-  if (!Array.isArray(tools)) return issue("tools", "must be an array of tool definitions");
-  for (const [i, t] of tools.entries()) {
-    const tool = t as Record<string, any>;
-    if (tool?.type !== "function") issue(`tools[${i}].type`, 'must be "function"');
-    else if (typeof tool.function?.name !== "string" || !/^[a-zA-Z0-9_-]{1,64}$/.test(tool.function.name)) {
-      issue(`tools[${i}].function.name`, "must be 1-64 letters, digits, _ or -");
-    }
+  try {
+    parseTools(tools);
+  } catch (e) {
+    if (!(e instanceof ToolsError)) throw e;
+    issue(e.path, e.message.slice(e.path.length + 2));
   }
 }
 

@@ -9,6 +9,7 @@ import { Ajv, type ErrorObject } from "ajv";
 import { type Document, isAlias, LineCounter, parseAllDocuments, visit } from "yaml";
 import { compileGrader, GraderValidationError } from "../../grader-sidecar/src/validate.js";
 import { FineTuneJob } from "../../proto/finetunejob.js";
+import { parseResponseFormat, ResponseFormatError } from "../sampling/response-format.js";
 
 export interface ManifestIssue {
   line: number;
@@ -194,6 +195,18 @@ export function parseManifest(text: string, file: string): LoadedManifest {
         field: dotted(path),
         message: err.message.replace(`${err.param}: `, ""),
       });
+    }
+  }
+  if (method?.type === "reinforcement" && method.reinforcement?.responseFormat) {
+    try {
+      parseResponseFormat(method.reinforcement.responseFormat, "spec.method.reinforcement.responseFormat");
+    } catch (err) {
+      if (!(err instanceof ResponseFormatError)) throw err;
+      const path: Path = err.path
+        .split(/\.|\[(\d+)\]/)
+        .filter((s) => s !== undefined && s !== "")
+        .map((s) => (/^\d+$/.test(s) ? Number(s) : s));
+      issues.push({ line: lineOf(doc, lc, path), field: err.path, message: err.message.replace(`${err.path}: `, "") });
     }
   }
   if (issues.length > 0)

@@ -22,7 +22,7 @@
  */
 import { join } from "node:path";
 import { connect, type NatsConnection } from "nats";
-import { natsAuthOptions } from "../../proto/nats-auth.js";
+import { natsAuthOptions, natsTlsOptions } from "../../proto/nats-auth.js";
 import { NatsPublisher } from "../../ledger/publisher.js";
 import { type ProgressMessage, progressSubject } from "../../proto/finetunejob-status.js";
 import { createLogger } from "../../proto/log.js";
@@ -81,7 +81,10 @@ export async function runTrainerPod(o: TrainerPodOptions): Promise<TrainerPodRes
 
   // The job's NATS user (minted by the operator into the job's Secret): its own progress, control and ledger
   // subjects only.
-  const natsAuth = natsAuthOptions(env.RFT_NATS_CREDS || undefined);
+  const natsAuth = {
+    ...natsAuthOptions(env.RFT_NATS_CREDS || undefined),
+    ...natsTlsOptions(env.RFT_NATS_CA_FILE || undefined),
+  };
   let nc: NatsConnection | undefined;
   if (env.RFT_NATS_URL) {
     try {
@@ -102,7 +105,7 @@ export async function runTrainerPod(o: TrainerPodOptions): Promise<TrainerPodRes
       servers: env.RFT_LEDGER_NATS_URL,
       spoolPath: join(outDir, "ledger", "spool.jsonl"),
       name: `trainer-ledger-${ns}-${name}`,
-      ...(env.RFT_NATS_CREDS ? { auth: natsAuth } : {}),
+      ...(env.RFT_NATS_CREDS || env.RFT_NATS_CA_FILE ? { auth: natsAuth } : {}),
     });
   }
   const flushLedger = async () => {

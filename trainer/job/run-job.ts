@@ -14,6 +14,7 @@ import { grpcGrader, inProcessGrader } from "../rl/grading.js";
 import { endpointFromEnv, judgeEndpoints } from "../../grader-sidecar/src/model-client.js";
 import { type RftControl, type RftHooks, type RftResult, RftTrainer } from "../rl/loop.js";
 import { runSft, type SftStepEvent, toSftExample } from "../sft/sft.js";
+import { parseResponseFormat } from "../sampling/response-format.js";
 import { resolveSft } from "./hyperparameters.js";
 import type { EventSink } from "../../ledger/writer.js";
 import type { LoadedManifest } from "./manifest.js";
@@ -145,6 +146,7 @@ async function runJobOnce(o: RunJobOptions): Promise<RunJobResult> {
         hyperparameters: rft.hyperparameters,
         seed,
         jsonRequired: Boolean(rft.responseFormat && rft.responseFormat.type !== "text"),
+        responseFormat: parseResponseFormat(rft.responseFormat, "spec.method.reinforcement.responseFormat"),
         ledger: {
           spec,
           job: jobRef,

@@ -6,9 +6,8 @@
  * - embedding lookup (gather) gets a scatter-add gradient (wasm lacks UnsortedSegmentSum).
  */
 import * as tf from "@tensorflow/tfjs-core";
-// The gradients of the core ops are registered by the @tensorflow/tfjs bundle (tfjs-core's own Node bundle
-// leaves them out, and its ES module files do not load under Node's ESM resolver).
-import "@tensorflow/tfjs";
+// The gradients of the core ops (the @tensorflow/tfjs bundle, loaded once by ./tfjs.ts).
+import "./tfjs.js";
 
 /** y = x @ w for x [N, in], w [in, out]. */
 export const linear = tf.customGrad((...inputs: Array<tf.Tensor | tf.GradSaveFunc>) => {

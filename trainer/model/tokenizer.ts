@@ -8,6 +8,10 @@ import { Tokenizer } from "@huggingface/tokenizers";
 export interface ChatMessage {
   role: string;
   content: string;
+  /** Hugging Face's tool-use fields (trainer/sampling/tools.ts fills them for templates that read `tools`). */
+  tool_calls?: unknown[];
+  tool_call_id?: string;
+  name?: string;
 }
 
 export interface TokenizerFiles {
@@ -59,6 +63,8 @@ export function portableTokenizerJson(json: Record<string, unknown>): Record<str
 export class ChatTokenizer {
   private readonly tok: Tokenizer;
   private readonly template: Template | null;
+  /** The chat template's source (null without one). */
+  readonly templateSource: string | null;
   readonly eosIds: number[];
   readonly padId: number | null;
   readonly specialIds: Set<number>;
@@ -75,6 +81,7 @@ export class ChatTokenizer {
     let tpl = files.tokenizerConfig["chat_template"];
     if (Array.isArray(tpl))
       tpl = (tpl as { name: string; template: string }[]).find((t) => t.name === "default")?.template;
+    this.templateSource = typeof tpl === "string" ? tpl : null;
     try {
       this.template = typeof tpl === "string" ? new Template(tpl) : null;
     } catch (e) {
@@ -120,12 +127,16 @@ export class ChatTokenizer {
     return this.tok.token_to_id(token);
   }
 
-  /** Renders messages through the chat template (Jinja), as transformers' apply_chat_template does. */
-  applyChatTemplate(messages: ChatMessage[], addGenerationPrompt: boolean): string {
+  /**
+   * Renders messages through the chat template (Jinja), as transformers' apply_chat_template does; `tools`
+   * (function definitions) are handed to the template as transformers hands them.
+   */
+  applyChatTemplate(messages: ChatMessage[], addGenerationPrompt: boolean, tools?: unknown[]): string {
     if (!this.template) throw new TokenizerError("tokenizer_config.json has no chat_template");
     const cfg = this.files.tokenizerConfig;
     return this.template.render({
       messages,
+      ...(tools?.length ? { tools } : {}),
       add_generation_prompt: addGenerationPrompt,
       bos_token: tokenString(cfg["bos_token"]) ?? "",
       eos_token: tokenString(cfg["eos_token"]) ?? "",

@@ -29,9 +29,11 @@ import { cleanup, noteWork } from "../model/backend-failure.js";
 import { loadHfModel, saveHfModel } from "../model/hf-io.js";
 import { type Model, disposeModel } from "../model/model.js";
 import { disposeParams, type Params } from "../model/params.js";
-import type { ChatMessage as TemplateMessage } from "../model/tokenizer.js";
 import { Adam } from "../model/train-step.js";
 import { type Completion, generate, type SampleRequest } from "../sampling/generate.js";
+import type { StructuredFormat } from "../sampling/response-format.js";
+import { formatConstraint } from "../sampling/structured.js";
+import { parseToolCalls, parseTools, renderChat, rowConversation } from "../sampling/tools.js";
 import { type AdmittedRow } from "../governance/admission.js";
 import { type Digest, digestTensors, groupDigests, groupsOf } from "../governance/digests.js";
 import { jobSigningKey, ledgerRecords, ledgerTail, TrainingLedger } from "../governance/ledger.js";
@@ -49,6 +51,7 @@ import {
 } from "../collective/data-parallel.js";
 import type { FineTuneJobSpec, ReinforcementHyperparameters } from "../../proto/finetunejob.js";
 import { groupAdvantages, isZeroVariance, mean, std, tokenWeights } from "./advantages.js";
+import type { SampleInput } from "../../grader-sidecar/src/engine.js";
 import type { StepGrader } from "./grading.js";
 import { completionLogprobs, packSequences } from "./logprobs.js";
 import { policyLoss } from "./loss.js";
@@ -64,6 +67,8 @@ export interface RftJob {
   seed: number;
   /** A response_format was set: samples must parse as JSON. */
   jsonRequired: boolean;
+  /** Structured outputs: every sample is decoded under this format's grammar (trainer/sampling/structured.ts). */
+  responseFormat?: StructuredFormat | null;
   /** The ledger of the run: the job spec, its reference, where relative key files live, and where events go
    * (default: OUT/ledger/events.jsonl; a pod passes a NATS JetStream publisher). */
   ledger: { spec: FineTuneJobSpec; job: string; baseDir: string; sink?: EventSink };
@@ -166,21 +171,34 @@ export function learningRateAt(step: number, hp: Pick<ResolvedRft, "learningRate
   return hp.warmupSteps > 0 && step <= hp.warmupSteps ? (hp.learningRate * step) / hp.warmupSteps : hp.learningRate;
 }
 
-function contentText(content: unknown): string {
-  if (typeof content === "string") return content;
-  if (Array.isArray(content)) return content.map((p: { text?: string }) => p.text ?? "").join("");
-  return "";
-}
-
-/** Renders a row's messages with the model's chat template (developer turns as system turns). */
-export function promptIds(model: Model, row: Pick<RftRow, "messages">): number[] {
+/** Renders a row's messages and tools with the model's chat template (developer turns as system turns). */
+export function promptIds(model: Model, row: Pick<RftRow, "messages" | "tools">): number[] {
   const tok = model.tokenizer;
   if (!tok) throw new Error("the model has no tokenizer (tokenizer.json) to render prompts with");
-  const msgs: TemplateMessage[] = row.messages.map((m) => ({
-    role: m.role === "developer" ? "system" : m.role,
-    content: contentText(m.content),
-  }));
-  return tok.encode(tok.applyChatTemplate(msgs, true));
+  return tok.encode(renderChat(tok, rowConversation(row.messages), parseTools(row.tools), true));
+}
+
+/**
+ * What graders see of a completion (OpenAI's `sample`): with the row's `tools`, the tool calls parsed from it
+ * (`output_tools`, ids `call_0`, `call_1`, … so a resumed run grades alike) and the text around them as
+ * `output_text`; `choices[0]` carries the finish reason ("length" when the token limit cut it).
+ */
+export function gradedSample(c: Completion, row: Pick<RftRow, "tools">, jsonRequired: boolean): SampleInput {
+  const tools = parseTools(row.tools);
+  const { content, toolCalls } = parseToolCalls(c.text, tools, (k) => `call_${k}`);
+  const finish = c.finishReason === "stop" && toolCalls.length ? "tool_calls" : c.finishReason;
+  return {
+    output_text: toolCalls.length ? (content ?? "") : c.text,
+    output_tools: toolCalls,
+    choices: [
+      {
+        index: 0,
+        finish_reason: finish,
+        message: { role: "assistant", content, ...(toolCalls.length ? { tool_calls: toolCalls } : {}) },
+      },
+    ],
+    json_required: jsonRequired,
+  };
 }
 
 interface Rollout {
@@ -462,7 +480,9 @@ export class RftTrainer {
     timing = { sampling: 0, grading: 0 },
   ): Promise<Rollout[]> {
     const { hp } = this;
-    const { jsonRequired } = this.o.job;
+    const { jsonRequired, responseFormat } = this.o.job;
+    // Compiled once per tokenizer and schema (cached), so this is a lookup after the first step.
+    const constraint = responseFormat ? await formatConstraint(this.model, responseFormat) : undefined;
     const reqs: SampleRequest[] = [];
     const owners: RftRow[] = [];
     rows.forEach((row, i) => {
@@ -472,6 +492,7 @@ export class RftTrainer {
           maxTokens: hp.maxCompletionTokens,
           sampling: { temperature: hp.temperature, topP: hp.topP, topK: 0 },
           seed: seedOf(i, j),
+          ...(constraint ? { constraint } : {}),
         });
         owners.push(row);
       }
@@ -484,10 +505,7 @@ export class RftTrainer {
       completions.push(...(await generate(this.model, reqs.slice(i, i + chunk))));
     const t1 = performance.now();
     const graded = await this.o.grader.grade(
-      completions.map((c, i) => ({
-        item: owners[i]!.item,
-        sample: { output_text: c.text, json_required: jsonRequired },
-      })),
+      completions.map((c, i) => ({ item: owners[i]!.item, sample: gradedSample(c, owners[i]!, jsonRequired) })),
     );
     timing.sampling += (t1 - t0) / 1000;
     timing.grading += (performance.now() - t1) / 1000;

@@ -7,7 +7,7 @@
  * and the loss is Σ_{i,t} w_i · mask_{i,t} · ℓ_{i,t} with the aggregation weights of advantages.ts.
  */
 // Registers every op gradient and chained op on the shared tfjs-core engine (tfjs-core alone ships none in its Node build).
-import "@tensorflow/tfjs";
+import "../model/tfjs.js";
 import * as tf from "@tensorflow/tfjs-core";
 
 export interface PolicyLossInput {

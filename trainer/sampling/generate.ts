@@ -10,6 +10,7 @@ import { disposeCache, forwardTidy, type KvCache, paddedCausalMask } from "../mo
 import type { Model } from "../model/model.js";
 import { selectRows } from "../model/ops.js";
 import { DEFAULT_SAMPLING, findStop, type Pick, pickToken, Rng, type SamplingParams, topLogprobs } from "./pick.js";
+import type { ConstraintFactory, TokenConstraint } from "./structured.js";
 
 export interface SampleRequest {
   promptIds: number[];
@@ -26,6 +27,8 @@ export interface SampleRequest {
    * what it has (finishReason "length"), and the other samples go on.
    */
   signal?: AbortSignal;
+  /** Structured outputs: each step samples only among the tokens this sample's grammar allows. */
+  constraint?: ConstraintFactory;
 }
 
 export interface Completion {
@@ -59,6 +62,7 @@ interface Live {
   next: number;
   /** Finished; its row may still be in the batch (see COMPACT_COST). */
   done: boolean;
+  grammar: TokenConstraint | null;
 }
 
 /**
@@ -112,7 +116,10 @@ export async function generate(
     streamed: "",
     next: -1,
     done: false,
+    grammar: null,
   }));
+  /** Every sample (the batch `live` shrinks as samples finish), for disposing their grammar states. */
+  const all = live;
   // Prefill, once per distinct prompt (the samples of one prompt share it); the cache rows are then copied
   // out to the samples.
   const promptIndex = new Map<string, number>();
@@ -163,21 +170,25 @@ export async function generate(
   let rowOf = (b: number) => promptOf[b]!;
 
   try {
+    for (const s of live) if (s.req.constraint) s.grammar = await s.req.constraint();
     for (;;) {
       const rows = (await logits.data()) as Float32Array;
       logits.dispose();
       const V = c.vocabSize;
       const keep: number[] = [];
-      live.forEach((s, b) => {
-        if (s.done) return;
+      for (const [b, s] of live.entries()) {
+        if (s.done) continue;
         if (s.req.signal?.aborted) {
           results[s.i] = { tokens: s.tokens, logprobs: s.logprobs, text: "", finishReason: "length", cancelled: true };
           s.done = true;
-          return;
+          continue;
         }
         const r = rowOf(b);
         const row = rows.subarray(r * V, (r + 1) * V);
-        const pick = pickToken(row, s.sampling, s.rng, banned);
+        const mask = s.grammar ? await s.grammar.allowed() : undefined;
+        const pick = pickToken(row, s.sampling, s.rng, banned, mask);
+        if (s.grammar && !s.grammar.accept(pick.token))
+          throw new Error(`the grammar refused token ${pick.token}, which its own mask allowed`);
         let finish: "stop" | "length" | null = null;
         let text: string;
         if (eos.has(pick.token)) {
@@ -221,7 +232,7 @@ export async function generate(
           keep.push(b);
           s.next = pick.token;
         }
-      });
+      }
       if (keep.length === 0) break;
       // Finished samples leave the batch when what their rows would cost in the steps left (at most) is
       // worth a copy of the live rows' cache; until then they ride along, fed padding, their logits unread.
@@ -269,6 +280,7 @@ export async function generate(
       await new Promise<void>((resolve) => setImmediate(resolve));
     }
   } finally {
+    for (const s of all) s.grammar?.dispose();
     cleanup(() => {
       disposeCache(cache);
       if (!logits.isDisposed) logits.dispose();

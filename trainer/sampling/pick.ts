@@ -45,14 +45,28 @@ export interface Pick {
   logprob: number;
 }
 
-/** Chooses a token; `banned` ids are never chosen (e.g. padding). */
-export function pickToken(logits: Float32Array, p: SamplingParams, rng: Rng, banned?: ReadonlySet<number>): Pick {
+/** Whether token `t` is set in a bitmask (bit t&31 of word t>>5, xgrammar's layout). */
+export const maskHas = (mask: Int32Array, t: number): boolean => ((mask[t >>> 5]! >>> (t & 31)) & 1) === 1;
+
+/**
+ * Chooses a token; `banned` ids are never chosen (e.g. padding), and with `mask` (a grammar's bitmask) only
+ * the tokens it sets are. The log-probability stays the model's own over the whole vocabulary: what the RL
+ * loss recomputes from the policy, constrained or not.
+ */
+export function pickToken(
+  logits: Float32Array,
+  p: SamplingParams,
+  rng: Rng,
+  banned?: ReadonlySet<number>,
+  mask?: Int32Array,
+): Pick {
   const V = logits.length;
   const lse = logSumExp(logits);
-  const allowed = (i: number) => !banned?.has(i);
+  const allowed = (i: number) => !banned?.has(i) && (!mask || maskHas(mask, i));
   if (p.temperature <= 0) {
     let best = -1;
     for (let i = 0; i < V; i++) if (allowed(i) && (best < 0 || logits[i]! > logits[best]!)) best = i;
+    if (best < 0) throw new Error("no token is allowed at this step");
     return { token: best, logprob: logits[best]! - lse };
   }
   const inv = 1 / p.temperature;
@@ -60,7 +74,7 @@ export function pickToken(logits: Float32Array, p: SamplingParams, rng: Rng, ban
     // No truncation (the RL default): the same arithmetic, in the same order, as the general path below,
     // without building index and weight arrays over the vocabulary (49152 entries for SmolLM2, per sample
     // and step): the weights are recomputed instead of stored (Math.exp is deterministic).
-    const none = !banned || banned.size === 0;
+    const none = (!banned || banned.size === 0) && !mask;
     let max = Number.NEGATIVE_INFINITY;
     let last = -1;
     for (let i = 0; i < V; i++) {
@@ -71,6 +85,7 @@ export function pickToken(logits: Float32Array, p: SamplingParams, rng: Rng, ban
     }
     let total = 0;
     for (let i = 0; i < V; i++) if (none || allowed(i)) total += Math.exp(logits[i]! * inv - max);
+    if (last < 0) throw new Error("no token is allowed at this step");
     let r = rng.next() * total;
     let chosen = last;
     for (let i = 0; i < V; i++) {
@@ -85,6 +100,7 @@ export function pickToken(logits: Float32Array, p: SamplingParams, rng: Rng, ban
   }
   let idx: number[] = [];
   for (let i = 0; i < V; i++) if (allowed(i)) idx.push(i);
+  if (idx.length === 0) throw new Error("no token is allowed at this step");
   const truncate = (p.topK > 0 && p.topK < idx.length) || p.topP < 1;
   if (truncate) {
     idx.sort((a, b) => logits[b]! - logits[a]!);

@@ -2,7 +2,21 @@
  * OpenAI chat-completions requests: validation into what the sampler needs, and OpenAI's error envelope.
  * Pure functions.
  */
-import type { ChatMessage } from "../model/tokenizer.js";
+import {
+  checkJsonSchema,
+  parseResponseFormat,
+  ResponseFormatError,
+  type StructuredFormat,
+} from "../sampling/response-format.js";
+import {
+  type ConversationMessage,
+  parseToolCallList,
+  parseToolChoice,
+  parseTools,
+  type ToolChoice,
+  type ToolDef,
+  ToolsError,
+} from "../sampling/tools.js";
 
 export interface ApiErrorBody {
   error: { message: string; type: string; param: string | null; code: string | null };
@@ -25,7 +39,11 @@ export class ApiError extends Error {
 
 export interface ChatRequest {
   model: string;
-  messages: ChatMessage[];
+  messages: ConversationMessage[];
+  /** Structured outputs (`response_format` json_object / json_schema): decoding is constrained to it. */
+  responseFormat: StructuredFormat | null;
+  tools: ToolDef[];
+  toolChoice: ToolChoice;
   n: number;
   temperature: number;
   topP: number;
@@ -61,6 +79,8 @@ const KNOWN = new Set([
   "frequency_penalty",
   "response_format",
   "parallel_tool_calls",
+  "tools",
+  "tool_choice",
   "service_tier",
 ]);
 
@@ -118,39 +138,61 @@ export function parseChatRequest(body: unknown, servedModel: string): ChatReques
     throw bad("Missing required parameter: 'messages'.", "messages", "missing_required_parameter");
   if (msgs.length === 0)
     throw bad("Invalid 'messages': empty array. Expected an array with minimum length 1.", "messages", "empty_array");
-  const messages = msgs.map((m, i): ChatMessage => {
+  const fromTools = <T>(f: () => T): T => {
+    try {
+      return f();
+    } catch (e) {
+      if (e instanceof ToolsError || e instanceof ResponseFormatError)
+        throw bad(`Invalid '${e.path}': ${e.message.slice(e.path.length + 2)}`, e.path);
+      throw e;
+    }
+  };
+  const messages = msgs.map((m, i): ConversationMessage => {
     const r = m as Record<string, unknown>;
     const param = `messages[${i}]`;
     if (!r || typeof r !== "object") throw bad(`Invalid '${param}': expected an object.`, param);
     const role = r["role"];
-    if (!["system", "developer", "user", "assistant"].includes(role as string)) {
+    if (!["system", "developer", "user", "assistant", "tool"].includes(role as string)) {
       throw bad(
-        `Invalid value for '${param}.role': expected one of system, developer, user, assistant.`,
+        `Invalid value for '${param}.role': expected one of system, developer, user, assistant, tool.`,
         `${param}.role`,
       );
     }
-    if (r["tool_calls"] !== undefined)
+    const hasCalls = r["tool_calls"] !== undefined && r["tool_calls"] !== null;
+    if (hasCalls && role !== "assistant")
+      throw bad(`'${param}.tool_calls' is allowed on assistant messages only.`, `${param}.tool_calls`);
+    const calls = hasCalls ? fromTools(() => parseToolCallList(r["tool_calls"], `${param}.tool_calls`)) : [];
+    if (role === "tool" && typeof r["tool_call_id"] !== "string")
       throw bad(
-        `'${param}.tool_calls' is not supported by this model.`,
-        `${param}.tool_calls`,
-        "unsupported_parameter",
+        `Missing required parameter: '${param}.tool_call_id'.`,
+        `${param}.tool_call_id`,
+        "missing_required_parameter",
       );
     return {
       role: role === "developer" ? "system" : (role as string),
       content: messageContent(r["content"] ?? "", `${param}.content`),
+      ...(calls.length ? { tool_calls: calls } : {}),
+      ...(role === "tool" ? { tool_call_id: r["tool_call_id"] as string } : {}),
+      ...(typeof r["name"] === "string" ? { name: r["name"] } : {}),
     };
   });
+  const tools = fromTools(() => parseTools(b["tools"]));
+  const toolChoice = fromTools(() => parseToolChoice(b["tool_choice"], tools));
+  const responseFormat = fromTools(() => parseResponseFormat(b["response_format"]));
+  if (responseFormat && (toolChoice === "required" || typeof toolChoice === "object"))
+    throw bad("'response_format' cannot be combined with a forced tool call ('tool_choice').", "tool_choice");
+  if (toolChoice === "required" || typeof toolChoice === "object") {
+    // A forced call is decoded under its parameters' schema: it must be one the decoder enforces.
+    tools.forEach((t, i) => {
+      if (t.function.parameters && (toolChoice === "required" || toolChoice.name === t.function.name))
+        fromTools(() =>
+          checkJsonSchema(t.function.parameters, `tools[${i}].function.parameters`, t.function.strict ?? false),
+        );
+    });
+  }
   for (const p of ["presence_penalty", "frequency_penalty"]) {
     if (b[p] !== undefined && b[p] !== null && b[p] !== 0)
       throw bad(`'${p}' is not supported by this model (only 0).`, p, "unsupported_parameter");
-  }
-  const rf = b["response_format"] as { type?: unknown } | undefined;
-  if (rf !== undefined && rf !== null && rf.type !== "text") {
-    throw bad(
-      'Invalid \'response_format\': only {"type": "text"} is supported by this model.',
-      "response_format",
-      "unsupported_parameter",
-    );
   }
   let stop: string[] = [];
   const s = b["stop"];
@@ -180,6 +222,9 @@ export function parseChatRequest(body: unknown, servedModel: string): ChatReques
   return {
     model: b["model"],
     messages,
+    responseFormat,
+    tools,
+    toolChoice,
     n: intIn(b["n"], "n", 1, 128) ?? 1,
     temperature: numberIn(b["temperature"], "temperature", 0, 2, 1),
     topP: numberIn(b["top_p"], "top_p", 0, 1, 1),

@@ -8,7 +8,9 @@ import type { AddressInfo } from "node:net";
 import type { Logger } from "pino";
 import type { Model } from "../model/model.js";
 import { bytesToUnicode } from "../model/tokenizer.js";
-import type { Completion } from "../sampling/generate.js";
+import type { Completion, SampleRequest } from "../sampling/generate.js";
+import { type ConstraintFactory, formatConstraint, toolCallConstraint } from "../sampling/structured.js";
+import { parseToolCalls, renderChat, type ToolCall } from "../sampling/tools.js";
 import { Batcher } from "./batcher.js";
 import { ApiError, type ChatRequest, parseChatRequest } from "./chat-request.js";
 
@@ -125,7 +127,8 @@ export async function startServer(model: Model, opts: ServeOptions): Promise<Run
   async function chat(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const body = await readBody(req, opts.maxBodyBytes ?? 4 << 20);
     const r = parseChatRequest(body, opts.modelId);
-    const prompt = tok!.applyChatTemplate(r.messages, true);
+    const tools = r.toolChoice === "none" ? [] : r.tools;
+    const prompt = renderChat(tok!, r.messages, tools, true);
     // No token covers more of the prompt than the vocabulary's longest token: a prompt longer than the context
     // times that cannot fit, and is refused before the tokenizer spends time on it.
     if (prompt.length > model.config.maxContext * longestToken)
@@ -136,6 +139,29 @@ export async function startServer(model: Model, opts: ServeOptions): Promise<Run
         "context_length_exceeded",
       );
     const promptIds = tok!.encode(prompt);
+    // Structured outputs and forced tool calls: decoding is constrained to the format's grammar.
+    let constraint: ConstraintFactory | undefined;
+    try {
+      if (r.responseFormat) constraint = await formatConstraint(model, r.responseFormat);
+      else if (r.toolChoice === "required" || typeof r.toolChoice === "object")
+        constraint = await toolCallConstraint(model, tools, r.toolChoice);
+    } catch (e) {
+      throw new ApiError(400, (e as Error).message, r.responseFormat ? "response_format" : "tools", "invalid_value");
+    }
+    const message = (c: Completion) => {
+      const { content, toolCalls } = tools.length
+        ? parseToolCalls(c.text, tools, () => `call_${randomBytes(12).toString("hex")}`)
+        : { content: c.text, toolCalls: [] as ToolCall[] };
+      return {
+        message: {
+          role: "assistant" as const,
+          content,
+          refusal: null,
+          ...(toolCalls.length ? { tool_calls: toolCalls } : {}),
+        },
+        finish_reason: toolCalls.length && c.finishReason === "stop" ? "tool_calls" : c.finishReason,
+      };
+    };
     const room = model.config.maxContext - promptIds.length - 1;
     if (room < 1) {
       throw new ApiError(
@@ -153,7 +179,7 @@ export async function startServer(model: Model, opts: ServeOptions): Promise<Run
     });
     const id = `chatcmpl-${randomBytes(12).toString("hex")}`;
     const now = Math.floor(Date.now() / 1000);
-    const samples = Array.from({ length: r.n }, (_, i) => ({
+    const samples = Array.from({ length: r.n }, (_, i): SampleRequest => ({
       promptIds,
       maxTokens,
       stop: r.stop,
@@ -161,6 +187,7 @@ export async function startServer(model: Model, opts: ServeOptions): Promise<Run
       ...(r.seed !== null && { seed: (r.seed + i) >>> 0 }),
       topLogprobs: r.logprobs ? Math.max(r.topLogprobs, 0) : 0,
       signal: hangup.signal,
+      ...(constraint ? { constraint } : {}),
     }));
     const usage = (cs: Completion[]) => {
       const completion = cs.reduce((a, c) => a + c.tokens.length, 0);
@@ -180,12 +207,10 @@ export async function startServer(model: Model, opts: ServeOptions): Promise<Run
         created: now,
         model: opts.modelId,
         system_fingerprint: "rft-serve",
-        choices: cs.map((c, index) => ({
-          index,
-          message: { role: "assistant", content: c.text, refusal: null },
-          logprobs: logprobsOf(c, r),
-          finish_reason: c.finishReason,
-        })),
+        choices: cs.map((c, index) => {
+          const m = message(c);
+          return { index, message: m.message, logprobs: logprobsOf(c, r), finish_reason: m.finish_reason };
+        }),
         usage: usage(cs),
       });
       return;
@@ -202,10 +227,20 @@ export async function startServer(model: Model, opts: ServeOptions): Promise<Run
       samples.map((s, index) =>
         batcher
           .submit(s, (text) => {
-            if (text) chunk([{ index, delta: { content: text }, logprobs: null, finish_reason: null }]);
+            // With tools, text is held until the end: it may turn out to be a tool call.
+            if (text && !tools.length)
+              chunk([{ index, delta: { content: text }, logprobs: null, finish_reason: null }]);
           })
           .then((c) => {
-            chunk([{ index, delta: {}, logprobs: logprobsOf(c, r), finish_reason: c.finishReason }]);
+            const { message: m, finish_reason } = message(c);
+            if (tools.length) {
+              if (m.content) chunk([{ index, delta: { content: m.content }, logprobs: null, finish_reason: null }]);
+              if (m.tool_calls) {
+                const deltas = m.tool_calls.map((t, k) => ({ index: k, ...t }));
+                chunk([{ index, delta: { tool_calls: deltas }, logprobs: null, finish_reason: null }]);
+              }
+            }
+            chunk([{ index, delta: {}, logprobs: logprobsOf(c, r), finish_reason }]);
             return c;
           }),
       ),

@@ -5,21 +5,30 @@
  */
 import type { SftRow } from "../data/dataset.js";
 import type { Model } from "../model/model.js";
-import type { ChatMessage, ChatTokenizer } from "../model/tokenizer.js";
+import type { ChatTokenizer } from "../model/tokenizer.js";
 import { Adam, evalLoss, lossAndGrads, makeBatch } from "../model/train-step.js";
 import { Rng } from "../sampling/pick.js";
+import {
+  type ConversationMessage,
+  parseToolCallList,
+  parseTools,
+  renderChat,
+  type ToolDef,
+} from "../sampling/tools.js";
 
 export class SftDataError extends Error {
   override name = "SftDataError";
 }
 
-export interface SftMessage extends ChatMessage {
+export interface SftMessage extends ConversationMessage {
   /** 0 excludes an assistant message from the loss (OpenAI's per-message weight). */
   weight?: 0 | 1;
 }
 
 export interface SftExample {
   messages: SftMessage[];
+  /** Function definitions the conversation may call (rendered by the chat template). */
+  tools?: ToolDef[];
 }
 
 function contentText(v: unknown, where: string): string {
@@ -37,20 +46,25 @@ function contentText(v: unknown, where: string): string {
 
 /**
  * A validated dataset row (trainer/data/dataset.ts) as an SFT example: developer turns render as system
- * turns; tool calls are not trained on yet and are refused with the row's line.
+ * turns; assistant tool calls and tool results go through the chat template (trainer/sampling/tools.ts), so
+ * function calling is trained like any other assistant output.
  */
 export function toSftExample(row: SftRow, file = "dataset"): SftExample {
+  const tools = parseTools(row.tools, `${file}:${row.line}: tools`);
   return {
     messages: row.messages.map((m, j) => {
       const where = `${file}:${row.line}: messages[${j}]`;
-      if (m.role === "tool" || m.tool_calls !== undefined)
-        throw new SftDataError(`${where}: tool calls are not supported in SFT`);
+      const calls = m.tool_calls !== undefined ? parseToolCallList(m.tool_calls, `${where}.tool_calls`) : [];
       return {
         role: m.role === "developer" ? "system" : m.role,
-        content: contentText(m.content, where),
+        content: m.content === null && calls.length ? null : contentText(m.content, where),
+        ...(calls.length ? { tool_calls: calls } : {}),
+        ...(m.tool_call_id !== undefined ? { tool_call_id: m.tool_call_id } : {}),
+        ...(m.name !== undefined ? { name: m.name } : {}),
         ...(m.weight !== undefined ? { weight: m.weight } : {}),
       };
     }),
+    ...(tools.length ? { tools } : {}),
   };
 }
 
@@ -68,13 +82,16 @@ const same = (a: number[], b: number[]) => a.length <= b.length && a.every((x, i
  * render(messages[..i+1]).
  */
 export function tokenizeExample(tok: ChatTokenizer, ex: SftExample, maxLength: number): TokenizedExample {
-  const msgs = ex.messages.map(({ role, content }) => ({ role, content }));
-  const ids = tok.encode(tok.applyChatTemplate(msgs, false));
+  const msgs = ex.messages.map(({ weight: _, ...m }) => m);
+  const tools = ex.tools ?? [];
+  const render = (upto: number, generationPrompt: boolean) =>
+    tok.encode(renderChat(tok, msgs.slice(0, upto), tools, generationPrompt));
+  const ids = render(msgs.length, false);
   const mask = new Array<number>(ids.length).fill(0);
   ex.messages.forEach((m, i) => {
     if (m.role !== "assistant" || m.weight === 0) return;
-    const before = tok.encode(tok.applyChatTemplate(msgs.slice(0, i), true));
-    const upto = tok.encode(tok.applyChatTemplate(msgs.slice(0, i + 1), false));
+    const before = render(i, true);
+    const upto = render(i + 1, false);
     if (!same(before, upto) || !same(upto, ids)) {
       throw new SftDataError(
         "the chat template does not render conversations as prefixes of each other; cannot find assistant tokens",

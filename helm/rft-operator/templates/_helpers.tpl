@@ -111,3 +111,9 @@ nats://{{ $n }}.{{ .Release.Namespace }}.svc:{{ .Values.nats.clientPort }}
 {{/* The admission webhook's Service and its kubernetes.io/tls Secret. */}}
 {{- define "rft.webhookServiceName" -}}{{ include "rft.fullname" . }}-operator-webhook{{- end -}}
 {{- define "rft.webhookSecretName" -}}{{ include "rft.fullname" . }}-operator-webhook-tls{{- end -}}
+
+{{/* Our NATS speaks TLS on its client port (nats.tls.enabled, with our NATS only). */}}
+{{- define "rft.natsTls" -}}
+{{- if and .Values.nats.enabled .Values.nats.tls.enabled -}}true{{- end -}}
+{{- end -}}
+{{- define "rft.natsTlsSecretName" -}}{{ include "rft.fullname" . }}-nats-tls{{- end -}}
