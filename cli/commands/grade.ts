@@ -2,9 +2,13 @@
 import { existsSync, readFileSync } from "node:fs";
 import type { Command } from "commander";
 import { dirname, resolve } from "node:path";
-import { EndpointConfigError, judgeEndpoints, type ModelEndpoint } from "../../grader-sidecar/src/model-client.js";
 import { GraderEngine, GraderValidationError } from "../../grader-sidecar/src/engine.js";
-import { endpointFromEnv } from "../../grader-sidecar/src/model-client.js";
+import {
+  EndpointConfigError,
+  endpointFromEnv,
+  judgeEndpoints,
+  type ModelEndpoint,
+} from "../../grader-sidecar/src/model-client.js";
 import { parseToolCallList, type ToolCall, ToolsError } from "../../trainer/sampling/tools.js";
 
 class UsageError extends Error {}
