@@ -217,6 +217,26 @@ function resources(r: { requests?: Record<string, unknown>; limits?: Record<stri
   return { ...(r.requests ? { requests: q(r.requests) } : {}), ...(r.limits ? { limits: q(r.limits) } : {}) };
 }
 
+/**
+ * The grader sidecar's judge endpoints: spec.graderEndpoints as RFT_GRADER_ENDPOINTS JSON, each Secret key in
+ * an env var of its own (secretKeyRef), named by the endpoint's apiKey.env. The key never enters the JSON, the
+ * ConfigMap or the pod spec; env/file keys (for `rft run`) are not carried (the CRD requires a secretRef
+ * beside them).
+ */
+export function graderEndpointsEnv(spec: FineTuneJobSpec): K8sObject[] {
+  const eps = spec.graderEndpoints;
+  if (!eps?.length) return [];
+  const keys: K8sObject[] = [];
+  const json = eps.map((e, i) => {
+    const { apiKey, ...rest } = e;
+    if (!apiKey?.secretRef) return rest;
+    const name = `RFT_GRADER_ENDPOINT_${i}_API_KEY`;
+    keys.push({ name, valueFrom: { secretKeyRef: { name: apiKey.secretRef.name, key: apiKey.secretRef.key } } });
+    return { ...rest, apiKey: { env: name } };
+  });
+  return [{ name: "RFT_GRADER_ENDPOINTS", value: JSON.stringify(json) }, ...keys];
+}
+
 export function configHash(job: FineTuneJobObject): string {
   return createHash("sha256")
     .update(JSON.stringify(resolvedConfig(job)))
@@ -301,6 +321,7 @@ export function desiredTrainerJob(job: FineTuneJobObject, attempt: number, s: Op
       String(GRADER_MONITOR_PORT),
       ...(spec.grader?.concurrency ? ["--concurrency", String(spec.grader.concurrency)] : []),
     ],
+    ...(spec.graderEndpoints?.length ? { env: graderEndpointsEnv(spec) } : {}),
     ports: [{ name: "grader-metrics", containerPort: GRADER_MONITOR_PORT }],
     // The monitoring port answers once gRPC is bound (the service starts it last).
     startupProbe: {

@@ -172,6 +172,63 @@ export const Governance = T.Object(
   { additionalProperties: false },
 );
 
+/**
+ * Where model graders (score_model, label_model) find their judge: an OpenAI-compatible chat-completions
+ * endpoint per grader `model` name. The grader JSON stays OpenAI's (it names only a `model`); the endpoint, its
+ * key and its limits are the job's, so user graders run unchanged and cannot point the service at a host.
+ */
+export const GraderEndpoint = T.Object(
+  {
+    models: T.Optional(
+      T.Array(T.String({ minLength: 1, maxLength: 256 }), {
+        minItems: 1,
+        maxItems: 64,
+        description: "grader `model` names served here; absent: every model no other endpoint names",
+      }),
+    ),
+    baseUrl: T.String({
+      minLength: 1,
+      maxLength: 2048,
+      pattern: "^https?://",
+      description: "OpenAI-compatible base URL, e.g. https://api.openai.com/v1 or http://judge:8000/v1",
+    }),
+    servedModel: T.Optional(
+      T.String({ minLength: 1, maxLength: 256, description: "model name sent instead of the grader's `model`" }),
+    ),
+    apiKey: T.Optional(
+      T.Object(
+        {
+          secretRef: T.Optional(
+            T.Object(
+              { name: T.String({ maxLength: 253 }), key: T.String({ maxLength: 253 }) },
+              { additionalProperties: false, description: "cluster: a Secret in the job's namespace" },
+            ),
+          ),
+          env: T.Optional(
+            T.String({ minLength: 1, maxLength: 256, description: "`rft run`: an environment variable" }),
+          ),
+          file: T.Optional(
+            T.String({ minLength: 1, maxLength: 1024, description: "`rft run`: a file (relative to the manifest)" }),
+          ),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+    maxConcurrency: T.Optional(T.Integer({ minimum: 1, maximum: 1024, description: "requests in flight (default 8)" })),
+    timeoutSeconds: T.Optional(
+      T.Number({ exclusiveMinimum: 0, maximum: 3600, description: "per request (default 60)" }),
+    ),
+    maxRetries: T.Optional(T.Integer({ minimum: 0, maximum: 10, description: "on 429, 5xx, timeouts (default 3)" })),
+    structuredOutputs: T.Optional(
+      T.Boolean({
+        description: "send OpenAI's json_schema response_format (default true; false for servers without it)",
+      }),
+    ),
+  },
+  { additionalProperties: false },
+);
+export type GraderEndpoint = Static<typeof GraderEndpoint>;
+
 const Resources = T.Object(
   {
     requests: T.Optional(T.Record(T.String(), T.Union([T.String({ maxLength: 64 }), T.Number()]))),
@@ -190,6 +247,7 @@ export const FineTuneJobSpec = T.Object(
     metadata: T.Optional(T.Record(T.String({ maxLength: 64 }), T.String({ maxLength: 512 }), { maxProperties: 16 })),
     method: Method,
     governance: T.Optional(Governance),
+    graderEndpoints: T.Optional(T.Array(GraderEndpoint, { maxItems: 16 })),
     // Kubernetes-only (ignored by `rft run`).
     replicas: T.Optional(T.Integer({ minimum: 1, maximum: 256 })),
     trainer: T.Optional(

@@ -53,33 +53,42 @@ export const TextSimilarityGrader = T.Object(
   { additionalProperties: false },
 );
 
-const ContentItem = T.Union([
+const ContentItemBranches = T.Union([
   T.Object({ type: T.Literal("input_text"), text: Template }, { additionalProperties: false }),
   T.Object({ type: T.Literal("output_text"), text: Template }, { additionalProperties: false }),
   T.Object(
     {
       type: T.Literal("input_image"),
-      image_url: T.Optional(Template),
-      file_id: T.Optional(T.String()),
-      detail: T.Optional(StringEnum(["high", "low", "auto"] as const)),
+      // OpenAI's examples write the one not used as null ("file_id": null).
+      image_url: T.Optional(T.Union([Template, T.Null()])),
+      file_id: T.Optional(T.Union([T.String({ maxLength: 256 }), T.Null()])),
+      detail: T.Optional(T.Union([StringEnum(["high", "low", "auto"] as const), T.Null()])),
     },
     { additionalProperties: false },
   ),
   T.Object(
     {
       type: T.Literal("input_audio"),
-      input_audio: T.Object({ data: T.String(), format: T.String() }, { additionalProperties: false }),
+      input_audio: T.Object({ data: Template, format: T.String() }, { additionalProperties: false }),
     },
     { additionalProperties: false },
   ),
 ]);
+/** Validation errors come from the branch the item's `type` names (Ajv's discriminator), not from every branch. */
+const ContentItemObject = T.Unsafe<Static<typeof ContentItemBranches>>({
+  type: "object",
+  oneOf: ContentItemBranches.anyOf,
+  discriminator: { propertyName: "type" },
+});
+/** A content item: an object, or (in an array) a bare string, which is input_text. */
+const ContentItem = T.Union([Template, ContentItemObject]);
 export type ContentItem = Static<typeof ContentItem>;
 
 export const EvalMessage = T.Object(
   {
     role: StringEnum(["user", "assistant", "system", "developer"] as const),
     type: T.Optional(T.Literal("message")),
-    content: T.Union([Template, ContentItem, T.Array(ContentItem, { maxItems: 64 })]),
+    content: T.Union([Template, ContentItemObject, T.Array(ContentItem, { maxItems: 64 })]),
   },
   { additionalProperties: false },
 );
@@ -234,6 +243,22 @@ export interface RunGraderResponse {
   };
   sub_rewards: Record<string, number>;
   model_grader_token_usage_per_model: Record<string, TokenUsage>;
+  /**
+   * Not OpenAI's (clients ignore it): for multi, each sub-grader's own type, error flags, latency and judge
+   * usage, which the per-step metrics report per sub-grader as OpenAI's events do.
+   */
+  sub_graders?: Record<string, SubGraderMetadata>;
+  /** Not OpenAI's: for a grader with `pass_threshold` (an evals field), whether reward ≥ pass_threshold. */
+  passed?: boolean;
+}
+
+export interface SubGraderMetadata {
+  type: SubGrader["type"];
+  errors: Partial<GraderErrors>;
+  execution_time: number;
+  model_grader_token_usage_per_model: Record<string, TokenUsage>;
+  /** For a sub-grader with `pass_threshold`: whether its reward reached it. */
+  passed?: boolean;
 }
 
 /** The `sample` namespace a grader sees (OpenAI's names). */

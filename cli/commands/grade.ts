@@ -1,8 +1,14 @@
 /** `rft grade`: run one grader on one sample, in process, and print OpenAI's RunGraderResponse. */
 import { existsSync, readFileSync } from "node:fs";
 import type { Command } from "commander";
+import { dirname, resolve } from "node:path";
 import { GraderEngine, GraderValidationError } from "../../grader-sidecar/src/engine.js";
-import { endpointFromEnv } from "../../grader-sidecar/src/model-client.js";
+import {
+  EndpointConfigError,
+  endpointFromEnv,
+  judgeEndpoints,
+  type ModelEndpoint,
+} from "../../grader-sidecar/src/model-client.js";
 import { parseToolCallList, type ToolCall, ToolsError } from "../../trainer/sampling/tools.js";
 
 class UsageError extends Error {}
@@ -55,11 +61,21 @@ export function register(program: Command) {
       "--model-base-url <url>",
       "OpenAI-compatible endpoint for score_model/label_model (env RFT_GRADER_BASE_URL)",
     )
+    .option("--model-api-key-file <file>", "file holding that endpoint's API key (env RFT_GRADER_API_KEY_FILE)")
+    .option(
+      "--endpoints <file|json>",
+      "judge endpoints by model, as spec.graderEndpoints (a JSON array; env RFT_GRADER_ENDPOINTS)",
+    )
     .action(async (o) => {
-      const engine = new GraderEngine({
-        model: endpointFromEnv("RFT_GRADER", { baseUrl: o.modelBaseUrl }),
-        python: { size: 1 },
-      });
+      let engine: GraderEngine;
+      try {
+        engine = new GraderEngine({ models: judgesArg(o), python: { size: 1 } });
+      } catch (err) {
+        if (!(err instanceof UsageError || err instanceof EndpointConfigError)) throw err;
+        process.stderr.write(`rft grade: ${err.message}\n`);
+        process.exitCode = 2;
+        return;
+      }
       try {
         const grader = jsonArg(o.grader, "--grader");
         const item = jsonArg(o.item, "--item");
@@ -78,4 +94,18 @@ export function register(program: Command) {
         await engine.close();
       }
     });
+}
+
+/** The judge endpoints: --endpoints (a file's relative key files resolve beside it), else RFT_GRADER_ENDPOINTS, then
+ * the single --model-base-url / RFT_GRADER_BASE_URL endpoint as the default. */
+function judgesArg(o: { endpoints?: string; modelBaseUrl?: string; modelApiKeyFile?: string }): ModelEndpoint[] {
+  const fallback = endpointFromEnv("RFT_GRADER", { baseUrl: o.modelBaseUrl, apiKeyFile: o.modelApiKeyFile });
+  if (o.endpoints === undefined) return judgeEndpoints({ fallback });
+  const inline = /^\s*[[{]/.test(o.endpoints);
+  return judgeEndpoints({
+    specs: jsonArg(o.endpoints, "--endpoints"),
+    where: "--endpoints",
+    ...(inline ? {} : { baseDir: dirname(resolve(o.endpoints)) }),
+    fallback,
+  });
 }

@@ -1,7 +1,7 @@
 /** `rft grader`: run the grader service (the trainer's sidecar; also the OpenAI-compatible grader API). */
 import { readFileSync } from "node:fs";
 import type { Command } from "commander";
-import { endpointFromEnv } from "../../grader-sidecar/src/model-client.js";
+import { EndpointConfigError, endpointFromEnv, judgeEndpoints } from "../../grader-sidecar/src/model-client.js";
 import { startGraderService } from "../../grader-sidecar/src/server.js";
 
 const int = (v: string) => {
@@ -78,12 +78,24 @@ export function register(program: Command) {
       "OpenAI-compatible endpoint for score_model/label_model (env RFT_GRADER_BASE_URL)",
     )
     .option("--model-api-key-file <file>", "file holding that endpoint's API key (env RFT_GRADER_API_KEY_FILE)")
+    // Judge endpoints by model: env RFT_GRADER_ENDPOINTS, spec.graderEndpoints as JSON (the operator sets it,
+    // with each Secret's key in the env var its apiKey.env names).
     .option("--embeddings-base-url <url>", "endpoint for text_similarity cosine (env RFT_GRADER_EMBEDDINGS_BASE_URL)")
     .option("--embeddings-model <model>", "embeddings model for cosine", "text-embedding-3-large")
     .option("--api-key-file <file>", "require this bearer token on the HTTP API (env RFT_GRADER_SERVER_API_KEY_FILE)")
     .action(async (o) => {
       const keyFile = o.apiKeyFile ?? process.env.RFT_GRADER_SERVER_API_KEY_FILE;
       const embeddings = endpointFromEnv("RFT_GRADER_EMBEDDINGS", { baseUrl: o.embeddingsBaseUrl });
+      let judges;
+      try {
+        judges = judgeEndpoints({
+          fallback: endpointFromEnv("RFT_GRADER", { baseUrl: o.modelBaseUrl, apiKeyFile: o.modelApiKeyFile }),
+        });
+      } catch (err) {
+        if (!(err instanceof EndpointConfigError)) throw err;
+        process.stderr.write(`rft grader: ${err.message}\n`);
+        process.exit(2);
+      }
       const svc = await startGraderService({
         host: o.host,
         grpcPort: o.grpcPort,
@@ -95,7 +107,7 @@ export function register(program: Command) {
         maxGraderNames: o.metricsMaxGraderNames,
         apiKey: keyFile ? readFileSync(keyFile, "utf8").trim() : undefined,
         engine: {
-          model: endpointFromEnv("RFT_GRADER", { baseUrl: o.modelBaseUrl, apiKeyFile: o.modelApiKeyFile }),
+          models: judges,
           embeddings: embeddings && { endpoint: embeddings, model: o.embeddingsModel },
           python: { size: o.pythonWorkers, timeoutMs: o.pythonTimeoutMs, memoryBytes: o.pythonMemoryMb * 1024 * 1024 },
           gradeTimeoutMs: o.pythonTimeoutMs + 30_000,

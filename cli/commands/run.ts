@@ -19,6 +19,7 @@ import { ModelDirError } from "../../trainer/model/hf-io.js";
 import { AdapterDirError, LoraConfigError } from "../../trainer/model/lora.js";
 import type { RftControl } from "../../trainer/rl/loop.js";
 import { TrainerMetrics } from "../../trainer/rl/prom.js";
+import { EndpointConfigError } from "../../grader-sidecar/src/model-client.js";
 import { CollectiveError } from "../../trainer/collective/collective.js";
 import { CheckpointError, OutputWriteError } from "../../trainer/checkpoint/store.js";
 import { GovernanceError } from "../../trainer/governance/ledger.js";
@@ -308,6 +309,10 @@ export function register(program: Command) {
           // the last checkpoint.
           process.stderr.write(`rft run: ${err.message}\n`);
           process.exitCode = 1;
+        } else if (err instanceof EndpointConfigError) {
+          // spec.graderEndpoints that cannot be used here (a key not set): fix the manifest or the environment.
+          process.stderr.write(`rft run: ${err.message}\n`);
+          process.exitCode = 2;
         } else throw err;
       } finally {
         server?.close();

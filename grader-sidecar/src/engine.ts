@@ -8,6 +8,7 @@ import {
   REWARD_ABS_MAX,
   type RunGraderResponse,
   type Sample,
+  type SubGraderMetadata,
   type TokenUsage,
 } from "../../proto/graders.js";
 import { evaluateFormula } from "./formula.js";
@@ -33,8 +34,10 @@ export type { Compiled } from "./validate.js";
 export { GraderValidationError } from "./validate.js";
 
 export interface GraderEngineOptions {
-  /** Chat-completions endpoint for score_model / label_model. */
+  /** Chat-completions endpoint for score_model / label_model (every model; `models` routes by model name). */
   model?: ModelEndpoint;
+  /** Judge endpoints by grader `model` (model-client.ts judgeEndpoints); when set, `model` is not used. */
+  models?: ModelEndpoint[];
   /** Embeddings endpoint (enables text_similarity `cosine`). */
   embeddings?: { endpoint: ModelEndpoint; model?: string };
   /** Python sandbox settings (the pool starts on the first python grader). */
@@ -159,7 +162,7 @@ export class GraderEngine {
       sample,
     };
     let outcome: Outcome;
-    if (parseError) outcome = fail({ sample_parse_error: true });
+    if (parseError) outcome = parseFailure(compiled);
     else {
       const work = compiled.type === "multi" ? this.gradeMulti(compiled, scope) : this.gradeOne(compiled, scope);
       // Local graders finish in microseconds; only graders that wait on a process or a network get a deadline.
@@ -182,6 +185,10 @@ export class GraderEngine {
 
   async close(): Promise<void> {
     await this.sandbox?.close();
+  }
+
+  private judges(): readonly ModelEndpoint[] {
+    return this.opts.models ?? (this.opts.model ? [this.opts.model] : []);
   }
 
   private async withDeadline(p: Promise<Outcome>): Promise<Outcome> {
@@ -212,9 +219,9 @@ export class GraderEngine {
           );
         }
         case "score_model":
-          return await gradeScoreModel(g, scope, this.opts.model);
+          return await gradeScoreModel(g, scope, this.judges());
         case "label_model":
-          return await gradeLabelModel(g, scope, this.opts.model);
+          return await gradeLabelModel(g, scope, this.judges());
         case "python":
           return await gradePython(g, scope, await this.python());
       }
@@ -227,7 +234,16 @@ export class GraderEngine {
 
   private async gradeMulti(g: Extract<Compiled, { type: "multi" }>, scope: GradeScope): Promise<Outcome> {
     const names = Object.keys(g.graders);
-    const outcomes = await Promise.all(names.map((n) => this.gradeOne(g.graders[n]!, scope)));
+    const seconds: number[] = [];
+    const outcomes = await Promise.all(
+      names.map(async (n, i) => {
+        const t0 = performance.now();
+        const o = await this.gradeOne(g.graders[n]!, scope);
+        seconds[i] = (performance.now() - t0) / 1000;
+        return o;
+      }),
+    );
+    const subGraders: Record<string, SubGraderMetadata> = {};
     const subRewards: Record<string, number> = {};
     const errors: Partial<GraderErrors> = {};
     const usage: Record<string, TokenUsage> = {};
@@ -241,14 +257,57 @@ export class GraderEngine {
       }
       for (const [m, u] of Object.entries(o.usage ?? {})) addUsage(usage, m, u);
       sampledModel ??= o.sampledModel ?? null;
+      const threshold = passThreshold(g.graders[n]!);
+      subGraders[n] = {
+        type: g.graders[n]!.type,
+        errors: setFlags(o.errors),
+        execution_time: seconds[i]!,
+        model_grader_token_usage_per_model: o.usage ?? {},
+        ...(threshold !== undefined ? { passed: o.reward >= threshold } : {}),
+      };
     });
     let reward = evaluateFormula(g.formula, subRewards);
     if (!Number.isFinite(reward) || Math.abs(reward) > REWARD_ABS_MAX) {
       errors.formula_parse_error = true;
       reward = 0;
     }
-    return { reward, errors, subRewards, scores: { ...subRewards }, usage, sampledModel };
+    return { reward, errors, subRewards, scores: { ...subRewards }, usage, sampledModel, subGraders };
   }
+}
+
+/** A grader's `pass_threshold` (text_similarity, score_model, python: OpenAI's evals field), if it has one. */
+function passThreshold(g: Compiled): number | undefined {
+  const t = (g.config as { pass_threshold?: unknown }).pass_threshold;
+  return typeof t === "number" ? t : undefined;
+}
+
+/** The flags of an outcome that are set (a sub-grader's errors, kept small). */
+function setFlags(e: Partial<GraderErrors>): Partial<GraderErrors> {
+  return Object.fromEntries(Object.entries(e).filter(([, v]) => v !== false && v !== null && v !== undefined));
+}
+
+/**
+ * A sample that had to be JSON and is not: reward 0, and for multi every sub-grader 0 with the same flag, so a
+ * step where every sample fails to parse still reports each sub-grader (at 0) rather than dropping it.
+ */
+function parseFailure(g: Compiled): Outcome {
+  const errors = { sample_parse_error: true };
+  if (g.type !== "multi") return fail(errors);
+  const names = Object.keys(g.graders);
+  const subRewards = Object.fromEntries(names.map((n) => [n, 0]));
+  const subGraders = Object.fromEntries(
+    names.map((n) => [
+      n,
+      {
+        type: g.graders[n]!.type,
+        errors,
+        execution_time: 0,
+        model_grader_token_usage_per_model: {},
+        ...(passThreshold(g.graders[n]!) !== undefined ? { passed: 0 >= passThreshold(g.graders[n]!)! } : {}),
+      },
+    ]),
+  );
+  return fail(errors, { subRewards, scores: { ...subRewards }, subGraders });
 }
 
 /**
@@ -271,6 +330,7 @@ function boundReward(g: Compiled, o: Outcome): Outcome {
 function toResponse(g: Compiled, o: Outcome, seconds: number): RunGraderResponse {
   const usage = o.usage ?? {};
   const models = Object.keys(usage);
+  const threshold = passThreshold(g);
   let total: TokenUsage | null = null;
   if (models.length > 0) {
     const sum: Record<string, TokenUsage> = {};
@@ -290,6 +350,8 @@ function toResponse(g: Compiled, o: Outcome, seconds: number): RunGraderResponse
     },
     sub_rewards: o.subRewards ?? {},
     model_grader_token_usage_per_model: usage,
+    ...(o.subGraders ? { sub_graders: o.subGraders } : {}),
+    ...(threshold !== undefined ? { passed: o.reward >= threshold } : {}),
   };
 }
 

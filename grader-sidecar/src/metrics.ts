@@ -48,6 +48,14 @@ export class GraderMetrics {
     help: "Grader configs rejected by validation.",
     registers: [this.registry],
   });
+  readonly modelTokens = new Counter({
+    name: "rft_grader_model_tokens_total",
+    help: "Judge tokens of model graders (score_model, label_model, cosine embeddings), by judge model and kind.",
+    labelNames: ["model", "kind"],
+    registers: [this.registry],
+  });
+  /** Judge model names with their own label value (the first maxGraderNames; they come from the judge's answer). */
+  private readonly models = new Set<string>();
   readonly inFlight = new Gauge({
     name: "rft_grader_in_flight",
     help: "Samples being graded now.",
@@ -74,5 +82,19 @@ export class GraderMetrics {
     this.duration.observe(labels, res.metadata.execution_time);
     this.rewards.observe(labels, res.reward);
     for (const error of errorFlagsSet(res)) this.errors.inc({ ...labels, error });
+    for (const [name, u] of Object.entries(res.model_grader_token_usage_per_model)) {
+      const model = this.modelLabel(name);
+      if (u.prompt_tokens) this.modelTokens.inc({ model, kind: "prompt" }, u.prompt_tokens);
+      if (u.completion_tokens) this.modelTokens.inc({ model, kind: "completion" }, u.completion_tokens);
+      if (u.cached_tokens) this.modelTokens.inc({ model, kind: "cached" }, u.cached_tokens);
+    }
   };
+
+  private modelLabel(name: string): string {
+    const cut = name.slice(0, GRADER_NAME_LABEL_MAX);
+    if (this.models.has(cut)) return cut;
+    if (this.models.size >= this.maxGraderNames) return OTHER_GRADER_NAME;
+    this.models.add(cut);
+    return cut;
+  }
 }

@@ -6,6 +6,7 @@
  */
 import { Ajv, type ErrorObject, type ValidateFunction } from "ajv";
 import {
+  type ContentItem,
   GRADER_SCHEMAS,
   type Grader,
   type GraderType,
@@ -34,7 +35,14 @@ export class GraderValidationError extends Error {
   }
 }
 
-export type CompiledMessage = { role: string; content: Template | { type: string; text?: Template; raw: unknown }[] };
+export type CompiledContent = {
+  type: string;
+  text?: Template;
+  imageUrl?: Template;
+  audioData?: Template;
+  raw: unknown;
+};
+export type CompiledMessage = { role: string; content: Template | CompiledContent[] };
 
 export type Compiled =
   | { type: "string_check"; config: StringCheckGrader; input: Template; reference: Template }
@@ -52,7 +60,7 @@ export interface ValidateOptions {
   cosineAvailable?: boolean;
 }
 
-const ajv = new Ajv({ allErrors: true, strict: false });
+const ajv = new Ajv({ allErrors: true, strict: false, discriminator: true });
 const validators = new Map<string, ValidateFunction>(
   Object.entries(GRADER_SCHEMAS).map(([type, schema]) => [type, ajv.compile(schema)]),
 );
@@ -68,6 +76,11 @@ function formatAjvError(e: ErrorObject, base: string): GraderValidationError {
       return new GraderValidationError(`must be one of ${(e.params.allowedValues as string[]).join(", ")}`, path);
     case "const":
       return new GraderValidationError(`must be ${JSON.stringify(e.params.allowedValue)}`, path);
+    case "discriminator":
+      return new GraderValidationError(
+        `type must be one of input_text, output_text, input_image, input_audio (got ${JSON.stringify(e.params.tagValue)})`,
+        path,
+      );
     case "anyOf":
       return new GraderValidationError("has the wrong shape (see the grader reference for the accepted forms)", path);
     default:
@@ -95,15 +108,29 @@ function messages(input: ScoreModelGrader["input"], param: string): CompiledMess
     const p = `${param}.input[${i}].content`;
     if (typeof m.content === "string") return { role: m.role, content: template(m.content, p) };
     const items = Array.isArray(m.content) ? m.content : [m.content];
-    return {
-      role: m.role,
-      content: items.map((c, j) => ({
-        type: c.type,
-        text: "text" in c ? template(c.text, `${p}[${j}].text`) : undefined,
-        raw: c,
-      })),
-    };
+    return { role: m.role, content: items.map((c, j) => contentItem(c, `${p}[${j}]`)) };
   });
+}
+
+/** One content item, its templates parsed: text, an image's URL, audio's data (OpenAI renders them all). */
+function contentItem(c: ContentItem, p: string): CompiledContent {
+  // A bare string in a content array is text, as OpenAI's input_text.
+  if (typeof c === "string") return { type: "input_text", text: template(c, p), raw: { type: "input_text", text: c } };
+  switch (c.type) {
+    case "input_text":
+    case "output_text":
+      return { type: c.type, text: template(c.text, `${p}.text`), raw: c };
+    case "input_image":
+      if (typeof c.image_url !== "string") {
+        const why = c.file_id
+          ? "file_id names a file of OpenAI's Files API, which this service does not have: give image_url (an https: or data: URL, or a template such as {{ item.image_url }})"
+          : "needs image_url (an https: or data: URL, or a template such as {{ item.image_url }})";
+        throw new GraderValidationError(why, `${p}.image_url`);
+      }
+      return { type: c.type, imageUrl: template(c.image_url, `${p}.image_url`), raw: c };
+    case "input_audio":
+      return { type: c.type, audioData: template(c.input_audio.data, `${p}.input_audio.data`), raw: c };
+  }
 }
 
 function compileOne(raw: unknown, param: string, allowed: readonly string[], opts: ValidateOptions): Compiled {

@@ -70,6 +70,14 @@ export function specSchema(): Schema {
   keyRef(gov.authorities.items.properties.publicKey);
   keyRef(gov.signingKey);
 
+  addRules(p.graderEndpoints.items.properties.apiKey, [
+    {
+      rule: "has(self.secretRef) || !(has(self.env) || has(self.file))",
+      message: "apiKey.env and apiKey.file are for rft run: in a cluster give apiKey.secretRef (beside them or alone)",
+    },
+    { rule: "!(has(self.env) && has(self.file))", message: "set apiKey.env or apiKey.file, not both" },
+  ]);
+
   const trainer = p.trainer.properties;
   trainer.env.items = ENV_VAR;
   addRules(trainer.env, [
@@ -85,8 +93,9 @@ export function specSchema(): Schema {
     `(has(self.${f}) == has(oldSelf.${f}) && (!has(self.${f}) || self.${f} == oldSelf.${f}))`;
   addRules(spec, [
     {
-      rule: `(has(oldSelf.suspend) && oldSelf.suspend) || (has(self.suspend) && self.suspend) || (${["replicas", "trainer", "grader", "storage", "priorityClassName"].map(sameOptional).join(" && ")})`,
-      message: "replicas, trainer, grader, storage and priorityClassName can only change while the job is suspended",
+      rule: `(has(oldSelf.suspend) && oldSelf.suspend) || (has(self.suspend) && self.suspend) || (${["replicas", "trainer", "grader", "graderEndpoints", "storage", "priorityClassName"].map(sameOptional).join(" && ")})`,
+      message:
+        "replicas, trainer, grader, graderEndpoints, storage and priorityClassName can only change while the job is suspended",
     },
     {
       rule: `${sameOptional("validationFile")} && has(self.governance) == has(oldSelf.governance)`,

@@ -6,6 +6,8 @@
  *   REFUSE      → a refusal                             GARBAGE   → content that is not JSON
  *   FAIL500     → HTTP 500 every time                   FLAKY     → HTTP 503 once, then SCORE
  *   SLOW        → answers after 20 ms (maxConcurrent records the most chat requests in flight at once)
+ *   LIMIT429    → HTTP 429 with Retry-After once, then SCORE    HANG → answers after 2 s (past a short timeout)
+ *   HUGE        → a 5 MiB answer
  * /v1/embeddings returns a vector derived from the text's letter counts (same text ⇒ cosine 1).
  */
 import { createServer, type IncomingMessage, type Server } from "node:http";
@@ -66,6 +68,13 @@ export async function startFakeChatServer(): Promise<FakeChatServer> {
     const last = textOf(b.messages.at(-1)?.content);
     if (last.includes("SLOW")) await new Promise((r) => setTimeout(r, 20));
     if (last.includes("FAIL500")) return json(500, { error: { message: "the fake judge is down" } });
+    if (last.includes("HANG")) await new Promise((r) => setTimeout(r, 2000));
+    if (last.includes("HUGE")) return json(200, { padding: "x".repeat(5 * 1024 * 1024) });
+    if (last.includes("LIMIT429") && !flaky.has(last)) {
+      flaky.add(last);
+      res.setHeader("retry-after", "0.05");
+      return json(429, { error: { message: "rate limited" } });
+    }
     if (last.includes("FLAKY") && !flaky.has(last)) {
       flaky.add(last);
       return json(503, { error: { message: "try again" } });

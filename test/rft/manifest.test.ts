@@ -69,6 +69,16 @@ test("manifest: unknown fields and wrong kinds are rejected", () => {
   assert.ok(found.some((i) => i.field === "kind" && i.line === 2));
 });
 
+test("manifest: every unknown key of an object is reported, each on its line", () => {
+  const found = issues(good.replace("  seed: 7", "  seeds: 7\n  sede: 7\n  graderEndpoint: []"));
+  const unknown = found.filter((i) => /unknown field/.test(i.message)).map((i) => [i.field, i.line]);
+  assert.deepEqual(unknown, [
+    ["spec.seeds", 9],
+    ["spec.sede", 10],
+    ["spec.graderEndpoint", 11],
+  ]);
+});
+
 test("manifest: the grader is validated by the grader engine, located in the YAML", () => {
   const found = issues(good.replace('"0.2 * format + 0.8 * correct"', '"0.2 * format +"'));
   assert.equal(found[0]!.field, "spec.method.reinforcement.grader.calculate_output");

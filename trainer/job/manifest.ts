@@ -68,6 +68,11 @@ function pickErrors(errors: ErrorObject[]): ErrorObject[] {
   const byPath = new Map<string, ErrorObject>();
   const rank = (e: ErrorObject) => (e.keyword === "anyOf" ? 3 : e.keyword === "const" || e.keyword === "type" ? 2 : 1);
   for (const e of errors) {
+    // Every unknown key of an object is its own issue (they share the object's path).
+    if (e.keyword === "additionalProperties") {
+      byPath.set(`${e.instancePath}/${String(e.params.additionalProperty)}\u0000unknown`, e);
+      continue;
+    }
     const prev = byPath.get(e.instancePath);
     if (!prev || rank(e) < rank(prev)) byPath.set(e.instancePath, e);
   }

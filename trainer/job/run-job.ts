@@ -11,6 +11,7 @@ import { loadHfModel } from "../model/hf-io.js";
 import { disposeModel } from "../model/model.js";
 import { LIMITS, readRftDataset, readSftDataset } from "../data/dataset.js";
 import { grpcGrader, inProcessGrader } from "../rl/grading.js";
+import { endpointFromEnv, judgeEndpoints } from "../../grader-sidecar/src/model-client.js";
 import { type RftControl, type RftHooks, type RftResult, RftTrainer } from "../rl/loop.js";
 import { runSft, type SftStepEvent, toSftExample } from "../sft/sft.js";
 import { parseResponseFormat } from "../sampling/response-format.js";
@@ -154,7 +155,18 @@ async function runJobOnce(o: RunJobOptions): Promise<RunJobResult> {
   const rft = spec.method.reinforcement!;
   const train = readRftDataset(paths.trainingFile, { maxRows: LIMITS.rftTrain });
   const valid = paths.validationFile ? readRftDataset(paths.validationFile, { maxRows: LIMITS.rftValid }) : [];
-  const grader = o.graderAddr ? await grpcGrader(o.graderAddr, rft.grader) : await inProcessGrader(rft.grader);
+  // In process, model graders reach the judges of spec.graderEndpoints (keys from env or files), else the one
+  // of RFT_GRADER_BASE_URL; through a sidecar, the sidecar has them (the operator passes them to it).
+  const grader = o.graderAddr
+    ? await grpcGrader(o.graderAddr, rft.grader)
+    : await inProcessGrader(rft.grader, {
+        models: judgeEndpoints({
+          specs: spec.graderEndpoints,
+          baseDir: dirname(resolve(o.manifest.file)),
+          where: `${o.manifest.file}: spec.graderEndpoints`,
+          fallback: endpointFromEnv("RFT_GRADER"),
+        }),
+      });
   const jobRef = o.jobRef ?? `${job.metadata.namespace ?? "local"}/${job.metadata.name}`;
   let collective: Collective | undefined;
   try {

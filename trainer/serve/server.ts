@@ -191,10 +191,11 @@ export async function startServer(model: Model, opts: ServeOptions): Promise<Run
     }));
     const usage = (cs: Completion[]) => {
       const completion = cs.reduce((a, c) => a + c.tokens.length, 0);
+      // As OpenAI's: the prompt is counted once however many choices (n) share it.
       return {
-        prompt_tokens: promptIds.length * r.n,
+        prompt_tokens: promptIds.length,
         completion_tokens: completion,
-        total_tokens: promptIds.length * r.n + completion,
+        total_tokens: promptIds.length + completion,
       };
     };
     log?.debug({ id, n: r.n, promptTokens: promptIds.length, maxTokens, stream: r.stream }, "chat completion");

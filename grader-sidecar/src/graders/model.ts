@@ -4,8 +4,8 @@
  * label → 1 when it is a passing label). Failures are reported in-band with OpenAI's flags.
  */
 import type { LabelModelGrader, ScoreModelGrader, TokenUsage } from "../../../proto/graders.js";
-import { type ModelEndpoint, postJson, usageOf } from "../model-client.js";
-import { render } from "../template.js";
+import { type ModelEndpoint, pickEndpoint, postJson, usageOf } from "../model-client.js";
+import { render, type Template } from "../template.js";
 import type { CompiledMessage } from "../validate.js";
 import { fail, type GradeScope, type Outcome } from "./outcome.js";
 
@@ -46,14 +46,17 @@ export function renderMessages(msgs: CompiledMessage[], scope: GradeScope) {
     }
     const parts = m.content.map((c) => {
       const raw = c.raw as Record<string, any>;
-      if (c.text) {
-        const r = render(c.text, scope);
+      const text = (t: Template) => {
+        const r = render(t, scope);
         missing.push(...r.missing);
-        return { type: "text", text: r.text };
-      }
-      if (c.type === "input_image")
-        return { type: "image_url", image_url: { url: raw.image_url, detail: raw.detail ?? "auto" } };
-      return { type: "input_audio", input_audio: raw.input_audio };
+        return r.text;
+      };
+      if (c.text) return { type: "text", text: text(c.text) };
+      if (c.imageUrl) return { type: "image_url", image_url: { url: text(c.imageUrl), detail: raw.detail ?? "auto" } };
+      return {
+        type: "input_audio",
+        input_audio: { data: c.audioData ? text(c.audioData) : raw.input_audio.data, format: raw.input_audio.format },
+      };
     });
     return { role: m.role, content: parts };
   });
@@ -73,8 +76,21 @@ function samplingParams(p: ScoreModelGrader["sampling_params"]) {
 
 type Judged = { ok: true; result: unknown; usage: TokenUsage; model: string } | { ok: false; outcome: Outcome };
 
+/** The judge's JSON: the whole content, or (servers without structured outputs) the object inside a code fence. */
+function parseJudged(content: string, lenient: boolean): unknown {
+  try {
+    return JSON.parse(content);
+  } catch (err) {
+    if (!lenient) throw err;
+    const start = content.indexOf("{");
+    const end = content.lastIndexOf("}");
+    if (start < 0 || end < start) throw err;
+    return JSON.parse(content.slice(start, end + 1));
+  }
+}
+
 async function judge(
-  endpoint: ModelEndpoint | undefined,
+  endpoints: readonly ModelEndpoint[],
   model: string,
   msgs: CompiledMessage[],
   scope: GradeScope,
@@ -83,17 +99,19 @@ async function judge(
 ): Promise<Judged> {
   const { messages, missing } = renderMessages(msgs, scope);
   if (missing.length) return { ok: false, outcome: fail({ invalid_variable_error: true }) };
+  const endpoint = pickEndpoint(endpoints, model);
   if (!endpoint) {
-    const details = "no model endpoint configured: set --model-base-url or RFT_GRADER_BASE_URL";
+    const details = `no judge endpoint serves model "${model}": set spec.graderEndpoints, or --model-base-url / RFT_GRADER_BASE_URL`;
     return {
       ok: false,
       outcome: fail({ model_grader_server_error: true, model_grader_server_error_details: details }),
     };
   }
+  const structured = endpoint.structuredOutputs ?? true;
   const res = await postJson(endpoint, "/chat/completions", {
-    model,
+    model: endpoint.servedModel ?? model,
     messages,
-    response_format: responseFormat(result),
+    ...(structured ? { response_format: responseFormat(result) } : {}),
     ...extra,
   });
   if (!res.ok) {
@@ -109,7 +127,7 @@ async function judge(
   if (msg?.refusal) return { ok: false, outcome: fail({ model_grader_refusal_error: true }, partial) };
   let parsed: any;
   try {
-    parsed = JSON.parse(String(msg?.content ?? ""));
+    parsed = parseJudged(String(msg?.content ?? ""), !structured);
   } catch {
     return { ok: false, outcome: fail({ model_grader_parse_error: true }, partial) };
   }
@@ -122,10 +140,10 @@ async function judge(
 export async function gradeScoreModel(
   g: { config: ScoreModelGrader; messages: CompiledMessage[]; range: [number, number] },
   scope: GradeScope,
-  endpoint: ModelEndpoint | undefined,
+  endpoints: readonly ModelEndpoint[],
 ): Promise<Outcome> {
   const j = await judge(
-    endpoint,
+    endpoints,
     g.config.model,
     g.messages,
     scope,
@@ -143,9 +161,9 @@ export async function gradeScoreModel(
 export async function gradeLabelModel(
   g: { config: LabelModelGrader; messages: CompiledMessage[] },
   scope: GradeScope,
-  endpoint: ModelEndpoint | undefined,
+  endpoints: readonly ModelEndpoint[],
 ): Promise<Outcome> {
-  const j = await judge(endpoint, g.config.model, g.messages, scope, { type: "string", enum: g.config.labels }, {});
+  const j = await judge(endpoints, g.config.model, g.messages, scope, { type: "string", enum: g.config.labels }, {});
   if (!j.ok) return j.outcome;
   const extra = { usage: { [j.model]: j.usage }, sampledModel: j.model };
   if (typeof j.result !== "string" || !g.config.labels.includes(j.result)) {

@@ -1,4 +1,4 @@
-import type { GraderErrors, Sample, TokenUsage } from "../../../proto/graders.js";
+import type { GraderErrors, Sample, SubGraderMetadata, TokenUsage } from "../../../proto/graders.js";
 import type { RenderScope } from "../template.js";
 
 /** What grading one sample with one grader produced, before it is shaped into a RunGraderResponse. */
@@ -9,6 +9,7 @@ export interface Outcome {
   subRewards?: Record<string, number>;
   usage?: Record<string, TokenUsage>;
   sampledModel?: string | null;
+  subGraders?: Record<string, SubGraderMetadata>;
 }
 
 export interface GradeScope extends RenderScope {
