@@ -13,8 +13,13 @@ import { test } from "node:test";
 
 const root = process.cwd();
 const tmp = mkdtempSync(join(tmpdir(), "rft-install-"));
+/**
+ * The environment of a new shell: `npm test` exports npm's own config (npm_config_prefix=/usr, …) to its
+ * scripts, which would override the NPM_CONFIG_* a test sets; a user's shell has none of it.
+ */
+const shellEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^npm_config_/i.test(k)));
 const run = (cmd: string, args: string[], env: NodeJS.ProcessEnv = {}, cwd = root) =>
-  spawnSync(cmd, args, { cwd, encoding: "utf8", env: { ...process.env, RFT_LOG_LEVEL: "silent", ...env } });
+  spawnSync(cmd, args, { cwd, encoding: "utf8", env: { ...shellEnv, RFT_LOG_LEVEL: "silent", ...env } });
 
 /** A new shell's PATH: the one folder under test, then the system's (no node_modules/.bin). */
 const shellPath = (bin: string) => `${bin}:${process.env.PATH}`;
