@@ -25,6 +25,7 @@ import { sharedVerifyPool } from "./verify-pool.js";
 import {
   type AuthorityReport,
   Replay,
+  type ReplayCheck,
   type ReplayContext,
   type ResumeReport,
   safeKeyId,
@@ -34,24 +35,14 @@ import {
 export type { AuthorityReport, ResumeReport };
 import { headProgressionError, treeHeadError } from "./tree-head.js";
 
+/** The replay's checks (verify-replay.ts) and the bundle-level ones. */
 export type CheckName =
-  | "bundle"
-  | "keys"
+  | ReplayCheck
   | "schema"
   | "signature"
   | "chain"
   | "merkle"
   | "tree-head"
-  | "job"
-  | "admission"
-  | "envelope"
-  | "weights"
-  | "steps"
-  | "checkpoint"
-  | "resume"
-  | "final-model"
-  | "manifest"
-  | "dataset"
   // Checked by the CLI after the bundle (ledger/model-signing.ts): the OpenSSF model signature and the provenance statement.
   | "model-signature"
   | "provenance";

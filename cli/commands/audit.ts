@@ -360,38 +360,21 @@ export function register(program: Command) {
       "the model-signing public key (ECDSA P-256 PEM) for --model-signature / --provenance",
     )
     .option("--json", "print the report as JSON")
-    .action(
-      async (
-        path: string,
-        o: {
-          model?: string;
-          base?: string;
-          modelDigests?: string;
-          dataset?: string;
-          jobKey?: string;
-          ledgerKey?: string;
-          knownHead?: string;
-          modelSignature?: string;
-          provenance?: string;
-          signingKey?: string;
-          json?: boolean;
-        },
-      ) => {
-        try {
-          const report = await verifyWith(path, o);
-          process.stdout.write(`${o.json ? JSON.stringify(report, null, 2) : formatReport(report)}\n`);
-          if (!report.ok) {
-            const f = report.failures[0]!;
-            process.stderr.write(
-              `rft audit verify: FAILED check ${f.check} at ${f.seq === null ? "bundle" : `event seq ${f.seq}`} ${f.field}: ${f.reason}\n`,
-            );
-            process.exitCode = 1;
-          }
-        } catch (e) {
-          fail("verify", e);
+    .action(async (path: string, o: VerifyFlags & { json?: boolean }) => {
+      try {
+        const report = await verifyWith(path, o);
+        process.stdout.write(`${o.json ? JSON.stringify(report, null, 2) : formatReport(report)}\n`);
+        if (!report.ok) {
+          const f = report.failures[0]!;
+          process.stderr.write(
+            `rft audit verify: FAILED check ${f.check} at ${f.seq === null ? "bundle" : `event seq ${f.seq}`} ${f.field}: ${f.reason}\n`,
+          );
+          process.exitCode = 1;
         }
-      },
-    );
+      } catch (e) {
+        fail("verify", e);
+      }
+    });
 }
 
 interface VerifyFlags {
