@@ -6,7 +6,8 @@
 #                                NATS, Helm, Prometheus or torch)
 # Both profiles end with setup.d/90-rft-on-path.sh: `rft` on the PATH (npm link, or a ~/.local/bin shim).
 # Each component's extra needs live in scripts/setup.d/NN-name.sh (apt packages, Python environments, tools);
-# they run in name order after `npm ci`. The `run` profile runs the steps listed in RUN_STEPS.
+# they run in name order after `npm ci` (the download-only ones in CONCURRENT_STEPS first, side by side), each
+# printing its time. The `run` profile runs the steps listed in RUN_STEPS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,10 +29,43 @@ fi
 
 npm ci --no-audit --no-fund
 
+# Steps that only download and unpack (pip, npm, wheels) and touch nothing the others read run side by side:
+# on a cold machine the network, not the CPU, is their limit. Each one's output is shown when it ends.
+CONCURRENT_STEPS="10-grader-python 15-tfjs-node 25-smollm2"
+
+wanted() { [ "$PROFILE" = all ] || [[ " $RUN_STEPS " == *" $1 "* ]]; }
+
+run_step() {
+  local name=$1 t0=$SECONDS
+  bash "scripts/setup.d/$name.sh"
+  echo "== setup: $name done in $((SECONDS - t0)) s"
+}
+
+LOGS=$(mktemp -d)
+trap 'rm -rf "$LOGS"' EXIT
+pids=()
+for name in $CONCURRENT_STEPS; do
+  wanted "$name" && [ -e "scripts/setup.d/$name.sh" ] || continue
+  echo "== setup: scripts/setup.d/$name.sh (concurrently)"
+  run_step "$name" >"$LOGS/$name" 2>&1 &
+  pids+=("$!:$name")
+done
+failed=""
+for p in "${pids[@]}"; do
+  if ! wait "${p%%:*}"; then failed="$failed ${p#*:}"; fi
+  cat "$LOGS/${p#*:}"
+done
+if [ -n "$failed" ]; then
+  echo "setup.sh: failed:$failed (their output is above)" >&2
+  exit 1
+fi
+
 for step in scripts/setup.d/*.sh; do
   [ -e "$step" ] || continue
   name=$(basename "$step" .sh)
-  if [ "$PROFILE" = run ] && [[ " $RUN_STEPS " != *" $name "* ]]; then continue; fi
+  wanted "$name" || continue
+  [[ " $CONCURRENT_STEPS " == *" $name "* ]] && continue
   echo "== setup: $step"
-  bash "$step"
+  run_step "$name"
 done
+echo "== setup: $PROFILE profile done in $SECONDS s"

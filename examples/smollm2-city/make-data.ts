@@ -1,6 +1,7 @@
 /**
  * Writes the SmolLM2 city-extraction datasets (seeded, so the committed files are reproducible):
  *   train.jsonl — 256 prompts "Sentence: … Which city is mentioned? Answer with the city name only.";
+ *   train-quick.jsonl — its first 128 rows (rft-quick.yaml: the README's first command, 32 steps);
  *   valid.jsonl — 24 held-out prompts whose cities, people and sentence patterns never appear in training.
  * Each row carries the `answer` the graders check.
  * Run: npx tsx examples/smollm2-city/make-data.ts
@@ -85,4 +86,5 @@ const valid = Array.from({ length: 24 }, (_, i) => {
 });
 
 writeFileSync(join(dir, "train.jsonl"), lines(train));
+writeFileSync(join(dir, "train-quick.jsonl"), lines(train.slice(0, 128)));
 writeFileSync(join(dir, "valid.jsonl"), lines(valid));
