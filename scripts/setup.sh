@@ -6,7 +6,7 @@
 #                                NATS, Helm, Prometheus or torch)
 # Both profiles end with setup.d/90-rft-on-path.sh: `rft` on the PATH (npm link, or a ~/.local/bin shim).
 # Each component's extra needs live in scripts/setup.d/NN-name.sh (apt packages, Python environments, tools);
-# they run in name order after `npm ci` (the download-only ones in CONCURRENT_STEPS first, side by side), each
+# they run in name order after `npm ci` (those in EARLY_STEPS and AFTER_NPM_STEPS first, side by side), each
 # printing its time. The `run` profile runs the steps listed in RUN_STEPS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,11 +27,11 @@ if ! command -v python3 >/dev/null || ! command -v unshare >/dev/null; then
   apt-get install -y -qq python3 python3-venv util-linux
 fi
 
-npm ci --no-audit --no-fund
-
-# Steps that only download and unpack (pip, npm, wheels) and touch nothing the others read run side by side:
-# on a cold machine the network, not the CPU, is their limit. Each one's output is shown when it ends.
-CONCURRENT_STEPS="10-grader-python 15-tfjs-node 25-smollm2"
+# Steps that only download, build and unpack their own things run side by side, each one's output shown when it
+# ends: EARLY_STEPS need nothing of npm's and start before `npm ci`; AFTER_NPM_STEPS install into node_modules.
+# On a cold machine the network and pip's source builds, not `npm ci`, are the limit.
+EARLY_STEPS="10-grader-python 25-smollm2"
+AFTER_NPM_STEPS="15-tfjs-node"
 
 wanted() { [ "$PROFILE" = all ] || [[ " $RUN_STEPS " == *" $1 "* ]]; }
 
@@ -42,14 +42,24 @@ run_step() {
 }
 
 LOGS=$(mktemp -d)
-trap 'rm -rf "$LOGS"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$LOGS"' EXIT
 pids=()
-for name in $CONCURRENT_STEPS; do
-  wanted "$name" && [ -e "scripts/setup.d/$name.sh" ] || continue
-  echo "== setup: scripts/setup.d/$name.sh (concurrently)"
-  run_step "$name" >"$LOGS/$name" 2>&1 &
-  pids+=("$!:$name")
-done
+start_steps() {
+  local name
+  for name in "$@"; do
+    wanted "$name" && [ -e "scripts/setup.d/$name.sh" ] || continue
+    echo "== setup: scripts/setup.d/$name.sh (in the background)"
+    run_step "$name" >"$LOGS/$name" 2>&1 &
+    pids+=("$!:$name")
+  done
+}
+
+start_steps $EARLY_STEPS
+t0=$SECONDS
+npm ci --no-audit --no-fund
+echo "== setup: npm ci done in $((SECONDS - t0)) s"
+start_steps $AFTER_NPM_STEPS
+
 failed=""
 for p in "${pids[@]}"; do
   if ! wait "${p%%:*}"; then failed="$failed ${p#*:}"; fi
@@ -64,7 +74,7 @@ for step in scripts/setup.d/*.sh; do
   [ -e "$step" ] || continue
   name=$(basename "$step" .sh)
   wanted "$name" || continue
-  [[ " $CONCURRENT_STEPS " == *" $name "* ]] && continue
+  [[ " $EARLY_STEPS $AFTER_NPM_STEPS " == *" $name "* ]] && continue
   echo "== setup: $step"
   run_step "$name"
 done
