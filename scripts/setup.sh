@@ -30,7 +30,7 @@ fi
 # Steps that only download, build and unpack their own things run side by side, each one's output shown when it
 # ends: EARLY_STEPS need nothing of npm's and start before `npm ci`; AFTER_NPM_STEPS install into node_modules.
 # On a cold machine the network and pip's source builds, not `npm ci`, are the limit.
-EARLY_STEPS="10-grader-python 25-smollm2"
+EARLY_STEPS="10-grader-python 20-model-test-python 22-openai-python 25-smollm2"
 AFTER_NPM_STEPS="15-tfjs-node"
 
 wanted() { [ "$PROFILE" = all ] || [[ " $RUN_STEPS " == *" $1 "* ]]; }
