@@ -10,7 +10,16 @@
  * job's two files, never anything else of the API.
  */
 import { createHash, createHmac, randomInt, timingSafeEqual } from "node:crypto";
-import { appendFileSync, copyFileSync, createReadStream, existsSync, linkSync, mkdirSync, readFileSync, statSync } from "node:fs";
+import {
+  appendFileSync,
+  copyFileSync,
+  createReadStream,
+  existsSync,
+  linkSync,
+  mkdirSync,
+  readFileSync,
+  statSync,
+} from "node:fs";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { join } from "node:path";
 import type { Logger } from "../proto/log.js";
@@ -66,7 +75,7 @@ export interface ClusterJobsOptions {
   pollMs?: number;
 }
 
-const DATASET_FILES = { "train.jsonl": "training_file", "valid.jsonl": "validation_file" } as const;
+type DatasetFile = "train.jsonl" | "valid.jsonl";
 
 export class ClusterJobs {
   private readonly steps = new Map<string, ObservedStep[]>();
@@ -126,8 +135,14 @@ export class ClusterJobs {
     const model = typeof body.model === "string" ? body.model : "";
     const modelPath = Object.hasOwn(this.o.config.models, model) ? this.o.config.models[model] : undefined;
     if (model && !modelPath)
-      throw new ApiError(400, `Model ${model} is not available for fine-tuning or does not exist.`, "model", "model_not_available");
-    const train = typeof body.training_file === "string" ? requestFile(this.o.files, body, "training_file", project) : undefined;
+      throw new ApiError(
+        400,
+        `Model ${model} is not available for fine-tuning or does not exist.`,
+        "model",
+        "model_not_available",
+      );
+    const train =
+      typeof body.training_file === "string" ? requestFile(this.o.files, body, "training_file", project) : undefined;
     const valid = requestFile(this.o.files, body, "validation_file", project);
     const id = newId("ftjob-");
     let converted: FineTuneJob;
@@ -148,7 +163,10 @@ export class ClusterJobs {
     const dir = this.jobDir(id);
     mkdirSync(dir, { recursive: true });
     const digests: Record<string, string> = {};
-    for (const [f, file] of [["train.jsonl", train], ["valid.jsonl", valid]] as const) {
+    for (const [f, file] of [
+      ["train.jsonl", train],
+      ["valid.jsonl", valid],
+    ] as const) {
       if (!file) continue;
       const to = join(dir, f);
       try {
@@ -161,8 +179,24 @@ export class ClusterJobs {
     // The files are checked before anything is created in the cluster: a bad line is a 400 naming it.
     const rft = type === "reinforcement";
     const error =
-      checkJobFile(this.o.files, type, "training_file", train!.id, join(dir, "train.jsonl"), rft ? LIMITS.rftTrain : LIMITS.sftTrain) ??
-      (valid ? checkJobFile(this.o.files, type, "validation_file", valid.id, join(dir, "valid.jsonl"), rft ? LIMITS.rftValid : LIMITS.sftValid) : null);
+      checkJobFile(
+        this.o.files,
+        type,
+        "training_file",
+        train!.id,
+        join(dir, "train.jsonl"),
+        rft ? LIMITS.rftTrain : LIMITS.sftTrain,
+      ) ??
+      (valid
+        ? checkJobFile(
+            this.o.files,
+            type,
+            "validation_file",
+            valid.id,
+            join(dir, "valid.jsonl"),
+            rft ? LIMITS.rftValid : LIMITS.sftValid,
+          )
+        : null);
     if (error) throw new ApiError(400, error.message, error.param, error.code);
 
     const { given, hyper } = answeredHyperparameters(body, type);
@@ -179,8 +213,7 @@ export class ClusterJobs {
       hyperparameters: type === "supervised" ? hyper : {},
       method: { type, [type]: { ...givenRest, hyperparameters: hyper } },
     };
-    const url = (f: keyof typeof DATASET_FILES) =>
-      `${this.o.config.datasetBaseUrl}/internal/datasets/${id}/${f}#sha256=${digests[f]}`;
+    const url = (f: DatasetFile) => `${this.o.config.datasetBaseUrl}/internal/datasets/${id}/${f}#sha256=${digests[f]}`;
     const ftj = clusterFineTuneJob(converted, {
       id,
       project,
@@ -227,7 +260,12 @@ export class ClusterJobs {
   /** A Kubernetes API refusal as OpenAI's error: the API server's message, never our credentials. */
   private kubeFailure(e: unknown, what: string): ApiError {
     if (e instanceof KubeError && (e.status === 422 || e.status === 400))
-      return new ApiError(400, `The cluster refused the job: ${String(e.body.message ?? e.message)}`, null, "invalid_value");
+      return new ApiError(
+        400,
+        `The cluster refused the job: ${String(e.body.message ?? e.message)}`,
+        null,
+        "invalid_value",
+      );
     this.o.log.error({ err: String(e) }, `cannot ${what}`);
     if (e instanceof KubeError && e.status === 403)
       return new ApiError(500, `The server may not ${what} in the project's namespace (RBAC).`, null, "server_error");
@@ -331,7 +369,10 @@ export class ClusterJobs {
     if (!decision.ok) throw new ApiError(400, decision.message, null, "invalid_job_status");
     let patched: FineTuneJobObject;
     try {
-      patched = await this.o.client.mergePatch<FineTuneJobObject>(paths.ftj(o.metadata.namespace!, o.metadata.name), patch);
+      patched = await this.o.client.mergePatch<FineTuneJobObject>(
+        paths.ftj(o.metadata.namespace!, o.metadata.name),
+        patch,
+      );
     } catch (e) {
       throw this.kubeFailure(e, `${action} the FineTuneJob`);
     }
@@ -353,7 +394,8 @@ export class ClusterJobs {
     const [, id, file] = m;
     const given = Buffer.from(/^Bearer (\S+)$/.exec(String(req.headers.authorization ?? ""))?.[1] ?? "");
     const want = Buffer.from(this.token(id!));
-    if (given.length !== want.length || !timingSafeEqual(given, want)) return deny(401, "A job's dataset token is required.");
+    if (given.length !== want.length || !timingSafeEqual(given, want))
+      return deny(401, "A job's dataset token is required.");
     const p = join(this.jobDir(id!), file!);
     if (!existsSync(p)) return deny(404, "Not found.");
     res.writeHead(200, { "content-type": "application/jsonl", "content-length": statSync(p).size });

@@ -148,7 +148,8 @@ export function statusOf(o: FineTuneJobObject): JobStatus {
 }
 
 /** `ft:<base>:<org>:<suffix>:<8 characters of the id>`, as local mode and OpenAI name fine-tuned models. */
-export const modelName = (f: OpenAiFields, org: string) => `ft:${f.model}:${org}:${f.suffix ?? ""}:${f.id.slice(6, 14)}`;
+export const modelName = (f: OpenAiFields, org: string) =>
+  `ft:${f.model}:${org}:${f.suffix ?? ""}:${f.id.slice(6, 14)}`;
 
 /** OpenAI's job object of a FineTuneJob the API created. */
 export function jobOf(o: FineTuneJobObject, f: OpenAiFields, org: string): FineTuningJob {
@@ -156,7 +157,6 @@ export function jobOf(o: FineTuneJobObject, f: OpenAiFields, org: string): FineT
   const failed = cond(o, "Failed");
   const finishedCond = cond(o, status === "succeeded" ? "Succeeded" : status === "failed" ? "Failed" : "Cancelled");
   const final = status === "succeeded" || status === "failed" || status === "cancelled";
-  const ts = o.status?.trainerStatus;
   return {
     object: "fine_tuning.job",
     id: f.id,
@@ -270,9 +270,7 @@ export function eventsOf(o: FineTuneJobObject, f: OpenAiFields, org: string, ste
   } else if (status === "cancelled") {
     add("cancelled", job.finished_at ?? secs(cond(o, "Cancelled")?.lastTransitionTime), "Fine-tuning job cancelled");
   }
-  return out
-    .sort((a, b) => b.created_at - a.created_at || b.order - a.order)
-    .map(({ order: _o, ...e }) => e);
+  return out.sort((a, b) => b.created_at - a.created_at || b.order - a.order).map(({ order: _o, ...e }) => e);
 }
 
 /** The kept checkpoints the operator reports, newest first, named as local mode names them. */

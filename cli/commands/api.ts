@@ -53,7 +53,9 @@ export function register(program: Command) {
         if (o.cluster && o.local) throw new Error("--local and --cluster are exclusive");
         if (o.cluster) {
           const config = loadClusterConfig(o.cluster);
-          const raw = o.datasetKeyFile ? readFileSync(o.datasetKeyFile, "utf8") : (process.env.RFT_API_DATASET_KEY ?? "");
+          const raw = o.datasetKeyFile
+            ? readFileSync(o.datasetKeyFile, "utf8")
+            : (process.env.RFT_API_DATASET_KEY ?? "");
           const datasetKey = Buffer.from(raw.trim());
           if (datasetKey.length < 32)
             throw new Error(

@@ -256,7 +256,8 @@ test("the trainer's dataset download: token, digest, size bound, the copy reused
     assert.equal(served, 1, "a resumed attempt reuses the checked copy");
     await assert.rejects(
       fetchDataset(`${url}#sha256=${digest}`, dir, "other.jsonl", { token: "wrong" }),
-      (e: Error) => e instanceof DatasetConfigError && /401 \(the job's dataset token or URL is wrong\)/.test(e.message),
+      (e: Error) =>
+        e instanceof DatasetConfigError && /401 \(the job's dataset token or URL is wrong\)/.test(e.message),
     );
     await assert.rejects(
       fetchDataset(`${url}#sha256=${"0".repeat(64)}`, dir, "other.jsonl", { token: "tok" }),

@@ -155,7 +155,10 @@ test("the RFT guide's flow through the operator: files, FineTuneJob, events to s
 
   // The FineTuneJob: in the project's namespace, data by URL with a digest, its dataset Secret owned by it.
   const ftj = await cluster.getJson("ftj", "-n", NS, job.id.toLowerCase());
-  assert.match(ftj.spec.trainingFile, new RegExp(`^http://127.0.0.1:${apiPort}/internal/datasets/${job.id}/train\\.jsonl#sha256=[0-9a-f]{64}$`));
+  assert.match(
+    ftj.spec.trainingFile,
+    new RegExp(`^http://127.0.0.1:${apiPort}/internal/datasets/${job.id}/train\\.jsonl#sha256=[0-9a-f]{64}$`),
+  );
   assert.equal(ftj.spec.model, "tiny");
   assert.deepEqual(ftj.spec.storage, { modelClaim: "models", checkpointClaim: "checkpoints" });
   const secret = await cluster.getJson("secret", "-n", NS, `${job.id.toLowerCase()}-dataset`);
@@ -190,7 +193,7 @@ test("the RFT guide's flow through the operator: files, FineTuneJob, events to s
   assert.ok(ckpts.length >= 1);
   assert.equal(ckpts[0]!.fine_tuned_model_checkpoint, `${done.fine_tuned_model}:ckpt-step-2`);
   assert.equal(ckpts[0]!.step_number, 2);
-  assert.equal(typeof ckpts[0]!.metrics.valid_reward_mean, "number");
+  assert.equal(typeof (ckpts[0]!.metrics as Record<string, number>).valid_reward_mean, "number");
 
   assert.deepEqual(
     (await client.fineTuning.jobs.list()).data.map((j) => j.id),
@@ -217,7 +220,10 @@ test("cancel patches spec.cancel and the operator cancels; another project sees 
     500,
   );
   assert.equal(ftj.spec.cancel, true);
-  await assert.rejects(client.fineTuning.jobs.resume(job.id), (e: OpenAI.APIError) => e.status === 400);
+  await assert.rejects(
+    client.fineTuning.jobs.resume(job.id),
+    (e: InstanceType<typeof OpenAI.APIError>) => e.status === 400,
+  );
 
   const other = new OpenAI({ baseURL: api.url, apiKey: OTHER_KEY, maxRetries: 0 });
   await assert.rejects(other.fineTuning.jobs.retrieve(job.id), OpenAI.NotFoundError);
@@ -227,10 +233,11 @@ test("cancel patches spec.cancel and the operator cancels; another project sees 
   });
   await assert.rejects(
     other.fineTuning.jobs.create(jobRequest(mine.id, mine.id) as any),
-    (e: OpenAI.APIError) => e.status === 403 && /Project 'elsewhere' has no namespace/.test(e.message),
+    (e: InstanceType<typeof OpenAI.APIError>) =>
+      e.status === 403 && /Project 'elsewhere' has no namespace/.test(e.message),
   );
   await assert.rejects(
     client.chat.completions.create({ model: BASE, messages: [{ role: "user", content: "hi" }] }),
-    (e: OpenAI.APIError) => e.status === 400 && /cluster mode/.test(e.message),
+    (e: InstanceType<typeof OpenAI.APIError>) => e.status === 400 && /cluster mode/.test(e.message),
   );
 });

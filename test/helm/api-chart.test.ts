@@ -101,13 +101,19 @@ describe("the chart's rft api", () => {
       [443, 6443, 53, 53],
     );
     for (const ns of ["team-a", "team-b"]) {
-      const [t] = find(objects, "NetworkPolicy", "rft-rft-operator-trainers").filter((o) => o.metadata.namespace === ns);
+      const [t] = find(objects, "NetworkPolicy", "rft-rft-operator-trainers").filter(
+        (o) => o.metadata.namespace === ns,
+      );
       const toApi = t!.spec.egress.find((e: K) => e.ports?.[0]?.port === 8080);
       assert.equal(toApi.to[0].podSelector.matchLabels["app.kubernetes.io/component"], "api", ns);
       assert.equal(toApi.to[0].namespaceSelector.matchLabels["kubernetes.io/metadata.name"], "rft-system");
     }
     // With api.from, clients are narrowed; trainer pods of the projects' namespaces still get in.
-    const narrowed = await template([...API, "--set-json", 'api.from=[{"namespaceSelector":{"matchLabels":{"team":"ml"}}}]']);
+    const narrowed = await template([
+      ...API,
+      "--set-json",
+      'api.from=[{"namespaceSelector":{"matchLabels":{"team":"ml"}}}]',
+    ]);
     const [n2] = find(narrowed.objects, "NetworkPolicy", "rft-rft-operator-api");
     assert.deepEqual(n2!.spec.ingress[0].from, [{ namespaceSelector: { matchLabels: { team: "ml" } } }]);
     assert.deepEqual(
@@ -123,7 +129,10 @@ describe("the chart's rft api", () => {
         ["--set", "api.enabled=true", "--set-json", 'api.projects={"default":{"namespace":"a","modelClaim":"m"}}'],
         /api\.models: name at least one base model/,
       ],
-      [[...API, "--set", "api.apiKeys.generatedProject=nobody"], /api\.apiKeys\.generatedProject: "nobody" is not in api\.projects/],
+      [
+        [...API, "--set", "api.apiKeys.generatedProject=nobody"],
+        /api\.apiKeys\.generatedProject: "nobody" is not in api\.projects/,
+      ],
       [[...API, "--set", "api.projects.default.namespace=Team_A"], /api\.projects\.default\.namespace|Team_A/],
       [[...API, "--set", "api.port=0"], /api\.port/],
       [[...API, "--set", "api.bogus=1"], /bogus/],

@@ -63,7 +63,12 @@ async function localDatasets(manifest: ReturnType<typeof loadManifest>, outDir: 
     if (isDatasetUrl(spec.trainingFile))
       manifest.paths.trainingFile = await fetchDataset(spec.trainingFile, join(outDir, "datasets"), "train.jsonl", o);
     if (isDatasetUrl(spec.validationFile))
-      manifest.paths.validationFile = await fetchDataset(spec.validationFile, join(outDir, "datasets"), "valid.jsonl", o);
+      manifest.paths.validationFile = await fetchDataset(
+        spec.validationFile,
+        join(outDir, "datasets"),
+        "valid.jsonl",
+        o,
+      );
   } catch (e) {
     if (e instanceof DatasetConfigError) throw new TrainerPodError(e.message);
     throw e;

@@ -66,8 +66,7 @@ export async function fetchDataset(url: string, dir: string, name: string, o: Fe
     try {
       const bytes = await download(url, o.token, o.maxBytes ?? MAX_DATASET_BYTES);
       const got = sha256(bytes);
-      if (got !== want)
-        throw new DatasetConfigError(`${url.replace(/#.*/, "")}: sha256 ${got}, the job names ${want}`);
+      if (got !== want) throw new DatasetConfigError(`${url.replace(/#.*/, "")}: sha256 ${got}, the job names ${want}`);
       mkdirSync(dir, { recursive: true });
       writeFileSync(`${path}.tmp`, bytes);
       renameSync(`${path}.tmp`, path);
