@@ -4,6 +4,7 @@
  * download (a real HTTP server: token, digest, size bound, reuse of the copy).
  */
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer } from "node:http";
@@ -274,4 +275,31 @@ test("the trainer's dataset download: token, digest, size bound, the copy reused
   } finally {
     server.close();
   }
+});
+
+test("rft api --cluster: a bad config or a missing dataset key stops it with the file, field and fix", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "rft-cluster-cli-"));
+  const run = (args: string[], env: Record<string, string> = {}) =>
+    spawnSync(process.execPath, ["--import", "tsx", "cli/rft.ts", "api", "--port", "0", ...args], {
+      encoding: "utf8",
+      env: { ...process.env, RFT_API_KEYS: "sk-test-0123456789abcdef", ...env },
+    });
+  writeFileSync(join(dir, "bad.yaml"), "projects: {default: {namespace: team-a}}\nmodels: {}\n");
+  const bad = run(["--cluster", join(dir, "bad.yaml")]);
+  assert.equal(bad.status, 2, bad.stderr);
+  assert.match(bad.stderr, /bad\.yaml: projects\.default\.modelClaim: want a Kubernetes name/);
+  assert.match(bad.stderr, /bad\.yaml: models: want a mapping of at least one model name/);
+  assert.match(bad.stderr, /bad\.yaml: datasetBaseUrl: want the http\(s\) URL/);
+  writeFileSync(
+    join(dir, "ok.yaml"),
+    "projects: {default: {namespace: team-a, modelClaim: models}}\nmodels: {m: base}\ndatasetBaseUrl: http://api:8080\n",
+  );
+  const nokey = run(["--cluster", join(dir, "ok.yaml")], { RFT_API_DATASET_KEY: "short" });
+  assert.equal(nokey.status, 2, nokey.stderr);
+  assert.match(
+    nokey.stderr,
+    /needs a dataset token key of at least 32 bytes \(--dataset-key-file or RFT_API_DATASET_KEY\); got 5/,
+  );
+  const both = run(["--cluster", join(dir, "ok.yaml"), "--local"]);
+  assert.match(both.stderr, /--local and --cluster are exclusive/);
 });
