@@ -25,6 +25,7 @@ import {
   statusOf,
 } from "../../api/cluster-map.js";
 import { checkFineTuneJob, toFineTuneJob } from "../../api/convert.js";
+import { resolvedConfig } from "../../operator/desired.js";
 import { DatasetConfigError, fetchDataset } from "../../trainer/job/remote-dataset.js";
 import { jobRequest } from "./guide.js";
 
@@ -90,6 +91,14 @@ test("the FineTuneJob the API creates: namespace, labels, the OpenAI fields, the
   assert.ok(!o.metadata.annotations!["rft.dev/openai-job"]!.includes("string_check"));
   // It is a valid FineTuneJob for the manifest validator (the same check the operator's trainers make).
   checkFineTuneJob(o as never);
+  // The operator hands the trainer the URLs unchanged, and the model under its data mount.
+  const resolved = resolvedConfig({
+    ...o,
+    metadata: { ...o.metadata, namespace: "team-a", uid: "0123456789abcdef" },
+  } as never) as { spec: { trainingFile: string; validationFile: string; model: string } };
+  assert.equal(resolved.spec.trainingFile, o.spec.trainingFile);
+  assert.equal(resolved.spec.validationFile, o.spec.validationFile);
+  assert.equal(resolved.spec.model, "/var/rft/data/models/o4");
   // Objects the API did not create, or whose annotation does not match the name, are not OpenAI jobs.
   assert.equal(openAiFields({ ...o, metadata: { ...o.metadata, labels: {} } }), undefined);
   assert.equal(openAiFields({ ...o, metadata: { ...o.metadata, name: "other" } }), undefined);
