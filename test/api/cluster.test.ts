@@ -36,6 +36,7 @@ let op: Operator;
 let api: RunningApi;
 let client: OpenAI;
 let apiPort: number;
+let kube: KubeClient;
 
 const cond = (o: KObject, type: string) => (o.status?.conditions ?? []).find((c: KObject) => c.type === type);
 
@@ -113,6 +114,7 @@ before(async () => {
   await op.start();
   await waitFor("operator leads", () => op.isLeader);
 
+  kube = await KubeClient.fromKubeconfig(kubeconfig);
   api = await startApiServer({
     dataDir: mkdtempSync(join(cluster.dir, "api-data-")),
     keys: new ApiKeys([`${KEY} default`, `${OTHER_KEY} elsewhere`]),
@@ -121,7 +123,7 @@ before(async () => {
     port: apiPort,
     logger: createLogger("api-test", "silent"),
     cluster: {
-      client: await KubeClient.fromKubeconfig(kubeconfig),
+      client: kube,
       config: {
         projects: { default: { namespace: NS, modelClaim: "models", checkpointClaim: "checkpoints" } },
         models: { [BASE]: "tiny" },
@@ -138,6 +140,7 @@ before(async () => {
 
 after(async () => {
   await api?.close();
+  kube?.close();
   await op?.stop();
   await cluster?.close();
   await nats?.stop();

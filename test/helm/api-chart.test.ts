@@ -133,9 +133,12 @@ describe("the chart's rft api", () => {
         [...API, "--set", "api.apiKeys.generatedProject=nobody"],
         /api\.apiKeys\.generatedProject: "nobody" is not in api\.projects/,
       ],
-      [[...API, "--set", "api.projects.default.namespace=Team_A"], /api\.projects\.default\.namespace|Team_A/],
-      [[...API, "--set", "api.port=0"], /api\.port/],
-      [[...API, "--set", "api.bogus=1"], /bogus/],
+      [
+        [...API, "--set", "api.projects.default.namespace=Team_A"],
+        /at '\/api\/projects\/default\/namespace': 'Team_A' does not match/,
+      ],
+      [[...API, "--set", "api.port=0"], /at '\/api\/port': minimum: got 0, want 1/],
+      [[...API, "--set", "api.bogus=1"], /at '\/api': additional properties 'bogus' not allowed/],
     ];
     for (const [args, want] of cases) {
       const r = await helm("template", "rft", CHART, "--namespace", "rft-system", ...args);
