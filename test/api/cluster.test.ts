@@ -7,8 +7,9 @@
  * from the FineTuneJob's status. A second job is cancelled through spec.cancel.
  */
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import OpenAI, { toFile } from "openai";
@@ -243,4 +244,38 @@ test("cancel patches spec.cancel and the operator cancels; another project sees 
     client.chat.completions.create({ model: BASE, messages: [{ role: "user", content: "hi" }] }),
     (e: InstanceType<typeof OpenAI.APIError>) => e.status === 400 && /cluster mode/.test(e.message),
   );
+});
+
+test("the python openai client runs the guide's flow against the cluster API (no chat: the cluster serves models)", async () => {
+  const python = ".venv-openai/bin/python";
+  assert.ok(existsSync(python), `${python} is missing: run bash scripts/setup.d/22-openai-python.sh`);
+  const dir = mkdtempSync(join(cluster.dir, "python-"));
+  writeFileSync(join(dir, "train.jsonl"), `${TRAIN.join("\n")}\n`);
+  writeFileSync(join(dir, "valid.jsonl"), `${VALID.join("\n")}\n`);
+  const py = spawn(python, ["test/api/rft_guide.py", join(dir, "train.jsonl"), join(dir, "valid.jsonl")], {
+    env: { ...process.env, RFT_API_BASE_URL: api.url, RFT_API_KEY: KEY, RFT_GUIDE_SKIP_CHAT: "1" },
+  });
+  let out = "";
+  let err = "";
+  py.stdout.on("data", (d: Buffer) => (out += d.toString()));
+  py.stderr.on("data", (d: Buffer) => (err += d.toString()));
+  const code = await new Promise((r) => py.once("exit", r));
+  assert.equal(code, 0, err);
+  const r = JSON.parse(out) as {
+    id: string;
+    status: string;
+    statuses: string[];
+    fine_tuned_model: string;
+    metrics_steps: number[];
+    checkpoints: string[];
+    error: unknown;
+  };
+  assert.equal(r.status, "succeeded", JSON.stringify(r.error));
+  assert.equal(r.statuses[0], "queued");
+  assert.equal(r.fine_tuned_model, `ft:${BASE}:acme:security-qa:${r.id.slice(6, 14)}`);
+  assert.ok(r.metrics_steps.includes(2), String(r.metrics_steps));
+  assert.ok(r.checkpoints.includes(`${r.fine_tuned_model}:ckpt-step-2`), r.checkpoints.join(","));
+  // It ran as a FineTuneJob of the project's namespace.
+  const ftj = await cluster.getJson("ftj", "-n", NS, r.id.toLowerCase());
+  assert.equal(cond(ftj, "Succeeded")?.status, "True");
 });
