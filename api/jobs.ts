@@ -105,6 +105,18 @@ const HYPER_DEFAULTS: Record<string, string[]> = {
   ],
 };
 
+/** The method's settings as given and its hyperparameters as answered (omitted ones "auto"). */
+export function answeredHyperparameters(body: Record<string, unknown>, type: string) {
+  const given = (body.method as Record<string, Record<string, unknown>> | undefined)?.[type] ?? {};
+  const hyper = {
+    ...Object.fromEntries(HYPER_DEFAULTS[type]!.map((k) => [k, "auto"])),
+    ...((given.hyperparameters as Record<string, unknown> | undefined) ??
+      (type === "supervised" ? (body.hyperparameters as Record<string, unknown> | undefined) : undefined) ??
+      {}),
+  };
+  return { given, hyper };
+}
+
 const workerPath = fileURLToPath(new URL(`./job-worker${extname(fileURLToPath(import.meta.url))}`, import.meta.url));
 
 /**
@@ -122,6 +134,62 @@ export function estimatedFinish(
   const done = d.step - (firstStepBefore ?? d.step - 1);
   const perStep = (nowMs - startedAtMs) / Math.max(done, 1);
   return Math.round((nowMs + perStep * Math.max(d.total_steps - d.step, 0)) / 1000);
+}
+
+/** The request's training or validation file (400 naming the param unless it is the project's fine-tune file). */
+export function requestFile(
+  files: FileStore,
+  body: Record<string, unknown>,
+  param: "training_file" | "validation_file",
+  project: string,
+) {
+  const v = body[param];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== "string") throw new ApiError(400, `'${param}' must be a file id`, param, "invalid_value");
+  let f: ReturnType<FileStore["get"]>;
+  try {
+    f = files.get(v, param, project);
+  } catch {
+    throw new ApiError(400, `invalid ${param}: no such file '${v}'`, param, "file_not_found");
+  }
+  if (f.purpose !== "fine-tune")
+    throw new ApiError(
+      400,
+      `File ${v} has purpose '${f.purpose}'; ${param} needs a file uploaded with purpose 'fine-tune'.`,
+      param,
+      "invalid_file_purpose",
+    );
+  return f;
+}
+
+/** A job's copy of a file checked for the job's method: null, or the job error naming each bad line. */
+export function checkJobFile(
+  files: FileStore,
+  type: string,
+  param: "training_file" | "validation_file",
+  fileId: string,
+  path: string,
+  max: number,
+): JobError | null {
+  const name = (() => {
+    try {
+      return files.get(fileId).filename;
+    } catch {
+      return fileId;
+    }
+  })();
+  try {
+    const text = readFileSync(path, "utf8");
+    (type === "reinforcement" ? parseRftDataset : parseSftDataset)(text, name, { maxRows: max });
+    return null;
+  } catch (e) {
+    if (!(e instanceof DatasetError)) throw e;
+    return {
+      code: param === "training_file" ? "invalid_training_file" : "invalid_validation_file",
+      message: `${type === "reinforcement" ? "Reinforcement" : "Supervised"} fine-tuning: ${describeIssues(name, e.issues)}`,
+      param,
+    };
+  }
 }
 
 export class JobManager {
@@ -287,25 +355,7 @@ export class JobManager {
         "model",
         "model_not_available",
       );
-    const fileOf = (param: "training_file" | "validation_file") => {
-      const v = body[param];
-      if (v === undefined || v === null) return undefined;
-      if (typeof v !== "string") throw new ApiError(400, `'${param}' must be a file id`, param, "invalid_value");
-      let f: ReturnType<FileStore["get"]>;
-      try {
-        f = this.o.files.get(v, param, project);
-      } catch {
-        throw new ApiError(400, `invalid ${param}: no such file '${v}'`, param, "file_not_found");
-      }
-      if (f.purpose !== "fine-tune")
-        throw new ApiError(
-          400,
-          `File ${v} has purpose '${f.purpose}'; ${param} needs a file uploaded with purpose 'fine-tune'.`,
-          param,
-          "invalid_file_purpose",
-        );
-      return f;
-    };
+    const fileOf = (param: "training_file" | "validation_file") => requestFile(this.o.files, body, param, project);
     const train = typeof body.training_file === "string" ? fileOf("training_file") : undefined;
     const valid = fileOf("validation_file");
     const id = newId("ftjob-");
@@ -338,13 +388,7 @@ export class JobManager {
     if (valid) keep(valid.id, join(dir, "valid.jsonl"));
     const manifest = replaceFileAtomicAsync(join(dir, "manifest.json"), JSON.stringify(spec, null, 2));
     const type = spec.spec.method.type;
-    const given = (body.method as Record<string, Record<string, unknown>> | undefined)?.[type] ?? {};
-    const hyper = {
-      ...Object.fromEntries(HYPER_DEFAULTS[type]!.map((k) => [k, "auto"])),
-      ...((given.hyperparameters as Record<string, unknown> | undefined) ??
-        (type === "supervised" ? (body.hyperparameters as Record<string, unknown> | undefined) : undefined) ??
-        {}),
-    };
+    const { given, hyper } = answeredHyperparameters(body, type);
     const job: FineTuningJob = {
       object: "fine_tuning.job",
       id,
@@ -383,28 +427,8 @@ export class JobManager {
     const s = this.jobs.get(id);
     if (!s || s.job.status !== "validating_files") return;
     const type = s.job.method.type as string;
-    const check = (param: "training_file" | "validation_file", path: string, max: number) => {
-      const fileId = s.job[param]!;
-      const name = (() => {
-        try {
-          return this.o.files.get(fileId).filename;
-        } catch {
-          return fileId;
-        }
-      })();
-      try {
-        const text = readFileSync(path, "utf8");
-        (type === "reinforcement" ? parseRftDataset : parseSftDataset)(text, name, { maxRows: max });
-        return null;
-      } catch (e) {
-        if (!(e instanceof DatasetError)) throw e;
-        return {
-          code: param === "training_file" ? "invalid_training_file" : "invalid_validation_file",
-          message: `${type === "reinforcement" ? "Reinforcement" : "Supervised"} fine-tuning: ${describeIssues(name, e.issues)}`,
-          param,
-        };
-      }
-    };
+    const check = (param: "training_file" | "validation_file", path: string, max: number) =>
+      checkJobFile(this.o.files, type, param, s.job[param]!, path, max);
     const dir = this.jobDir(id);
     const rft = type === "reinforcement";
     const error =

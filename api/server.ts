@@ -12,6 +12,9 @@ import type { Logger } from "../proto/log.js";
 import { GraderEngine } from "../grader-sidecar/src/engine.js";
 import { createHttpServer as createGraderHttp } from "../grader-sidecar/src/http.js";
 import { GraderMetrics } from "../grader-sidecar/src/metrics.js";
+import type { KubeClient } from "../operator/client.js";
+import type { ClusterConfig } from "./cluster-config.js";
+import { ClusterJobs } from "./cluster-jobs.js";
 import { ApiError } from "./errors.js";
 import { EvalStore } from "./evals.js";
 import { FileStore } from "./files.js";
@@ -36,12 +39,17 @@ export interface ApiServerOptions {
   /** Largest JSON body (default 4 MiB). */
   maxJsonBytes?: number;
   logger: Logger;
+  /**
+   * Cluster mode: jobs become FineTuneJobs through this client, in the namespace of the key's project (the
+   * config's); `models` is unused (the config names the base models on the model claims).
+   */
+  cluster?: { client: KubeClient; config: ClusterConfig; datasetKey: Buffer; pollMs?: number };
 }
 
 export interface RunningApi {
   server: Server;
   url: string;
-  jobs: JobManager;
+  jobs: JobManager | ClusterJobs;
   close(): Promise<void>;
 }
 
@@ -73,15 +81,32 @@ export async function startApiServer(o: ApiServerOptions): Promise<RunningApi> {
   const log = o.logger;
   const organization = o.organization ?? "rft";
   const files = new FileStore(join(o.dataDir, "files"));
-  const jobs = new JobManager({
-    dir: join(o.dataDir, "jobs"),
-    files,
-    baseModel: (n) => o.models.dir(n),
-    organization,
-    backend: o.backend,
-    log,
-  });
-  const host = new ModelHost({ backend: o.backend, log, resolve: (id) => jobs.modelDir(id) });
+  const cluster = o.cluster
+    ? new ClusterJobs({
+        dir: join(o.dataDir, "jobs"),
+        files,
+        client: o.cluster.client,
+        config: o.cluster.config,
+        organization,
+        datasetKey: o.cluster.datasetKey,
+        pollMs: o.cluster.pollMs,
+        log,
+      })
+    : undefined;
+  const local = cluster
+    ? undefined
+    : new JobManager({
+        dir: join(o.dataDir, "jobs"),
+        files,
+        baseModel: (n) => o.models.dir(n),
+        organization,
+        backend: o.backend,
+        log,
+      });
+  const jobs: JobManager | ClusterJobs = cluster ?? local!;
+  /** A model this server can serve chat completions for (local mode only: cluster jobs' models are the cluster's). */
+  const modelDir = (id: string, project?: string) => local?.modelDir(id, project);
+  const host = new ModelHost({ backend: o.backend, log, resolve: (id) => modelDir(id) });
   const metrics = new GraderMetrics({ defaultMetrics: false });
   const engine = new GraderEngine({ onGraded: metrics.observe });
   const graderHttp = createGraderHttp({ engine, metrics, logger: log });
@@ -96,7 +121,7 @@ export async function startApiServer(o: ApiServerOptions): Promise<RunningApi> {
     host,
     log,
     modelEndpoint: self,
-    modelVisible: (m, p) => jobs.modelDir(m, p) !== undefined,
+    modelVisible: (m, p) => modelDir(m, p) !== undefined,
   });
   const maxJson = o.maxJsonBytes ?? 4 << 20;
   const maxUpload = o.maxUploadBytes ?? 512 << 20;
@@ -147,9 +172,13 @@ export async function startApiServer(o: ApiServerOptions): Promise<RunningApi> {
         const mk = /^metadata\[(.+)\]$/.exec(k);
         if (mk) metadata[mk[1]!] = v;
       }
-      return send(res, 200, paginate(jobs.list(metadata, project), q.get("after"), parseLimit(q.get("limit"), 20)));
+      return send(
+        res,
+        200,
+        paginate(await jobs.list(metadata, project), q.get("after"), parseLimit(q.get("limit"), 20)),
+      );
     }
-    if (is("GET", "fine_tuning", "jobs", null)) return send(res, 200, jobs.get(seg[2]!, project));
+    if (is("GET", "fine_tuning", "jobs", null)) return send(res, 200, await jobs.get(seg[2]!, project));
     for (const action of ["cancel", "pause", "resume"] as const)
       if (is("POST", "fine_tuning", "jobs", null, action))
         return send(res, 200, await jobs.act(seg[2]!, action, project));
@@ -157,10 +186,13 @@ export async function startApiServer(o: ApiServerOptions): Promise<RunningApi> {
       return send(
         res,
         200,
-        paginate(jobs.listEvents(seg[2]!, project), q.get("after"), parseLimit(q.get("limit"), 20)),
+        paginate(await jobs.listEvents(seg[2]!, project), q.get("after"), parseLimit(q.get("limit"), 20)),
       );
     if (is("GET", "fine_tuning", "jobs", null, "checkpoints")) {
-      const list = jobs.checkpoints(seg[2]!, project).map(({ dir: _d, ...c }) => c);
+      const list = (await jobs.checkpoints(seg[2]!, project)).map((c) => {
+        const { dir: _d, ...rest } = c as typeof c & { dir?: string };
+        return rest;
+      });
       return send(res, 200, paginate(list, q.get("after"), parseLimit(q.get("limit"), 10)));
     }
     if (seg[0] === "fine_tuning" && seg[1] === "alpha" && seg[2] === "graders") {
@@ -169,24 +201,36 @@ export async function startApiServer(o: ApiServerOptions): Promise<RunningApi> {
     }
 
     // Models and chat completions (a served local model per fine-tuned model or checkpoint, on demand)
+    const baseNames = cluster ? cluster.baseModels() : o.models.names();
     if (is("GET", "models")) {
       const data = [
-        ...o.models.names().map((id) => ({ id, object: "model", created: o.models.created, owned_by: organization })),
-        ...jobs
-          .fineTunedModels(project)
-          .map((x) => ({ id: x.id, object: "model", created: x.created, owned_by: organization })),
+        ...baseNames.map((id) => ({ id, object: "model", created: o.models.created, owned_by: organization })),
+        ...(await jobs.fineTunedModels(project)).map((x) => ({
+          id: x.id,
+          object: "model",
+          created: x.created,
+          owned_by: organization,
+        })),
       ];
       return send(res, 200, { object: "list", data });
     }
     if (is("GET", "models", null)) {
       const id = seg[1]!;
-      if (!jobs.modelDir(id, project))
+      const ft = (await jobs.fineTunedModels(project)).find((x) => x.id === id);
+      if (!ft && !baseNames.includes(id) && !modelDir(id, project))
         throw new ApiError(404, `The model '${id}' does not exist`, "model", "model_not_found");
-      const ft = jobs.fineTunedModels(project).find((x) => x.id === id);
       return send(res, 200, { id, object: "model", created: ft?.created ?? o.models.created, owned_by: organization });
     }
-    if (is("POST", "chat", "completions"))
-      return host.proxyChat(req, res, await readBody(req, maxJson), (x) => jobs.modelDir(x, project) !== undefined);
+    if (is("POST", "chat", "completions")) {
+      if (cluster)
+        throw new ApiError(
+          400,
+          "Chat completions are served by `rft api --local` only; in cluster mode serve the fine-tuned model with `rft serve`.",
+          null,
+          "unsupported_in_cluster_mode",
+        );
+      return host.proxyChat(req, res, await readBody(req, maxJson), (x) => modelDir(x, project) !== undefined);
+    }
 
     // Evals
     if (seg[0] === "evals") return evals.route(m, seg.slice(1), q, req, res, maxJson, project);
@@ -211,6 +255,8 @@ export async function startApiServer(o: ApiServerOptions): Promise<RunningApi> {
       send(res, err.status, err.body());
     };
     if (req.method === "GET" && url.pathname === "/healthz") return send(res, 200, { status: "ok" });
+    // Trainer pods fetch their job's files here with the job's own token (cluster mode only).
+    if (cluster && url.pathname.startsWith("/internal/datasets/")) return cluster.serveDataset(req, res, url.pathname);
     let project: string;
     try {
       if (!url.pathname.startsWith("/v1/"))

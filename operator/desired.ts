@@ -151,7 +151,8 @@ export function checkpointDir(job: FineTuneJobObject): string {
   return posix.join(CHECKPOINT_MOUNT, `${job.metadata.name}-${job.metadata.uid.slice(0, 8)}`);
 }
 
-const inData = (p: string) => (isAbsolute(p) ? p : posix.join(DATA_MOUNT, p));
+/** A path on the data claim; an absolute path or an http(s) URL (a dataset `rft api --cluster` serves) as is. */
+const inData = (p: string) => (isAbsolute(p) || /^https?:\/\//.test(p) ? p : posix.join(DATA_MOUNT, p));
 
 /**
  * The job config the trainer reads: the FineTuneJob with data paths resolved to the pod's mounts and, unless

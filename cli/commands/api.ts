@@ -9,7 +9,9 @@ import { stringify } from "yaml";
 import { loadJobFile } from "../../api/convert.js";
 import { ApiKeys } from "../../api/http.js";
 import { ModelCatalog } from "../../api/models.js";
-import { startApiServer } from "../../api/server.js";
+import { loadClusterConfig } from "../../api/cluster-config.js";
+import { type ApiServerOptions, startApiServer } from "../../api/server.js";
+import { KubeClient } from "../../operator/client.js";
 import { createLogger } from "../../proto/log.js";
 import { ManifestError } from "../../trainer/job/manifest.js";
 
@@ -18,7 +20,9 @@ const collect = (v: string, prev: string[]) => [...prev, v];
 export function register(program: Command) {
   const api = program
     .command("api")
-    .description("serve OpenAI's Files, Fine-tuning jobs, Evals and Models API locally (jobs run one at a time)")
+    .description(
+      "serve OpenAI's Files, Fine-tuning jobs, Evals and Models API (jobs run here, or as FineTuneJobs with --cluster)",
+    )
     .option("--data <dir>", "where files, jobs and evals are kept (durable)", "rft-api-data")
     .option("--host <addr>", "address to listen on", "127.0.0.1")
     .option("--port <n>", "TCP port (0 = any free port)", "8080")
@@ -30,12 +34,36 @@ export function register(program: Command) {
     .option("--models <dir>", "every model directory under DIR, named by its directory name")
     .option("--org <name>", "organization_id and the org part of fine-tuned model names", "rft")
     .option("--backend <name>", "tfjs backend of the training and serving processes (default: auto)")
-    .option("--local", "run jobs with the local runner (the default and, for now, the only mode)")
+    .option("--local", "run jobs on this machine, one at a time, in a child process (the default)")
+    .option(
+      "--cluster <config>",
+      "run each job as a FineTuneJob in the namespace of the key's project (config: projects, models, datasetBaseUrl)",
+    )
+    .option("--kubeconfig <file>", "cluster mode: the API server's credentials (default: in-cluster, then KUBECONFIG)")
+    .option(
+      "--dataset-key-file <file>",
+      "cluster mode: the key (≥ 32 bytes) trainer pods' dataset tokens derive from (else RFT_API_DATASET_KEY)",
+    )
     .action(async (o) => {
       const log = createLogger("api");
       let keys: ApiKeys;
       const models = new ModelCatalog();
+      let cluster: ApiServerOptions["cluster"];
       try {
+        if (o.cluster && o.local) throw new Error("--local and --cluster are exclusive");
+        if (o.cluster) {
+          const config = loadClusterConfig(o.cluster);
+          const raw = o.datasetKeyFile
+            ? readFileSync(o.datasetKeyFile, "utf8")
+            : (process.env.RFT_API_DATASET_KEY ?? "");
+          const datasetKey = Buffer.from(raw.trim());
+          if (datasetKey.length < 32)
+            throw new Error(
+              `cluster mode needs a dataset token key of at least 32 bytes (--dataset-key-file or RFT_API_DATASET_KEY); got ${datasetKey.length}`,
+            );
+          delete process.env.RFT_API_DATASET_KEY;
+          cluster = { client: await KubeClient.fromKubeconfig(o.kubeconfig), config, datasetKey };
+        }
         keys = o.apiKeyFile
           ? ApiKeys.fromFile(o.apiKeyFile)
           : new ApiKeys((process.env.RFT_API_KEYS ?? "").split(/[,\n]/));
@@ -61,9 +89,13 @@ export function register(program: Command) {
         port,
         backend: o.backend,
         logger: log,
+        ...(cluster ? { cluster } : {}),
       });
-      log.info({ url: s.url, models: models.names() }, "serving");
-      process.stdout.write(`rft api at ${s.url} (models: ${models.names().join(", ") || "none"})\n`);
+      const names = cluster ? Object.keys(cluster.config.models) : models.names();
+      log.info({ url: s.url, models: names, mode: cluster ? "cluster" : "local" }, "serving");
+      process.stdout.write(
+        `rft api at ${s.url} (${cluster ? "cluster mode, " : ""}models: ${names.join(", ") || "none"})\n`,
+      );
       let stopping = false;
       const stop = () => {
         if (stopping) return;

@@ -1,6 +1,7 @@
 """The RFT guide's python flow (security-policy example), unchanged apart from base_url and api_key:
 upload both files, create the RFT job with its multi grader, poll, read events and checkpoints, call the model.
-Usage: rft_guide.py TRAIN.jsonl VALID.jsonl   (env RFT_API_BASE_URL, RFT_API_KEY). Prints a JSON summary."""
+Usage: rft_guide.py TRAIN.jsonl VALID.jsonl   (env RFT_API_BASE_URL, RFT_API_KEY; RFT_GUIDE_SKIP_CHAT=1 against
+`rft api --cluster`, which serves no chat completions). Prints a JSON summary."""
 import json
 import os
 import sys
@@ -80,7 +81,7 @@ while job.status not in ("succeeded", "failed", "cancelled"):
 events = client.fine_tuning.jobs.list_events(fine_tuning_job_id=job.id, limit=100)
 checkpoints = client.fine_tuning.jobs.checkpoints.list(job.id)
 answer = None
-if job.fine_tuned_model:
+if job.fine_tuned_model and not os.environ.get("RFT_GUIDE_SKIP_CHAT"):
     completion = client.chat.completions.create(
         model=job.fine_tuned_model,
         messages=[{"role": "user", "content": "Is data encrypted at rest?"}],

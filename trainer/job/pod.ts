@@ -34,6 +34,7 @@ import { loadManifest } from "./manifest.js";
 import { type RankEnv, rankEnv } from "../collective/env.js";
 import { runJob } from "./run-job.js";
 import { subscribeControl } from "./control.js";
+import { DatasetConfigError, fetchDataset, isDatasetUrl } from "./remote-dataset.js";
 
 const log = createLogger("trainer-pod");
 
@@ -49,6 +50,29 @@ export class TrainerPodError extends Error {}
 export interface TrainerPodResult {
   status: string;
   exitCode: number;
+}
+
+/**
+ * Training files given as URLs (`rft api --cluster`) → local copies under `<outDir>/datasets/` (fetched once
+ * with RFT_DATASET_TOKEN, digest-checked); the manifest's paths then name the copies.
+ */
+async function localDatasets(manifest: ReturnType<typeof loadManifest>, outDir: string, env: NodeJS.ProcessEnv) {
+  const spec = manifest.job.spec;
+  const o = { token: env.RFT_DATASET_TOKEN || undefined };
+  try {
+    if (isDatasetUrl(spec.trainingFile))
+      manifest.paths.trainingFile = await fetchDataset(spec.trainingFile, join(outDir, "datasets"), "train.jsonl", o);
+    if (isDatasetUrl(spec.validationFile))
+      manifest.paths.validationFile = await fetchDataset(
+        spec.validationFile,
+        join(outDir, "datasets"),
+        "valid.jsonl",
+        o,
+      );
+  } catch (e) {
+    if (e instanceof DatasetConfigError) throw new TrainerPodError(e.message);
+    throw e;
+  }
 }
 
 export async function runTrainerPod(o: TrainerPodOptions): Promise<TrainerPodResult> {
@@ -179,6 +203,7 @@ export async function runTrainerPod(o: TrainerPodOptions): Promise<TrainerPodRes
   }
   publish("running");
   try {
+    await localDatasets(manifest, outDir, env);
     const result = await runJob({
       manifest,
       outDir,

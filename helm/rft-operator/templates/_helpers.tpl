@@ -95,6 +95,19 @@ nats://{{ $n }}.{{ .Release.Namespace }}.svc:{{ .Values.nats.clientPort }}
 {{- default (printf "%s-ledger-token" (include "rft.fullname" .)) .Values.ledger.apiToken.existingSecret -}}
 {{- end -}}
 
+{{- define "rft.apiKeysSecretName" -}}
+{{- default (printf "%s-api-keys" (include "rft.fullname" .)) .Values.api.apiKeys.existingSecret -}}
+{{- end -}}
+
+{{/* The namespaces of api.projects, each once (the API's Roles are there). */}}
+{{- define "rft.apiNamespaces" -}}
+{{- $out := list -}}
+{{- range $p, $t := .Values.api.projects -}}
+{{- $out = append $out $t.namespace -}}
+{{- end -}}
+{{- toJson ($out | uniq | sortAlpha) -}}
+{{- end -}}
+
 {{/* Cross-value checks the JSON schema cannot express. */}}
 {{- define "rft.validate" -}}
 {{- if and (not .Values.nats.enabled) (not .Values.nats.url) -}}
@@ -102,6 +115,17 @@ nats://{{ $n }}.{{ .Release.Namespace }}.svc:{{ .Values.nats.clientPort }}
 {{- end -}}
 {{- if and .Values.nats.enabled .Values.nats.url -}}
 {{- fail "nats.url: leave it empty when nats.enabled is true (the chart runs NATS), or set nats.enabled=false" -}}
+{{- end -}}
+{{- if .Values.api.enabled -}}
+{{- if not .Values.api.projects -}}
+{{- fail "api.projects: name at least one project and its namespace and model claim when api.enabled is true" -}}
+{{- end -}}
+{{- if not .Values.api.models -}}
+{{- fail "api.models: name at least one base model (its directory on the model claims) when api.enabled is true" -}}
+{{- end -}}
+{{- if and (not .Values.api.apiKeys.existingSecret) (not (hasKey .Values.api.projects .Values.api.apiKeys.generatedProject)) -}}
+{{- fail (printf "api.apiKeys.generatedProject: %q is not in api.projects (the generated key could create no job)" .Values.api.apiKeys.generatedProject) -}}
+{{- end -}}
 {{- end -}}
 {{- if and (gt (int .Values.operator.replicas) 1) (not .Values.operator.leaderElection.enabled) -}}
 {{- fail "operator.leaderElection.enabled: must be true with operator.replicas 2 (two leaders would fight over every job)" -}}

@@ -1,0 +1,281 @@
+/**
+ * `rft api --cluster` on the harness (test/k8s: real kube-apiserver, controller-manager, the process kubelet
+ * running trainer pods) with the operator and a real nats-server: the RFT guide's flow with the official node
+ * `openai` client. Files are uploaded; the job becomes a FineTuneJob in the project's namespace, created with
+ * the chart's own Role for the API (a ServiceAccount token, not admin); the operator's trainer pod fetches the
+ * training files from the API with the job's token; events, checkpoints and the fine-tuned model come back
+ * from the FineTuneJob's status. A second job is cancelled through spec.cancel.
+ */
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+import OpenAI, { toFile } from "openai";
+import { stringify } from "yaml";
+import { ApiKeys } from "../../api/http.js";
+import { ModelCatalog } from "../../api/models.js";
+import { type RunningApi, startApiServer } from "../../api/server.js";
+import { KubeClient } from "../../operator/client.js";
+import { Operator } from "../../operator/manager.js";
+import { createLogger } from "../../proto/log.js";
+import { tinyModel } from "../helpers/rft-job.js";
+import { find, template } from "../helm/helm.js";
+import type { KObject } from "../k8s/api.js";
+import { type Cluster, startCluster, waitFor } from "../k8s/cluster.js";
+import { freePort, NatsServer } from "../ledger/nats-server.js";
+import { BASE, jobRequest, TRAIN, VALID } from "./guide.js";
+import { KEY } from "./helpers.js";
+
+const NS = "team-a";
+const SYSTEM = "rft-system";
+const OTHER_KEY = "sk-test-other-project-0123";
+let cluster: Cluster;
+let nats: NatsServer;
+let op: Operator;
+let api: RunningApi;
+let client: OpenAI;
+let apiPort: number;
+let kube: KubeClient;
+
+const cond = (o: KObject, type: string) => (o.status?.conditions ?? []).find((c: KObject) => c.type === type);
+
+before(async () => {
+  nats = await NatsServer.start();
+  apiPort = await freePort();
+  mkdirSync("/var/tmp", { recursive: true });
+  cluster = await startCluster({
+    dir: mkdtempSync("/var/tmp/rft-api-cluster-"),
+    keep: false,
+    kubelet: { hostPorts: [nats.port, apiPort] },
+  });
+  await cluster.kubectl("apply", "--server-side", "-f", "crds/finetunejobs.rft.dev.yaml");
+  await waitFor("CRD established", async () => {
+    const crd = await cluster.getJson("crd", "finetunejobs.rft.dev");
+    return cond(crd, "Established")?.status === "True";
+  });
+  const pvc = (name: string) => ({
+    apiVersion: "v1",
+    kind: "PersistentVolumeClaim",
+    metadata: { name, namespace: NS },
+    spec: { accessModes: ["ReadWriteOnce"], resources: { requests: { storage: "1Gi" } } },
+  });
+  await cluster.apply([
+    { apiVersion: "v1", kind: "Namespace", metadata: { name: NS } },
+    { apiVersion: "v1", kind: "Namespace", metadata: { name: SYSTEM } },
+  ]);
+  await cluster.apply([pvc("models"), pvc("checkpoints")]);
+  await tinyModel(join(cluster.kubelet!.pvcPath(NS, "models"), "tiny"));
+
+  // The API's identity: the chart's ServiceAccount, Role and RoleBinding (helm template), and a token of it.
+  const { objects } = await template([
+    "--set",
+    "api.enabled=true",
+    "--set-json",
+    `api.projects={"default":{"namespace":"${NS}","modelClaim":"models","checkpointClaim":"checkpoints"}}`,
+    "--set-json",
+    `api.models={"${BASE}":"tiny"}`,
+  ]);
+  const name = "rft-rft-operator-api";
+  await cluster.apply([
+    ...find(objects, "ServiceAccount", name),
+    ...find(objects, "Role", name),
+    ...find(objects, "RoleBinding", name),
+  ]);
+  const token = (await cluster.kubectl("create", "token", name, "-n", SYSTEM)).trim();
+  const kubeconfig = join(cluster.dir, "api.kubeconfig");
+  writeFileSync(
+    kubeconfig,
+    stringify({
+      apiVersion: "v1",
+      kind: "Config",
+      clusters: [
+        {
+          name: "harness",
+          cluster: {
+            server: cluster.server,
+            "certificate-authority-data": Buffer.from(cluster.credentials.ca).toString("base64"),
+          },
+        },
+      ],
+      users: [{ name: "api", user: { token } }],
+      contexts: [{ name: "api", context: { cluster: "harness", user: "api" } }],
+      "current-context": "api",
+    }),
+  );
+
+  op = new Operator({
+    kubeconfig: cluster.kubeconfig,
+    settings: { image: "rft:dev", natsUrl: nats.url },
+    port: 0,
+    log: createLogger("operator-test", "silent"),
+    onLeaseLost: () => {},
+  });
+  await op.start();
+  await waitFor("operator leads", () => op.isLeader);
+
+  kube = await KubeClient.fromKubeconfig(kubeconfig);
+  api = await startApiServer({
+    dataDir: mkdtempSync(join(cluster.dir, "api-data-")),
+    keys: new ApiKeys([`${KEY} default`, `${OTHER_KEY} elsewhere`]),
+    models: new ModelCatalog(),
+    organization: "acme",
+    port: apiPort,
+    logger: createLogger("api-test", "silent"),
+    cluster: {
+      client: kube,
+      config: {
+        projects: { default: { namespace: NS, modelClaim: "models", checkpointClaim: "checkpoints" } },
+        models: { [BASE]: "tiny" },
+        // Pods reach this host port at 127.0.0.1 (the harness relays it).
+        datasetBaseUrl: `http://127.0.0.1:${apiPort}`,
+        trainer: { backend: "wasm" },
+      },
+      datasetKey: randomBytes(32),
+      pollMs: 500,
+    },
+  });
+  client = new OpenAI({ baseURL: api.url, apiKey: KEY, maxRetries: 0 });
+});
+
+after(async () => {
+  await api?.close();
+  kube?.close();
+  await op?.stop();
+  await cluster?.close();
+  await nats?.stop();
+});
+
+test("the RFT guide's flow through the operator: files, FineTuneJob, events to succeeded, checkpoints", async () => {
+  const up = async (rows: string[], name: string) =>
+    client.files.create({ file: await toFile(Buffer.from(`${rows.join("\n")}\n`), name), purpose: "fine-tune" });
+  const train = await up(TRAIN, "train.jsonl");
+  const valid = await up(VALID, "valid.jsonl");
+  // `as any`: the SDK's types lack response_format (OpenAI's guide sends it).
+  const job = await client.fineTuning.jobs.create(jobRequest(train.id, valid.id, { samples_per_prompt: 2 }) as any);
+  assert.equal(job.status, "queued");
+  assert.equal(job.training_file, train.id);
+
+  // The FineTuneJob: in the project's namespace, data by URL with a digest, its dataset Secret owned by it.
+  const ftj = await cluster.getJson("ftj", "-n", NS, job.id.toLowerCase());
+  assert.match(
+    ftj.spec.trainingFile,
+    new RegExp(`^http://127.0.0.1:${apiPort}/internal/datasets/${job.id}/train\\.jsonl#sha256=[0-9a-f]{64}$`),
+  );
+  assert.equal(ftj.spec.model, "tiny");
+  assert.deepEqual(ftj.spec.storage, { modelClaim: "models", checkpointClaim: "checkpoints" });
+  const secret = await cluster.getJson("secret", "-n", NS, `${job.id.toLowerCase()}-dataset`);
+  assert.equal(secret.metadata.ownerReferences[0].uid, ftj.metadata.uid);
+  // The dataset URL answers only with the job's token.
+  const plain = ftj.spec.trainingFile.replace(/#.*/, "");
+  assert.equal((await fetch(plain)).status, 401);
+  assert.equal((await fetch(plain, { headers: { authorization: "Bearer nope" } })).status, 401);
+
+  // Poll as the guide does, until the job is final.
+  let done = job;
+  for (let i = 0; i < 1200 && !["succeeded", "failed", "cancelled"].includes(done.status); i++) {
+    await new Promise((r) => setTimeout(r, 500));
+    done = await client.fineTuning.jobs.retrieve(job.id);
+  }
+  const why = async () => JSON.stringify((await cluster.getJson("ftj", "-n", NS, job.id.toLowerCase())).status);
+  assert.equal(done.status, "succeeded", await why());
+  assert.equal(done.fine_tuned_model, `ft:${BASE}:acme:security-qa:${job.id.slice(6, 14)}`);
+  assert.ok(done.finished_at! >= done.created_at);
+
+  const events = [];
+  for await (const e of client.fineTuning.jobs.listEvents(job.id, { limit: 5 })) events.push(e);
+  const messages = events.map((e) => e.message);
+  assert.equal(messages[0], "The job has successfully completed");
+  assert.ok(messages.includes(`New fine-tuned model created: ${done.fine_tuned_model}`), messages.join("\n"));
+  assert.ok(messages.includes("Fine-tuning job started"), messages.join("\n"));
+  const steps = events.filter((e) => e.type === "metrics").map((e) => (e.data as { step: number }).step);
+  assert.ok(steps.includes(2), `metrics events for the last step: ${steps}`);
+  assert.equal(new Set(events.map((e) => e.id)).size, events.length, "each event once across pages");
+
+  const ckpts = (await client.fineTuning.jobs.checkpoints.list(job.id)).data;
+  assert.ok(ckpts.length >= 1);
+  assert.equal(ckpts[0]!.fine_tuned_model_checkpoint, `${done.fine_tuned_model}:ckpt-step-2`);
+  assert.equal(ckpts[0]!.step_number, 2);
+  assert.equal(typeof (ckpts[0]!.metrics as Record<string, number>).valid_reward_mean, "number");
+
+  assert.deepEqual(
+    (await client.fineTuning.jobs.list()).data.map((j) => j.id),
+    [job.id],
+  );
+  assert.ok((await client.models.list()).data.some((m) => m.id === done.fine_tuned_model));
+});
+
+test("cancel patches spec.cancel and the operator cancels; another project sees nothing and may not create", async () => {
+  const train = await client.files.create({
+    file: await toFile(Buffer.from(`${TRAIN.join("\n")}\n`), "train.jsonl"),
+    purpose: "fine-tune",
+  });
+  const job = await client.fineTuning.jobs.create(jobRequest(train.id, train.id) as any);
+  const cancelled = await client.fineTuning.jobs.cancel(job.id);
+  assert.equal(cancelled.status, "cancelled");
+  const ftj = await waitFor(
+    "the operator's Cancelled condition",
+    async () => {
+      const o = await cluster.getJson("ftj", "-n", NS, job.id.toLowerCase());
+      return cond(o, "Cancelled")?.status === "True" ? o : undefined;
+    },
+    120_000,
+    500,
+  );
+  assert.equal(ftj.spec.cancel, true);
+  await assert.rejects(
+    client.fineTuning.jobs.resume(job.id),
+    (e: InstanceType<typeof OpenAI.APIError>) => e.status === 400,
+  );
+
+  const other = new OpenAI({ baseURL: api.url, apiKey: OTHER_KEY, maxRetries: 0 });
+  await assert.rejects(other.fineTuning.jobs.retrieve(job.id), OpenAI.NotFoundError);
+  const mine = await other.files.create({
+    file: await toFile(Buffer.from(`${TRAIN.join("\n")}\n`), "t.jsonl"),
+    purpose: "fine-tune",
+  });
+  await assert.rejects(
+    other.fineTuning.jobs.create(jobRequest(mine.id, mine.id) as any),
+    (e: InstanceType<typeof OpenAI.APIError>) =>
+      e.status === 403 && /Project 'elsewhere' has no namespace/.test(e.message),
+  );
+  await assert.rejects(
+    client.chat.completions.create({ model: BASE, messages: [{ role: "user", content: "hi" }] }),
+    (e: InstanceType<typeof OpenAI.APIError>) => e.status === 400 && /cluster mode/.test(e.message),
+  );
+});
+
+test("the python openai client runs the guide's flow against the cluster API (no chat: the cluster serves models)", async () => {
+  const python = ".venv-openai/bin/python";
+  assert.ok(existsSync(python), `${python} is missing: run bash scripts/setup.d/22-openai-python.sh`);
+  const dir = mkdtempSync(join(cluster.dir, "python-"));
+  writeFileSync(join(dir, "train.jsonl"), `${TRAIN.join("\n")}\n`);
+  writeFileSync(join(dir, "valid.jsonl"), `${VALID.join("\n")}\n`);
+  const py = spawn(python, ["test/api/rft_guide.py", join(dir, "train.jsonl"), join(dir, "valid.jsonl")], {
+    env: { ...process.env, RFT_API_BASE_URL: api.url, RFT_API_KEY: KEY, RFT_GUIDE_SKIP_CHAT: "1" },
+  });
+  let out = "";
+  let err = "";
+  py.stdout.on("data", (d: Buffer) => (out += d.toString()));
+  py.stderr.on("data", (d: Buffer) => (err += d.toString()));
+  const code = await new Promise((r) => py.once("exit", r));
+  assert.equal(code, 0, err);
+  const r = JSON.parse(out) as {
+    id: string;
+    status: string;
+    statuses: string[];
+    fine_tuned_model: string;
+    metrics_steps: number[];
+    checkpoints: string[];
+    error: unknown;
+  };
+  assert.equal(r.status, "succeeded", JSON.stringify(r.error));
+  assert.equal(r.statuses[0], "queued");
+  assert.equal(r.fine_tuned_model, `ft:${BASE}:acme:security-qa:${r.id.slice(6, 14)}`);
+  assert.ok(r.metrics_steps.includes(2), String(r.metrics_steps));
+  assert.ok(r.checkpoints.includes(`${r.fine_tuned_model}:ckpt-step-2`), r.checkpoints.join(","));
+  // It ran as a FineTuneJob of the project's namespace.
+  const ftj = await cluster.getJson("ftj", "-n", NS, r.id.toLowerCase());
+  assert.equal(cond(ftj, "Succeeded")?.status, "True");
+});
