@@ -4,6 +4,7 @@
  * `out/`, the `rft run` output directory), run one at a time by a child process (api/job-worker.ts) that calls
  * the same `runJob` as `rft run`. A restarted server picks every unfinished job up where its checkpoints are.
  */
+import { addStepUsage, type UsageMetrics } from "./usage.js";
 import { type ChildProcess, fork } from "node:child_process";
 import { createHash, randomInt } from "node:crypto";
 import { appendFileSync, copyFileSync, existsSync, linkSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
@@ -50,8 +51,8 @@ export interface FineTuningJob {
   integrations: unknown[];
   metadata: Record<string, string> | null;
   method: Record<string, unknown>;
-  /** Training seconds of the core loop (OpenAI's "captured forward progress"). */
-  usage_metrics: { training_seconds: number };
+  /** Training seconds of the core loop (OpenAI's "captured forward progress") and model graders' tokens. */
+  usage_metrics: UsageMetrics;
 }
 
 export interface JobEvent {
@@ -480,6 +481,10 @@ export class JobManager {
           type: e.type === "metrics" ? "metrics" : "message",
           data: e.data ?? null,
         });
+        if (e.type === "metrics") {
+          const usage = addStepUsage(s.job.usage_metrics, e.data);
+          if (usage !== s.job.usage_metrics) void this.update(s, { usage_metrics: usage });
+        }
         const eta = estimatedFinish(e, startedAt, startStep);
         if (eta !== undefined) {
           if (startStep === null) startStep = (e.data as { step: number }).step - 1;
@@ -523,7 +528,7 @@ export class JobManager {
     secs: number,
   ) {
     const id = s.job.id;
-    const training = { training_seconds: s.job.usage_metrics.training_seconds + secs };
+    const training = { ...s.job.usage_metrics, training_seconds: s.job.usage_metrics.training_seconds + secs };
     let status = afterWorker(s.job.status, result);
     if (status === "paused" && s.job.status === "running") status = "queued"; // resumed while pausing
     if (status === "succeeded") {

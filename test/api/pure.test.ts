@@ -5,6 +5,7 @@ import { fieldToParam, toFineTuneJob } from "../../api/convert.js";
 import { afterWorker, decide, STATUSES } from "../../api/job-state.js";
 import { estimatedFinish } from "../../api/jobs.js";
 import { paginate, parseLimit } from "../../api/pagination.js";
+import { addStepUsage, type UsageMetrics } from "../../api/usage.js";
 
 test("every status × action has one decision; final statuses refuse everything", () => {
   const table = Object.fromEntries(
@@ -89,4 +90,47 @@ test("estimated_finish follows this run's pace from its first step", () => {
   assert.equal(estimatedFinish(m(4), 1_000_000, 2, 1_020_000), 1_080);
   assert.equal(estimatedFinish(m(1), 0, null, 5_000), 50);
   assert.equal(estimatedFinish({ type: "message", data: null }, 0, null), undefined);
+});
+
+test("usage_metrics: model graders' tokens are summed over the steps, per judge model; junk adds nothing", () => {
+  const step = (model: string, p: number, c: number, ep = 0) => ({
+    model_graders_token_usage: {
+      [model]: {
+        train_prompt_tokens: p,
+        train_completion_tokens: c,
+        train_cached_tokens: 0,
+        eval_prompt_tokens: ep,
+        eval_completion_tokens: 0,
+        eval_cached_tokens: 0,
+      },
+    },
+  });
+  let u: UsageMetrics = { training_seconds: 12 };
+  assert.equal(addStepUsage(u, { model_graders_token_usage: {} }), u, "no model grader: usage unchanged");
+  u = addStepUsage(u, step("judge", 100, 20));
+  u = addStepUsage(u, step("judge", 50, 5, 30));
+  u = addStepUsage(u, step("gpt-4.1", 7, 1));
+  u = addStepUsage(u, {
+    model_graders_token_usage: { judge: { train_prompt_tokens: -5, train_completion_tokens: "x" } },
+  });
+  u = addStepUsage(u, null);
+  assert.equal(u.training_seconds, 12);
+  assert.deepEqual(u.model_graders_token_usage, {
+    judge: {
+      train_prompt_tokens: 150,
+      train_completion_tokens: 25,
+      train_cached_tokens: 0,
+      eval_prompt_tokens: 30,
+      eval_completion_tokens: 0,
+      eval_cached_tokens: 0,
+    },
+    "gpt-4.1": {
+      train_prompt_tokens: 7,
+      train_completion_tokens: 1,
+      train_cached_tokens: 0,
+      eval_prompt_tokens: 0,
+      eval_completion_tokens: 0,
+      eval_cached_tokens: 0,
+    },
+  });
 });
