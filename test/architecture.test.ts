@@ -33,3 +33,33 @@ test("proto/, trainer/model and trainer/checkpoint import nothing of ours; grade
     assert.deepEqual(extra, [], `${folder} imports ${where.map((e) => `${e.from} → ${e.to}`).join(", ")}`);
   }
 });
+
+test("the trainer reaches ledger/ only through ledger/client.ts, and grader-sidecar/ only through src/client.ts", () => {
+  const entry: Record<string, string> = {
+    ledger: "ledger/client.ts",
+    "grader-sidecar": "grader-sidecar/src/client.ts",
+  };
+  for (const [folder, file] of Object.entries(entry)) {
+    const around = edges.filter(
+      (e) => componentOf(e.from).startsWith("trainer/") && componentOf(e.to) === folder && e.to !== file,
+    );
+    assert.deepEqual(
+      around.map((e) => `${e.from} → ${e.to}`),
+      [],
+      `the trainer imports ${folder}/ around ${file}`,
+    );
+  }
+  // The check reads real edges: the trainer does import both entries.
+  for (const file of Object.values(entry)) assert.ok(edges.some((e) => e.from.startsWith("trainer/") && e.to === file));
+});
+
+test("the trainer's folders import each other without cycles (trainer/rl never imports trainer/job)", () => {
+  const g = folderGraph(edges);
+  const trainer = [...g.keys()].filter((f) => f.startsWith("trainer/"));
+  // A folder-level cycle is a path from a folder back to itself.
+  const reaches = (from: string, to: string, seen = new Set<string>()): boolean =>
+    [...(g.get(from) ?? [])].some((b) => b === to || (!seen.has(b) && (seen.add(b), reaches(b, to, seen))));
+  const cyclic = trainer.filter((f) => reaches(f, f));
+  assert.deepEqual(cyclic, [], `trainer folders on an import cycle: ${cyclic.join(", ")}`);
+  assert.ok(g.get("trainer/job")?.has("trainer/rl"), "trainer/job runs the loop (the edge the check is about)");
+});

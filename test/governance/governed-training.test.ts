@@ -15,7 +15,7 @@ import { readEventsFile } from "../../ledger/publisher.js";
 import { exportPublicKeyPem, generateKeyPair } from "../../ledger/sign.js";
 import { groupDigests, groupsOf } from "../../trainer/governance/digests.js";
 import { loadManifest } from "../../trainer/job/manifest.js";
-import { resolveRft } from "../../trainer/job/hyperparameters.js";
+import { resolveRft } from "../../trainer/settings/hyperparameters.js";
 import { runJob } from "../../trainer/job/run-job.js";
 import { loadHfModel } from "../../trainer/model/hf-io.js";
 import { disposeModel } from "../../trainer/model/model.js";

@@ -7,7 +7,7 @@ import { readFileSync } from "node:fs";
 import { dirname, isAbsolute, resolve } from "node:path";
 import { Ajv, type ErrorObject } from "ajv";
 import { type Document, isAlias, LineCounter, parseAllDocuments, visit } from "yaml";
-import { compileGrader, GraderValidationError } from "../../grader-sidecar/src/validate.js";
+import { compileGrader, GraderValidationError } from "../../grader-sidecar/src/client.js";
 import { FineTuneJob } from "../../proto/finetunejob.js";
 import { parseResponseFormat, ResponseFormatError } from "../sampling/response-format.js";
 

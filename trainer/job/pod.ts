@@ -23,7 +23,7 @@
 import { join } from "node:path";
 import { connect, type NatsConnection } from "nats";
 import { natsAuthOptions, natsTlsOptions } from "../../proto/nats-auth.js";
-import { NatsPublisher } from "../../ledger/publisher.js";
+import { NatsPublisher } from "../../ledger/client.js";
 import { type ProgressMessage, progressSubject } from "../../proto/finetunejob-status.js";
 import { createLogger } from "../../proto/log.js";
 import type { CheckpointInfo } from "../checkpoint/retention.js";

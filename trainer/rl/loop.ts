@@ -24,7 +24,7 @@ import type { RunGraderResponse } from "../../proto/graders.js";
 import { type CheckpointInfo, bestCheckpoint } from "../checkpoint/retention.js";
 import { appendOutput, CheckpointStore, replaceFileAtomic } from "../checkpoint/store.js";
 import type { RftRow } from "../data/dataset.js";
-import { type ResolvedRft, resolveRft } from "../job/hyperparameters.js";
+import { type ResolvedRft, resolveRft } from "../settings/hyperparameters.js";
 import { cleanup, noteWork } from "../model/backend-failure.js";
 import { loadHfModel, saveHfModel } from "../model/hf-io.js";
 import { type Model, disposeModel } from "../model/model.js";
@@ -43,13 +43,13 @@ import {
   groupsOf,
   trainableGroupsOf,
 } from "../governance/digests.js";
-import { applyJobLora, type JobLora, saveLoraOutputs } from "../job/lora.js";
+import { applyJobLora, type JobLora, saveLoraOutputs } from "../settings/lora.js";
 import { adapterNames, loadAdapter, saveAdapter } from "../model/lora.js";
 import { jobSigningKey, ledgerRecords, ledgerTail, TrainingLedger } from "../governance/ledger.js";
-import type { EventSink } from "../../ledger/writer.js";
-import { FileSink } from "../../ledger/publisher.js";
-import type { ChainHead } from "../../ledger/chain.js";
-import { compressRanges } from "../../ledger/resume.js";
+import type { EventSink } from "../../ledger/client.js";
+import { FileSink } from "../../ledger/client.js";
+import type { ChainHead } from "../../ledger/client.js";
+import { compressRanges } from "../../ledger/client.js";
 import type { Collective } from "../collective/collective.js";
 import {
   allReduceGradients,
@@ -60,7 +60,7 @@ import {
 } from "../collective/data-parallel.js";
 import type { FineTuneJobSpec, ReinforcementHyperparameters } from "../../proto/finetunejob.js";
 import { groupAdvantages, isZeroVariance, mean, std, tokenWeights } from "./advantages.js";
-import type { SampleInput } from "../../grader-sidecar/src/engine.js";
+import type { SampleInput } from "../../grader-sidecar/src/client.js";
 import type { StepGrader } from "./grading.js";
 import { completionLogprobs, packSequences } from "./logprobs.js";
 import { policyLoss } from "./loss.js";
