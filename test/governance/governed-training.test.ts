@@ -23,7 +23,8 @@ import { Adam } from "../../trainer/model/train-step.js";
 import { generate } from "../../trainer/sampling/generate.js";
 import { groupAdvantages, isZeroVariance, tokenWeights } from "../../trainer/rl/advantages.js";
 import { completionLogprobs, packSequences } from "../../trainer/rl/logprobs.js";
-import { learningRateAt, mixSeed, promptIds, stepRows } from "../../trainer/rl/loop.js";
+import { promptIds } from "../../trainer/rl/rollouts.js";
+import { learningRateAt, mixSeed, stepRows } from "../../trainer/rl/schedule.js";
 import { policyLoss } from "../../trainer/rl/loss.js";
 import { rftManifest, tempJobDir, tinyModel } from "../helpers/rft-job.js";
 
