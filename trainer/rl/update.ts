@@ -254,6 +254,22 @@ function optimizerStep(
   }
 }
 
+/** A step with nothing to train (no kept sample with tokens on any rank): the weights stay as they are. */
+function noUpdate(before: Record<string, Digest>): StepUpdate {
+  const loss = { tokens: 0, clipped: 0, kl: 0 };
+  return {
+    sequences: 0,
+    tokens: 0,
+    contributions: {},
+    gradients: {},
+    before,
+    after: before,
+    loss,
+    gradNorm: null,
+    governanceSeconds: 0,
+  };
+}
+
 /** The update of a step (updatesPerBatch optimizer steps over the kept samples). */
 export async function updatePolicy(
   c: UpdateContext,
@@ -269,18 +285,7 @@ export async function updatePolicy(
   const lengths = keep.map((x) => x.r.completion.tokens.length);
   const global = await globalLayout(keep, lengths, c);
   const globalCount = global ? global.lengths.length : keep.length;
-  if (globalCount === 0)
-    return {
-      sequences: 0,
-      tokens: 0,
-      contributions: {},
-      gradients,
-      before,
-      after: before,
-      loss,
-      gradNorm: null,
-      governanceSeconds: 0,
-    };
+  if (globalCount === 0) return noUpdate(before);
   const weights = global
     ? tokenWeights(global.lengths, hp.loss, hp.maxCompletionTokens).slice(global.offset, global.offset + keep.length)
     : tokenWeights(lengths, hp.loss, hp.maxCompletionTokens);
