@@ -102,7 +102,6 @@ const OVERSIZED: Record<string, string> = {
   "trainer/collective/collective.ts:rendezvous": "the rendezvous protocol's closures: not split yet",
   "trainer/serve/server.ts:startServer": "not split yet",
   "trainer/serve/server.ts:chat": "not split yet",
-  "trainer/serve/chat-request.ts:parseChatRequest": "one field check after another: not split yet",
   "ledger/audit-summary.ts:add": "one switch over event types: not split yet",
   "ledger/annex-xi.ts:annexXi": "one document literal: not split yet",
   "ledger/annex-xi.ts:annexXiMarkdown": "one document template: not split yet",
