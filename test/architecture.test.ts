@@ -96,7 +96,6 @@ const OVERSIZED: Record<string, string> = {
   "trainer/sampling/structured.ts:utf8Step": "a byte-level DFA's transition table as branches",
   "trainer/sampling/response-format.ts:checkSchema": "one switch over JSON Schema keywords: not split yet",
   "trainer/sampling/response-format.ts:unsafePattern": "a regex scanner: not split yet",
-  "trainer/model/config.ts:parseHfConfig": "one field check after another: not split yet",
   "trainer/model/gguf-import.ts:ggufTokenizer": "not split yet",
   "trainer/model/gguf-read.ts:open": "not split yet",
   "trainer/collective/collective.ts:rendezvous": "the rendezvous protocol's closures: not split yet",
