@@ -99,8 +99,6 @@ const OVERSIZED: Record<string, string> = {
   "trainer/model/gguf-import.ts:ggufTokenizer": "not split yet",
   "trainer/model/gguf-read.ts:open": "not split yet",
   "trainer/collective/collective.ts:rendezvous": "the rendezvous protocol's closures: not split yet",
-  "trainer/serve/server.ts:startServer": "not split yet",
-  "trainer/serve/server.ts:chat": "not split yet",
   "ledger/audit-summary.ts:add": "one switch over event types: not split yet",
   "ledger/annex-xi.ts:annexXi": "one document literal: not split yet",
   "ledger/annex-xi.ts:annexXiMarkdown": "one document template: not split yet",
