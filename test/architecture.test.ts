@@ -98,7 +98,6 @@ const OVERSIZED: Record<string, string> = {
   "trainer/sampling/response-format.ts:unsafePattern": "a regex scanner: not split yet",
   "trainer/model/gguf-import.ts:ggufTokenizer": "not split yet",
   "trainer/model/gguf-read.ts:open": "not split yet",
-  "trainer/collective/collective.ts:rendezvous": "the rendezvous protocol's closures: not split yet",
   "ledger/audit-summary.ts:add": "one switch over event types: not split yet",
   "ledger/annex-xi.ts:annexXi": "one document literal: not split yet",
   "ledger/annex-xi.ts:annexXiMarkdown": "one document template: not split yet",
