@@ -79,7 +79,7 @@ const round = (x: number) => Math.round(x * 1e6) / 1e6;
  * temperature 1 and top_p 1), and the gradient norm of the step's last update (before clipping to 1; the same
  * on every rank). Null when the step had no such tokens (or no update).
  */
-export function policyStats(s: Pick<StepShare, "loss" | "negLogp">, gradNorm: number | null) {
+function policyStats(s: Pick<StepShare, "loss" | "negLogp">, gradNorm: number | null) {
   const per = (x: number, n: number) => (n > 0 ? round(x / n) : null);
   return {
     clip_ratio: per(s.loss.clipped, s.loss.tokens),

@@ -18,7 +18,7 @@ export function mixSeed(...xs: number[]): number {
 }
 
 /** The order of the training rows in an epoch: a Fisher–Yates shuffle seeded by (seed, epoch). */
-export function epochOrder(n: number, seed: number, epoch: number): number[] {
+function epochOrder(n: number, seed: number, epoch: number): number[] {
   const order = Array.from({ length: n }, (_, i) => i);
   let s = mixSeed(seed, epoch, 0x5eed);
   for (let i = n - 1; i > 0; i--) {
