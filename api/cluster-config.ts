@@ -30,11 +30,29 @@ export function checkClusterConfig(v: unknown, label: string): ClusterConfig {
   if (!isObject(v)) throw new ClusterConfigError(`${label}: want a mapping with projects, models, datasetBaseUrl`);
   for (const k of Object.keys(v))
     if (!["projects", "models", "datasetBaseUrl", "trainer"].includes(k)) bad(k, "unknown field");
+  const projects = checkProjects(v.projects, bad);
+  checkModels(v.models, bad);
+  if (typeof v.datasetBaseUrl !== "string" || !/^https?:\/\/[^/?#]+(\/[^?#]*)?$/.test(v.datasetBaseUrl))
+    bad("datasetBaseUrl", "want the http(s) URL trainer pods reach this server at (no query)");
+  if (v.trainer !== undefined && !isObject(v.trainer)) bad("trainer", "want the FineTuneJob's spec.trainer fields");
+  if (issues.length > 0) throw new ClusterConfigError(issues.join("\n"));
+  return {
+    projects,
+    models: v.models as Record<string, string>,
+    datasetBaseUrl: (v.datasetBaseUrl as string).replace(/\/+$/, ""),
+    ...(v.trainer ? { trainer: v.trainer as ClusterConfig["trainer"] } : {}),
+  };
+}
+
+type Bad = (field: string, why: string) => void;
+
+/** `projects`: project → {namespace, modelClaim[, checkpointClaim]}, each a Kubernetes name. */
+function checkProjects(v: unknown, bad: Bad): Record<string, ProjectTarget> {
   const projects: Record<string, ProjectTarget> = {};
-  if (!isObject(v.projects) || Object.keys(v.projects).length === 0)
+  if (!isObject(v) || Object.keys(v).length === 0)
     bad("projects", "want a mapping of at least one project → {namespace, modelClaim[, checkpointClaim]}");
   else
-    for (const [p, t] of Object.entries(v.projects)) {
+    for (const [p, t] of Object.entries(v)) {
       const f = `projects.${p}`;
       if (!PROJECT.test(p)) bad(f, "a project is 1-63 letters, digits, . _ - (a label value)");
       if (!isObject(t)) {
@@ -51,22 +69,17 @@ export function checkClusterConfig(v: unknown, label: string): ClusterConfig {
       }
       projects[p] = t as unknown as ProjectTarget;
     }
-  if (!isObject(v.models) || Object.keys(v.models).length === 0)
+  return projects;
+}
+
+/** `models`: model name → a relative directory on the model claim. */
+function checkModels(v: unknown, bad: Bad): void {
+  if (!isObject(v) || Object.keys(v).length === 0)
     bad("models", "want a mapping of at least one model name → its directory on the model claim");
   else
-    for (const [m, dir] of Object.entries(v.models))
+    for (const [m, dir] of Object.entries(v))
       if (typeof dir !== "string" || dir === "" || dir.startsWith("/") || dir.split("/").includes(".."))
         bad(`models.${m}`, "want a relative directory on the model claim (no '..')");
-  if (typeof v.datasetBaseUrl !== "string" || !/^https?:\/\/[^/?#]+(\/[^?#]*)?$/.test(v.datasetBaseUrl))
-    bad("datasetBaseUrl", "want the http(s) URL trainer pods reach this server at (no query)");
-  if (v.trainer !== undefined && !isObject(v.trainer)) bad("trainer", "want the FineTuneJob's spec.trainer fields");
-  if (issues.length > 0) throw new ClusterConfigError(issues.join("\n"));
-  return {
-    projects,
-    models: v.models as Record<string, string>,
-    datasetBaseUrl: (v.datasetBaseUrl as string).replace(/\/+$/, ""),
-    ...(v.trainer ? { trainer: v.trainer as ClusterConfig["trainer"] } : {}),
-  };
 }
 
 export function loadClusterConfig(file: string): ClusterConfig {

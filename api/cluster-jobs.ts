@@ -23,7 +23,6 @@ import {
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { join } from "node:path";
 import type { Logger } from "../proto/log.js";
-import type { FineTuneJob } from "../proto/finetunejob.js";
 import { type KubeClient, KubeError, paths } from "../operator/client.js";
 import { LIMITS } from "../trainer/data/dataset.js";
 import type { ClusterConfig } from "./cluster-config.js";
@@ -48,7 +47,7 @@ import {
 } from "./cluster-map.js";
 import { checkFineTuneJob, JobRequestError, toFineTuneJob } from "./convert.js";
 import { ApiError, notFound } from "./errors.js";
-import type { FileStore } from "./files.js";
+import type { FileObject, FileStore } from "./files.js";
 import { ALL_PROJECTS, DEFAULT_PROJECT } from "./http.js";
 import { isIdOf, newId, now } from "./ids.js";
 import type { Action } from "./job-state.js";
@@ -132,87 +131,15 @@ export class ClusterJobs {
 
   async create(body: Record<string, unknown>, project = DEFAULT_PROJECT): Promise<FineTuningJob> {
     const target = this.target(project);
-    const model = typeof body.model === "string" ? body.model : "";
-    const modelPath = Object.hasOwn(this.o.config.models, model) ? this.o.config.models[model] : undefined;
-    if (model && !modelPath)
-      throw new ApiError(
-        400,
-        `Model ${model} is not available for fine-tuning or does not exist.`,
-        "model",
-        "model_not_available",
-      );
+    const { model, modelPath } = this.requestModel(body);
     const train =
       typeof body.training_file === "string" ? requestFile(this.o.files, body, "training_file", project) : undefined;
     const valid = requestFile(this.o.files, body, "validation_file", project);
     const id = newId("ftjob-");
-    let converted: FineTuneJob;
-    try {
-      converted = toFineTuneJob(body, {
-        name: ftjName(id),
-        modelDir: modelPath ?? "",
-        trainingFile: "train.jsonl",
-        ...(valid ? { validationFile: "valid.jsonl" } : {}),
-      });
-      if (converted.spec.seed === undefined) converted.spec.seed = randomInt(0, 2 ** 31 - 1);
-      checkFineTuneJob(converted);
-    } catch (e) {
-      if (!(e instanceof JobRequestError)) throw e;
-      throw new ApiError(400, e.message, e.issues[0]!.param || null, "invalid_value");
-    }
+    const converted = convertRequest(body, id, modelPath, valid !== undefined);
     const type = converted.spec.method.type;
-    const dir = this.jobDir(id);
-    mkdirSync(dir, { recursive: true });
-    const digests: Record<string, string> = {};
-    for (const [f, file] of [
-      ["train.jsonl", train],
-      ["valid.jsonl", valid],
-    ] as const) {
-      if (!file) continue;
-      const to = join(dir, f);
-      try {
-        linkSync(this.o.files.path(file.id), to);
-      } catch {
-        copyFileSync(this.o.files.path(file.id), to);
-      }
-      digests[f] = createHash("sha256").update(readFileSync(to)).digest("hex");
-    }
-    // The files are checked before anything is created in the cluster: a bad line is a 400 naming it.
-    const rft = type === "reinforcement";
-    const error =
-      checkJobFile(
-        this.o.files,
-        type,
-        "training_file",
-        train!.id,
-        join(dir, "train.jsonl"),
-        rft ? LIMITS.rftTrain : LIMITS.sftTrain,
-      ) ??
-      (valid
-        ? checkJobFile(
-            this.o.files,
-            type,
-            "validation_file",
-            valid.id,
-            join(dir, "valid.jsonl"),
-            rft ? LIMITS.rftValid : LIMITS.sftValid,
-          )
-        : null);
-    if (error) throw new ApiError(400, error.message, error.param, error.code);
-
-    const { given, hyper } = answeredHyperparameters(body, type);
-    const { grader: _g, ...givenRest } = given;
-    const fields: OpenAiFields = {
-      id,
-      model,
-      training_file: train!.id,
-      validation_file: valid?.id ?? null,
-      created_at: now(),
-      suffix: (body.suffix as string | undefined) ?? null,
-      metadata: (body.metadata as Record<string, string> | undefined) ?? null,
-      seed: converted.spec.seed!,
-      hyperparameters: type === "supervised" ? hyper : {},
-      method: { type, [type]: { ...givenRest, hyperparameters: hyper } },
-    };
+    const digests = this.stageFiles(id, type, train!, valid);
+    const fields = openAiFieldsOf(body, { id, model, type, seed: converted.spec.seed!, train: train!, valid });
     const url = (f: DatasetFile) => `${this.o.config.datasetBaseUrl}/internal/datasets/${id}/${f}#sha256=${digests[f]}`;
     const ftj = clusterFineTuneJob(converted, {
       id,
@@ -224,7 +151,59 @@ export class ClusterJobs {
       fields,
       ...(this.o.config.trainer ? { trainer: this.o.config.trainer } : {}),
     });
-    const ns = target.namespace;
+    const created = await this.createInCluster(id, target.namespace, ftj);
+    this.o.log.info({ job: id, namespace: target.namespace, project }, "FineTuneJob created");
+    return jobOf(created, fields, this.o.organization);
+  }
+
+  /** The request's `model`: one of the cluster config's base models (400 `model_not_available` otherwise). */
+  private requestModel(body: Record<string, unknown>): { model: string; modelPath: string | undefined } {
+    const model = typeof body.model === "string" ? body.model : "";
+    const modelPath = Object.hasOwn(this.o.config.models, model) ? this.o.config.models[model] : undefined;
+    if (model && !modelPath)
+      throw new ApiError(
+        400,
+        `Model ${model} is not available for fine-tuning or does not exist.`,
+        "model",
+        "model_not_available",
+      );
+    return { model, modelPath };
+  }
+
+  /**
+   * Links (or copies) the job's files into its directory, where the dataset URL serves them, and checks them for
+   * the job's method before anything is created in the cluster: a bad line is a 400 naming it. The files' digests.
+   */
+  private stageFiles(id: string, type: string, train: FileObject, valid: FileObject | undefined) {
+    const dir = this.jobDir(id);
+    mkdirSync(dir, { recursive: true });
+    const digests: Record<string, string> = {};
+    const rft = type === "reinforcement";
+    const parts = [
+      ["train.jsonl", "training_file", train, rft ? LIMITS.rftTrain : LIMITS.sftTrain],
+      ["valid.jsonl", "validation_file", valid, rft ? LIMITS.rftValid : LIMITS.sftValid],
+    ] as const;
+    for (const [f, param, file, limit] of parts) {
+      if (!file) continue;
+      const to = join(dir, f);
+      try {
+        linkSync(this.o.files.path(file.id), to);
+      } catch {
+        copyFileSync(this.o.files.path(file.id), to);
+      }
+      digests[f] = createHash("sha256").update(readFileSync(to)).digest("hex");
+      const error = checkJobFile(this.o.files, type, param, file.id, to, limit);
+      if (error) throw new ApiError(400, error.message, error.param, error.code);
+    }
+    return digests;
+  }
+
+  /** Creates the FineTuneJob, then its dataset Secret (owned by it); a job left without its token is cancelled. */
+  private async createInCluster(
+    id: string,
+    ns: string,
+    ftj: ReturnType<typeof clusterFineTuneJob>,
+  ): Promise<FineTuneJobObject> {
     let created: FineTuneJobObject;
     try {
       created = await this.o.client.request<FineTuneJobObject>("POST", paths.ftj(ns), ftj);
@@ -253,8 +232,7 @@ export class ClusterJobs {
         .catch(() => undefined);
       throw this.kubeFailure(e, "create the job's dataset Secret");
     }
-    this.o.log.info({ job: id, namespace: ns, project }, "FineTuneJob created");
-    return jobOf(created, fields, this.o.organization);
+    return created;
   }
 
   /** A Kubernetes API refusal as OpenAI's error: the API server's message, never our credentials. */
@@ -406,4 +384,43 @@ export class ClusterJobs {
     clearInterval(this.timer);
     await this.polling;
   }
+}
+
+/** The OpenAI request as a FineTuneJob (its files named as the trainer's local copies); 400 with the `param`. */
+function convertRequest(body: Record<string, unknown>, id: string, modelPath: string | undefined, hasValid: boolean) {
+  try {
+    const converted = toFineTuneJob(body, {
+      name: ftjName(id),
+      modelDir: modelPath ?? "",
+      trainingFile: "train.jsonl",
+      ...(hasValid ? { validationFile: "valid.jsonl" } : {}),
+    });
+    if (converted.spec.seed === undefined) converted.spec.seed = randomInt(0, 2 ** 31 - 1);
+    checkFineTuneJob(converted);
+    return converted;
+  } catch (e) {
+    if (!(e instanceof JobRequestError)) throw e;
+    throw new ApiError(400, e.message, e.issues[0]!.param || null, "invalid_value");
+  }
+}
+
+/** What the API answers that the FineTuneJob does not hold (kept in its annotations). */
+function openAiFieldsOf(
+  body: Record<string, unknown>,
+  j: { id: string; model: string; type: string; seed: number; train: FileObject; valid: FileObject | undefined },
+): OpenAiFields {
+  const { given, hyper } = answeredHyperparameters(body, j.type);
+  const { grader: _g, ...givenRest } = given;
+  return {
+    id: j.id,
+    model: j.model,
+    training_file: j.train.id,
+    validation_file: j.valid?.id ?? null,
+    created_at: now(),
+    suffix: (body.suffix as string | undefined) ?? null,
+    metadata: (body.metadata as Record<string, string> | undefined) ?? null,
+    seed: j.seed,
+    hyperparameters: j.type === "supervised" ? hyper : {},
+    method: { type: j.type, [j.type]: { ...givenRest, hyperparameters: hyper } },
+  };
 }

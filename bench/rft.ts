@@ -25,7 +25,7 @@ import { dirname, join } from "node:path";
 import { loadManifest } from "../trainer/job/manifest.js";
 import { BENCH_WORK, EXAMPLE, ROOT, warmStartedModel } from "./example-model.js";
 import { parseBackendName } from "../trainer/model/backend.js";
-import { resolveRft } from "../trainer/job/hyperparameters.js";
+import { resolveRft } from "../trainer/settings/hyperparameters.js";
 import { runJob } from "../trainer/job/run-job.js";
 import type { MetricsEvent } from "../trainer/rl/metrics.js";
 import { smollm2Dir } from "./smollm2-dir.js";

@@ -158,6 +158,51 @@ export async function verifyBundleFile(path: string, opts: VerifyOptions = {}): 
 }
 
 /**
+ * Reads the rest of a file line by line (`rest`: bytes already read past the header), awaiting `onLine` where
+ * it returns a promise (the verify pool's back-pressure); the last line may lack its newline.
+ */
+async function readLines(fd: number, rest: Buffer, onLine: (line: Buffer) => Promise<void> | undefined) {
+  let carry = rest;
+  for (;;) {
+    let start = 0;
+    for (;;) {
+      const nl = carry.indexOf(10, start);
+      if (nl < 0) break;
+      const wait = onLine(carry.subarray(start, nl));
+      if (wait) await wait;
+      start = nl + 1;
+    }
+    const chunk = Buffer.allocUnsafe(CHUNK);
+    const n = readSync(fd, chunk, 0, CHUNK, null);
+    if (n === 0) {
+      if (start < carry.length) await onLine(carry.subarray(start));
+      return;
+    }
+    carry = start < carry.length ? Buffer.concat([carry.subarray(start), chunk.subarray(0, n)]) : chunk.subarray(0, n);
+  }
+}
+
+/** The JSONL form's end checks: its trailer line is there, and the header announced as many events as it holds. */
+function endFailures(hasTrailer: boolean, announced: unknown, events: number): Failure[] {
+  const out: Failure[] = [];
+  if (!hasTrailer)
+    out.push({
+      check: "bundle",
+      seq: null,
+      field: "trailer",
+      reason: "the bundle ends without its trailer line (merkleRoot, treeHead): cut short?",
+    });
+  if (announced !== events)
+    out.push({
+      check: "bundle",
+      seq: null,
+      field: "events",
+      reason: `the header announces ${String(announced)} events, the file holds ${events} event lines`,
+    });
+  return out;
+}
+
+/**
  * The JSONL form: each event line is decoded here, hashed and signature-checked on the verify pool, and handed in
  * order to the streaming verifier (bundleVerifier), which keeps only the replay's state: memory stays bounded
  * whatever the bundle's length.
@@ -197,43 +242,11 @@ async function verifyJsonl(fd: number, header: BundleHeader, rest: Buffer, opts:
     return prep.addDecoded(d);
   };
 
-  let carry = rest;
-  for (;;) {
-    let start = 0;
-    for (;;) {
-      const nl = carry.indexOf(10, start);
-      if (nl < 0) break;
-      const wait = onLine(carry.subarray(start, nl));
-      if (wait) await wait;
-      start = nl + 1;
-    }
-    const chunk = Buffer.allocUnsafe(CHUNK);
-    const n = readSync(fd, chunk, 0, CHUNK, null);
-    if (n === 0) {
-      if (start < carry.length) await onLine(carry.subarray(start));
-      break;
-    }
-    carry = start < carry.length ? Buffer.concat([carry.subarray(start), chunk.subarray(0, n)]) : chunk.subarray(0, n);
-  }
+  await readLines(fd, rest, onLine);
   await prep.finish();
 
   const t = trailer as { merkleRoot?: unknown; treeHead?: unknown } | null;
-  if (!t) {
-    lineFailures.push({
-      check: "bundle",
-      seq: null,
-      field: "trailer",
-      reason: "the bundle ends without its trailer line (merkleRoot, treeHead): cut short?",
-    });
-  }
-  if (announced !== events) {
-    lineFailures.push({
-      check: "bundle",
-      seq: null,
-      field: "events",
-      reason: `the header announces ${String(announced)} events, the file holds ${events} event lines`,
-    });
-  }
+  lineFailures.push(...endFailures(t !== null, announced, events));
   const report = verifier.finish(t?.merkleRoot, t?.treeHead);
   if (lineFailures.length > 0) {
     report.failures.unshift(...lineFailures);

@@ -27,6 +27,16 @@ const isSpace = (b: number) => b === 0x20 || b === 0x0a || b === 0x0d || b === 0
 /** The members a document may hold after its events array: the trailer. */
 const TRAILER_KEYS = new Set(["events", "merkleRoot", "treeHead"]);
 
+/** One push's position in its chunk: the elements it completed, where the kept bytes and the open element start. */
+interface Scan {
+  chunk: Buffer;
+  out: Buffer[];
+  /** Where the bytes outside the events array start in this chunk (-1: none so far). */
+  restFrom: number;
+  /** Where the open element starts in this chunk (-1: none). */
+  elementFrom: number;
+}
+
 export class DocumentSplitter {
   /** The document's members before `"events"` (parsed), once the events array opens; null before. */
   header: Record<string, unknown> | null = null;
@@ -58,8 +68,7 @@ export class DocumentSplitter {
   push(chunk: Buffer): Buffer[] {
     const out: Buffer[] = [];
     if (this.irregular) return out;
-    let restFrom = this.inEvents ? -1 : 0;
-    let elementFrom = this.inElement ? 0 : -1;
+    const scan: Scan = { chunk, out, restFrom: this.inEvents ? -1 : 0, elementFrom: this.inElement ? 0 : -1 };
     const n = chunk.length;
     for (let i = 0; i < n; i++) {
       if (this.inEvents && this.depth > 2 && !this.inString) {
@@ -67,98 +76,130 @@ export class DocumentSplitter {
         i = this.skipInside(chunk, i) - 1;
         continue;
       }
-      if (this.inString && !this.escaped && this.key === null) {
-        // Most of a bundle is string content: skip it in a tight loop.
-        while (i < n && chunk[i] !== QUOTE && chunk[i] !== BACKSLASH) i++;
-        if (i === n) break;
+      if (this.inString) {
+        i = this.stringByte(chunk, i);
+        if (this.irregular) return [];
+        continue;
       }
       const b = chunk[i]!;
-      if (this.inString) {
-        if (this.escaped) this.escaped = false;
-        else if (b === BACKSLASH) {
-          this.escaped = true;
-          if (this.key !== null) return this.stop("a member name spelled with escapes");
-        } else if (b === QUOTE) {
-          this.inString = false;
-          if (this.key !== null) {
-            this.lastKey = this.key;
-            this.key = null;
-          }
-        } else if (this.key !== null) this.key += String.fromCharCode(b);
-        continue;
-      }
       if (isSpace(b)) continue;
-      if (this.closed) return this.stop("text after the document");
-      const d = this.depth;
-      if (this.inEvents && d === 2) {
-        // Between the array's elements: an element starts, or one ends at "," or "]".
-        if (b === COMMA || b === CLOSE_ARR) {
-          if (!this.inElement) {
-            if (b === COMMA || this.sawElementComma) return this.stop("an empty element in the events array");
-          } else {
-            out.push(this.takeElement(chunk, elementFrom, i));
-            elementFrom = -1;
-          }
-          this.sawElementComma = b === COMMA;
-          if (b === CLOSE_ARR) {
-            this.inEvents = false;
-            this.depth = 1;
-            restFrom = i;
-          }
-          continue;
-        }
-        if (!this.inElement) {
-          // (Two elements without a comma between them read as one, which JSON.parse then refuses.)
-          this.inElement = true;
-          this.sawElementComma = false;
-          elementFrom = i;
-        }
-      }
-      if (b === QUOTE) {
-        this.inString = true;
-        if (d === 1 && this.expectKey && !this.inEvents) this.key = "";
-        continue;
-      }
-      if (d === 0) {
-        if (b !== OPEN_OBJ) return this.stop("the document is not an object");
-        this.depth = 1;
-        this.expectKey = true;
-        continue;
-      }
-      if (d === 1 && !this.inEvents) {
-        if (this.awaitingEvents) {
-          this.awaitingEvents = false;
-          if (b !== OPEN_ARR) return this.stop('"events" is not an array');
-          this.inEvents = true;
-          this.depth = 2;
-          this.addRest(chunk.subarray(restFrom, i + 1));
-          restFrom = -1;
-          if (!this.parseHeader()) return out;
-          continue;
-        }
-        if (b === COLON) {
-          this.expectKey = false;
-          if (this.lastKey === "events") {
-            if (this.sawEvents) return this.stop('"events" twice');
-            this.sawEvents = true;
-            this.awaitingEvents = true;
-          }
-          continue;
-        }
-        if (b === COMMA) {
-          this.expectKey = true;
-          continue;
-        }
-      }
-      if (b === OPEN_OBJ || b === OPEN_ARR) this.depth++;
-      else if (b === CLOSE_OBJ || b === CLOSE_ARR) {
-        this.depth--;
-        if (this.depth === 0) this.closed = true;
-      }
+      if (!this.structural(scan, b, i)) return [];
     }
-    if (this.inElement && elementFrom >= 0) this.elementParts.push(Buffer.from(chunk.subarray(elementFrom)));
-    if (restFrom >= 0) this.addRest(chunk.subarray(restFrom));
+    if (this.inElement && scan.elementFrom >= 0) this.elementParts.push(Buffer.from(chunk.subarray(scan.elementFrom)));
+    if (scan.restFrom >= 0) this.addRest(chunk.subarray(scan.restFrom));
     return out;
+  }
+
+  /**
+   * Inside a string at `i`: past its plain content in a tight loop (most of a bundle is string content), then one
+   * escape, quote or member-name byte. Returns the index of the last byte consumed (the chunk's length: all of it).
+   */
+  private stringByte(chunk: Buffer, i: number): number {
+    if (!this.escaped && this.key === null) {
+      const n = chunk.length;
+      while (i < n && chunk[i] !== QUOTE && chunk[i] !== BACKSLASH) i++;
+      if (i === n) return n;
+    }
+    const b = chunk[i]!;
+    if (this.escaped) this.escaped = false;
+    else if (b === BACKSLASH) {
+      this.escaped = true;
+      if (this.key !== null) this.stop("a member name spelled with escapes");
+    } else if (b === QUOTE) {
+      this.inString = false;
+      if (this.key !== null) {
+        this.lastKey = this.key;
+        this.key = null;
+      }
+    } else if (this.key !== null) this.key += String.fromCharCode(b);
+    return i;
+  }
+
+  /** A byte outside strings that is not whitespace: nesting, members, the events array. False: irregular. */
+  private structural(scan: Scan, b: number, i: number): boolean {
+    if (this.closed) return this.irregularBecause("text after the document");
+    const d = this.depth;
+    if (this.inEvents && d === 2) {
+      const r = this.betweenElements(scan, b, i);
+      if (r !== null) return r;
+    }
+    if (b === QUOTE) {
+      this.inString = true;
+      if (d === 1 && this.expectKey && !this.inEvents) this.key = "";
+      return true;
+    }
+    if (d === 0) {
+      if (b !== OPEN_OBJ) return this.irregularBecause("the document is not an object");
+      this.depth = 1;
+      this.expectKey = true;
+      return true;
+    }
+    if (d === 1 && !this.inEvents) {
+      const r = this.member(scan, b, i);
+      if (r !== null) return r;
+    }
+    if (b === OPEN_OBJ || b === OPEN_ARR) this.depth++;
+    else if (b === CLOSE_OBJ || b === CLOSE_ARR) {
+      this.depth--;
+      if (this.depth === 0) this.closed = true;
+    }
+    return true;
+  }
+
+  /**
+   * At the events array's level: an element starts, or one ends at "," or "]". True or false: the byte is
+   * handled (false: irregular); null: it starts an element and is read as the element's first byte.
+   */
+  private betweenElements(scan: Scan, b: number, i: number): boolean | null {
+    if (b === COMMA || b === CLOSE_ARR) {
+      if (!this.inElement) {
+        if (b === COMMA || this.sawElementComma) return this.irregularBecause("an empty element in the events array");
+      } else {
+        scan.out.push(this.takeElement(scan.chunk, scan.elementFrom, i));
+        scan.elementFrom = -1;
+      }
+      this.sawElementComma = b === COMMA;
+      if (b === CLOSE_ARR) {
+        this.inEvents = false;
+        this.depth = 1;
+        scan.restFrom = i;
+      }
+      return true;
+    }
+    if (!this.inElement) {
+      // (Two elements without a comma between them read as one, which JSON.parse then refuses.)
+      this.inElement = true;
+      this.sawElementComma = false;
+      scan.elementFrom = i;
+    }
+    return null;
+  }
+
+  /** At the document's top level: the events array opening, a member's colon or comma (null: anything else). */
+  private member(scan: Scan, b: number, i: number): boolean | null {
+    if (this.awaitingEvents) {
+      this.awaitingEvents = false;
+      if (b !== OPEN_ARR) return this.irregularBecause('"events" is not an array');
+      this.inEvents = true;
+      this.depth = 2;
+      this.addRest(scan.chunk.subarray(scan.restFrom, i + 1));
+      scan.restFrom = -1;
+      return this.parseHeader();
+    }
+    if (b === COLON) {
+      this.expectKey = false;
+      if (this.lastKey === "events") {
+        if (this.sawEvents) return this.irregularBecause('"events" twice');
+        this.sawEvents = true;
+        this.awaitingEvents = true;
+      }
+      return true;
+    }
+    if (b === COMMA) {
+      this.expectKey = true;
+      return true;
+    }
+    return null;
   }
 
   /**
@@ -249,6 +290,11 @@ export class DocumentSplitter {
   private stop(why: string): Buffer[] {
     this.irregular ??= why;
     return [];
+  }
+
+  private irregularBecause(why: string): false {
+    this.stop(why);
+    return false;
   }
 }
 

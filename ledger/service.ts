@@ -364,96 +364,8 @@ export class LedgerService {
     const job = `${decodeURIComponent(m[1]!)}/${decodeURIComponent(m[2]!)}`;
     const j = this.state.jobs.get(job);
     if (!j) return send(res, 404, { error: `no job ${job}` });
-    const int = (name: string, dflt?: number): number => {
-      const v = url.searchParams.get(name);
-      if (v === null) {
-        if (dflt === undefined) throw new HttpError(400, `query parameter ${name} is required`);
-        return dflt;
-      }
-      if (!/^\d+$/.test(v)) throw new HttpError(400, `query parameter ${name} must be a non-negative integer`);
-      return Number(v);
-    };
     try {
-      switch (m[3]) {
-        case "events": {
-          const from = int("from", 0);
-          const limit = Math.min(int("limit", 1000), 10_000);
-          const events = j.events.slice(from, from + limit);
-          return send(res, 200, {
-            job,
-            from,
-            events,
-            next: from + events.length < j.events.length ? from + events.length : null,
-          });
-        }
-        case "inclusion": {
-          const seq = int("seq");
-          const size = int("size", j.head?.size ?? j.log.size);
-          if (size > j.log.size || seq >= size)
-            throw new HttpError(400, `seq ${seq} is not in a tree of size ${size} (log size ${j.log.size})`);
-          return send(res, 200, {
-            job,
-            seq,
-            size,
-            leafHash: j.log.leaves[seq]!.toString("hex"),
-            root: j.log.root(size).toString("hex"),
-            proof: j.log.inclusionProof(seq, size).map((b) => b.toString("hex")),
-          });
-        }
-        case "consistency": {
-          const from = int("from");
-          const to = int("to", j.head?.size ?? j.log.size);
-          if (to > j.log.size || from > to) throw new HttpError(400, `need 0 ≤ from ≤ to ≤ ${j.log.size}`);
-          return send(res, 200, {
-            job,
-            from,
-            to,
-            root1: j.log.root(from).toString("hex"),
-            root2: j.log.root(to).toString("hex"),
-            proof: j.log.consistencyProof(from, to).map((b) => b.toString("hex")),
-          });
-        }
-        case "head": {
-          const head = j.head ?? (await this.signHead(j));
-          return send(res, 200, head);
-        }
-        case "bundle": {
-          const head = j.head && j.head.size === j.log.size ? j.head : await this.signHead(j);
-          const bundle = assembleBundle(j.events.slice(0, head.size), head, this.ledgerKeyB64, head.root);
-          const format = url.searchParams.get("format") ?? "json";
-          if (format !== "json" && format !== "jsonl") throw new HttpError(400, "format must be json or jsonl");
-          // Either form is streamed (ledger/bundle-file.ts): no single string of the whole bundle is ever built.
-          res.writeHead(200, { "content-type": format === "jsonl" ? "application/x-ndjson" : "application/json" });
-          try {
-            await writeLines(res, format === "jsonl" ? bundleJsonlLines(bundle) : bundleJsonParts(bundle));
-            res.end();
-          } catch {
-            res.destroy(); // the client went away mid-stream
-          }
-          return;
-        }
-        case "report": {
-          // The auditor's report of the bundle the service would export now: every check re-run, then the page.
-          const format = url.searchParams.get("format") ?? "html";
-          if (format !== "html" && format !== "md") throw new HttpError(400, "format must be html or md");
-          const head = j.head && j.head.size === j.log.size ? j.head : await this.signHead(j);
-          const events = j.events.slice(0, head.size);
-          const report = await verifyBundleAsync(assembleBundle(events, head, this.ledgerKeyB64, head.root));
-          const b = new SummaryBuilder({ merkle: false });
-          for (const ev of events) b.add(ev);
-          const ctx = {
-            generatedAt: new Date().toISOString(),
-            ran: { model: false, dataset: false, modelSignature: false, provenance: false },
-          };
-          const summary = b.finish(head.root);
-          res.writeHead(200, {
-            "content-type": format === "html" ? "text/html; charset=utf-8" : "text/markdown; charset=utf-8",
-            "content-security-policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:",
-          });
-          res.end(format === "html" ? reportHtml(summary, report, ctx) : reportMarkdown(summary, report, ctx));
-          return;
-        }
-      }
+      await this.jobEndpoint(m[3] as JobEndpoint, j, url, res);
     } catch (e) {
       if (e instanceof HttpError) return send(res, e.status, { error: e.message });
       throw e;
@@ -475,6 +387,99 @@ export class LedgerService {
       await new Promise((r) => setTimeout(r, 20));
   }
 
+  /** `/v1/jobs/<ns>/<name>/<endpoint>`: the job's events, proofs, head, bundle or report. */
+  private async jobEndpoint(endpoint: JobEndpoint, j: JobLog, url: URL, res: ServerResponse): Promise<void> {
+    const job = j.job;
+    const int = (name: string, dflt?: number) => queryInt(url, name, dflt);
+    switch (endpoint) {
+      case "events": {
+        const from = int("from", 0);
+        const limit = Math.min(int("limit", 1000), 10_000);
+        const events = j.events.slice(from, from + limit);
+        return send(res, 200, {
+          job,
+          from,
+          events,
+          next: from + events.length < j.events.length ? from + events.length : null,
+        });
+      }
+      case "inclusion": {
+        const seq = int("seq");
+        const size = int("size", j.head?.size ?? j.log.size);
+        if (size > j.log.size || seq >= size)
+          throw new HttpError(400, `seq ${seq} is not in a tree of size ${size} (log size ${j.log.size})`);
+        return send(res, 200, {
+          job,
+          seq,
+          size,
+          leafHash: j.log.leaves[seq]!.toString("hex"),
+          root: j.log.root(size).toString("hex"),
+          proof: j.log.inclusionProof(seq, size).map((b) => b.toString("hex")),
+        });
+      }
+      case "consistency": {
+        const from = int("from");
+        const to = int("to", j.head?.size ?? j.log.size);
+        if (to > j.log.size || from > to) throw new HttpError(400, `need 0 ≤ from ≤ to ≤ ${j.log.size}`);
+        return send(res, 200, {
+          job,
+          from,
+          to,
+          root1: j.log.root(from).toString("hex"),
+          root2: j.log.root(to).toString("hex"),
+          proof: j.log.consistencyProof(from, to).map((b) => b.toString("hex")),
+        });
+      }
+      case "head":
+        return send(res, 200, j.head ?? (await this.signHead(j)));
+      case "bundle":
+        return this.sendBundle(j, url, res);
+      case "report":
+        return this.sendReport(j, url, res);
+    }
+  }
+
+  /** The head covering the whole log: the last signed one, or a fresh one when the log grew since. */
+  private async currentHead(j: JobLog): Promise<SignedTreeHead> {
+    return j.head && j.head.size === j.log.size ? j.head : await this.signHead(j);
+  }
+
+  private async sendBundle(j: JobLog, url: URL, res: ServerResponse): Promise<void> {
+    const head = await this.currentHead(j);
+    const bundle = assembleBundle(j.events.slice(0, head.size), head, this.ledgerKeyB64, head.root);
+    const format = url.searchParams.get("format") ?? "json";
+    if (format !== "json" && format !== "jsonl") throw new HttpError(400, "format must be json or jsonl");
+    // Either form is streamed (ledger/bundle-file.ts): no single string of the whole bundle is ever built.
+    res.writeHead(200, { "content-type": format === "jsonl" ? "application/x-ndjson" : "application/json" });
+    try {
+      await writeLines(res, format === "jsonl" ? bundleJsonlLines(bundle) : bundleJsonParts(bundle));
+      res.end();
+    } catch {
+      res.destroy(); // the client went away mid-stream
+    }
+  }
+
+  /** The auditor's report of the bundle the service would export now: every check re-run, then the page. */
+  private async sendReport(j: JobLog, url: URL, res: ServerResponse): Promise<void> {
+    const format = url.searchParams.get("format") ?? "html";
+    if (format !== "html" && format !== "md") throw new HttpError(400, "format must be html or md");
+    const head = await this.currentHead(j);
+    const events = j.events.slice(0, head.size);
+    const report = await verifyBundleAsync(assembleBundle(events, head, this.ledgerKeyB64, head.root));
+    const b = new SummaryBuilder({ merkle: false });
+    for (const ev of events) b.add(ev);
+    const ctx = {
+      generatedAt: new Date().toISOString(),
+      ran: { model: false, dataset: false, modelSignature: false, provenance: false },
+    };
+    const summary = b.finish(head.root);
+    res.writeHead(200, {
+      "content-type": format === "html" ? "text/html; charset=utf-8" : "text/markdown; charset=utf-8",
+      "content-security-policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:",
+    });
+    res.end(format === "html" ? reportHtml(summary, report, ctx) : reportMarkdown(summary, report, ctx));
+  }
+
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
@@ -485,6 +490,19 @@ export class LedgerService {
     this.http.closeAllConnections?.();
     if (!this.nc.isClosed()) await this.nc.drain().catch(() => this.nc.close());
   }
+}
+
+type JobEndpoint = "events" | "inclusion" | "consistency" | "head" | "bundle" | "report";
+
+/** A non-negative integer query parameter (`dflt` when absent; required when there is none). */
+function queryInt(url: URL, name: string, dflt?: number): number {
+  const v = url.searchParams.get(name);
+  if (v === null) {
+    if (dflt === undefined) throw new HttpError(400, `query parameter ${name} is required`);
+    return dflt;
+  }
+  if (!/^\d+$/.test(v)) throw new HttpError(400, `query parameter ${name} must be a non-negative integer`);
+  return Number(v);
 }
 
 class HttpError extends Error {

@@ -64,12 +64,6 @@ export interface LedgerStateOptions {
   maxPending?: number;
 }
 
-export function prepareIngest(subject: string, data: Uint8Array | string): PreparedIngest {
-  const d = decodeEventBytes(typeof data === "string" ? Buffer.from(data, "utf8") : data);
-  if (!d.ok) return { subject, enc: null, error: { code: d.code, reason: d.reason } };
-  return { subject, enc: encodeDecoded(d), error: null };
-}
-
 export class LedgerState {
   readonly jobs = new Map<string, JobLog>();
   /** Events of jobs whose job.started has not arrived yet (signature unchecked until it does). */

@@ -72,6 +72,9 @@ export interface OperatorOptions {
   natsAuth?: NatsAuthRef;
 }
 
+/** A namespaced object's work-queue key. */
+const objectKey = (obj: KObj) => `${obj.metadata.namespace}/${obj.metadata.name}`;
+
 export class Operator {
   client!: KubeClient;
   readonly metrics = new OperatorMetrics();
@@ -93,14 +96,36 @@ export class Operator {
 
   async start(): Promise<void> {
     const o = this.o;
-    const log = o.log;
     this.client = await KubeClient.fromKubeconfig(o.kubeconfig);
-    const nats = o.natsAuth ? await ensureNatsAuth(this.client, o.natsAuth, log) : undefined;
+    const nats = o.natsAuth ? await ensureNatsAuth(this.client, o.natsAuth, o.log) : undefined;
     const settings: OperatorSettings = { ...o.settings, natsAuth: nats !== undefined };
-    const enqueue = (key: string) => this.leading && this.queue.add(key);
+    this.caches = this.makeCaches();
+    this.progress = this.makeProgress(nats);
+    const mintJobCreds = nats
+      ? (ns: string, name: string) =>
+          mintUser(nats.trust, `trainer-${ns}-${name}`, (k) => trainerPermissions(ns, name, k)).creds
+      : undefined;
+    const reconciler = new Reconciler(this.client, this.caches, this.progress, settings, o.log, mintJobCreds);
+    this.queue = this.makeQueue(reconciler);
+    await this.startServer();
+    if (o.webhook) await this.startWebhook(o.webhook);
+    this.progress.start();
+    for (const inf of Object.values(this.caches)) inf.start();
+    if (o.leaderElection === false) await this.begin();
+    else this.elect();
+  }
+
+  /** Queues a job's key while this replica leads. */
+  private enqueue(key: string) {
+    if (this.leading) this.queue.add(key);
+  }
+
+  /** The informers: FineTuneJobs, and the children the operator manages (each change queues its job). */
+  private makeCaches(): Caches {
+    const o = this.o;
     const owner = (obj: KObj) => {
       const job = obj.metadata?.labels?.[LABEL_JOB];
-      if (job) enqueue(`${obj.metadata.namespace}/${job}`);
+      if (job) this.enqueue(`${obj.metadata.namespace}/${job}`);
     };
     const selector = `${LABEL_MANAGED_BY}=${FIELD_MANAGER}`;
     const mk = (
@@ -116,23 +141,27 @@ export class Operator {
         onResync,
         watchdogMs: o.watchdogMs,
         relistMs: o.relistMs,
-        log,
+        log: o.log,
       });
     const ns = o.namespace;
-    const key = (obj: KObj) => `${obj.metadata.namespace}/${obj.metadata.name}`;
-    this.caches = {
+    return {
       ftj: mk(
         paths.ftj(ns),
-        (obj) => enqueue(key(obj)),
+        (obj) => this.enqueue(objectKey(obj)),
         undefined,
-        (objs) => objs.forEach((x) => enqueue(key(x))),
+        (objs) => objs.forEach((x) => this.enqueue(objectKey(x))),
       ),
       jobs: mk(paths.job(ns), owner, selector),
       secrets: mk(paths.core("secrets", ns), owner, selector),
       configMaps: mk(paths.core("configmaps", ns), owner, selector),
       services: mk(paths.core("services", ns), owner, selector),
     };
-    this.progress = new ProgressBridge({
+  }
+
+  /** The NATS progress bridge: what each job's trainers report wakes its reconcile. */
+  private makeProgress(nats: Awaited<ReturnType<typeof ensureNatsAuth>> | undefined): ProgressBridge {
+    const o = this.o;
+    return new ProgressBridge({
       url: o.natsUrl ?? o.settings.natsUrl,
       auth: {
         ...(nats ? natsAuthFromCreds(nats.operatorUser.creds, "the operator's NATS user") : {}),
@@ -150,16 +179,16 @@ export class Operator {
         };
       },
       onDrop: (reason) => this.metrics.messagesDropped.inc({ subject: "progress", reason }),
-      log,
+      log: o.log,
       retryInitialMs: o.natsRetryInitialMs,
       retryMaxMs: o.natsRetryMaxMs,
     });
-    const mintJobCreds = nats
-      ? (ns: string, name: string) =>
-          mintUser(nats.trust, `trainer-${ns}-${name}`, (k) => trainerPermissions(ns, name, k)).creds
-      : undefined;
-    const reconciler = new Reconciler(this.client, this.caches, this.progress, settings, log, mintJobCreds);
-    this.queue = new WorkQueue(
+  }
+
+  /** The work queue: each reconcile timed, counted (result, API requests) and reported to onReconcile. */
+  private makeQueue(reconciler: Reconciler): WorkQueue {
+    const o = this.o;
+    return new WorkQueue(
       async (k) => {
         const end = this.metrics.reconcileTime.startTimer({ controller: CONTROLLER });
         const counted = { requests: 0 };
@@ -173,7 +202,7 @@ export class Operator {
         } catch (e) {
           this.metrics.reconcileTotal.inc({ controller: CONTROLLER, result: "error" });
           this.metrics.reconcileErrors.inc({ controller: CONTROLLER });
-          log.warn({ job: k, err: String(e) }, "reconcile failed");
+          o.log.warn({ job: k, err: String(e) }, "reconcile failed");
           throw e;
         } finally {
           const seconds = end();
@@ -183,58 +212,58 @@ export class Operator {
       },
       { workers: o.workers ?? 4, metrics: this.metrics.queueMetrics(), qps: 200, burst: 500 },
     );
-    await this.startServer();
-    if (o.webhook) {
-      const w = o.webhook;
-      const secretPath = paths.core("secrets", w.secretNamespace, w.secretName);
-      this.webhook = new WebhookServer({
-        port: w.port,
-        host: w.host,
-        reloadMs: w.reloadMs,
-        validateGrader: w.validateGrader,
-        log,
-        loadTls: async () => {
-          const data = (await this.client.get(secretPath)).data ?? {};
-          const pem = (k: string) => {
-            if (!data[k]) throw new Error(`Secret ${w.secretNamespace}/${w.secretName} has no ${k}`);
-            return Buffer.from(data[k], "base64").toString("utf8");
-          };
-          return { cert: pem("tls.crt"), key: pem("tls.key") };
-        },
-      });
-      await this.webhook.start();
-    }
-    this.progress.start();
-    for (const inf of Object.values(this.caches)) inf.start();
+  }
 
-    const begin = async () => {
-      await Promise.all(Object.values(this.caches).map((c) => c.waitForSync()));
-      this.leading = true;
-      this.metrics.leader.set({ name: CONTROLLER }, 1);
-      this.queue.start();
-      for (const obj of this.caches.ftj.list()) this.queue.add(key(obj));
-      log.info("controller started");
-    };
-    if (o.leaderElection === false) {
-      await begin();
-    } else {
-      this.elector = new LeaderElector(this.client, {
-        namespace: o.leaseNamespace ?? "default",
-        name: o.leaseName ?? "rft-operator.rft.dev",
-        identity: o.identity ?? `${hostname()}_${process.pid}_${Math.random().toString(36).slice(2, 8)}`,
-        leaseDurationMs: o.leaseDurationMs,
-        renewDeadlineMs: o.renewDeadlineMs,
-        retryPeriodMs: o.retryPeriodMs,
-        onStarted: () => void begin(),
-        onLost: () => {
-          this.leading = false;
-          this.metrics.leader.set({ name: CONTROLLER }, 0);
-          (o.onLeaseLost ?? (() => process.exit(1)))();
-        },
-        log,
-      });
-      this.elector.start();
-    }
+  /** The validating admission webhook, its TLS pair read from a Secret (and reloaded). */
+  private async startWebhook(w: WebhookOptions): Promise<void> {
+    const secretPath = paths.core("secrets", w.secretNamespace, w.secretName);
+    this.webhook = new WebhookServer({
+      port: w.port,
+      host: w.host,
+      reloadMs: w.reloadMs,
+      validateGrader: w.validateGrader,
+      log: this.o.log,
+      loadTls: async () => {
+        const data = (await this.client.get(secretPath)).data ?? {};
+        const pem = (k: string) => {
+          if (!data[k]) throw new Error(`Secret ${w.secretNamespace}/${w.secretName} has no ${k}`);
+          return Buffer.from(data[k], "base64").toString("utf8");
+        };
+        return { cert: pem("tls.crt"), key: pem("tls.key") };
+      },
+    });
+    await this.webhook.start();
+  }
+
+  /** Leading: once every cache has synced, the queue starts with every FineTuneJob in it. */
+  private async begin(): Promise<void> {
+    await Promise.all(Object.values(this.caches).map((c) => c.waitForSync()));
+    this.leading = true;
+    this.metrics.leader.set({ name: CONTROLLER }, 1);
+    this.queue.start();
+    for (const obj of this.caches.ftj.list()) this.queue.add(objectKey(obj));
+    this.o.log.info("controller started");
+  }
+
+  /** Leader election on a Lease: begin() when this replica wins it; onLeaseLost (default: exit) when it loses it. */
+  private elect(): void {
+    const o = this.o;
+    this.elector = new LeaderElector(this.client, {
+      namespace: o.leaseNamespace ?? "default",
+      name: o.leaseName ?? "rft-operator.rft.dev",
+      identity: o.identity ?? `${hostname()}_${process.pid}_${Math.random().toString(36).slice(2, 8)}`,
+      leaseDurationMs: o.leaseDurationMs,
+      renewDeadlineMs: o.renewDeadlineMs,
+      retryPeriodMs: o.retryPeriodMs,
+      onStarted: () => void this.begin(),
+      onLost: () => {
+        this.leading = false;
+        this.metrics.leader.set({ name: CONTROLLER }, 0);
+        (o.onLeaseLost ?? (() => process.exit(1)))();
+      },
+      log: o.log,
+    });
+    this.elector.start();
   }
 
   private async startServer(): Promise<void> {

@@ -14,7 +14,6 @@
  */
 
 export const LAYER_PARTS = ["attention", "mlp", "norms"] as const;
-export type LayerPart = (typeof LAYER_PARTS)[number];
 export const TOP_GROUPS = ["embeddings", "final_norm", "lm_head"] as const;
 
 /** Every parameter group of a model with `numLayers` decoder layers, in canonical order. */

@@ -255,16 +255,6 @@ export interface EventBodies {
   "job.finished": JobFinishedBody;
   "job.resumed": JobResumedBody;
 }
-export const LEDGER_EVENT_TYPES = Object.freeze([
-  "job.started",
-  "row.admitted",
-  "row.rejected",
-  "update.applied",
-  "step.committed",
-  "checkpoint.saved",
-  "job.finished",
-  "job.resumed",
-] as const satisfies readonly (keyof EventBodies)[]);
 
 /** An event before signing. */
 export type UnsignedEvent = Omit<LedgerEvent, "sig">;

@@ -15,7 +15,7 @@ import { readEventsFile } from "../../ledger/publisher.js";
 import { exportPublicKeyPem, generateKeyPair } from "../../ledger/sign.js";
 import { groupDigests, groupsOf } from "../../trainer/governance/digests.js";
 import { loadManifest } from "../../trainer/job/manifest.js";
-import { resolveRft } from "../../trainer/job/hyperparameters.js";
+import { resolveRft } from "../../trainer/settings/hyperparameters.js";
 import { runJob } from "../../trainer/job/run-job.js";
 import { loadHfModel } from "../../trainer/model/hf-io.js";
 import { disposeModel } from "../../trainer/model/model.js";
@@ -23,7 +23,8 @@ import { Adam } from "../../trainer/model/train-step.js";
 import { generate } from "../../trainer/sampling/generate.js";
 import { groupAdvantages, isZeroVariance, tokenWeights } from "../../trainer/rl/advantages.js";
 import { completionLogprobs, packSequences } from "../../trainer/rl/logprobs.js";
-import { learningRateAt, mixSeed, promptIds, stepRows } from "../../trainer/rl/loop.js";
+import { promptIds } from "../../trainer/rl/rollouts.js";
+import { learningRateAt, mixSeed, stepRows } from "../../trainer/rl/schedule.js";
 import { policyLoss } from "../../trainer/rl/loss.js";
 import { rftManifest, tempJobDir, tinyModel } from "../helpers/rft-job.js";
 

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { resolveRft, resolveSft } from "../../trainer/job/hyperparameters.js";
+import { resolveRft, resolveSft } from "../../trainer/settings/hyperparameters.js";
 
 test("RFT auto hyperparameters follow the documented rules", () => {
   const r = resolveRft({}, 200);

@@ -10,7 +10,7 @@ import { runTrainerPod } from "../../trainer/job/pod.js";
 import { freePort } from "../k8s/cluster.js";
 import { rftManifest, tempJobDir, tinyModel } from "../helpers/rft-job.js";
 
-test("a trainer pod serves its metrics while it trains: rft_step, rft_train_reward_mean, labelled with the job", async () => {
+test("a trainer pod serves its metrics while it trains: rft_step, rft_train_reward_mean, rft_policy_entropy, labelled with the job", async () => {
   const dir = tempJobDir("pod-metrics");
   await tinyModel(join(dir, "model"), { layers: 1 });
   const file = rftManifest(
@@ -42,6 +42,9 @@ test("a trainer pod serves its metrics while it trains: rft_step, rft_train_rewa
   }
   assert.match(page, /^rft_train_reward_mean\{job="sorter"\} [0-9.e-]+$/m);
   assert.match(page, /^rft_total_steps\{job="sorter"\} \d+$/m);
+  // The step's policy statistics: the entropy estimate of the sampled tokens (a random model's is well above 0).
+  const entropy = /^rft_policy_entropy\{job="sorter"\} ([0-9.e+-]+)$/m.exec(page);
+  assert.ok(entropy && Number(entropy[1]) > 0, `rft_policy_entropy in:\n${page}`);
   const r = await run;
   assert.equal(r.status, "succeeded");
   await assert.rejects(fetch(`http://127.0.0.1:${port}/metrics`), "the server closes with the pod's work");

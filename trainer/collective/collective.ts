@@ -202,12 +202,41 @@ export class Collective {
   private async rendezvous() {
     const deadline = Date.now() + this.o.rendezvousTimeoutMs;
     const service = collectiveService();
-    const server = new grpc.Server(CHANNEL_OPTIONS);
     const outReady = new Promise<void>((resolve) => (this.outReady = resolve));
     const { host, port } = splitHostPort(this.o.peers[this.rank]!);
     const bind = this.o.bindHost ?? (isIp(host) ? host : "0.0.0.0");
-
     // The data link's listener first: Hello tells peers its port.
+    const dataPort = await this.listenData(bind);
+    const leftDataPort = new Promise<number>((resolve) => (this.leftDataPort = resolve));
+    await this.serveHello(service, bind, port, dataPort);
+    // Every peer must answer, as the rank we expect.
+    const Client = grpc.makeGenericClientConstructor(service, "Collective");
+    const missing = new Set(this.o.peers.map((_, r) => r).filter((r) => r !== this.rank));
+    await Promise.all([...missing].map((r) => this.helloPeer(Client, r, deadline, missing)));
+    if (missing.size > 0) {
+      throw new CollectiveError(
+        `rank ${this.rank}: rendezvous timed out after ${this.o.rendezvousTimeoutMs / 1000}s: ${[...missing]
+          .sort((a, b) => a - b)
+          .map((r) => this.addr(r))
+          .join(", ")} never joined`,
+      );
+    }
+    this.dialLeft(await leftDataPort);
+    let timer: NodeJS.Timeout | undefined;
+    const right = await Promise.race([
+      outReady.then(() => true),
+      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), Math.max(0, deadline - Date.now())))),
+    ]);
+    clearTimeout(timer);
+    if (!right)
+      throw new CollectiveError(
+        `rank ${this.rank}: rendezvous timed out after ${this.o.rendezvousTimeoutMs / 1000}s: ${this.addr(this.right)} never opened its link`,
+      );
+    await this.barrier(Math.max(1, deadline - Date.now()));
+  }
+
+  /** The data links' listener (the right neighbour dials it); resolves to its port. */
+  private async listenData(bind: string): Promise<number> {
     const dataServer = net.createServer({ noDelay: true }, (sock) => this.acceptLink(sock));
     this.dataServer = dataServer;
     await new Promise<void>((resolve, reject) => {
@@ -216,9 +245,12 @@ export class Collective {
       );
       dataServer.listen(this.o.dataPort, bind, () => resolve());
     });
-    const dataPort = (dataServer.address() as net.AddressInfo).port;
-    const leftDataPort = new Promise<number>((resolve) => (this.leftDataPort = resolve));
+    return (dataServer.address() as net.AddressInfo).port;
+  }
 
+  /** The gRPC Hello service: a challenge first, then a proven Hello answered with this rank's proof and data port. */
+  private async serveHello(service: grpc.ServiceDefinition, bind: string, port: number, dataPort: number) {
+    const server = new grpc.Server(CHANNEL_OPTIONS);
     server.addService(service, {
       Hello: (call: grpc.ServerUnaryCall<HelloMsg, HelloMsg>, cb: grpc.sendUnaryData<HelloMsg>) => {
         const req = call.request;
@@ -266,95 +298,103 @@ export class Collective {
             : resolve(),
       ),
     );
+  }
 
-    // Every peer must answer, as the rank we expect.
-    const Client = grpc.makeGenericClientConstructor(service, "Collective");
-    const missing = new Set(this.o.peers.map((_, r) => r).filter((r) => r !== this.rank));
-    const hello = (r: number) =>
-      new Promise<void>((resolve, reject) => {
-        const client = new Client(this.o.peers[r]!, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
-        this.clients.push(client);
-        const call = (req: HelloMsg) =>
-          new Promise<{ err: grpc.ServiceError | null; res?: HelloMsg }>((done) =>
-            (client as unknown as { Hello: HelloCall }).Hello(req, { deadline: Date.now() + 2000 }, (err, res) =>
-              done({ err, res }),
-            ),
-          );
-        const me = { job: this.o.job, rank: this.rank, world_size: this.worldSize };
-        /** Challenge, then the proven Hello; the answer only counts when the peer proves the secret too. */
-        const authenticated = async (): Promise<{ err: grpc.ServiceError | null; res?: HelloMsg }> => {
-          const first = await call(me);
-          if (first.err || !first.res) return first;
-          const challenge = first.res.nonce;
-          if (challenge?.length !== NONCE_BYTES)
-            throw new CollectiveError(`${this.o.peers[r]} sent no authentication challenge (an older rank version?)`);
-          const mine = nonce();
-          const res = await call({
-            ...me,
-            nonce: mine,
-            challenge,
-            proof: proof(this.key, "hello-request", this.o.job, [this.rank, this.worldSize], [challenge, mine]),
-          });
-          if (res.err || !res.res) return res;
-          const want = proof(
-            this.key,
-            "hello-response",
-            res.res.job,
-            [res.res.rank, res.res.world_size, res.res.data_port ?? 0],
-            [mine, challenge],
-          );
-          if (!proofMatches(res.res.proof, want))
-            throw new CollectiveError(
-              `rank ${this.rank}: ${this.o.peers[r]} answered Hello without proving it knows the job's collective secret (not rank ${r} of job ${this.o.job})`,
-            );
-          return res;
-        };
-        const attempt = () => {
-          if (this.failure) return reject(this.failure);
-          authenticated().then(({ err, res }) => {
-            if (err?.code === grpc.status.UNAUTHENTICATED)
-              return reject(
-                new CollectiveError(
-                  `rank ${this.rank}: ${this.addr(r)} refused the rendezvous: ${err.details} (do the ranks share RFT_COLLECTIVE_SECRET?)`,
-                ),
-              );
-            {
-              if (!err && res) {
-                if (res.job !== this.o.job || res.rank !== r || res.world_size !== this.worldSize)
-                  return reject(
-                    new CollectiveError(
-                      `${this.o.peers[r]} answered as rank ${res.rank} of ${res.world_size} (job ${res.job}), expected rank ${r} of ${this.worldSize} (job ${this.o.job})`,
-                    ),
-                  );
-                if (!res.data_port)
-                  return reject(new CollectiveError(`${this.o.peers[r]} has no data link (an older rank version?)`));
-                if (r === this.left) this.leftDataPort?.(res.data_port);
-                missing.delete(r);
-                return resolve();
-              }
-              if (Date.now() >= deadline) return resolve(); // reported below, with every missing rank
-              setTimeout(attempt, 200);
-            }
-          }, reject);
-        };
-        attempt();
-      });
-    await Promise.all([...missing].map(hello));
-    if (missing.size > 0) {
+  /** Challenge, then the proven Hello; the answer only counts when the peer proves the secret too. */
+  private async authenticatedHello(
+    call: (req: HelloMsg) => Promise<{ err: grpc.ServiceError | null; res?: HelloMsg }>,
+    r: number,
+  ): Promise<{ err: grpc.ServiceError | null; res?: HelloMsg }> {
+    const me = { job: this.o.job, rank: this.rank, world_size: this.worldSize };
+    const first = await call(me);
+    if (first.err || !first.res) return first;
+    const challenge = first.res.nonce;
+    if (challenge?.length !== NONCE_BYTES)
+      throw new CollectiveError(`${this.o.peers[r]} sent no authentication challenge (an older rank version?)`);
+    const mine = nonce();
+    const res = await call({
+      ...me,
+      nonce: mine,
+      challenge,
+      proof: proof(this.key, "hello-request", this.o.job, [this.rank, this.worldSize], [challenge, mine]),
+    });
+    if (res.err || !res.res) return res;
+    const want = proof(
+      this.key,
+      "hello-response",
+      res.res.job,
+      [res.res.rank, res.res.world_size, res.res.data_port ?? 0],
+      [mine, challenge],
+    );
+    if (!proofMatches(res.res.proof, want))
       throw new CollectiveError(
-        `rank ${this.rank}: rendezvous timed out after ${this.o.rendezvousTimeoutMs / 1000}s: ${[...missing]
-          .sort((a, b) => a - b)
-          .map((r) => this.addr(r))
-          .join(", ")} never joined`,
+        `rank ${this.rank}: ${this.o.peers[r]} answered Hello without proving it knows the job's collective secret (not rank ${r} of job ${this.o.job})`,
       );
-    }
+    return res;
+  }
 
-    // The data link from the left neighbour (this rank dials and receives on it) and the one the right opens.
-    const inbound = net.connect({ host: splitHostPort(this.o.peers[this.left]!).host, port: await leftDataPort });
+  /**
+   * Hello to peer `r` until it answers as the rank expected (retried every 200 ms until the deadline; a peer still
+   * missing then stays in `missing`, reported by the caller with every other).
+   */
+  private helloPeer(
+    Client: grpc.ServiceClientConstructor,
+    r: number,
+    deadline: number,
+    missing: Set<number>,
+  ): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const client = new Client(this.o.peers[r]!, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
+      this.clients.push(client);
+      const call = (req: HelloMsg) =>
+        new Promise<{ err: grpc.ServiceError | null; res?: HelloMsg }>((done) =>
+          (client as unknown as { Hello: HelloCall }).Hello(req, { deadline: Date.now() + 2000 }, (err, res) =>
+            done({ err, res }),
+          ),
+        );
+      const attempt = () => {
+        if (this.failure) return reject(this.failure);
+        this.authenticatedHello(call, r).then(({ err, res }) => {
+          if (err?.code === grpc.status.UNAUTHENTICATED)
+            return reject(
+              new CollectiveError(
+                `rank ${this.rank}: ${this.addr(r)} refused the rendezvous: ${err.details} (do the ranks share RFT_COLLECTIVE_SECRET?)`,
+              ),
+            );
+          if (!err && res) {
+            const wrong = this.wrongPeer(r, res);
+            if (wrong) return reject(wrong);
+            if (r === this.left) this.leftDataPort?.(res.data_port!);
+            missing.delete(r);
+            return resolve();
+          }
+          if (Date.now() >= deadline) return resolve(); // reported by the caller, with every missing rank
+          setTimeout(attempt, 200);
+        }, reject);
+      };
+      attempt();
+    });
+  }
+
+  /** Why a peer's Hello answer is not rank `r` of this job with a data link (null: it is). */
+  private wrongPeer(r: number, res: HelloMsg): CollectiveError | null {
+    if (res.job !== this.o.job || res.rank !== r || res.world_size !== this.worldSize)
+      return new CollectiveError(
+        `${this.o.peers[r]} answered as rank ${res.rank} of ${res.world_size} (job ${res.job}), expected rank ${r} of ${this.worldSize} (job ${this.o.job})`,
+      );
+    if (!res.data_port) return new CollectiveError(`${this.o.peers[r]} has no data link (an older rank version?)`);
+    return null;
+  }
+
+  /**
+   * The data link from the left neighbour (this rank dials and receives on it; the right neighbour opens the
+   * other). The left neighbour is authenticated before any data is taken from it (its AUTH frame, then our proof).
+   */
+  private dialLeft(leftDataPort: number) {
+    const inbound = net.connect({ host: splitHostPort(this.o.peers[this.left]!).host, port: leftDataPort });
     this.inbound = inbound;
     inbound.setNoDelay(true);
     inbound.setKeepAlive(true, 10_000);
-    // Authenticate the left neighbour before taking any data from it (the AUTH frame, then our proof).
     const dialNonce = nonce();
     inbound.write(encodeLinkRequest(this.o.job, this.rank, { nonce: dialNonce }));
     let linked = false;
@@ -397,18 +437,6 @@ export class Collective {
       this.linkLost(() => new CollectiveError(`rank ${this.rank}: the link from ${this.addr(this.left)} ${why}`));
     inbound.on("error", (e: NodeJS.ErrnoException) => lost(brokenLink(e)));
     inbound.on("close", () => lost("closed (the rank exited)"));
-
-    let timer: NodeJS.Timeout | undefined;
-    const right = await Promise.race([
-      outReady.then(() => true),
-      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), Math.max(0, deadline - Date.now())))),
-    ]);
-    clearTimeout(timer);
-    if (!right)
-      throw new CollectiveError(
-        `rank ${this.rank}: rendezvous timed out after ${this.o.rendezvousTimeoutMs / 1000}s: ${this.addr(this.right)} never opened its link`,
-      );
-    await this.barrier(Math.max(1, deadline - Date.now()));
   }
 
   /**

@@ -6,8 +6,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import type { KeyObject } from "node:crypto";
 import type { EventBodies, LedgerEvent } from "../../proto/ledger-events.js";
-import { type ChainHead, eventHash } from "../../ledger/chain.js";
-import { type EventSink, EventWriter } from "../../ledger/writer.js";
+import { type ChainHead, eventHash, type EventSink, EventWriter } from "../../ledger/client.js";
 import type { TrainingLedger } from "../governance/ledger.js";
 import { type Collective, CollectiveError, segment } from "./collective.js";
 

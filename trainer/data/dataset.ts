@@ -6,7 +6,7 @@
  * Every problem is reported with its line number and field; nothing is trained on an invalid file.
  */
 import { readFileSync } from "node:fs";
-import { rowId } from "../../ledger/dataset.js";
+import { rowId } from "../../ledger/client.js";
 import { parseToolCallList, parseTools, ToolsError } from "../sampling/tools.js";
 
 export interface ChatMessage {

@@ -9,7 +9,7 @@
  */
 import { expandEnvelope, sortGroups } from "../../proto/envelope.js";
 import type { RejectCode } from "../../proto/ledger-events.js";
-import { rowContentHash, rowId, verifyRowCredential } from "../../ledger/dataset.js";
+import { rowContentHash, rowId, verifyRowCredential } from "../../ledger/client.js";
 
 export interface AuthorityKey {
   name: string;

@@ -12,20 +12,22 @@ import { isAbsolute, join, resolve } from "node:path";
 import type { KeyObject } from "node:crypto";
 import type { FineTuneJobSpec } from "../../proto/finetunejob.js";
 import type { EventBodies, LedgerEvent, LedgerEventType } from "../../proto/ledger-events.js";
-import { type ChainHead, eventHash } from "../../ledger/chain.js";
-import { manifestRoot } from "../../ledger/dataset.js";
-import { FileSink } from "../../ledger/publisher.js";
-import { lastStepOf } from "../../ledger/resume.js";
 import {
+  type ChainHead,
   digestOfJson,
+  eventHash,
+  type EventSink,
+  EventWriter,
   exportPrivateKeyPem,
+  FileSink,
   generateKeyPair,
   keyId,
+  lastStepOf,
   loadPrivateKey,
   loadPublicKey,
+  manifestRoot,
   publicKeyB64,
-} from "../../ledger/sign.js";
-import { type EventSink, EventWriter } from "../../ledger/writer.js";
+} from "../../ledger/client.js";
 import { type AdmittedRow, admitRows, type AuthorityKey, defaultEnvelope, type RejectedRow } from "./admission.js";
 import type { Digest } from "./digests.js";
 

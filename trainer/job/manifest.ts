@@ -7,7 +7,7 @@ import { readFileSync } from "node:fs";
 import { dirname, isAbsolute, resolve } from "node:path";
 import { Ajv, type ErrorObject } from "ajv";
 import { type Document, isAlias, LineCounter, parseAllDocuments, visit } from "yaml";
-import { compileGrader, GraderValidationError } from "../../grader-sidecar/src/validate.js";
+import { compileGrader, GraderValidationError } from "../../grader-sidecar/src/client.js";
 import { FineTuneJob } from "../../proto/finetunejob.js";
 import { parseResponseFormat, ResponseFormatError } from "../sampling/response-format.js";
 
@@ -114,7 +114,8 @@ export interface LoadedManifest {
   paths: { model: string; trainingFile: string; validationFile?: string; loraAdapter?: string };
 }
 
-export function parseManifest(text: string, file: string): LoadedManifest {
+/** The manifest's one YAML document (bounded size and alias expansion), as JSON, with what maps it to lines. */
+function readYaml(text: string, file: string) {
   const bytes = Buffer.byteLength(text, "utf8");
   if (bytes > MANIFEST_MAX_BYTES) {
     throw new ManifestError(file, [
@@ -136,9 +137,8 @@ export function parseManifest(text: string, file: string): LoadedManifest {
       })),
     );
   }
-  let obj: unknown;
   try {
-    obj = doc.toJS({ maxAliasCount: MANIFEST_MAX_ALIAS_COUNT });
+    return { doc, lc, obj: doc.toJS({ maxAliasCount: MANIFEST_MAX_ALIAS_COUNT }) as unknown };
   } catch (err) {
     const alias = /alias/i.test((err as Error).message);
     throw new ManifestError(file, [
@@ -151,64 +151,84 @@ export function parseManifest(text: string, file: string): LoadedManifest {
       },
     ]);
   }
+}
+
+type YamlAt = Pick<ReturnType<typeof readYaml>, "doc" | "lc">;
+
+/** A dotted path with [i] indices (`a.b[0].c`) as path segments. */
+const pathOf = (dottedPath: string): Path =>
+  dottedPath
+    .split(/\.|\[(\d+)\]/)
+    .filter((s) => s !== undefined && s !== "")
+    .map((s) => (/^\d+$/.test(s) ? Number(s) : s));
+
+/** The method's shape beyond the schema: reinforcement present exactly when the type says so. */
+function methodIssues(method: FineTuneJob["spec"]["method"] | undefined, y: YamlAt): ManifestIssue[] {
   const issues: ManifestIssue[] = [];
-  if (!validate(obj)) {
-    for (const e of pickErrors(validate.errors!)) {
-      const { path, message } = ajvIssue(e);
-      issues.push({ line: lineOf(doc, lc, path), field: dotted(path), message });
-    }
-  }
-  const job = obj as FineTuneJob;
-  const method = job?.spec?.method;
   if (method?.type === "reinforcement" && !method.reinforcement) {
     issues.push({
-      line: lineOf(doc, lc, ["spec", "method"]),
+      line: lineOf(y.doc, y.lc, ["spec", "method"]),
       field: "spec.method.reinforcement",
       message: 'is required when type is "reinforcement"',
     });
   }
   if (method?.type === "supervised" && method.reinforcement) {
     issues.push({
-      line: lineOf(doc, lc, ["spec", "method", "reinforcement"]),
+      line: lineOf(y.doc, y.lc, ["spec", "method", "reinforcement"]),
       field: "spec.method.reinforcement",
       message: 'is not allowed when type is "supervised"',
     });
   }
-  if (
-    method?.type === "reinforcement" &&
-    method.reinforcement?.grader &&
-    typeof method.reinforcement.grader === "object"
-  ) {
+  return issues;
+}
+
+/** The grader engine's validation and the response format's check, as manifest issues with their lines. */
+function reinforcementIssues(method: FineTuneJob["spec"]["method"] | undefined, y: YamlAt): ManifestIssue[] {
+  if (method?.type !== "reinforcement") return [];
+  const issues: ManifestIssue[] = [];
+  const rft = method.reinforcement;
+  if (rft?.grader && typeof rft.grader === "object") {
     try {
-      compileGrader(method.reinforcement.grader);
+      compileGrader(rft.grader);
     } catch (err) {
       if (!(err instanceof GraderValidationError)) throw err;
       // The grader error's param is a dotted path starting at "grader".
-      const sub = err.param
-        .replace(/^grader\.?/, "")
-        .split(/\.|\[(\d+)\]/)
-        .filter((s) => s !== undefined && s !== "")
-        .map((s) => (/^\d+$/.test(s) ? Number(s) : s));
-      const path: Path = ["spec", "method", "reinforcement", "grader", ...sub];
+      const path: Path = ["spec", "method", "reinforcement", "grader", ...pathOf(err.param.replace(/^grader\.?/, ""))];
       issues.push({
-        line: lineOf(doc, lc, path),
+        line: lineOf(y.doc, y.lc, path),
         field: dotted(path),
         message: err.message.replace(`${err.param}: `, ""),
       });
     }
   }
-  if (method?.type === "reinforcement" && method.reinforcement?.responseFormat) {
+  if (rft?.responseFormat) {
     try {
-      parseResponseFormat(method.reinforcement.responseFormat, "spec.method.reinforcement.responseFormat");
+      parseResponseFormat(rft.responseFormat, "spec.method.reinforcement.responseFormat");
     } catch (err) {
       if (!(err instanceof ResponseFormatError)) throw err;
-      const path: Path = err.path
-        .split(/\.|\[(\d+)\]/)
-        .filter((s) => s !== undefined && s !== "")
-        .map((s) => (/^\d+$/.test(s) ? Number(s) : s));
-      issues.push({ line: lineOf(doc, lc, path), field: err.path, message: err.message.replace(`${err.path}: `, "") });
+      const path = pathOf(err.path);
+      issues.push({
+        line: lineOf(y.doc, y.lc, path),
+        field: err.path,
+        message: err.message.replace(`${err.path}: `, ""),
+      });
     }
   }
+  return issues;
+}
+
+export function parseManifest(text: string, file: string): LoadedManifest {
+  const y = readYaml(text, file);
+  const issues: ManifestIssue[] = [];
+  if (!validate(y.obj)) {
+    for (const e of pickErrors(validate.errors!)) {
+      const { path, message } = ajvIssue(e);
+      issues.push({ line: lineOf(y.doc, y.lc, path), field: dotted(path), message });
+    }
+  }
+  const job = y.obj as FineTuneJob;
+  const method = job?.spec?.method;
+  issues.push(...methodIssues(method, y), ...reinforcementIssues(method, y));
   if (issues.length > 0)
     throw new ManifestError(
       file,

@@ -23,13 +23,14 @@
 import { join } from "node:path";
 import { connect, type NatsConnection } from "nats";
 import { natsAuthOptions, natsTlsOptions } from "../../proto/nats-auth.js";
-import { NatsPublisher } from "../../ledger/publisher.js";
+import { NatsPublisher } from "../../ledger/client.js";
 import { type ProgressMessage, progressSubject } from "../../proto/finetunejob-status.js";
 import { createLogger } from "../../proto/log.js";
 import type { CheckpointInfo } from "../checkpoint/retention.js";
 import { retained } from "../checkpoint/retention.js";
 import { TrainerMetrics } from "../rl/prom.js";
 import type { RftControl } from "../rl/loop.js";
+import type { MetricsEvent } from "../rl/metrics.js";
 import { loadManifest } from "./manifest.js";
 import { type RankEnv, rankEnv } from "../collective/env.js";
 import { runJob } from "./run-job.js";
@@ -75,7 +76,8 @@ async function localDatasets(manifest: ReturnType<typeof loadManifest>, outDir: 
   }
 }
 
-export async function runTrainerPod(o: TrainerPodOptions): Promise<TrainerPodResult> {
+/** What the pod's environment and config mount say: its rank, the job, where its checkpoints go, the pacing. */
+function podSettings(o: TrainerPodOptions) {
   const env = o.env;
   let ranks: RankEnv | null;
   try {
@@ -83,116 +85,194 @@ export async function runTrainerPod(o: TrainerPodOptions): Promise<TrainerPodRes
   } catch (e) {
     throw new TrainerPodError(e instanceof Error ? e.message : String(e));
   }
-  const rank = ranks?.rank ?? 0;
   const manifest = loadManifest(o.configFile);
-  const ns = env.RFT_JOB_NAMESPACE ?? manifest.job.metadata.namespace ?? "default";
   const name = env.RFT_JOB_NAME ?? manifest.job.metadata.name;
-  const attempt = env.RFT_ATTEMPT !== undefined ? Number(env.RFT_ATTEMPT) : undefined;
-  const outDir = env.RFT_CHECKPOINT_DIR ?? join("/var/rft/checkpoints", name);
-  const control: RftControl = { pause: false, cancel: false };
   const minStepMs = Number(env.RFT_MIN_STEP_MS ?? 0);
   if (!Number.isFinite(minStepMs) || minStepMs < 0 || minStepMs > 600_000)
     throw new TrainerPodError(
       `RFT_MIN_STEP_MS must be a number of milliseconds in [0, 600000], got "${env.RFT_MIN_STEP_MS}"`,
     );
+  return {
+    ranks,
+    rank: ranks?.rank ?? 0,
+    manifest,
+    ns: env.RFT_JOB_NAMESPACE ?? manifest.job.metadata.namespace ?? "default",
+    name,
+    attempt: env.RFT_ATTEMPT !== undefined ? Number(env.RFT_ATTEMPT) : undefined,
+    outDir: env.RFT_CHECKPOINT_DIR ?? join("/var/rft/checkpoints", name),
+    minStepMs,
+  };
+}
+
+type PodSettings = ReturnType<typeof podSettings>;
+
+/** Holds each step until minStepMs have passed since the previous one ended (hooks are synchronous). */
+function pacer(minStepMs: number): () => void {
   let stepStarted = Date.now();
-  /** Holds the step until minStepMs have passed since the previous one ended (hooks are synchronous). */
-  const pace = () => {
+  return () => {
+    if (minStepMs <= 0) return;
     const wait = stepStarted + minStepMs - Date.now();
     if (wait > 0) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, wait);
     stepStarted = Date.now();
   };
+}
 
-  // The job's NATS user (minted by the operator into the job's Secret): its own progress, control and ledger
-  // subjects only.
-  const natsAuth = {
-    ...natsAuthOptions(env.RFT_NATS_CREDS || undefined),
-    ...natsTlsOptions(env.RFT_NATS_CA_FILE || undefined),
-  };
-  let nc: NatsConnection | undefined;
-  if (env.RFT_NATS_URL) {
-    try {
-      nc = await connect({
-        servers: env.RFT_NATS_URL,
-        name: `trainer-${ns}-${name}-${rank}`,
-        maxReconnectAttempts: -1,
-        ...natsAuth,
-      });
-    } catch (e) {
-      log.warn({ err: String(e), url: env.RFT_NATS_URL }, "NATS unreachable: training without progress reports");
-    }
-  }
-  // The ledger: rank 0 writes every rank's events (trainer/rl/loop.ts).
-  let ledger: NatsPublisher | undefined;
-  if (env.RFT_LEDGER_NATS_URL && rank === 0) {
-    ledger = await NatsPublisher.connect({
-      servers: env.RFT_LEDGER_NATS_URL,
-      spoolPath: join(outDir, "ledger", "spool.jsonl"),
-      name: `trainer-ledger-${ns}-${name}`,
-      ...(env.RFT_NATS_CREDS || env.RFT_NATS_CA_FILE ? { auth: natsAuth } : {}),
+/** The job's NATS user (minted by the operator into the job's Secret): its own progress, control and ledger subjects. */
+function jobNatsAuth(env: NodeJS.ProcessEnv) {
+  return { ...natsAuthOptions(env.RFT_NATS_CREDS || undefined), ...natsTlsOptions(env.RFT_NATS_CA_FILE || undefined) };
+}
+
+/** Core NATS for progress and control (RFT_NATS_URL); unreachable: training goes on without reports. */
+async function connectProgress(env: NodeJS.ProcessEnv, s: PodSettings): Promise<NatsConnection | undefined> {
+  if (!env.RFT_NATS_URL) return undefined;
+  try {
+    return await connect({
+      servers: env.RFT_NATS_URL,
+      name: `trainer-${s.ns}-${s.name}-${s.rank}`,
+      maxReconnectAttempts: -1,
+      ...jobNatsAuth(env),
     });
+  } catch (e) {
+    log.warn({ err: String(e), url: env.RFT_NATS_URL }, "NATS unreachable: training without progress reports");
+    return undefined;
   }
-  const flushLedger = async () => {
-    if (!ledger) return;
-    const timeoutMs = 60_000;
-    let timer: NodeJS.Timeout | undefined;
-    const done = await Promise.race([
-      ledger.flush().then(() => true),
-      new Promise<boolean>((r) => (timer = setTimeout(() => r(false), timeoutMs))),
-    ]);
-    clearTimeout(timer);
-    if (!done)
-      log.error(
-        { backlog: ledger.backlog, spool: join(outDir, "ledger", "spool.jsonl") },
-        "ledger events not acknowledged by JetStream; they stay spooled for the next trainer start",
-      );
-    await ledger.close().catch(() => {});
-  };
+}
 
-  let metrics: TrainerMetrics | undefined;
-  let metricsServer: import("node:http").Server | undefined;
-  if (env.RFT_METRICS_PORT && rank === 0) {
-    const port = Number(env.RFT_METRICS_PORT);
-    if (!Number.isInteger(port) || port < 1 || port > 65535)
-      throw new TrainerPodError(`RFT_METRICS_PORT must be a port number, got "${env.RFT_METRICS_PORT}"`);
-    metrics = new TrainerMetrics(name);
-    metricsServer = await metrics.serve(port, "0.0.0.0");
-  }
+/** The ledger on JetStream (RFT_LEDGER_NATS_URL): rank 0 writes every rank's events (trainer/rl/loop.ts). */
+async function connectLedger(env: NodeJS.ProcessEnv, s: PodSettings): Promise<NatsPublisher | undefined> {
+  if (!env.RFT_LEDGER_NATS_URL || s.rank !== 0) return undefined;
+  return NatsPublisher.connect({
+    servers: env.RFT_LEDGER_NATS_URL,
+    spoolPath: join(s.outDir, "ledger", "spool.jsonl"),
+    name: `trainer-ledger-${s.ns}-${s.name}`,
+    ...(env.RFT_NATS_CREDS || env.RFT_NATS_CA_FILE ? { auth: jobNatsAuth(env) } : {}),
+  });
+}
 
-  if (nc)
-    subscribeControl(nc, { namespace: ns, name }, control, log, (reason) =>
-      metrics?.controlDropped.inc({ job: name, reason }),
+/** Waits (up to a minute) for JetStream to acknowledge the spooled events, then closes the publisher. */
+async function flushLedger(ledger: NatsPublisher | undefined, outDir: string): Promise<void> {
+  if (!ledger) return;
+  const timeoutMs = 60_000;
+  let timer: NodeJS.Timeout | undefined;
+  const done = await Promise.race([
+    ledger.flush().then(() => true),
+    new Promise<boolean>((r) => (timer = setTimeout(() => r(false), timeoutMs))),
+  ]);
+  clearTimeout(timer);
+  if (!done)
+    log.error(
+      { backlog: ledger.backlog, spool: join(outDir, "ledger", "spool.jsonl") },
+      "ledger events not acknowledged by JetStream; they stay spooled for the next trainer start",
     );
+  await ledger.close().catch(() => {});
+}
 
-  const checkpoints: CheckpointInfo[] = [];
-  let last: Omit<ProgressMessage, "status" | "time" | "checkpoints"> = {
-    step: 0,
-    totalSteps: 0,
-    trainRewardMean: null,
-    validRewardMean: null,
-    rank,
-    attempt: attempt ?? 0,
-  };
-  const publish = (status: ProgressMessage["status"], extra: Partial<ProgressMessage> = {}) => {
-    if (!nc || rank !== 0) return;
-    const keep = retained(checkpoints);
+/** Rank 0's Prometheus metrics on RFT_METRICS_PORT (all interfaces). */
+async function startMetrics(env: NodeJS.ProcessEnv, s: PodSettings) {
+  if (!env.RFT_METRICS_PORT || s.rank !== 0) return { metrics: undefined, server: undefined };
+  const port = Number(env.RFT_METRICS_PORT);
+  if (!Number.isInteger(port) || port < 1 || port > 65535)
+    throw new TrainerPodError(`RFT_METRICS_PORT must be a port number, got "${env.RFT_METRICS_PORT}"`);
+  const metrics = new TrainerMetrics(s.name);
+  return { metrics, server: await metrics.serve(port, "0.0.0.0") };
+}
+
+/** Rank 0's progress messages on core NATS: the last step's figures and the retained checkpoints. */
+class ProgressReporter {
+  private readonly checkpoints: CheckpointInfo[] = [];
+  private last: Omit<ProgressMessage, "status" | "time" | "checkpoints">;
+
+  constructor(
+    private readonly nc: NatsConnection | undefined,
+    private readonly s: PodSettings,
+  ) {
+    this.last = {
+      step: 0,
+      totalSteps: 0,
+      trainRewardMean: null,
+      validRewardMean: null,
+      rank: s.rank,
+      attempt: s.attempt ?? 0,
+    };
+  }
+
+  publish(status: ProgressMessage["status"], extra: Partial<ProgressMessage> = {}) {
+    if (!this.nc || this.s.rank !== 0) return;
+    const keep = retained(this.checkpoints);
     const msg: ProgressMessage = {
-      ...last,
+      ...this.last,
       status,
-      checkpoints: checkpoints
+      checkpoints: this.checkpoints
         .filter((c) => keep.has(c.name))
         .map((c) => ({
           name: c.name,
           step: c.step,
           validRewardMean: c.validRewardMean,
-          path: join(outDir, "checkpoints", c.name),
+          path: join(this.s.outDir, "checkpoints", c.name),
         })),
       time: new Date().toISOString().replace(/\.\d{3}Z$/, "Z"),
       ...extra,
     };
-    nc.publish(progressSubject(ns, name), new TextEncoder().encode(JSON.stringify(msg)));
-  };
+    this.nc.publish(progressSubject(this.s.ns, this.s.name), new TextEncoder().encode(JSON.stringify(msg)));
+  }
 
+  step(m: MetricsEvent) {
+    const valid = (m.data.scores as { valid_reward_mean?: number }).valid_reward_mean;
+    this.last = {
+      ...this.last,
+      step: m.data.step,
+      totalSteps: m.data.total_steps,
+      trainRewardMean: m.data.scores.train_reward_mean,
+      validRewardMean: valid ?? this.last.validRewardMean,
+    };
+    this.publish("running");
+  }
+
+  checkpoint(c: CheckpointInfo) {
+    const i = this.checkpoints.findIndex((x) => x.name === c.name);
+    if (i >= 0) this.checkpoints[i] = c;
+    else this.checkpoints.push(c);
+    if (c.validRewardMean !== null) this.last = { ...this.last, validRewardMean: c.validRewardMean };
+    this.publish("running");
+  }
+
+  sftStep(step: number, total: number) {
+    this.last = { ...this.last, step, totalSteps: total };
+    this.publish("running");
+  }
+
+  /** The run's end: its checkpoints, last step and status (with the model or the error). */
+  finished(r: {
+    status: ProgressMessage["status"];
+    step: number;
+    totalSteps: number;
+    checkpoints: CheckpointInfo[];
+    modelDir?: string;
+    error?: string;
+  }) {
+    for (const c of r.checkpoints) if (!this.checkpoints.some((x) => x.name === c.name)) this.checkpoints.push(c);
+    this.last = { ...this.last, step: r.step, totalSteps: r.totalSteps };
+    this.publish(r.status, {
+      ...(r.modelDir ? { fineTunedModel: r.modelDir } : {}),
+      ...(r.error ? { error: r.error.slice(0, 1000) } : {}),
+    });
+  }
+}
+
+export async function runTrainerPod(o: TrainerPodOptions): Promise<TrainerPodResult> {
+  const env = o.env;
+  const s = podSettings(o);
+  const { name } = s;
+  const control: RftControl = { pause: false, cancel: false };
+  const pace = pacer(s.minStepMs);
+  const nc = await connectProgress(env, s);
+  const ledger = await connectLedger(env, s);
+  const { metrics, server: metricsServer } = await startMetrics(env, s);
+  if (nc)
+    subscribeControl(nc, { namespace: s.ns, name }, control, log, (reason) =>
+      metrics?.controlDropped.inc({ job: name, reason }),
+    );
+  const progress = new ProgressReporter(nc, s);
   const onSignal = () => {
     log.info("SIGTERM: finishing the current step, checkpointing, pausing");
     control.pause = true;
@@ -201,64 +281,44 @@ export async function runTrainerPod(o: TrainerPodOptions): Promise<TrainerPodRes
     process.on("SIGTERM", onSignal);
     process.on("SIGINT", onSignal);
   }
-  publish("running");
+  progress.publish("running");
   try {
-    await localDatasets(manifest, outDir, env);
+    await localDatasets(s.manifest, s.outDir, env);
     const result = await runJob({
-      manifest,
-      outDir,
+      manifest: s.manifest,
+      outDir: s.outDir,
       graderAddr: env.RFT_GRADER_ADDR,
       control,
-      ranks,
-      jobRef: `${ns}/${name}`,
+      ranks: s.ranks,
+      jobRef: `${s.ns}/${name}`,
       ...(ledger ? { ledgerSink: ledger } : {}),
       hooks: {
         onStep: (m) => {
           metrics?.observeStep(m, m.data.total_steps);
-          const valid = (m.data.scores as { valid_reward_mean?: number }).valid_reward_mean;
-          last = {
-            ...last,
-            step: m.data.step,
-            totalSteps: m.data.total_steps,
-            trainRewardMean: m.data.scores.train_reward_mean,
-            validRewardMean: valid ?? last.validRewardMean,
-          };
-          publish("running");
-          if (minStepMs > 0) pace();
+          progress.step(m);
+          pace();
         },
         onCheckpoint: (c) => {
           metrics?.checkpoints.inc({ job: name });
-          const i = checkpoints.findIndex((x) => x.name === c.name);
-          if (i >= 0) checkpoints[i] = c;
-          else checkpoints.push(c);
-          if (c.validRewardMean !== null) last = { ...last, validRewardMean: c.validRewardMean };
-          publish("running");
+          progress.checkpoint(c);
         },
-        onSftStep: (e, total) => {
-          last = { ...last, step: e.step, totalSteps: total };
-          publish("running");
-        },
+        onSftStep: (e, total) => progress.sftStep(e.step, total),
       },
     });
     if (result.method === "supervised") {
-      publish("succeeded", { fineTunedModel: result.modelDir });
+      progress.publish("succeeded", { fineTunedModel: result.modelDir });
       return { status: "succeeded", exitCode: 0 };
     }
-    for (const c of result.checkpoints) if (!checkpoints.some((x) => x.name === c.name)) checkpoints.push(c);
-    last = { ...last, step: result.step, totalSteps: result.totalSteps };
-    publish(result.status, {
-      ...(result.modelDir ? { fineTunedModel: result.modelDir } : {}),
-      ...(result.error ? { error: result.error.slice(0, 1000) } : {}),
-    });
+    progress.finished(result);
     log.info({ status: result.status, step: result.step }, "trainer finished");
     return { status: result.status, exitCode: result.status === "failed" ? 1 : 0 };
   } catch (e) {
-    publish("failed", { error: String(e instanceof Error ? e.message : e).slice(0, 1000) });
+    progress.publish("failed", { error: String(e instanceof Error ? e.message : e).slice(0, 1000) });
     throw e;
   } finally {
     process.off("SIGTERM", onSignal);
     process.off("SIGINT", onSignal);
-    await flushLedger();
+    await flushLedger(ledger, s.outDir);
     await nc?.drain().catch(() => {});
     metricsServer?.close();
   }

@@ -11,13 +11,13 @@ import { loadHfModel } from "../model/hf-io.js";
 import { disposeModel } from "../model/model.js";
 import { LIMITS, readRftDataset, readSftDataset } from "../data/dataset.js";
 import { grpcGrader, inProcessGrader } from "../rl/grading.js";
-import { endpointFromEnv, judgeEndpoints } from "../../grader-sidecar/src/model-client.js";
+import { endpointFromEnv, judgeEndpoints } from "../../grader-sidecar/src/client.js";
 import { type RftControl, type RftHooks, type RftResult, RftTrainer } from "../rl/loop.js";
 import { runSft, type SftStepEvent, toSftExample } from "../sft/sft.js";
 import { parseResponseFormat } from "../sampling/response-format.js";
-import { resolveSft } from "./hyperparameters.js";
-import { applyJobLora, type JobLora, saveLoraOutputs } from "./lora.js";
-import type { EventSink } from "../../ledger/writer.js";
+import { resolveSft } from "../settings/hyperparameters.js";
+import { applyJobLora, type JobLora, saveLoraOutputs } from "../settings/lora.js";
+import type { EventSink } from "../../ledger/client.js";
 import type { LoadedManifest } from "./manifest.js";
 import { Collective } from "../collective/collective.js";
 import type { RankEnv } from "../collective/env.js";
@@ -90,68 +90,73 @@ async function runJobOnce(o: RunJobOptions): Promise<RunJobResult> {
   await useBackend(o.backend ?? spec.trainer?.backend ?? "auto");
   noteWork(`loading the model ${paths.model}`);
   mkdirSync(o.outDir, { recursive: true });
-  const seed = spec.seed ?? 0;
-
   if (o.ranks && o.ranks.worldSize > 1 && spec.method.type !== "reinforcement")
     throw new Error(`replicas > 1 (world size ${o.ranks.worldSize}) is supported for reinforcement jobs only`);
+  return spec.method.type === "supervised" ? runSupervised(o) : runReinforcement(o);
+}
 
-  if (spec.method.type === "supervised") {
-    const train = readSftDataset(paths.trainingFile, { maxRows: LIMITS.sftTrain });
-    const valid = paths.validationFile ? readSftDataset(paths.validationFile, { maxRows: LIMITS.sftValid }) : [];
-    const hp = resolveSft(spec.method.supervised?.hyperparameters, train.length);
-    const model = await loadHfModel(paths.model);
-    if (o.activationCheckpointing) model.checkpoint = true;
-    const lora = jobLora(o);
-    const eventsFile = join(o.outDir, "events.jsonl");
-    try {
-      if (lora) await applyJobLora(model, lora, seed);
-      writeFileSync(eventsFile, "");
-      const res = await runSft(model, {
-        train: train.map((r) => toSftExample(r, paths.trainingFile)),
-        validation: valid.map((r) => toSftExample(r, paths.validationFile)),
-        nEpochs: hp.nEpochs,
-        batchSize: hp.batchSize,
-        learningRate: hp.learningRate,
-        evalInterval: hp.evalInterval,
-        seed,
-        onStep: (e) => {
-          const ev = {
-            object: "fine_tuning.job.event",
-            id: `ftevent-step-${e.step}`,
-            created_at: Math.floor(Date.now() / 1000),
-            level: "info",
-            type: "metrics",
-            message: `Step ${e.step}/${hp.totalSteps}: training loss=${e.trainLoss.toFixed(4)}${e.validLoss !== undefined ? `, validation loss=${e.validLoss.toFixed(4)}` : ""}`,
-            data: {
-              step: e.step,
-              total_steps: hp.totalSteps,
-              train_loss: e.trainLoss,
-              ...(e.validLoss !== undefined ? { valid_loss: e.validLoss } : {}),
-            },
-          };
-          appendFileSync(eventsFile, `${JSON.stringify(ev)}\n`);
-          o.hooks?.onSftStep?.(e, hp.totalSteps);
-        },
-      });
-      if (lora) {
-        const out = await saveLoraOutputs(model, o.outDir, { baseModel: paths.model, merge: lora.spec.merge });
-        return {
-          status: "succeeded",
-          method: "supervised",
-          steps: res.steps,
-          totalSteps: hp.totalSteps,
-          modelDir: out.mergedDir ?? out.adapterDir,
-          adapterDir: out.adapterDir,
-        };
-      }
-      const modelDir = join(o.outDir, "model");
-      await saveHfModel(model, modelDir);
-      return { status: "succeeded", method: "supervised", steps: res.steps, totalSteps: hp.totalSteps, modelDir };
-    } finally {
-      cleanup(() => disposeModel(model));
+/** An SFT step's metrics event (events.jsonl): the training loss, and the validation loss when measured. */
+function sftStepEvent(e: { step: number; trainLoss: number; validLoss?: number }, totalSteps: number) {
+  return {
+    object: "fine_tuning.job.event",
+    id: `ftevent-step-${e.step}`,
+    created_at: Math.floor(Date.now() / 1000),
+    level: "info",
+    type: "metrics",
+    message: `Step ${e.step}/${totalSteps}: training loss=${e.trainLoss.toFixed(4)}${e.validLoss !== undefined ? `, validation loss=${e.validLoss.toFixed(4)}` : ""}`,
+    data: {
+      step: e.step,
+      total_steps: totalSteps,
+      train_loss: e.trainLoss,
+      ...(e.validLoss !== undefined ? { valid_loss: e.validLoss } : {}),
+    },
+  };
+}
+
+async function runSupervised(o: RunJobOptions): Promise<RunJobResult> {
+  const { job, paths } = o.manifest;
+  const spec = job.spec;
+  const seed = spec.seed ?? 0;
+  const train = readSftDataset(paths.trainingFile, { maxRows: LIMITS.sftTrain });
+  const valid = paths.validationFile ? readSftDataset(paths.validationFile, { maxRows: LIMITS.sftValid }) : [];
+  const hp = resolveSft(spec.method.supervised?.hyperparameters, train.length);
+  const model = await loadHfModel(paths.model);
+  if (o.activationCheckpointing) model.checkpoint = true;
+  const lora = jobLora(o);
+  const eventsFile = join(o.outDir, "events.jsonl");
+  try {
+    if (lora) await applyJobLora(model, lora, seed);
+    writeFileSync(eventsFile, "");
+    const res = await runSft(model, {
+      train: train.map((r) => toSftExample(r, paths.trainingFile)),
+      validation: valid.map((r) => toSftExample(r, paths.validationFile)),
+      nEpochs: hp.nEpochs,
+      batchSize: hp.batchSize,
+      learningRate: hp.learningRate,
+      evalInterval: hp.evalInterval,
+      seed,
+      onStep: (e) => {
+        appendFileSync(eventsFile, `${JSON.stringify(sftStepEvent(e, hp.totalSteps))}\n`);
+        o.hooks?.onSftStep?.(e, hp.totalSteps);
+      },
+    });
+    const done = { status: "succeeded", method: "supervised", steps: res.steps, totalSteps: hp.totalSteps } as const;
+    if (lora) {
+      const out = await saveLoraOutputs(model, o.outDir, { baseModel: paths.model, merge: lora.spec.merge });
+      return { ...done, modelDir: out.mergedDir ?? out.adapterDir, adapterDir: out.adapterDir };
     }
+    const modelDir = join(o.outDir, "model");
+    await saveHfModel(model, modelDir);
+    return { ...done, modelDir };
+  } finally {
+    cleanup(() => disposeModel(model));
   }
+}
 
+async function runReinforcement(o: RunJobOptions): Promise<RunJobResult> {
+  const { job, paths } = o.manifest;
+  const spec = job.spec;
+  const seed = spec.seed ?? 0;
   const rft = spec.method.reinforcement!;
   const train = readRftDataset(paths.trainingFile, { maxRows: LIMITS.rftTrain });
   const valid = paths.validationFile ? readRftDataset(paths.validationFile, { maxRows: LIMITS.rftValid }) : [];

@@ -30,11 +30,6 @@ export function noteWork(what: string): void {
   during = what;
 }
 
-/** The first fatal backend failure seen in this process, if any. */
-export function firstBackendFailure(): { what: string; during: string } | null {
-  return first;
-}
-
 function record(what: string): void {
   if (!first) first = { what, during };
 }

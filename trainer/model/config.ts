@@ -101,8 +101,8 @@ function parseRopeScaling(raw: Record<string, unknown>, where: string): { theta:
   );
 }
 
-/** Parses a Hugging Face config.json object. `where` names the file in error messages. */
-export function parseHfConfig(raw: Record<string, unknown>, where = "config.json"): ModelConfig {
+/** The architecture of a config's model_type, once the fields this decoder cannot run are ruled out. */
+function supportedArch(raw: Record<string, unknown>, where: string): Arch {
   if (raw === null || typeof raw !== "object" || Array.isArray(raw))
     throw new ConfigError(`${where}: not a JSON object`);
   const modelType = raw["model_type"];
@@ -116,12 +116,13 @@ export function parseHfConfig(raw: Record<string, unknown>, where = "config.json
   if (act !== "silu") unsupported.push(`hidden_act="${String(act)}" (only silu)`);
   if (raw["mlp_bias"] === true) unsupported.push("mlp_bias=true");
   if (raw["quantization_config"] !== undefined) unsupported.push("quantization_config (quantized weights)");
-  if (typeof raw["pretraining_tp"] === "number" && raw["pretraining_tp"] !== 1) {
-    // Numerically the same model; transformers only slices the matmuls differently. Accepted.
-  }
+  // pretraining_tp ≠ 1 is numerically the same model (transformers only slices the matmuls differently): accepted.
   if (unsupported.length) throw new ConfigError(`${where}: unsupported fields: ${unsupported.join(", ")}`);
+  return arch;
+}
 
-  const hiddenSize = posInt(raw, "hidden_size", where);
+/** Heads, KV heads and the head dimension, checked against each other. */
+function attentionShape(raw: Record<string, unknown>, where: string, hiddenSize: number) {
   const numHeads = posInt(raw, "num_attention_heads", where);
   const numKvHeads = posInt(raw, "num_key_value_heads", where, numHeads);
   if (numHeads % numKvHeads !== 0) {
@@ -132,6 +133,14 @@ export function parseHfConfig(raw: Record<string, unknown>, where = "config.json
   const headDim = raw["head_dim"] == null ? hiddenSize / numHeads : posInt(raw, "head_dim", where);
   if (!Number.isInteger(headDim) || headDim % 2 !== 0)
     throw new ConfigError(`${where}: head_dim must be an even integer, got ${headDim}`);
+  return { numHeads, numKvHeads, headDim };
+}
+
+/** Parses a Hugging Face config.json object. `where` names the file in error messages. */
+export function parseHfConfig(raw: Record<string, unknown>, where = "config.json"): ModelConfig {
+  const arch = supportedArch(raw, where);
+  const hiddenSize = posInt(raw, "hidden_size", where);
+  const { numHeads, numKvHeads, headDim } = attentionShape(raw, where, hiddenSize);
   const { theta, scaling } = parseRopeScaling(raw, where);
 
   let maxContext = posInt(raw, "max_position_embeddings", where, 2048);

@@ -108,6 +108,14 @@ export interface AdamOptions {
   clipNorm?: number;
 }
 
+/** A gradient whose global norm is NaN or infinite reached the optimizer; nothing was changed. */
+export class NonFiniteGradientError extends Error {
+  constructor(readonly gradNorm: number) {
+    super(`the gradient norm is ${gradNorm}: the update was not applied`);
+    this.name = "NonFiniteGradientError";
+  }
+}
+
 /**
  * Adam(W) with per-parameter state (m, v and the step count t): a parameter absent from a step's gradients
  * keeps its bytes and its optimizer state exactly (what depth-selective, governed updates rely on), and its
@@ -120,12 +128,19 @@ export class Adam {
   private readonly t = new Map<string, number>();
   constructor(public opts: AdamOptions) {}
 
-  /** Applies one update to the parameters named in `grads` (others are untouched); disposes the grads. */
+  /**
+   * Applies one update to the parameters named in `grads` (others are untouched); disposes the grads. A NaN or
+   * infinite gradient norm throws NonFiniteGradientError before any parameter or moment changes.
+   */
   step(model: Model, grads: Map<string, tf.Tensor>): { gradNorm: number } {
     const { lr, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weightDecay = 0, clipNorm = 0 } = this.opts;
     const gradNorm = grads.size
       ? tf.tidy(() => Math.sqrt(tf.addN([...grads.values()].map((g) => tf.sum(tf.square(g)))).dataSync()[0]!))
       : 0;
+    if (!Number.isFinite(gradNorm)) {
+      tf.dispose([...grads.values()]);
+      throw new NonFiniteGradientError(gradNorm);
+    }
     const scale = clipNorm > 0 && gradNorm > clipNorm ? clipNorm / gradNorm : 1;
     for (const [name, g] of grads) {
       const p = model.params.get(name)!;

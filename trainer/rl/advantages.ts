@@ -55,3 +55,25 @@ export function tokenWeights(lengths: readonly number[], loss: LossType, maxComp
       return lengths.map(() => 1 / (n * maxCompletionTokens));
   }
 }
+
+/**
+ * Phase "advantages": the group-relative advantage of every sample, groups of `groupSize` consecutive samples
+ * (the K samples of one prompt); with dynamic sampling the zero-variance groups carry no signal and are
+ * dropped. Returns the kept samples and their advantages, in order.
+ */
+export function stepAdvantages<T extends { response: { reward: number } }>(
+  samples: readonly T[],
+  groupSize: number,
+  o: { loss: LossType; dynamicSampling: boolean },
+): { kept: T[]; advantages: number[] } {
+  const kept: T[] = [];
+  const advantages: number[] = [];
+  for (let g = 0; g * groupSize < samples.length; g++) {
+    const group = samples.slice(g * groupSize, (g + 1) * groupSize);
+    const rewards = group.map((r) => r.response.reward);
+    if (o.dynamicSampling && isZeroVariance(rewards)) continue;
+    kept.push(...group);
+    advantages.push(...groupAdvantages(rewards, o.loss));
+  }
+  return { kept, advantages };
+}

@@ -4,7 +4,7 @@
  * RunGraderResponse per sample, in input order.
  */
 import * as grpc from "@grpc/grpc-js";
-import { GraderEngine, type GraderEngineOptions, type SampleInput } from "../../grader-sidecar/src/engine.js";
+import { GraderEngine, type GraderEngineOptions, type SampleInput } from "../../grader-sidecar/src/client.js";
 import type { GradeBatchResponse__Output } from "../../proto/gen/rft/grader/v1/GradeBatchResponse.js";
 import type { RunGraderResponse } from "../../proto/graders.js";
 import { loadGraderProto } from "../../proto/grpc.js";

@@ -1,8 +1,10 @@
 /**
- * The RFT training loop (one rank). Per step: take the step's prompts (a seeded permutation per epoch), sample
- * K completions each, grade them, compute group-relative advantages, drop zero-variance groups (dynamic
- * sampling), and apply the clipped policy-gradient update (updatesPerBatch times). Every evalInterval steps:
- * validation → valid_reward_mean → checkpoint (top 3 + latest kept).
+ * The RFT training loop (one rank). At the start the rows are admitted and the hyperparameters resolved
+ * (admit.ts). Per step, in named phases: take the step's prompts (a seeded permutation per epoch,
+ * schedule.ts), sample K completions each and grade them (rollouts.ts), compute group-relative advantages and
+ * drop zero-variance groups (dynamic sampling, advantages.ts), apply the clipped policy-gradient update
+ * (updatesPerBatch times, update.ts), and record the step: its signed update.applied and its metrics event
+ * (record.ts). Every evalInterval steps: validation → valid_reward_mean → checkpoint (top 3 + latest kept).
  *
  * Exact resume: everything random is derived from (seed, step, …) — the data order from (seed, epoch), the
  * sampling seeds from (seed, step, prompt, k) — so the state to restore is only the weights, the optimizer
@@ -19,52 +21,43 @@
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import * as tf from "@tensorflow/tfjs-core";
-import type { RunGraderResponse } from "../../proto/graders.js";
 import { type CheckpointInfo, bestCheckpoint } from "../checkpoint/retention.js";
 import { appendOutput, CheckpointStore, replaceFileAtomic } from "../checkpoint/store.js";
+import type { Collective } from "../collective/collective.js";
+import { commitStep, shardOf } from "../collective/data-parallel.js";
 import type { RftRow } from "../data/dataset.js";
-import { type ResolvedRft, resolveRft } from "../job/hyperparameters.js";
-import { cleanup, noteWork } from "../model/backend-failure.js";
+import type { AdmittedRow } from "../governance/admission.js";
+import { type Digest, DigestCache, groupDigests, groupsOf, trainableGroupsOf } from "../governance/digests.js";
+import { jobSigningKey, TrainingLedger } from "../governance/ledger.js";
+import { cleanup } from "../model/backend-failure.js";
 import { loadHfModel, saveHfModel } from "../model/hf-io.js";
+import { adapterNames, loadAdapter, saveAdapter } from "../model/lora.js";
 import { type Model, disposeModel } from "../model/model.js";
 import { disposeParams, type Params, paramSpecs } from "../model/params.js";
 import { Adam } from "../model/train-step.js";
-import { type Completion, generate, type SampleRequest } from "../sampling/generate.js";
 import type { StructuredFormat } from "../sampling/response-format.js";
 import { formatConstraint } from "../sampling/structured.js";
-import { parseToolCalls, parseTools, renderChat, rowConversation } from "../sampling/tools.js";
-import { type AdmittedRow } from "../governance/admission.js";
-import {
-  type Digest,
-  DigestCache,
-  digestTensors,
-  groupDigests,
-  groupsOf,
-  trainableGroupsOf,
-} from "../governance/digests.js";
-import { applyJobLora, type JobLora, saveLoraOutputs } from "../job/lora.js";
-import { adapterNames, loadAdapter, saveAdapter } from "../model/lora.js";
-import { jobSigningKey, ledgerRecords, ledgerTail, TrainingLedger } from "../governance/ledger.js";
-import type { EventSink } from "../../ledger/writer.js";
-import { FileSink } from "../../ledger/publisher.js";
-import type { ChainHead } from "../../ledger/chain.js";
-import { compressRanges } from "../../ledger/resume.js";
-import type { Collective } from "../collective/collective.js";
-import {
-  allReduceGradients,
-  commitStep,
-  globalShare,
-  shardOf,
-  type ShareSummary,
-} from "../collective/data-parallel.js";
+import type { ResolvedRft } from "../settings/hyperparameters.js";
+import { applyJobLora, type JobLora, saveLoraOutputs } from "../settings/lora.js";
+import { type ChainHead, compressRanges, type EventSink, FileSink } from "../../ledger/client.js";
 import type { FineTuneJobSpec, ReinforcementHyperparameters } from "../../proto/finetunejob.js";
-import { groupAdvantages, isZeroVariance, mean, std, tokenWeights } from "./advantages.js";
-import type { SampleInput } from "../../grader-sidecar/src/engine.js";
+import { admitTrainingRows } from "./admit.js";
+import { mean, stepAdvantages } from "./advantages.js";
 import type { StepGrader } from "./grading.js";
-import { completionLogprobs, packSequences } from "./logprobs.js";
-import { policyLoss } from "./loss.js";
-import { type GradedSample, graderErrorRate, type MetricsEvent, metricsEvent } from "./metrics.js";
+import { type GradedSample, type MetricsEvent, metricsEvent } from "./metrics.js";
+import {
+  completeMetrics,
+  gradedSamples,
+  graderFailure,
+  mergeShares,
+  type StepShare,
+  stepShare,
+  updateAppliedBody,
+} from "./record.js";
+import { recordedCheckpoint } from "./resume-point.js";
+import { grade, promptIds, type Rollout, sample, sampleRequests } from "./rollouts.js";
+import { mixSeed, stepRows } from "./schedule.js";
+import { TrainingDivergedError, type UpdateContext, updatePolicy } from "./update.js";
 
 export interface RftJob {
   /** The base model directory (Hugging Face format). */
@@ -143,85 +136,14 @@ export interface JobEvent {
   data: Record<string, unknown> | null;
 }
 
-/** A 32-bit mix of integers (deterministic seeds for sampling and data order). */
-export function mixSeed(...xs: number[]): number {
-  let h = 0x9e3779b9;
-  for (const x of xs) {
-    h ^= x >>> 0;
-    h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
-    h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
-    h ^= h >>> 16;
-  }
-  return h >>> 0;
-}
-
-/** The order of the training rows in an epoch: a Fisher–Yates shuffle seeded by (seed, epoch). */
-export function epochOrder(n: number, seed: number, epoch: number): number[] {
-  const order = Array.from({ length: n }, (_, i) => i);
-  let s = mixSeed(seed, epoch, 0x5eed);
-  for (let i = n - 1; i > 0; i--) {
-    s = mixSeed(s, i);
-    const j = s % (i + 1);
-    [order[i], order[j]] = [order[j]!, order[i]!];
-  }
-  return order;
-}
-
-/** The training rows of a step (1-based): its epoch's permutation, sliced. */
-export function stepRows(
-  step: number,
-  nTrain: number,
-  hp: Pick<ResolvedRft, "batchSize" | "stepsPerEpoch">,
-  seed: number,
-) {
-  const epoch = Math.floor((step - 1) / hp.stepsPerEpoch);
-  const k = (step - 1) % hp.stepsPerEpoch;
-  return epochOrder(nTrain, seed, epoch).slice(k * hp.batchSize, (k + 1) * hp.batchSize);
-}
-
-/** Learning rate at a step: linear warm-up, then constant. */
-export function learningRateAt(step: number, hp: Pick<ResolvedRft, "learningRate" | "warmupSteps">): number {
-  return hp.warmupSteps > 0 && step <= hp.warmupSteps ? (hp.learningRate * step) / hp.warmupSteps : hp.learningRate;
-}
-
-/** Renders a row's messages and tools with the model's chat template (developer turns as system turns). */
-export function promptIds(model: Model, row: Pick<RftRow, "messages" | "tools">): number[] {
-  const tok = model.tokenizer;
-  if (!tok) throw new Error("the model has no tokenizer (tokenizer.json) to render prompts with");
-  return tok.encode(renderChat(tok, rowConversation(row.messages), parseTools(row.tools), true));
-}
-
-/**
- * What graders see of a completion (OpenAI's `sample`): with the row's `tools`, the tool calls parsed from it
- * (`output_tools`, ids `call_0`, `call_1`, … so a resumed run grades alike) and the text around them as
- * `output_text`; `choices[0]` carries the finish reason ("length" when the token limit cut it).
- */
-export function gradedSample(c: Completion, row: Pick<RftRow, "tools">, jsonRequired: boolean): SampleInput {
-  const tools = parseTools(row.tools);
-  const { content, toolCalls } = parseToolCalls(c.text, tools, (k) => `call_${k}`);
-  const finish = c.finishReason === "stop" && toolCalls.length ? "tool_calls" : c.finishReason;
-  return {
-    output_text: toolCalls.length ? (content ?? "") : c.text,
-    output_tools: toolCalls,
-    choices: [
-      {
-        index: 0,
-        finish_reason: finish,
-        message: { role: "assistant", content, ...(toolCalls.length ? { tool_calls: toolCalls } : {}) },
-      },
-    ],
-    json_required: jsonRequired,
-  };
-}
-
-interface Rollout {
-  row: RftRow;
-  prompt: number[];
-  completion: Completion;
-  response: RunGraderResponse;
-}
-
 const now = () => Math.floor(Date.now() / 1000);
+
+/** What a trained step hands to the end of the step (checkpoint, pause, stop). */
+interface StepOutcome {
+  trainMean: number | null;
+  validMean: number | null;
+  evalNow: boolean;
+}
 
 export class RftTrainer {
   private model!: Model;
@@ -281,6 +203,10 @@ export class RftTrainer {
     this.o.hooks?.onEvent?.(ev);
   }
 
+  private info(message: string, data: Record<string, unknown> | null) {
+    this.emit({ level: "info", type: "message", message, data });
+  }
+
   private prompt(row: RftRow): number[] {
     let p = this.prompts.get(row);
     if (!p) {
@@ -290,82 +216,96 @@ export class RftTrainer {
     return p;
   }
 
+  // ── Start: the resume point, the policy, the ledger, the rows admitted, the KL reference ──
+
   /** Loads the base model, or the latest checkpoint's weights and optimizer state. Returns the step reached. */
   private async start(): Promise<number> {
-    const { job } = this.o;
-    const dp = this.dp;
+    const { latest, fallback } = await this.resumePoint();
+    this.adam = new Adam({ lr: 0, clipNorm: 1 }); // the learning rate is set every step (warm-up)
+    if (latest) await this.resumeFromCheckpoint(latest, fallback);
+    else await this.startFromBase(fallback);
+    await this.loadReference();
+    return latest?.step ?? 0;
+  }
+
+  /** The checkpoint to resume from (rank 0 picks it; every rank loads the one rank 0 names). */
+  private async resumePoint(): Promise<{ latest: CheckpointInfo | null; fallback: string | null }> {
     let latest = this.store.latest();
     let fallback: string | null = null;
-    if (this.reports && latest) ({ latest, fallback } = await this.recordedCheckpoint(latest));
-    if (dp) {
-      // Every rank resumes from the checkpoint rank 0 names (they share the checkpoint directory).
-      const name = await dp.broadcastJson(this.rank === 0 ? (latest?.name ?? null) : null);
-      latest = name === null ? null : (this.store.list().find((c) => c.name === name) ?? null);
-      if (name !== null && !latest)
-        throw new Error(
-          `rank ${this.rank} cannot see checkpoint ${name} in ${this.store.dir(name)} (the ranks must share it)`,
-        );
-    }
-    this.adam = new Adam({ lr: 0, clipNorm: 1 }); // the learning rate is set every step (warm-up)
-    if (latest) {
-      const dir = this.store.dir(latest.name);
-      this.model = await this.loadPolicy(dir);
-      await this.adam.load(join(dir, "optimizer.safetensors"), this.model);
-      const state = JSON.parse(readFileSync(join(dir, "state.json"), "utf8"));
-      this.history = state.history ?? [];
-      if (this.reports) this.truncateEvents(latest.step);
-      if (fallback) this.emit({ level: "warn", type: "message", message: fallback, data: { step: latest.step } });
-      await this.openLedgerRanked();
-      const r = await this.resumeLedger({ name: latest.name, step: latest.step, head: state.ledger });
-      const abandoned = r.abandoned.length
-        ? `; steps ${compressRanges(r.abandoned)} of the stopped attempt abandoned`
-        : "";
+    if (this.reports && latest)
+      ({ latest, fallback } = await recordedCheckpoint(this.store, latest, {
+        ledger: this.o.job.ledger,
+        outDir: this.o.outDir,
+      }));
+    if (!this.dp) return { latest, fallback };
+    // Every rank resumes from the checkpoint rank 0 names (they share the checkpoint directory).
+    const name = await this.dp.broadcastJson(this.rank === 0 ? (latest?.name ?? null) : null);
+    latest = name === null ? null : (this.store.list().find((c) => c.name === name) ?? null);
+    if (name !== null && !latest)
+      throw new Error(
+        `rank ${this.rank} cannot see checkpoint ${name} in ${this.store.dir(name)} (the ranks must share it)`,
+      );
+    return { latest, fallback };
+  }
+
+  private async resumeFromCheckpoint(latest: CheckpointInfo, fallback: string | null) {
+    const dir = this.store.dir(latest.name);
+    this.model = await this.loadPolicy(dir);
+    await this.adam.load(join(dir, "optimizer.safetensors"), this.model);
+    const state = JSON.parse(readFileSync(join(dir, "state.json"), "utf8"));
+    this.history = state.history ?? [];
+    if (this.reports) this.truncateEvents(latest.step);
+    if (fallback) this.emit({ level: "warn", type: "message", message: fallback, data: { step: latest.step } });
+    await this.openLedgerRanked();
+    const r = await this.resumeLedger({ name: latest.name, step: latest.step, head: state.ledger });
+    const abandoned = r.abandoned.length
+      ? `; steps ${compressRanges(r.abandoned)} of the stopped attempt abandoned`
+      : "";
+    this.info(`Resuming from checkpoint ${latest.name} (step ${latest.step})${abandoned}`, {
+      step: latest.step,
+      abandoned_steps: r.abandoned,
+    });
+  }
+
+  private async startFromBase(fallback: string | null) {
+    const { job } = this.o;
+    this.model = await this.loadPolicy(null);
+    if (this.reports) writeFileSync(this.eventsFile, "");
+    if (fallback) this.emit({ level: "warn", type: "message", message: fallback, data: { step: 0 } });
+    await this.openLedgerRanked();
+    const r = await this.resumeLedger(null);
+    if (r.outcome === "fresh" && this.reports) this.ledger.started(this.digests, this.dp?.worldSize ?? 1);
+    if (r.outcome === "resumed")
+      this.info(
+        `Restarting from the base model: the stopped attempt had no checkpoint${r.abandoned.length ? ` (steps ${compressRanges(r.abandoned)} abandoned)` : ""}`,
+        { step: 0, abandoned_steps: r.abandoned },
+      );
+    for (const r of this.ledger.rejected) {
       this.emit({
-        level: "info",
+        level: "warn",
         type: "message",
-        message: `Resuming from checkpoint ${latest.name} (step ${latest.step})${abandoned}`,
-        data: { step: latest.step, abandoned_steps: r.abandoned },
-      });
-    } else {
-      this.model = await this.loadPolicy(null);
-      if (this.reports) writeFileSync(this.eventsFile, "");
-      if (fallback) this.emit({ level: "warn", type: "message", message: fallback, data: { step: 0 } });
-      await this.openLedgerRanked();
-      const r = await this.resumeLedger(null);
-      if (r.outcome === "fresh" && this.reports) this.ledger.started(this.digests, dp?.worldSize ?? 1);
-      if (r.outcome === "resumed")
-        this.emit({
-          level: "info",
-          type: "message",
-          message: `Restarting from the base model: the stopped attempt had no checkpoint${r.abandoned.length ? ` (steps ${compressRanges(r.abandoned)} abandoned)` : ""}`,
-          data: { step: 0, abandoned_steps: r.abandoned },
-        });
-      for (const r of this.ledger.rejected) {
-        this.emit({
-          level: "warn",
-          type: "message",
-          message: `Row ${r.id} rejected (${r.code}): ${r.reason}`,
-          data: { row: r.id, code: r.code },
-        });
-      }
-      this.emit({
-        level: "info",
-        type: "message",
-        message: `Fine-tuning job started: ${job.train.length} training rows, ${job.valid.length} validation rows, ${this.hp.totalSteps} steps`,
-        data: { hyperparameters: this.hp as unknown as Record<string, unknown> },
+        message: `Row ${r.id} rejected (${r.code}): ${r.reason}`,
+        data: { row: r.id, code: r.code },
       });
     }
+    this.info(
+      `Fine-tuning job started: ${job.train.length} training rows, ${job.valid.length} validation rows, ${this.hp.totalSteps} steps`,
+      { hyperparameters: this.hp as unknown as Record<string, unknown> },
+    );
+  }
+
+  /** The frozen KL reference (klCoef > 0): under LoRA the policy's own base tensors, else the base model again. */
+  private async loadReference() {
     if (this.hp.klCoef > 0 && this.model.lora) {
       const adapters = new Set(adapterNames(this.model.config, this.model.lora.settings));
       this.ref = new Map([...this.model.params].filter(([n]) => !adapters.has(n)));
       this.refShared = true;
     } else if (this.hp.klCoef > 0) {
-      const base = await loadHfModel(job.modelDir, { tokenizer: false });
+      const base = await loadHfModel(this.o.job.modelDir, { tokenizer: false });
       this.ref = base.params;
       base.rope.cos.dispose();
       base.rope.sin.dispose();
     }
-    return latest?.step ?? 0;
   }
 
   /**
@@ -392,66 +332,28 @@ export class RftTrainer {
     this.ref = null;
   }
 
-  /**
-   * The checkpoint to resume from: the latest one whose checkpoint.saved the ledger still holds. A ledger that
-   * lost its tail (events that never reached the disk before a crash of the machine, or a restored backup) ends
-   * before the latest checkpoint's event: resuming from it would point the chain at events that are not there,
-   * so the run falls back to the last checkpoint the ledger fully records (or the base model), removes the
-   * checkpoints it no longer records (their steps are trained again), and says so in one line (`fallback`).
-   */
-  private async recordedCheckpoint(
-    latest: CheckpointInfo,
-  ): Promise<{ latest: CheckpointInfo | null; fallback: string | null }> {
-    const { job } = this.o;
-    const { sink, last } = await ledgerTail({ ...job.ledger, outDir: this.o.outDir });
-    const headOf = (c: CheckpointInfo): ChainHead | undefined => {
-      try {
-        return (JSON.parse(readFileSync(join(this.store.dir(c.name), "state.json"), "utf8")) as { ledger?: ChainHead })
-          .ledger;
-      } catch {
-        return undefined;
-      }
-    };
-    if (await ledgerRecords(sink, last, job.ledger.job, headOf(latest))) return { latest, fallback: null };
-    const dropped: string[] = [];
-    let chosen: CheckpointInfo | null = null;
-    for (const c of this.store.list().sort((a, b) => b.step - a.step)) {
-      let ok: boolean;
-      try {
-        this.store.verify(c.name);
-        ok = await ledgerRecords(sink, last, job.ledger.job, headOf(c));
-      } catch {
-        ok = false; // a damaged checkpoint is never the resume point
-      }
-      if (ok) {
-        chosen = c;
-        break;
-      }
-      dropped.push(c.name);
-    }
-    const expected = headOf(latest);
-    const where = last ? `ends at seq ${last.seq}` : "holds no events";
-    const fallback =
-      `The ledger ${where}, short of checkpoint ${latest.name}'s checkpoint.saved` +
-      `${expected ? ` (seq ${expected.seq - 1})` : ""}: its tail was lost; resuming from ` +
-      `${chosen ? `checkpoint ${chosen.name} (step ${chosen.step})` : "the base model"}, the last state it records` +
-      ` (checkpoints ${dropped.join(", ")} removed)`;
-    for (const name of dropped) this.store.remove(name);
-    return { latest: chosen, fallback };
+  private disposeAll() {
+    this.adam.dispose();
+    this.disposeRef();
+    disposeModel(this.model);
   }
 
   /**
    * openLedger on every rank of a multi-rank run: rank 0 first (it may create the job's key file in the shared
    * output directory), then the others; each checks it loaded the same weights as rank 0. Rank 0's events go
-   * to an explicit sink, so that the other ranks' events can go to the same place.
+   * to an explicit sink, so that the other ranks' events can go to the same place. Then the rows are admitted.
    */
   private async openLedgerRanked() {
     const dp = this.dp;
-    if (!dp) return this.openLedger();
+    if (!dp) {
+      this.openLedger();
+      return this.admit();
+    }
     const { job } = this.o;
     if (this.rank === 0) {
       const sink = job.ledger.sink ?? new FileSink(join(this.o.outDir, "ledger", "events.jsonl"));
       this.openLedger(sink);
+      this.admit();
       this.rootLedger = {
         sink,
         privateKey: jobSigningKey(job.ledger.spec, job.ledger.baseDir, join(this.o.outDir, "ledger")),
@@ -459,11 +361,41 @@ export class RftTrainer {
       };
     }
     await dp.barrier();
-    if (this.rank !== 0) this.openLedger({ write: () => undefined }); // rank 0 writes every rank's events
+    if (this.rank !== 0) {
+      this.openLedger({ write: () => undefined }); // rank 0 writes every rank's events
+      this.admit();
+    }
     const theirs = await dp.broadcastJson(this.rank === 0 ? this.digests : null);
     const differ = Object.keys(theirs).filter((g) => theirs[g] !== this.digests[g]);
     if (differ.length)
       throw new Error(`rank ${this.rank} loaded different weights than rank 0 (groups ${differ.join(", ")})`);
+  }
+
+  /** Digests the loaded weights per ledger group and opens the job's ledger (its signing key, its sink). */
+  private openLedger(sink?: EventSink) {
+    const { job } = this.o;
+    this.groups = groupsOf(this.model.config, this.model.lora?.settings);
+    this.trainable = trainableGroupsOf(this.model.config, this.model.lora?.settings);
+    this.digestCache = this.model.lora
+      ? new DigestCache(new Set(paramSpecs(this.model.config).map((s) => s.name)))
+      : undefined;
+    this.digests = groupDigests(this.model.params, this.groups, undefined, this.digestCache);
+    this.ledger = new TrainingLedger({
+      ...job.ledger,
+      ...(sink ? { sink } : {}),
+      outDir: this.o.outDir,
+      numLayers: this.model.config.numLayers,
+      rows: job.train.map((r) => r.raw),
+    });
+  }
+
+  /** Phase "admit": the rows the ledger admitted, and the hyperparameters resolved for them. */
+  private admit() {
+    const { job } = this.o;
+    const a = admitTrainingRows(job.train, this.ledger.admitted, job.hyperparameters);
+    this.admission = a.admission;
+    this.trainRows = a.trainRows;
+    this.hp = a.hp;
   }
 
   /**
@@ -486,29 +418,6 @@ export class RftTrainer {
     return r!;
   }
 
-  /** Admits the training rows and opens the ledger; digests the loaded weights. */
-  private openLedger(sink?: EventSink) {
-    const { job } = this.o;
-    this.groups = groupsOf(this.model.config, this.model.lora?.settings);
-    this.trainable = trainableGroupsOf(this.model.config, this.model.lora?.settings);
-    this.digestCache = this.model.lora
-      ? new DigestCache(new Set(paramSpecs(this.model.config).map((s) => s.name)))
-      : undefined;
-    this.digests = groupDigests(this.model.params, this.groups, undefined, this.digestCache);
-    this.ledger = new TrainingLedger({
-      ...job.ledger,
-      ...(sink ? { sink } : {}),
-      outDir: this.o.outDir,
-      numLayers: this.model.config.numLayers,
-      rows: job.train.map((r) => r.raw),
-    });
-    this.admission = new Map(this.ledger.admitted.map((a) => [job.train[a.index]!, a]));
-    this.trainRows = this.ledger.admitted.map((a) => job.train[a.index]!);
-    if (this.trainRows.length === 0)
-      throw new Error("no training row was admitted (see the row.rejected events in the ledger)");
-    this.hp = resolveRft(job.hyperparameters, this.trainRows.length);
-  }
-
   /** Keeps only the events up to a step (a resumed run re-emits what came after its checkpoint). */
   private truncateEvents(step: number) {
     if (!existsSync(this.eventsFile)) return;
@@ -523,7 +432,9 @@ export class RftTrainer {
     replaceFileAtomic(this.eventsFile, kept.map((l) => `${l}\n`).join(""));
   }
 
-  /** Samples k completions per row and grades them; adds the time spent to `timing`. */
+  // ── The phases of a step: sample → grade (rollouts), advantages, update, record ──
+
+  /** Phases "sample" and "grade": k completions per row, graded; adds the time spent to `timing`. */
   private async rollouts(
     rows: RftRow[],
     k: number,
@@ -534,30 +445,19 @@ export class RftTrainer {
     const { jsonRequired, responseFormat } = this.o.job;
     // Compiled once per tokenizer and schema (cached), so this is a lookup after the first step.
     const constraint = responseFormat ? await formatConstraint(this.model, responseFormat) : undefined;
-    const reqs: SampleRequest[] = [];
-    const owners: RftRow[] = [];
-    rows.forEach((row, i) => {
-      for (let j = 0; j < k; j++) {
-        reqs.push({
-          promptIds: this.prompt(row),
-          maxTokens: hp.maxCompletionTokens,
-          sampling: { temperature: hp.temperature, topP: hp.topP, topK: 0 },
-          seed: seedOf(i, j),
-          ...(constraint ? { constraint } : {}),
-        });
-        owners.push(row);
-      }
+    const { reqs, owners } = sampleRequests(rows, k, {
+      prompt: (row) => this.prompt(row),
+      seedOf,
+      base: {
+        maxTokens: hp.maxCompletionTokens,
+        sampling: { temperature: hp.temperature, topP: hp.topP, topK: 0 },
+        ...(constraint ? { constraint } : {}),
+      },
     });
     const t0 = performance.now();
-    noteWork(`sampling (${reqs.length} samples of ${rows.length} prompts, up to ${hp.maxCompletionTokens} tokens)`);
-    const completions: Completion[] = [];
-    const chunk = 64;
-    for (let i = 0; i < reqs.length; i += chunk)
-      completions.push(...(await generate(this.model, reqs.slice(i, i + chunk))));
+    const completions = await sample(this.model, reqs, rows.length);
     const t1 = performance.now();
-    const graded = await this.o.grader.grade(
-      completions.map((c, i) => ({ item: owners[i]!.item, sample: gradedSample(c, owners[i]!, jsonRequired) })),
-    );
+    const graded = await grade(this.o.grader, completions, owners, jsonRequired);
     timing.sampling += (t1 - t0) / 1000;
     timing.grading += (performance.now() - t1) / 1000;
     return completions.map((c, i) => ({
@@ -568,167 +468,22 @@ export class RftTrainer {
     }));
   }
 
-  /**
-   * One policy update on the kept groups, masked per envelope: the samples are split by their row's envelope,
-   * and each part's gradient is taken only with respect to the parameters of the groups in its envelope (the
-   * other parameters are constants of that part's loss). A parameter no part may touch gets no gradient and
-   * is left to the optimizer untouched: its bytes and its optimizer state stay as they were.
-   * Returns what the ledger records of the step.
-   */
-  private async update(rollouts: Rollout[], advantages: number[], step: number) {
-    const { hp, dp } = this;
-    const keep = rollouts.map((r, i) => ({ r, a: advantages[i]! })).filter((x) => x.r.completion.tokens.length > 0);
-    const contributions: Record<string, Set<string>> = {};
-    const gradients: Record<string, { l2: number; digest: Digest }> = {};
-    const before = { ...this.digests };
-    const lengths = keep.map((x) => x.r.completion.tokens.length);
-    // With several ranks: the step's lengths and envelope parts from every rank, so that the loss weights are
-    // those of the whole step and every rank packs the same gradient layout.
-    let global: ReturnType<typeof globalShare> | null = null;
-    if (dp) {
-      const parts: string[][] = [];
-      const seen = new Set<string>();
-      for (const x of keep) {
-        const groups = this.admission.get(x.r.row)!.groups;
-        if (!seen.has(groups.join(","))) {
-          seen.add(groups.join(","));
-          parts.push(groups);
-        }
-      }
-      global = globalShare(await dp.allGatherJson<ShareSummary>({ lengths, parts }), this.rank, this.trainable);
-    }
-    const globalCount = global ? global.lengths.length : keep.length;
-    if (globalCount === 0) return { sequences: 0, tokens: 0, contributions: {}, gradients, before, after: before };
-    const weights = global
-      ? tokenWeights(global.lengths, hp.loss, hp.maxCompletionTokens).slice(global.offset, global.offset + keep.length)
-      : tokenWeights(lengths, hp.loss, hp.maxCompletionTokens);
-    const micro = this.o.microBatch ?? 16;
-    const padId = this.model.tokenizer?.padId ?? this.model.config.padTokenId ?? 0;
-    // Parts by envelope (the groups a row may reach), in a stable order.
-    const parts = new Map<string, { groups: string[]; idx: number[] }>();
-    keep.forEach((x, i) => {
-      const groups = this.admission.get(x.r.row)!.groups;
-      const key = groups.join(",");
-      const part = parts.get(key) ?? { groups, idx: [] };
-      part.idx.push(i);
-      parts.set(key, part);
-      // Only the groups with trainable tensors take a contribution: under LoRA the frozen base groups, and a group
-      // without tensors of its own (lm_head of a model with tied embeddings), receive no gradient (and the verifier
-      // asks a gradient of every contributed group).
-      for (const g of groups)
-        if (this.trainable.get(g)!.length > 0) (contributions[g] ??= new Set()).add(this.admission.get(x.r.row)!.id);
-    });
-    const touched = Object.keys(contributions);
-    // The groups whose weights change: this rank's, or with several ranks every rank's (their tensors are
-    // global.names).
-    const changed = global
-      ? [...this.trainable.keys()].filter((g) => this.trainable.get(g)!.some((n) => global.names.includes(n)))
-      : touched;
-    // What the ledger records of this rank's gradient (Σ over the updates): its L2 norm and digest per group.
-    // With one update per batch they are read from the update's own gradients before the optimizer consumes
-    // them; only several updates keep a running sum (a copy of every touched tensor).
-    const summarize = (grad: Map<string, tf.Tensor>) => {
-      const t = performance.now();
-      for (const g of touched) {
-        const names = this.trainable.get(g)!;
-        const l2 = Math.sqrt(tf.tidy(() => tf.addN(names.map((n) => tf.sum(tf.square(grad.get(n)!)))).dataSync()[0]!));
-        gradients[g] = { l2, digest: digestTensors(names, (n) => grad.get(n)!) };
-      }
-      this.governanceSeconds += (performance.now() - t) / 1000;
-    };
-    const stepGrad = new Map<string, tf.Tensor>(); // Σ over updates of this rank's gradient (several updates)
-    for (let u = 0; u < hp.updatesPerBatch; u++) {
-      let grads = new Map<string, tf.Tensor>();
-      for (const { groups, idx } of parts.values()) {
-        const names = groups.flatMap((g) => this.trainable.get(g)!);
-        if (names.length === 0) continue;
-        for (let s = 0; s < idx.length; s += micro) {
-          const ids = idx.slice(s, s + micro);
-          noteWork(
-            `training step ${step}, micro-batch ${s / micro + 1}/${Math.ceil(idx.length / micro)} (${ids.length} sequences, --micro-batch ${micro})`,
-          );
-          const g = this.partGradients(
-            ids.map((i) => keep[i]!),
-            ids.map((i) => weights[i]!),
-            names,
-            padId,
-            mixSeed(this.o.job.seed, step, u, this.rank, s, names.length),
-          );
-          g.forEach((t, k) => {
-            const prev = grads.get(names[k]!);
-            grads.set(names[k]!, prev ? tf.add(prev, t) : t);
-            if (prev) tf.dispose([prev, t]);
-          });
-        }
-      }
-      if (hp.updatesPerBatch === 1) summarize(grads);
-      else
-        for (const [n, g] of grads) {
-          const prev = stepGrad.get(n);
-          stepGrad.set(n, prev ? tf.add(prev, g) : tf.clone(g));
-          prev?.dispose();
-        }
-      if (dp && global) {
-        const shapes = new Map(global.names.map((n) => [n, this.model.params.get(n)!.shape]));
-        grads = await allReduceGradients(dp, global.names, shapes, grads);
-      }
-      noteWork(`the optimizer step of step ${step}`);
-      this.adam.opts.lr = learningRateAt(step, hp);
-      this.adam.step(this.model, grads);
-    }
-    if (stepGrad.size) summarize(stepGrad);
-    tf.dispose([...stepGrad.values()]);
-    const tGov = performance.now(); // governance work: weight digests of the changed groups
-    Object.assign(this.digests, groupDigests(this.model.params, this.groups, changed, this.digestCache));
-    this.governanceSeconds += (performance.now() - tGov) / 1000;
-    const c = Object.fromEntries(Object.entries(contributions).map(([g, ids]) => [g, [...ids].sort()]));
+  private updateContext(): UpdateContext {
     return {
-      sequences: keep.length,
-      tokens: lengths.reduce((a, b) => a + b, 0),
-      contributions: c,
-      gradients,
-      before,
-      after: { ...this.digests },
+      model: this.model,
+      ref: this.ref,
+      adam: this.adam,
+      hp: this.hp,
+      dp: this.dp,
+      rank: this.rank,
+      seed: this.o.job.seed,
+      microBatch: this.o.microBatch ?? 16,
+      admission: this.admission,
+      groups: this.groups,
+      trainable: this.trainable,
+      digests: this.digests,
+      digestCache: this.digestCache,
     };
-  }
-
-  /** Gradients of one micro-batch's loss with respect to `names` (the other parameters are constants). */
-  private partGradients(
-    part: { r: Rollout; a: number }[],
-    weights: number[],
-    names: string[],
-    padId: number,
-    dropoutSeed: number,
-  ): tf.Tensor[] {
-    const { hp } = this;
-    const batch = packSequences(
-      part.map((x) => ({ prompt: x.r.prompt, completion: x.r.completion.tokens })),
-      padId,
-    );
-    const perRow = (f: (i: number) => number) => Float32Array.from(batch.seqOfRow, (b) => f(b));
-    const old = Float32Array.from(part.flatMap((x) => x.r.completion.logprobs));
-    return tf.tidy(() => {
-      const R = batch.rows.length;
-      const oldLogp = tf.tensor2d(old, [R, 1]);
-      const mask = tf.ones([R, 1]) as tf.Tensor2D;
-      const adv = tf.tensor1d(perRow((b) => part[b]!.a));
-      const w = tf.tensor1d(perRow((b) => weights[b]!));
-      const refLogp = this.ref
-        ? (tf.reshape(completionLogprobs(this.model, this.ref, batch), [R, 1]) as tf.Tensor2D)
-        : undefined;
-      // LoRA dropout (when set) with masks of this micro-batch's seed; never in sampling or the reference.
-      const policy = this.model.lora ? { ...this.model, lora: { ...this.model.lora, dropoutSeed } } : this.model;
-      const f = (...ws: tf.Tensor[]) => {
-        const params = new Map(this.model.params);
-        names.forEach((n, i) => params.set(n, ws[i]!));
-        const logp = tf.reshape(completionLogprobs(policy, params, batch), [R, 1]) as tf.Tensor2D;
-        return policyLoss(
-          { logp, oldLogp, refLogp, mask, advantages: adv, weights: w },
-          { clipLow: hp.clipEpsilon.low, clipHigh: hp.clipEpsilon.high, klCoef: hp.klCoef },
-        ).loss;
-      };
-      return tf.grads(f)(names.map((n) => this.model.params.get(n)!));
-    });
   }
 
   private async validate(): Promise<GradedSample[]> {
@@ -741,13 +496,110 @@ export class RftTrainer {
     const rolls = await this.rollouts(job.valid.slice(lo, hi), this.hp.evalSamples, (i, j) =>
       mixSeed(job.seed, 0x7a11d, lo + i, j),
     );
-    const mine = rolls.map((r) => ({
-      response: r.response,
-      completionTokens: r.completion.tokens.length,
-      truncated: r.completion.finishReason === "length",
-    }));
+    const mine = gradedSamples(rolls);
     return this.dp ? (await this.dp.allGatherJson(mine)).flat() : mine;
   }
+
+  /** This rank's prompts of a step, and the index of its first one in the whole step. */
+  private stepPrompts(step: number): { rows: RftRow[]; lo: number } {
+    const { hp, dp } = this;
+    const allRows = stepRows(step, this.trainRows.length, hp, this.o.job.seed).map((i) => this.trainRows[i]!);
+    const { lo, hi } = dp ? shardOf(allRows.length, dp.worldSize, this.rank) : { lo: 0, hi: allRows.length };
+    return { rows: allRows.slice(lo, hi), lo };
+  }
+
+  /**
+   * One training step: sample → grade → advantages → update → record (the signed update.applied, the metrics
+   * event, the grader-failure rule). Returns the result of a job that fails here, else what the end of the
+   * step needs.
+   */
+  private async trainStep(step: number): Promise<StepOutcome | RftResult> {
+    const { job } = this.o;
+    const { hp } = this;
+    const t0 = performance.now();
+    const { rows, lo } = this.stepPrompts(step);
+    const split = { sampling: 0, grading: 0 };
+    // Sampling seeds follow each prompt's index in the whole step.
+    const rolls = await this.rollouts(rows, hp.samplesPerPrompt, (i, j) => mixSeed(job.seed, step, lo + i, j), split);
+    const tGraded = performance.now();
+    const { kept, advantages } = stepAdvantages(rolls, hp.samplesPerPrompt, hp);
+    let trained;
+    try {
+      trained = await updatePolicy(this.updateContext(), kept, advantages, step);
+    } catch (e) {
+      if (!(e instanceof TrainingDivergedError)) throw e;
+      return this.failed(step - 1, e.message);
+    }
+    this.governanceSeconds += trained.governanceSeconds;
+    const tSign = performance.now();
+    const body = updateAppliedBody(
+      step,
+      this.rank,
+      trained,
+      rolls.map((r) => r.response.reward),
+    );
+    if (this.dp)
+      await commitStep({ c: this.dp, ledger: this.ledger, root: this.rootLedger, body, after: trained.after });
+    else this.ledger.updateApplied(body);
+    if (this.reports) this.ledger.sync(); // the step's events, one fsync
+    const tTrained = performance.now();
+    this.governanceSeconds += (tTrained - tSign) / 1000;
+    const share = await this.gatherShare(stepShare(rolls, kept.length, trained));
+    const evalNow = job.valid.length > 0 && (step % hp.evalInterval === 0 || step === hp.totalSteps);
+    const valid = evalNow ? await this.validate() : undefined;
+    const tEval = performance.now();
+    const timing = {
+      sampling: split.sampling,
+      grading: split.grading,
+      training: (tTrained - tGraded) / 1000,
+      eval: (tEval - tTrained) / 1000,
+      full_iteration: (tEval - t0) / 1000,
+    };
+    const ev = this.recordMetrics(step, share, valid, timing, trained.gradNorm);
+    const trainMean = ev.data.scores.train_reward_mean;
+    const validMean = valid ? mean(valid.map((s) => s.response.reward)) : null;
+    this.history.push({ step, trainRewardMean: trainMean, validRewardMean: validMean });
+    const failure = graderFailure(share.train, this.errorStreak, {
+      maxRate: this.o.maxGraderErrorRate ?? 0.5,
+      patience: this.o.graderErrorPatience ?? 3,
+    });
+    this.errorStreak = failure.streak;
+    if (failure.error) return this.failed(step, failure.error);
+    return { trainMean, validMean, evalNow };
+  }
+
+  /** With several ranks: every rank's samples (in prompt order) and counts, for the step's metrics. */
+  private async gatherShare(mine: StepShare): Promise<StepShare> {
+    return this.dp ? mergeShares(await this.dp.allGatherJson(mine)) : mine;
+  }
+
+  /** The step's metrics event, written by rank 0 (events.jsonl and the onStep hook). */
+  private recordMetrics(
+    step: number,
+    share: StepShare,
+    valid: GradedSample[] | undefined,
+    timing: Parameters<typeof metricsEvent>[0]["timing"],
+    gradNorm: number | null,
+  ): MetricsEvent {
+    const ev = completeMetrics(
+      metricsEvent({ step, totalSteps: this.hp.totalSteps, train: share.train, valid, createdAt: now(), timing }),
+      {
+        share,
+        gradNorm,
+        governanceSeconds: this.governanceSeconds,
+        samplesPerPrompt: this.hp.samplesPerPrompt,
+        replicas: this.dp ? this.dp.worldSize : null,
+      },
+    );
+    this.governanceSeconds = 0;
+    if (this.reports) {
+      appendOutput(this.eventsFile, `${JSON.stringify(ev)}\n`);
+      this.o.hooks?.onStep?.(ev);
+    }
+    return ev;
+  }
+
+  // ── Checkpoints and the job's end ──
 
   /** Rank 0 writes the checkpoint; the others wait for it (a rank that resumes must find it complete). */
   private async checkpointRanked(
@@ -779,12 +631,10 @@ export class RftTrainer {
         );
       },
     });
-    this.emit({
-      level: "info",
-      type: "message",
-      message: `Checkpoint ${info.name} saved at step ${step}${valid !== null ? ` (valid_reward_mean=${valid.toFixed(3)})` : ""}`,
-      data: { step, checkpoint: info.name, valid_reward_mean: valid, train_reward_mean: train },
-    });
+    this.info(
+      `Checkpoint ${info.name} saved at step ${step}${valid !== null ? ` (valid_reward_mean=${valid.toFixed(3)})` : ""}`,
+      { step, checkpoint: info.name, valid_reward_mean: valid, train_reward_mean: train },
+    );
     this.o.hooks?.onCheckpoint?.(info);
     return info;
   }
@@ -793,6 +643,78 @@ export class RftTrainer {
   private finalModelDir(): string {
     const lora = this.o.job.lora;
     return join(this.o.outDir, lora && !lora.spec.merge ? "adapter" : "model");
+  }
+
+  private result(status: RftStatus, step: number, extra: Partial<RftResult> = {}): RftResult {
+    const checkpoints = this.store.list();
+    return {
+      status,
+      step,
+      totalSteps: this.hp.totalSteps,
+      checkpoints,
+      best: bestCheckpoint(checkpoints),
+      history: this.history,
+      ...extra,
+    };
+  }
+
+  /** The job fails after `step` (the last step applied): an error event and job.finished "failed". */
+  private failed(step: number, error: string): RftResult {
+    this.emit({ level: "error", type: "message", message: `Job failed: ${error}`, data: { step } });
+    if (this.reports) this.ledger.finished({ status: "failed", steps: step, model: { ...this.digests } });
+    return this.result("failed", step, { error });
+  }
+
+  /** Started again after it finished (e.g. a crash between job.finished and exit): the final model is on disk. */
+  private alreadyFinished(): RftResult {
+    const { job } = this.o;
+    const modelDir = this.finalModelDir();
+    this.disposeAll();
+    const marker = job.lora && !job.lora.spec.merge ? "adapter_config.json" : "config.json";
+    if (!existsSync(join(modelDir, marker)))
+      throw new Error(`the ledger records that the job finished, but its final model is missing from ${modelDir}`);
+    this.info("The job had already completed (its ledger ends with job.finished)", {
+      step: this.closed!.steps,
+      model: modelDir,
+    });
+    return this.result("succeeded", this.closed!.steps, { modelDir });
+  }
+
+  /** The baseline: what the starting model scores, so every later validation has a reference point. */
+  private async baseline() {
+    const base = mean((await this.validate()).map((s) => s.response.reward));
+    this.history.push({ step: 0, trainRewardMean: null, validRewardMean: base });
+    this.info(`Baseline validation (step 0): valid_reward_mean=${base.toFixed(3)}`, {
+      step: 0,
+      valid_reward_mean: base,
+    });
+  }
+
+  /** After a step: the evaluation checkpoint, then a pause or a stop (with a checkpoint when none was written). */
+  private async endOfStep(step: number, control: RftControl, s: StepOutcome): Promise<RftResult | null> {
+    const { hp } = this;
+    if (s.evalNow) await this.checkpointRanked(step, "eval", s.trainMean, s.validMean);
+    const pause = control.pause && step < hp.totalSteps;
+    const stop = this.o.stopAfterStep !== undefined && step >= this.o.stopAfterStep && step < hp.totalSteps;
+    if (!pause && !stop) return null;
+    if (!s.evalNow) await this.checkpointRanked(step, "pause", s.trainMean, null);
+    if (pause) this.info(`Job paused at step ${step}`, { step });
+    return this.result("paused", step);
+  }
+
+  /** The final model (rank 0 writes it), job.finished, and the last event. */
+  private async succeeded(step: number): Promise<RftResult> {
+    const { job } = this.o;
+    const modelDir = this.finalModelDir();
+    if (this.reports) {
+      if (job.lora)
+        await saveLoraOutputs(this.model, this.o.outDir, { baseModel: job.modelDir, merge: job.lora.spec.merge });
+      else await saveHfModel(this.model, modelDir);
+      this.ledger.finished({ status: "succeeded", steps: step, model: { ...this.digests } });
+    }
+    await this.dp?.barrier(); // every rank returns once the final model is on disk
+    this.info("The job has successfully completed", { step, model: modelDir });
+    return this.result("succeeded", step, { modelDir });
   }
 
   async run(): Promise<RftResult> {
@@ -806,212 +728,31 @@ export class RftTrainer {
   }
 
   private async runRanked(): Promise<RftResult> {
-    const { job } = this.o;
-    const dp = this.dp;
     const localControl = this.o.control ?? { pause: false, cancel: false };
-    let control: RftControl = localControl;
     let step = await this.start();
-    const { hp } = this;
-    if (this.closed) {
-      // Started again after it finished (e.g. a crash between job.finished and exit): the final model is on disk.
-      const modelDir = this.finalModelDir();
-      this.adam.dispose();
-      this.disposeRef();
-      disposeModel(this.model);
-      const marker = job.lora && !job.lora.spec.merge ? "adapter_config.json" : "config.json";
-      if (!existsSync(join(modelDir, marker)))
-        throw new Error(`the ledger records that the job finished, but its final model is missing from ${modelDir}`);
-      this.emit({
-        level: "info",
-        type: "message",
-        message: "The job had already completed (its ledger ends with job.finished)",
-        data: { step: this.closed.steps, model: modelDir },
-      });
-      const checkpoints = this.store.list();
-      return {
-        status: "succeeded",
-        step: this.closed.steps,
-        totalSteps: hp.totalSteps,
-        checkpoints,
-        best: bestCheckpoint(checkpoints),
-        history: this.history,
-        modelDir,
-      };
-    }
-    if (step === 0 && job.valid.length > 0) {
-      // The baseline: what the starting model scores, so every later validation has a reference point.
-      const base = mean((await this.validate()).map((s) => s.response.reward));
-      this.history.push({ step: 0, trainRewardMean: null, validRewardMean: base });
-      this.emit({
-        level: "info",
-        type: "message",
-        message: `Baseline validation (step 0): valid_reward_mean=${base.toFixed(3)}`,
-        data: { step: 0, valid_reward_mean: base },
-      });
-    }
-    const result = (status: RftStatus, extra: Partial<RftResult> = {}): RftResult => {
-      const checkpoints = this.store.list();
-      return {
-        status,
-        step,
-        totalSteps: hp.totalSteps,
-        checkpoints,
-        best: bestCheckpoint(checkpoints),
-        history: this.history,
-        ...extra,
-      };
-    };
+    if (this.closed) return this.alreadyFinished();
+    if (step === 0 && this.o.job.valid.length > 0) await this.baseline();
     try {
-      while (step < hp.totalSteps) {
+      while (step < this.hp.totalSteps) {
         // Rank 0's pause / cancel requests hold for every rank.
-        if (dp) control = await dp.broadcastJson(this.rank === 0 ? { ...localControl } : null);
+        const control = this.dp
+          ? await this.dp.broadcastJson(this.rank === 0 ? { ...localControl } : null)
+          : localControl;
         if (control.cancel) {
-          this.emit({ level: "info", type: "message", message: "Job cancelled", data: { step } });
+          this.info("Job cancelled", { step });
           if (this.reports) this.ledger.finished({ status: "cancelled", steps: step, model: { ...this.digests } });
-          return result("cancelled");
+          return this.result("cancelled", step);
         }
         step++;
-        const t0 = performance.now();
-        const allRows = stepRows(step, this.trainRows.length, hp, job.seed).map((i) => this.trainRows[i]!);
-        // This rank's prompts; sampling seeds follow each prompt's index in the whole step.
-        const { lo, hi } = dp ? shardOf(allRows.length, dp.worldSize, this.rank) : { lo: 0, hi: allRows.length };
-        const rows = allRows.slice(lo, hi);
-        const split = { sampling: 0, grading: 0 };
-        const rolls = await this.rollouts(
-          rows,
-          hp.samplesPerPrompt,
-          (i, j) => mixSeed(job.seed, step, lo + i, j),
-          split,
-        );
-        const tGraded = performance.now();
-        // Group-relative advantages; zero-variance groups carry no signal and are dropped (dynamic sampling).
-        const advantages: number[] = [];
-        const kept: Rollout[] = [];
-        for (let g = 0; g < rows.length; g++) {
-          const group = rolls.slice(g * hp.samplesPerPrompt, (g + 1) * hp.samplesPerPrompt);
-          const rewards = group.map((r) => r.response.reward);
-          if (hp.dynamicSampling && isZeroVariance(rewards)) continue;
-          kept.push(...group);
-          advantages.push(...groupAdvantages(rewards, hp.loss));
-        }
-        const trained = await this.update(kept, advantages, step);
-        const rewards = rolls.map((r) => r.response.reward);
-        const tSign = performance.now();
-        const body = {
-          step,
-          rank: this.rank,
-          contributions: trained.contributions,
-          gradients: trained.gradients,
-          weights: Object.fromEntries(
-            Object.keys(trained.before).map((g) => [g, { before: trained.before[g]!, after: trained.after[g]! }]),
-          ),
-          reward: {
-            count: rewards.length,
-            mean: rewards.length ? mean(rewards) : 0,
-            std: std(rewards),
-            min: rewards.length ? Math.min(...rewards) : 0,
-            max: rewards.length ? Math.max(...rewards) : 0,
-          },
-        };
-        if (dp) await commitStep({ c: dp, ledger: this.ledger, root: this.rootLedger, body, after: trained.after });
-        else this.ledger.updateApplied(body);
-        if (this.reports) this.ledger.sync(); // the step's events, one fsync
-        const tTrained = performance.now();
-        this.governanceSeconds += (tTrained - tSign) / 1000;
-        const mine: GradedSample[] = rolls.map((r) => ({
-          response: r.response,
-          completionTokens: r.completion.tokens.length,
-          truncated: r.completion.finishReason === "length",
-        }));
-        // With several ranks: every rank's samples (in prompt order) and counts, for the step's metrics.
-        let train = mine;
-        let keptSamples = kept.length;
-        let trainedTokens = trained.tokens;
-        if (dp) {
-          const all = await dp.allGatherJson({ train: mine, kept: kept.length, tokens: trained.tokens });
-          train = all.flatMap((a) => a.train);
-          keptSamples = all.reduce((a, x) => a + x.kept, 0);
-          trainedTokens = all.reduce((a, x) => a + x.tokens, 0);
-        }
-        let valid: GradedSample[] | undefined;
-        const evalNow = job.valid.length > 0 && (step % hp.evalInterval === 0 || step === hp.totalSteps);
-        if (evalNow) valid = await this.validate();
-        const tEval = performance.now();
-        const ev = metricsEvent({
-          step,
-          totalSteps: hp.totalSteps,
-          train,
-          valid,
-          createdAt: now(),
-          timing: {
-            sampling: split.sampling,
-            grading: split.grading,
-            training: (tTrained - tGraded) / 1000,
-            eval: (tEval - tTrained) / 1000,
-            full_iteration: (tEval - t0) / 1000,
-          },
-        });
-        // Included in `training`: hashing the touched groups and signing the step's ledger event.
-        (ev.data.timing.step as Record<string, number>).governance = this.governanceSeconds;
-        this.governanceSeconds = 0;
-        (ev.data as Record<string, unknown>).groups_kept = keptSamples / hp.samplesPerPrompt;
-        (ev.data as Record<string, unknown>).trained_tokens = trainedTokens;
-        if (dp) (ev.data as Record<string, unknown>).replicas = dp.worldSize;
-        if (this.reports) {
-          appendOutput(this.eventsFile, `${JSON.stringify(ev)}\n`);
-          this.o.hooks?.onStep?.(ev);
-        }
-        const trainMean = ev.data.scores.train_reward_mean;
-        const validMean = valid ? mean(valid.map((s) => s.response.reward)) : null;
-        this.history.push({ step, trainRewardMean: trainMean, validRewardMean: validMean });
-
-        const rate = graderErrorRate(train);
-        this.errorStreak = rate > (this.o.maxGraderErrorRate ?? 0.5) ? this.errorStreak + 1 : 0;
-        if (this.errorStreak >= (this.o.graderErrorPatience ?? 3)) {
-          const examples = train
-            .filter((s) => s.response.metadata.errors.python_grader_runtime_error_details)
-            .slice(0, 3);
-          const details = examples
-            .map((s) => s.response.metadata.errors.python_grader_runtime_error_details)
-            .join("\n---\n");
-          const error = `grader errors on ${(rate * 100).toFixed(0)}% of samples for ${this.errorStreak} steps in a row${details ? `; sample tracebacks:\n${details}` : ""}`;
-          this.emit({ level: "error", type: "message", message: `Job failed: ${error}`, data: { step } });
-          if (this.reports) this.ledger.finished({ status: "failed", steps: step, model: { ...this.digests } });
-          return result("failed", { error });
-        }
-        if (evalNow) await this.checkpointRanked(step, "eval", trainMean, validMean);
-        if (control.pause && step < hp.totalSteps) {
-          if (!evalNow) await this.checkpointRanked(step, "pause", trainMean, null);
-          this.emit({ level: "info", type: "message", message: `Job paused at step ${step}`, data: { step } });
-          return result("paused");
-        }
-        if (this.o.stopAfterStep !== undefined && step >= this.o.stopAfterStep && step < hp.totalSteps) {
-          if (!evalNow) await this.checkpointRanked(step, "pause", trainMean, null);
-          return result("paused");
-        }
+        const outcome = await this.trainStep(step);
+        if ("status" in outcome) return outcome;
+        const end = await this.endOfStep(step, control, outcome);
+        if (end) return end;
         await new Promise((r) => setImmediate(r)); // let signals and progress output through
       }
-      const modelDir = this.finalModelDir();
-      if (this.reports) {
-        if (job.lora)
-          await saveLoraOutputs(this.model, this.o.outDir, { baseModel: job.modelDir, merge: job.lora.spec.merge });
-        else await saveHfModel(this.model, modelDir);
-        this.ledger.finished({ status: "succeeded", steps: step, model: { ...this.digests } });
-      }
-      await dp?.barrier(); // every rank returns once the final model is on disk
-      this.emit({
-        level: "info",
-        type: "message",
-        message: "The job has successfully completed",
-        data: { step, model: modelDir },
-      });
-      return result("succeeded", { modelDir });
+      return await this.succeeded(step);
     } finally {
-      cleanup(() => {
-        this.adam.dispose();
-        this.disposeRef();
-        disposeModel(this.model);
-      });
+      cleanup(() => this.disposeAll());
     }
   }
 }

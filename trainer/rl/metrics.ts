@@ -190,13 +190,32 @@ function modelGradersTokenUsage(train: GradedSample[], valid: GradedSample[]) {
   );
 }
 
+const tokensMean = (ss: GradedSample[]) => (ss.length ? round(mean(ss.map((s) => s.completionTokens))) : 0);
+const reasoning = (ss: GradedSample[]) => ss.map((s) => s.reasoningTokens ?? 0);
+const reasoningMean = (ss: GradedSample[]) => (ss.length ? round(mean(reasoning(ss))) : 0);
+
+/** usage.samples: samples and completion tokens of the step (and of its validation). */
+function samplesUsage(train: GradedSample[], valid: GradedSample[] | undefined) {
+  const v = valid ?? [];
+  return {
+    train_samples_count: train.length,
+    valid_samples_count: valid?.length ?? 0,
+    train_completion_tokens_mean: tokensMean(train),
+    train_completion_tokens_count: sum(train.map((s) => s.completionTokens)),
+    valid_completion_tokens_mean: tokensMean(v),
+    valid_completion_tokens_count: sum(v.map((s) => s.completionTokens)),
+    train_truncated_mean: train.length ? round(train.filter((s) => s.truncated).length / train.length) : 0,
+    train_reasoning_tokens_mean: reasoningMean(train),
+    train_reasoning_tokens_count: sum(reasoning(train)),
+    valid_reasoning_tokens_mean: reasoningMean(v),
+    valid_reasoning_tokens_count: sum(reasoning(v)),
+  };
+}
+
 export function metricsEvent(x: MetricsEventInput) {
   const refs = graderRefs([...x.train, ...(x.valid ?? [])]);
   const trainMean = x.train.length ? round(mean(x.train.map((s) => s.response.reward))) : null;
   const validMean = x.valid?.length ? round(mean(x.valid.map((s) => s.response.reward))) : null;
-  const tokensMean = (ss: GradedSample[]) => (ss.length ? round(mean(ss.map((s) => s.completionTokens))) : 0);
-  const reasoning = (ss: GradedSample[]) => ss.map((s) => s.reasoningTokens ?? 0);
-  const reasoningMean = (ss: GradedSample[]) => (ss.length ? round(mean(reasoning(ss))) : 0);
   const valid = x.valid ?? [];
 
   const data = {
@@ -214,19 +233,7 @@ export function metricsEvent(x: MetricsEventInput) {
       })),
     },
     usage: {
-      samples: {
-        train_samples_count: x.train.length,
-        valid_samples_count: x.valid?.length ?? 0,
-        train_completion_tokens_mean: tokensMean(x.train),
-        train_completion_tokens_count: sum(x.train.map((s) => s.completionTokens)),
-        valid_completion_tokens_mean: tokensMean(x.valid ?? []),
-        valid_completion_tokens_count: sum((x.valid ?? []).map((s) => s.completionTokens)),
-        train_truncated_mean: x.train.length ? round(x.train.filter((s) => s.truncated).length / x.train.length) : 0,
-        train_reasoning_tokens_mean: reasoningMean(x.train),
-        train_reasoning_tokens_count: sum(reasoning(x.train)),
-        valid_reasoning_tokens_mean: reasoningMean(valid),
-        valid_reasoning_tokens_count: sum(reasoning(valid)),
-      },
+      samples: samplesUsage(x.train, x.valid),
       graders: graderUsage(refs, x.train, valid),
     },
     errors: {

@@ -31,6 +31,30 @@ export class TrainerMetrics {
     labelNames: ["job"],
     registers: [this.registry],
   });
+  readonly clipRatio = new Gauge({
+    name: "rft_policy_clip_ratio",
+    help: "Fraction of the last step's trained tokens whose probability ratio was clipped.",
+    labelNames: ["job"],
+    registers: [this.registry],
+  });
+  readonly kl = new Gauge({
+    name: "rft_policy_kl",
+    help: "Mean k3 KL to the reference model over the last step's trained tokens (0 without kl_coef).",
+    labelNames: ["job"],
+    registers: [this.registry],
+  });
+  readonly entropy = new Gauge({
+    name: "rft_policy_entropy",
+    help: "Policy entropy of the last step, estimated as the mean negative log-prob of its sampled tokens (nats).",
+    labelNames: ["job"],
+    registers: [this.registry],
+  });
+  readonly gradNorm = new Gauge({
+    name: "rft_grad_norm",
+    help: "Global gradient norm of the last step's update, before clipping to 1.",
+    labelNames: ["job"],
+    registers: [this.registry],
+  });
   readonly controlDropped = new Counter({
     name: "rft_trainer_control_messages_dropped_total",
     help: "Control messages the trainer dropped as malformed (too large, not JSON, not a known action).",
@@ -100,6 +124,7 @@ export class TrainerMetrics {
     if (d.scores.train_reward_mean !== null) this.trainReward.set(l, d.scores.train_reward_mean);
     if ("valid_reward_mean" in d.scores && typeof d.scores.valid_reward_mean === "number")
       this.validReward.set(l, d.scores.valid_reward_mean);
+    this.observePolicy((d as { policy?: Record<string, number | null> }).policy);
     for (const [phase, secs] of Object.entries(d.timing.step))
       this.stepSeconds.observe({ ...l, phase }, secs as number);
     const errs = d.errors.graders[0] as Record<string, unknown> | undefined;
@@ -112,6 +137,17 @@ export class TrainerMetrics {
       if (c > 0) this.graderErrors.inc({ ...l, error: flag }, c);
     }
     this.lastStepTime.set(l, e.created_at);
+  }
+
+  /** The step's policy statistics (absent or null: the step had no trained tokens; the gauges keep their value). */
+  private observePolicy(p: Record<string, number | null> | undefined) {
+    const set = (g: Gauge, v: number | null | undefined) => {
+      if (typeof v === "number") g.set(this.labels, v);
+    };
+    set(this.clipRatio, p?.clip_ratio);
+    set(this.kl, p?.kl);
+    set(this.entropy, p?.entropy);
+    set(this.gradNorm, p?.grad_norm);
   }
 
   /** Serves /metrics on a port (0 = any); resolves to the server. */

@@ -115,8 +115,19 @@ function messageContent(v: unknown, param: string): string {
   throw bad(`Invalid '${param}': expected a string or an array of text parts.`, param);
 }
 
-/** Validates a parsed JSON body; `servedModel` is the one model id this server answers to. */
-export function parseChatRequest(body: unknown, servedModel: string): ChatRequest {
+/** Tools, tool-choice and response-format errors as the API's invalid-parameter errors. */
+function fromTools<T>(f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    if (e instanceof ToolsError || e instanceof ResponseFormatError)
+      throw bad(`Invalid '${e.path}': ${e.message.slice(e.path.length + 2)}`, e.path);
+    throw e;
+  }
+}
+
+/** The body is an object of known arguments naming the served model. */
+function requestObject(body: unknown, servedModel: string): Record<string, unknown> & { model: string } {
   if (body === null || typeof body !== "object" || Array.isArray(body))
     throw bad("The request body must be a JSON object.", null, null);
   const b = body as Record<string, unknown>;
@@ -133,49 +144,49 @@ export function parseChatRequest(body: unknown, servedModel: string): ChatReques
       "model_not_found",
     );
   }
-  const msgs = b["messages"];
+  return b as Record<string, unknown> & { model: string };
+}
+
+function parseMessage(m: unknown, i: number): ConversationMessage {
+  const r = m as Record<string, unknown>;
+  const param = `messages[${i}]`;
+  if (!r || typeof r !== "object") throw bad(`Invalid '${param}': expected an object.`, param);
+  const role = r["role"];
+  if (!["system", "developer", "user", "assistant", "tool"].includes(role as string)) {
+    throw bad(
+      `Invalid value for '${param}.role': expected one of system, developer, user, assistant, tool.`,
+      `${param}.role`,
+    );
+  }
+  const hasCalls = r["tool_calls"] !== undefined && r["tool_calls"] !== null;
+  if (hasCalls && role !== "assistant")
+    throw bad(`'${param}.tool_calls' is allowed on assistant messages only.`, `${param}.tool_calls`);
+  const calls = hasCalls ? fromTools(() => parseToolCallList(r["tool_calls"], `${param}.tool_calls`)) : [];
+  if (role === "tool" && typeof r["tool_call_id"] !== "string")
+    throw bad(
+      `Missing required parameter: '${param}.tool_call_id'.`,
+      `${param}.tool_call_id`,
+      "missing_required_parameter",
+    );
+  return {
+    role: role === "developer" ? "system" : (role as string),
+    content: messageContent(r["content"] ?? "", `${param}.content`),
+    ...(calls.length ? { tool_calls: calls } : {}),
+    ...(role === "tool" ? { tool_call_id: r["tool_call_id"] as string } : {}),
+    ...(typeof r["name"] === "string" ? { name: r["name"] } : {}),
+  };
+}
+
+function parseMessages(msgs: unknown): ConversationMessage[] {
   if (!Array.isArray(msgs))
     throw bad("Missing required parameter: 'messages'.", "messages", "missing_required_parameter");
   if (msgs.length === 0)
     throw bad("Invalid 'messages': empty array. Expected an array with minimum length 1.", "messages", "empty_array");
-  const fromTools = <T>(f: () => T): T => {
-    try {
-      return f();
-    } catch (e) {
-      if (e instanceof ToolsError || e instanceof ResponseFormatError)
-        throw bad(`Invalid '${e.path}': ${e.message.slice(e.path.length + 2)}`, e.path);
-      throw e;
-    }
-  };
-  const messages = msgs.map((m, i): ConversationMessage => {
-    const r = m as Record<string, unknown>;
-    const param = `messages[${i}]`;
-    if (!r || typeof r !== "object") throw bad(`Invalid '${param}': expected an object.`, param);
-    const role = r["role"];
-    if (!["system", "developer", "user", "assistant", "tool"].includes(role as string)) {
-      throw bad(
-        `Invalid value for '${param}.role': expected one of system, developer, user, assistant, tool.`,
-        `${param}.role`,
-      );
-    }
-    const hasCalls = r["tool_calls"] !== undefined && r["tool_calls"] !== null;
-    if (hasCalls && role !== "assistant")
-      throw bad(`'${param}.tool_calls' is allowed on assistant messages only.`, `${param}.tool_calls`);
-    const calls = hasCalls ? fromTools(() => parseToolCallList(r["tool_calls"], `${param}.tool_calls`)) : [];
-    if (role === "tool" && typeof r["tool_call_id"] !== "string")
-      throw bad(
-        `Missing required parameter: '${param}.tool_call_id'.`,
-        `${param}.tool_call_id`,
-        "missing_required_parameter",
-      );
-    return {
-      role: role === "developer" ? "system" : (role as string),
-      content: messageContent(r["content"] ?? "", `${param}.content`),
-      ...(calls.length ? { tool_calls: calls } : {}),
-      ...(role === "tool" ? { tool_call_id: r["tool_call_id"] as string } : {}),
-      ...(typeof r["name"] === "string" ? { name: r["name"] } : {}),
-    };
-  });
+  return msgs.map(parseMessage);
+}
+
+/** tools, tool_choice and response_format; a forced call must be one the decoder can enforce. */
+function parseToolUse(b: Record<string, unknown>) {
   const tools = fromTools(() => parseTools(b["tools"]));
   const toolChoice = fromTools(() => parseToolChoice(b["tool_choice"], tools));
   const responseFormat = fromTools(() => parseResponseFormat(b["response_format"]));
@@ -190,19 +201,28 @@ export function parseChatRequest(body: unknown, servedModel: string): ChatReques
         );
     });
   }
+  return { tools, toolChoice, responseFormat };
+}
+
+function parseStop(s: unknown): string[] {
+  if (typeof s === "string") return [s];
+  if (Array.isArray(s)) {
+    if (s.length > 4 || !s.every((x) => typeof x === "string"))
+      throw bad("Invalid 'stop': expected a string or an array of up to 4 strings.", "stop");
+    return s as string[];
+  }
+  if (s !== undefined && s !== null)
+    throw bad("Invalid 'stop': expected a string or an array of up to 4 strings.", "stop");
+  return [];
+}
+
+/** Penalties (0 only), stop, token limit, log-probs, seed and stream, checked in that order. */
+function parseGeneration(b: Record<string, unknown>) {
   for (const p of ["presence_penalty", "frequency_penalty"]) {
     if (b[p] !== undefined && b[p] !== null && b[p] !== 0)
       throw bad(`'${p}' is not supported by this model (only 0).`, p, "unsupported_parameter");
   }
-  let stop: string[] = [];
-  const s = b["stop"];
-  if (typeof s === "string") stop = [s];
-  else if (Array.isArray(s)) {
-    if (s.length > 4 || !s.every((x) => typeof x === "string"))
-      throw bad("Invalid 'stop': expected a string or an array of up to 4 strings.", "stop");
-    stop = s as string[];
-  } else if (s !== undefined && s !== null)
-    throw bad("Invalid 'stop': expected a string or an array of up to 4 strings.", "stop");
+  const stop = parseStop(b["stop"]);
   const maxTokens =
     intIn(b["max_completion_tokens"], "max_completion_tokens", 1, 1 << 20) ??
     intIn(b["max_tokens"], "max_tokens", 1, 1 << 20);
@@ -218,9 +238,18 @@ export function parseChatRequest(body: unknown, servedModel: string): ChatReques
       : intIn(b["seed"], "seed", Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER);
   if (b["stream"] !== undefined && b["stream"] !== null && typeof b["stream"] !== "boolean")
     throw bad("Invalid 'stream': expected a boolean.", "stream");
+  return { stop, maxTokens, logprobs, topLogprobs, seed };
+}
+
+/** Validates a parsed JSON body; `servedModel` is the one model id this server answers to. */
+export function parseChatRequest(body: unknown, servedModel: string): ChatRequest {
+  const b = requestObject(body, servedModel);
+  const messages = parseMessages(b["messages"]);
+  const { tools, toolChoice, responseFormat } = parseToolUse(b);
+  const { stop, maxTokens, logprobs, topLogprobs, seed } = parseGeneration(b);
   const so = b["stream_options"] as { include_usage?: unknown } | undefined | null;
   return {
-    model: b["model"],
+    model: b.model,
     messages,
     responseFormat,
     tools,

@@ -99,69 +99,103 @@ function tokenInfo(model: Model) {
   };
 }
 
-export async function startServer(model: Model, opts: ServeOptions): Promise<RunningServer> {
-  const tok = model.tokenizer;
-  if (!tok) throw new Error("the model directory has no tokenizer.json: cannot serve chat completions");
-  if (!tok.hasChatTemplate)
-    throw new Error("tokenizer_config.json has no chat_template: cannot serve chat completions");
-  const batcher = new Batcher(model, opts.maxBatch ?? 64);
-  const maxTokensCap = opts.maxTokens ?? 512;
-  const info = tokenInfo(model);
-  const created = Math.floor(Date.now() / 1000);
-  const log = opts.logger;
+type Tokenizer = NonNullable<Model["tokenizer"]>;
+type Tool = ChatRequest["tools"][number];
 
-  const logprobsOf = (c: Completion, req: ChatRequest) =>
-    req.logprobs
+/** A completion as a choice's message: tool calls parsed out when the request has tools. */
+function choiceMessage(c: Completion, tools: Tool[]) {
+  const { content, toolCalls } = tools.length
+    ? parseToolCalls(c.text, tools, () => `call_${randomBytes(12).toString("hex")}`)
+    : { content: c.text, toolCalls: [] as ToolCall[] };
+  return {
+    message: {
+      role: "assistant" as const,
+      content,
+      refusal: null,
+      ...(toolCalls.length ? { tool_calls: toolCalls } : {}),
+    },
+    finish_reason: toolCalls.length && c.finishReason === "stop" ? "tool_calls" : c.finishReason,
+  };
+}
+
+/** Usage as OpenAI's: the prompt is counted once however many choices (n) share it. */
+function usageOf(promptTokens: number, cs: Completion[]) {
+  const completion = cs.reduce((a, c) => a + c.tokens.length, 0);
+  return { prompt_tokens: promptTokens, completion_tokens: completion, total_tokens: promptTokens + completion };
+}
+
+/** One chat completion request, ready to sample: its prompt, tools and sampling requests. */
+interface PreparedChat {
+  r: ChatRequest;
+  tools: Tool[];
+  promptIds: number[];
+  samples: SampleRequest[];
+  id: string;
+  now: number;
+}
+
+/** `/v1/chat/completions` of one served model: requests parsed, batched with others, answered whole or streamed. */
+class ChatCompletions {
+  private readonly batcher: Batcher;
+  private readonly maxTokensCap: number;
+  private readonly info: ReturnType<typeof tokenInfo>;
+  private readonly longestToken: number;
+
+  constructor(
+    private readonly model: Model,
+    private readonly tok: Tokenizer,
+    private readonly opts: ServeOptions,
+  ) {
+    this.batcher = new Batcher(model, opts.maxBatch ?? 64);
+    this.maxTokensCap = opts.maxTokens ?? 512;
+    this.info = tokenInfo(model);
+    this.longestToken = longestTokenLength(tok.files.tokenizerJson);
+  }
+
+  get queue(): Batcher {
+    return this.batcher;
+  }
+
+  private logprobsOf(c: Completion, req: ChatRequest) {
+    return req.logprobs
       ? {
           content: c.tokens.map((t, k) => ({
-            ...info(t),
+            ...this.info(t),
             logprob: c.logprobs[k]!,
-            top_logprobs: (c.top?.[k] ?? []).map((p) => ({ ...info(p.token), logprob: p.logprob })),
+            top_logprobs: (c.top?.[k] ?? []).map((p) => ({ ...this.info(p.token), logprob: p.logprob })),
           })),
           refusal: null,
         }
       : null;
+  }
 
-  const longestToken = longestTokenLength(tok!.files.tokenizerJson);
+  async chat(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const body = await readBody(req, this.opts.maxBodyBytes ?? 4 << 20);
+    const p = await this.prepare(parseChatRequest(body, this.opts.modelId), res);
+    this.opts.logger?.debug(
+      { id: p.id, n: p.r.n, promptTokens: p.promptIds.length, maxTokens: p.samples[0]?.maxTokens, stream: p.r.stream },
+      "chat completion",
+    );
+    if (p.r.stream) await this.stream(p, res);
+    else await this.whole(p, res);
+  }
 
-  async function chat(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const body = await readBody(req, opts.maxBodyBytes ?? 4 << 20);
-    const r = parseChatRequest(body, opts.modelId);
+  /** The prompt (refused when it cannot fit the context), the decoding constraint and the n sampling requests. */
+  private async prepare(r: ChatRequest, res: ServerResponse): Promise<PreparedChat> {
+    const { model } = this;
     const tools = r.toolChoice === "none" ? [] : r.tools;
-    const prompt = renderChat(tok!, r.messages, tools, true);
+    const prompt = renderChat(this.tok, r.messages, tools, true);
     // No token covers more of the prompt than the vocabulary's longest token: a prompt longer than the context
     // times that cannot fit, and is refused before the tokenizer spends time on it.
-    if (prompt.length > model.config.maxContext * longestToken)
+    if (prompt.length > model.config.maxContext * this.longestToken)
       throw new ApiError(
         400,
         `This model's maximum context length is ${model.config.maxContext} tokens; the messages are ${prompt.length} characters long, far more than fit.`,
         "messages",
         "context_length_exceeded",
       );
-    const promptIds = tok!.encode(prompt);
-    // Structured outputs and forced tool calls: decoding is constrained to the format's grammar.
-    let constraint: ConstraintFactory | undefined;
-    try {
-      if (r.responseFormat) constraint = await formatConstraint(model, r.responseFormat);
-      else if (r.toolChoice === "required" || typeof r.toolChoice === "object")
-        constraint = await toolCallConstraint(model, tools, r.toolChoice);
-    } catch (e) {
-      throw new ApiError(400, (e as Error).message, r.responseFormat ? "response_format" : "tools", "invalid_value");
-    }
-    const message = (c: Completion) => {
-      const { content, toolCalls } = tools.length
-        ? parseToolCalls(c.text, tools, () => `call_${randomBytes(12).toString("hex")}`)
-        : { content: c.text, toolCalls: [] as ToolCall[] };
-      return {
-        message: {
-          role: "assistant" as const,
-          content,
-          refusal: null,
-          ...(toolCalls.length ? { tool_calls: toolCalls } : {}),
-        },
-        finish_reason: toolCalls.length && c.finishReason === "stop" ? "tool_calls" : c.finishReason,
-      };
-    };
+    const promptIds = this.tok.encode(prompt);
+    const constraint = await this.constraintOf(r, tools);
     const room = model.config.maxContext - promptIds.length - 1;
     if (room < 1) {
       throw new ApiError(
@@ -171,7 +205,7 @@ export async function startServer(model: Model, opts: ServeOptions): Promise<Run
         "context_length_exceeded",
       );
     }
-    const maxTokens = Math.min(r.maxTokens ?? maxTokensCap, maxTokensCap, room);
+    const maxTokens = Math.min(r.maxTokens ?? this.maxTokensCap, this.maxTokensCap, room);
     // A client that hangs up stops its samples at the next decode step (the batch goes on for the others).
     const hangup = new AbortController();
     res.on("close", () => {
@@ -189,50 +223,57 @@ export async function startServer(model: Model, opts: ServeOptions): Promise<Run
       signal: hangup.signal,
       ...(constraint ? { constraint } : {}),
     }));
-    const usage = (cs: Completion[]) => {
-      const completion = cs.reduce((a, c) => a + c.tokens.length, 0);
-      // As OpenAI's: the prompt is counted once however many choices (n) share it.
-      return {
-        prompt_tokens: promptIds.length,
-        completion_tokens: completion,
-        total_tokens: promptIds.length + completion,
-      };
-    };
-    log?.debug({ id, n: r.n, promptTokens: promptIds.length, maxTokens, stream: r.stream }, "chat completion");
-    if (!r.stream) {
-      const cs = await Promise.all(samples.map((s) => batcher.submit(s)));
-      send(res, 200, {
-        id,
-        object: "chat.completion",
-        created: now,
-        model: opts.modelId,
-        system_fingerprint: "rft-serve",
-        choices: cs.map((c, index) => {
-          const m = message(c);
-          return { index, message: m.message, logprobs: logprobsOf(c, r), finish_reason: m.finish_reason };
-        }),
-        usage: usage(cs),
-      });
-      return;
+    return { r, tools, promptIds, samples, id, now };
+  }
+
+  /** Structured outputs and forced tool calls: decoding is constrained to the format's grammar. */
+  private async constraintOf(r: ChatRequest, tools: Tool[]): Promise<ConstraintFactory | undefined> {
+    try {
+      if (r.responseFormat) return await formatConstraint(this.model, r.responseFormat);
+      if (r.toolChoice === "required" || typeof r.toolChoice === "object")
+        return await toolCallConstraint(this.model, tools, r.toolChoice);
+      return undefined;
+    } catch (e) {
+      throw new ApiError(400, (e as Error).message, r.responseFormat ? "response_format" : "tools", "invalid_value");
     }
+  }
+
+  private async whole(p: PreparedChat, res: ServerResponse): Promise<void> {
+    const cs = await Promise.all(p.samples.map((s) => this.batcher.submit(s)));
+    send(res, 200, {
+      id: p.id,
+      object: "chat.completion",
+      created: p.now,
+      model: this.opts.modelId,
+      system_fingerprint: "rft-serve",
+      choices: cs.map((c, index) => {
+        const m = choiceMessage(c, p.tools);
+        return { index, message: m.message, logprobs: this.logprobsOf(c, p.r), finish_reason: m.finish_reason };
+      }),
+      usage: usageOf(p.promptIds.length, cs),
+    });
+  }
+
+  private async stream(p: PreparedChat, res: ServerResponse): Promise<void> {
+    const { tools, r } = p;
     res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive" });
     const chunk = (choices: unknown[], extra: Record<string, unknown> = {}) =>
       res.write(
-        `data: ${JSON.stringify({ id, object: "chat.completion.chunk", created: now, model: opts.modelId, system_fingerprint: "rft-serve", choices, ...extra })}\n\n`,
+        `data: ${JSON.stringify({ id: p.id, object: "chat.completion.chunk", created: p.now, model: this.opts.modelId, system_fingerprint: "rft-serve", choices, ...extra })}\n\n`,
       );
-    samples.forEach((_, index) => {
+    p.samples.forEach((_, index) => {
       chunk([{ index, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null }]);
     });
     const cs = await Promise.all(
-      samples.map((s, index) =>
-        batcher
+      p.samples.map((s, index) =>
+        this.batcher
           .submit(s, (text) => {
             // With tools, text is held until the end: it may turn out to be a tool call.
             if (text && !tools.length)
               chunk([{ index, delta: { content: text }, logprobs: null, finish_reason: null }]);
           })
           .then((c) => {
-            const { message: m, finish_reason } = message(c);
+            const { message: m, finish_reason } = choiceMessage(c, tools);
             if (tools.length) {
               if (m.content) chunk([{ index, delta: { content: m.content }, logprobs: null, finish_reason: null }]);
               if (m.tool_calls) {
@@ -240,30 +281,39 @@ export async function startServer(model: Model, opts: ServeOptions): Promise<Run
                 chunk([{ index, delta: { tool_calls: deltas }, logprobs: null, finish_reason: null }]);
               }
             }
-            chunk([{ index, delta: {}, logprobs: logprobsOf(c, r), finish_reason }]);
+            chunk([{ index, delta: {}, logprobs: this.logprobsOf(c, r), finish_reason }]);
             return c;
           }),
       ),
     );
-    if (r.includeUsage) chunk([], { usage: usage(cs) });
+    if (r.includeUsage) chunk([], { usage: usageOf(p.promptIds.length, cs) });
     res.end("data: [DONE]\n\n");
   }
+}
 
+/** An error as the API's error body (a stream that has started ends with it as its last event). */
+function failWith(res: ServerResponse, e: unknown, log: Logger | undefined) {
+  const err =
+    e instanceof ApiError ? e : new ApiError(500, "The server had an error while processing your request.", null, null);
+  if (!(e instanceof ApiError)) log?.error({ err: e }, "chat completion failed");
+  if (res.headersSent) {
+    res.end(`data: ${JSON.stringify(err.body())}\n\n`);
+  } else send(res, err.status, err.body());
+}
+
+export async function startServer(model: Model, opts: ServeOptions): Promise<RunningServer> {
+  const tok = model.tokenizer;
+  if (!tok) throw new Error("the model directory has no tokenizer.json: cannot serve chat completions");
+  if (!tok.hasChatTemplate)
+    throw new Error("tokenizer_config.json has no chat_template: cannot serve chat completions");
+  const chat = new ChatCompletions(model, tok, opts);
+  const created = Math.floor(Date.now() / 1000);
   const server = createServer((req, res) => {
     const url = new URL(req.url ?? "/", "http://localhost");
     const path = url.pathname.replace(/\/+$/, "");
-    const fail = (e: unknown) => {
-      const err =
-        e instanceof ApiError
-          ? e
-          : new ApiError(500, "The server had an error while processing your request.", null, null);
-      if (!(e instanceof ApiError)) log?.error({ err: e }, "chat completion failed");
-      if (res.headersSent) {
-        res.end(`data: ${JSON.stringify(err.body())}\n\n`);
-      } else send(res, err.status, err.body());
-    };
+    const fail = (e: unknown) => failWith(res, e, opts.logger);
     if (req.method === "POST" && path === "/v1/chat/completions") {
-      chat(req, res).catch(fail);
+      chat.chat(req, res).catch(fail);
     } else if (req.method === "GET" && path === "/v1/models") {
       send(res, 200, { object: "list", data: [{ id: opts.modelId, object: "model", created, owned_by: "rft" }] });
     } else if (req.method === "GET" && path === `/v1/models/${opts.modelId}`) {
@@ -288,7 +338,7 @@ export async function startServer(model: Model, opts: ServeOptions): Promise<Run
   const addr = server.address() as AddressInfo;
   return {
     server,
-    batcher,
+    batcher: chat.queue,
     url: `http://${addr.address.includes(":") ? `[${addr.address}]` : addr.address}:${addr.port}/v1`,
     close: () =>
       new Promise<void>((resolve) => {
