@@ -496,7 +496,10 @@ export function desiredTrainerWorkload(job: FineTuneJobObject, attempt: number, 
  * - `apply` it when missing or when its suspend differs from spec.suspend (without Kueue);
  * - otherwise leave it alone.
  */
-export function workloadPlan(job: FineTuneJobObject, cachedRankJob: K8sObject | undefined): "create" | "apply" | "none" {
+export function workloadPlan(
+  job: FineTuneJobObject,
+  cachedRankJob: K8sObject | undefined,
+): "create" | "apply" | "none" {
   if (queueManaged(job)) return cachedRankJob || job.spec.suspend === true ? "none" : "create";
   if (!cachedRankJob || Boolean(cachedRankJob.spec?.suspend) !== (job.spec.suspend === true)) return "apply";
   return "none";

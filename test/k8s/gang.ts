@@ -19,7 +19,16 @@
  *   await gang.close();                      // before cluster.close()
  */
 import { spawnSync } from "node:child_process";
-import { accessSync, constants, copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  accessSync,
+  constants,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { parseAllDocuments } from "yaml";
@@ -119,7 +128,7 @@ function withoutAnnotations(m: KObject): KObject {
 }
 
 function localCrd(doc: KObject, url: string, caBundle: string): KObject {
-  const crd = { ...doc, metadata: withoutAnnotations(doc.metadata) }; // cert-manager's inject-ca-from
+  const crd: KObject = { ...doc, metadata: withoutAnnotations(doc.metadata) }; // cert-manager's inject-ca-from
   const conv = doc.spec?.conversion;
   if (conv?.strategy === "Webhook") {
     const path = conv.webhook?.clientConfig?.service?.path ?? "/convert";
@@ -166,9 +175,7 @@ export async function startGang(cluster: Cluster, o: GangOptions = {}): Promise<
   const close = async () => {
     const configs = started.flatMap((s) => s.webhookConfigs);
     if (configs.length) {
-      await cluster
-        .kubectl("delete", ...configs, "--ignore-not-found", "--wait=false")
-        .catch(() => {});
+      await cluster.kubectl("delete", ...configs, "--ignore-not-found", "--wait=false").catch(() => {});
     }
     for (const s of [...started].reverse()) await s.component.stop();
     cleanEtc();

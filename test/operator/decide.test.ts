@@ -373,7 +373,9 @@ describe("Kueue and JobSet", () => {
   const paused: ProgressMessage = {
     step: 3,
     totalSteps: 8,
-    checkpoints: [{ name: "step-000003-pause", step: 3, path: "/var/rft/checkpoints/x/step-000003-pause" }],
+    checkpoints: [
+      { name: "step-000003-pause", step: 3, validRewardMean: null, path: "/var/rft/checkpoints/x/step-000003-pause" },
+    ],
     status: "paused",
     rank: 0,
     attempt: 0,

@@ -210,10 +210,10 @@ describe("gang scheduling with Kueue and JobSet", () => {
       60_000,
       300,
     );
-    assert.deepEqual(
-      pods.map((p) => p.metadata.annotations["batch.kubernetes.io/job-completion-index"]).sort(),
-      ["0", "1"],
-    );
+    assert.deepEqual(pods.map((p) => p.metadata.annotations["batch.kubernetes.io/job-completion-index"]).sort(), [
+      "0",
+      "1",
+    ]);
     const done = await waitStatus("Succeeded", name, (o) => cond(o, "Succeeded")?.status === "True");
     assert.equal(done.status.attempt ?? 0, 0);
     assert.equal(done.status.restartCount ?? 0, 0);
