@@ -438,7 +438,7 @@ describe("Kueue and JobSet", () => {
     assert.equal(cond(d, "Admitted")?.reason, "Preempted");
     ({ job, d } = step(job, { now: at(40), trainerJob: rankJob("sorter-a1", true) }));
     assert.equal(cond(d, "Admitted")?.reason, "Preempted");
-    ({ job, d } = step(job, { now: at(50), trainerJob: rankJob("sorter-a1", false, { active: 2, ready: 2 }) }));
+    ({ d } = step(job, { now: at(50), trainerJob: rankJob("sorter-a1", false, { active: 2, ready: 2 }) }));
     assert.equal(cond(d, "Admitted")?.reason, "Readmitted");
     assert.equal(cond(d, "Running")?.status, "True");
     assert.equal(d.status.lastResumeTime, "2026-01-01T00:00:50Z");
