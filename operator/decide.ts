@@ -326,13 +326,18 @@ function budgetSpent(c: Ctx, why: string): Decision {
   return decision(c, true);
 }
 
-/** Past activeDeadlineSeconds since the last resume (not while suspended, nor in the reconcile that resumes). */
+/**
+ * Past activeDeadlineSeconds since the last resume or readmission (not while suspended or queued, nor in the
+ * reconcile that resumes).
+ */
 function whenPastDeadline(c: Ctx): Decision | undefined {
   const { spec, st } = c;
   const suspended = spec.suspend === true;
   const resuming = !suspended && isTrue(st.conditions, "Suspended");
+  // Waiting in Kueue's queue (first admission, or after a preemption) does not count either.
+  const queued = getCondition(st.conditions, "Admitted")?.status === "False";
   const since = st.lastResumeTime ?? st.startTime;
-  if (spec.activeDeadlineSeconds === undefined || suspended || resuming || !since) return undefined;
+  if (spec.activeDeadlineSeconds === undefined || suspended || resuming || queued || !since) return undefined;
   if (Date.parse(since) + spec.activeDeadlineSeconds * 1000 > c.o.now.getTime()) return undefined;
   c.actions.push({ type: "control", action: "cancel" });
   if (c.tj) c.actions.push({ type: "deleteTrainerJob", name: c.jobName });

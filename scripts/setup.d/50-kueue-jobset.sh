@@ -27,32 +27,37 @@ if [ ! -x "$KUBECTL" ]; then
   exit 1
 fi
 
-# build NAME MODULE VERSION PACKAGE: the binary and the rendered manifests into $CACHE/NAME-VERSION.
+# build NAME MODULE VERSION PACKAGE: the binary and the rendered manifests into $CACHE/NAME-VERSION (each skipped
+# when present; an interrupted build leaves only its temporary folder, removed on the next run).
 build() {
   local name=$1 module=$2 version=$3 pkg=$4 dest=$CACHE/$1-$3 dir out start
-  if [ "${RFT_GANG_FORCE:-0}" != 1 ] && [ -x "$dest/$name" ] && [ -s "$dest/manifests.yaml" ]; then
-    echo "50-kueue-jobset: $name $version present in $dest"
-    return 0
-  fi
   mkdir -p "$dest"
   exec 9>"$dest/.build.lock"
   flock 9
-  if [ "${RFT_GANG_FORCE:-0}" != 1 ] && [ -x "$dest/$name" ] && [ -s "$dest/manifests.yaml" ]; then
+  rm -rf "$dest"/build.*
+  [ "${RFT_GANG_FORCE:-0}" = 1 ] && rm -f "$dest/$name" "$dest/manifests.yaml"
+  if [ -x "$dest/$name" ] && [ -s "$dest/manifests.yaml" ]; then
+    echo "50-kueue-jobset: $name $version present in $dest"
     return 0
   fi
-  start=$(date +%s)
   dir=$(go mod download -json "$module@$version" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
   out=$(mktemp -d "$dest/build.XXXXXX")
-  echo "50-kueue-jobset: building $name $version into $dest (minutes on a small machine)"
-  (
-    cd "$dir"
-    GOFLAGS="-mod=readonly -buildvcs=false" CGO_ENABLED=0 \
-      go build -trimpath -p "${RFT_GANG_BUILD_JOBS:-2}" -ldflags "-s -w" -o "$out/$name" "$pkg"
-  )
-  "$KUBECTL" kustomize "$dir/config/default" >"$out/manifests.yaml"
-  mv "$out/$name" "$out/manifests.yaml" "$dest/"
+  if [ ! -x "$dest/$name" ]; then
+    start=$(date +%s)
+    echo "50-kueue-jobset: building $name $version into $dest (minutes on a small machine)"
+    (
+      cd "$dir"
+      GOFLAGS="-mod=readonly -buildvcs=false" CGO_ENABLED=0 \
+        go build -trimpath -p "${RFT_GANG_BUILD_JOBS:-2}" -ldflags "-s -w" -o "$out/$name" "$pkg"
+    )
+    mv "$out/$name" "$dest/$name"
+    echo "50-kueue-jobset: $name $version built in $(($(date +%s) - start)) s"
+  fi
+  if [ ! -s "$dest/manifests.yaml" ]; then
+    "$KUBECTL" kustomize "$dir/config/default" >"$out/manifests.yaml"
+    mv "$out/manifests.yaml" "$dest/manifests.yaml"
+  fi
   rmdir "$out"
-  echo "50-kueue-jobset: $name $version built in $(($(date +%s) - start)) s"
 }
 
 build jobset sigs.k8s.io/jobset "$JOBSET_VERSION" .

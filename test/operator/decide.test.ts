@@ -405,7 +405,7 @@ describe("Kueue and JobSet", () => {
   });
 
   test("a queued gang is Queued until Kueue admits it whole; preempted, it checkpoints and is readmitted from the checkpoint", () => {
-    let { job, d } = step(ftj({ replicas: 2 }, undefined, QUEUED), { now: at(0) });
+    let { job, d } = step(ftj({ replicas: 2, activeDeadlineSeconds: 100 }, undefined, QUEUED), { now: at(0) });
     assert.equal(cond(d, "Admitted")?.reason, "Queued");
     assert.equal(d.status.state, "Queued");
     assert.equal(d.status.startTime, undefined, "no start while queued");
@@ -423,6 +423,9 @@ describe("Kueue and JobSet", () => {
     assert.equal(cond(d, "Running")?.reason, "Preempted");
     assert.equal(d.status.state, "Queued");
     assert.ok(d.events.some((e) => e.reason === "Preempted"));
+    // Time waiting in the queue does not count towards activeDeadlineSeconds.
+    const later = decide(job, { now: at(500), trainerJob: rankJob("sorter-a0", true) });
+    assert.notEqual(cond(later, "Failed")?.status, "True");
     // Every rank checkpointed and exited 0: the next attempt waits for readmission; no retry budget spent.
     ({ job, d } = step(job, {
       now: at(30),
