@@ -441,6 +441,7 @@ function admitted(c: Ctx): boolean {
   const prev = getCondition(c.st.conditions, "Admitted");
   const replicas = c.spec.replicas ?? 1;
   if (c.tj && c.tj.spec?.suspend !== true) {
+    if (prev?.status === "True") return true;
     const again = prev?.reason === "Preempted";
     const message = again
       ? `Kueue admitted the gang again (${replicas} rank(s)): resuming from the last checkpoint`

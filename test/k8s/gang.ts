@@ -274,13 +274,13 @@ async function installManifests(c: Ctx, file: string, o: Omit<LocalOptions, "caP
   const objs = localManifests(docs, { ...o, caPem: c.cluster.credentials.ca });
   await c.cluster.apply(objs, "--server-side", "--force-conflicts");
   const crds = objs.filter((x) => x.kind === "CustomResourceDefinition");
-  await c.cluster.kubectl(
-    "wait",
-    "--for=condition=Established",
-    "--timeout=60s",
-    ...crds.map((x) => `crd/${x.metadata.name}`),
-  );
   for (const crd of crds) {
+    await waitFor(`CRD ${crd.metadata.name} Established`, async () => {
+      const o = await c.cluster.api.getOptional(
+        `/apis/apiextensions.k8s.io/v1/customresourcedefinitions/${crd.metadata.name}`,
+      );
+      return (o?.status?.conditions ?? []).some((x: KObject) => x.type === "Established" && x.status === "True");
+    });
     const v = (crd.spec.versions ?? []).find((x: KObject) => x.served)?.name;
     await waitFor(`discovery of ${crd.metadata.name}`, async () => {
       const list = await c.cluster.api.getOptional(`/apis/${crd.spec.group}/${v}`);

@@ -441,11 +441,15 @@ describe("Kueue and JobSet", () => {
     assert.equal(cond(d, "Admitted")?.reason, "Preempted");
     ({ job, d } = step(job, { now: at(40), trainerJob: rankJob("sorter-a1", true) }));
     assert.equal(cond(d, "Admitted")?.reason, "Preempted");
-    ({ d } = step(job, { now: at(50), trainerJob: rankJob("sorter-a1", false, { active: 2, ready: 2 }) }));
+    ({ job, d } = step(job, { now: at(50), trainerJob: rankJob("sorter-a1", false, { active: 2, ready: 2 }) }));
     assert.equal(cond(d, "Admitted")?.reason, "Readmitted");
     assert.equal(cond(d, "Running")?.status, "True");
     assert.equal(d.status.lastResumeTime, "2026-01-01T00:00:50Z");
     assert.ok(d.events.some((e) => e.reason === "Readmitted"));
+    // Level-triggered: the next reconcile keeps it (no second Event, the reason stays).
+    ({ d } = step(job, { now: at(55), trainerJob: rankJob("sorter-a1", false, { active: 2, ready: 2 }) }));
+    assert.equal(cond(d, "Admitted")?.reason, "Readmitted");
+    assert.deepEqual(d.events, []);
   });
 
   test("suspending a queued job whose Job has no pods deletes that Job (Kueue would start it); running ones get the pause", () => {

@@ -115,7 +115,10 @@ before(async () => {
   cluster = await startCluster({ kubelet: { hostPorts: [nats.port] } });
   gang = await startGang(cluster);
   await cluster.kubectl("apply", "--server-side", "-f", "crds/finetunejobs.rft.dev.yaml");
-  await cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/finetunejobs.rft.dev");
+  await waitFor("the FineTuneJob CRD Established", async () => {
+    const crd = await cluster.getJson("crd", "finetunejobs.rft.dev");
+    return cond(crd, "Established")?.status === "True";
+  });
   await cluster.apply({ apiVersion: "v1", kind: "Namespace", metadata: { name: NS } });
   const pvc = (name: string) => ({
     apiVersion: "v1",
@@ -151,7 +154,10 @@ before(async () => {
     metadata: { name: LQ, namespace: NS },
     spec: { clusterQueue: CQ },
   });
-  await cluster.kubectl("wait", "--for=condition=Active", "--timeout=60s", `clusterqueue/${CQ}`);
+  await waitFor("the ClusterQueue Active", async () => {
+    const cq = await cluster.getJson("clusterqueue", CQ);
+    return cond(cq, "Active")?.status === "True";
+  });
   op = new Operator({
     kubeconfig: cluster.kubeconfig,
     settings: { image: "rft:dev", natsUrl: nats.url },
@@ -233,9 +239,7 @@ describe("gang scheduling with Kueue and JobSet", () => {
     const [evicted] = await workloadsOf(`${low}-a0`);
     assert.equal(cond(evicted!, "Evicted")?.reason, "Preempted", JSON.stringify(evicted?.status?.conditions));
 
-    // The high-priority job runs while the low one waits.
-    await waitStatus("high Succeeded", "high", (o) => cond(o, "Succeeded")?.status === "True");
-    // The trainer checkpointed when Kueue suspended it.
+    // The trainer checkpointed when Kueue suspended it (SIGTERM: finish the step, checkpoint, exit 0).
     const paused = await waitStatus("low's pause recorded", low, (o) => o.status?.trainerStatus?.status === "paused");
     const pausedAt = paused.status.trainerStatus.step;
     const ckptRoot = join(cluster.dir, "kubelet", "pvc", NS, "ckpt");
@@ -243,6 +247,8 @@ describe("gang scheduling with Kueue and JobSet", () => {
     const atPause = `step-${String(pausedAt).padStart(6, "0")}`;
     const ckpts = readdirSync(join(ckptRoot, dir!, "checkpoints"));
     assert.ok(ckpts.includes(atPause) || ckpts.includes(`${atPause}-pause`), `${atPause} in ${ckpts.join(",")}`);
+    // The high-priority job runs while the low one waits.
+    await waitStatus("high Succeeded", "high", (o) => cond(o, "Succeeded")?.status === "True");
 
     // Readmitted once the quota is free again, it continues past the checkpoint, to Succeeded.
     const again = await waitStatus("low Readmitted", low, (o) => cond(o, "Admitted")?.reason === "Readmitted");
