@@ -373,6 +373,8 @@ describe("Kueue and JobSet", () => {
   const paused: ProgressMessage = {
     step: 3,
     totalSteps: 8,
+    trainRewardMean: 0.2,
+    validRewardMean: 0.3,
     checkpoints: [
       { name: "step-000003-pause", step: 3, validRewardMean: null, path: "/var/rft/checkpoints/x/step-000003-pause" },
     ],
