@@ -170,5 +170,8 @@ export const paths = {
     `/api/v1${ns ? `/namespaces/${ns}` : ""}/${kind}${name ? `/${name}` : ""}`,
   networkPolicy: (ns: string, name?: string) =>
     `/apis/networking.k8s.io/v1/namespaces/${ns}/networkpolicies${name ? `/${name}` : ""}`,
+  /** JobSets (jobset.x-k8s.io/v1alpha2; spec.workloadKind JobSet). */
+  jobSet: (ns: string, name?: string) =>
+    `/apis/jobset.x-k8s.io/v1alpha2/namespaces/${ns}/jobsets${name ? `/${name}` : ""}`,
   lease: (ns: string, name?: string) => `/apis/coordination.k8s.io/v1/namespaces/${ns}/leases${name ? `/${name}` : ""}`,
 };

@@ -51,6 +51,7 @@ export function isTerminal(conds: readonly Condition[] | undefined): boolean {
 export function stateOf(conds: readonly Condition[] | undefined): JobState {
   for (const t of TERMINAL) if (isTrue(conds, t)) return t as JobState;
   if (isTrue(conds, "Suspended")) return "Suspended";
+  if (getCondition(conds, "Admitted")?.status === "False") return "Queued";
   if (isTrue(conds, "Running")) return "Running";
   if (getCondition(conds, "Running")?.reason === "Restarting") return "Restarting";
   if (isTrue(conds, "Created")) return "Created";

@@ -12,8 +12,8 @@ import type {
   TrainerStatus,
 } from "../proto/finetunejob-status.js";
 import { getCondition, isTerminal, isTrue, setCondition, stateOf } from "./conditions.js";
-import type { FineTuneJobObject, K8sObject } from "./desired.js";
-import { names, POD_FAILURE_POLICY_REASON } from "./names.js";
+import { type FineTuneJobObject, type K8sObject, queueManaged, rankJobName } from "./desired.js";
+import { names, POD_FAILURE_POLICY_REASON, QUEUE_LABEL } from "./names.js";
 
 export type Action =
   /** Apply the Secret (if missing), ConfigMap, Service and the attempt's Job (with its suspend flag). */
@@ -30,7 +30,10 @@ export interface KEvent {
 
 export interface Observed {
   now: Date;
-  /** The current attempt's batch/v1 Job as cached (undefined: not created yet, or deleted). */
+  /**
+   * The batch/v1 Job that runs the current attempt's ranks as cached (the attempt's Job, or the Job of its
+   * JobSet; undefined: not created yet, or deleted).
+   */
   trainerJob?: K8sObject;
   /** The latest progress message of this job (any attempt). */
   progress?: ProgressMessage;
@@ -104,7 +107,7 @@ interface Ctx {
   requeueAfterMs?: number;
   restartCount: number;
   attempt: number;
-  /** The current attempt's Job name, and the Job when the cache holds that one. */
+  /** The current attempt's trainer workload (Job or JobSet) name, and its rank Job when the cache holds it. */
   jobName: string;
   tj?: K8sObject;
   /** Progress of the current attempt (older attempts may still have messages in flight). */
@@ -128,7 +131,7 @@ function context(job: FineTuneJobObject, o: Observed): Ctx {
     restartCount,
     attempt,
     jobName,
-    tj: o.trainerJob?.metadata?.name === jobName ? o.trainerJob : undefined,
+    tj: o.trainerJob?.metadata?.name === rankJobName(job, attempt) ? o.trainerJob : undefined,
     progress:
       o.progress && (o.progress.attempt === undefined || o.progress.attempt === attempt) ? o.progress : undefined,
   };
@@ -218,6 +221,8 @@ function nextAttempt(c: Ctx): void {
   c.st.trainerJob = names.trainerJob(c.job.metadata.name, c.attempt + 1);
   c.actions.push({ type: "deleteTrainerJob", name: c.jobName });
   c.actions.push({ type: "ensureChildren", attempt: c.attempt + 1 });
+  // With Kueue the next attempt's workload is admitted anew.
+  if (queueManaged(c.job) && getCondition(c.st.conditions, "Admitted")) queued(c, false);
 }
 
 /**
@@ -226,8 +231,10 @@ function nextAttempt(c: Ctx): void {
  */
 function whenPaused(c: Ctx): Decision | undefined {
   if (!(c.tj && jobCondition(c.tj, "Complete") && c.progress?.status === "paused")) return undefined;
+  const preempted = queueManaged(c.job) && c.tj.spec?.suspend === true && !c.spec.suspend;
   nextAttempt(c);
-  if (c.spec.suspend) {
+  if (preempted) preempt(c);
+  else if (c.spec.suspend) {
     set(c, "Suspended", "True", "Suspended", "spec.suspend is true: trainers checkpointed and stopped");
     set(c, "Running", "False", "Suspended", "the job is suspended");
   } else set(c, "Running", "False", "Restarting", "the trainer paused: resuming from its checkpoint");
@@ -319,13 +326,18 @@ function budgetSpent(c: Ctx, why: string): Decision {
   return decision(c, true);
 }
 
-/** Past activeDeadlineSeconds since the last resume (not while suspended, nor in the reconcile that resumes). */
+/**
+ * Past activeDeadlineSeconds since the last resume or readmission (not while suspended or queued, nor in the
+ * reconcile that resumes).
+ */
 function whenPastDeadline(c: Ctx): Decision | undefined {
   const { spec, st } = c;
   const suspended = spec.suspend === true;
   const resuming = !suspended && isTrue(st.conditions, "Suspended");
+  // Waiting in Kueue's queue (first admission, or after a preemption) does not count either.
+  const queued = getCondition(st.conditions, "Admitted")?.status === "False";
   const since = st.lastResumeTime ?? st.startTime;
-  if (spec.activeDeadlineSeconds === undefined || suspended || resuming || !since) return undefined;
+  if (spec.activeDeadlineSeconds === undefined || suspended || resuming || queued || !since) return undefined;
   if (Date.parse(since) + spec.activeDeadlineSeconds * 1000 > c.o.now.getTime()) return undefined;
   c.actions.push({ type: "control", action: "cancel" });
   if (c.tj) c.actions.push({ type: "deleteTrainerJob", name: c.jobName });
@@ -369,6 +381,11 @@ function whileActive(c: Ctx): Decision {
 }
 
 function suspend(c: Ctx): void {
+  // A queued Job that has no pods (never admitted, or preempted and gone) is deleted: Kueue would admit it and
+  // start it while the FineTuneJob is suspended. The resume creates it again and it queues anew.
+  if (queueManaged(c.job) && c.tj && c.tj.spec?.suspend === true && (c.tj.status?.active ?? 0) === 0) {
+    c.actions.push({ type: "deleteTrainerJob", name: c.jobName });
+  }
   if (set(c, "Suspended", "True", "Suspended", "spec.suspend is true: trainers checkpointed and stopped")) {
     c.actions.push({ type: "control", action: "pause" });
     c.events.push({
@@ -391,6 +408,7 @@ function run(c: Ctx): void {
   } else if (!getCondition(st.conditions, "Suspended")) {
     set(c, "Suspended", "False", "NotSuspended", "the job is not suspended");
   }
+  if (!admitted(c)) return;
   if (!st.startTime) {
     st.startTime = c.now;
     st.lastResumeTime = c.now;
@@ -400,6 +418,53 @@ function run(c: Ctx): void {
     c.requeueAfterMs = Math.max(0, from + spec.activeDeadlineSeconds * 1000 - c.o.now.getTime());
   }
   podConditions(c);
+}
+
+const PREEMPTED_MESSAGE =
+  "Kueue suspended the gang (preempted or evicted): the trainers checkpoint, and the job resumes from that checkpoint once Kueue admits it again";
+
+/** Kueue took the gang's quota back: Admitted and Running False with reason Preempted (once, with an Event). */
+function preempt(c: Ctx): void {
+  if (set(c, "Admitted", "False", "Preempted", PREEMPTED_MESSAGE)) {
+    c.events.push({ type: "Normal", reason: "Preempted", message: PREEMPTED_MESSAGE });
+  }
+  set(c, "Running", "False", "Preempted", PREEMPTED_MESSAGE);
+}
+
+/**
+ * Kueue's admission of a queued job (always true without Kueue). Kueue owns the rank Job's `spec.suspend`:
+ * suspended means waiting for quota (reason Queued) or, after the gang had been admitted, preempted; unsuspended
+ * means the whole gang was admitted at once. A readmission restarts the deadline's clock.
+ */
+function admitted(c: Ctx): boolean {
+  if (!queueManaged(c.job)) return true;
+  const prev = getCondition(c.st.conditions, "Admitted");
+  const replicas = c.spec.replicas ?? 1;
+  if (c.tj && c.tj.spec?.suspend !== true) {
+    if (prev?.status === "True") return true;
+    const again = prev?.reason === "Preempted";
+    const message = again
+      ? `Kueue admitted the gang again (${replicas} rank(s)): resuming from the last checkpoint`
+      : `Kueue admitted the gang (${replicas} rank(s) at once)`;
+    if (set(c, "Admitted", "True", again ? "Readmitted" : "Admitted", message)) {
+      c.events.push({ type: "Normal", reason: again ? "Readmitted" : "Admitted", message });
+      if (again) c.st.lastResumeTime = c.now;
+    }
+    return true;
+  }
+  if (!c.tj) {
+    if (!prev) queued(c, true);
+  } else if (prev?.status === "True" || prev?.reason === "Preempted") preempt(c);
+  else queued(c, true);
+  return false;
+}
+
+/** The attempt's workload waits in its Kueue queue (Admitted False, and Running False when `running`). */
+function queued(c: Ctx, running: boolean): void {
+  const queue = c.job.metadata.labels?.[QUEUE_LABEL];
+  const message = `waiting for Kueue to admit all ${c.spec.replicas ?? 1} rank(s) at once (LocalQueue ${queue})`;
+  set(c, "Admitted", "False", "Queued", message);
+  if (running) set(c, "Running", "False", "Queued", message);
 }
 
 function podConditions(c: Ctx): void {

@@ -6,7 +6,7 @@
 import { createHash } from "node:crypto";
 import { isAbsolute, posix } from "node:path";
 import type { FineTuneJobStatus } from "../proto/finetunejob-status.js";
-import { API_VERSION, type FineTuneJobSpec, KIND } from "../proto/finetunejob.js";
+import { API_VERSION, type FineTuneJobSpec, KIND, type WorkloadKind } from "../proto/finetunejob.js";
 import {
   CHECKPOINT_MOUNT,
   CONFIG_FILE,
@@ -20,6 +20,7 @@ import {
   GRADER_MONITOR_PORT,
   LABEL_ATTEMPT,
   names,
+  PRIORITY_LABEL,
   QUEUE_LABEL,
   SIGNING_MOUNT,
   TRAINER_DATA_PORT,
@@ -84,12 +85,21 @@ export function ownerRef(job: FineTuneJobObject): K8sObject {
   };
 }
 
+/** Kueue's labels of the FineTuneJob (queue, workload priority class), carried to its children. */
+function kueueLabels(job: FineTuneJobObject): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const k of [QUEUE_LABEL, PRIORITY_LABEL]) {
+    const v = job.metadata.labels?.[k];
+    if (v) out[k] = v;
+  }
+  return out;
+}
+
 function meta(job: FineTuneJobObject, name: string, extraLabels: Record<string, string> = {}): K8sObject {
-  const queue = job.metadata.labels?.[QUEUE_LABEL];
   return {
     name,
     namespace: job.metadata.namespace,
-    labels: { ...childLabels(job.metadata.name), ...(queue ? { [QUEUE_LABEL]: queue } : {}), ...extraLabels },
+    labels: { ...childLabels(job.metadata.name), ...kueueLabels(job), ...extraLabels },
     ownerReferences: [ownerRef(job)],
   };
 }
@@ -245,17 +255,31 @@ export function configHash(job: FineTuneJobObject): string {
     .slice(0, 16);
 }
 
-/** The Indexed Job of one attempt (a gang restart creates the next attempt's Job). */
-export function desiredTrainerJob(job: FineTuneJobObject, attempt: number, s: OperatorSettings): K8sObject {
+/** The job is queued by Kueue: it carries the kueue.x-k8s.io/queue-name label (copied to its trainer workload). */
+export function queueManaged(job: FineTuneJobObject): boolean {
+  return Boolean(job.metadata.labels?.[QUEUE_LABEL]);
+}
+
+export function workloadKind(job: FineTuneJobObject): WorkloadKind {
+  return job.spec.workloadKind ?? "Job";
+}
+
+/** The JobSet's one replicated Job (its Job is `<jobset>-trainer-0`, whose pods are `<job>-<rank>`). */
+export const JOBSET_REPLICATED_JOB = "trainer";
+
+/**
+ * The batch/v1 Job that runs the ranks of an attempt: the attempt's own Job, or the Job the attempt's JobSet
+ * creates. Its status (pod counts, Complete / Failed and the podFailurePolicy reason) is what decide() reads.
+ */
+export function rankJobName(job: FineTuneJobObject, attempt: number): string {
+  const top = names.trainerJob(job.metadata.name, attempt);
+  return workloadKind(job) === "JobSet" ? `${top}-${JOBSET_REPLICATED_JOB}-0` : top;
+}
+
+/** The trainer pod's volumes and the trainer container's mounts. */
+function trainerVolumes(job: FineTuneJobObject): { volumes: K8sObject[]; mounts: K8sObject[] } {
+  const { spec } = job;
   const name = job.metadata.name;
-  const ns = job.metadata.namespace;
-  const spec = job.spec;
-  const replicas = spec.replicas ?? 1;
-  const jobName = names.trainerJob(name, attempt);
-  const svc = names.service(name);
-  const image = spec.trainer?.image ?? s.image;
-  const peers = Array.from({ length: replicas }, (_, i) => `${jobName}-${i}.${svc}.${ns}.svc:${TRAINER_PORT}`);
-  const labels = { [LABEL_ATTEMPT]: String(attempt) };
   const volumes: K8sObject[] = [
     { name: "config", configMap: { name: names.configMap(name) } },
     { name: "signing", secret: { secretName: names.secret(name), defaultMode: 0o400 } },
@@ -272,7 +296,17 @@ export function desiredTrainerJob(job: FineTuneJobObject, attempt: number, s: Op
     volumes.push({ name: "data", persistentVolumeClaim: { claimName: spec.storage.modelClaim, readOnly: true } });
     mounts.push({ name: "data", mountPath: DATA_MOUNT, readOnly: true });
   }
-  const env = [
+  return { volumes, mounts };
+}
+
+/** The trainer's env: rank (the pod's completion index), world, peers (`<rankJob>-<i>.<service>`), NATS, paths. */
+function trainerEnv(job: FineTuneJobObject, attempt: number, s: OperatorSettings): K8sObject[] {
+  const { name, namespace: ns } = job.metadata;
+  const replicas = job.spec.replicas ?? 1;
+  const rankJob = rankJobName(job, attempt);
+  const svc = names.service(name);
+  const peers = Array.from({ length: replicas }, (_, i) => `${rankJob}-${i}.${svc}.${ns}.svc:${TRAINER_PORT}`);
+  return [
     {
       name: "RFT_RANK",
       valueFrom: { fieldRef: { fieldPath: "metadata.annotations['batch.kubernetes.io/job-completion-index']" } },
@@ -281,7 +315,7 @@ export function desiredTrainerJob(job: FineTuneJobObject, attempt: number, s: Op
     { name: "RFT_PEERS", value: peers.join(",") },
     { name: "RFT_DATA_PORT", value: String(TRAINER_DATA_PORT) },
     { name: "RFT_METRICS_PORT", value: String(TRAINER_METRICS_PORT) },
-    { name: "RFT_MASTER_ADDR", value: `${jobName}-0.${svc}.${ns}.svc` },
+    { name: "RFT_MASTER_ADDR", value: `${rankJob}-0.${svc}.${ns}.svc` },
     { name: "RFT_MASTER_PORT", value: String(TRAINER_PORT) },
     { name: "RFT_NATS_URL", value: s.natsUrl },
     ...(s.ledgerNats ? [{ name: "RFT_LEDGER_NATS_URL", value: s.natsUrl }] : []),
@@ -300,9 +334,13 @@ export function desiredTrainerJob(job: FineTuneJobObject, attempt: number, s: Op
       name: "RFT_COLLECTIVE_SECRET",
       valueFrom: { secretKeyRef: { name: names.secret(name), key: COLLECTIVE_SECRET_KEY, optional: true } },
     },
-    ...((spec.trainer?.env as K8sObject[] | undefined) ?? []),
+    ...((job.spec.trainer?.env as K8sObject[] | undefined) ?? []),
   ];
-  const grader: K8sObject = {
+}
+
+/** The grader sidecar: a native sidecar (init container with restartPolicy Always) gated by its startup probe. */
+function graderContainer(spec: FineTuneJobSpec, image: string, s: OperatorSettings): K8sObject {
+  return {
     name: "grader",
     image: spec.grader?.image ?? image,
     restartPolicy: "Always",
@@ -331,12 +369,17 @@ export function desiredTrainerJob(job: FineTuneJobObject, attempt: number, s: Op
       failureThreshold: 120,
     },
     ...(spec.grader?.resources ? { resources: resources(spec.grader.resources) } : {}),
+    ...(s.imagePullPolicy ? { imagePullPolicy: s.imagePullPolicy } : {}),
   };
-  const trainer: K8sObject = {
+}
+
+function trainerContainer(job: FineTuneJobObject, attempt: number, s: OperatorSettings, mounts: K8sObject[]) {
+  const spec = job.spec;
+  return {
     name: "trainer",
-    image,
+    image: spec.trainer?.image ?? s.image,
     args: ["trainer", "--config", posix.join(CONFIG_MOUNT, CONFIG_FILE)],
-    env,
+    env: trainerEnv(job, attempt, s),
     ports: [
       { name: "collective", containerPort: TRAINER_PORT },
       { name: "collective-data", containerPort: TRAINER_DATA_PORT },
@@ -344,48 +387,121 @@ export function desiredTrainerJob(job: FineTuneJobObject, attempt: number, s: Op
     ],
     volumeMounts: mounts,
     ...(spec.trainer?.resources ? { resources: resources(spec.trainer.resources) } : {}),
+    ...(s.imagePullPolicy ? { imagePullPolicy: s.imagePullPolicy } : {}),
   };
-  if (s.imagePullPolicy) {
-    grader.imagePullPolicy = s.imagePullPolicy;
-    trainer.imagePullPolicy = s.imagePullPolicy;
-  }
-  const podMeta = meta(job, jobName, labels);
+}
+
+/**
+ * The Indexed Job spec that runs the ranks (one pod per rank, `labels` on the pods). `suspend` is the
+ * operator's only when Kueue does not manage the job: a queued job's Job is created suspended and Kueue
+ * unsuspends it on admission (and suspends it again to preempt it), so the operator never writes it again.
+ */
+function rankJobSpec(job: FineTuneJobObject, attempt: number, s: OperatorSettings, labels: Record<string, string>) {
+  const spec = job.spec;
+  const replicas = spec.replicas ?? 1;
+  const image = spec.trainer?.image ?? s.image;
+  const { volumes, mounts } = trainerVolumes(job);
+  return {
+    completionMode: "Indexed",
+    completions: replicas,
+    parallelism: replicas,
+    // One failed rank fails the whole gang at once; the operator owns retries (spec.backoffLimit).
+    backoffLimit: 0,
+    // A configuration error (exit EXIT_PERMANENT) fails the Job with reason PodFailurePolicy: no retry.
+    podFailurePolicy: {
+      rules: [
+        {
+          action: "FailJob",
+          onExitCodes: { containerName: "trainer", operator: "In", values: [EXIT_PERMANENT] },
+        },
+      ],
+    },
+    template: {
+      metadata: { labels },
+      spec: {
+        restartPolicy: "Never",
+        subdomain: names.service(job.metadata.name),
+        automountServiceAccountToken: false,
+        enableServiceLinks: false,
+        terminationGracePeriodSeconds: 120,
+        ...(spec.priorityClassName ? { priorityClassName: spec.priorityClassName } : {}),
+        ...(spec.trainer?.nodeSelector ? { nodeSelector: spec.trainer.nodeSelector } : {}),
+        ...(spec.trainer?.tolerations ? { tolerations: spec.trainer.tolerations } : {}),
+        volumes,
+        initContainers: [graderContainer(spec, image, s)],
+        containers: [trainerContainer(job, attempt, s, mounts)],
+      },
+    },
+  };
+}
+
+/** Created suspended when Kueue admits it; otherwise it follows spec.suspend. */
+function initialSuspend(job: FineTuneJobObject): boolean {
+  return queueManaged(job) || job.spec.suspend === true;
+}
+
+/** The Indexed Job of one attempt (a gang restart creates the next attempt's Job). */
+export function desiredTrainerJob(job: FineTuneJobObject, attempt: number, s: OperatorSettings): K8sObject {
+  const jobName = names.trainerJob(job.metadata.name, attempt);
+  const podMeta = meta(job, jobName, { [LABEL_ATTEMPT]: String(attempt) });
   return {
     apiVersion: "batch/v1",
     kind: "Job",
     metadata: { ...podMeta, annotations: { [CONFIG_HASH_ANNOTATION]: configHash(job) } },
+    spec: { ...rankJobSpec(job, attempt, s, podMeta.labels), suspend: initialSuspend(job) },
+  };
+}
+
+/**
+ * The JobSet of one attempt (spec.workloadKind JobSet): one replicated Job of the same Indexed Job, its pods on
+ * the job's own headless Service (network.subdomain), failing as a whole when a rank fails (the default failure
+ * policy, no JobSet restarts: the operator owns retries). Kueue, when it manages the job, admits the JobSet as one
+ * workload; the inner Job and its pods carry the job's labels but not Kueue's.
+ */
+export function desiredTrainerJobSet(job: FineTuneJobObject, attempt: number, s: OperatorSettings): K8sObject {
+  const jsName = names.trainerJob(job.metadata.name, attempt);
+  const top = meta(job, jsName, { [LABEL_ATTEMPT]: String(attempt) });
+  const inner: Record<string, string> = { ...top.labels };
+  delete inner[QUEUE_LABEL];
+  delete inner[PRIORITY_LABEL];
+  return {
+    apiVersion: JOBSET_API_VERSION,
+    kind: "JobSet",
+    metadata: { ...top, annotations: { [CONFIG_HASH_ANNOTATION]: configHash(job) } },
     spec: {
-      completionMode: "Indexed",
-      completions: replicas,
-      parallelism: replicas,
-      // One failed rank fails the whole gang at once; the operator owns retries (spec.backoffLimit).
-      backoffLimit: 0,
-      // A configuration error (exit EXIT_PERMANENT) fails the Job with reason PodFailurePolicy: no retry.
-      podFailurePolicy: {
-        rules: [
-          {
-            action: "FailJob",
-            onExitCodes: { containerName: "trainer", operator: "In", values: [EXIT_PERMANENT] },
-          },
-        ],
-      },
-      suspend: spec.suspend === true,
-      template: {
-        metadata: { labels: podMeta.labels },
-        spec: {
-          restartPolicy: "Never",
-          subdomain: svc,
-          automountServiceAccountToken: false,
-          enableServiceLinks: false,
-          terminationGracePeriodSeconds: 120,
-          ...(spec.priorityClassName ? { priorityClassName: spec.priorityClassName } : {}),
-          ...(spec.trainer?.nodeSelector ? { nodeSelector: spec.trainer.nodeSelector } : {}),
-          ...(spec.trainer?.tolerations ? { tolerations: spec.trainer.tolerations } : {}),
-          volumes,
-          initContainers: [grader],
-          containers: [trainer],
+      suspend: initialSuspend(job),
+      network: { enableDNSHostnames: true, subdomain: names.service(job.metadata.name) },
+      replicatedJobs: [
+        {
+          name: JOBSET_REPLICATED_JOB,
+          replicas: 1,
+          template: { metadata: { labels: inner }, spec: rankJobSpec(job, attempt, s, inner) },
         },
-      },
+      ],
     },
   };
+}
+
+export const JOBSET_API_VERSION = "jobset.x-k8s.io/v1alpha2";
+
+/** The attempt's trainer workload: its Job, or its JobSet. */
+export function desiredTrainerWorkload(job: FineTuneJobObject, attempt: number, s: OperatorSettings): K8sObject {
+  return workloadKind(job) === "JobSet" ? desiredTrainerJobSet(job, attempt, s) : desiredTrainerJob(job, attempt, s);
+}
+
+/**
+ * What the reconciler does with the attempt's trainer workload (pure), given the cached rank Job:
+ * - `create` it when missing (with Kueue: POST, never apply, so that the operator never owns `spec.suspend`,
+ *   which Kueue writes on admission and preemption; and not while the FineTuneJob is suspended: Kueue would
+ *   admit and start it);
+ * - `apply` it when missing or when its suspend differs from spec.suspend (without Kueue);
+ * - otherwise leave it alone.
+ */
+export function workloadPlan(
+  job: FineTuneJobObject,
+  cachedRankJob: K8sObject | undefined,
+): "create" | "apply" | "none" {
+  if (queueManaged(job)) return cachedRankJob || job.spec.suspend === true ? "none" : "create";
+  if (!cachedRankJob || Boolean(cachedRankJob.spec?.suspend) !== (job.spec.suspend === true)) return "apply";
+  return "none";
 }

@@ -5,6 +5,8 @@ export const LABEL_JOB = "rft.dev/finetunejob";
 export const LABEL_MANAGED_BY = "app.kubernetes.io/managed-by";
 export const LABEL_ATTEMPT = "rft.dev/attempt";
 export const QUEUE_LABEL = "kueue.x-k8s.io/queue-name";
+/** Kueue's WorkloadPriorityClass of the job's workload (carried to the trainer workload like the queue). */
+export const PRIORITY_LABEL = "kueue.x-k8s.io/priority-class";
 export const CONFIG_HASH_ANNOTATION = "rft.dev/config-hash";
 
 /** Longest FineTuneJob name: room for the children's suffixes within 63-character label values. */

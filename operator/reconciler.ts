@@ -5,16 +5,19 @@
  */
 import { generateKeyPairSync, randomBytes } from "node:crypto";
 import type { Logger } from "../proto/log.js";
-import { isConflict, type KObj, type KubeClient, paths } from "./client.js";
+import { isConflict, isNotFound, type KObj, type KubeClient, paths } from "./client.js";
 import { type Action, decide, type KEvent, statusChanged } from "./decide.js";
 import {
   desiredConfigMap,
   desiredNetworkPolicy,
   desiredSecret,
   desiredService,
-  desiredTrainerJob,
+  desiredTrainerWorkload,
   type FineTuneJobObject,
   type OperatorSettings,
+  rankJobName,
+  workloadKind,
+  workloadPlan,
 } from "./desired.js";
 import type { Informer } from "./informer.js";
 import { names } from "./names.js";
@@ -72,7 +75,7 @@ export class Reconciler {
     const attempt = job.status?.attempt ?? job.status?.restartCount ?? 0;
     const d = decide(job, {
       now: new Date(),
-      trainerJob: this.caches.jobs.get(ns, names.trainerJob(name, attempt)),
+      trainerJob: this.caches.jobs.get(ns, rankJobName(job, attempt)),
       progress: this.progress.get(key),
       publicKey: b64(secret?.data?.["public-key"]),
     });
@@ -107,7 +110,7 @@ export class Reconciler {
       case "ensureChildren":
         return this.ensureChildren(job, a.attempt);
       case "deleteTrainerJob":
-        await this.client.delete(paths.job(ns, a.name), "Background");
+        await this.client.delete(this.workloadPath(job, a.name), "Background");
         return;
       case "control":
         this.progress.control(ns, name, a.action);
@@ -148,12 +151,27 @@ export class Reconciler {
       await this.client.apply(paths.core("services", ns, svc.metadata.name), svc);
     }
     if (this.settings.ledgerNats) await this.registerKey(job, publicKey ?? b64(cachedSecret?.data?.["public-key"]));
-    const tj = desiredTrainerJob(job, attempt, this.settings);
-    const cached = this.caches.jobs.get(ns, tj.metadata.name);
-    if (!cached || Boolean(cached.spec?.suspend) !== tj.spec.suspend) {
-      await this.client.apply(paths.job(ns, tj.metadata.name), tj);
+    const plan = workloadPlan(job, this.caches.jobs.get(ns, rankJobName(job, attempt)));
+    if (plan !== "none") {
+      const tj = desiredTrainerWorkload(job, attempt, this.settings);
+      try {
+        if (plan === "create") await this.client.create(this.workloadPath(job), tj);
+        else await this.client.apply(this.workloadPath(job, tj.metadata.name), tj);
+      } catch (e) {
+        if (!(isNotFound(e) && workloadKind(job) === "JobSet")) throw e;
+        throw new Error(
+          `spec.workloadKind is JobSet but the cluster has no jobsets.jobset.x-k8s.io API: install JobSet or remove spec.workloadKind`,
+          { cause: e },
+        );
+      }
     }
     return publicKey;
+  }
+
+  /** The API path of the job's trainer workloads (Jobs or JobSets), or of one of them. */
+  private workloadPath(job: FineTuneJobObject, name?: string): string {
+    const ns = job.metadata.namespace;
+    return workloadKind(job) === "JobSet" ? paths.jobSet(ns, name) : paths.job(ns, name);
   }
 
   /**

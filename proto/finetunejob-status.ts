@@ -16,6 +16,12 @@ export const CONDITION_TYPES = [
   "GradersReady",
   /** The trainers saved a checkpoint (message: the newest, with its step and path). */
   "CheckpointSaved",
+  /**
+   * Kueue admitted the gang (only for jobs with the kueue.x-k8s.io/queue-name label): False while the trainer
+   * workload waits in its queue (reason Queued) or after Kueue suspended it (reason Preempted: the trainers
+   * checkpointed and the job resumes from that checkpoint once readmitted).
+   */
+  "Admitted",
 ] as const;
 export type ConditionType = (typeof CONDITION_TYPES)[number];
 
@@ -24,6 +30,7 @@ export const STATES = [
   "Created",
   "Running",
   "Suspended",
+  "Queued",
   "Restarting",
   "Succeeded",
   "Failed",

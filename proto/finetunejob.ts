@@ -237,6 +237,10 @@ const Resources = T.Object(
   { additionalProperties: false },
 );
 
+/** What the operator creates for a job's ranks (spec.workloadKind). */
+export const WORKLOAD_KINDS = ["Job", "JobSet"] as const;
+export type WorkloadKind = (typeof WORKLOAD_KINDS)[number];
+
 export const FineTuneJobSpec = T.Object(
   {
     model: T.String({ minLength: 1, maxLength: 1024, description: "model directory (Hugging Face format)" }),
@@ -288,6 +292,12 @@ export const FineTuneJobSpec = T.Object(
     backoffLimit: T.Optional(T.Integer({ minimum: 0, maximum: 100 })),
     ttlSecondsAfterFinished: T.Optional(T.Integer({ minimum: 0 })),
     priorityClassName: T.Optional(T.String({ maxLength: 253 })),
+    workloadKind: T.Optional(
+      StringEnum(WORKLOAD_KINDS, {
+        description:
+          "what runs the ranks: an Indexed batch/v1 Job (default) or a JobSet (jobset.x-k8s.io/v1alpha2, JobSet installed); either way one gang, admitted all-or-nothing by Kueue when the job has the kueue.x-k8s.io/queue-name label",
+      }),
+    ),
   },
   { additionalProperties: false },
 );

@@ -98,6 +98,10 @@ export function specSchema(): Schema {
         "replicas, trainer, grader, graderEndpoints, storage and priorityClassName can only change while the job is suspended",
     },
     {
+      rule: sameOptional("workloadKind"),
+      message: "spec.workloadKind is immutable: create a new FineTuneJob to change it",
+    },
+    {
       rule: `${sameOptional("validationFile")} && has(self.governance) == has(oldSelf.governance)`,
       message: "spec.validationFile and spec.governance cannot be added or removed: create a new FineTuneJob",
     },

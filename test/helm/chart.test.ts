@@ -77,6 +77,13 @@ describe("helm template", () => {
       "networking.k8s.io/networkpolicies": ["create", "patch"],
     });
     assert.ok(!JSON.stringify(objects.filter((o) => /Role/.test(o.kind))).includes('"*"'), "no wildcards");
+    // JobSets only when asked for (spec.workloadKind JobSet).
+    const withJobSet = find((await template(["--set", "jobSet.enabled=true"])).objects, "ClusterRole")[0]!;
+    assert.deepEqual(withJobSet.rules.at(-1), {
+      apiGroups: ["jobset.x-k8s.io"],
+      resources: ["jobsets"],
+      verbs: ["get", "create", "patch", "delete"],
+    });
     const lease = find(objects, "Role", "rft-rft-operator-operator-leader")[0]!;
     assert.equal(lease.metadata.namespace, "rft-system");
     assert.deepEqual(lease.rules, [

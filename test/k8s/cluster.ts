@@ -122,7 +122,8 @@ export function waitFor<T>(
 /** Thrown inside a waitFor callback to stop waiting at once. */
 export class FatalError extends Error {}
 
-class Component {
+/** A host process the harness started (own process group, SIGKILL when the harness dies), stopped in order. */
+export class Component {
   exited = false;
   constructor(
     readonly name: string,
@@ -160,7 +161,7 @@ function installExitHook(): void {
   });
 }
 
-function tail(file: string, lines = 5): string {
+export function tail(file: string, lines = 5): string {
   try {
     return readFileSync(file, "utf8").trimEnd().split("\n").slice(-lines).join("\n");
   } catch {
@@ -168,7 +169,7 @@ function tail(file: string, lines = 5): string {
   }
 }
 
-function launch(name: string, bin: string, args: string[], logDir: string): Component {
+export function launch(name: string, bin: string, args: string[], logDir: string): Component {
   const logFile = join(logDir, `${name}.log`);
   const fd = openSync(logFile, "a");
   // Own process group (a Ctrl-C on `cluster:up` reaches only us, and we stop them in order), and

@@ -151,3 +151,17 @@ export function kubeconfigFor(server: string, caCert: string, client: { cert: st
     2,
   );
 }
+
+/**
+ * A serving certificate for 127.0.0.1 signed by the cluster's CA (in `pkiDir`, which holds ca.crt and ca.key):
+ * `<name>.crt` and `<name>.key` there, e.g. for webhook servers the apiserver calls on loopback.
+ */
+export function signServing(pkiDir: string, name: string): { cert: string; key: string } {
+  sign(
+    pkiDir,
+    name,
+    `/CN=${name}`,
+    "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
+  );
+  return { cert: join(pkiDir, `${name}.crt`), key: join(pkiDir, `${name}.key`) };
+}

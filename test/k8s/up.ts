@@ -2,10 +2,12 @@
  * `npm run cluster:up`: starts the harness cluster (etcd, kube-apiserver, kube-controller-manager and the
  * process kubelet), prints `export KUBECONFIG=…` and runs until Ctrl-C (or SIGTERM), then tears it all down.
  * Flags: --dir DIR (keep data and logs there), --no-kubelet, --host-port PORT (repeatable: a host loopback
- * port pods reach at 127.0.0.1:PORT), --image PATTERN=COMMAND (repeatable: e.g. 'myimg:*=python3 -m app').
+ * port pods reach at 127.0.0.1:PORT), --image PATTERN=COMMAND (repeatable: e.g. 'myimg:*=python3 -m app'),
+ * --gang (also start Kueue and JobSet: ./gang.ts).
  */
 import { parseArgs } from "node:util";
 import { startCluster } from "./cluster.js";
+import { startGang } from "./gang.js";
 import type { ImageEntry } from "./kubelet.js";
 
 const { values } = parseArgs({
@@ -14,6 +16,7 @@ const { values } = parseArgs({
     "no-kubelet": { type: "boolean", default: false },
     "host-port": { type: "string", multiple: true, default: [] },
     image: { type: "string", multiple: true, default: [] },
+    gang: { type: "boolean", default: false },
   },
 });
 
@@ -33,10 +36,12 @@ const cluster = await startCluster({
   dir: values.dir,
   kubelet: values["no-kubelet"] ? false : { images, hostPorts: (values["host-port"] ?? []).map(Number) },
 });
+const gang = values.gang ? await startGang(cluster) : undefined;
 process.stdout.write(
   `export KUBECONFIG=${cluster.kubeconfig}\n` +
     `# server ${cluster.server}; kubectl: ${cluster.binaries.kubectl}\n` +
     `# logs: ${cluster.dir}/logs (control plane), ${cluster.dir}/kubelet/pods/*/logs (containers)\n` +
+    (gang ? `# Kueue and JobSet: logs ${gang.logs.kueue}, ${gang.logs.jobset}\n` : "") +
     "# Ctrl-C stops the cluster.\n",
 );
 let stopping = false;
@@ -44,6 +49,7 @@ const stop = async () => {
   if (stopping) return;
   stopping = true;
   process.stderr.write("stopping the cluster…\n");
+  await gang?.close();
   await cluster.close();
   process.exit(0);
 };

@@ -6,12 +6,25 @@ import { parse } from "yaml";
 import { isTerminal, setCondition, stateOf } from "../../operator/conditions.js";
 import { CRD_FILE, crdYaml } from "../../operator/crd/crd.js";
 import { type Decision, decide, type Observed } from "../../operator/decide.js";
-import { desiredConfigMap, desiredTrainerJob, type FineTuneJobObject } from "../../operator/desired.js";
+import {
+  desiredConfigMap,
+  desiredTrainerJob,
+  desiredTrainerJobSet,
+  type FineTuneJobObject,
+  rankJobName,
+  workloadPlan,
+} from "../../operator/desired.js";
 import type { ProgressMessage } from "../../proto/finetunejob-status.js";
 
 const settings = { image: "rft:dev", natsUrl: "nats://127.0.0.1:4222" };
 
-function ftj(spec: Record<string, unknown> = {}, status?: FineTuneJobObject["status"]): FineTuneJobObject {
+const QUEUED = { "kueue.x-k8s.io/queue-name": "gpu" };
+
+function ftj(
+  spec: Record<string, unknown> = {},
+  status?: FineTuneJobObject["status"],
+  labels: Record<string, string> = {},
+): FineTuneJobObject {
   return {
     apiVersion: "rft.dev/v1alpha1",
     kind: "FineTuneJob",
@@ -20,7 +33,7 @@ function ftj(spec: Record<string, unknown> = {}, status?: FineTuneJobObject["sta
       namespace: "ml",
       uid: "0123456789abcdef",
       generation: 1,
-      labels: { "kueue.x-k8s.io/queue-name": "gpu" },
+      labels,
     },
     spec: {
       model: "base",
@@ -101,7 +114,7 @@ describe("CRD", () => {
 describe("desired children", () => {
   test("an Indexed Job with a native grader sidecar, rank from the completion index, owner and queue label", () => {
     const j = desiredTrainerJob(
-      ftj({ replicas: 1, storage: { modelClaim: "models", checkpointClaim: "ckpt" } }),
+      ftj({ replicas: 1, storage: { modelClaim: "models", checkpointClaim: "ckpt" } }, undefined, QUEUED),
       2,
       settings,
     );
@@ -353,5 +366,130 @@ describe("decide", () => {
       { type: "control", action: "cancel" },
       { type: "deleteTrainerJob", name: "sorter-a0" },
     ]);
+  });
+});
+
+describe("Kueue and JobSet", () => {
+  const paused: ProgressMessage = {
+    step: 3,
+    totalSteps: 8,
+    trainRewardMean: 0.2,
+    validRewardMean: 0.3,
+    checkpoints: [
+      { name: "step-000003-pause", step: 3, validRewardMean: null, path: "/var/rft/checkpoints/x/step-000003-pause" },
+    ],
+    status: "paused",
+    rank: 0,
+    attempt: 0,
+    time: "2026-01-01T00:00:30Z",
+  };
+  const rankJob = (name: string, suspend: boolean, status: Record<string, unknown> = {}) => ({
+    metadata: { name },
+    spec: { suspend },
+    status,
+  });
+
+  test("with Kueue the Job is created suspended and never written again: Kueue owns spec.suspend", () => {
+    const queued = ftj({ replicas: 2 }, undefined, QUEUED);
+    assert.equal(desiredTrainerJob(queued, 0, settings).spec.suspend, true);
+    assert.equal(workloadPlan(queued, undefined), "create");
+    // Admitted (Kueue unsuspended it) or preempted (Kueue suspended it): the operator leaves it alone.
+    assert.equal(workloadPlan(queued, rankJob("sorter-a0", false)), "none");
+    assert.equal(workloadPlan(queued, rankJob("sorter-a0", true)), "none");
+    // A suspended FineTuneJob's next attempt is not created at all (Kueue would admit and start it).
+    assert.equal(workloadPlan({ ...queued, spec: { ...queued.spec, suspend: true } }, undefined), "none");
+    // Without Kueue the operator owns suspend: applied when missing or different.
+    const plain = ftj({ replicas: 2 });
+    assert.equal(desiredTrainerJob(plain, 0, settings).spec.suspend, false);
+    assert.equal(workloadPlan(plain, undefined), "apply");
+    assert.equal(workloadPlan(plain, rankJob("sorter-a0", true)), "apply");
+    assert.equal(workloadPlan(plain, rankJob("sorter-a0", false)), "none");
+  });
+
+  test("a queued gang is Queued until Kueue admits it whole; preempted, it checkpoints and is readmitted from the checkpoint", () => {
+    let { job, d } = step(ftj({ replicas: 2, activeDeadlineSeconds: 100 }, undefined, QUEUED), { now: at(0) });
+    assert.equal(cond(d, "Admitted")?.reason, "Queued");
+    assert.equal(d.status.state, "Queued");
+    assert.equal(d.status.startTime, undefined, "no start while queued");
+    ({ job, d } = step(job, { now: at(1), trainerJob: rankJob("sorter-a0", true) }));
+    assert.equal(cond(d, "Admitted")?.status, "False");
+    assert.match(cond(d, "Admitted")!.message, /all 2 rank\(s\) at once \(LocalQueue gpu\)/);
+    ({ job, d } = step(job, { now: at(2), trainerJob: rankJob("sorter-a0", false, { active: 2, ready: 2 }) }));
+    assert.equal(cond(d, "Admitted")?.reason, "Admitted");
+    assert.equal(cond(d, "Running")?.status, "True");
+    assert.equal(d.status.startTime, "2026-01-01T00:00:02Z");
+    assert.ok(d.events.some((e) => e.reason === "Admitted"));
+    // Kueue suspends the running gang: Preempted (trainers checkpoint on SIGTERM).
+    ({ job, d } = step(job, { now: at(20), trainerJob: rankJob("sorter-a0", true, { active: 2, ready: 2 }) }));
+    assert.equal(cond(d, "Admitted")?.reason, "Preempted");
+    assert.equal(cond(d, "Running")?.reason, "Preempted");
+    assert.equal(d.status.state, "Queued");
+    assert.ok(d.events.some((e) => e.reason === "Preempted"));
+    // Time waiting in the queue does not count towards activeDeadlineSeconds.
+    const later = decide(job, { now: at(500), trainerJob: rankJob("sorter-a0", true) });
+    assert.notEqual(cond(later, "Failed")?.status, "True");
+    // Every rank checkpointed and exited 0: the next attempt waits for readmission; no retry budget spent.
+    ({ job, d } = step(job, {
+      now: at(30),
+      trainerJob: rankJob("sorter-a0", true, { conditions: [{ type: "Complete", status: "True" }] }),
+      progress: paused,
+    }));
+    assert.equal(d.status.attempt, 1);
+    assert.equal(d.status.restartCount ?? 0, 0);
+    assert.deepEqual(d.actions, [
+      { type: "deleteTrainerJob", name: "sorter-a0" },
+      { type: "ensureChildren", attempt: 1 },
+    ]);
+    assert.equal(cond(d, "Admitted")?.reason, "Preempted");
+    ({ job, d } = step(job, { now: at(40), trainerJob: rankJob("sorter-a1", true) }));
+    assert.equal(cond(d, "Admitted")?.reason, "Preempted");
+    ({ job, d } = step(job, { now: at(50), trainerJob: rankJob("sorter-a1", false, { active: 2, ready: 2 }) }));
+    assert.equal(cond(d, "Admitted")?.reason, "Readmitted");
+    assert.equal(cond(d, "Running")?.status, "True");
+    assert.equal(d.status.lastResumeTime, "2026-01-01T00:00:50Z");
+    assert.ok(d.events.some((e) => e.reason === "Readmitted"));
+    // Level-triggered: the next reconcile keeps it (no second Event, the reason stays).
+    ({ d } = step(job, { now: at(55), trainerJob: rankJob("sorter-a1", false, { active: 2, ready: 2 }) }));
+    assert.equal(cond(d, "Admitted")?.reason, "Readmitted");
+    assert.deepEqual(d.events, []);
+  });
+
+  test("suspending a queued job whose Job has no pods deletes that Job (Kueue would start it); running ones get the pause", () => {
+    const queued = ftj({ replicas: 2, suspend: true }, undefined, QUEUED);
+    let d = decide(queued, { now: at(1), trainerJob: rankJob("sorter-a0", true) });
+    assert.ok(d.actions.some((a) => a.type === "deleteTrainerJob" && a.name === "sorter-a0"));
+    assert.equal(d.status.state, "Suspended");
+    d = decide(queued, { now: at(1), trainerJob: rankJob("sorter-a0", false, { active: 2 }) });
+    assert.ok(!d.actions.some((a) => a.type === "deleteTrainerJob"), "admitted and running: the pause stops it");
+    assert.ok(d.actions.some((a) => a.type === "control" && a.action === "pause"));
+  });
+
+  test("JobSet mode: one replicated Indexed Job on the job's Service; decide reads that Job", () => {
+    const job = ftj({ replicas: 2, workloadKind: "JobSet" }, undefined, QUEUED);
+    const js = desiredTrainerJobSet(job, 0, settings);
+    assert.equal(js.apiVersion, "jobset.x-k8s.io/v1alpha2");
+    assert.equal(js.kind, "JobSet");
+    assert.equal(js.metadata.name, "sorter-a0");
+    assert.equal(js.metadata.labels["kueue.x-k8s.io/queue-name"], "gpu");
+    assert.equal(js.spec.suspend, true);
+    assert.deepEqual(js.spec.network, { enableDNSHostnames: true, subdomain: "sorter" });
+    const [rj] = js.spec.replicatedJobs;
+    assert.equal(rj.replicas, 1);
+    assert.equal(rj.template.spec.completions, 2);
+    assert.equal(rj.template.spec.completionMode, "Indexed");
+    // Kueue admits the JobSet; its Job and pods are not queued on their own.
+    assert.equal(rj.template.metadata.labels["kueue.x-k8s.io/queue-name"], undefined);
+    assert.equal(rj.template.metadata.labels["rft.dev/finetunejob"], "sorter");
+    const env = Object.fromEntries(
+      rj.template.spec.template.spec.containers[0].env.map((e: any) => [e.name, e.value ?? e.valueFrom]),
+    );
+    assert.equal(env.RFT_PEERS, "sorter-a0-trainer-0-0.sorter.ml.svc:29500,sorter-a0-trainer-0-1.sorter.ml.svc:29500");
+    assert.equal(rankJobName(job, 0), "sorter-a0-trainer-0");
+    const done = { conditions: [{ type: "Complete", status: "True" }] };
+    let d = decide(job, { now: at(5), trainerJob: rankJob("sorter-a0-trainer-0", false, done) });
+    assert.equal(cond(d, "Succeeded")?.status, "True");
+    assert.equal(d.status.trainerJob ?? "sorter-a0", "sorter-a0");
+    d = decide(job, { now: at(5), trainerJob: rankJob("sorter-a0", false, done) });
+    assert.notEqual(cond(d, "Succeeded")?.status, "True", "a Job of another name is not this attempt's");
   });
 });
