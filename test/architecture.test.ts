@@ -71,14 +71,12 @@ test("the trainer's folders import each other without cycles (trainer/rl never i
  * `file:name`; a function that gets split leaves the list (and one that grows past a limit fails the test).
  */
 const OVERSIZED: Record<string, string> = {
-  // Another helper's (issue 16): the operator's desired state and the OpenAI API.
-  "operator/desired.ts:desiredTrainerJob": "one manifest literal of the trainer Job; split by the operator's owner",
-  "api/server.ts:startApiServer": "api/ is being reworked separately",
-  "api/server.ts:route": "api/ is being reworked separately",
-  "api/evals.ts:execute": "api/ is being reworked separately",
-  "api/evals.ts:route": "api/ is being reworked separately",
-  "api/jobs.ts:create": "api/ is being reworked separately",
-  "api/convert.ts:toFineTuneJob": "api/ is being reworked separately",
+  // The OpenAI API (issue 18), not split yet.
+  "api/server.ts:startApiServer": "not split yet",
+  "api/server.ts:route": "not split yet",
+  "api/evals.ts:execute": "not split yet",
+  "api/evals.ts:route": "not split yet",
+  "api/convert.ts:toFineTuneJob": "not split yet",
   // Declarative wiring: a commander chain of subcommands and options (complexity 1-11), or a server's handlers.
   "cli/commands/audit.ts:register": "declarative commander chain",
   "cli/commands/run.ts:register": "declarative commander chain",
@@ -108,7 +106,10 @@ test(`no production function over ${MAX_LINES} lines or complexity ${MAX_COMPLEX
   const sizes = functionSizes();
   assert.ok(sizes.length > 1000, `${sizes.length} functions read`);
   // The measure is real: a known long function is measured as such.
-  assert.ok(sizes.some((s) => s.file === "operator/desired.ts" && s.name === "desiredTrainerJob" && s.lines > 80));
-  const over = oversized(sizes).filter((s) => !(`${s.file}:${s.name}` in OVERSIZED));
+  assert.ok(sizes.some((s) => s.file === "trainer/sampling/generate.ts" && s.name === "generate" && s.lines > 80));
+  const big = oversized(sizes);
+  const over = big.filter((s) => !(`${s.file}:${s.name}` in OVERSIZED));
   assert.deepEqual(over.map(describeSize), [], "split these (or, with a reason, list them in OVERSIZED)");
+  const stale = Object.keys(OVERSIZED).filter((k) => !big.some((s) => `${s.file}:${s.name}` === k));
+  assert.deepEqual(stale, [], "these are within the limits now: take them off OVERSIZED");
 });
