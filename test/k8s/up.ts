@@ -2,7 +2,8 @@
  * `npm run cluster:up`: starts the harness cluster (etcd, kube-apiserver, kube-controller-manager and the
  * process kubelet), prints `export KUBECONFIG=…` and runs until Ctrl-C (or SIGTERM), then tears it all down.
  * Flags: --dir DIR (keep data and logs there), --no-kubelet, --host-port PORT (repeatable: a host loopback
- * port pods reach at 127.0.0.1:PORT), --image PATTERN=COMMAND (repeatable: e.g. 'myimg:*=python3 -m app').
+ * port pods reach at 127.0.0.1:PORT), --image PATTERN=COMMAND (repeatable: e.g. 'myimg:*=python3 -m app'),
+ * --real-node (a real kubelet + containerd + kube-scheduler instead of the process kubelet: ./real-node.ts).
  */
 import { parseArgs } from "node:util";
 import { startCluster } from "./cluster.js";
@@ -14,6 +15,7 @@ const { values } = parseArgs({
     "no-kubelet": { type: "boolean", default: false },
     "host-port": { type: "string", multiple: true, default: [] },
     image: { type: "string", multiple: true, default: [] },
+    "real-node": { type: "boolean", default: false },
   },
 });
 
@@ -32,11 +34,13 @@ for (const spec of values.image ?? []) {
 const cluster = await startCluster({
   dir: values.dir,
   kubelet: values["no-kubelet"] ? false : { images, hostPorts: (values["host-port"] ?? []).map(Number) },
+  realNode: values["real-node"],
 });
 process.stdout.write(
   `export KUBECONFIG=${cluster.kubeconfig}\n` +
     `# server ${cluster.server}; kubectl: ${cluster.binaries.kubectl}\n` +
     `# logs: ${cluster.dir}/logs (control plane), ${cluster.dir}/kubelet/pods/*/logs (containers)\n` +
+    (cluster.realNode ? `# real node ${cluster.realNode.nodeName}, image ${cluster.realNode.image}\n` : "") +
     "# Ctrl-C stops the cluster.\n",
 );
 let stopping = false;
