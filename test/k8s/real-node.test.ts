@@ -8,6 +8,7 @@ import { existsSync, readFileSync, statSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
 import type { KObject } from "./api.js";
 import { type Cluster, startCluster, waitFor } from "./cluster.js";
+import { answer, parseQuery, records } from "./cluster-dns.js";
 import { jumpsTo, mountsUnder, snapshotHost, sysctlsToRestore } from "./host-state.js";
 import { criLogText, IMAGE_UID } from "./real-node.js";
 
@@ -46,6 +47,45 @@ describe("host-state and log parsing (pure)", () => {
       "/n/containerd/x/rootfs",
       "/run/netns/cni-1",
     ]);
+  });
+  test("the DNS stand-in answers pod hostnames under headless Services, NXDOMAIN otherwise", () => {
+    const pods = [
+      {
+        metadata: { namespace: "ns", name: "j-0-x" },
+        spec: { hostname: "j-0", subdomain: "svc" },
+        status: { podIP: "10.244.0.7" },
+      },
+      {
+        metadata: { namespace: "ns", name: "k" },
+        spec: { hostname: "k", subdomain: "nosvc" },
+        status: { podIP: "10.244.0.8" },
+      },
+    ];
+    const svcs = [
+      { metadata: { namespace: "ns", name: "svc" }, spec: { clusterIP: "None" } },
+      { metadata: { namespace: "ns", name: "nosvc" }, spec: { clusterIP: "198.18.128.9" } },
+    ];
+    const table = records(pods, svcs);
+    assert.deepEqual(table.get("j-0.svc.ns.svc.cluster.local"), ["10.244.0.7"]);
+    assert.deepEqual(table.get("nosvc.ns.svc.cluster.local"), ["198.18.128.9"]);
+    assert.equal(table.get("k.nosvc.ns.svc.cluster.local"), undefined, "not a headless Service: no pod record");
+    // A query for j-0.svc.ns.svc.cluster.local, type A, with RD set.
+    const name = "j-0.svc.ns.svc.cluster.local"
+      .split(".")
+      .map((l) => Buffer.concat([Buffer.from([l.length]), Buffer.from(l)]));
+    const query = Buffer.concat([
+      Buffer.from([0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]),
+      ...name,
+      Buffer.from([0, 0, 1, 0, 1]),
+    ]);
+    const q = parseQuery(query)!;
+    assert.equal(q.name, "j-0.svc.ns.svc.cluster.local");
+    const a = answer(q, table.get(q.name));
+    assert.equal(a.readUInt16BE(0), 0x1234);
+    assert.equal(a.readUInt16BE(2) & 0x000f, 0, "NOERROR");
+    assert.equal(a.readUInt16BE(6), 1, "one answer");
+    assert.deepEqual([...a.subarray(a.length - 4)], [10, 244, 0, 7]);
+    assert.equal(answer(q, undefined).readUInt16BE(2) & 0x000f, 3, "NXDOMAIN");
   });
   test("CRI log lines become the container's output (partial lines joined)", () => {
     const log =

@@ -1,7 +1,7 @@
 /**
  * A real node for the harness's control plane: the real kubelet with containerd + runc (Debian's) as its CRI,
  * the CNI bridge plugin, the real kube-scheduler, and the project's own image built from deploy/Dockerfile
- * (scripts/setup.d/50-real-node.sh builds and caches all of it). Pods run as containers: their own root
+ * (scripts/setup.d/55-real-node.sh builds and caches all of it). Pods run as containers: their own root
  * filesystem, uid 65532 as the image says, cgroup limits, a network namespace on a bridge.
  *
  *   const cluster = await startCluster({ realNode: true });
@@ -87,9 +87,9 @@ export interface RealNode {
   close(): Promise<void>;
 }
 
-/** Runs scripts/setup.d/50-real-node.sh (builds only what its cache lacks) and reads the paths it prints. */
+/** Runs scripts/setup.d/55-real-node.sh (builds only what its cache lacks) and reads the paths it prints. */
 export function ensureRealNodeArtifacts(): RealNodeArtifacts {
-  const script = join(REPO_ROOT, "scripts/setup.d/50-real-node.sh");
+  const script = join(REPO_ROOT, "scripts/setup.d/55-real-node.sh");
   let out: string;
   try {
     out = execFileSync("bash", [script], {
@@ -99,7 +99,7 @@ export function ensureRealNodeArtifacts(): RealNodeArtifacts {
       maxBuffer: 16 << 20,
     });
   } catch (e) {
-    throw new Error(`scripts/setup.d/50-real-node.sh failed (its output is above): ${(e as Error).message}`, {
+    throw new Error(`scripts/setup.d/55-real-node.sh failed (its output is above): ${(e as Error).message}`, {
       cause: e,
     });
   }

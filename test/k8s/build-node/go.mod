@@ -1,7 +1,7 @@
 // Builds the real node's Kubernetes parts for test/k8s's real-node mode: kubelet and kube-scheduler, from the
 // same k8s.io/kubernetes version and staging replaces as ../build (the control plane), so that every shared
 // dependency has the same version and the Go build cache that scripts/setup.d/40-k8s.sh filled is reused.
-// scripts/setup.d/50-real-node.sh drives it. Bumping Kubernetes: copy ../build/go.mod here, keep this header,
+// scripts/setup.d/55-real-node.sh drives it. Bumping Kubernetes: copy ../build/go.mod here, keep this header,
 // the module name and this tool block, then `go mod tidy` in this folder.
 module rft.dev/k8s-harness-node-build
 
