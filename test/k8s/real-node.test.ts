@@ -147,7 +147,11 @@ describe("a real node", () => {
     assert.match(cluster.realNode!.readLog(NS, "cli", "main"), /^Usage: rft/m);
     const events = await cluster.getJson("events", "-n", NS, "--field-selector", "involvedObject.name=cli");
     assert.ok(
-      events.items.some((e: KObject) => e.reason === "Scheduled" && e.source?.component === "default-scheduler"),
+      events.items.some(
+        (e: KObject) =>
+          e.reason === "Scheduled" && (e.reportingComponent ?? e.source?.component) === "default-scheduler",
+      ),
+      JSON.stringify(events.items.map((e: KObject) => [e.reason, e.reportingComponent, e.source])),
     );
   });
 
