@@ -172,6 +172,23 @@ export function killPodProcesses(): void {
     }
 }
 
+/** containerd's shims outlive a killed containerd: those serving the node's socket (under `roots`) go. */
+export function killShims(roots: string[]): void {
+  for (const pid of readdirSync("/proc").filter((d) => /^\d+$/.test(d))) {
+    let args: string[];
+    try {
+      args = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+    } catch {
+      continue;
+    }
+    const address = args[args.indexOf("-address") + 1] ?? "";
+    if (!args[0]?.includes("containerd-shim") || !roots.some((r) => address.startsWith(`${r}/`))) continue;
+    try {
+      process.kill(Number(pid), "SIGKILL");
+    } catch {}
+  }
+}
+
 function removeIptables(before: HostSnapshot, footprint: NodeFootprint): void {
   for (const rule of footprint.forwardRules)
     while (ok("iptables", ["-w", "-C", "FORWARD", ...rule]))
@@ -204,6 +221,7 @@ function ok(cmd: string, args: string[]): boolean {
 export function restoreHost(before: HostSnapshot, footprint: NodeFootprint): string[] {
   const done: string[] = [];
   killPodProcesses();
+  killShims(footprint.mountRoots);
   for (const m of mountsUnder(readFileSync("/proc/self/mounts", "utf8"), [...footprint.mountRoots, ...HOST_PATHS]))
     if (ok("umount", [m]) || ok("umount", ["-l", m])) done.push(`umount ${m}`);
   for (const ns of sh("ip", ["netns", "list"]).split("\n")) {

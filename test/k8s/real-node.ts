@@ -479,6 +479,7 @@ export async function startRealNode(cp: ControlPlane, options: Partial<RealNodeO
     const done = restoreHost(before, footprint);
     rmSync(SAVED, { force: true });
     rmSync(LOCK, { force: true });
+    rmSync(STATE_DIR, { recursive: true, force: true });
     return done;
   };
   const onExit = () => {
