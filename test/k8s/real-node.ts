@@ -120,9 +120,10 @@ function alive(pid: number): boolean {
 
 /** Takes the machine's real-node lock; a lock left by a dead process is taken over after putting the host back. */
 async function takeLock(timeoutMs: number): Promise<void> {
-  mkdirSync(STATE_DIR, { recursive: true });
   const deadline = Date.now() + timeoutMs;
   for (;;) {
+    // (Made each time: the holder removes the folder with its lock.)
+    mkdirSync(STATE_DIR, { recursive: true });
     try {
       const fd = openSync(LOCK, "wx");
       writeFileSync(fd, String(process.pid));
@@ -131,7 +132,12 @@ async function takeLock(timeoutMs: number): Promise<void> {
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
     }
-    const holder = Number(readFileSync(LOCK, "utf8").trim());
+    let holder: number;
+    try {
+      holder = Number(readFileSync(LOCK, "utf8").trim());
+    } catch {
+      continue;
+    }
     if (!holder || !alive(holder)) {
       recoverKilledRun();
       rmSync(LOCK, { force: true });
