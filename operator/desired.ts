@@ -18,6 +18,7 @@ import {
   GRADER_GRPC_PORT,
   GRADER_HTTP_PORT,
   GRADER_MONITOR_PORT,
+  IMAGE_GID,
   LABEL_ATTEMPT,
   names,
   PRIORITY_LABEL,
@@ -423,6 +424,9 @@ function rankJobSpec(job: FineTuneJobObject, attempt: number, s: OperatorSetting
         subdomain: names.service(job.metadata.name),
         automountServiceAccountToken: false,
         enableServiceLinks: false,
+        // The images run as a non-root user: without fsGroup the Secret volume's files (root, 0400) are not
+        // readable by it (a real kubelet; the chart's own pods set the same).
+        securityContext: { fsGroup: IMAGE_GID },
         terminationGracePeriodSeconds: 120,
         ...(spec.priorityClassName ? { priorityClassName: spec.priorityClassName } : {}),
         ...(spec.trainer?.nodeSelector ? { nodeSelector: spec.trainer.nodeSelector } : {}),

@@ -30,6 +30,11 @@ export const CONFIG_FILE = "job.json";
 export const SIGNING_MOUNT = "/var/run/rft/signing";
 export const DATA_MOUNT = "/var/rft/data";
 export const CHECKPOINT_MOUNT = "/var/rft/checkpoints";
+/**
+ * The group the rft images run as (deploy/Dockerfile*: USER 65532:65532). The trainer pod's fsGroup: the kubelet
+ * then gives the Secret's files (the signing key, mode 0400) to that group, readable by the non-root trainer.
+ */
+export const IMAGE_GID = 65532;
 
 /**
  * Trainer exit codes: 0 finished or paused (the progress message says which); EXIT_PERMANENT a configuration

@@ -20,6 +20,7 @@ import { Api, type KObject } from "./api.js";
 import { type Binaries, ensureBinaries } from "./binaries.js";
 import { type Kubelet, type KubeletOptions, startKubelet } from "./kubelet.js";
 import { createPki, kubeconfigFor, type Pki } from "./pki.js";
+import { type RealNode, type RealNodeOptions, startRealNode } from "./real-node.js";
 
 const log = createLogger("k8s-harness");
 
@@ -28,6 +29,11 @@ export interface ClusterOptions {
   dir?: string;
   /** Options for the process kubelet, or false to run none. */
   kubelet?: Partial<KubeletOptions> | false;
+  /**
+   * Run a real node (./real-node.ts: kubelet + containerd + kube-scheduler, the project's image) instead of the
+   * process kubelet; adds the node-lifecycle and PV-binder controllers it needs.
+   */
+  realNode?: Partial<RealNodeOptions> | boolean;
   /** kube-controller-manager --controllers (the default list suits Jobs). */
   controllers?: string[];
   /** Extra kube-apiserver flags, e.g. ["--feature-gates=Foo=true"]. */
@@ -49,8 +55,10 @@ export interface Cluster {
   binaries: Binaries;
   /** The harness's own REST client with admin credentials. */
   api: Api;
-  /** The process kubelet, unless started with `kubelet: false`. */
+  /** The process kubelet, unless started with `kubelet: false` or `realNode`. */
   kubelet?: Kubelet;
+  /** The real node, when started with `realNode`. */
+  realNode?: RealNode;
   /** Runs kubectl against the cluster; resolves stdout, rejects with stderr on a non-zero exit. */
   kubectl(...args: string[]): Promise<string>;
   /** kubectl with `input` on stdin, e.g. kubectlInput(yaml, "apply", "-f", "-"). */
@@ -204,10 +212,19 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
   mkdirSync(pkiDir, { recursive: true });
   const components: Component[] = [];
   let kubelet: Kubelet | undefined;
+  let realNode: RealNode | undefined;
   let api: Api | undefined;
+  const wantRealNode = options.realNode !== undefined && options.realNode !== false;
+  const controllers = [
+    ...(options.controllers ?? DEFAULT_CONTROLLERS),
+    // A real kubelet's node is tainted not-ready at registration until this controller sees it Ready; claims
+    // are bound to the node's hostPath volumes by the PV binder.
+    ...(wantRealNode ? ["node-lifecycle-controller", "persistentvolume-binder-controller"] : []),
+  ];
 
   const close = async () => {
     await kubelet?.close();
+    await realNode?.close();
     api?.close();
     for (const c of [...components].reverse()) await c.stop();
     if (!keep) rmSync(dir, { recursive: true, force: true });
@@ -324,7 +341,7 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
           "--use-service-account-credentials=true",
           `--service-account-private-key-file=${pki.saKey}`,
           `--root-ca-file=${pki.caCert}`,
-          `--controllers=${(options.controllers ?? DEFAULT_CONTROLLERS).join(",")}`,
+          `--controllers=${controllers.join(",")}`,
           "--cluster-name=rft-harness",
           "--profiling=false",
           "--v=1",
@@ -359,7 +376,10 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
       250,
     );
 
-    if (options.kubelet !== false) {
+    if (wantRealNode) {
+      const o = typeof options.realNode === "object" ? options.realNode : {};
+      realNode = await startRealNode({ dir, server, pki, api: readyApi }, o);
+    } else if (options.kubelet !== false) {
       kubelet = await startKubelet(readyApi, {
         dir: join(dir, "kubelet"),
         caCert: pki.caCert,
@@ -380,6 +400,7 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
       binaries: bins,
       api: readyApi,
       kubelet,
+      realNode,
       kubectl,
       kubectlInput,
       apply,

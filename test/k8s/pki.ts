@@ -33,7 +33,7 @@ function writeKey(path: string): void {
   writeFileSync(path, privateKey.export({ type: "pkcs8", format: "pem" }), { mode: 0o600 });
 }
 
-function sign(dir: string, name: string, subject: string, ext: string): void {
+export function signCertificate(dir: string, name: string, subject: string, ext: string): void {
   writeKey(join(dir, `${name}.key`));
   openssl(["req", "-new", "-key", `${name}.key`, "-subj", subject, "-out", `${name}.csr`], dir);
   writeFileSync(join(dir, `${name}.ext`), ext);
@@ -93,13 +93,13 @@ export function createPki(dir: string, clients: Record<string, string>): Pki {
     "DNS:kubernetes.default.svc",
     "DNS:kubernetes.default.svc.cluster.local",
   ].join(",");
-  sign(
+  signCertificate(
     dir,
     "apiserver",
     "/CN=kube-apiserver",
     `basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=${sans}\n`,
   );
-  sign(
+  signCertificate(
     dir,
     "kubelet-serving",
     "/O=system:nodes/CN=system:node:rft-harness",
@@ -107,7 +107,7 @@ export function createPki(dir: string, clients: Record<string, string>): Pki {
   );
   const out: Pki["clients"] = {};
   for (const [name, subject] of Object.entries(clients)) {
-    sign(
+    signCertificate(
       dir,
       `client-${name}`,
       subject,
@@ -157,7 +157,7 @@ export function kubeconfigFor(server: string, caCert: string, client: { cert: st
  * `<name>.crt` and `<name>.key` there, e.g. for webhook servers the apiserver calls on loopback.
  */
 export function signServing(pkiDir: string, name: string): { cert: string; key: string } {
-  sign(
+  signCertificate(
     pkiDir,
     name,
     `/CN=${name}`,

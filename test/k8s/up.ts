@@ -3,7 +3,8 @@
  * process kubelet), prints `export KUBECONFIG=…` and runs until Ctrl-C (or SIGTERM), then tears it all down.
  * Flags: --dir DIR (keep data and logs there), --no-kubelet, --host-port PORT (repeatable: a host loopback
  * port pods reach at 127.0.0.1:PORT), --image PATTERN=COMMAND (repeatable: e.g. 'myimg:*=python3 -m app'),
- * --gang (also start Kueue and JobSet: ./gang.ts).
+ * --gang (also start Kueue and JobSet: ./gang.ts),
+ * --real-node (a real kubelet + containerd + kube-scheduler instead of the process kubelet: ./real-node.ts).
  */
 import { parseArgs } from "node:util";
 import { startCluster } from "./cluster.js";
@@ -17,6 +18,7 @@ const { values } = parseArgs({
     "host-port": { type: "string", multiple: true, default: [] },
     image: { type: "string", multiple: true, default: [] },
     gang: { type: "boolean", default: false },
+    "real-node": { type: "boolean", default: false },
   },
 });
 
@@ -35,6 +37,7 @@ for (const spec of values.image ?? []) {
 const cluster = await startCluster({
   dir: values.dir,
   kubelet: values["no-kubelet"] ? false : { images, hostPorts: (values["host-port"] ?? []).map(Number) },
+  realNode: values["real-node"],
 });
 const gang = values.gang ? await startGang(cluster) : undefined;
 process.stdout.write(
@@ -42,6 +45,7 @@ process.stdout.write(
     `# server ${cluster.server}; kubectl: ${cluster.binaries.kubectl}\n` +
     `# logs: ${cluster.dir}/logs (control plane), ${cluster.dir}/kubelet/pods/*/logs (containers)\n` +
     (gang ? `# Kueue and JobSet: logs ${gang.logs.kueue}, ${gang.logs.jobset}\n` : "") +
+    (cluster.realNode ? `# real node ${cluster.realNode.nodeName}, image ${cluster.realNode.image}\n` : "") +
     "# Ctrl-C stops the cluster.\n",
 );
 let stopping = false;

@@ -34,24 +34,27 @@ export class NatsServer {
     readonly auth?: string,
     /** PEM files of the server's certificate and key: clients must speak TLS. */
     readonly tls?: { certFile: string; keyFile: string },
+    /** The address it listens on (loopback unless told, e.g. the real node's IP for pods). */
+    readonly host = "127.0.0.1",
   ) {}
 
   get url(): string {
-    return `nats://127.0.0.1:${this.port}`;
+    return `nats://${this.host}:${this.port}`;
   }
 
   /** Starts one on a free port, or on `port` (a test that first needs NATS to be down there). */
   static async start(
     port?: number,
-    opts: { auth?: string; tls?: { certFile: string; keyFile: string } } = {},
+    opts: { auth?: string; tls?: { certFile: string; keyFile: string }; host?: string } = {},
   ): Promise<NatsServer> {
-    const s = new NatsServer(port ?? (await freePort()), mkdtempSync(join(tmpdir(), "rft-nats-")), opts.auth, opts.tls);
+    const dir = mkdtempSync(join(tmpdir(), "rft-nats-"));
+    const s = new NatsServer(port ?? (await freePort()), dir, opts.auth, opts.tls, opts.host);
     await s.startProcess();
     return s;
   }
 
   async startProcess(): Promise<void> {
-    const args = ["-js", "-sd", this.storeDir, "-a", "127.0.0.1", "-p", String(this.port)];
+    const args = ["-js", "-sd", this.storeDir, "-a", this.host, "-p", String(this.port)];
     if (this.auth !== undefined || this.tls) {
       // As the chart does it: nats.conf includes the auth.conf beside it, and names the certificate files.
       const conf: string[] = [];

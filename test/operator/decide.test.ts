@@ -127,6 +127,8 @@ describe("desired children", () => {
     assert.equal(j.metadata.labels["kueue.x-k8s.io/queue-name"], "gpu");
     const pod = j.spec.template.spec;
     assert.equal(pod.automountServiceAccountToken, false);
+    // The non-root image reads its Secret's files (the signing key, 0400) through the pod's fsGroup.
+    assert.equal(pod.securityContext.fsGroup, 65532);
     const [grader] = pod.initContainers;
     assert.equal(grader.restartPolicy, "Always");
     // gRPC and the grading API on the pod's loopback; the probe on the monitoring port (the kubelet probes the

@@ -1,7 +1,9 @@
 /**
- * The operator against the real harness (kube-apiserver + etcd + kube-controller-manager + process kubelet)
- * and a real nats-server: CRD validation by the API server, a FineTuneJob of the sort-digits example
- * reaching Succeeded with rewards and checkpoints in status, printer columns, and garbage collection.
+ * The operator against the real harness (kube-apiserver + etcd + kube-controller-manager) with a real node
+ * (kubelet + containerd + kube-scheduler: the trainer and grader run as containers of the project's image built
+ * from deploy/Dockerfile) and a real nats-server: CRD validation by the API server, a FineTuneJob of the
+ * sort-digits example reaching Succeeded with rewards and checkpoints in status, printer columns, and garbage
+ * collection. RFT_TEST_NODE=process runs the same tests on the process kubelet instead (no image build).
  */
 import assert from "node:assert/strict";
 import { copyFileSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -16,6 +18,7 @@ import { type Cluster, startCluster, waitFor } from "../k8s/cluster.js";
 import { NatsServer } from "../ledger/nats-server.js";
 
 const NS = "rft-e2e";
+const REAL = process.env.RFT_TEST_NODE !== "process";
 let cluster: Cluster;
 let nats: NatsServer;
 let op: Operator;
@@ -45,9 +48,26 @@ function exampleJob(name: string, spec: Record<string, unknown> = {}, hyper: Rec
 
 const cond = (o: KObject, type: string) => (o.status?.conditions ?? []).find((c: KObject) => c.type === type);
 
+/** The host folder of a claim's volume, on either node. */
+const claimDir = (claim: string) =>
+  cluster.realNode ? cluster.realNode.pvcPath(NS, claim) : join(cluster.dir, "kubelet", "pvc", NS, claim);
+const trainerLog = (pod: string) =>
+  (cluster.realNode ? cluster.realNode.readLog(NS, pod, "trainer") : cluster.kubelet?.readLog(NS, pod, "trainer")) ??
+  "";
+const trainerPid = (pod: string) =>
+  cluster.realNode
+    ? cluster.realNode.containerPid(NS, pod, "trainer")
+    : cluster.kubelet?.containerPid(NS, pod, "trainer");
+
 before(async () => {
-  nats = await NatsServer.start();
-  cluster = await startCluster({ kubelet: { hostPorts: [nats.port] } });
+  if (REAL) {
+    // Pods reach NATS at the node's address (they have their own loopback).
+    cluster = await startCluster({ realNode: true });
+    nats = await NatsServer.start(undefined, { host: cluster.realNode!.nodeIp });
+  } else {
+    nats = await NatsServer.start();
+    cluster = await startCluster({ kubelet: { hostPorts: [nats.port] } });
+  }
   await cluster.kubectl("apply", "--server-side", "-f", "crds/finetunejobs.rft.dev.yaml");
   await waitFor("CRD established", async () => {
     const crd = await cluster.getJson("crd", "finetunejobs.rft.dev");
@@ -62,7 +82,7 @@ before(async () => {
   });
   await cluster.apply([pvc("data"), pvc("ckpt")]);
   // The data volume: a tiny model and a few rows of the example.
-  const dataDir = join(cluster.dir, "kubelet", "pvc", NS, "data");
+  const dataDir = claimDir("data");
   mkdirSync(dataDir, { recursive: true });
   await tinyModel(join(dataDir, "base"));
   const rows = readFileSync(join(EXAMPLE, "train.jsonl"), "utf8").trim().split("\n");
@@ -79,7 +99,9 @@ before(async () => {
 function startOperator(): Operator {
   return new Operator({
     kubeconfig: cluster.kubeconfig,
-    settings: { image: "rft:dev", natsUrl: nats.url },
+    settings: cluster.realNode
+      ? { image: cluster.realNode.image, imagePullPolicy: "Never", natsUrl: nats.url }
+      : { image: "rft:dev", natsUrl: nats.url },
     port: 0,
     leaseDurationMs: 4_000,
     renewDeadlineMs: 3_000,
@@ -178,6 +200,15 @@ describe("operator on the harness", () => {
     );
     const s = done.status;
     assert.equal(s.state, "Succeeded");
+    if (cluster.realNode) {
+      // The trainer ran as a container of the project's image on the real node, scheduled by kube-scheduler.
+      const pods = await cluster.getJson("pods", "-n", NS, "-l", `batch.kubernetes.io/job-name=${name}-a0`);
+      const p = pods.items[0];
+      assert.equal(p.spec.nodeName, cluster.realNode.nodeName);
+      const trainer = p.status.containerStatuses.find((c: KObject) => c.name === "trainer");
+      assert.equal(trainer.image.replace(/^docker\.io\//, ""), cluster.realNode.image);
+      assert.equal(trainer.state.terminated.exitCode, 0);
+    }
     assert.equal(s.trainerStatus.step, s.trainerStatus.totalSteps);
     assert.equal(s.trainerStatus.progress, 100);
     assert.equal(typeof s.trainerStatus.validRewardMean, "number");
@@ -185,7 +216,7 @@ describe("operator on the harness", () => {
     assert.match(cond(done, "CheckpointSaved")?.message ?? "", /^step \d+: \/var\/rft\/checkpoints\//);
     assert.match(s.fineTunedModel, /\/model$/);
     // The trainer signed the ledger with the key whose public half is in status.ledger.publicKey.
-    const ckptRoot = join(cluster.dir, "kubelet", "pvc", NS, "ckpt");
+    const ckptRoot = claimDir("ckpt");
     const jobDir = readdirSync(ckptRoot).find((d) => d.startsWith(`${name}-`))!;
     const started = JSON.parse(readFileSync(join(ckptRoot, jobDir, "ledger", "events.jsonl"), "utf8").split("\n")[0]!);
     assert.equal(started.type, "job.started");
@@ -246,7 +277,7 @@ describe("operator on the harness", () => {
     assert.equal(job.spec.suspend, true);
     await waitFor("pods gone", async () => (await trainerPod(name, attempt)) === undefined, 60_000, 500);
     const pausedAt = (await getFtj(name)).status.trainerStatus.step;
-    const ckptRoot = join(cluster.dir, "kubelet", "pvc", NS, "ckpt");
+    const ckptRoot = claimDir("ckpt");
     const dirs = readdirSync(ckptRoot).filter((d) => d.startsWith(`${name}-`));
     assert.equal(dirs.length, 1);
     // A checkpoint at the step where it paused (named step-N-pause, or step-N when that was an eval step).
@@ -254,7 +285,7 @@ describe("operator on the harness", () => {
     const ckpts = readdirSync(join(ckptRoot, dirs[0]!, "checkpoints"));
     assert.ok(
       ckpts.some((d) => d === atPause || d === `${atPause}-pause`),
-      `the trainer checkpointed at step ${pausedAt}: ${ckpts.join(",")}; log: ${cluster.kubelet?.readLog(NS, (await cluster.getJson("pods", "-n", NS, "-l", `batch.kubernetes.io/job-name=${name}-a0`)).items[0]?.metadata.name ?? "", "trainer").slice(-1500)}`,
+      `the trainer checkpointed at step ${pausedAt}: ${ckpts.join(",")}; log: ${trainerLog((await cluster.getJson("pods", "-n", NS, "-l", `batch.kubernetes.io/job-name=${name}-a0`)).items[0]?.metadata.name ?? "").slice(-1500)}`,
     );
 
     await cluster.kubectl("patch", "ftj", "-n", NS, name, "--type=merge", "-p", '{"spec":{"suspend":false}}');
@@ -267,7 +298,7 @@ describe("operator on the harness", () => {
     // Kill the trainer process: the rank fails, the gang restarts as attempt 1 from the last checkpoint.
     const before = (await getFtj(name)).status.attempt ?? 0;
     const pod = await waitFor("a running trainer pod", () => trainerPod(name, before), 60_000, 300);
-    const pid = await waitFor("trainer pid", () => cluster.kubelet?.containerPid(NS, pod.metadata.name, "trainer"));
+    const pid = await waitFor("trainer pid", () => trainerPid(pod.metadata.name));
     process.kill(pid, "SIGKILL");
     const restarted = await waitStatus("gang restart", name, (o) => o.status?.restartCount === 1, 90_000);
     assert.equal(restarted.status.trainerJob, `${name}-a${before + 1}`);
@@ -301,7 +332,7 @@ describe("operator on the harness", () => {
       }),
     );
     const pod = await waitFor("a running trainer pod", () => trainerPod(name, 0), 120_000, 300);
-    const pid = await waitFor("trainer pid", () => cluster.kubelet?.containerPid(NS, pod.metadata.name, "trainer"));
+    const pid = await waitFor("trainer pid", () => trainerPid(pod.metadata.name));
     process.kill(pid, "SIGKILL");
     const failed = await waitStatus("Failed", name, (o) => cond(o, "Failed")?.status === "True", 90_000);
     assert.equal(cond(failed, "Failed").reason, "BackoffLimitExceeded");
@@ -402,7 +433,7 @@ describe("operator on the harness", () => {
       "no further attempt",
     );
     const pods = await cluster.getJson("pods", "-n", NS, "-l", `batch.kubernetes.io/job-name=${name}-a0`);
-    const log = cluster.kubelet?.readLog(NS, pods.items[0]?.metadata.name ?? "", "trainer") ?? "";
+    const log = trainerLog(pods.items[0]?.metadata.name ?? "");
     assert.match(log, /RFT_MIN_STEP_MS must be a number of milliseconds/);
     await cluster.kubectl("delete", "ftj", "-n", NS, name);
   });
