@@ -214,7 +214,11 @@ export class EvalStore {
     }
   }
 
-  async create(body: Obj, project = DEFAULT_PROJECT): Promise<EvalObject> {
+  /**
+   * `compileCriteria: false` is the fine-tuning job's own eval: its grader passed the job's checks, and the
+   * job's acceptance must not depend on deeper ones (a python grader that fails on import fails the job later).
+   */
+  async create(body: Obj, project = DEFAULT_PROJECT, compileCriteria = true): Promise<EvalObject> {
     const config = evalDataSourceConfig(body.data_source_config);
     if (!Array.isArray(body.testing_criteria) || body.testing_criteria.length === 0)
       throw new ApiError(
@@ -223,7 +227,7 @@ export class EvalStore {
         "testing_criteria",
         "invalid_value",
       );
-    for (const [i, c] of body.testing_criteria.entries()) await this.compile(c, i);
+    if (compileCriteria) for (const [i, c] of body.testing_criteria.entries()) await this.compile(c, i);
     const ev: EvalObject = {
       object: "eval",
       id: newId("eval_"),

@@ -451,7 +451,7 @@ export class JobManager {
     };
     const grader = spec.spec.method.reinforcement?.grader;
     if (type === "reinforcement" && grader && this.evals)
-      job.eval_id = (await this.evals.create(jobEvalRequest(id, grader), project)).id;
+      job.eval_id = (await this.evals.create(jobEvalRequest(id, grader), project, false)).id;
     const s = { seq: ++this.seq, job, project };
     this.jobs.set(id, s);
     this.events.set(id, []);
