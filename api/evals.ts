@@ -4,9 +4,11 @@
  *   POST/GET /v1/evals/{id}/runs, GET/POST(cancel)/DELETE /v1/evals/{id}/runs/{run}
  *   GET /v1/evals/{id}/runs/{run}/output_items[/{item}]
  * An eval has a `custom` data source config and `testing_criteria` (graders, with `pass_threshold`). A run
- * grades a JSONL data source (file id or inline content) with given samples, or a `completions` data source
- * whose samples a local model (base, fine-tuned or checkpoint) writes through `rft serve`. Runs execute in the
- * background, one datapoint at a time; `<data>/evals/` keeps evals, runs and output items across restarts.
+ * grades a JSONL data source (file id or inline content) with given samples, or a `completions` / `responses`
+ * data source whose samples a local model (base, fine-tuned or checkpoint) writes through `rft serve`
+ * (eval-sources.ts checks and maps them). Runs execute in the background, one datapoint at a time; an RFT
+ * job's validation steps arrive as finished runs (`addRun`, job-evals.ts). `<data>/evals/` keeps evals, runs
+ * and output items across restarts.
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, appendFileSync } from "node:fs";
 import type { IncomingMessage, ServerResponse } from "node:http";
@@ -248,12 +250,13 @@ export class EvalStore {
     return this.evals.get(id)?.eval;
   }
 
-  /** The `metadata.step` of the eval's runs (a fine-tuning job's validation steps already imported). */
-  runSteps(evalId: string): Set<string> {
+  /** The `metadata.step` of the eval's runs of a fine-tuning job (its validation steps already imported). */
+  runSteps(evalId: string, jobId: string): Set<string> {
     return new Set(
-      [...this.runs.values()].flatMap((r) =>
-        r.run.eval_id === evalId && r.run.metadata?.step !== undefined ? [r.run.metadata.step] : [],
-      ),
+      [...this.runs.values()].flatMap((r) => {
+        const m = r.run.metadata;
+        return r.run.eval_id === evalId && m?.fine_tuning_job_id === jobId && m.step !== undefined ? [m.step] : [];
+      }),
     );
   }
 

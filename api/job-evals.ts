@@ -9,7 +9,7 @@
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { errorFlagsSet } from "../grader-sidecar/src/engine.js";
-import type { ValidationOmitted, ValidationSample } from "../proto/validation.js";
+import { type ValidationOmitted, type ValidationSample, validationFileName } from "../proto/validation.js";
 import { type EvalRun, type EvalStore, type OutputItem, passed } from "./evals.js";
 import { newId, now } from "./ids.js";
 
@@ -185,11 +185,11 @@ export function importValidations(
 ): number[] {
   const ev = store.linked(o.evalId);
   if (!ev) return []; // the eval was deleted
-  const have = store.runSteps(o.evalId);
+  const have = store.runSteps(o.evalId, o.job.id);
   const done: number[] = [];
   for (const step of validationSteps(o.dir)) {
     if (have.has(String(step))) continue;
-    const { samples, omitted } = parseValidationFile(readFileSync(join(o.dir, `step-${step}.jsonl`), "utf8"));
+    const { samples, omitted } = parseValidationFile(readFileSync(join(o.dir, validationFileName(step)), "utf8"));
     const { run, items } = stepRun({
       evalId: o.evalId,
       job: o.job,
