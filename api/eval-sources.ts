@@ -93,7 +93,10 @@ function checkSource(source: unknown, type: RunKind) {
 
 const ROLES = ["user", "assistant", "system", "developer"];
 
-/** A template message's text: a string, an input_text / output_text part, or a list of them. */
+/** Text content parts: the Responses API's and chat completions' ("text", in an item's own messages). */
+const TEXT_PARTS = ["input_text", "output_text", "text"];
+
+/** A template message's text: a string, a text part, or a list of them. */
 function contentText(c: unknown, param: string): string {
   if (typeof c === "string") return c;
   const parts = Array.isArray(c) ? c : [c];
@@ -101,8 +104,7 @@ function contentText(c: unknown, param: string): string {
     .map((x, i) => {
       const at = Array.isArray(c) ? `${param}[${i}]` : param;
       if (typeof x === "string") return x;
-      if (isObj(x) && (x.type === "input_text" || x.type === "output_text") && typeof x.text === "string")
-        return x.text;
+      if (isObj(x) && TEXT_PARTS.includes(String(x.type)) && typeof x.text === "string") return x.text;
       const t = isObj(x) ? String(x.type) : typeof x;
       throw bad(`${at}: content of type '${t}' is not supported here (text only: the local models read text)`, at);
     })
