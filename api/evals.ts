@@ -4,21 +4,23 @@
  *   POST/GET /v1/evals/{id}/runs, GET/POST(cancel)/DELETE /v1/evals/{id}/runs/{run}
  *   GET /v1/evals/{id}/runs/{run}/output_items[/{item}]
  * An eval has a `custom` data source config and `testing_criteria` (graders, with `pass_threshold`). A run
- * grades a JSONL data source (file id or inline content) with given samples, or a `completions` data source
- * whose samples a local model (base, fine-tuned or checkpoint) writes through `rft serve`. Runs execute in the
- * background, one datapoint at a time; `<data>/evals/` keeps evals, runs and output items across restarts.
+ * grades a JSONL data source (file id or inline content) with given samples, or a `completions` / `responses`
+ * data source whose samples a local model (base, fine-tuned or checkpoint) writes through `rft serve`
+ * (eval-sources.ts checks and maps them). Runs execute in the background, one datapoint at a time; an RFT
+ * job's validation steps arrive as finished runs (`addRun`, job-evals.ts). `<data>/evals/` keeps evals, runs
+ * and output items across restarts.
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, appendFileSync } from "node:fs";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { join } from "node:path";
 import type { Logger } from "../proto/log.js";
 import type { RunGraderResponse } from "../proto/graders.js";
-import { errorFlagsSet, GraderEngine, GraderValidationError } from "../grader-sidecar/src/engine.js";
+import { errorFlagsSet, GraderEngine, GraderValidationError, type SampleInput } from "../grader-sidecar/src/engine.js";
 import type { Compiled } from "../grader-sidecar/src/validate.js";
 import type { ModelEndpoint } from "../grader-sidecar/src/model-client.js";
-import { parseTemplate, render } from "../grader-sidecar/src/template.js";
 import { replaceFileAtomic } from "../trainer/checkpoint/store.js";
 import { ApiError, notFound } from "./errors.js";
+import { chatRequest, checkRunDataSource, evalDataSourceConfig, inputMessages, sampledOutput } from "./eval-sources.js";
 import type { FileStore } from "./files.js";
 import { ALL_PROJECTS, DEFAULT_PROJECT, readJson, send, visible } from "./http.js";
 import { isIdOf, newId, now } from "./ids.js";
@@ -214,29 +216,12 @@ export class EvalStore {
     }
   }
 
-  async create(body: Obj, project = DEFAULT_PROJECT): Promise<EvalObject> {
-    const dsc = body.data_source_config;
-    if (!isObj(dsc))
-      throw new ApiError(
-        400,
-        "Missing required parameter: 'data_source_config'.",
-        "data_source_config",
-        "missing_required_parameter",
-      );
-    if (dsc.type !== "custom")
-      throw new ApiError(
-        400,
-        "Only data_source_config.type 'custom' is supported (there are no stored completions or logs here).",
-        "data_source_config.type",
-        "invalid_value",
-      );
-    if (!isObj(dsc.item_schema))
-      throw new ApiError(
-        400,
-        "data_source_config.item_schema must be a JSON schema object",
-        "data_source_config.item_schema",
-        "invalid_value",
-      );
+  /**
+   * `compileCriteria: false` is the fine-tuning job's own eval: its grader passed the job's checks, and the
+   * job's acceptance must not depend on deeper ones (a python grader that fails on import fails the job later).
+   */
+  async create(body: Obj, project = DEFAULT_PROJECT, compileCriteria = true): Promise<EvalObject> {
+    const config = evalDataSourceConfig(body.data_source_config);
     if (!Array.isArray(body.testing_criteria) || body.testing_criteria.length === 0)
       throw new ApiError(
         400,
@@ -244,30 +229,14 @@ export class EvalStore {
         "testing_criteria",
         "invalid_value",
       );
-    for (const [i, c] of body.testing_criteria.entries()) await this.compile(c, i);
-    const sampleSchema = {
-      type: "object",
-      properties: {
-        model: { type: "string" },
-        choices: { type: "array" },
-        output_text: { type: "string" },
-        output_json: { type: "object" },
-      },
-    };
+    if (compileCriteria) for (const [i, c] of body.testing_criteria.entries()) await this.compile(c, i);
     const ev: EvalObject = {
       object: "eval",
       id: newId("eval_"),
       name: typeof body.name === "string" ? body.name : "",
       created_at: now(),
       metadata: (body.metadata as Record<string, string> | undefined) ?? null,
-      data_source_config: {
-        type: "custom",
-        schema: {
-          type: "object",
-          properties: { item: dsc.item_schema, ...(dsc.include_sample_schema ? { sample: sampleSchema } : {}) },
-          required: ["item", ...(dsc.include_sample_schema ? ["sample"] : [])],
-        },
-      },
+      data_source_config: config,
       testing_criteria: body.testing_criteria as Obj[],
     };
     const s = { seq: ++this.seq, eval: ev, project };
@@ -276,47 +245,36 @@ export class EvalStore {
     return ev;
   }
 
+  /** An eval by id whatever its project (the server's own link from a fine-tuning job), if it still exists. */
+  linked(id: string): EvalObject | undefined {
+    return this.evals.get(id)?.eval;
+  }
+
+  /** The `metadata.step` of the eval's runs of a fine-tuning job (its validation steps already imported). */
+  runSteps(evalId: string, jobId: string): Set<string> {
+    return new Set(
+      [...this.runs.values()].flatMap((r) => {
+        const m = r.run.metadata;
+        return r.run.eval_id === evalId && m?.fine_tuning_job_id === jobId && m.step !== undefined ? [m.step] : [];
+      }),
+    );
+  }
+
+  /** Stores a finished run with its output items (the items first: a listed run always has its items). */
+  addRun(run: EvalRun, items: OutputItem[]): void {
+    replaceFileAtomic(this.itemsFile(run.id), items.map((i) => `${JSON.stringify(i)}\n`).join(""));
+    const s = { seq: ++this.seq, run };
+    this.runs.set(run.id, s);
+    this.saveRun(s);
+  }
+
   createRun(evalId: string, body: Obj, project = ALL_PROJECTS): EvalRun {
     const ev = this.getEval(evalId, project).eval;
-    const ds = body.data_source;
-    if (!isObj(ds))
-      throw new ApiError(
-        400,
-        "Missing required parameter: 'data_source'.",
-        "data_source",
-        "missing_required_parameter",
-      );
-    if (ds.type !== "jsonl" && ds.type !== "completions")
-      throw new ApiError(400, "data_source.type must be 'jsonl' or 'completions'", "data_source.type", "invalid_value");
-    if (!isObj(ds.source))
-      throw new ApiError(
-        400,
-        "Missing required parameter: 'data_source.source'.",
-        "data_source.source",
-        "missing_required_parameter",
-      );
-    rowsOf(ds.source, this.o.files, project); // a bad source is a 400 now, not a failed run later
-    let model: string | null = null;
-    if (ds.type === "completions") {
-      if (typeof ds.model !== "string")
-        throw new ApiError(
-          400,
-          "data_source.model is required to sample completions",
-          "data_source.model",
-          "missing_required_parameter",
-        );
-      model = ds.model;
-      if (!this.o.modelVisible(model, project))
-        throw new ApiError(404, `The model '${model}' does not exist`, "data_source.model", "model_not_found");
-      const im = ds.input_messages;
-      if (!isObj(im) || (im.type !== "template" && im.type !== "item_reference"))
-        throw new ApiError(
-          400,
-          "data_source.input_messages must be a template or an item_reference",
-          "data_source.input_messages",
-          "invalid_value",
-        );
-    }
+    const { model } = checkRunDataSource(body.data_source);
+    const ds = body.data_source as Obj;
+    rowsOf(ds.source as Obj, this.o.files, project); // a bad source is a 400 now, not a failed run later
+    if (model !== null && !this.o.modelVisible(model, project))
+      throw new ApiError(404, `The model '${model}' does not exist`, "data_source.model", "model_not_found");
     const run: EvalRun = {
       object: "eval.run",
       id: newId("evalrun_"),
@@ -344,7 +302,7 @@ export class EvalStore {
     return run;
   }
 
-  /** Grades every datapoint of a run (sampling it first for a completions source). */
+  /** Grades every datapoint of a run (sampling it first for a completions or responses source). */
   private async execute(runId: string): Promise<void> {
     const s = this.runs.get(runId)!;
     const run = s.run;
@@ -358,7 +316,6 @@ export class EvalStore {
     try {
       const compiled = await Promise.all(ev.testing_criteria.map((c, i) => this.compile(c, i)));
       const rows = rowsOf(run.data_source.source as Obj, this.o.files);
-      const ds = run.data_source;
       const usage = {
         model_name: run.model ?? "",
         invocation_count: 0,
@@ -373,86 +330,7 @@ export class EvalStore {
           this.saveRun(s);
           return;
         }
-        let sampleObj: Obj = row.sample ?? {};
-        let output = sampleText(row.sample);
-        let sampleError: { code: string; message: string } | null = null;
-        if (ds.type === "completions") {
-          const sp = isObj(ds.sampling_params) ? ds.sampling_params : {};
-          const messages = this.messages(ds.input_messages as Obj, row);
-          try {
-            const c = await this.o.host.chat({
-              model: run.model,
-              messages,
-              ...(sp.temperature !== undefined ? { temperature: sp.temperature } : {}),
-              ...(sp.top_p !== undefined ? { top_p: sp.top_p } : {}),
-              ...(sp.seed !== undefined ? { seed: sp.seed } : {}),
-              ...(sp.max_completion_tokens !== undefined ? { max_completion_tokens: sp.max_completion_tokens } : {}),
-            });
-            const choice = (c.choices as Obj[])[0]!;
-            output = String((choice.message as Obj).content ?? "");
-            const u = c.usage as { prompt_tokens: number; completion_tokens: number; total_tokens: number };
-            usage.invocation_count++;
-            usage.prompt_tokens += u.prompt_tokens;
-            usage.completion_tokens += u.completion_tokens;
-            usage.total_tokens += u.total_tokens;
-            sampleObj = {
-              model: run.model,
-              input: messages,
-              output: [{ role: "assistant", content: output }],
-              finish_reason: choice.finish_reason,
-              usage: { ...u, cached_tokens: 0 },
-              error: null,
-              temperature: sp.temperature ?? 1,
-              top_p: sp.top_p ?? 1,
-              seed: sp.seed ?? 0,
-              max_completion_tokens: sp.max_completion_tokens ?? 512,
-            };
-          } catch (e) {
-            sampleError = { code: (e as ApiError).code ?? "sampling_error", message: (e as Error).message };
-            sampleObj = { error: sampleError, output: [] };
-          }
-        }
-        const results: OutputItem["results"] = [];
-        let errored = sampleError !== null;
-        if (!errored) {
-          for (const [i, g] of compiled.entries()) {
-            const res: RunGraderResponse = await this.engine.grade(g, row.item, { output_text: output });
-            if (errorFlagsSet(res).length > 0) errored = true;
-            const c = ev.testing_criteria[i]!;
-            const ok = passed(c, res.reward);
-            results.push({
-              name: String(c.name ?? `criterion-${i}`),
-              type: String(c.type),
-              score: res.reward,
-              passed: ok,
-              sample: null,
-              metadata: res.metadata,
-            });
-            const pt = run.per_testing_criteria_results[i]!;
-            if (ok) pt.passed++;
-            else pt.failed++;
-          }
-        }
-        const status = errored ? "error" : results.every((r) => r.passed) ? "pass" : "fail";
-        run.result_counts.total++;
-        if (status === "error") run.result_counts.errored++;
-        else if (status === "pass") run.result_counts.passed++;
-        else run.result_counts.failed++;
-        const item: OutputItem = {
-          object: "eval.run.output_item",
-          id: newId("outputitem_"),
-          run_id: run.id,
-          eval_id: ev.id,
-          created_at: now(),
-          status,
-          datasource_item_id: index,
-          datasource_item: row.item,
-          results,
-          sample: {
-            ...sampleObj,
-            ...(ds.type === "jsonl" ? { output: [{ role: "assistant", content: output }] } : {}),
-          },
-        };
+        const item = await this.datapoint(run, ev, compiled, row, index, usage);
         appendFileSync(this.itemsFile(runId), `${JSON.stringify(item)}\n`);
         if (usage.invocation_count) run.per_model_usage = [usage];
         this.saveRun(s);
@@ -469,30 +347,83 @@ export class EvalStore {
     this.saveRun(s);
   }
 
-  /** The chat messages of a datapoint: the template rendered with `item`, or the item's own messages. */
-  private messages(im: Obj, row: { item: Obj }): { role: string; content: string }[] {
-    if (im.type === "item_reference") {
-      const ref = String(im.item_reference ?? "").replace(/^item\./, "");
-      const v = ref.split(".").reduce<unknown>((o, k) => (isObj(o) ? o[k] : undefined), row.item);
-      if (!Array.isArray(v))
-        throw new ApiError(
-          400,
-          `item_reference ${String(im.item_reference)} is not a list of messages`,
-          "data_source.input_messages.item_reference",
-          "invalid_value",
-        );
-      return v as { role: string; content: string }[];
+  /** A datapoint's sample: given (jsonl), or sampled through this server's chat completions. */
+  private async sample(
+    ds: Obj,
+    row: { item: Obj; sample?: Obj },
+    usage: EvalRun["per_model_usage"][number],
+  ): Promise<{ graded: SampleInput; sample: Obj; error: { code: string; message: string } | null }> {
+    if (ds.type === "jsonl") {
+      const text = sampleText(row.sample);
+      return {
+        graded: { output_text: text },
+        sample: { ...(row.sample ?? {}), output: [{ role: "assistant", content: text }] },
+        error: null,
+      };
     }
-    const tpl = Array.isArray(im.template) ? (im.template as Obj[]) : [];
-    return tpl.map((m) => {
-      const content =
-        typeof m.content === "string"
-          ? m.content
-          : isObj(m.content) && typeof m.content.text === "string"
-            ? m.content.text
-            : "";
-      return { role: String(m.role), content: render(parseTemplate(content), { item: row.item, sample: {} }).text };
-    });
+    try {
+      const request = chatRequest(ds, inputMessages(ds.input_messages as Obj, row.item));
+      const answer = await this.o.host.chat(request);
+      const u = answer.usage as { prompt_tokens: number; completion_tokens: number; total_tokens: number };
+      usage.invocation_count++;
+      usage.prompt_tokens += u.prompt_tokens;
+      usage.completion_tokens += u.completion_tokens;
+      usage.total_tokens += u.total_tokens;
+      return { ...sampledOutput(ds, request, answer), error: null };
+    } catch (e) {
+      const error = { code: (e as ApiError).code ?? "sampling_error", message: (e as Error).message };
+      return { graded: { output_text: "" }, sample: { error, output: [] }, error };
+    }
+  }
+
+  /** One datapoint sampled (if the source says so) and graded by every criterion: its output item. */
+  private async datapoint(
+    run: EvalRun,
+    ev: EvalObject,
+    compiled: Compiled[],
+    row: { item: Obj; sample?: Obj },
+    index: number,
+    usage: EvalRun["per_model_usage"][number],
+  ): Promise<OutputItem> {
+    const got = await this.sample(run.data_source, row, usage);
+    const results: OutputItem["results"] = [];
+    let errored = got.error !== null;
+    if (!errored) {
+      for (const [i, g] of compiled.entries()) {
+        const res: RunGraderResponse = await this.engine.grade(g, row.item, got.graded);
+        if (errorFlagsSet(res).length > 0) errored = true;
+        const c = ev.testing_criteria[i]!;
+        const ok = passed(c, res.reward);
+        results.push({
+          name: String(c.name ?? `criterion-${i}`),
+          type: String(c.type),
+          score: res.reward,
+          passed: ok,
+          sample: null,
+          metadata: res.metadata,
+        });
+        const pt = run.per_testing_criteria_results[i]!;
+        if (ok) pt.passed++;
+        else pt.failed++;
+      }
+    }
+    const status = errored ? "error" : results.every((r) => r.passed) ? "pass" : "fail";
+    run.result_counts.total++;
+    if (status === "error") run.result_counts.errored++;
+    else if (status === "pass") run.result_counts.passed++;
+    else run.result_counts.failed++;
+    return {
+      object: "eval.run.output_item",
+      id: newId("outputitem_"),
+      run_id: run.id,
+      eval_id: ev.id,
+      created_at: now(),
+      status,
+      datasource_item_id: index,
+      datasource_item: row.item,
+      results,
+      sample: got.sample,
+    };
   }
 
   private items(runId: string): OutputItem[] {

@@ -22,6 +22,8 @@ import { ALL_PROJECTS, DEFAULT_PROJECT, visible } from "./http.js";
 import { isIdOf, newId, now } from "./ids.js";
 import { afterWorker, type Action, decide, FINAL, type JobStatus } from "./job-state.js";
 import type { ControlMessage, WorkerMessage } from "./job-worker.js";
+import type { EvalStore } from "./evals.js";
+import { importValidations, jobEvalRequest } from "./job-evals.js";
 
 export interface JobError {
   code: string;
@@ -53,6 +55,9 @@ export interface FineTuningJob {
   method: Record<string, unknown>;
   /** Training seconds of the core loop (OpenAI's "captured forward progress") and model graders' tokens. */
   usage_metrics: UsageMetrics;
+  /** RFT: the eval with one run per validation step (api/job-evals.ts); null for SFT. Absent in cluster mode
+   * (not linked there) and on jobs stored before the link existed. */
+  eval_id?: string | null;
 }
 
 export interface JobEvent {
@@ -137,6 +142,12 @@ export function estimatedFinish(
   return Math.round((nowMs + perStep * Math.max(d.total_steps - d.step, 0)) / 1000);
 }
 
+/** Whether a trainer event reports a validation (a step's metrics, or the baseline's message). Pure. */
+export function validated(e: { type: string; data?: unknown }): boolean {
+  const d = e.data as { valid_reward_mean?: unknown; scores?: { valid_reward_mean?: unknown } } | null | undefined;
+  return typeof d?.valid_reward_mean === "number" || typeof d?.scores?.valid_reward_mean === "number";
+}
+
 /** The request's training or validation file (400 naming the param unless it is the project's fine-tune file). */
 export function requestFile(
   files: FileStore,
@@ -199,6 +210,8 @@ export class JobManager {
   private seq = 0;
   private active: { id: string; child: ChildProcess } | null = null;
   private closing = false;
+  /** Where RFT jobs' evals live (set by the server once its EvalStore exists). */
+  private evals: EvalStore | null = null;
 
   constructor(readonly o: JobManagerOptions) {
     mkdirSync(o.dir, { recursive: true });
@@ -237,6 +250,28 @@ export class JobManager {
 
   private jobDir(id: string) {
     return join(this.o.dir, id);
+  }
+
+  /** Links RFT jobs to evals: each new RFT job gets one, and each validation step becomes a run of it. */
+  linkEvals(store: EvalStore) {
+    this.evals = store;
+  }
+
+  /** The job's validation files not yet in its eval become runs (a failure is logged: training goes on). */
+  private linkValidations(s: Stored) {
+    const evalId = s.job.eval_id;
+    if (!evalId || !this.evals) return;
+    const name = this.modelName(s.job);
+    try {
+      importValidations(this.evals, {
+        evalId,
+        job: s.job,
+        dir: join(this.jobDir(s.job.id), "out", "validation"),
+        modelOf: (step) => (step === 0 ? s.job.model : `${name}:ckpt-step-${step}`),
+      });
+    } catch (e) {
+      this.o.log.warn({ job: s.job.id, err: String(e) }, "cannot add the validation runs to the job's eval");
+    }
   }
 
   private readonly records = new Map<string, DurableRecord>();
@@ -412,7 +447,11 @@ export class JobManager {
       metadata: (body.metadata as Record<string, string> | undefined) ?? null,
       method: { type, [type]: { ...given, hyperparameters: hyper } },
       usage_metrics: { training_seconds: 0 },
+      eval_id: null,
     };
+    const grader = spec.spec.method.reinforcement?.grader;
+    if (type === "reinforcement" && grader && this.evals)
+      job.eval_id = (await this.evals.create(jobEvalRequest(id, grader), project, false)).id;
     const s = { seq: ++this.seq, job, project };
     this.jobs.set(id, s);
     this.events.set(id, []);
@@ -481,6 +520,7 @@ export class JobManager {
           type: e.type === "metrics" ? "metrics" : "message",
           data: e.data ?? null,
         });
+        if (validated(e)) this.linkValidations(s);
         if (e.type === "metrics") {
           const usage = addStepUsage(s.job.usage_metrics, e.data);
           if (usage !== s.job.usage_metrics) void this.update(s, { usage_metrics: usage });
@@ -528,6 +568,7 @@ export class JobManager {
     secs: number,
   ) {
     const id = s.job.id;
+    this.linkValidations(s); // any step a missed event left out
     const training = { ...s.job.usage_metrics, training_seconds: s.job.usage_metrics.training_seconds + secs };
     let status = afterWorker(s.job.status, result);
     if (status === "paused" && s.job.status === "running") status = "queued"; // resumed while pausing

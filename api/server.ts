@@ -123,6 +123,7 @@ export async function startApiServer(o: ApiServerOptions): Promise<RunningApi> {
     modelEndpoint: self,
     modelVisible: (m, p) => modelDir(m, p) !== undefined,
   });
+  local?.linkEvals(evals); // RFT jobs get an eval, and each validation step a run of it
   const maxJson = o.maxJsonBytes ?? 4 << 20;
   const maxUpload = o.maxUploadBytes ?? 512 << 20;
 

@@ -74,7 +74,6 @@ const OVERSIZED: Record<string, string> = {
   // The OpenAI API (issue 18), not split yet.
   "api/server.ts:startApiServer": "not split yet",
   "api/server.ts:route": "not split yet",
-  "api/evals.ts:execute": "not split yet",
   "api/evals.ts:route": "not split yet",
   "api/convert.ts:toFineTuneJob": "not split yet",
   // Declarative wiring: a commander chain of subcommands and options (complexity 1-11), or a server's handlers.

@@ -232,3 +232,162 @@ test("model-graded criteria judge with a model this server serves", async () => 
     await api.close();
   }
 });
+
+test("a responses run and an item_reference run sample a local model through this server's chat completions", async () => {
+  const dir = tempDir("evals-responses");
+  await tinyModel(join(dir, "base"));
+  const api = await startApi({ models: { tiny: join(dir, "base") } });
+  try {
+    const c = api.client;
+    const ev = await c.evals.create({
+      data_source_config: { type: "custom", item_schema: { type: "object" } },
+      testing_criteria: criteria,
+    });
+    const content = [
+      {
+        item: {
+          question: "France?",
+          answer: "Paris",
+          trajectory: [
+            { role: "system", content: "Answer with one word." },
+            { role: "user", content: "Capital of France?" },
+          ],
+        },
+      },
+    ];
+    // OpenAI's Responses shape: typed template messages with input_text parts, `text.format`, flat function tools.
+    const responses = await c.evals.runs.create(ev.id, {
+      data_source: {
+        type: "responses",
+        model: "tiny",
+        source: { type: "file_content", content },
+        input_messages: {
+          type: "template",
+          template: [
+            { type: "message", role: "developer", content: { type: "input_text", text: "Be brief." } },
+            { role: "user", content: "Capital of {{ item.question }}" },
+          ],
+        },
+        sampling_params: { max_completion_tokens: 3, temperature: 0, seed: 1, text: { format: { type: "text" } } },
+      },
+    });
+    const byRef = await c.evals.runs.create(ev.id, {
+      data_source: {
+        type: "completions",
+        model: "tiny",
+        source: { type: "file_content", content },
+        input_messages: { type: "item_reference", item_reference: "item.trajectory" },
+        sampling_params: { max_completion_tokens: 3, temperature: 0 },
+      },
+    });
+    for (const [run, input] of [
+      [
+        responses,
+        [
+          { role: "developer", content: "Be brief." },
+          { role: "user", content: "Capital of France?" },
+        ],
+      ],
+      [byRef, content[0]!.item.trajectory],
+    ] as const) {
+      const done = await until(
+        () => c.evals.runs.retrieve(run.id, { eval_id: ev.id }),
+        (r) => r.status === "completed" || r.status === "failed",
+        "the run",
+      );
+      assert.equal(done.status, "completed", JSON.stringify(done.error));
+      assert.equal(done.per_model_usage[0]!.invocation_count, 1);
+      const [item] = (await c.evals.runs.outputItems.list(run.id, { eval_id: ev.id })).data;
+      assert.notEqual(item!.status, "error", JSON.stringify(item!.sample.error));
+      assert.deepEqual(item!.sample.input, input);
+      assert.equal(item!.sample.model, "tiny");
+      assert.equal(item!.results.length, 2);
+    }
+  } finally {
+    await api.close();
+  }
+});
+
+test("data sources this server cannot run get a 400 naming the param", async () => {
+  const dir = tempDir("evals-bad-sources");
+  await tinyModel(join(dir, "base"));
+  const api = await startApi({ models: { tiny: join(dir, "base") } });
+  try {
+    const c = api.client;
+    const rejects = async (p: Promise<unknown>, param: string, message?: RegExp) =>
+      assert.rejects(p, (e: unknown) => {
+        assert.ok(e instanceof OpenAI.BadRequestError, String(e));
+        assert.equal(e.param, param);
+        if (message) assert.match(e.message, message);
+        return true;
+      });
+    // Stored completions and logs are OpenAI's platform's; none are stored here.
+    await rejects(
+      c.evals.create({ data_source_config: { type: "stored_completions", metadata: {} }, testing_criteria: criteria }),
+      "data_source_config.type",
+      /stores no completions/,
+    );
+    await rejects(
+      c.evals.create({ data_source_config: { type: "logs" }, testing_criteria: criteria }),
+      "data_source_config.type",
+    );
+    const ev = await c.evals.create({
+      data_source_config: { type: "custom", item_schema: { type: "object" } },
+      testing_criteria: criteria,
+    });
+    const source = { type: "file_content" as const, content: [{ item: { question: "France?" } }] };
+    const sampled = (extra: Record<string, unknown>) =>
+      c.evals.runs.create(ev.id, {
+        data_source: {
+          type: "completions",
+          model: "tiny",
+          source,
+          input_messages: { type: "template", template: [{ role: "user", content: "{{ item.question }}" }] },
+          ...extra,
+        } as any,
+      });
+    await rejects(sampled({ source: { type: "stored_completions", limit: 10 } }), "data_source.source.type");
+    await rejects(
+      sampled({
+        input_messages: {
+          type: "template",
+          template: [{ role: "user", content: { type: "input_image", image_url: "https://example.com/a.png" } }],
+        },
+      }),
+      "data_source.input_messages.template[0].content",
+    );
+    await rejects(
+      sampled({
+        input_messages: { type: "template", template: [{ role: "user", content: "{{ sample.output_text }}" }] },
+      }),
+      "data_source.input_messages.template[0].content",
+    );
+    await rejects(
+      sampled({ input_messages: { type: "template", template: [{ role: "tool", content: "x" }] } }),
+      "data_source.input_messages.template[0].role",
+    );
+    await rejects(
+      sampled({ input_messages: { type: "item_reference", item_reference: "messages" } }),
+      "data_source.input_messages.item_reference",
+    );
+    await rejects(sampled({ sampling_params: { temperature: 3 } }), "data_source.sampling_params.temperature");
+    await rejects(
+      sampled({ sampling_params: { text: { format: { type: "text" } } } }),
+      "data_source.sampling_params.text",
+    );
+    await rejects(
+      sampled({ sampling_params: { tools: [{ type: "function", function: { name: "f" } }, { type: "web_search" }] } }),
+      "data_source.sampling_params.tools[1].type",
+    );
+    await rejects(sampled({ model: undefined }), "data_source.model");
+    await rejects(
+      c.evals.runs.create(ev.id, {
+        data_source: { type: "responses", model: "tiny", source: { type: "responses" } } as any,
+      }),
+      "data_source.source.type",
+    );
+    await rejects(c.evals.runs.create(ev.id, { data_source: { type: "batch", source } as any }), "data_source.type");
+  } finally {
+    await api.close();
+  }
+});

@@ -35,6 +35,9 @@ test("the python openai client runs the RFT guide's flow unchanged but for base_
       checkpoints: string[];
       answer_is_text: boolean;
       error: unknown;
+      eval_id: string | null;
+      eval_runs: { name: string; step: string; scores: number[] }[];
+      valid_means: Record<string, number>;
     };
     assert.equal(r.status, "succeeded", JSON.stringify(r.error));
     assert.equal(r.statuses[0], "validating_files");
@@ -42,6 +45,16 @@ test("the python openai client runs the RFT guide's flow unchanged but for base_
     assert.deepEqual(r.metrics_steps, [2, 1]);
     assert.ok(r.checkpoints.includes(`${r.fine_tuned_model}:ckpt-step-2`), r.checkpoints.join(","));
     assert.equal(r.answer_is_text, true);
+    // The job's eval through python's client: a run per validation, each scored as its step's metrics.
+    assert.match(r.eval_id!, /^eval_/);
+    assert.deepEqual(
+      r.eval_runs.map((x) => x.step),
+      ["0", "1", "2"],
+    );
+    for (const x of r.eval_runs.slice(1)) {
+      const m = x.scores.reduce((a, b) => a + b, 0) / x.scores.length;
+      assert.ok(Math.abs(m - r.valid_means[x.step]!) < 1e-6, `${x.name}: ${x.scores} vs ${r.valid_means[x.step]}`);
+    }
   } finally {
     await api.stop();
   }

@@ -89,6 +89,17 @@ if job.fine_tuned_model and not os.environ.get("RFT_GUIDE_SKIP_CHAT"):
     )
     answer = completion.choices[0].message.content
 
+# The job's eval (local mode; cluster jobs have none): one run per validation step, its items the samples.
+eval_id = getattr(job, "eval_id", None)
+eval_runs = []
+if eval_id:
+    for run in client.evals.runs.list(eval_id):
+        items = client.evals.runs.output_items.list(run.id, eval_id=eval_id)
+        eval_runs.append(
+            {"name": run.name, "step": run.metadata["step"], "scores": [i.results[0].score for i in items.data]}
+        )
+valid_means = {e.data["step"]: e.data["scores"].get("valid_reward_mean") for e in events.data if e.type == "metrics"}
+
 print(
     json.dumps(
         {
@@ -100,6 +111,9 @@ print(
             "metrics_steps": [e.data["step"] for e in events.data if e.type == "metrics"],
             "checkpoints": [c.fine_tuned_model_checkpoint for c in checkpoints.data],
             "answer_is_text": isinstance(answer, str),
+            "eval_id": eval_id,
+            "eval_runs": eval_runs,
+            "valid_means": valid_means,
         }
     )
 )

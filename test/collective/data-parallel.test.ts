@@ -123,6 +123,17 @@ test("2 ranks with global batch B = 1 rank with batch B, bit for bit (weights, r
   for (const r of two) assert.equal(r.status, "succeeded");
 
   assert.deepEqual(metrics(join(dir, "two")), metrics(join(dir, "one")), "same rewards, samples and tokens per step");
+  // Each validation's graded samples (the baseline and step 3): rank 0 writes every rank's, in row order.
+  const validation = (run: string, step: number) =>
+    readFileSync(join(dir, run, "validation", `step-${step}.jsonl`), "utf8")
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l))
+      .map((v) => [v.line, v.sample_index, v.seed, v.output_text, v.grader.reward, v.grader.sub_rewards]);
+  for (const step of [0, 3]) {
+    assert.equal(validation("one", step).length, 6);
+    assert.deepEqual(validation("two", step), validation("one", step), `validation/step-${step}.jsonl`);
+  }
   const a = await weights(join(dir, "one", "model"));
   const b = await weights(join(dir, "two", "model"));
   const base = await weights(join(dir, "model"));

@@ -41,6 +41,7 @@ import type { ResolvedRft } from "../settings/hyperparameters.js";
 import { applyJobLora, type JobLora, saveLoraOutputs } from "../settings/lora.js";
 import { type ChainHead, compressRanges, type EventSink, FileSink } from "../../ledger/client.js";
 import type { FineTuneJobSpec, ReinforcementHyperparameters } from "../../proto/finetunejob.js";
+import { validationFileName } from "../../proto/validation.js";
 import { admitTrainingRows } from "./admit.js";
 import { mean, stepAdvantages } from "./advantages.js";
 import type { StepGrader } from "./grading.js";
@@ -53,6 +54,8 @@ import {
   type StepShare,
   stepShare,
   updateAppliedBody,
+  validationFileText,
+  validationSamples,
 } from "./record.js";
 import { recordedCheckpoint } from "./resume-point.js";
 import { grade, promptIds, type Rollout, sample, sampleRequests } from "./rollouts.js";
@@ -151,6 +154,8 @@ export class RftTrainer {
   private adam!: Adam;
   private store: CheckpointStore;
   private readonly eventsFile: string;
+  /** `validation/step-N.jsonl`: each validation's graded samples (proto/validation.ts). */
+  private readonly validationDir: string;
   private readonly prompts = new Map<RftRow, number[]>();
   private history: RftResult["history"] = [];
   private errorStreak = 0;
@@ -182,6 +187,7 @@ export class RftTrainer {
     mkdirSync(o.outDir, { recursive: true });
     this.store = new CheckpointStore(join(o.outDir, "checkpoints"));
     this.eventsFile = join(o.outDir, "events.jsonl");
+    this.validationDir = join(o.outDir, "validation");
     this.dp = o.collective && o.collective.worldSize > 1 ? o.collective : null;
     this.rank = this.dp?.rank ?? 0;
   }
@@ -486,18 +492,39 @@ export class RftTrainer {
     };
   }
 
-  private async validate(): Promise<GradedSample[]> {
+  /**
+   * Validation at `step` (0: the baseline): every validation row sampled eval_samples times with the same
+   * seeds each time, graded; rank 0 writes the graded samples to `validation/step-N.jsonl` (before the step's
+   * metrics event, so whoever reads the event finds the file).
+   */
+  private async validate(step: number): Promise<GradedSample[]> {
     const { job } = this.o;
     // With several ranks each validates its share of the rows and all get every sample, in row order.
     const { lo, hi } = this.dp
       ? shardOf(job.valid.length, this.dp.worldSize, this.rank)
       : { lo: 0, hi: job.valid.length };
     // The same seeds at every validation: differences between evaluations come from the weights, not the dice.
-    const rolls = await this.rollouts(job.valid.slice(lo, hi), this.hp.evalSamples, (i, j) =>
-      mixSeed(job.seed, 0x7a11d, lo + i, j),
-    );
-    const mine = gradedSamples(rolls);
-    return this.dp ? (await this.dp.allGatherJson(mine)).flat() : mine;
+    const seedOf = (i: number, j: number) => mixSeed(job.seed, 0x7a11d, lo + i, j);
+    const { hp } = this;
+    const k = hp.evalSamples;
+    const rolls = await this.rollouts(job.valid.slice(lo, hi), k, seedOf);
+    const mine = {
+      graded: gradedSamples(rolls),
+      records: validationSamples(rolls, {
+        step,
+        k,
+        jsonRequired: job.jsonRequired,
+        seedOf,
+        sampling: { temperature: hp.temperature, top_p: hp.topP, max_completion_tokens: hp.maxCompletionTokens },
+      }),
+    };
+    const all = this.dp ? await this.dp.allGatherJson(mine) : [mine];
+    if (this.reports) {
+      mkdirSync(this.validationDir, { recursive: true });
+      const text = validationFileText(all.flatMap((a) => a.records));
+      replaceFileAtomic(join(this.validationDir, validationFileName(step)), text);
+    }
+    return all.flatMap((a) => a.graded);
   }
 
   /** This rank's prompts of a step, and the index of its first one in the whole step. */
@@ -546,7 +573,7 @@ export class RftTrainer {
     this.governanceSeconds += (tTrained - tSign) / 1000;
     const share = await this.gatherShare(stepShare(rolls, kept.length, trained));
     const evalNow = job.valid.length > 0 && (step % hp.evalInterval === 0 || step === hp.totalSteps);
-    const valid = evalNow ? await this.validate() : undefined;
+    const valid = evalNow ? await this.validate(step) : undefined;
     const tEval = performance.now();
     const timing = {
       sampling: split.sampling,
@@ -682,7 +709,7 @@ export class RftTrainer {
 
   /** The baseline: what the starting model scores, so every later validation has a reference point. */
   private async baseline() {
-    const base = mean((await this.validate()).map((s) => s.response.reward));
+    const base = mean((await this.validate(0)).map((s) => s.response.reward));
     this.history.push({ step: 0, trainRewardMean: null, validRewardMean: base });
     this.info(`Baseline validation (step 0): valid_reward_mean=${base.toFixed(3)}`, {
       step: 0,

@@ -1,11 +1,12 @@
 /**
  * Phase "record": what a step leaves behind — the body of its signed `update.applied`, the samples and counts
  * its metrics event is built from, and the grader-failure rule (fail after `patience` steps in a row with too
- * many grader errors). Pure.
+ * many grader errors), and a validation's graded samples as the lines of `validation/step-N.jsonl`. Pure.
  */
+import { VALIDATION_LIMITS, type ValidationOmitted, type ValidationSample } from "../../proto/validation.js";
 import { mean, std } from "./advantages.js";
 import { type GradedSample, graderErrorRate, type MetricsEvent } from "./metrics.js";
-import type { Rollout } from "./rollouts.js";
+import { gradedSample, type Rollout } from "./rollouts.js";
 import type { LossSums, StepUpdate } from "./update.js";
 
 /** The body of a rank's update.applied for a step. */
@@ -129,4 +130,71 @@ export function graderFailure(
     .join("\n---\n");
   const error = `grader errors on ${(rate * 100).toFixed(0)}% of samples for ${next} steps in a row${details ? `; sample tracebacks:\n${details}` : ""}`;
   return { streak: next, error };
+}
+
+const cut = (s: string, n: number) => (s.length > n ? s.slice(0, n) : s);
+
+/**
+ * A validation's rollouts (row-major, `k` per row) as the records of its step file: prompt, item, what the
+ * graders saw and what they answered. `seedOf(i, j)` is the seed of row i's sample j.
+ */
+export function validationSamples(
+  rolls: Rollout[],
+  o: {
+    step: number;
+    k: number;
+    jsonRequired: boolean;
+    seedOf: (i: number, j: number) => number;
+    sampling: ValidationSample["sampling"];
+  },
+): ValidationSample[] {
+  const n = VALIDATION_LIMITS.textChars;
+  return rolls.map((r, p) => {
+    const seen = gradedSample(r.completion, r.row, o.jsonRequired);
+    const i = Math.floor(p / o.k);
+    const j = p % o.k;
+    const finish = (seen.choices?.[0] as { finish_reason?: string } | undefined)?.finish_reason;
+    return {
+      step: o.step,
+      line: r.row.line,
+      sample_index: j,
+      messages: r.row.messages,
+      ...(r.row.tools ? { tools: r.row.tools } : {}),
+      item: r.row.item,
+      output_text: cut(seen.output_text, n),
+      output_tools: (seen.output_tools ?? []).map((t) => cutToolCall(t, n)),
+      finish_reason: finish ?? r.completion.finishReason,
+      completion_tokens: r.completion.tokens.length,
+      seed: o.seedOf(i, j),
+      sampling: o.sampling,
+      grader: r.response,
+    };
+  });
+}
+
+function cutToolCall(t: unknown, n: number): unknown {
+  const f = (t as { function?: { arguments?: unknown } }).function;
+  if (typeof f?.arguments !== "string" || f.arguments.length <= n) return t;
+  return { ...(t as object), function: { ...f, arguments: f.arguments.slice(0, n) } };
+}
+
+/**
+ * The text of a step file: one JSON line per sample while the file stays under `limitBytes`; the samples past
+ * it are left out and counted in a last `{"omitted", "limit_bytes"}` line.
+ */
+export function validationFileText(samples: ValidationSample[], limitBytes = VALIDATION_LIMITS.fileBytes): string {
+  const lines: string[] = [];
+  let bytes = 0;
+  for (const [i, s] of samples.entries()) {
+    const line = `${JSON.stringify(s)}\n`;
+    const size = Buffer.byteLength(line);
+    if (bytes + size > limitBytes - 128) {
+      const tail: ValidationOmitted = { omitted: samples.length - i, limit_bytes: limitBytes };
+      lines.push(`${JSON.stringify(tail)}\n`);
+      break;
+    }
+    lines.push(line);
+    bytes += size;
+  }
+  return lines.join("");
 }
