@@ -40,6 +40,9 @@ fi
 if [[ $MODE == npm ]]; then
   writable_prefix || die "npm's global prefix $PREFIX is not writable (RFT_LINK=shim puts rft in ~/.local/bin)"
   say "npm link: $PREFIX/bin/rft -> $ROOT/dist/cli/rft.js"
+  # npm link leaves the bin target's mode alone when a global link of the package already exists (it then
+  # only repoints it), and tsc writes dist/ as 0644: without this, a fresh clone's `rft` is "Permission denied".
+  chmod +x "$ROOT/dist/cli/rft.js"
   npm link --ignore-scripts --no-audit --no-fund >&2
   BIN=$PREFIX/bin
 else
