@@ -8,6 +8,10 @@
  * `#sha256=<digest>`), which trainer pods fetch with the job's token (an HMAC of the job id under the server's
  * dataset key) from a Secret in the job's namespace that the FineTuneJob owns. A token reads only its own
  * job's two files, never anything else of the API.
+ *
+ * The eval link (as local mode's, api/job-evals.ts): an RFT job with a validation file gets an eval (`eval_id`),
+ * and its rank-0 trainer PUTs each validation's graded samples to `/internal/validations/<id>/step-N.jsonl`
+ * with the same token (trainer/job/validation-upload.ts); each step becomes a completed run of the eval.
  */
 import { createHash, createHmac, randomInt, timingSafeEqual } from "node:crypto";
 import {
@@ -23,6 +27,8 @@ import {
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { join } from "node:path";
 import type { Logger } from "../proto/log.js";
+import { VALIDATION_LIMITS, validationFileName } from "../proto/validation.js";
+import { replaceFileAtomic } from "../trainer/checkpoint/store.js";
 import { type KubeClient, KubeError, paths } from "../operator/client.js";
 import { LIMITS } from "../trainer/data/dataset.js";
 import type { ClusterConfig } from "./cluster-config.js";
@@ -38,6 +44,7 @@ import {
   type FineTuneJobObject,
   ftjName,
   jobOf,
+  modelName,
   type ObservedStep,
   observedStep,
   type OpenAiFields,
@@ -47,8 +54,10 @@ import {
 } from "./cluster-map.js";
 import { checkFineTuneJob, JobRequestError, toFineTuneJob } from "./convert.js";
 import { ApiError, notFound } from "./errors.js";
+import type { EvalStore } from "./evals.js";
 import type { FileObject, FileStore } from "./files.js";
-import { ALL_PROJECTS, DEFAULT_PROJECT } from "./http.js";
+import { ALL_PROJECTS, DEFAULT_PROJECT, readBody, send } from "./http.js";
+import { importValidations, jobEvalRequest, parseValidationFile } from "./job-evals.js";
 import { isIdOf, newId, now } from "./ids.js";
 import type { Action } from "./job-state.js";
 import {
@@ -80,6 +89,7 @@ export class ClusterJobs {
   private readonly steps = new Map<string, ObservedStep[]>();
   private timer: NodeJS.Timeout | undefined;
   private polling: Promise<void> | undefined;
+  private evals: EvalStore | undefined;
 
   constructor(readonly o: ClusterJobsOptions) {
     if (o.datasetKey.length < 32) throw new Error("the dataset token key must have at least 32 bytes");
@@ -119,6 +129,11 @@ export class ClusterJobs {
     return join(this.o.dir, id);
   }
 
+  /** RFT jobs with a validation file get an eval, and each validation step their trainer sends a run of it. */
+  linkEvals(store: EvalStore) {
+    this.evals = store;
+  }
+
   /** The dataset token of a job (what its Secret holds). */
   token(id: string): string {
     return createHmac("sha256", this.o.datasetKey).update(`dataset/${id}`).digest("hex");
@@ -140,7 +155,11 @@ export class ClusterJobs {
     const type = converted.spec.method.type;
     const digests = this.stageFiles(id, type, train!, valid);
     const fields = openAiFieldsOf(body, { id, model, type, seed: converted.spec.seed!, train: train!, valid });
-    const url = (f: DatasetFile) => `${this.o.config.datasetBaseUrl}/internal/datasets/${id}/${f}#sha256=${digests[f]}`;
+    const grader = converted.spec.method.reinforcement?.grader as Record<string, unknown> | undefined;
+    if (type === "reinforcement" && grader && valid && this.evals)
+      fields.eval_id = (await this.evals.create(jobEvalRequest(id, grader), project, false)).id;
+    const base = this.o.config.datasetBaseUrl;
+    const url = (f: DatasetFile) => `${base}/internal/datasets/${id}/${f}#sha256=${digests[f]}`;
     const ftj = clusterFineTuneJob(converted, {
       id,
       project,
@@ -148,6 +167,7 @@ export class ClusterJobs {
       modelPath: modelPath!,
       trainingUrl: url("train.jsonl"),
       ...(valid ? { validationUrl: url("valid.jsonl") } : {}),
+      ...(fields.eval_id ? { validationUploadUrl: `${base}/internal/validations/${id}` } : {}),
       fields,
       ...(this.o.config.trainer ? { trainer: this.o.config.trainer } : {}),
     });
@@ -358,6 +378,67 @@ export class ClusterJobs {
     return jobOf(patched, f, this.o.organization);
   }
 
+  /** A request's bearer token is the job's own (constant time). */
+  private jobToken(req: IncomingMessage, id: string): boolean {
+    const given = Buffer.from(/^Bearer (\S+)$/.exec(String(req.headers.authorization ?? ""))?.[1] ?? "");
+    const want = Buffer.from(this.token(id));
+    return given.length === want.length && timingSafeEqual(given, want);
+  }
+
+  /**
+   * `PUT /internal/validations/<job id>/step-<N>.jsonl` with the job's token: one validation's graded samples
+   * from the job's rank-0 trainer (proto/validation.ts), bounded in size and checked line by line. The first
+   * copy of a step is kept (a resent one is acknowledged and ignored); the step becomes a run of the job's
+   * eval at once. 204 when stored; 400 naming the line of a malformed file; 401, 404, 413 otherwise.
+   */
+  async receiveValidation(req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
+    const m = /^\/internal\/validations\/([A-Za-z0-9_-]+)\/step-(\d{1,9})\.jsonl$/.exec(path);
+    const deny = (status: number, message: string, code: string | null = null) => {
+      req.resume();
+      send(res, status, { error: { message, type: "invalid_request_error", param: null, code } });
+    };
+    if (req.method !== "PUT" || !m || !isIdOf("ftjob-", m[1]!)) return deny(404, "Not found.");
+    const id = m[1]!;
+    const step = Number(m[2]);
+    if (!this.jobToken(req, id)) return deny(401, "A job's dataset token is required.");
+    if (!existsSync(this.jobDir(id))) return deny(404, "Not found.");
+    let text: string;
+    try {
+      text = (await readBody(req, VALIDATION_LIMITS.fileBytes + (256 << 10))).toString("utf8");
+    } catch (e) {
+      if (e instanceof ApiError) return send(res, e.status, e.body());
+      throw e;
+    }
+    const bad = checkValidationFile(text, step);
+    if (bad)
+      return send(res, 400, {
+        error: { message: bad, type: "invalid_request_error", param: null, code: "invalid_file" },
+      });
+    const dir = join(this.jobDir(id), "validation");
+    const file = join(dir, validationFileName(step));
+    mkdirSync(dir, { recursive: true });
+    if (!existsSync(file)) replaceFileAtomic(file, text);
+    this.importSteps(id, dir).catch((e: unknown) =>
+      this.o.log.warn({ job: id, err: String(e) }, "cannot add the validation runs to the job's eval"),
+    );
+    res.writeHead(204);
+    res.end();
+  }
+
+  /** The job's stored validation steps not yet in its eval become runs of it. */
+  private async importSteps(id: string, dir: string): Promise<void> {
+    if (!this.evals) return;
+    const { f } = await this.object(id, ALL_PROJECTS);
+    if (!f.eval_id) return;
+    const name = modelName(f, this.o.organization);
+    importValidations(this.evals, {
+      evalId: f.eval_id,
+      job: { id, seed: f.seed, validation_file: f.validation_file },
+      dir,
+      modelOf: (s) => (s === 0 ? f.model : `${name}:ckpt-step-${s}`),
+    });
+  }
+
   /**
    * `GET /internal/datasets/<job id>/<train.jsonl|valid.jsonl>` with `Authorization: Bearer <the job's
    * token>`: the job's copy of the file, for its trainer pods. Anything else is a 404 (no oracle for ids).
@@ -370,10 +451,7 @@ export class ClusterJobs {
     };
     if (req.method !== "GET" || !m || !isIdOf("ftjob-", m[1]!)) return deny(404, "Not found.");
     const [, id, file] = m;
-    const given = Buffer.from(/^Bearer (\S+)$/.exec(String(req.headers.authorization ?? ""))?.[1] ?? "");
-    const want = Buffer.from(this.token(id!));
-    if (given.length !== want.length || !timingSafeEqual(given, want))
-      return deny(401, "A job's dataset token is required.");
+    if (!this.jobToken(req, id!)) return deny(401, "A job's dataset token is required.");
     const p = join(this.jobDir(id!), file!);
     if (!existsSync(p)) return deny(404, "Not found.");
     res.writeHead(200, { "content-type": "application/jsonl", "content-length": statSync(p).size });
@@ -384,6 +462,44 @@ export class ClusterJobs {
     clearInterval(this.timer);
     await this.polling;
   }
+}
+
+/**
+ * What is wrong with an uploaded validation file of step `step` (undefined: nothing): each line a JSON sample
+ * of that step with a numeric reward, or the last line's omitted count.
+ */
+export function checkValidationFile(text: string, step: number): string | undefined {
+  const lines = text.split("\n");
+  for (const [i, line] of lines.entries()) {
+    if (!line.trim()) continue;
+    let v: unknown;
+    try {
+      v = JSON.parse(line);
+    } catch {
+      return `line ${i + 1}: not JSON`;
+    }
+    const o = v as Record<string, unknown> | null;
+    if (!o || typeof o !== "object" || Array.isArray(o)) return `line ${i + 1}: not a JSON object`;
+    if ("omitted" in o) {
+      if (!Number.isInteger(o.omitted)) return `line ${i + 1}: "omitted" must be an integer`;
+      continue;
+    }
+    if (o.step !== step) return `line ${i + 1}: "step" must be ${step}`;
+    if (!Number.isInteger(o.line) || (o.line as number) < 1) return `line ${i + 1}: "line" must be a positive integer`;
+    if (typeof o.output_text !== "string") return `line ${i + 1}: "output_text" must be a string`;
+    if (!Array.isArray(o.messages) || !Array.isArray(o.output_tools))
+      return `line ${i + 1}: "messages" and "output_tools" must be arrays`;
+    if (!o.item || typeof o.item !== "object") return `line ${i + 1}: "item" must be an object`;
+    const g = o.grader as Record<string, unknown> | undefined;
+    if (!g || typeof g !== "object" || typeof g.reward !== "number" || typeof g.metadata !== "object" || !g.metadata)
+      return `line ${i + 1}: "grader" must be a grader response (reward, metadata)`;
+  }
+  try {
+    parseValidationFile(text);
+  } catch (e) {
+    return String(e);
+  }
+  return undefined;
 }
 
 /** The OpenAI request as a FineTuneJob (its files named as the trainer's local copies); 400 with the `param`. */

@@ -21,6 +21,8 @@ export const PROJECT_LABEL = "rft.dev/api-project";
 /** The env var of the trainer container that holds the job's dataset token (from the job's dataset Secret). */
 export const DATASET_TOKEN_ENV = "RFT_DATASET_TOKEN";
 export const DATASET_TOKEN_KEY = "token";
+/** The env var of the trainer container naming where rank 0 sends its validation results (./cluster-jobs.ts). */
+export const VALIDATION_URL_ENV = "RFT_VALIDATION_URL";
 
 /** The parts of OpenAI's job object that the FineTuneJob's spec cannot give back. */
 export interface OpenAiFields {
@@ -35,6 +37,8 @@ export interface OpenAiFields {
   hyperparameters: Record<string, unknown>;
   /** The method as answered (type, its hyperparameters with "auto"s), without the grader (the spec has it). */
   method: Record<string, unknown>;
+  /** The RFT job's eval (api/job-evals.ts): each validation step the trainer sends back is a run of it. */
+  eval_id?: string | null;
 }
 
 /** Where a project's jobs run. */
@@ -59,6 +63,8 @@ export interface ClusterJobOptions {
   /** URLs trainer pods fetch the files from (with `#sha256=` digests the trainer checks). */
   trainingUrl: string;
   validationUrl?: string;
+  /** Where the trainer PUTs each validation step's graded samples (`<url>/step-N.jsonl`), for the job's eval. */
+  validationUploadUrl?: string;
   fields: OpenAiFields;
   /** Trainer defaults of the installation (image, backend, resources). */
   trainer?: FineTuneJob["spec"]["trainer"];
@@ -85,6 +91,7 @@ export function clusterFineTuneJob(converted: FineTuneJob, o: ClusterJobOptions)
       name: DATASET_TOKEN_ENV,
       valueFrom: { secretKeyRef: { name: datasetSecretName(o.id), key: DATASET_TOKEN_KEY } },
     },
+    ...(o.validationUploadUrl ? [{ name: VALIDATION_URL_ENV, value: o.validationUploadUrl }] : []),
   ];
   spec.trainer = trainer;
   return {
@@ -182,6 +189,7 @@ export function jobOf(o: FineTuneJobObject, f: OpenAiFields, org: string): FineT
     metadata: f.metadata,
     method: f.method,
     usage_metrics: { training_seconds: 0 },
+    eval_id: f.eval_id ?? null,
   };
 }
 

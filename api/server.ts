@@ -123,7 +123,7 @@ export async function startApiServer(o: ApiServerOptions): Promise<RunningApi> {
     modelEndpoint: self,
     modelVisible: (m, p) => modelDir(m, p) !== undefined,
   });
-  local?.linkEvals(evals); // RFT jobs get an eval, and each validation step a run of it
+  (local ?? cluster)?.linkEvals(evals); // RFT jobs get an eval, and each validation step a run of it
   const maxJson = o.maxJsonBytes ?? 4 << 20;
   const maxUpload = o.maxUploadBytes ?? 512 << 20;
 
@@ -258,6 +258,9 @@ export async function startApiServer(o: ApiServerOptions): Promise<RunningApi> {
     if (req.method === "GET" && url.pathname === "/healthz") return send(res, 200, { status: "ok" });
     // Trainer pods fetch their job's files here with the job's own token (cluster mode only).
     if (cluster && url.pathname.startsWith("/internal/datasets/")) return cluster.serveDataset(req, res, url.pathname);
+    // ... and send back each validation's graded samples, for the job's eval (cluster mode only).
+    if (cluster && url.pathname.startsWith("/internal/validations/"))
+      return void cluster.receiveValidation(req, res, url.pathname).catch(fail);
     let project: string;
     try {
       if (!url.pathname.startsWith("/v1/"))

@@ -13,6 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 import { checkClusterConfig } from "../../api/cluster-config.js";
+import { checkValidationFile } from "../../api/cluster-jobs.js";
 import {
   actionPatch,
   checkpointsOf,
@@ -27,6 +28,7 @@ import {
 import { checkFineTuneJob, toFineTuneJob } from "../../api/convert.js";
 import { resolvedConfig } from "../../operator/desired.js";
 import { DatasetConfigError, fetchDataset } from "../../trainer/job/remote-dataset.js";
+import { ValidationUploader } from "../../trainer/job/validation-upload.js";
 import { jobRequest } from "./guide.js";
 
 const ID = "ftjob-AbCdEfGh0123456789xyzXYZ";
@@ -311,4 +313,76 @@ test("rft api --cluster: a bad config or a missing dataset key stops it with the
   );
   const both = run(["--cluster", join(dir, "ok.yaml"), "--local"]);
   assert.match(both.stderr, /--local and --cluster are exclusive/);
+});
+
+test("validation results from a trainer: the step's samples pass; anything else is refused naming its line", () => {
+  const sample = {
+    step: 3,
+    line: 1,
+    sample_index: 0,
+    messages: [{ role: "user", content: "q" }],
+    item: { answer: "a" },
+    output_text: "a",
+    output_tools: [],
+    finish_reason: "stop",
+    completion_tokens: 1,
+    seed: 7,
+    sampling: { temperature: 1, top_p: 1, max_completion_tokens: 8 },
+    grader: { reward: 1, metadata: { name: "g", type: "string_check", errors: {} }, sub_rewards: {} },
+  };
+  const file = (...rows: unknown[]) => rows.map((r) => JSON.stringify(r)).join("\n") + "\n";
+  assert.equal(checkValidationFile(file(sample, { omitted: 4, limit_bytes: 16 }), 3), undefined);
+  assert.equal(checkValidationFile(file(sample), 2), 'line 1: "step" must be 2');
+  assert.equal(checkValidationFile(`${file(sample)}{oops\n`, 3), "line 2: not JSON");
+  assert.equal(checkValidationFile(file(sample, [1]), 3), "line 2: not a JSON object");
+  assert.match(checkValidationFile(file({ ...sample, grader: { reward: "1" } }), 3)!, /^line 1: "grader"/);
+  assert.match(checkValidationFile(file({ ...sample, output_tools: null }), 3)!, /^line 1: "messages" and/);
+});
+
+test("the trainer sends each validation file once, resends after a failure, and remembers across restarts", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "rft-vupload-"));
+  const got: string[] = [];
+  let failNext = true;
+  const server = createServer((req, res) => {
+    let body = "";
+    req.on("data", (c) => (body += c));
+    req.on("end", () => {
+      if (req.headers.authorization !== "Bearer tok") return void res.writeHead(401).end();
+      if (failNext) {
+        failNext = false;
+        return void res.writeHead(503).end();
+      }
+      got.push(`${req.url} ${body}`);
+      res.writeHead(204).end();
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/internal/validations/${ID}`;
+  const log = { warn: () => {}, error: () => {}, info: () => {}, debug: () => {} } as never;
+  try {
+    writeFileSync(join(dir, "step-0.jsonl"), "zero\n");
+    writeFileSync(join(dir, "step-1.jsonl"), "one\n");
+    const up = new ValidationUploader({ url, token: "tok", dir, log });
+    await up.flush(5_000); // the first PUT fails (503): flush ends with it pending
+    assert.deepEqual(up.pending(), [0, 1]);
+    await up.flush(5_000);
+    assert.deepEqual(got, [
+      `/internal/validations/${ID}/step-0.jsonl zero\n`,
+      `/internal/validations/${ID}/step-1.jsonl one\n`,
+    ]);
+    writeFileSync(join(dir, "step-2.jsonl"), "two\n");
+    const again = new ValidationUploader({ url, token: "tok", dir, log }); // a restarted pod
+    assert.deepEqual(again.pending(), [2]);
+    await again.flush(5_000);
+    assert.equal(got.length, 3);
+    // A refusal (401 here) is not retried by that trainer, and not marked sent: a restarted one tries again.
+    writeFileSync(join(dir, "step-3.jsonl"), "three\n");
+    const refused = new ValidationUploader({ url, token: "wrong", dir, log });
+    await refused.flush(5_000);
+    assert.deepEqual(refused.pending(), []);
+    assert.equal(got.length, 3);
+    assert.deepEqual(new ValidationUploader({ url, token: "tok", dir, log }).pending(), [3]);
+  } finally {
+    server.close();
+  }
 });

@@ -199,6 +199,48 @@ test("the RFT guide's flow through the operator: files, FineTuneJob, events to s
   assert.equal(ckpts[0]!.step_number, 2);
   assert.equal(typeof (ckpts[0]!.metrics as Record<string, number>).valid_reward_mean, "number");
 
+  // The eval link: each validation (the baseline, steps 1 and 2) the trainer pod sent back is a run of the job's
+  // eval, its items the graded samples.
+  const evalId = (done as unknown as { eval_id: string }).eval_id;
+  assert.match(evalId, /^eval_[A-Za-z0-9]{24}$/);
+  assert.equal((job as unknown as { eval_id: string }).eval_id, evalId);
+  const runs = [];
+  for await (const r of client.evals.runs.list(evalId)) runs.push(r);
+  assert.deepEqual(
+    runs.map((r) => [r.name, r.status, r.model]).sort(),
+    [0, 1, 2].map((n) => [
+      `${job.id} step ${n}`,
+      "completed",
+      n === 0 ? BASE : `${done.fine_tuned_model}:ckpt-step-${n}`,
+    ]),
+  );
+  for (const run of runs) {
+    const items = [];
+    for await (const it of client.evals.runs.outputItems.list(run.id, { eval_id: evalId })) items.push(it);
+    assert.equal(items.length, VALID.length, run.name); // eval_samples: 1
+    assert.equal(run.result_counts.total, items.length);
+    assert.deepEqual(items.find((i) => i.datasource_item_id === 0)!.sample.input, JSON.parse(VALID[0]!).messages);
+  }
+  const metricsSteps = events.filter((e) => e.type === "metrics").map((e) => e.data as Record<string, unknown>);
+  const last = metricsSteps.find((d) => d.step === 2) as { valid_reward_mean: number | null } | undefined;
+  const run2 = runs.find((r) => r.name.endsWith("step 2"))!;
+  const items2 = [];
+  for await (const it of client.evals.runs.outputItems.list(run2.id, { eval_id: evalId })) items2.push(it);
+  const mean2 = items2.reduce((a, i) => a + i.results[0]!.score, 0) / items2.length;
+  if (typeof last?.valid_reward_mean === "number") assert.ok(Math.abs(mean2 - last.valid_reward_mean) < 1e-6);
+
+  // Only the job's own token may send results, and a malformed file is refused naming its line.
+  const upload = `http://127.0.0.1:${apiPort}/internal/validations/${job.id}/step-9.jsonl`;
+  const token = Buffer.from(secret.data.token, "base64").toString("utf8");
+  assert.equal((await fetch(upload, { method: "PUT", body: "{}\n" })).status, 401);
+  const malformed = await fetch(upload, {
+    method: "PUT",
+    headers: { authorization: `Bearer ${token}` },
+    body: '{"step": 9}\nnot json\n',
+  });
+  assert.equal(malformed.status, 400);
+  assert.match(((await malformed.json()) as { error: { message: string } }).error.message, /^line 1: "line"/);
+
   assert.deepEqual(
     (await client.fineTuning.jobs.list()).data.map((j) => j.id),
     [job.id],

@@ -17,6 +17,9 @@
  * chart's PodMonitor scrapes) rank 0 serves the trainer's Prometheus metrics (trainer/rl/prom.ts: rewards,
  * steps, grader errors, step timings; label `job` = the FineTuneJob's name) on `/metrics`, all interfaces.
  *
+ * Validation results: with `RFT_VALIDATION_URL` (`rft api --cluster` sets it) rank 0 sends each validation's
+ * graded samples to the API, which records them as runs of the job's eval (./validation-upload.ts).
+ *
  * `RFT_MIN_STEP_MS` (optional, from spec.trainer.env) paces training: each step takes at least that long in
  * wall time. For demos and lifecycle tests that must act mid-run whatever the machine's speed.
  */
@@ -36,6 +39,7 @@ import { type RankEnv, rankEnv } from "../collective/env.js";
 import { runJob } from "./run-job.js";
 import { subscribeControl } from "./control.js";
 import { DatasetConfigError, fetchDataset, isDatasetUrl } from "./remote-dataset.js";
+import { ValidationUploader } from "./validation-upload.js";
 
 const log = createLogger("trainer-pod");
 
@@ -273,6 +277,15 @@ export async function runTrainerPod(o: TrainerPodOptions): Promise<TrainerPodRes
       metrics?.controlDropped.inc({ job: name, reason }),
     );
   const progress = new ProgressReporter(nc, s);
+  const uploads =
+    env.RFT_VALIDATION_URL && s.rank === 0
+      ? new ValidationUploader({
+          url: env.RFT_VALIDATION_URL.replace(/\/+$/, ""),
+          token: env.RFT_DATASET_TOKEN || undefined,
+          dir: join(s.outDir, "validation"),
+          log,
+        })
+      : undefined;
   const onSignal = () => {
     log.info("SIGTERM: finishing the current step, checkpointing, pausing");
     control.pause = true;
@@ -296,6 +309,7 @@ export async function runTrainerPod(o: TrainerPodOptions): Promise<TrainerPodRes
         onStep: (m) => {
           metrics?.observeStep(m, m.data.total_steps);
           progress.step(m);
+          uploads?.sync(); // the step's validation file, if it had one, is written before its metrics event
           pace();
         },
         onCheckpoint: (c) => {
@@ -305,6 +319,7 @@ export async function runTrainerPod(o: TrainerPodOptions): Promise<TrainerPodRes
         onSftStep: (e, total) => progress.sftStep(e.step, total),
       },
     });
+    await uploads?.flush(); // before the final status: a client that sees "succeeded" finds every step's run
     if (result.method === "supervised") {
       progress.publish("succeeded", { fineTunedModel: result.modelDir });
       return { status: "succeeded", exitCode: 0 };
