@@ -1,7 +1,8 @@
 /**
  * Chat completions on the models `rft api` knows (base, fine-tuned, checkpoints): each model id is served by
  * its own `rft serve` child process, started on the first request (a few seconds) and kept; at most
- * `maxResident` at a time (the least recently used one is stopped). Requests are proxied as they are.
+ * `maxResident` at a time (the least recently used one is stopped). A model of an external endpoint
+ * (./endpoints.ts) goes to that endpoint with its key instead. Requests are proxied as they are.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import type { IncomingMessage, ServerResponse } from "node:http";
@@ -23,6 +24,8 @@ export interface ModelHostOptions {
   resolve(id: string): string | undefined;
   backend?: string;
   maxResident?: number;
+  /** The external endpoint of a model id (base URL up to /v1, bearer key), tried before `resolve`. */
+  remote?(id: string): { baseUrl: string; apiKey?: string; servedModel?: string; timeoutMs?: number } | undefined;
   log: Logger;
 }
 
@@ -95,15 +98,51 @@ export class ModelHost {
     }
   }
 
+  /** Where a model's chat completions go: an external endpoint (with its key), or its local server. */
+  private async target(
+    id: string,
+  ): Promise<{ url: string; headers: Record<string, string>; servedModel?: string; signal?: AbortSignal }> {
+    const headers: Record<string, string> = { "content-type": "application/json" };
+    const remote = this.o.remote?.(id);
+    if (remote) {
+      if (remote.apiKey) headers.authorization = `Bearer ${remote.apiKey}`;
+      return {
+        url: `${remote.baseUrl}/chat/completions`,
+        headers,
+        ...(remote.servedModel ? { servedModel: remote.servedModel } : {}),
+        // The endpoint's per-request bound (a stream may take longer: 10× it).
+        signal: AbortSignal.timeout((remote.timeoutMs ?? 60_000) * 10),
+      };
+    }
+    return { url: `${await this.url(id)}/chat/completions`, headers };
+  }
+
+  /** A model endpoint that cannot be reached, as OpenAI's error (never its key). */
+  private unreachable(id: string, e: unknown): ApiError {
+    return new ApiError(
+      502,
+      `The model server of '${id}' cannot be reached: ${(e as Error).message}`,
+      "model",
+      "model_server_error",
+    );
+  }
+
   /** One chat completion (JSON), for evals. */
   async chat(body: Record<string, unknown>): Promise<Record<string, unknown>> {
-    const url = await this.url(String(body.model));
-    const r = await fetch(`${url}/chat/completions`, {
+    const t = await this.target(String(body.model));
+    const sent = t.servedModel ? { ...body, model: t.servedModel } : body;
+    const r = await fetch(t.url, {
       method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify(body),
+      headers: t.headers,
+      body: JSON.stringify(sent),
+      signal: t.signal,
+    }).catch((e: unknown) => {
+      throw this.unreachable(String(body.model), e);
     });
-    const j = (await r.json()) as Record<string, unknown>;
+    const j = (await r.json().catch(() => ({ error: { message: `HTTP ${r.status}, not JSON` } }))) as Record<
+      string,
+      unknown
+    >;
     if (!r.ok) {
       const e = (j.error ?? {}) as { message?: string; param?: string; code?: string };
       throw new ApiError(r.status, e.message ?? "chat completion failed", e.param ?? null, e.code ?? null);
@@ -119,20 +158,23 @@ export class ModelHost {
     allowed: (model: string) => boolean,
   ): Promise<void> {
     let model: unknown;
+    let parsed: Record<string, unknown>;
     try {
-      model = (JSON.parse(body.toString("utf8")) as { model?: unknown }).model;
+      parsed = JSON.parse(body.toString("utf8")) as Record<string, unknown>;
+      model = parsed.model;
     } catch {
       throw new ApiError(400, "We could not parse the JSON body of your request.", null, "invalid_json");
     }
     if (typeof model !== "string")
       throw new ApiError(400, "Missing required parameter: 'model'.", "model", "missing_required_parameter");
     if (!allowed(model)) throw new ApiError(404, `The model '${model}' does not exist`, "model", "model_not_found");
-    const url = await this.url(model);
-    const r = await fetch(`${url}/chat/completions`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body,
-    });
+    const t = await this.target(model);
+    const sent = t.servedModel ? JSON.stringify({ ...parsed, model: t.servedModel }) : body;
+    const r = await fetch(t.url, { method: "POST", headers: t.headers, body: sent, signal: t.signal }).catch(
+      (e: unknown) => {
+        throw this.unreachable(model as string, e);
+      },
+    );
     res.writeHead(r.status, { "content-type": r.headers.get("content-type") ?? "application/json" });
     if (r.body) for await (const chunk of r.body) res.write(chunk);
     res.end();

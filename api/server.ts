@@ -16,6 +16,7 @@ import type { KubeClient } from "../operator/client.js";
 import type { ClusterConfig } from "./cluster-config.js";
 import { ClusterJobs } from "./cluster-jobs.js";
 import { ApiError } from "./errors.js";
+import { Endpoints } from "./endpoints.js";
 import { EvalStore } from "./evals.js";
 import { FileStore } from "./files.js";
 import { ALL_PROJECTS, type ApiKeys, DEFAULT_PROJECT, readBody, readJson, send } from "./http.js";
@@ -44,6 +45,8 @@ export interface ApiServerOptions {
    * config's); `models` is unused (the config names the base models on the model claims).
    */
   cluster?: { client: KubeClient; config: ClusterConfig; datasetKey: Buffer; pollMs?: number };
+  /** External OpenAI-compatible endpoints: their models are listed, chatted with and sampled by eval runs. */
+  endpoints?: Endpoints;
 }
 
 export interface RunningApi {
@@ -51,6 +54,16 @@ export interface RunningApi {
   url: string;
   jobs: JobManager | ClusterJobs;
   close(): Promise<void>;
+}
+
+/** The `model` of a chat request body ("" when it has none: the proxy answers the error). */
+function requestedModel(body: Buffer): string {
+  try {
+    const m = (JSON.parse(body.toString("utf8")) as { model?: unknown }).model;
+    return typeof m === "string" ? m : "";
+  } catch {
+    return "";
+  }
 }
 
 /** `multipart/form-data` → its fields and its one file (the body is already bounded). */
@@ -106,7 +119,16 @@ export async function startApiServer(o: ApiServerOptions): Promise<RunningApi> {
   const jobs: JobManager | ClusterJobs = cluster ?? local!;
   /** A model this server can serve chat completions for (local mode only: cluster jobs' models are the cluster's). */
   const modelDir = (id: string, project?: string) => local?.modelDir(id, project);
-  const host = new ModelHost({ backend: o.backend, log, resolve: (id) => modelDir(id) });
+  const endpoints = o.endpoints ?? new Endpoints();
+  const host = new ModelHost({
+    backend: o.backend,
+    log,
+    resolve: (id) => modelDir(id),
+    remote: (id) => endpoints.of(id),
+  });
+  /** A model a project may chat with or sample: an endpoint's, or one this server serves. */
+  const chatModel = (id: string, project?: string) =>
+    endpoints.of(id) !== undefined || modelDir(id, project) !== undefined;
   const metrics = new GraderMetrics({ defaultMetrics: false });
   const engine = new GraderEngine({ onGraded: metrics.observe });
   const graderHttp = createGraderHttp({ engine, metrics, logger: log });
@@ -121,7 +143,7 @@ export async function startApiServer(o: ApiServerOptions): Promise<RunningApi> {
     host,
     log,
     modelEndpoint: self,
-    modelVisible: (m, p) => modelDir(m, p) !== undefined,
+    modelVisible: (m, p) => chatModel(m, p),
   });
   (local ?? cluster)?.linkEvals(evals); // RFT jobs get an eval, and each validation step a run of it
   const maxJson = o.maxJsonBytes ?? 4 << 20;
@@ -212,25 +234,30 @@ export async function startApiServer(o: ApiServerOptions): Promise<RunningApi> {
           created: x.created,
           owned_by: organization,
         })),
+        ...endpoints
+          .models()
+          .map((x) => ({ id: x.id, object: "model", created: o.models.created, owned_by: x.owned_by })),
       ];
       return send(res, 200, { object: "list", data });
     }
     if (is("GET", "models", null)) {
       const id = seg[1]!;
       const ft = (await jobs.fineTunedModels(project)).find((x) => x.id === id);
-      if (!ft && !baseNames.includes(id) && !modelDir(id, project))
+      if (!ft && !baseNames.includes(id) && !chatModel(id, project))
         throw new ApiError(404, `The model '${id}' does not exist`, "model", "model_not_found");
-      return send(res, 200, { id, object: "model", created: ft?.created ?? o.models.created, owned_by: organization });
+      const owner = endpoints.models().find((x) => x.id === id)?.owned_by ?? organization;
+      return send(res, 200, { id, object: "model", created: ft?.created ?? o.models.created, owned_by: owner });
     }
     if (is("POST", "chat", "completions")) {
-      if (cluster)
+      const body = await readBody(req, maxJson);
+      if (cluster && !endpoints.of(requestedModel(body)))
         throw new ApiError(
           400,
           "Chat completions are served by `rft api --local` only; in cluster mode serve the fine-tuned model with `rft serve`.",
           null,
           "unsupported_in_cluster_mode",
         );
-      return host.proxyChat(req, res, await readBody(req, maxJson), (x) => modelDir(x, project) !== undefined);
+      return host.proxyChat(req, res, body, (x) => chatModel(x, project));
     }
 
     // Evals

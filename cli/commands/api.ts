@@ -10,6 +10,7 @@ import { loadJobFile } from "../../api/convert.js";
 import { ApiKeys } from "../../api/http.js";
 import { ModelCatalog } from "../../api/models.js";
 import { loadClusterConfig } from "../../api/cluster-config.js";
+import { type Endpoints, loadEndpoints } from "../../api/endpoints.js";
 import { type ApiServerOptions, startApiServer } from "../../api/server.js";
 import { KubeClient } from "../../operator/client.js";
 import { createLogger } from "../../proto/log.js";
@@ -32,6 +33,10 @@ export function register(program: Command) {
     )
     .option("--model <name=dir>", "a base model clients name as NAME (repeatable)", collect, [])
     .option("--models <dir>", "every model directory under DIR, named by its directory name")
+    .option(
+      "--endpoints <file>",
+      "external OpenAI-compatible endpoints whose models are listed, chatted with and sampled by evals (api/endpoints.ts)",
+    )
     .option("--org <name>", "organization_id and the org part of fine-tuned model names", "rft")
     .option("--backend <name>", "tfjs backend of the training and serving processes (default: auto)")
     .option("--local", "run jobs on this machine, one at a time, in a child process (the default)")
@@ -49,6 +54,7 @@ export function register(program: Command) {
       let keys: ApiKeys;
       const models = new ModelCatalog();
       let cluster: ApiServerOptions["cluster"];
+      let endpoints: Endpoints | undefined;
       try {
         if (o.cluster && o.local) throw new Error("--local and --cluster are exclusive");
         if (o.cluster) {
@@ -69,6 +75,12 @@ export function register(program: Command) {
           : new ApiKeys((process.env.RFT_API_KEYS ?? "").split(/[,\n]/));
         for (const m of o.model as string[]) models.addSpec(m);
         if (o.models) models.addDirectory(o.models);
+        if (o.endpoints)
+          endpoints = loadEndpoints(
+            o.endpoints,
+            process.env,
+            cluster ? Object.keys(cluster.config.models) : models.names(),
+          );
       } catch (e) {
         process.stderr.write(`rft api: ${(e as Error).message}\n`);
         process.exitCode = 2;
@@ -90,8 +102,12 @@ export function register(program: Command) {
         backend: o.backend,
         logger: log,
         ...(cluster ? { cluster } : {}),
+        ...(endpoints ? { endpoints } : {}),
       });
-      const names = cluster ? Object.keys(cluster.config.models) : models.names();
+      const names = [
+        ...(cluster ? Object.keys(cluster.config.models) : models.names()),
+        ...(endpoints?.models().map((m) => m.id) ?? []),
+      ];
       log.info({ url: s.url, models: names, mode: cluster ? "cluster" : "local" }, "serving");
       process.stdout.write(
         `rft api at ${s.url} (${cluster ? "cluster mode, " : ""}models: ${names.join(", ") || "none"})\n`,

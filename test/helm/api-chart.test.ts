@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { checkClusterConfig } from "../../api/cluster-config.js";
+import { apiEndpoints } from "../../api/endpoints.js";
 import { CHART, find, helm, type K, template, VALUES } from "./helm.js";
 
 const API = ["-f", join(VALUES, "api.yaml")];
@@ -146,4 +147,44 @@ describe("the chart's rft api", () => {
       assert.match(r.stderr, want, args.join(" "));
     }
   });
+});
+
+test("api.endpoints: an endpoints file `rft api` accepts, each key from its Secret by env var, egress to them", async () => {
+  const endpoints = [
+    { baseUrl: "http://vllm.ml.svc:8000/v1", models: ["qwen2.5-7b-instruct"] },
+    { baseUrl: "https://llm.example/v1", models: ["judge-1"], apiKey: { secretRef: { name: "judge", key: "k" } } },
+  ];
+  const egress = [{ to: [{ ipBlock: { cidr: "10.20.0.0/16" } }], ports: [{ port: 443, protocol: "TCP" }] }];
+  const { objects } = await template([
+    ...API,
+    "--set-json",
+    `api.endpoints=${JSON.stringify(endpoints)}`,
+    "--set-json",
+    `api.endpointEgress=${JSON.stringify(egress)}`,
+  ]);
+  const [dep] = find(objects, "Deployment", NAME);
+  const c = dep!.spec.template.spec.containers[0] as K;
+  assert.ok(c.args.includes("--endpoints=/etc/rft/api/endpoints.json"));
+  assert.deepEqual(
+    c.env.find((e: K) => e.name === "RFT_ENDPOINT_KEY_1"),
+    { name: "RFT_ENDPOINT_KEY_1", valueFrom: { secretKeyRef: { name: "judge", key: "k" } } },
+  );
+  const [cm] = find(objects, "ConfigMap", NAME);
+  assert.ok(!cm!.data["endpoints.json"].includes("secretRef"));
+  const parsed = apiEndpoints(JSON.parse(cm!.data["endpoints.json"]), {
+    where: "endpoints.json",
+    env: { RFT_ENDPOINT_KEY_1: "sk-x" },
+  });
+  assert.deepEqual(
+    parsed.list.map((e) => [e.baseUrl, e.models, e.apiKey]),
+    [
+      ["http://vllm.ml.svc:8000/v1", ["qwen2.5-7b-instruct"], undefined],
+      ["https://llm.example/v1", ["judge-1"], "sk-x"],
+    ],
+  );
+  const [np] = find(objects, "NetworkPolicy", NAME);
+  assert.deepEqual(np!.spec.egress.at(-1), egress[0]);
+  // Without endpoints: no file, no flag.
+  const plain = find((await template(API)).objects, "Deployment", NAME)[0]!.spec.template.spec.containers[0] as K;
+  assert.ok(!plain.args.some((a: string) => a.startsWith("--endpoints")));
 });
