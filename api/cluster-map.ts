@@ -228,6 +228,20 @@ export function observedStep(o: FineTuneJobObject): ObservedStep | undefined {
   };
 }
 
+/** A step's metrics event data in OpenAI's RFT shape (`scores`, and the flat legacy names), as local mode's. */
+function metricsData(s: ObservedStep) {
+  return {
+    step: s.step,
+    total_steps: s.total_steps,
+    scores: {
+      train_reward_mean: s.train_reward_mean,
+      ...(s.valid_reward_mean !== null ? { valid_reward_mean: s.valid_reward_mean } : {}),
+    },
+    train_mean_reward: s.train_reward_mean,
+    ...(s.valid_reward_mean !== null ? { full_valid_mean_reward: s.valid_reward_mean } : {}),
+  };
+}
+
 const fmt = (v: number | null) => (v === null ? "n/a" : v.toFixed(4));
 
 /**
@@ -261,7 +275,7 @@ export function eventsOf(o: FineTuneJobObject, f: OpenAiFields, org: string, ste
       `step-${s.step}`,
       s.at,
       `Step ${s.step}/${s.total_steps}: training reward=${fmt(s.train_reward_mean)}, validation reward=${fmt(s.valid_reward_mean)}`,
-      { type: "metrics", data: s },
+      { type: "metrics", data: metricsData(s) },
     );
   const ck = cond(o, "CheckpointSaved");
   if (ck?.status === "True") add(`ckpt-${ck.lastTransitionTime}`, secs(ck.lastTransitionTime), ck.message);

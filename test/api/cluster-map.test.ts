@@ -174,6 +174,14 @@ test("a succeeded job: fine_tuned_model, finished_at, events in order with stabl
     events.filter((e) => e.type === "metrics").map((e) => (e.data as { step: number }).step),
     [2, 1],
   );
+  // OpenAI's metrics data: `scores`, and the flat legacy names (clients read either).
+  assert.deepEqual(events.find((e) => e.type === "metrics" && (e.data as { step: number }).step === 1)!.data, {
+    step: 1,
+    total_steps: 2,
+    scores: { train_reward_mean: 0.2, valid_reward_mean: 0.1 },
+    train_mean_reward: 0.2,
+    full_valid_mean_reward: 0.1,
+  });
   assert.deepEqual(
     eventsOf(o, fields, "acme", [step1]).map((e) => e.id),
     events.map((e) => e.id),

@@ -221,8 +221,11 @@ test("the RFT guide's flow through the operator: files, FineTuneJob, events to s
     assert.equal(run.result_counts.total, items.length);
     assert.deepEqual(items.find((i) => i.datasource_item_id === 0)!.sample.input, JSON.parse(VALID[0]!).messages);
   }
-  const metricsSteps = events.filter((e) => e.type === "metrics").map((e) => e.data as Record<string, unknown>);
-  const last = metricsSteps.find((d) => d.step === 2) as { valid_reward_mean: number | null } | undefined;
+  const metricsSteps = events
+    .filter((e) => e.type === "metrics")
+    .map((e) => e.data as { step: number; scores: { train_reward_mean: number; valid_reward_mean?: number } });
+  assert.ok(metricsSteps.every((d) => typeof d.scores.train_reward_mean === "number")); // OpenAI's shape
+  const last = metricsSteps.find((d) => d.step === 2)?.scores;
   const run2 = runs.find((r) => r.name.endsWith("step 2"))!;
   const items2 = [];
   for await (const it of client.evals.runs.outputItems.list(run2.id, { eval_id: evalId })) items2.push(it);
@@ -311,9 +314,13 @@ test("the python openai client runs the guide's flow against the cluster API (no
     metrics_steps: number[];
     checkpoints: string[];
     error: unknown;
+    eval_runs: { name: string; step: string; scores: number[] }[];
   };
   assert.equal(r.status, "succeeded", JSON.stringify(r.error));
   assert.equal(r.statuses[0], "queued");
+  // The job's eval, as the guide reads it: one run per validation (the baseline, steps 1 and 2), with its samples.
+  assert.deepEqual(r.eval_runs.map((x) => x.step).sort(), ["0", "1", "2"]);
+  assert.ok(r.eval_runs.every((x) => x.scores.length === VALID.length));
   assert.equal(r.fine_tuned_model, `ft:${BASE}:acme:security-qa:${r.id.slice(6, 14)}`);
   assert.ok(r.metrics_steps.includes(2), String(r.metrics_steps));
   assert.ok(r.checkpoints.includes(`${r.fine_tuned_model}:ckpt-step-2`), r.checkpoints.join(","));

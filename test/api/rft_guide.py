@@ -89,7 +89,7 @@ if job.fine_tuned_model and not os.environ.get("RFT_GUIDE_SKIP_CHAT"):
     )
     answer = completion.choices[0].message.content
 
-# The job's eval (local mode; cluster jobs have none): one run per validation step, its items the samples.
+# The job's eval: one run per validation step, its items the samples.
 eval_id = getattr(job, "eval_id", None)
 eval_runs = []
 if eval_id:
