@@ -57,6 +57,8 @@ export const CheckpointStatus = T.Object(
     step: T.Integer({ minimum: 0 }),
     validRewardMean: T.Optional(T.Union([T.Number(), T.Null()])),
     path: T.String({ maxLength: 4096 }),
+    /** When the trainer saved it. */
+    createdAt: T.Optional(T.String({ format: "date-time", maxLength: 64 })),
   },
   { additionalProperties: false },
 );
@@ -76,6 +78,52 @@ export const TrainerStatus = T.Object(
 );
 export type TrainerStatus = Static<typeof TrainerStatus>;
 
+/** Bounds of the usage a progress message carries (trainer/job/usage.ts). */
+export const USAGE_LIMITS = {
+  /** Judge models named; the tokens of further models are summed under USAGE_OTHER_MODELS. */
+  maxJudgeModels: 16,
+  maxModelName: 256,
+  maxTokens: Number.MAX_SAFE_INTEGER,
+  /** Ten years. */
+  maxSeconds: 315_360_000,
+} as const;
+/** The key under which the tokens of judge models past the first 16 are summed. */
+export const USAGE_OTHER_MODELS = "(other models)";
+
+const tokens = T.Integer({ minimum: 0, maximum: USAGE_LIMITS.maxTokens });
+/** One judge model's tokens: training and validation (eval) prompt, completion and cached tokens. */
+export const JudgeTokens = T.Object(
+  {
+    trainPrompt: tokens,
+    trainCompletion: tokens,
+    trainCached: tokens,
+    evalPrompt: tokens,
+    evalCompletion: tokens,
+    evalCached: tokens,
+  },
+  { additionalProperties: false },
+);
+export type JudgeTokens = Static<typeof JudgeTokens>;
+
+/**
+ * Captured forward progress, summed over attempts (trainer/job/usage.ts): wall-clock seconds from each attempt's
+ * start to its last checkpoint (or the end of a succeeded run), the trained tokens of those steps, and the model
+ * graders' judge tokens per judge model. Work lost after the last checkpoint is not counted.
+ */
+export const Usage = T.Object(
+  {
+    trainingSeconds: T.Number({ minimum: 0, maximum: USAGE_LIMITS.maxSeconds }),
+    trainedTokens: tokens,
+    /** By judge model (at most 16 named, plus USAGE_OTHER_MODELS). */
+    judgeTokens: T.Record(T.String(), JudgeTokens, {
+      maxProperties: USAGE_LIMITS.maxJudgeModels + 1,
+      propertyNames: { minLength: 1, maxLength: USAGE_LIMITS.maxModelName },
+    }),
+  },
+  { additionalProperties: false },
+);
+export type Usage = Static<typeof Usage>;
+
 export const FineTuneJobStatus = T.Object(
   {
     observedGeneration: T.Optional(T.Integer({ minimum: 0 })),
@@ -94,6 +142,8 @@ export const FineTuneJobStatus = T.Object(
     trainerStatus: T.Optional(TrainerStatus),
     checkpoints: T.Optional(T.Array(CheckpointStatus, { maxItems: 8 })),
     fineTunedModel: T.Optional(T.String({ maxLength: 4096 })),
+    /** What the trainers report (captured forward progress: see Usage). */
+    usage: T.Optional(Usage),
     ledger: T.Optional(
       T.Object(
         {
@@ -141,6 +191,7 @@ export const ProgressMessage = T.Object(
           step: count,
           validRewardMean: reward,
           path,
+          createdAt: T.Optional(T.String({ format: "date-time", maxLength: 64 })),
         },
         { additionalProperties: false },
       ),
@@ -148,6 +199,7 @@ export const ProgressMessage = T.Object(
     ),
     status: StringEnum(PROGRESS_STATUSES),
     fineTunedModel: T.Optional(path),
+    usage: T.Optional(Usage),
     error: T.Optional(T.String({ maxLength: PROGRESS_LIMITS.maxError })),
     rank: count,
     attempt: count,

@@ -198,6 +198,24 @@ test("the RFT guide's flow through the operator: files, FineTuneJob, events to s
   assert.equal(ckpts[0]!.fine_tuned_model_checkpoint, `${done.fine_tuned_model}:ckpt-step-2`);
   assert.equal(ckpts[0]!.step_number, 2);
   assert.equal(typeof (ckpts[0]!.metrics as Record<string, number>).valid_reward_mean, "number");
+  // Usage and checkpoint times come from the trainer (captured forward progress), not placeholders.
+  const usage = (done as unknown as { usage_metrics: { training_seconds: number } }).usage_metrics; // not in the SDK's types
+  assert.ok(usage.training_seconds > 0, JSON.stringify(usage));
+  assert.ok(done.trained_tokens! > 0, `trained_tokens ${done.trained_tokens}`);
+  const ftjDone = await cluster.getJson("ftj", "-n", NS, job.id.toLowerCase());
+  assert.ok(usage.training_seconds <= done.finished_at! - done.created_at + 1, await why());
+  assert.equal(done.trained_tokens, ftjDone.status.usage.trainedTokens);
+  for (const c of ckpts) {
+    assert.ok(c.created_at >= done.created_at && c.created_at <= done.finished_at!, JSON.stringify(c));
+    const saved = ftjDone.status.checkpoints.find((x: KObject) => x.step === c.step_number);
+    assert.equal(c.created_at, Math.floor(Date.parse(saved.createdAt) / 1000), "the trainer's save time");
+  }
+  const times = ckpts.map((c) => c.created_at); // newest first
+  assert.deepEqual(
+    times,
+    [...times].sort((a, b) => b - a),
+    "later steps were saved later",
+  );
 
   assert.deepEqual(
     (await client.fineTuning.jobs.list()).data.map((j) => j.id),
