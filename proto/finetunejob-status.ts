@@ -22,6 +22,12 @@ export const CONDITION_TYPES = [
    * checkpointed and the job resumes from that checkpoint once readmitted).
    */
   "Admitted",
+  /**
+   * spec.serve's server answers (True, reason Ready) or why not: Starting (no pod ready yet), ScaledToZero
+   * (replicas 0), NoModel (the job does not have that model, or it did not outlive the trainer pods),
+   * NotRequested (spec.serve removed: the server was deleted).
+   */
+  "Serving",
 ] as const;
 export type ConditionType = (typeof CONDITION_TYPES)[number];
 
@@ -142,6 +148,19 @@ export const FineTuneJobStatus = T.Object(
     trainerStatus: T.Optional(TrainerStatus),
     checkpoints: T.Optional(T.Array(CheckpointStatus, { maxItems: 8 })),
     fineTunedModel: T.Optional(T.String({ maxLength: 4096 })),
+    /** spec.serve's server: its Service, the model it serves, its replicas. */
+    serve: T.Optional(
+      T.Object(
+        {
+          service: T.String({ maxLength: 253 }),
+          model: T.String({ maxLength: 253, description: '"final" or the checkpoint name' }),
+          modelPath: T.String({ maxLength: 4096 }),
+          replicas: T.Integer({ minimum: 0 }),
+          readyReplicas: T.Integer({ minimum: 0 }),
+        },
+        { additionalProperties: false },
+      ),
+    ),
     /** What the trainers report (captured forward progress: see Usage). */
     usage: T.Optional(Usage),
     ledger: T.Optional(

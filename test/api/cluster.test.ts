@@ -7,7 +7,7 @@
  * from the FineTuneJob's status. A second job is cancelled through spec.cancel.
  */
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -38,6 +38,8 @@ let api: RunningApi;
 let client: OpenAI;
 let apiPort: number;
 let kube: KubeClient;
+/** The first test's succeeded job (the serving tests use its model). */
+let succeeded: { id: string; model: string } | undefined;
 
 const cond = (o: KObject, type: string) => (o.status?.conditions ?? []).find((c: KObject) => c.type === type);
 
@@ -222,6 +224,90 @@ test("the RFT guide's flow through the operator: files, FineTuneJob, events to s
     [job.id],
   );
   assert.ok((await client.models.list()).data.some((m) => m.id === done.fine_tuned_model));
+  succeeded = { id: job.id, model: done.fine_tuned_model! };
+});
+
+/** Runs a Node script inside a pod's network namespace (where its ports are: no kube-proxy here). */
+function inPod(pod: string, script: string): string {
+  const netns = cluster.kubelet!.podNetns(NS, pod);
+  assert.ok(netns, `pod ${pod} runs on the process kubelet`);
+  const r = spawnSync("ip", ["netns", "exec", netns, process.execPath, "--input-type=module", "-e", script], {
+    encoding: "utf8",
+  });
+  assert.equal(r.status, 0, r.stderr);
+  return r.stdout;
+}
+
+test("spec.serve: after Succeeded the operator runs rft serve on the final model; the pod is Ready and wants the token", async () => {
+  assert.ok(succeeded, "needs the first test's job");
+  const name = succeeded.id.toLowerCase();
+  const token = "serve-token-for-the-operator-test";
+  await cluster.apply([
+    {
+      apiVersion: "v1",
+      kind: "Secret",
+      metadata: { name: "operator-test-serve", namespace: NS },
+      stringData: { token },
+    },
+  ]);
+  await cluster.kubectl(
+    "patch",
+    "ftj",
+    "-n",
+    NS,
+    name,
+    "--type=merge",
+    "-p",
+    JSON.stringify({
+      spec: { serve: { model: "final", tokenSecretRef: { name: "operator-test-serve", key: "token" }, modelId: "m" } },
+    }),
+  );
+  const dep = await waitFor(
+    "the serving Deployment",
+    async () => (await cluster.kubectl("get", "deploy", "-n", NS, "-o", "name")).includes(`${name}-serve`),
+    60_000,
+    500,
+  ).then(() => cluster.getJson("deploy", "-n", NS, `${name}-serve`));
+  const ftj = await cluster.getJson("ftj", "-n", NS, name);
+  assert.equal(dep.metadata.ownerReferences[0].uid, ftj.metadata.uid);
+  assert.equal(dep.spec.template.spec.containers[0].args[1], ftj.status.fineTunedModel);
+  const ready = await waitFor(
+    "Serving=True",
+    async () => {
+      const o = await cluster.getJson("ftj", "-n", NS, name);
+      return cond(o, "Serving")?.status === "True" ? o : undefined;
+    },
+    300_000,
+    1000,
+  );
+  assert.equal(cond(ready, "Serving")?.reason, "Ready");
+  assert.deepEqual(
+    { service: ready.status.serve.service, model: ready.status.serve.model, ready: ready.status.serve.readyReplicas },
+    { service: `${name}-serve`, model: "final", ready: 1 },
+  );
+  const svc = await cluster.getJson("svc", "-n", NS, `${name}-serve`);
+  assert.equal(svc.spec.ports[0].port, 8000);
+  const pods = (await cluster.getJson("pods", "-n", NS, "-l", "rft.dev/role=serve")).items as KObject[];
+  assert.equal(pods.length, 1);
+  const pod = pods[0]!.metadata.name as string;
+  const out = inPod(
+    pod,
+    `const u = "http://127.0.0.1:8000";
+     const h = await fetch(u + "/healthz");
+     const bare = await fetch(u + "/v1/models");
+     const ok = await fetch(u + "/v1/models", { headers: { authorization: "Bearer ${token}" } });
+     process.stdout.write(JSON.stringify([h.status, bare.status, ok.status, (await ok.json()).data[0].id]));`,
+  );
+  assert.deepEqual(JSON.parse(out), [200, 401, 200, "m"]);
+  // spec.serve removed: the server goes, Serving says NotRequested.
+  await cluster.kubectl("patch", "ftj", "-n", NS, name, "--type=json", "-p", '[{"op":"remove","path":"/spec/serve"}]');
+  await waitFor(
+    "the serving Deployment deleted",
+    async () => !(await cluster.kubectl("get", "deploy", "-n", NS, "-o", "name")).includes(`${name}-serve`),
+    60_000,
+    500,
+  );
+  assert.equal(cond(await cluster.getJson("ftj", "-n", NS, name), "Serving")?.reason, "NotRequested");
 });
 
 test("cancel patches spec.cancel and the operator cancels; another project sees nothing and may not create", async () => {
