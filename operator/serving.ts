@@ -81,19 +81,8 @@ function meta(job: FineTuneJobObject): K8sObject {
   };
 }
 
-/** The Deployment running `rft serve` on the model (replicas from spec.serve; 0 keeps it, scaled to zero). */
-export function desiredServeDeployment(
-  job: FineTuneJobObject,
-  model: Extract<ServedModel, { ok: true }>,
-  s: Pick<OperatorSettings, "image" | "imagePullPolicy">,
-): K8sObject {
-  const serve = job.spec.serve!;
-  const name = job.metadata.name;
-  const probe = (periodSeconds: number, failureThreshold: number) => ({
-    httpGet: { path: "/healthz", port: "http" },
-    periodSeconds,
-    failureThreshold,
-  });
+/** The claim volumes: checkpoints read-only, /tmp, and the model claim when an adapter is served on its base. */
+function serveVolumes(job: FineTuneJobObject, model: Extract<ServedModel, { ok: true }>) {
   const volumes: K8sObject[] = [
     {
       name: "checkpoints",
@@ -109,12 +98,73 @@ export function desiredServeDeployment(
     volumes.push({ name: "data", persistentVolumeClaim: { claimName: job.spec.storage.modelClaim, readOnly: true } });
     mounts.push({ name: "data", mountPath: DATA_MOUNT, readOnly: true });
   }
+  return { volumes, mounts };
+}
+
+/** The `rft serve` container: the model, the token from the Secret, /healthz probes, locked down. */
+function serveContainer(
+  job: FineTuneJobObject,
+  model: Extract<ServedModel, { ok: true }>,
+  s: Pick<OperatorSettings, "image" | "imagePullPolicy">,
+  mounts: K8sObject[],
+): K8sObject {
+  const serve = job.spec.serve!;
+  const probe = (periodSeconds: number, failureThreshold: number) => ({
+    httpGet: { path: "/healthz", port: "http" },
+    periodSeconds,
+    failureThreshold,
+  });
+  return {
+    name: "serve",
+    image: job.spec.trainer?.image ?? s.image,
+    args: [
+      "serve",
+      model.dir,
+      "--host",
+      "0.0.0.0",
+      "--port",
+      String(SERVE_PORT),
+      "--model-id",
+      serve.modelId ?? job.metadata.name,
+      ...(model.base ? ["--base", model.base] : []),
+      ...(job.spec.trainer?.backend ? ["--backend", job.spec.trainer.backend] : []),
+    ],
+    env: [
+      {
+        name: SERVE_TOKEN_ENV,
+        valueFrom: { secretKeyRef: { name: serve.tokenSecretRef.name, key: serve.tokenSecretRef.key } },
+      },
+    ],
+    ports: [{ name: "http", containerPort: SERVE_PORT }],
+    // /healthz answers once the model is loaded (the server listens after loading it).
+    startupProbe: probe(2, 300),
+    readinessProbe: probe(5, 3),
+    livenessProbe: probe(10, 6),
+    securityContext: {
+      allowPrivilegeEscalation: false,
+      readOnlyRootFilesystem: true,
+      capabilities: { drop: ["ALL"] },
+    },
+    volumeMounts: mounts,
+    ...(serve.resources ? { resources: resources(serve.resources) } : {}),
+    ...(s.imagePullPolicy ? { imagePullPolicy: s.imagePullPolicy } : {}),
+  };
+}
+
+/** The Deployment running `rft serve` on the model (replicas from spec.serve; 0 keeps it, scaled to zero). */
+export function desiredServeDeployment(
+  job: FineTuneJobObject,
+  model: Extract<ServedModel, { ok: true }>,
+  s: Pick<OperatorSettings, "image" | "imagePullPolicy">,
+): K8sObject {
+  const name = job.metadata.name;
+  const { volumes, mounts } = serveVolumes(job, model);
   return {
     apiVersion: "apps/v1",
     kind: "Deployment",
     metadata: meta(job),
     spec: {
-      replicas: serve.replicas ?? 1,
+      replicas: job.spec.serve!.replicas ?? 1,
       selector: { matchLabels: serveLabels(name) },
       template: {
         metadata: { labels: serveLabels(name), annotations: { "rft.dev/served-model": model.model } },
@@ -129,43 +179,7 @@ export function desiredServeDeployment(
             seccompProfile: { type: "RuntimeDefault" },
           },
           volumes,
-          containers: [
-            {
-              name: "serve",
-              image: job.spec.trainer?.image ?? s.image,
-              args: [
-                "serve",
-                model.dir,
-                "--host",
-                "0.0.0.0",
-                "--port",
-                String(SERVE_PORT),
-                "--model-id",
-                serve.modelId ?? name,
-                ...(model.base ? ["--base", model.base] : []),
-                ...(job.spec.trainer?.backend ? ["--backend", job.spec.trainer.backend] : []),
-              ],
-              env: [
-                {
-                  name: SERVE_TOKEN_ENV,
-                  valueFrom: { secretKeyRef: { name: serve.tokenSecretRef.name, key: serve.tokenSecretRef.key } },
-                },
-              ],
-              ports: [{ name: "http", containerPort: SERVE_PORT }],
-              // /healthz answers once the model is loaded (the server listens after loading it).
-              startupProbe: probe(2, 300),
-              readinessProbe: probe(5, 3),
-              livenessProbe: probe(10, 6),
-              securityContext: {
-                allowPrivilegeEscalation: false,
-                readOnlyRootFilesystem: true,
-                capabilities: { drop: ["ALL"] },
-              },
-              volumeMounts: mounts,
-              ...(serve.resources ? { resources: resources(serve.resources) } : {}),
-              ...(s.imagePullPolicy ? { imagePullPolicy: s.imagePullPolicy } : {}),
-            },
-          ],
+          containers: [serveContainer(job, model, s, mounts)],
         },
       },
     },
