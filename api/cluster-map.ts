@@ -320,6 +320,37 @@ export function checkpointsOf(o: FineTuneJobObject, f: OpenAiFields, org: string
     }));
 }
 
+/** The key of the job's dataset Secret that holds the bearer token of its model server (spec.serve). */
+export const SERVE_TOKEN_KEY = "serve-token";
+
+/**
+ * What spec.serve must name to serve an OpenAI model id of this job: "final" for its `fine_tuned_model` (once
+ * succeeded), a checkpoint's name for its `fine_tuned_model_checkpoint`; undefined when the id is not this
+ * job's.
+ */
+export function servedModelOf(o: FineTuneJobObject, f: OpenAiFields, org: string, model: string): string | undefined {
+  const name = modelName(f, org);
+  if (!model.startsWith(name)) return undefined;
+  if (model === name) return statusOf(o) === "succeeded" ? "final" : undefined;
+  return (o.status?.checkpoints ?? []).find(
+    (c) => model === `${name}:ckpt-step-${c.step}${c.name.endsWith("-pause") ? "-pause" : ""}`,
+  )?.name;
+}
+
+/** The merge patch that serves `served` (1 replica) for OpenAI model id `model`, with the job's token Secret. */
+export function servePatch(id: string, served: string, model: string, replicas = 1) {
+  return {
+    spec: {
+      serve: {
+        model: served,
+        replicas,
+        modelId: model,
+        tokenSecretRef: { name: datasetSecretName(id), key: SERVE_TOKEN_KEY },
+      },
+    },
+  };
+}
+
 /**
  * cancel / pause / resume as a merge patch of the FineTuneJob's spec, checked with the same status machine as
  * local mode (a wrong transition is OpenAI's 400).

@@ -15,6 +15,7 @@ import { GraderMetrics } from "../grader-sidecar/src/metrics.js";
 import type { KubeClient } from "../operator/client.js";
 import type { ClusterConfig } from "./cluster-config.js";
 import { ClusterJobs } from "./cluster-jobs.js";
+import { ClusterServe } from "./cluster-serve.js";
 import { ApiError } from "./errors.js";
 import { EvalStore } from "./evals.js";
 import { FileStore } from "./files.js";
@@ -43,7 +44,18 @@ export interface ApiServerOptions {
    * Cluster mode: jobs become FineTuneJobs through this client, in the namespace of the key's project (the
    * config's); `models` is unused (the config names the base models on the model claims).
    */
-  cluster?: { client: KubeClient; config: ClusterConfig; datasetKey: Buffer; pollMs?: number };
+  cluster?: {
+    client: KubeClient;
+    config: ClusterConfig;
+    datasetKey: Buffer;
+    pollMs?: number;
+    /** How the API reaches a job's model server (default: the Service's cluster DNS name; tests: a relay). */
+    serviceUrl?: (namespace: string, service: string) => Promise<string>;
+    /** Scale an idle model server to zero after this long (ms; default 15 minutes; 0: never). */
+    serveIdleMs?: number;
+    /** How long a chat request waits for its model server (ms; default 10 minutes). */
+    serveReadyTimeoutMs?: number;
+  };
 }
 
 export interface RunningApi {
@@ -104,6 +116,16 @@ export async function startApiServer(o: ApiServerOptions): Promise<RunningApi> {
         log,
       });
   const jobs: JobManager | ClusterJobs = cluster ?? local!;
+  const clusterServe = cluster
+    ? new ClusterServe({
+        jobs: cluster,
+        organization,
+        log,
+        ...(o.cluster!.serviceUrl ? { serviceUrl: o.cluster!.serviceUrl } : {}),
+        ...(o.cluster!.serveIdleMs !== undefined ? { idleMs: o.cluster!.serveIdleMs } : {}),
+        ...(o.cluster!.serveReadyTimeoutMs !== undefined ? { readyTimeoutMs: o.cluster!.serveReadyTimeoutMs } : {}),
+      })
+    : undefined;
   /** A model this server can serve chat completions for (local mode only: cluster jobs' models are the cluster's). */
   const modelDir = (id: string, project?: string) => local?.modelDir(id, project);
   const host = new ModelHost({ backend: o.backend, log, resolve: (id) => modelDir(id) });
@@ -223,13 +245,8 @@ export async function startApiServer(o: ApiServerOptions): Promise<RunningApi> {
       return send(res, 200, { id, object: "model", created: ft?.created ?? o.models.created, owned_by: organization });
     }
     if (is("POST", "chat", "completions")) {
-      if (cluster)
-        throw new ApiError(
-          400,
-          "Chat completions are served by `rft api --local` only; in cluster mode serve the fine-tuned model with `rft serve`.",
-          null,
-          "unsupported_in_cluster_mode",
-        );
+      // Cluster mode: the job's own server (spec.serve), started on the first request.
+      if (clusterServe) return clusterServe.proxyChat(res, await readBody(req, maxJson), project, baseNames);
       return host.proxyChat(req, res, await readBody(req, maxJson), (x) => modelDir(x, project) !== undefined);
     }
 
@@ -283,6 +300,7 @@ export async function startApiServer(o: ApiServerOptions): Promise<RunningApi> {
       server.closeAllConnections();
       await new Promise<void>((r) => server.close(() => r()));
       await jobs.close();
+      clusterServe?.close();
       await host.close();
       await engine.close();
       await evals.close();

@@ -22,6 +22,8 @@ import {
   jobOf,
   openAiFields,
   type OpenAiFields,
+  servedModelOf,
+  servePatch,
   statusOf,
 } from "../../api/cluster-map.js";
 import { checkFineTuneJob, toFineTuneJob } from "../../api/convert.js";
@@ -193,6 +195,35 @@ test("a succeeded job: fine_tuned_model, finished_at, events in order with stabl
   assert.deepEqual(job.usage_metrics, { training_seconds: 0 });
   assert.equal(job.trained_tokens, null);
   assert.ok(ck.every((x) => x.created_at === Date.parse("2023-11-14T22:16:30Z") / 1000));
+});
+
+test("chat in cluster mode: which model spec.serve names for an OpenAI model id, and the patch that serves it", () => {
+  const o = created();
+  const name = `ft:o4-mini-2025-04-16:acme:security-qa:${ID.slice(6, 14)}`;
+  o.status = {
+    conditions: [c("Running", "True", "2023-11-14T22:15:00Z")],
+    checkpoints: [
+      { name: "step-000002", step: 2, path: "/c/step-000002" },
+      { name: "step-000003-pause", step: 3, path: "/c/step-000003-pause" },
+    ],
+  };
+  assert.equal(servedModelOf(o, fields, "acme", name), undefined, "no final model before succeeded");
+  assert.equal(servedModelOf(o, fields, "acme", `${name}:ckpt-step-2`), "step-000002");
+  assert.equal(servedModelOf(o, fields, "acme", `${name}:ckpt-step-3-pause`), "step-000003-pause");
+  assert.equal(servedModelOf(o, fields, "acme", `${name}:ckpt-step-9`), undefined);
+  assert.equal(servedModelOf(o, fields, "acme", "o4-mini-2025-04-16"), undefined);
+  o.status.conditions = [c("Succeeded", "True", "2023-11-14T22:16:40Z")];
+  assert.equal(servedModelOf(o, fields, "acme", name), "final");
+  assert.deepEqual(servePatch(ID, "final", name), {
+    spec: {
+      serve: {
+        model: "final",
+        replicas: 1,
+        modelId: name,
+        tokenSecretRef: { name: `${ID.toLowerCase()}-dataset`, key: "serve-token" },
+      },
+    },
+  });
 });
 
 test("usage and checkpoint times from the trainers: training_seconds, trained_tokens, judge tokens, created_at", () => {

@@ -24,6 +24,7 @@ import { tinyModel } from "../helpers/rft-job.js";
 import { find, template } from "../helm/helm.js";
 import type { KObject } from "../k8s/api.js";
 import { type Cluster, startCluster, waitFor } from "../k8s/cluster.js";
+import { ServiceRelay } from "../k8s/service-relay.js";
 import { freePort, NatsServer } from "../ledger/nats-server.js";
 import { BASE, jobRequest, TRAIN, VALID } from "./guide.js";
 import { KEY } from "./helpers.js";
@@ -38,6 +39,7 @@ let api: RunningApi;
 let client: OpenAI;
 let apiPort: number;
 let kube: KubeClient;
+let relay: ServiceRelay;
 /** The first test's succeeded job (the serving tests use its model). */
 let succeeded: { id: string; model: string } | undefined;
 
@@ -118,6 +120,7 @@ before(async () => {
   await waitFor("operator leads", () => op.isLeader);
 
   kube = await KubeClient.fromKubeconfig(kubeconfig);
+  relay = new ServiceRelay(cluster);
   api = await startApiServer({
     dataDir: mkdtempSync(join(cluster.dir, "api-data-")),
     keys: new ApiKeys([`${KEY} default`, `${OTHER_KEY} elsewhere`]),
@@ -136,6 +139,9 @@ before(async () => {
       },
       datasetKey: randomBytes(32),
       pollMs: 500,
+      // No kube-proxy on the process kubelet: the relay stands in for the Service's DNS name (test/k8s/README.md).
+      serviceUrl: (ns, svc) => relay.url(ns, svc),
+      serveIdleMs: 0,
     },
   });
   client = new OpenAI({ baseURL: api.url, apiKey: KEY, maxRetries: 0 });
@@ -143,6 +149,7 @@ before(async () => {
 
 after(async () => {
   await api?.close();
+  await relay?.close();
   kube?.close();
   await op?.stop();
   await cluster?.close();
@@ -310,6 +317,48 @@ test("spec.serve: after Succeeded the operator runs rft serve on the final model
   assert.equal(cond(await cluster.getJson("ftj", "-n", NS, name), "Serving")?.reason, "NotRequested");
 });
 
+test("the guide's last step: chat on the fine-tuned model through rft api --cluster (spec.serve on first use), streaming too", async () => {
+  assert.ok(succeeded, "needs the first test's job");
+  const name = succeeded.id.toLowerCase();
+  const messages = [{ role: "user" as const, content: "Is data encrypted at rest?" }];
+  const r = await client.chat.completions.create({ model: succeeded.model, messages, max_tokens: 3 });
+  assert.equal(r.object, "chat.completion");
+  assert.equal(r.model, succeeded.model);
+  assert.equal(r.choices.length, 1);
+  assert.equal(typeof r.choices[0]!.message.content, "string");
+  // The API set spec.serve (the final model, 1 replica, the job's token in its dataset Secret).
+  const ftj = await cluster.getJson("ftj", "-n", NS, name);
+  assert.deepEqual(ftj.spec.serve, {
+    model: "final",
+    replicas: 1,
+    modelId: succeeded.model,
+    tokenSecretRef: { name: `${name}-dataset`, key: "serve-token" },
+  });
+  assert.equal(cond(ftj, "Serving")?.status, "True");
+  const secret = await cluster.getJson("secret", "-n", NS, `${name}-dataset`);
+  assert.ok(secret.data["serve-token"], "the token is in the job's dataset Secret");
+  // Streaming passes through.
+  const stream = await client.chat.completions.create({
+    model: succeeded.model,
+    messages,
+    max_tokens: 3,
+    stream: true,
+  });
+  let chunks = 0;
+  for await (const c of stream) {
+    assert.equal(c.object, "chat.completion.chunk");
+    chunks++;
+  }
+  assert.ok(chunks >= 2, `chunks: ${chunks}`);
+  // Unknown ids are OpenAI's 404; another project may not use this job's model.
+  await assert.rejects(
+    client.chat.completions.create({ model: `${succeeded.model}x`, messages }),
+    (e: InstanceType<typeof OpenAI.APIError>) => e.status === 404 && e.code === "model_not_found",
+  );
+  const other = new OpenAI({ baseURL: api.url, apiKey: OTHER_KEY, maxRetries: 0 });
+  await assert.rejects(other.chat.completions.create({ model: succeeded.model, messages }), OpenAI.NotFoundError);
+});
+
 test("cancel patches spec.cancel and the operator cancels; another project sees nothing and may not create", async () => {
   const train = await client.files.create({
     file: await toFile(Buffer.from(`${TRAIN.join("\n")}\n`), "train.jsonl"),
@@ -350,14 +399,14 @@ test("cancel patches spec.cancel and the operator cancels; another project sees 
   );
 });
 
-test("the python openai client runs the guide's flow against the cluster API (no chat: the cluster serves models)", async () => {
+test("the python openai client runs the guide's flow against the cluster API, calling the fine-tuned model too", async () => {
   const python = ".venv-openai/bin/python";
   assert.ok(existsSync(python), `${python} is missing: run bash scripts/setup.d/22-openai-python.sh`);
   const dir = mkdtempSync(join(cluster.dir, "python-"));
   writeFileSync(join(dir, "train.jsonl"), `${TRAIN.join("\n")}\n`);
   writeFileSync(join(dir, "valid.jsonl"), `${VALID.join("\n")}\n`);
   const py = spawn(python, ["test/api/rft_guide.py", join(dir, "train.jsonl"), join(dir, "valid.jsonl")], {
-    env: { ...process.env, RFT_API_BASE_URL: api.url, RFT_API_KEY: KEY, RFT_GUIDE_SKIP_CHAT: "1" },
+    env: { ...process.env, RFT_API_BASE_URL: api.url, RFT_API_KEY: KEY },
   });
   let out = "";
   let err = "";
@@ -372,6 +421,7 @@ test("the python openai client runs the guide's flow against the cluster API (no
     fine_tuned_model: string;
     metrics_steps: number[];
     checkpoints: string[];
+    answer_is_text: boolean;
     error: unknown;
   };
   assert.equal(r.status, "succeeded", JSON.stringify(r.error));
@@ -379,6 +429,7 @@ test("the python openai client runs the guide's flow against the cluster API (no
   assert.equal(r.fine_tuned_model, `ft:${BASE}:acme:security-qa:${r.id.slice(6, 14)}`);
   assert.ok(r.metrics_steps.includes(2), String(r.metrics_steps));
   assert.ok(r.checkpoints.includes(`${r.fine_tuned_model}:ckpt-step-2`), r.checkpoints.join(","));
+  assert.equal(r.answer_is_text, true, "the guide's chat call on the fine-tuned model answered");
   // It ran as a FineTuneJob of the project's namespace.
   const ftj = await cluster.getJson("ftj", "-n", NS, r.id.toLowerCase());
   assert.equal(cond(ftj, "Succeeded")?.status, "True");
