@@ -228,13 +228,14 @@ export function serving(
   const cond = (c: Pick<Condition, "status" | "reason" | "message">) => {
     st.conditions = setCondition(st.conditions, { type: "Serving", ...c } as never, gen, now);
   };
-  const had = st.conditions?.some((c) => c.type === "Serving") ?? false;
+  const had = st.conditions?.find((c) => c.type === "Serving");
   const serve = job.spec.serve;
   if (!serve) {
     if (!had && !deployment) return { status, apply: [], remove: false };
     delete st.serve;
     cond({ status: "False", reason: "NotRequested", message: "spec.serve is not set: no server runs" });
-    return { status: st, apply: [], remove: deployment !== undefined || had };
+    // Deleted once when spec.serve goes (Deployment and Service), and again only if a Deployment is seen.
+    return { status: st, apply: [], remove: deployment !== undefined || had?.reason !== "NotRequested" };
   }
   const m = servedModel(job, st);
   if (!m.ok) {

@@ -167,6 +167,7 @@ describe("serving", () => {
     assert.equal(gone.remove, true);
     assert.equal(cond(gone.status)?.reason, "NotRequested");
     assert.equal(gone.status.serve, undefined);
+    assert.equal(serving(ftj(undefined), gone.status, undefined, settings, NOW).remove, false, "deleted once");
     const never = serving(ftj(undefined), succeeded, undefined, settings, NOW);
     assert.deepEqual(never, { status: succeeded, apply: [], remove: false });
   });
