@@ -98,7 +98,10 @@ if eval_id:
         eval_runs.append(
             {"name": run.name, "step": run.metadata["step"], "scores": [i.results[0].score for i in items.data]}
         )
-valid_means = {e.data["step"]: e.data["scores"].get("valid_reward_mean") for e in events.data if e.type == "metrics"}
+# Local mode's metrics events carry OpenAI's `scores`; cluster mode's the step's figures flat.
+valid_means = {
+    e.data["step"]: e.data.get("scores", e.data).get("valid_reward_mean") for e in events.data if e.type == "metrics"
+}
 
 print(
     json.dumps(

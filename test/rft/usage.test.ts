@@ -19,6 +19,7 @@ import {
   type Usage,
 } from "../../trainer/job/usage.js";
 
+const tokens = (n: number) => ({ usage: { samples: { train_completion_tokens_count: n } } });
 const judge = (p: number, c: number, cached = 0, ep = 0, ec = 0) => ({
   train_prompt_tokens: p,
   train_completion_tokens: c,
@@ -29,11 +30,15 @@ const judge = (p: number, c: number, cached = 0, ep = 0, ec = 0) => ({
 });
 const valid = new Ajv({ strict: false }).compile(UsageSchema);
 
-test("a step adds its trained tokens and each judge model's tokens; junk adds nothing", () => {
+test("a step adds its training samples' completion tokens (not only those that moved the weights) and each judge model's tokens; junk adds nothing", () => {
   let u = emptyUsage();
-  u = addStep(u, { trained_tokens: 120, model_graders_token_usage: { "gpt-4o": judge(100, 10, 5, 40, 4) } });
-  u = addStep(u, { trained_tokens: 80, model_graders_token_usage: { "gpt-4o": judge(50, 5), small: judge(1, 1) } });
-  u = addStep(u, { trained_tokens: -3, model_graders_token_usage: { "gpt-4o": { train_prompt_tokens: "9" } } });
+  u = addStep(u, {
+    ...tokens(120),
+    trained_tokens: 3,
+    model_graders_token_usage: { "gpt-4o": judge(100, 10, 5, 40, 4) },
+  });
+  u = addStep(u, { ...tokens(80), model_graders_token_usage: { "gpt-4o": judge(50, 5), small: judge(1, 1) } });
+  u = addStep(u, { ...tokens(-3), model_graders_token_usage: { "gpt-4o": { train_prompt_tokens: "9" } } });
   u = addStep(u, null);
   u = addTokens(u, 7);
   assert.equal(u.trainedTokens, 207);
@@ -73,10 +78,10 @@ test("captured forward progress: a resumed attempt starts from the totals of the
   let records = {};
   let live: Usage = emptyUsage();
   for (let step = 1; step <= 4; step++) {
-    live = addStep(addSeconds(live, 10), { trained_tokens: 100 });
+    live = addStep(addSeconds(live, 10), tokens(100));
     if (step % 2 === 0) records = recordCheckpoint(records, `step-00000${step}`, step, live);
   }
-  const lost = addStep(addSeconds(live, 15), { trained_tokens: 100 }); // step 5: never checkpointed
+  const lost = addStep(addSeconds(live, 15), tokens(100)); // step 5: never checkpointed
   assert.equal(lost.trainingSeconds, 55);
   // Attempt 1 resumes from step-000004: 40 s and 400 tokens captured; step 5's work is not billed.
   const base = resumeBase(records, 4);

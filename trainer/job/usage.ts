@@ -6,8 +6,10 @@
  *   of a succeeded run), summed over the attempts. Time an attempt spent after its last checkpoint (lost to a
  *   crash, a cancel or a failure) is not counted: the next attempt starts again from the totals recorded with
  *   the checkpoint it resumes from.
- * - `trainedTokens`: the steps' `trained_tokens` (completion tokens that contributed to updates; SFT: the
- *   step's tokens), counted the same way (only the steps the checkpoints kept).
+ * - `trainedTokens`: the tokens the training steps processed: RFT, the completion tokens the policy sampled
+ *   for training (`usage.samples.train_completion_tokens_count`, whether or not a group's advantage let them
+ *   move the weights; validation samples excluded); SFT, the step's tokens. Counted the same way (only the steps
+ *   the checkpoints kept).
  * - `judgeTokens`: per model-grader judge model, the prompt / completion / cached tokens of training and of
  *   validation (the steps' `model_graders_token_usage`), counted the same way. At most MAX_JUDGE_MODELS models
  *   by name; the tokens of any further model are summed under OTHER_MODELS.
@@ -53,12 +55,14 @@ export function addTokens(u: Usage, tokens: number): Usage {
 }
 
 /**
- * One RFT step's metrics event `data` added: its `trained_tokens` and each judge model's tokens. Anything that
+ * One RFT step's metrics event `data` added: its training samples' completion tokens and each judge model's
+ * tokens. Anything that
  * is not a well-formed count adds nothing; the totals never go down.
  */
 export function addStep(u: Usage, data: unknown): Usage {
   const d = (data && typeof data === "object" ? data : {}) as Record<string, unknown>;
-  const out: Usage = { ...u, trainedTokens: cap(u.trainedTokens + count(d.trained_tokens)) };
+  const samples = (d.usage as { samples?: { train_completion_tokens_count?: unknown } } | undefined)?.samples;
+  const out: Usage = { ...u, trainedTokens: cap(u.trainedTokens + count(samples?.train_completion_tokens_count)) };
   const per = d.model_graders_token_usage;
   if (!per || typeof per !== "object") return out;
   const judge = { ...u.judgeTokens };
