@@ -51,6 +51,7 @@ import {
   openAiFields,
   PROJECT_LABEL,
   type ProjectTarget,
+  SERVE_TOKEN_KEY,
 } from "./cluster-map.js";
 import { checkFineTuneJob, JobRequestError, toFineTuneJob } from "./convert.js";
 import { ApiError, notFound } from "./errors.js";
@@ -137,6 +138,52 @@ export class ClusterJobs {
   /** The dataset token of a job (what its Secret holds). */
   token(id: string): string {
     return createHmac("sha256", this.o.datasetKey).update(`dataset/${id}`).digest("hex");
+  }
+
+  /** The bearer token of a job's model server (its Secret's `serve-token`; another derivation of the same key). */
+  serveToken(id: string): string {
+    return createHmac("sha256", this.o.datasetKey).update(`serve/${id}`).digest("hex");
+  }
+
+  /** Every FineTuneJob of the project the API created, with its OpenAI fields. */
+  async objects(project = ALL_PROJECTS): Promise<{ o: FineTuneJobObject; f: OpenAiFields }[]> {
+    const out: { o: FineTuneJobObject; f: OpenAiFields }[] = [];
+    for (const p of this.readable(project)) {
+      const ns = this.target(p).namespace;
+      const q = new URLSearchParams({ labelSelector: `${CREATED_BY_LABEL}=${CREATED_BY},${PROJECT_LABEL}=${p}` });
+      let items: FineTuneJobObject[];
+      try {
+        items = (await this.o.client.get<{ items: FineTuneJobObject[] }>(`${paths.ftj(ns)}?${q}`)).items;
+      } catch (e) {
+        throw this.kubeFailure(e, "list the FineTuneJobs");
+      }
+      for (const o of items) {
+        const f = openAiFields(o);
+        if (f) out.push({ o, f });
+      }
+    }
+    return out;
+  }
+
+  /** One FineTuneJob as it is now (after a patch; the caller found it through `objects`). */
+  async reread(o: FineTuneJobObject): Promise<FineTuneJobObject> {
+    try {
+      return await this.o.client.get<FineTuneJobObject>(paths.ftj(o.metadata.namespace!, o.metadata.name));
+    } catch (e) {
+      throw this.kubeFailure(e, "read the FineTuneJob");
+    }
+  }
+
+  /** A merge patch of a FineTuneJob (spec.serve). */
+  async patch(o: FineTuneJobObject, patch: unknown): Promise<FineTuneJobObject> {
+    try {
+      return await this.o.client.mergePatch<FineTuneJobObject>(
+        paths.ftj(o.metadata.namespace!, o.metadata.name),
+        patch,
+      );
+    } catch (e) {
+      throw this.kubeFailure(e, "patch the FineTuneJob");
+    }
   }
 
   /** Base models (the cluster config's names) every project may fine-tune. */
@@ -243,7 +290,7 @@ export class ClusterJobs {
           ],
         },
         type: "Opaque",
-        stringData: { [DATASET_TOKEN_KEY]: this.token(id) },
+        stringData: { [DATASET_TOKEN_KEY]: this.token(id), [SERVE_TOKEN_KEY]: this.serveToken(id) },
       });
     } catch (e) {
       // Without its token the job could never read its data: cancel it (the API may not delete jobs).

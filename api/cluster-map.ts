@@ -8,9 +8,10 @@
  */
 import { createHash } from "node:crypto";
 import type { FineTuneJob } from "../proto/finetunejob.js";
-import type { Condition, FineTuneJobStatus } from "../proto/finetunejob-status.js";
+import type { Condition, FineTuneJobStatus, Usage } from "../proto/finetunejob-status.js";
 import type { Checkpoint, FineTuningJob, JobEvent } from "./jobs.js";
 import { decide, type Action, type Decision, type JobStatus } from "./job-state.js";
+import type { UsageMetrics } from "./usage.js";
 
 /** The annotation holding the job's OpenAI fields (JSON of `OpenAiFields`). */
 export const JOB_ANNOTATION = "rft.dev/openai-job";
@@ -177,7 +178,7 @@ export function jobOf(o: FineTuneJobObject, f: OpenAiFields, org: string): FineT
     validation_file: f.validation_file,
     training_file: f.training_file,
     hyperparameters: f.hyperparameters,
-    trained_tokens: null,
+    trained_tokens: o.status?.usage?.trainedTokens ?? null,
     error:
       status === "failed"
         ? { code: "training_failed", message: failed?.message || failed?.reason || "training failed", param: null }
@@ -188,8 +189,34 @@ export function jobOf(o: FineTuneJobObject, f: OpenAiFields, org: string): FineT
     integrations: [],
     metadata: f.metadata,
     method: f.method,
-    usage_metrics: { training_seconds: 0 },
+    usage_metrics: usageOf(o.status?.usage),
     eval_id: f.eval_id ?? null,
+  };
+}
+
+/** OpenAI's `usage_metrics` (the shape local mode answers, api/usage.ts) from the trainers' status.usage. */
+export function usageOf(u: Usage | undefined): UsageMetrics {
+  if (!u) return { training_seconds: 0 };
+  const models = Object.entries(u.judgeTokens);
+  return {
+    training_seconds: Math.round(u.trainingSeconds),
+    ...(models.length
+      ? {
+          model_graders_token_usage: Object.fromEntries(
+            models.map(([m, t]) => [
+              m,
+              {
+                train_prompt_tokens: t.trainPrompt,
+                train_completion_tokens: t.trainCompletion,
+                train_cached_tokens: t.trainCached,
+                eval_prompt_tokens: t.evalPrompt,
+                eval_completion_tokens: t.evalCompletion,
+                eval_cached_tokens: t.evalCached,
+              },
+            ]),
+          ),
+        }
+      : {}),
   };
 }
 
@@ -303,7 +330,8 @@ export function checkpointsOf(o: FineTuneJobObject, f: OpenAiFields, org: string
     .map((c) => ({
       object: "fine_tuning.job.checkpoint",
       id: stableId("ftckpt_", f.id, c.name),
-      created_at: at,
+      // When the trainer saved it; a trainer that does not say: the last progress update.
+      created_at: secs(c.createdAt) ?? at,
       fine_tuned_model_checkpoint: `${modelName(f, org)}:ckpt-step-${c.step}${c.name.endsWith("-pause") ? "-pause" : ""}`,
       fine_tuning_job_id: f.id,
       step_number: c.step,
@@ -312,6 +340,37 @@ export function checkpointsOf(o: FineTuneJobObject, f: OpenAiFields, org: string
         ...(typeof c.validRewardMean === "number" ? { valid_reward_mean: c.validRewardMean } : {}),
       },
     }));
+}
+
+/** The key of the job's dataset Secret that holds the bearer token of its model server (spec.serve). */
+export const SERVE_TOKEN_KEY = "serve-token";
+
+/**
+ * What spec.serve must name to serve an OpenAI model id of this job: "final" for its `fine_tuned_model` (once
+ * succeeded), a checkpoint's name for its `fine_tuned_model_checkpoint`; undefined when the id is not this
+ * job's.
+ */
+export function servedModelOf(o: FineTuneJobObject, f: OpenAiFields, org: string, model: string): string | undefined {
+  const name = modelName(f, org);
+  if (!model.startsWith(name)) return undefined;
+  if (model === name) return statusOf(o) === "succeeded" ? "final" : undefined;
+  return (o.status?.checkpoints ?? []).find(
+    (c) => model === `${name}:ckpt-step-${c.step}${c.name.endsWith("-pause") ? "-pause" : ""}`,
+  )?.name;
+}
+
+/** The merge patch that serves `served` (1 replica) for OpenAI model id `model`, with the job's token Secret. */
+export function servePatch(id: string, served: string, model: string, replicas = 1) {
+  return {
+    spec: {
+      serve: {
+        model: served,
+        replicas,
+        modelId: model,
+        tokenSecretRef: { name: datasetSecretName(id), key: SERVE_TOKEN_KEY },
+      },
+    },
+  };
 }
 
 /**

@@ -15,6 +15,7 @@ import { GraderMetrics } from "../grader-sidecar/src/metrics.js";
 import type { KubeClient } from "../operator/client.js";
 import type { ClusterConfig } from "./cluster-config.js";
 import { ClusterJobs } from "./cluster-jobs.js";
+import { ClusterServe } from "./cluster-serve.js";
 import { ApiError } from "./errors.js";
 import { Endpoints } from "./endpoints.js";
 import { EvalStore } from "./evals.js";
@@ -44,7 +45,18 @@ export interface ApiServerOptions {
    * Cluster mode: jobs become FineTuneJobs through this client, in the namespace of the key's project (the
    * config's); `models` is unused (the config names the base models on the model claims).
    */
-  cluster?: { client: KubeClient; config: ClusterConfig; datasetKey: Buffer; pollMs?: number };
+  cluster?: {
+    client: KubeClient;
+    config: ClusterConfig;
+    datasetKey: Buffer;
+    pollMs?: number;
+    /** How the API reaches a job's model server (default: the Service's cluster DNS name; tests: a relay). */
+    serviceUrl?: (namespace: string, service: string) => Promise<string>;
+    /** Scale an idle model server to zero after this long (ms; default 15 minutes; 0: never). */
+    serveIdleMs?: number;
+    /** How long a chat request waits for its model server (ms; default 10 minutes). */
+    serveReadyTimeoutMs?: number;
+  };
   /** External OpenAI-compatible endpoints: their models are listed, chatted with and sampled by eval runs. */
   endpoints?: Endpoints;
 }
@@ -117,6 +129,16 @@ export async function startApiServer(o: ApiServerOptions): Promise<RunningApi> {
         log,
       });
   const jobs: JobManager | ClusterJobs = cluster ?? local!;
+  const clusterServe = cluster
+    ? new ClusterServe({
+        jobs: cluster,
+        organization,
+        log,
+        ...(o.cluster!.serviceUrl ? { serviceUrl: o.cluster!.serviceUrl } : {}),
+        ...(o.cluster!.serveIdleMs !== undefined ? { idleMs: o.cluster!.serveIdleMs } : {}),
+        ...(o.cluster!.serveReadyTimeoutMs !== undefined ? { readyTimeoutMs: o.cluster!.serveReadyTimeoutMs } : {}),
+      })
+    : undefined;
   /** A model this server can serve chat completions for (local mode only: cluster jobs' models are the cluster's). */
   const modelDir = (id: string, project?: string) => local?.modelDir(id, project);
   const endpoints = o.endpoints ?? new Endpoints();
@@ -250,13 +272,10 @@ export async function startApiServer(o: ApiServerOptions): Promise<RunningApi> {
     }
     if (is("POST", "chat", "completions")) {
       const body = await readBody(req, maxJson);
-      if (cluster && !endpoints.of(requestedModel(body)))
-        throw new ApiError(
-          400,
-          "Chat completions are served by `rft api --local` only; in cluster mode serve the fine-tuned model with `rft serve`.",
-          null,
-          "unsupported_in_cluster_mode",
-        );
+      // An endpoint's model goes there, in either mode; in cluster mode the rest go to the job's own server
+      // (spec.serve), started on the first request.
+      if (clusterServe && !endpoints.of(requestedModel(body)))
+        return clusterServe.proxyChat(res, body, project, baseNames);
       return host.proxyChat(req, res, body, (x) => chatModel(x, project));
     }
 
@@ -313,6 +332,7 @@ export async function startApiServer(o: ApiServerOptions): Promise<RunningApi> {
       server.closeAllConnections();
       await new Promise<void>((r) => server.close(() => r()));
       await jobs.close();
+      clusterServe?.close();
       await host.close();
       await engine.close();
       await evals.close();

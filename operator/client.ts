@@ -173,5 +173,7 @@ export const paths = {
   /** JobSets (jobset.x-k8s.io/v1alpha2; spec.workloadKind JobSet). */
   jobSet: (ns: string, name?: string) =>
     `/apis/jobset.x-k8s.io/v1alpha2/namespaces/${ns}/jobsets${name ? `/${name}` : ""}`,
+  /** Deployments (spec.serve's server). */
+  deployment: (ns: string, name?: string) => `/apis/apps/v1/namespaces/${ns}/deployments${name ? `/${name}` : ""}`,
   lease: (ns: string, name?: string) => `/apis/coordination.k8s.io/v1/namespaces/${ns}/leases${name ? `/${name}` : ""}`,
 };

@@ -88,6 +88,7 @@ function checkpointsOf(p: ProgressMessage): CheckpointStatus[] {
     step: c.step,
     validRewardMean: c.validRewardMean,
     path: c.path,
+    ...(c.createdAt ? { createdAt: c.createdAt } : {}),
   }));
 }
 
@@ -156,13 +157,15 @@ function settle(c: Ctx): void {
   c.st.state = stateOf(c.st.conditions);
 }
 
-/** The latest progress into status (trainerStatus, checkpoints, CheckpointSaved) and the ledger's public key. */
+/** The latest progress into status (trainerStatus, checkpoints, usage, CheckpointSaved) and the ledger's public key. */
 function observeProgress(c: Ctx): void {
   const { st, o } = c;
   if (o.progress && o.progress.step >= (st.trainerStatus?.step ?? 0)) {
     st.trainerStatus = trainerStatusOf(o.progress);
     if (o.progress.checkpoints.length) st.checkpoints = checkpointsOf(o.progress);
   }
+  // The current attempt's usage: the trainer sums it over attempts (from the totals its checkpoint recorded).
+  if (c.progress?.usage) st.usage = structuredClone(c.progress.usage);
   const newest = st.checkpoints?.reduce<CheckpointStatus | undefined>(
     (a, x) => (!a || x.step > a.step ? x : a),
     undefined,

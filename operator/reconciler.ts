@@ -20,6 +20,7 @@ import {
   workloadPlan,
 } from "./desired.js";
 import type { Informer } from "./informer.js";
+import { serveName, serving } from "./serving.js";
 import { names } from "./names.js";
 import { jobSigningPublicKey } from "./signing-key.js";
 import type { ProgressBridge } from "./progress.js";
@@ -87,6 +88,13 @@ export class Reconciler {
       const pk = await this.act(job, a);
       if (pk) d.status.ledger = { ...(d.status.ledger ?? {}), publicKey: pk };
     }
+    // spec.serve (serving.ts): read the Deployment only for a job that serves or served.
+    const serves = job.spec.serve !== undefined || d.status.conditions?.some((c) => c.type === "Serving");
+    const deployment = serves ? await this.client.getOptional(paths.deployment(ns, serveName(name))) : undefined;
+    const sd = serves
+      ? serving(job, d.status, deployment, this.settings, new Date().toISOString().replace(/\.\d{3}Z$/, "Z"))
+      : undefined;
+    if (sd) d.status = sd.status;
     if (statusChanged(job.status, d.status)) {
       try {
         await this.client.mergePatch(`${paths.ftj(ns, name)}/status`, {
@@ -99,8 +107,35 @@ export class Reconciler {
       }
     }
     for (const a of d.actions) if (!pre.includes(a)) await this.act(job, a);
+    if (sd && !d.actions.some((a) => a.type === "deleteSelf")) await this.serve(job, sd, deployment);
     for (const ev of d.events) await this.event(job, ev);
-    return d.requeueAfterMs !== undefined ? { requeueAfterMs: d.requeueAfterMs + 50 } : undefined;
+    const waits = [d.requeueAfterMs, sd?.requeueAfterMs].filter((x) => x !== undefined);
+    return waits.length ? { requeueAfterMs: Math.min(...waits) + 50 } : undefined;
+  }
+
+  /** spec.serve's Deployment and Service: applied when they differ from what is there, or deleted. */
+  private async serve(
+    job: FineTuneJobObject,
+    sd: NonNullable<ReturnType<typeof serving>>,
+    deployment: Record<string, any> | undefined,
+  ): Promise<void> {
+    const ns = job.metadata.namespace;
+    const name = serveName(job.metadata.name);
+    if (sd.remove) {
+      await this.client.delete(paths.deployment(ns, name), "Background");
+      await this.client.delete(paths.core("services", ns, name), "Background");
+      return;
+    }
+    const [dep, svc] = sd.apply;
+    if (!dep || !svc) return;
+    const same =
+      deployment &&
+      deployment.spec?.replicas === dep.spec.replicas &&
+      JSON.stringify(deployment.spec?.template?.spec?.containers?.[0]?.args) ===
+        JSON.stringify(dep.spec.template.spec.containers[0].args);
+    if (same) return;
+    await this.client.apply(paths.core("services", ns, name), svc);
+    await this.client.apply(paths.deployment(ns, name), dep);
   }
 
   /** Performs one action; ensureChildren answers the public key when it created the Secret. */

@@ -22,6 +22,12 @@ export const CONDITION_TYPES = [
    * checkpointed and the job resumes from that checkpoint once readmitted).
    */
   "Admitted",
+  /**
+   * spec.serve's server answers (True, reason Ready) or why not: Starting (no pod ready yet), ScaledToZero
+   * (replicas 0), NoModel (the job does not have that model, or it did not outlive the trainer pods),
+   * NotRequested (spec.serve removed: the server was deleted).
+   */
+  "Serving",
 ] as const;
 export type ConditionType = (typeof CONDITION_TYPES)[number];
 
@@ -57,6 +63,8 @@ export const CheckpointStatus = T.Object(
     step: T.Integer({ minimum: 0 }),
     validRewardMean: T.Optional(T.Union([T.Number(), T.Null()])),
     path: T.String({ maxLength: 4096 }),
+    /** When the trainer saved it. */
+    createdAt: T.Optional(T.String({ format: "date-time", maxLength: 64 })),
   },
   { additionalProperties: false },
 );
@@ -76,6 +84,52 @@ export const TrainerStatus = T.Object(
 );
 export type TrainerStatus = Static<typeof TrainerStatus>;
 
+/** Bounds of the usage a progress message carries (trainer/job/usage.ts). */
+export const USAGE_LIMITS = {
+  /** Judge models named; the tokens of further models are summed under USAGE_OTHER_MODELS. */
+  maxJudgeModels: 16,
+  maxModelName: 256,
+  maxTokens: Number.MAX_SAFE_INTEGER,
+  /** Ten years. */
+  maxSeconds: 315_360_000,
+} as const;
+/** The key under which the tokens of judge models past the first 16 are summed. */
+export const USAGE_OTHER_MODELS = "(other models)";
+
+const tokens = T.Integer({ minimum: 0, maximum: USAGE_LIMITS.maxTokens });
+/** One judge model's tokens: training and validation (eval) prompt, completion and cached tokens. */
+export const JudgeTokens = T.Object(
+  {
+    trainPrompt: tokens,
+    trainCompletion: tokens,
+    trainCached: tokens,
+    evalPrompt: tokens,
+    evalCompletion: tokens,
+    evalCached: tokens,
+  },
+  { additionalProperties: false },
+);
+export type JudgeTokens = Static<typeof JudgeTokens>;
+
+/**
+ * Captured forward progress, summed over attempts (trainer/job/usage.ts): wall-clock seconds from each attempt's
+ * start to its last checkpoint (or the end of a succeeded run), the trained tokens of those steps, and the model
+ * graders' judge tokens per judge model. Work lost after the last checkpoint is not counted.
+ */
+export const Usage = T.Object(
+  {
+    trainingSeconds: T.Number({ minimum: 0, maximum: USAGE_LIMITS.maxSeconds }),
+    trainedTokens: tokens,
+    /** By judge model (at most 16 named, plus USAGE_OTHER_MODELS). */
+    judgeTokens: T.Record(T.String(), JudgeTokens, {
+      maxProperties: USAGE_LIMITS.maxJudgeModels + 1,
+      propertyNames: { minLength: 1, maxLength: USAGE_LIMITS.maxModelName },
+    }),
+  },
+  { additionalProperties: false },
+);
+export type Usage = Static<typeof Usage>;
+
 export const FineTuneJobStatus = T.Object(
   {
     observedGeneration: T.Optional(T.Integer({ minimum: 0 })),
@@ -94,6 +148,21 @@ export const FineTuneJobStatus = T.Object(
     trainerStatus: T.Optional(TrainerStatus),
     checkpoints: T.Optional(T.Array(CheckpointStatus, { maxItems: 8 })),
     fineTunedModel: T.Optional(T.String({ maxLength: 4096 })),
+    /** spec.serve's server: its Service, the model it serves, its replicas. */
+    serve: T.Optional(
+      T.Object(
+        {
+          service: T.String({ maxLength: 253 }),
+          model: T.String({ maxLength: 253, description: '"final" or the checkpoint name' }),
+          modelPath: T.String({ maxLength: 4096 }),
+          replicas: T.Integer({ minimum: 0 }),
+          readyReplicas: T.Integer({ minimum: 0 }),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+    /** What the trainers report (captured forward progress: see Usage). */
+    usage: T.Optional(Usage),
     ledger: T.Optional(
       T.Object(
         {
@@ -141,6 +210,7 @@ export const ProgressMessage = T.Object(
           step: count,
           validRewardMean: reward,
           path,
+          createdAt: T.Optional(T.String({ format: "date-time", maxLength: 64 })),
         },
         { additionalProperties: false },
       ),
@@ -148,6 +218,7 @@ export const ProgressMessage = T.Object(
     ),
     status: StringEnum(PROGRESS_STATUSES),
     fineTunedModel: T.Optional(path),
+    usage: T.Optional(Usage),
     error: T.Optional(T.String({ maxLength: PROGRESS_LIMITS.maxError })),
     rank: count,
     attempt: count,

@@ -237,6 +237,43 @@ const Resources = T.Object(
   { additionalProperties: false },
 );
 
+/**
+ * spec.serve: the operator runs `rft serve` on the job's model (a Deployment and a Service `<job>-serve`, owned by
+ * the FineTuneJob) once the job has it: the final model after Succeeded, or a checkpoint listed in
+ * status.checkpoints. `rft api --cluster` sets it on the first chat request for the model.
+ */
+export const ServeSpec = T.Object(
+  {
+    model: T.String({
+      minLength: 1,
+      maxLength: 253,
+      pattern: "^[A-Za-z0-9._-]+$",
+      description: '"final" (the fine-tuned model, after Succeeded) or the name of a checkpoint in status.checkpoints',
+    }),
+    replicas: T.Optional(
+      T.Integer({ minimum: 0, maximum: 16, description: "serving pods (default 1; 0: scaled to zero)" }),
+    ),
+    resources: T.Optional(Resources),
+    /** The Secret (in the job's namespace) and key holding the bearer token the server requires. */
+    tokenSecretRef: T.Object(
+      {
+        name: T.String({ minLength: 1, maxLength: 253 }),
+        key: T.String({ minLength: 1, maxLength: 253 }),
+      },
+      { additionalProperties: false },
+    ),
+    modelId: T.Optional(
+      T.String({
+        minLength: 1,
+        maxLength: 512,
+        description: "the model name the server answers to (default: the job's name)",
+      }),
+    ),
+  },
+  { additionalProperties: false },
+);
+export type ServeSpec = Static<typeof ServeSpec>;
+
 /** What the operator creates for a job's ranks (spec.workloadKind). */
 export const WORKLOAD_KINDS = ["Job", "JobSet"] as const;
 export type WorkloadKind = (typeof WORKLOAD_KINDS)[number];
@@ -286,6 +323,7 @@ export const FineTuneJobSpec = T.Object(
         { additionalProperties: false },
       ),
     ),
+    serve: T.Optional(ServeSpec),
     suspend: T.Optional(T.Boolean()),
     cancel: T.Optional(T.Boolean()),
     activeDeadlineSeconds: T.Optional(T.Integer({ minimum: 1 })),

@@ -49,6 +49,11 @@ export function register(program: Command) {
       "--dataset-key-file <file>",
       "cluster mode: the key (≥ 32 bytes) trainer pods' dataset tokens derive from (else RFT_API_DATASET_KEY)",
     )
+    .option(
+      "--serve-idle-minutes <n>",
+      "cluster mode: scale a fine-tuned model's server (spec.serve) to zero after N minutes without a chat request (0: never)",
+      "15",
+    )
     .action(async (o) => {
       const log = createLogger("api");
       let keys: ApiKeys;
@@ -68,7 +73,15 @@ export function register(program: Command) {
               `cluster mode needs a dataset token key of at least 32 bytes (--dataset-key-file or RFT_API_DATASET_KEY); got ${datasetKey.length}`,
             );
           delete process.env.RFT_API_DATASET_KEY;
-          cluster = { client: await KubeClient.fromKubeconfig(o.kubeconfig), config, datasetKey };
+          const idle = Number(o.serveIdleMinutes);
+          if (!Number.isFinite(idle) || idle < 0)
+            throw new Error(`--serve-idle-minutes wants a number of minutes ≥ 0, got "${o.serveIdleMinutes}"`);
+          cluster = {
+            client: await KubeClient.fromKubeconfig(o.kubeconfig),
+            config,
+            datasetKey,
+            serveIdleMs: Math.round(idle * 60_000),
+          };
         }
         keys = o.apiKeyFile
           ? ApiKeys.fromFile(o.apiKeyFile)

@@ -18,7 +18,9 @@ function int(flag: string, v: string): number {
 export function register(program: Command) {
   program
     .command("serve")
-    .description("serve a model directory: POST /v1/chat/completions (streaming too) and GET /v1/models")
+    .description(
+      "serve a model directory: POST /v1/chat/completions (streaming too), GET /v1/models, GET /healthz; with env RFT_SERVE_API_KEY every endpoint but /healthz requires Authorization: Bearer <key>",
+    )
     .argument(
       "<dir>",
       "Hugging Face model directory (config.json, model.safetensors, tokenizer.json), or a PEFT LoRA adapter directory (served on its base)",
@@ -39,6 +41,8 @@ export function register(program: Command) {
     )
     .action(async (dir: string, o) => {
       const log = createLogger("serve");
+      // The bearer token clients must send (the operator's serving Deployment sets it from a Secret).
+      const apiKey = process.env.RFT_SERVE_API_KEY || undefined;
       const backend = await useBackend(parseBackendName(o.backend));
       const model = await loadModelOrAdapter(dir, { base: o.base });
       const modelId = o.modelId ?? basename(resolve(dir));
@@ -49,9 +53,16 @@ export function register(program: Command) {
         maxBatch: int("--max-batch", o.maxBatch),
         maxTokens: int("--max-tokens", o.maxTokens),
         logger: log,
+        ...(apiKey ? { apiKey } : {}),
       });
       log.info(
-        { url: s.url, model: modelId, backend, ...(model.adapterOf ? { base: model.adapterOf } : {}) },
+        {
+          url: s.url,
+          model: modelId,
+          backend,
+          auth: apiKey ? "bearer (RFT_SERVE_API_KEY)" : "none",
+          ...(model.adapterOf ? { base: model.adapterOf } : {}),
+        },
         "serving",
       );
       process.stdout.write(`serving ${modelId} at ${s.url}\n`);

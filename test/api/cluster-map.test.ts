@@ -23,6 +23,8 @@ import {
   jobOf,
   openAiFields,
   type OpenAiFields,
+  servedModelOf,
+  servePatch,
   statusOf,
 } from "../../api/cluster-map.js";
 import { checkFineTuneJob, toFineTuneJob } from "../../api/convert.js";
@@ -199,6 +201,88 @@ test("a succeeded job: fine_tuned_model, finished_at, events in order with stabl
     ],
   );
   assert.ok(ck.every((x) => /^ftckpt_[0-9a-f]{24}$/.test(x.id) && x.fine_tuning_job_id === ID));
+  // No usage or checkpoint times from the trainers (an older operator): zero, null, the last update.
+  assert.deepEqual(job.usage_metrics, { training_seconds: 0 });
+  assert.equal(job.trained_tokens, null);
+  assert.ok(ck.every((x) => x.created_at === Date.parse("2023-11-14T22:16:30Z") / 1000));
+});
+
+test("chat in cluster mode: which model spec.serve names for an OpenAI model id, and the patch that serves it", () => {
+  const o = created();
+  const name = `ft:o4-mini-2025-04-16:acme:security-qa:${ID.slice(6, 14)}`;
+  o.status = {
+    conditions: [c("Running", "True", "2023-11-14T22:15:00Z")],
+    checkpoints: [
+      { name: "step-000002", step: 2, path: "/c/step-000002" },
+      { name: "step-000003-pause", step: 3, path: "/c/step-000003-pause" },
+    ],
+  };
+  assert.equal(servedModelOf(o, fields, "acme", name), undefined, "no final model before succeeded");
+  assert.equal(servedModelOf(o, fields, "acme", `${name}:ckpt-step-2`), "step-000002");
+  assert.equal(servedModelOf(o, fields, "acme", `${name}:ckpt-step-3-pause`), "step-000003-pause");
+  assert.equal(servedModelOf(o, fields, "acme", `${name}:ckpt-step-9`), undefined);
+  assert.equal(servedModelOf(o, fields, "acme", "o4-mini-2025-04-16"), undefined);
+  o.status.conditions = [c("Succeeded", "True", "2023-11-14T22:16:40Z")];
+  assert.equal(servedModelOf(o, fields, "acme", name), "final");
+  assert.deepEqual(servePatch(ID, "final", name), {
+    spec: {
+      serve: {
+        model: "final",
+        replicas: 1,
+        modelId: name,
+        tokenSecretRef: { name: `${ID.toLowerCase()}-dataset`, key: "serve-token" },
+      },
+    },
+  });
+});
+
+test("usage and checkpoint times from the trainers: training_seconds, trained_tokens, judge tokens, created_at", () => {
+  const o = created();
+  o.status = {
+    conditions: [c("Succeeded", "True", "2023-11-14T22:16:40Z")],
+    checkpoints: [
+      { name: "step-1", step: 1, path: "/c/step-1", createdAt: "2023-11-14T22:15:00Z" },
+      { name: "step-2", step: 2, path: "/c/step-2", createdAt: "2023-11-14T22:16:00Z" },
+    ],
+    usage: {
+      trainingSeconds: 95.4,
+      trainedTokens: 1234,
+      judgeTokens: {
+        "gpt-4o-mini": {
+          trainPrompt: 10,
+          trainCompletion: 2,
+          trainCached: 1,
+          evalPrompt: 5,
+          evalCompletion: 3,
+          evalCached: 0,
+        },
+      },
+    },
+  };
+  const job = jobOf(o, fields, "acme");
+  assert.equal(job.trained_tokens, 1234);
+  assert.deepEqual(job.usage_metrics, {
+    training_seconds: 95,
+    model_graders_token_usage: {
+      "gpt-4o-mini": {
+        train_prompt_tokens: 10,
+        train_completion_tokens: 2,
+        train_cached_tokens: 1,
+        eval_prompt_tokens: 5,
+        eval_completion_tokens: 3,
+        eval_cached_tokens: 0,
+      },
+    },
+  });
+  assert.deepEqual(
+    checkpointsOf(o, fields, "acme").map((x) => [x.step_number, x.created_at]),
+    [
+      [2, Date.parse("2023-11-14T22:16:00Z") / 1000],
+      [1, Date.parse("2023-11-14T22:15:00Z") / 1000],
+    ],
+  );
+  o.status.usage!.judgeTokens = {};
+  assert.deepEqual(jobOf(o, fields, "acme").usage_metrics, { training_seconds: 95 }, "no judge models: no key");
 });
 
 test("a failed job carries the operator's message; cancel / pause / resume are spec patches or OpenAI's 400", () => {

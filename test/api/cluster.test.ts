@@ -7,7 +7,7 @@
  * from the FineTuneJob's status. A second job is cancelled through spec.cancel.
  */
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -24,6 +24,7 @@ import { tinyModel } from "../helpers/rft-job.js";
 import { find, template } from "../helm/helm.js";
 import type { KObject } from "../k8s/api.js";
 import { type Cluster, startCluster, waitFor } from "../k8s/cluster.js";
+import { ServiceRelay } from "../k8s/service-relay.js";
 import { freePort, NatsServer } from "../ledger/nats-server.js";
 import { BASE, jobRequest, TRAIN, VALID } from "./guide.js";
 import { KEY } from "./helpers.js";
@@ -38,6 +39,9 @@ let api: RunningApi;
 let client: OpenAI;
 let apiPort: number;
 let kube: KubeClient;
+let relay: ServiceRelay;
+/** The first test's succeeded job (the serving tests use its model). */
+let succeeded: { id: string; model: string } | undefined;
 
 const cond = (o: KObject, type: string) => (o.status?.conditions ?? []).find((c: KObject) => c.type === type);
 
@@ -116,6 +120,7 @@ before(async () => {
   await waitFor("operator leads", () => op.isLeader);
 
   kube = await KubeClient.fromKubeconfig(kubeconfig);
+  relay = new ServiceRelay(cluster);
   api = await startApiServer({
     dataDir: mkdtempSync(join(cluster.dir, "api-data-")),
     keys: new ApiKeys([`${KEY} default`, `${OTHER_KEY} elsewhere`]),
@@ -134,6 +139,9 @@ before(async () => {
       },
       datasetKey: randomBytes(32),
       pollMs: 500,
+      // No kube-proxy on the process kubelet: the relay stands in for the Service's DNS name (test/k8s/README.md).
+      serviceUrl: (ns, svc) => relay.url(ns, svc),
+      serveIdleMs: 0,
     },
   });
   client = new OpenAI({ baseURL: api.url, apiKey: KEY, maxRetries: 0 });
@@ -141,6 +149,7 @@ before(async () => {
 
 after(async () => {
   await api?.close();
+  await relay?.close();
   kube?.close();
   await op?.stop();
   await cluster?.close();
@@ -198,6 +207,24 @@ test("the RFT guide's flow through the operator: files, FineTuneJob, events to s
   assert.equal(ckpts[0]!.fine_tuned_model_checkpoint, `${done.fine_tuned_model}:ckpt-step-2`);
   assert.equal(ckpts[0]!.step_number, 2);
   assert.equal(typeof (ckpts[0]!.metrics as Record<string, number>).valid_reward_mean, "number");
+  // Usage and checkpoint times come from the trainer (captured forward progress), not placeholders.
+  const usage = (done as unknown as { usage_metrics: { training_seconds: number } }).usage_metrics; // not in the SDK's types
+  assert.ok(usage.training_seconds > 0, JSON.stringify(usage));
+  assert.ok(done.trained_tokens! > 0, `trained_tokens ${done.trained_tokens}`);
+  const ftjDone = await cluster.getJson("ftj", "-n", NS, job.id.toLowerCase());
+  assert.ok(usage.training_seconds <= done.finished_at! - done.created_at + 1, await why());
+  assert.equal(done.trained_tokens, ftjDone.status.usage.trainedTokens);
+  for (const c of ckpts) {
+    assert.ok(c.created_at >= done.created_at && c.created_at <= done.finished_at!, JSON.stringify(c));
+    const saved = ftjDone.status.checkpoints.find((x: KObject) => x.step === c.step_number);
+    assert.equal(c.created_at, Math.floor(Date.parse(saved.createdAt) / 1000), "the trainer's save time");
+  }
+  const times = ckpts.map((c) => c.created_at); // newest first
+  assert.deepEqual(
+    times,
+    [...times].sort((a, b) => b - a),
+    "later steps were saved later",
+  );
 
   // The eval link: each validation (the baseline, steps 1 and 2) the trainer pod sent back is a run of the job's
   // eval, its items the graded samples.
@@ -249,6 +276,132 @@ test("the RFT guide's flow through the operator: files, FineTuneJob, events to s
     [job.id],
   );
   assert.ok((await client.models.list()).data.some((m) => m.id === done.fine_tuned_model));
+  succeeded = { id: job.id, model: done.fine_tuned_model! };
+});
+
+/** Runs a Node script inside a pod's network namespace (where its ports are: no kube-proxy here). */
+function inPod(pod: string, script: string): string {
+  const netns = cluster.kubelet!.podNetns(NS, pod);
+  assert.ok(netns, `pod ${pod} runs on the process kubelet`);
+  const r = spawnSync("ip", ["netns", "exec", netns, process.execPath, "--input-type=module", "-e", script], {
+    encoding: "utf8",
+  });
+  assert.equal(r.status, 0, r.stderr);
+  return r.stdout;
+}
+
+test("spec.serve: after Succeeded the operator runs rft serve on the final model; the pod is Ready and wants the token", async () => {
+  assert.ok(succeeded, "needs the first test's job");
+  const name = succeeded.id.toLowerCase();
+  const token = "serve-token-for-the-operator-test";
+  await cluster.apply([
+    {
+      apiVersion: "v1",
+      kind: "Secret",
+      metadata: { name: "operator-test-serve", namespace: NS },
+      stringData: { token },
+    },
+  ]);
+  await cluster.kubectl(
+    "patch",
+    "ftj",
+    "-n",
+    NS,
+    name,
+    "--type=merge",
+    "-p",
+    JSON.stringify({
+      spec: { serve: { model: "final", tokenSecretRef: { name: "operator-test-serve", key: "token" }, modelId: "m" } },
+    }),
+  );
+  const dep = await waitFor(
+    "the serving Deployment",
+    async () => (await cluster.kubectl("get", "deploy", "-n", NS, "-o", "name")).includes(`${name}-serve`),
+    60_000,
+    500,
+  ).then(() => cluster.getJson("deploy", "-n", NS, `${name}-serve`));
+  const ftj = await cluster.getJson("ftj", "-n", NS, name);
+  assert.equal(dep.metadata.ownerReferences[0].uid, ftj.metadata.uid);
+  assert.equal(dep.spec.template.spec.containers[0].args[1], ftj.status.fineTunedModel);
+  const ready = await waitFor(
+    "Serving=True",
+    async () => {
+      const o = await cluster.getJson("ftj", "-n", NS, name);
+      return cond(o, "Serving")?.status === "True" ? o : undefined;
+    },
+    300_000,
+    1000,
+  );
+  assert.equal(cond(ready, "Serving")?.reason, "Ready");
+  assert.deepEqual(
+    { service: ready.status.serve.service, model: ready.status.serve.model, ready: ready.status.serve.readyReplicas },
+    { service: `${name}-serve`, model: "final", ready: 1 },
+  );
+  const svc = await cluster.getJson("svc", "-n", NS, `${name}-serve`);
+  assert.equal(svc.spec.ports[0].port, 8000);
+  const pods = (await cluster.getJson("pods", "-n", NS, "-l", "rft.dev/role=serve")).items as KObject[];
+  assert.equal(pods.length, 1);
+  const pod = pods[0]!.metadata.name as string;
+  const out = inPod(
+    pod,
+    `const u = "http://127.0.0.1:8000";
+     const h = await fetch(u + "/healthz");
+     const bare = await fetch(u + "/v1/models");
+     const ok = await fetch(u + "/v1/models", { headers: { authorization: "Bearer ${token}" } });
+     process.stdout.write(JSON.stringify([h.status, bare.status, ok.status, (await ok.json()).data[0].id]));`,
+  );
+  assert.deepEqual(JSON.parse(out), [200, 401, 200, "m"]);
+  // spec.serve removed: the server goes, Serving says NotRequested.
+  await cluster.kubectl("patch", "ftj", "-n", NS, name, "--type=json", "-p", '[{"op":"remove","path":"/spec/serve"}]');
+  await waitFor(
+    "the serving Deployment deleted",
+    async () => !(await cluster.kubectl("get", "deploy", "-n", NS, "-o", "name")).includes(`${name}-serve`),
+    60_000,
+    500,
+  );
+  assert.equal(cond(await cluster.getJson("ftj", "-n", NS, name), "Serving")?.reason, "NotRequested");
+});
+
+test("the guide's last step: chat on the fine-tuned model through rft api --cluster (spec.serve on first use), streaming too", async () => {
+  assert.ok(succeeded, "needs the first test's job");
+  const name = succeeded.id.toLowerCase();
+  const messages = [{ role: "user" as const, content: "Is data encrypted at rest?" }];
+  const r = await client.chat.completions.create({ model: succeeded.model, messages, max_tokens: 3 });
+  assert.equal(r.object, "chat.completion");
+  assert.equal(r.model, succeeded.model);
+  assert.equal(r.choices.length, 1);
+  assert.equal(typeof r.choices[0]!.message.content, "string");
+  // The API set spec.serve (the final model, 1 replica, the job's token in its dataset Secret).
+  const ftj = await cluster.getJson("ftj", "-n", NS, name);
+  assert.deepEqual(ftj.spec.serve, {
+    model: "final",
+    replicas: 1,
+    modelId: succeeded.model,
+    tokenSecretRef: { name: `${name}-dataset`, key: "serve-token" },
+  });
+  assert.equal(cond(ftj, "Serving")?.status, "True");
+  const secret = await cluster.getJson("secret", "-n", NS, `${name}-dataset`);
+  assert.ok(secret.data["serve-token"], "the token is in the job's dataset Secret");
+  // Streaming passes through.
+  const stream = await client.chat.completions.create({
+    model: succeeded.model,
+    messages,
+    max_tokens: 3,
+    stream: true,
+  });
+  let chunks = 0;
+  for await (const c of stream) {
+    assert.equal(c.object, "chat.completion.chunk");
+    chunks++;
+  }
+  assert.ok(chunks >= 2, `chunks: ${chunks}`);
+  // Unknown ids are OpenAI's 404; another project may not use this job's model.
+  await assert.rejects(
+    client.chat.completions.create({ model: `${succeeded.model}x`, messages }),
+    (e: InstanceType<typeof OpenAI.APIError>) => e.status === 404 && e.code === "model_not_found",
+  );
+  const other = new OpenAI({ baseURL: api.url, apiKey: OTHER_KEY, maxRetries: 0 });
+  await assert.rejects(other.chat.completions.create({ model: succeeded.model, messages }), OpenAI.NotFoundError);
 });
 
 test("cancel patches spec.cancel and the operator cancels; another project sees nothing and may not create", async () => {
@@ -291,14 +444,14 @@ test("cancel patches spec.cancel and the operator cancels; another project sees 
   );
 });
 
-test("the python openai client runs the guide's flow against the cluster API (no chat: the cluster serves models)", async () => {
+test("the python openai client runs the guide's flow against the cluster API, calling the fine-tuned model too", async () => {
   const python = ".venv-openai/bin/python";
   assert.ok(existsSync(python), `${python} is missing: run bash scripts/setup.d/22-openai-python.sh`);
   const dir = mkdtempSync(join(cluster.dir, "python-"));
   writeFileSync(join(dir, "train.jsonl"), `${TRAIN.join("\n")}\n`);
   writeFileSync(join(dir, "valid.jsonl"), `${VALID.join("\n")}\n`);
   const py = spawn(python, ["test/api/rft_guide.py", join(dir, "train.jsonl"), join(dir, "valid.jsonl")], {
-    env: { ...process.env, RFT_API_BASE_URL: api.url, RFT_API_KEY: KEY, RFT_GUIDE_SKIP_CHAT: "1" },
+    env: { ...process.env, RFT_API_BASE_URL: api.url, RFT_API_KEY: KEY },
   });
   let out = "";
   let err = "";
@@ -313,6 +466,7 @@ test("the python openai client runs the guide's flow against the cluster API (no
     fine_tuned_model: string;
     metrics_steps: number[];
     checkpoints: string[];
+    answer_is_text: boolean;
     error: unknown;
     eval_runs: { name: string; step: string; scores: number[] }[];
   };
@@ -324,6 +478,7 @@ test("the python openai client runs the guide's flow against the cluster API (no
   assert.equal(r.fine_tuned_model, `ft:${BASE}:acme:security-qa:${r.id.slice(6, 14)}`);
   assert.ok(r.metrics_steps.includes(2), String(r.metrics_steps));
   assert.ok(r.checkpoints.includes(`${r.fine_tuned_model}:ckpt-step-2`), r.checkpoints.join(","));
+  assert.equal(r.answer_is_text, true, "the guide's chat call on the fine-tuned model answered");
   // It ran as a FineTuneJob of the project's namespace.
   const ftj = await cluster.getJson("ftj", "-n", NS, r.id.toLowerCase());
   assert.equal(cond(ftj, "Succeeded")?.status, "True");

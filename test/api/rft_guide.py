@@ -1,7 +1,7 @@
 """The RFT guide's python flow (security-policy example), unchanged apart from base_url and api_key:
 upload both files, create the RFT job with its multi grader, poll, read events and checkpoints, call the model.
-Usage: rft_guide.py TRAIN.jsonl VALID.jsonl   (env RFT_API_BASE_URL, RFT_API_KEY; RFT_GUIDE_SKIP_CHAT=1 against
-`rft api --cluster`, which serves no chat completions). Prints a JSON summary."""
+Usage: rft_guide.py TRAIN.jsonl VALID.jsonl   (env RFT_API_BASE_URL, RFT_API_KEY; RFT_GUIDE_SKIP_CHAT=1 skips the
+chat call). Prints a JSON summary."""
 import json
 import os
 import sys

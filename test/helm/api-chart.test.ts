@@ -92,15 +92,50 @@ describe("the chart's rft api", () => {
     );
   });
 
-  test("NetworkPolicies: trainer pods reach the API; the API reaches only the API server and DNS", async () => {
+  test("NetworkPolicies: trainer pods reach the API; the API reaches the API server, DNS and the model servers", async () => {
     const { objects } = await template(API);
     const [np] = find(objects, "NetworkPolicy", "rft-rft-operator-api");
     assert.deepEqual(np!.spec.policyTypes, ["Ingress", "Egress"]);
     assert.deepEqual(np!.spec.ingress[0].ports, [{ port: 8080, protocol: "TCP" }]);
     assert.deepEqual(
       np!.spec.egress.flatMap((e: K) => e.ports.map((p: K) => p.port)),
-      [443, 6443, 53, 53],
+      [443, 6443, 53, 53, 8000],
     );
+    // Model servers (spec.serve's <job>-serve pods), only in the projects' namespaces.
+    assert.deepEqual(
+      np!.spec.egress
+        .at(-1)
+        .to.map((t: K) => [
+          t.namespaceSelector.matchLabels["kubernetes.io/metadata.name"],
+          t.podSelector.matchLabels["rft.dev/role"],
+        ]),
+      [
+        ["team-a", "serve"],
+        ["team-b", "serve"],
+      ],
+    );
+    for (const ns of ["team-a", "team-b"]) {
+      // The serving pods: in, only from the API's pods on the server's port; out, nothing.
+      const [sv] = find(objects, "NetworkPolicy", "rft-rft-operator-serve").filter((o) => o.metadata.namespace === ns);
+      assert.deepEqual(sv!.spec.podSelector.matchLabels, {
+        "rft.dev/role": "serve",
+        "app.kubernetes.io/managed-by": "rft-operator",
+      });
+      assert.deepEqual(sv!.spec.policyTypes, ["Ingress", "Egress"]);
+      assert.deepEqual(sv!.spec.egress, []);
+      assert.equal(sv!.spec.ingress.length, 1, ns);
+      const [from] = sv!.spec.ingress[0].from;
+      assert.equal(from.podSelector.matchLabels["app.kubernetes.io/component"], "api", ns);
+      assert.equal(from.namespaceSelector.matchLabels["kubernetes.io/metadata.name"], "rft-system", ns);
+      assert.deepEqual(sv!.spec.ingress[0].ports, [{ port: 8000, protocol: "TCP" }]);
+      // The trainers' policy (metrics in, NATS and the API out) does not select the serving pods.
+      const [t] = find(objects, "NetworkPolicy", "rft-rft-operator-trainers").filter(
+        (o) => o.metadata.namespace === ns,
+      );
+      assert.ok(
+        t!.spec.podSelector.matchExpressions.some((e: K) => e.key === "rft.dev/role" && e.operator === "DoesNotExist"),
+      );
+    }
     for (const ns of ["team-a", "team-b"]) {
       const [t] = find(objects, "NetworkPolicy", "rft-rft-operator-trainers").filter(
         (o) => o.metadata.namespace === ns,

@@ -207,3 +207,37 @@ test("a client that hangs up stops its generation; a prompt that cannot fit is r
       e instanceof OpenAI.BadRequestError && e.code === "context_length_exceeded" && /characters long/.test(e.message),
   );
 });
+
+test("with an API key every endpoint but /healthz requires the bearer token (401 in OpenAI's shape)", async () => {
+  const key = "sk-serve-test-0123456789";
+  const locked = await startServer(model, { modelId: "tiny", port: 0, maxTokens: 8, apiKey: key });
+  try {
+    const base = locked.url.replace(/\/v1$/, "");
+    assert.deepEqual(await (await fetch(`${base}/healthz`)).json(), { status: "ok" });
+    for (const auth of [undefined, "Bearer wrong", `Basic ${key}`, key]) {
+      const r = await fetch(`${locked.url}/models`, auth ? { headers: { authorization: auth } } : {});
+      assert.equal(r.status, 401, String(auth));
+      assert.equal(((await r.json()) as { error: { code: string } }).error.code, "invalid_api_key");
+    }
+    const wrong = new OpenAI({ baseURL: locked.url, apiKey: "nope", maxRetries: 0 });
+    await assert.rejects(
+      wrong.chat.completions.create({ model: "tiny", messages: [{ role: "user", content: "hi" }], max_tokens: 2 }),
+      OpenAI.AuthenticationError,
+    );
+    const right = new OpenAI({ baseURL: locked.url, apiKey: key, maxRetries: 0 });
+    assert.deepEqual(
+      (await right.models.list()).data.map((m) => m.id),
+      ["tiny"],
+    );
+    const r = await right.chat.completions.create({
+      model: "tiny",
+      messages: [{ role: "user", content: "hi" }],
+      max_tokens: 2,
+    });
+    assert.equal(r.choices.length, 1);
+    // Without a key the server stays open, and /healthz answers there too.
+    assert.equal((await fetch(`${srv.url.replace(/\/v1$/, "")}/healthz`)).status, 200);
+  } finally {
+    await locked.close();
+  }
+});

@@ -251,6 +251,35 @@ describe("decide", () => {
     assert.deepEqual(d.actions, [{ type: "deleteSelf" }]);
   });
 
+  test("usage and checkpoint times: copied from the current attempt's progress, kept when a message has none", () => {
+    const usage = { trainingSeconds: 12.5, trainedTokens: 300, judgeTokens: {} };
+    const ckpt = [
+      { name: "step-000002", step: 2, validRewardMean: 0.5, path: "/c/step-000002", createdAt: "2026-01-01T00:00:04Z" },
+    ];
+    let { job } = step(ftj(), { now: at(0) });
+    let d: Decision;
+    ({ job, d } = step(job, {
+      now: at(5),
+      trainerJob: trainerJob("sorter-a0", { active: 1, ready: 1 }),
+      progress: progress({ step: 2, checkpoints: ckpt, usage }),
+    }));
+    assert.deepEqual(d.status.usage, usage);
+    assert.deepEqual(d.status.checkpoints, ckpt);
+    // The next attempt's first message (no usage yet) keeps the totals; an older attempt's message is ignored.
+    ({ job, d } = step(job, {
+      now: at(6),
+      trainerJob: trainerJob("sorter-a0", { active: 1, ready: 1 }),
+      progress: progress({ step: 2 }),
+    }));
+    assert.deepEqual(d.status.usage, usage);
+    ({ d } = step(job, {
+      now: at(7),
+      trainerJob: trainerJob("sorter-a0", { active: 1, ready: 1 }),
+      progress: progress({ step: 3, attempt: 5, usage: { ...usage, trainingSeconds: 999 } }),
+    }));
+    assert.deepEqual(d.status.usage, usage);
+  });
+
   test("a failed rank restarts the gang as the next attempt until backoffLimit, then Failed for good", () => {
     const failed = (n: string) =>
       trainerJob(n, {

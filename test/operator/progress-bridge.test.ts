@@ -121,8 +121,18 @@ test("each kind of bad message is dropped and counted, and reconcile is never wo
   pub(s, { ...good, step: 11 }); // step_past_total
   pub(s, { ...good, status: "succeeded", fineTunedModel: "/etc/shadow" }); // path_outside_output
   pub(s, { ...good, checkpoints: [{ ...good.checkpoints[0], path: `${DIR}/../other/x` }] }); // path_outside_output
+  const judge = { trainPrompt: 1, trainCompletion: 1, trainCached: 0, evalPrompt: 0, evalCompletion: 0, evalCached: 0 };
+  const usage = { trainingSeconds: 4.5, trainedTokens: 10, judgeTokens: { "gpt-4o": judge } };
+  pub(s, { ...good, usage: { ...usage, trainingSeconds: -1 } }); // schema
+  pub(s, { ...good, usage: { ...usage, judgeTokens: { ["m".repeat(257)]: judge } } }); // schema
+  const many = Object.fromEntries(Array.from({ length: 18 }, (_, i) => [`m${i}`, judge]));
+  pub(s, { ...good, usage: { ...usage, judgeTokens: many } }); // schema
+  pub(s, { ...good, usage: { ...usage, judgeTokens: { m: { ...judge, extra: 1 } } } }); // schema
+  pub(s, { ...good, checkpoints: [{ ...good.checkpoints[0], createdAt: "yesterday" }] }); // schema
   const before = wakes.length;
-  pub(progressSubject("ns", "job2"), { ...good, step: 7, status: "paused" }); // the sentinel
+  const createdAt = "2026-01-01T00:00:00Z";
+  const sentinel = { ...good, step: 7, status: "paused", usage, checkpoints: [{ ...good.checkpoints[0], createdAt }] };
+  pub(progressSubject("ns", "job2"), sentinel); // the sentinel (with usage and a checkpoint time: kept)
   assert.equal(await nextWake(), "ns/job2 +0");
   assert.equal(wakes.length, before + 1, "only the sentinel woke a job");
   assert.deepEqual(drops, [
@@ -136,8 +146,15 @@ test("each kind of bad message is dropped and counted, and reconcile is never wo
     "step_past_total",
     "path_outside_output",
     "path_outside_output",
+    "schema",
+    "schema",
+    "schema",
+    "schema",
+    "schema",
   ]);
   assert.equal(bridge.get("ns/job")?.step, 10, "still the succeeded message");
+  assert.deepEqual(bridge.get("ns/job2")?.usage, usage);
+  assert.equal(bridge.get("ns/job2")?.checkpoints[0]?.createdAt, createdAt);
 });
 
 test("control messages go to the job's control subject as {action}", async () => {

@@ -23,6 +23,7 @@
  * `RFT_MIN_STEP_MS` (optional, from spec.trainer.env) paces training: each step takes at least that long in
  * wall time. For demos and lifecycle tests that must act mid-run whatever the machine's speed.
  */
+import { readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { connect, type NatsConnection } from "nats";
 import { natsAuthOptions, natsTlsOptions } from "../../proto/nats-auth.js";
@@ -40,6 +41,16 @@ import { runJob } from "./run-job.js";
 import { subscribeControl } from "./control.js";
 import { DatasetConfigError, fetchDataset, isDatasetUrl } from "./remote-dataset.js";
 import { ValidationUploader } from "./validation-upload.js";
+import {
+  addSeconds,
+  addStep,
+  addTokens,
+  parseRecords,
+  recordCheckpoint,
+  resumeBase,
+  type Usage,
+  type UsageRecords,
+} from "./usage.js";
 
 const log = createLogger("trainer-pod");
 
@@ -181,15 +192,81 @@ async function startMetrics(env: NodeJS.ProcessEnv, s: PodSettings) {
   return { metrics, server: await metrics.serve(port, "0.0.0.0") };
 }
 
+/**
+ * Rank 0's usage (trainer/job/usage.ts): the totals counted since the run's resume point, recorded with each
+ * checkpoint in `<checkpoint dir>/usage.json`; `captured` is what the checkpoints kept (what is reported).
+ */
+class UsageMeter {
+  private records: UsageRecords = {};
+  private live?: Usage;
+  private kept?: Usage;
+  private mark = Date.now();
+  private readonly file: string;
+
+  constructor(outDir: string) {
+    this.file = join(outDir, "usage.json");
+    try {
+      this.records = parseRecords(JSON.parse(readFileSync(this.file, "utf8")));
+    } catch {
+      this.records = {}; // none yet (a fresh run), or unreadable: counting restarts from zero
+    }
+  }
+
+  /** The run resumed at `step` (known at its first step, checkpoint or end): the totals start from its record. */
+  private begin(step: number): Usage {
+    if (!this.live) {
+      this.live = resumeBase(this.records, step);
+      this.kept = this.live;
+    }
+    this.live = addSeconds(this.live, (Date.now() - this.mark) / 1000);
+    this.mark = Date.now();
+    return this.live;
+  }
+
+  step(step: number, data: unknown): void {
+    this.live = addStep(this.begin(step - 1), data);
+  }
+
+  sftStep(step: number, tokens: number): void {
+    this.live = addTokens(this.begin(step - 1), tokens);
+  }
+
+  checkpoint(name: string, step: number): void {
+    const u = this.begin(step);
+    this.kept = u;
+    this.records = recordCheckpoint(this.records, name, step, u);
+    try {
+      writeFileSync(`${this.file}.tmp`, JSON.stringify(this.records));
+      renameSync(`${this.file}.tmp`, this.file);
+    } catch (e) {
+      log.warn({ err: String(e), file: this.file }, "cannot record usage with the checkpoint");
+    }
+  }
+
+  /** A succeeded run: everything up to now is kept. */
+  finish(step: number): Usage {
+    this.kept = this.begin(step);
+    return this.kept;
+  }
+
+  get captured(): Usage | undefined {
+    return this.kept;
+  }
+}
+
+const iso = (unixSeconds: number) => new Date(unixSeconds * 1000).toISOString().replace(/\.\d{3}Z$/, "Z");
+
 /** Rank 0's progress messages on core NATS: the last step's figures and the retained checkpoints. */
 class ProgressReporter {
   private readonly checkpoints: CheckpointInfo[] = [];
   private last: Omit<ProgressMessage, "status" | "time" | "checkpoints">;
+  readonly usage: UsageMeter;
 
   constructor(
     private readonly nc: NatsConnection | undefined,
     private readonly s: PodSettings,
   ) {
+    this.usage = new UsageMeter(s.outDir);
     this.last = {
       step: 0,
       totalSteps: 0,
@@ -213,7 +290,9 @@ class ProgressReporter {
           step: c.step,
           validRewardMean: c.validRewardMean,
           path: join(this.s.outDir, "checkpoints", c.name),
+          ...(Number.isFinite(c.createdAt) ? { createdAt: iso(c.createdAt) } : {}),
         })),
+      ...(this.usage.captured ? { usage: this.usage.captured } : {}),
       time: new Date().toISOString().replace(/\.\d{3}Z$/, "Z"),
       ...extra,
     };
@@ -221,6 +300,7 @@ class ProgressReporter {
   }
 
   step(m: MetricsEvent) {
+    if (this.s.rank === 0) this.usage.step(m.data.step, m.data);
     const valid = (m.data.scores as { valid_reward_mean?: number }).valid_reward_mean;
     this.last = {
       ...this.last,
@@ -233,6 +313,7 @@ class ProgressReporter {
   }
 
   checkpoint(c: CheckpointInfo) {
+    if (this.s.rank === 0) this.usage.checkpoint(c.name, c.step);
     const i = this.checkpoints.findIndex((x) => x.name === c.name);
     if (i >= 0) this.checkpoints[i] = c;
     else this.checkpoints.push(c);
@@ -240,7 +321,8 @@ class ProgressReporter {
     this.publish("running");
   }
 
-  sftStep(step: number, total: number) {
+  sftStep(step: number, total: number, tokens: number) {
+    if (this.s.rank === 0) this.usage.sftStep(step, tokens);
     this.last = { ...this.last, step, totalSteps: total };
     this.publish("running");
   }
@@ -256,6 +338,7 @@ class ProgressReporter {
   }) {
     for (const c of r.checkpoints) if (!this.checkpoints.some((x) => x.name === c.name)) this.checkpoints.push(c);
     this.last = { ...this.last, step: r.step, totalSteps: r.totalSteps };
+    if (r.status === "succeeded" && this.s.rank === 0) this.usage.finish(r.step);
     this.publish(r.status, {
       ...(r.modelDir ? { fineTunedModel: r.modelDir } : {}),
       ...(r.error ? { error: r.error.slice(0, 1000) } : {}),
@@ -316,11 +399,12 @@ export async function runTrainerPod(o: TrainerPodOptions): Promise<TrainerPodRes
           metrics?.checkpoints.inc({ job: name });
           progress.checkpoint(c);
         },
-        onSftStep: (e, total) => progress.sftStep(e.step, total),
+        onSftStep: (e, total) => progress.sftStep(e.step, total, e.tokens),
       },
     });
     await uploads?.flush(); // before the final status: a client that sees "succeeded" finds every step's run
     if (result.method === "supervised") {
+      if (s.rank === 0) progress.usage.finish(result.totalSteps);
       progress.publish("succeeded", { fineTunedModel: result.modelDir });
       return { status: "succeeded", exitCode: 0 };
     }

@@ -1,8 +1,9 @@
 /**
  * `rft serve`: an OpenAI-compatible HTTP server for one model — `POST /v1/chat/completions` (with SSE
- * streaming) and `GET /v1/models` — over node:http, with requests batched through a Batcher.
+ * streaming), `GET /v1/models` and `GET /healthz` — over node:http, with requests batched through a Batcher.
+ * With an API key (`RFT_SERVE_API_KEY`) every endpoint but /healthz requires `Authorization: Bearer <key>`.
  */
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Logger } from "pino";
@@ -24,6 +25,16 @@ export interface ServeOptions {
   maxTokens?: number;
   logger?: Logger;
   maxBodyBytes?: number;
+  /** When set, every endpoint but GET /healthz answers 401 without `Authorization: Bearer <apiKey>`. */
+  apiKey?: string;
+}
+
+const digest = (s: string) => createHash("sha256").update(s).digest();
+
+/** The request's bearer token is the key (compared in constant time). */
+export function authorized(header: string | undefined, apiKey: string): boolean {
+  const m = /^Bearer (.+)$/i.exec(header ?? "");
+  return m !== null && timingSafeEqual(digest(m[1]!), digest(apiKey));
 }
 
 export interface RunningServer {
@@ -312,6 +323,18 @@ export async function startServer(model: Model, opts: ServeOptions): Promise<Run
     const url = new URL(req.url ?? "/", "http://localhost");
     const path = url.pathname.replace(/\/+$/, "");
     const fail = (e: unknown) => failWith(res, e, opts.logger);
+    if (req.method === "GET" && path === "/healthz") return send(res, 200, { status: "ok" });
+    if (opts.apiKey !== undefined && !authorized(req.headers.authorization, opts.apiKey)) {
+      req.resume();
+      return fail(
+        new ApiError(
+          401,
+          "Incorrect API key provided: send Authorization: Bearer <key> (the key of this server).",
+          null,
+          "invalid_api_key",
+        ),
+      );
+    }
     if (req.method === "POST" && path === "/v1/chat/completions") {
       chat.chat(req, res).catch(fail);
     } else if (req.method === "GET" && path === "/v1/models") {
