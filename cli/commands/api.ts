@@ -62,27 +62,7 @@ export function register(program: Command) {
       let endpoints: Endpoints | undefined;
       try {
         if (o.cluster && o.local) throw new Error("--local and --cluster are exclusive");
-        if (o.cluster) {
-          const config = loadClusterConfig(o.cluster);
-          const raw = o.datasetKeyFile
-            ? readFileSync(o.datasetKeyFile, "utf8")
-            : (process.env.RFT_API_DATASET_KEY ?? "");
-          const datasetKey = Buffer.from(raw.trim());
-          if (datasetKey.length < 32)
-            throw new Error(
-              `cluster mode needs a dataset token key of at least 32 bytes (--dataset-key-file or RFT_API_DATASET_KEY); got ${datasetKey.length}`,
-            );
-          delete process.env.RFT_API_DATASET_KEY;
-          const idle = Number(o.serveIdleMinutes);
-          if (!Number.isFinite(idle) || idle < 0)
-            throw new Error(`--serve-idle-minutes wants a number of minutes ≥ 0, got "${o.serveIdleMinutes}"`);
-          cluster = {
-            client: await KubeClient.fromKubeconfig(o.kubeconfig),
-            config,
-            datasetKey,
-            serveIdleMs: Math.round(idle * 60_000),
-          };
-        }
+        if (o.cluster) cluster = await clusterOptions(o);
         keys = o.apiKeyFile
           ? ApiKeys.fromFile(o.apiKeyFile)
           : new ApiKeys((process.env.RFT_API_KEYS ?? "").split(/[,\n]/));
@@ -167,4 +147,30 @@ export function register(program: Command) {
         process.exitCode = 2;
       }
     });
+}
+
+/** Cluster mode's options: the config, the dataset token key (≥ 32 bytes), the idle scale-down, the client. */
+async function clusterOptions(o: {
+  cluster: string;
+  datasetKeyFile?: string;
+  serveIdleMinutes: string;
+  kubeconfig?: string;
+}): Promise<NonNullable<ApiServerOptions["cluster"]>> {
+  const config = loadClusterConfig(o.cluster);
+  const raw = o.datasetKeyFile ? readFileSync(o.datasetKeyFile, "utf8") : (process.env.RFT_API_DATASET_KEY ?? "");
+  const datasetKey = Buffer.from(raw.trim());
+  if (datasetKey.length < 32)
+    throw new Error(
+      `cluster mode needs a dataset token key of at least 32 bytes (--dataset-key-file or RFT_API_DATASET_KEY); got ${datasetKey.length}`,
+    );
+  delete process.env.RFT_API_DATASET_KEY;
+  const idle = Number(o.serveIdleMinutes);
+  if (!Number.isFinite(idle) || idle < 0)
+    throw new Error(`--serve-idle-minutes wants a number of minutes ≥ 0, got "${o.serveIdleMinutes}"`);
+  return {
+    client: await KubeClient.fromKubeconfig(o.kubeconfig),
+    config,
+    datasetKey,
+    serveIdleMs: Math.round(idle * 60_000),
+  };
 }
