@@ -80,11 +80,19 @@ export function newChains(before: string[], now: string[]): string[] {
   return now.filter((c) => !had.has(c));
 }
 
+/** An `iptables -S` line's words, a "quoted comment" as one word without its quotes (as -D wants it). */
+export function ruleWords(line: string): string[] {
+  const out: string[] = [];
+  for (const m of line.matchAll(/"((?:[^"\\]|\\.)*)"|(\S+)/g))
+    out.push(m[1] !== undefined ? m[1].replace(/\\(.)/g, "$1") : m[2]!);
+  return out;
+}
+
 /** `-A CHAIN … -j TARGET` lines of `iptables -S` output whose target is one of `targets`, as -D arguments. */
 export function jumpsTo(ruleLines: string[], targets: Set<string>): string[][] {
   const out: string[][] = [];
   for (const line of ruleLines) {
-    const words = line.trim().split(/\s+/);
+    const words = ruleWords(line);
     if (words[0] !== "-A") continue;
     const j = words.indexOf("-j");
     if (j > 0 && targets.has(words[j + 1] ?? "")) out.push(words.slice(1));

@@ -39,6 +39,11 @@ describe("host-state and log parsing (pure)", () => {
       "-A KUBE-FIREWALL -j DROP",
     ];
     assert.deepEqual(jumpsTo(rules, new Set(["KUBE-FIREWALL"])), [["INPUT", "-j", "KUBE-FIREWALL"]]);
+    // kube-proxy's jumps carry quoted comments: one word each, unquoted, for iptables -D.
+    const proxy = ['-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES'];
+    assert.deepEqual(jumpsTo(proxy, new Set(["KUBE-SERVICES"])), [
+      ["OUTPUT", "-m", "comment", "--comment", "kubernetes service portals", "-j", "KUBE-SERVICES"],
+    ]);
   });
   test("mounts under the node's folders and CNI namespaces, deepest first", () => {
     const text = [
