@@ -101,8 +101,21 @@ export interface RealNode {
   close(): Promise<void>;
 }
 
-/** Runs scripts/setup.d/55-real-node.sh (builds only what its cache lacks) and reads the paths it prints. */
+/**
+ * Runs scripts/setup.d/55-real-node.sh (builds only what its cache lacks) and reads the paths it prints; or, with
+ * RFT_REAL_NODE_ARTIFACTS=FILE, reads that line from FILE (what an earlier run printed) and builds nothing: for
+ * a machine whose images are made already, e.g. when several checkouts share it and would otherwise queue on
+ * the step's lock and rebuild each other's image.
+ */
 export function ensureRealNodeArtifacts(): RealNodeArtifacts {
+  const given = process.env.RFT_REAL_NODE_ARTIFACTS;
+  if (given) {
+    const a = JSON.parse(readFileSync(given, "utf8").trim().split("\n").at(-1) ?? "") as RealNodeArtifacts;
+    const missing = Object.entries(a).filter(([k, v]) => !/Image$/.test(k) && !existsSync(v));
+    if (missing.length)
+      throw new Error(`RFT_REAL_NODE_ARTIFACTS=${given} names missing files: ${missing.map(([, v]) => v).join(", ")}`);
+    return a;
+  }
   const script = join(REPO_ROOT, "scripts/setup.d/55-real-node.sh");
   let out: string;
   try {
