@@ -266,11 +266,14 @@ build_rft() {
   fi
   check_rft_image "$RFT_IMAGE"
   export_archive "$RFT_IMAGE" "$RFT_ARCHIVE"
-  # Older content hashes: their archives and tags go (buildah's layer cache stays for the next build).
-  local old
-  for old in "$CACHE"/images/rft-*.tar; do [ "$old" = "$RFT_ARCHIVE" ] || rm -f "$old"; done
+  # Older content hashes: their archives and tags go (buildah's layer cache stays for the next build), all but
+  # the newest other one, so that two checkouts on one machine (a branch and main) do not rebuild each other's.
+  local old keep
+  keep=$(ls -t "$CACHE"/images/rft-*.tar 2>/dev/null | grep -vxF "$RFT_ARCHIVE" | head -1 || true)
+  for old in "$CACHE"/images/rft-*.tar; do [ "$old" = "$RFT_ARCHIVE" ] || [ "$old" = "$keep" ] || rm -f "$old"; done
+  keep=${keep##*/rft-}
   for old in $(buildah images --format '{{.Name}}:{{.Tag}}' | grep '^localhost/rft:' || true); do
-    [ "$old" = "$RFT_IMAGE" ] || buildah rmi "$old" >/dev/null 2>&1 || true
+    [ "$old" = "$RFT_IMAGE" ] || [ "$old" = "localhost/rft:${keep%.tar}" ] || buildah rmi "$old" >/dev/null 2>&1 || true
   done
 }
 
@@ -323,7 +326,7 @@ build_nats() {
 }
 
 timed "apt packages" apt_packages
-timed "kubelet + kube-scheduler" build_node_binaries
+timed "kubelet + kube-scheduler + kube-proxy" build_node_binaries
 timed "pause image" build_pause
 timed "base image $BASE_IMAGE" build_base
 timed "rft image" build_rft
