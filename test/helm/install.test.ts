@@ -1,9 +1,13 @@
 /**
- * `helm install` of the chart into the harness cluster (real kube-apiserver, controller-manager and the
- * process kubelet): the operator (leader-elected), the ledger (with the key the chart generates) and NATS
- * (the chart's StatefulSet and config, run by the host's nats-server) come up as processes and pass their
- * probes (`helm install --wait`); a FineTuneJob applied afterwards reaches Succeeded through them; `helm
- * uninstall` removes the release but keeps the CRD.
+ * `helm install` of the chart into the harness cluster on the **real node** (real kube-apiserver,
+ * controller-manager, kubelet + containerd, kube-scheduler and kube-proxy; test/k8s/README.md "The real node"):
+ * the operator (leader-elected, with its admission webhook, which the API server reaches through the webhook
+ * Service), the ledger (with the key the chart generates) and NATS (the chart's StatefulSet and config, in the
+ * NATS image made from Debian's nats-server) come up as containers of the project's images, reach the API server
+ * through the `kubernetes` Service, and pass their probes (`helm install --wait`); a FineTuneJob applied
+ * afterwards reaches Succeeded through them; `helm uninstall` removes the release but keeps the CRD.
+ * RFT_TEST_NODE=process runs it on the process kubelet instead (host processes; webhook off there: its Services
+ * route nowhere).
  *
  * The cluster's folder is under /var/tmp, not /tmp: the chart mounts an emptyDir at /tmp in its pods, and the
  * process kubelet's bind mounts of a pod's other volumes come from its folder, which /tmp would hide.
@@ -21,6 +25,7 @@ import { natsServerBinary } from "../ledger/nats-server.js";
 import { CHART, helm } from "./helm.js";
 
 const NS = "rft-system";
+const REAL = process.env.RFT_TEST_NODE !== "process";
 let cluster: Cluster;
 
 before(async () => {
@@ -28,16 +33,32 @@ before(async () => {
   cluster = await startCluster({
     dir: mkdtempSync("/var/tmp/rft-helm-install-"),
     keep: false,
-    kubelet: { images: { "nats:*": { entrypoint: [natsServerBinary()] } } },
+    ...(REAL ? { realNode: true } : { kubelet: { images: { "nats:*": { entrypoint: [natsServerBinary()] } } } }),
   });
   await cluster.apply({ apiVersion: "v1", kind: "Namespace", metadata: { name: NS } });
 });
 after(async () => cluster?.close());
 
 const cond = (o: KObject, type: string) => (o.status?.conditions ?? []).find((c: KObject) => c.type === type);
+/** "repo:tag" → the chart's `<key>.repository` and `<key>.tag` values. */
+const imageValues = (key: string, image: string) => {
+  const i = image.lastIndexOf(":");
+  return ["--set", `${key}.repository=${image.slice(0, i)}`, "--set", `${key}.tag=${image.slice(i + 1)}`];
+};
+const podLog = (pod: string, container: string) =>
+  cluster.realNode
+    ? cluster.realNode.readLog(NS, pod, container)
+    : (cluster.kubelet!.readLog(NS, pod, container) ?? "");
+const claimDir = (claim: string) =>
+  cluster.realNode ? cluster.realNode.pvcPath(NS, claim) : cluster.kubelet!.pvcPath(NS, claim);
 
 test("helm install brings up operator, ledger and NATS; a FineTuneJob succeeds; uninstall keeps the CRD", async () => {
-  // Trainer pods use the rft image here (the harness runs rft:* images; the GPU image is for real clusters).
+  // Trainer pods use the rft image (the GPU image, deploy/Dockerfile.trainer-gpu, is for real clusters).
+  const node = cluster.realNode;
+  const images = node
+    ? [...imageValues("image", node.image), ...imageValues("trainerImage", node.image)]
+    : ["--set", "trainerImage.repository=rft"];
+  const t0 = Date.now();
   const install = await helm(
     "install",
     "rft",
@@ -46,18 +67,19 @@ test("helm install brings up operator, ledger and NATS; a FineTuneJob succeeds; 
     NS,
     "--kubeconfig",
     cluster.kubeconfig,
+    ...images,
+    ...(node ? imageValues("nats.image", node.natsImage) : []),
+    // On the process kubelet Services route nowhere, so the API server could not reach the webhook and
+    // (failurePolicy Fail) would refuse the FineTuneJob below; on the real node kube-proxy routes it.
     "--set",
-    "trainerImage.repository=rft",
-    // The harness's Services route nowhere, so the API server could not reach the webhook and (failurePolicy
-    // Fail) would refuse the FineTuneJob below; webhook-install.test.ts covers the installed webhook.
-    "--set",
-    "webhook.enabled=false",
+    `webhook.enabled=${node ? "true" : "false"}`,
     "--wait",
     "--timeout",
     "4m",
   );
   assert.equal(install.code, 0, install.stdout + install.stderr);
   assert.match(install.stdout, /STATUS: deployed/);
+  console.log(`helm install --wait: ${((Date.now() - t0) / 1000).toFixed(1)} s`);
 
   const pods = (await cluster.getJson("pods", "-n", NS)).items as KObject[];
   const byComponent = Object.fromEntries(
@@ -71,9 +93,16 @@ test("helm install brings up operator, ledger and NATS; a FineTuneJob succeeds; 
   assert.ok(lease);
   const ledgerPod = pods.find((p) => p.metadata.labels["app.kubernetes.io/component"] === "ledger")!;
   assert.match(
-    cluster.kubelet!.readLog(NS, ledgerPod.metadata.name, "ledger"),
+    podLog(ledgerPod.metadata.name, "ledger"),
     /rft ledger: audit API on 0\.0\.0\.0:8090 \(bearer token required\)/,
   );
+  if (node) {
+    // Containers of the images given, on the real node (their own root filesystem, uid 65532).
+    const natsPod = pods.find((p) => p.metadata.labels["app.kubernetes.io/component"] === "nats")!;
+    assert.equal(natsPod.spec.nodeName, node.nodeName);
+    assert.equal(natsPod.spec.containers[0].image, node.natsImage);
+    assert.equal(ledgerPod.spec.containers[0].image, node.image);
+  }
 
   // A small FineTuneJob of the sort-digits example, with its model and data on a claim.
   const pvc = (name: string) => ({
@@ -83,7 +112,7 @@ test("helm install brings up operator, ledger and NATS; a FineTuneJob succeeds; 
     spec: { accessModes: ["ReadWriteOnce"], resources: { requests: { storage: "1Gi" } } },
   });
   await cluster.apply([pvc("data"), pvc("ckpt")]);
-  const dataDir = cluster.kubelet!.pvcPath(NS, "data");
+  const dataDir = claimDir("data");
   mkdirSync(dataDir, { recursive: true });
   await tinyModel(join(dataDir, "base"));
   const rows = (f: string, n: number) =>
@@ -107,6 +136,18 @@ test("helm install brings up operator, ledger and NATS; a FineTuneJob succeeds; 
     evalInterval: 1,
     evalSamples: 1,
   });
+  if (node) {
+    // The webhook answers through its Service (the API server on the host → kube-proxy → the operator pod):
+    // a multiplier out of bounds is denied by it.
+    const bad = structuredClone(job);
+    bad.metadata.name = "helm-bad";
+    bad.spec.method.reinforcement.hyperparameters.learningRateMultiplier = 1000;
+    await assert.rejects(cluster.apply(bad, "--dry-run=server"), (e: Error) => {
+      assert.match(e.message, /admission webhook "validate\.finetunejobs\.rft\.dev" denied the request/);
+      assert.match(e.message, /learningRateMultiplier/);
+      return true;
+    });
+  }
   await cluster.apply(job);
   const done = await waitFor(
     "FineTuneJob Succeeded",
@@ -130,8 +171,15 @@ test("helm install brings up operator, ledger and NATS; a FineTuneJob succeeds; 
   };
   /** Runs a Node script inside a pod's network namespace (the pod's loopback is where its ports are). */
   const inPod = async (component: string, script: string) => {
-    const netns = cluster.kubelet!.podNetns(NS, await podOf(component));
-    const cmd = netns ? ["ip", "netns", "exec", netns, process.execPath] : [process.execPath];
+    const pod = await podOf(component);
+    let cmd: string[];
+    if (node) {
+      const pid = await waitFor(`${component}'s pid`, () => node.containerPid(NS, pod, component));
+      cmd = ["nsenter", "-t", String(pid), "-n", process.execPath];
+    } else {
+      const netns = cluster.kubelet!.podNetns(NS, pod);
+      cmd = netns ? ["ip", "netns", "exec", netns, process.execPath] : [process.execPath];
+    }
     const r = spawnSync(cmd[0]!, [...cmd.slice(1), "--input-type=module", "-e", script], { encoding: "utf8" });
     assert.equal(r.status, 0, r.stderr);
     return r.stdout;
@@ -163,7 +211,7 @@ test("helm install brings up operator, ledger and NATS; a FineTuneJob succeeds; 
   // The job's own NetworkPolicy (the operator's child): its ranks accept only each other.
   const ranks = await cluster.getJson("networkpolicy", "-n", NS, "helm-sorter-ranks");
   assert.equal(ranks.spec.podSelector.matchLabels["rft.dev/finetunejob"], "helm-sorter");
-  assert.equal(trainerJob.spec.template.spec.containers[0].image, "rft:0.1.0");
+  assert.equal(trainerJob.spec.template.spec.containers[0].image, node ? node.image : "rft:0.1.0");
 
   const uninstall = await helm("uninstall", "rft", "--namespace", NS, "--kubeconfig", cluster.kubeconfig, "--wait");
   assert.equal(uninstall.code, 0, uninstall.stderr);

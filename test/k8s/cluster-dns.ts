@@ -2,7 +2,7 @@
  * The real node's cluster DNS: a small stand-in for CoreDNS (which cannot be built here in CI's time), serving
  * what the project's pods look up — the A records of pods' hostnames under a headless Service,
  * `<hostname>.<subdomain>.<namespace>.svc.cluster.local` (an Indexed Job's ranks find each other so), and
- * `<service>.<namespace>.svc.cluster.local` for a Service with a ClusterIP (it routes nowhere: no kube-proxy).
+ * `<service>.<namespace>.svc.cluster.local` for a Service with a ClusterIP (the node's kube-proxy routes it).
  * Everything else is NXDOMAIN at once (pods have no way out of this machine anyway). UDP on the node IP; the
  * kubelet's clusterDNS points pods at it.
  */

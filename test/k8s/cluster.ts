@@ -20,7 +20,15 @@ import { Api, type KObject } from "./api.js";
 import { type Binaries, ensureBinaries } from "./binaries.js";
 import { type Kubelet, type KubeletOptions, startKubelet } from "./kubelet.js";
 import { createPki, kubeconfigFor, type Pki } from "./pki.js";
-import { type RealNode, type RealNodeOptions, startRealNode } from "./real-node.js";
+import {
+  KUBERNETES_SERVICE_IP,
+  NODE_IP,
+  type PreparedRealNode,
+  prepareRealNode,
+  type RealNode,
+  type RealNodeOptions,
+  SERVICE_CIDR,
+} from "./real-node.js";
 
 const log = createLogger("k8s-harness");
 
@@ -46,7 +54,7 @@ export interface Cluster {
   dir: string;
   /** Path of an admin kubeconfig (system:masters). */
   kubeconfig: string;
-  /** https://127.0.0.1:PORT */
+  /** https://127.0.0.1:PORT (with a real node: https://<node IP>:PORT, where pods reach it too) */
   server: string;
   /** etcd's client URL (plain HTTP on loopback; its JSON gateway answers /v3/kv/*, e.g. a compaction). */
   etcdUrl: string;
@@ -213,6 +221,7 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
   const components: Component[] = [];
   let kubelet: Kubelet | undefined;
   let realNode: RealNode | undefined;
+  let prepared: PreparedRealNode | undefined;
   let api: Api | undefined;
   const wantRealNode = options.realNode !== undefined && options.realNode !== false;
   const controllers = [
@@ -224,26 +233,35 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
 
   const close = async () => {
     await kubelet?.close();
-    await realNode?.close();
+    await (realNode ?? prepared)?.close();
     api?.close();
     for (const c of [...components].reverse()) await c.stop();
     if (!keep) rmSync(dir, { recursive: true, force: true });
   };
 
   try {
-    const pki: Pki = createPki(pkiDir, {
-      admin: "/O=system:masters/CN=rft-harness-admin",
-      "kube-controller-manager": "/CN=system:kube-controller-manager",
-      "apiserver-kubelet-client": "/O=system:masters/CN=kube-apiserver-kubelet-client",
-      kubelet: "/O=system:masters/CN=rft-harness-kubelet",
-    });
+    // The real node's lock, host snapshot and node IP come first: the API server binds that address.
+    if (wantRealNode)
+      prepared = await prepareRealNode(dir, typeof options.realNode === "object" ? options.realNode : {});
+    const host = prepared ? prepared.nodeIp : "127.0.0.1";
+    const pki: Pki = createPki(
+      pkiDir,
+      {
+        admin: "/O=system:masters/CN=rft-harness-admin",
+        "kube-controller-manager": "/CN=system:kube-controller-manager",
+        "apiserver-kubelet-client": "/O=system:masters/CN=kube-apiserver-kubelet-client",
+        kubelet: "/O=system:masters/CN=rft-harness-kubelet",
+        // Pods reach the API server at the `kubernetes` Service's IP (kube-proxy, on the real node) or the node IP.
+      },
+      [`IP:${KUBERNETES_SERVICE_IP}`, `IP:${NODE_IP}`],
+    );
     const [etcdClient, etcdPeer, apiPort, kcmPort] = [
       await freePort(),
       await freePort(),
-      await freePort(),
+      await freePort(host),
       await freePort(),
     ];
-    const server = `https://127.0.0.1:${apiPort}`;
+    const server = `https://${host}:${apiPort}`;
 
     const etcdUrl = `http://127.0.0.1:${etcdClient}`;
     const peerUrl = `http://127.0.0.1:${etcdPeer}`;
@@ -272,10 +290,12 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
         bins.kubeApiserver,
         [
           `--etcd-servers=${etcdUrl}`,
-          "--bind-address=127.0.0.1",
-          "--advertise-address=127.0.0.1",
-          // The endpoint reconciler refuses loopback addresses; nothing here routes Service IPs anyway.
-          "--endpoint-reconciler-type=none",
+          // With a real node: the node IP, where pods reach it through kube-proxy's `kubernetes` Service (the
+          // endpoint reconciler publishes that address). Else loopback, which the reconciler refuses; nothing
+          // routes Service IPs for the process kubelet anyway.
+          `--bind-address=${host}`,
+          `--advertise-address=${host}`,
+          `--endpoint-reconciler-type=${prepared ? "lease" : "none"}`,
           `--secure-port=${apiPort}`,
           `--tls-cert-file=${pki.serverCert}`,
           `--tls-private-key-file=${pki.serverKey}`,
@@ -283,7 +303,7 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
           "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
           `--service-account-key-file=${pki.saPub}`,
           `--service-account-signing-key-file=${pki.saKey}`,
-          "--service-cluster-ip-range=198.18.128.0/20",
+          `--service-cluster-ip-range=${SERVICE_CIDR}`,
           "--authorization-mode=Node,RBAC",
           "--enable-admission-plugins=NodeRestriction",
           "--allow-privileged=true",
@@ -376,9 +396,8 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
       250,
     );
 
-    if (wantRealNode) {
-      const o = typeof options.realNode === "object" ? options.realNode : {};
-      realNode = await startRealNode({ dir, server, pki, api: readyApi }, o);
+    if (prepared) {
+      realNode = await prepared.start({ dir, server, pki, api: readyApi });
     } else if (options.kubelet !== false) {
       kubelet = await startKubelet(readyApi, {
         dir: join(dir, "kubelet"),

@@ -7,7 +7,11 @@
  *  - sysctls the kubelet rewrites at start (vm.overcommit_memory 0→1, kernel.panic 1→10, kernel.panic_on_oops 0→1,
  *    …) and net.ipv4.ip_forward, which the CNI bridge plugin turns on;
  *  - iptables chains the kubelet makes (KUBE-FIREWALL hooked from INPUT/OUTPUT, KUBE-KUBELET-CANARY,
- *    KUBE-IPTABLES-HINT; IPv4 and IPv6) and the node's own FORWARD drops for the pod range;
+ *    KUBE-IPTABLES-HINT; IPv4 and IPv6), kube-proxy's (KUBE-SERVICES, KUBE-SVC-*, KUBE-SEP-*, KUBE-POSTROUTING,
+ *    KUBE-FORWARD, … in filter and nat, hooked from PREROUTING/INPUT/OUTPUT/FORWARD/POSTROUTING) and the node's own
+ *    FORWARD drops for the pod range; `iptablesRules` (iptables-save, every table) checks nothing is left;
+ *  - the sysctls kube-proxy may set (route_localnet, conntrack sizes and timeouts: its config turns them off, but
+ *    they are recorded and put back all the same);
  *  - hard-coded host paths (containerd's shim sockets in /run/containerd, the kubelet's
  *    /var/lib/kubelet/device-plugins and /var/log/containers, libcni's cache in /var/lib/cni);
  *  - the pods' cgroups (`kubepods` in every v1 hierarchy), the CNI network namespaces (/run/netns/cni-*), the
@@ -26,9 +30,19 @@ export const SYSCTLS = [
   "kernel/keys/root_maxkeys",
   "kernel/keys/root_maxbytes",
   "net/ipv4/ip_forward",
+  // kube-proxy's (real-node.ts's config asks it to set none of them).
+  "net/ipv4/conf/all/route_localnet",
+  "net/netfilter/nf_conntrack_max",
+  "net/netfilter/nf_conntrack_tcp_timeout_established",
+  "net/netfilter/nf_conntrack_tcp_timeout_close_wait",
+  "net/netfilter/nf_conntrack_tcp_be_liberal",
+  "net/netfilter/nf_conntrack_udp_timeout",
+  "net/netfilter/nf_conntrack_udp_timeout_stream",
+  "net/bridge/bridge-nf-call-iptables",
+  "net/bridge/bridge-nf-call-ip6tables",
 ];
 export const HOST_PATHS = ["/run/containerd", "/var/lib/kubelet", "/var/log/containers", "/var/lib/cni"];
-const TABLES = ["filter", "nat", "mangle"];
+const TABLES = ["filter", "nat", "mangle", "raw"];
 const IPTABLES = ["iptables", "ip6tables"] as const;
 const CGROUP_ROOT = "/sys/fs/cgroup";
 const CGROUP_TOPS = ["kubepods", "kubepods.slice"];
@@ -66,15 +80,45 @@ export function newChains(before: string[], now: string[]): string[] {
   return now.filter((c) => !had.has(c));
 }
 
+/** An `iptables -S` line's words, a "quoted comment" as one word without its quotes (as -D wants it). */
+export function ruleWords(line: string): string[] {
+  const out: string[] = [];
+  for (const m of line.matchAll(/"((?:[^"\\]|\\.)*)"|(\S+)/g))
+    out.push(m[1] !== undefined ? m[1].replace(/\\(.)/g, "$1") : m[2]!);
+  return out;
+}
+
 /** `-A CHAIN … -j TARGET` lines of `iptables -S` output whose target is one of `targets`, as -D arguments. */
 export function jumpsTo(ruleLines: string[], targets: Set<string>): string[][] {
   const out: string[][] = [];
   for (const line of ruleLines) {
-    const words = line.trim().split(/\s+/);
+    const words = ruleWords(line);
     if (words[0] !== "-A") continue;
     const j = words.indexOf("-j");
     if (j > 0 && targets.has(words[j + 1] ?? "")) out.push(words.slice(1));
   }
+  return out;
+}
+
+/**
+ * The rules of `iptables-save` output, comparable across runs: comments and counters dropped, and a table that
+ * holds nothing but its built-in chains with policy ACCEPT left out (iptables-nft keeps an emptied table).
+ */
+export function normalizeIptablesSave(text: string): string[] {
+  const out: string[] = [];
+  let table: string[] = [];
+  const flush = () => {
+    const meaningful = table.slice(1).some((l) => !/^:\S+ ACCEPT$/.test(l) && l !== "COMMIT");
+    if (meaningful) out.push(...table);
+    table = [];
+  };
+  for (const raw of text.split("\n")) {
+    const line = raw.replace(/ \[\d+:\d+\]$/, "").trim();
+    if (!line || line.startsWith("#")) continue;
+    if (line.startsWith("*")) flush();
+    table.push(line);
+  }
+  flush();
   return out;
 }
 
@@ -132,6 +176,11 @@ function listCgroups(): string[] {
   return cgroupHierarchies().flatMap((h) =>
     CGROUP_TOPS.filter((t) => existsSync(join(CGROUP_ROOT, h, t))).map((t) => `${h}/${t}`),
   );
+}
+
+/** Every iptables and ip6tables table's rules, normalized (normalizeIptablesSave). */
+export function iptablesRules(): string[] {
+  return IPTABLES.flatMap((ipt) => normalizeIptablesSave(sh(`${ipt}-save`, [])).map((l) => `${ipt} ${l}`));
 }
 
 export function snapshotHost(): HostSnapshot {

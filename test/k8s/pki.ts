@@ -61,7 +61,8 @@ export function signCertificate(dir: string, name: string, subject: string, ext:
 }
 
 /** Clients: name → subject, e.g. { admin: "/O=system:masters/CN=admin" }. */
-export function createPki(dir: string, clients: Record<string, string>): Pki {
+/** `extraSans`: more subjectAltName entries of the API server's certificate (e.g. "IP:10.0.0.1"). */
+export function createPki(dir: string, clients: Record<string, string>, extraSans: string[] = []): Pki {
   writeKey(join(dir, "ca.key"));
   openssl(
     [
@@ -92,6 +93,7 @@ export function createPki(dir: string, clients: Record<string, string>): Pki {
     "DNS:kubernetes.default",
     "DNS:kubernetes.default.svc",
     "DNS:kubernetes.default.svc.cluster.local",
+    ...extraSans,
   ].join(",");
   signCertificate(
     dir,

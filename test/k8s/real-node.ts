@@ -1,12 +1,17 @@
 /**
  * A real node for the harness's control plane: the real kubelet with containerd + runc (Debian's) as its CRI,
- * the CNI bridge plugin, the real kube-scheduler, and the project's own image built from deploy/Dockerfile
- * (scripts/setup.d/55-real-node.sh builds and caches all of it). Pods run as containers: their own root
- * filesystem, uid 65532 as the image says, cgroup limits, a network namespace on a bridge.
+ * the CNI bridge plugin, the real kube-scheduler and kube-proxy (iptables mode: Service IPs route, the
+ * `kubernetes` Service to the API server on the node IP), and the project's own image built from
+ * deploy/Dockerfile (scripts/setup.d/55-real-node.sh builds and caches all of it). Pods run as containers: their
+ * own root filesystem, uid 65532 as the image says, cgroup limits, a network namespace on a bridge.
  *
  *   const cluster = await startCluster({ realNode: true });
  *   cluster.realNode.image           // localhost/rft:<content hash>, imagePullPolicy Never
- *   cluster.realNode.nodeIp          // 172.31.255.1: pods reach host servers that listen there (e.g. NATS)
+ *   cluster.realNode.natsImage       // localhost/rft-nats:<content hash> (Debian's nats-server, uid 65532)
+ *   cluster.realNode.nodeIp          // 172.31.255.1: the API server listens here; pods reach host servers here
+ *
+ * startCluster calls prepareRealNode (lock, host snapshot, the node IP's bridge) before the API server starts, so
+ * that the API server can bind the node IP, then start() once the control plane is up.
  *
  * One real node per machine at a time (it owns machine-wide state: a lock in /run waits for another). Every
  * change it makes to the machine is recorded first and put back by close(), by an `exit`/signal handler when
@@ -24,6 +29,7 @@ import {
   rmSync,
   writeFileSync,
 } from "node:fs";
+import { createServer } from "node:net";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -38,6 +44,9 @@ const log = createLogger("k8s-real-node");
 const exec = promisify(execFile);
 
 export const NODE_IP = "172.31.255.1";
+/** The `kubernetes` Service's ClusterIP: the first address of the API server's --service-cluster-ip-range. */
+export const SERVICE_CIDR = "198.18.128.0/20";
+export const KUBERNETES_SERVICE_IP = "198.18.128.1";
 /** Pod addresses (the CNI bridge's range); FORWARD drops keep their traffic on this machine. */
 export const POD_CIDR = "10.244.0.0/24";
 const NODE_BRIDGE = "rft-node0";
@@ -51,10 +60,13 @@ const SAVED = join(STATE_DIR, "host.json");
 export interface RealNodeArtifacts {
   kubelet: string;
   kubeScheduler: string;
+  kubeProxy: string;
   pauseImage: string;
   pauseArchive: string;
   rftImage: string;
   rftArchive: string;
+  natsImage: string;
+  natsArchive: string;
 }
 
 export interface RealNodeOptions {
@@ -76,6 +88,8 @@ export interface RealNode {
   nodeIp: string;
   /** The project image (deploy/Dockerfile), present in containerd: use with imagePullPolicy Never. */
   image: string;
+  /** The NATS image (Debian's nats-server on the base image, uid 65532), present in containerd. */
+  natsImage: string;
   /** Host folder of a PersistentVolumeClaim's volume (a hostPath PV made for it, owned by IMAGE_UID). */
   pvcPath(namespace: string, claim: string): string;
   /** A container's log as the kubelet wrote it (the newest pod of that name; `previous`: the run before). */
@@ -87,8 +101,21 @@ export interface RealNode {
   close(): Promise<void>;
 }
 
-/** Runs scripts/setup.d/55-real-node.sh (builds only what its cache lacks) and reads the paths it prints. */
+/**
+ * Runs scripts/setup.d/55-real-node.sh (builds only what its cache lacks) and reads the paths it prints; or, with
+ * RFT_REAL_NODE_ARTIFACTS=FILE, reads that line from FILE (what an earlier run printed) and builds nothing: for
+ * a machine whose images are made already, e.g. when several checkouts share it and would otherwise queue on
+ * the step's lock and rebuild each other's image.
+ */
 export function ensureRealNodeArtifacts(): RealNodeArtifacts {
+  const given = process.env.RFT_REAL_NODE_ARTIFACTS;
+  if (given) {
+    const a = JSON.parse(readFileSync(given, "utf8").trim().split("\n").at(-1) ?? "") as RealNodeArtifacts;
+    const missing = Object.entries(a).filter(([k, v]) => !/Image$/.test(k) && !existsSync(v));
+    if (missing.length)
+      throw new Error(`RFT_REAL_NODE_ARTIFACTS=${given} names missing files: ${missing.map(([, v]) => v).join(", ")}`);
+    return a;
+  }
   const script = join(REPO_ROOT, "scripts/setup.d/55-real-node.sh");
   let out: string;
   try {
@@ -333,17 +360,68 @@ function nodeCertificates(dir: string, pki: Pki, nodeName: string): void {
       writeFileSync(join(pkiDir, `${to}.${ext}`), readFileSync(join(pki.dir, `${from}.${ext}`)), { mode: 0o600 });
 }
 
-function schedulerKubeconfig(cp: ControlPlane, dir: string): string {
+/** A client-certificate kubeconfig for one of the node's components (the CN names its RBAC user). */
+function componentKubeconfig(cp: ControlPlane, dir: string, name: string, subject: string): string {
   signCertificate(
     cp.pki.dir,
-    "kube-scheduler",
-    "/CN=system:kube-scheduler",
+    name,
+    subject,
     "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n",
   );
-  const path = join(dir, "kube-scheduler.kubeconfig");
-  const pair = { cert: join(cp.pki.dir, "kube-scheduler.crt"), key: join(cp.pki.dir, "kube-scheduler.key") };
-  writeFileSync(path, kubeconfigFor(cp.server, cp.pki.caCert, pair, "kube-scheduler"), { mode: 0o600 });
+  const path = join(dir, `${name}.kubeconfig`);
+  const pair = { cert: join(cp.pki.dir, `${name}.crt`), key: join(cp.pki.dir, `${name}.key`) };
+  writeFileSync(path, kubeconfigFor(cp.server, cp.pki.caCert, pair, name), { mode: 0o600 });
   return path;
+}
+
+/**
+ * kube-proxy in iptables mode. Everything it would change on the machine beyond its own chains is turned off:
+ * conntrack sizes and timeouts left as they are (0 = do not set), NodePorts only on the node IP (so no
+ * route_localnet), its own oom_score_adj left alone; health and metrics on loopback.
+ */
+export function kubeProxyConfig(
+  kubeconfig: string,
+  nodeName: string,
+  healthzPort: number,
+  metricsPort: number,
+): string {
+  return JSON.stringify({
+    apiVersion: "kubeproxy.config.k8s.io/v1alpha1",
+    kind: "KubeProxyConfiguration",
+    clientConnection: { kubeconfig },
+    hostnameOverride: nodeName,
+    bindAddress: NODE_IP,
+    healthzBindAddress: `127.0.0.1:${healthzPort}`,
+    metricsBindAddress: `127.0.0.1:${metricsPort}`,
+    mode: "iptables",
+    clusterCIDR: POD_CIDR,
+    detectLocalMode: "ClusterCIDR",
+    nodePortAddresses: [`${NODE_IP}/32`],
+    oomScoreAdj: 0,
+    conntrack: {
+      maxPerCore: 0,
+      min: 0,
+      tcpEstablishedTimeout: "0s",
+      tcpCloseWaitTimeout: "0s",
+      tcpBeLiberal: false,
+      udpTimeout: "0s",
+      udpStreamTimeout: "0s",
+    },
+    iptables: { masqueradeAll: false, localhostNodePorts: false, syncPeriod: "30s", minSyncPeriod: "1s" },
+    configSyncPeriod: "15m",
+  });
+}
+
+async function freeLoopbackPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.unref();
+    s.on("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const addr = s.address();
+      s.close(() => (typeof addr === "object" && addr ? resolve(addr.port) : reject(new Error("no port"))));
+    });
+  });
 }
 
 function addNodeNetwork(footprint: NodeFootprint): void {
@@ -370,6 +448,7 @@ async function ensureImages(sock: string, a: RealNodeArtifacts): Promise<void> {
   for (const [name, archive] of [
     [a.pauseImage, a.pauseArchive],
     [a.rftImage, a.rftArchive],
+    [a.natsImage, a.natsArchive],
   ] as const) {
     if (have.has(name)) continue;
     log.info({ name, archive }, "importing an image into containerd (once per content hash)");
@@ -378,7 +457,11 @@ async function ensureImages(sock: string, a: RealNodeArtifacts): Promise<void> {
     if (!now.includes(name)) throw new Error(`${archive} did not import as ${name}: containerd has ${now.join(" ")}`);
   }
   for (const old of have)
-    if (old.startsWith("localhost/rft:") && old !== a.rftImage) await ctr(sock, ["images", "rm", old]).catch(() => "");
+    if (
+      (old.startsWith("localhost/rft:") && old !== a.rftImage) ||
+      (old.startsWith("localhost/rft-nats:") && old !== a.natsImage)
+    )
+      await ctr(sock, ["images", "rm", old]).catch(() => "");
 }
 
 /** Removes every container and sandbox containerd remembers (a killed run's), so each run starts empty. */
@@ -447,7 +530,23 @@ function readContainerLog(logsDir: string, ns: string, pod: string, container: s
   return "";
 }
 
-export async function startRealNode(cp: ControlPlane, options: Partial<RealNodeOptions> = {}): Promise<RealNode> {
+/** A real node whose machine state is taken (lock, snapshot, the node IP's bridge) but whose daemons are not up. */
+export interface PreparedRealNode {
+  nodeIp: string;
+  /** Starts containerd, the kubelet, kube-scheduler and kube-proxy against the control plane. */
+  start(cp: ControlPlane): Promise<RealNode>;
+  /** Puts the machine back (also after start: the same as RealNode.close). */
+  close(): Promise<void>;
+}
+
+/**
+ * Builds what is missing, takes the machine's lock, records the host and adds the node IP, so that the API
+ * server can bind that address before the node's daemons start.
+ */
+export async function prepareRealNode(
+  clusterDir: string,
+  options: Partial<RealNodeOptions> = {},
+): Promise<PreparedRealNode> {
   const o: RealNodeOptions = { nodeName: "rft-real-node-0", lockTimeoutMs: 30 * 60_000, ...options };
   if (process.getuid?.() !== 0) throw new Error("the real node needs root (containerd, cgroups, network)");
   const t0 = Date.now();
@@ -457,8 +556,8 @@ export async function startRealNode(cp: ControlPlane, options: Partial<RealNodeO
   mark("artifacts", t0);
   await takeLock(o.lockTimeoutMs);
 
-  const dir = join(cp.dir, "node");
-  const logs = join(cp.dir, "logs");
+  const dir = join(clusterDir, "node");
+  const logs = join(clusterDir, "logs");
   const state = join(dir, "containerd");
   const sock = join(state, "containerd.sock");
   const cniConf = join(dir, "cni");
@@ -479,6 +578,7 @@ export async function startRealNode(cp: ControlPlane, options: Partial<RealNodeO
   let closed = false;
   let provisioner: NodeJS.Timeout | undefined;
   let dns: ClusterDns | undefined;
+  let api: Api | undefined;
 
   const restoreNow = () => {
     for (const d of [...daemons].reverse()) if (!d.exited) d.proc.kill("SIGKILL");
@@ -508,8 +608,8 @@ export async function startRealNode(cp: ControlPlane, options: Partial<RealNodeO
     await dns?.close();
     const kubelet = daemons.find((d) => d.name === "kubelet");
     // Pods off the node while the kubelet runs (it stops their sandboxes: CNI teardown), then everything else.
-    if (kubelet && !kubelet.exited)
-      await drainPods(cp.api, o.nodeName).catch((e) => log.warn({ err: String(e) }, "drain"));
+    if (api && kubelet && !kubelet.exited)
+      await drainPods(api, o.nodeName).catch((e) => log.warn({ err: String(e) }, "drain"));
     for (const d of [...daemons].reverse().filter((d) => d.name !== "containerd")) await d.stop();
     if (existsSync(sock)) await clearContainers(sock).catch(() => {});
     await daemons.find((d) => d.name === "containerd")?.stop();
@@ -522,105 +622,138 @@ export async function startRealNode(cp: ControlPlane, options: Partial<RealNodeO
   };
 
   try {
-    writeFileSync(join(cniConf, "10-rft.conflist"), cniConfig(join(dir, "ipam")));
-    const root = join(process.env.RFT_REAL_NODE_CACHE ?? join(homedir(), ".cache/rft-real-node"), "containerd");
-    writeFileSync(join(dir, "containerd.toml"), containerdConfig(root, state, sock, cniConf, artifacts.pauseImage));
-    let t = Date.now();
-    const containerd = daemon("containerd", "containerd", ["--config", join(dir, "containerd.toml")], logs);
-    daemons.push(containerd);
-    await until("containerd", async () => (await ctr(sock, ["version"])) || undefined, 30_000, containerd);
-    await clearContainers(sock);
-    mark("containerd", t);
-    t = Date.now();
-    await ensureImages(sock, artifacts);
-    mark("images", t);
-
-    t = Date.now();
     addNodeNetwork(footprint);
-    dns = await startClusterDns(cp.api, NODE_IP);
-    nodeCertificates(dir, cp.pki, o.nodeName);
-    writeFileSync(
-      join(dir, "kubelet.kubeconfig"),
-      kubeconfigFor(
-        cp.server,
-        cp.pki.caCert,
-        { cert: join(dir, "pki/client.crt"), key: join(dir, "pki/client.key") },
-        "node",
-      ),
-      { mode: 0o600 },
-    );
-    writeFileSync(join(dir, "kubelet.json"), kubeletConfig(dir, cp.pki, sock, podLogs));
-    const schedConfig = schedulerKubeconfig(cp, dir);
-    daemons.push(
-      daemon(
-        "kube-scheduler",
-        artifacts.kubeScheduler,
-        [
-          `--kubeconfig=${schedConfig}`,
-          `--authentication-kubeconfig=${schedConfig}`,
-          `--authorization-kubeconfig=${schedConfig}`,
-          "--bind-address=127.0.0.1",
-          "--secure-port=0",
-          "--leader-elect=false",
-          "--v=1",
-        ],
-        logs,
-      ),
-    );
-    const kubelet = daemon(
-      "kubelet",
-      artifacts.kubelet,
-      [
-        `--config=${join(dir, "kubelet.json")}`,
-        `--kubeconfig=${join(dir, "kubelet.kubeconfig")}`,
-        `--root-dir=${join(dir, "kubelet")}`,
-        `--cert-dir=${join(dir, "pki")}`,
-        `--hostname-override=${o.nodeName}`,
-        `--node-ip=${NODE_IP}`,
-        "--v=1",
-      ],
-      logs,
-    );
-    daemons.push(kubelet);
-    await until(
-      `node ${o.nodeName} Ready and untainted`,
-      async () => {
-        const n = await cp.api.getOptional<KObject>(`/api/v1/nodes/${o.nodeName}`);
-        const ready = (n?.status?.conditions ?? []).some((c: KObject) => c.type === "Ready" && c.status === "True");
-        return ready && !(n?.spec?.taints ?? []).length ? true : undefined;
-      },
-      120_000,
-      kubelet,
-    );
-    mark("node Ready", t);
-    provisioner = setInterval(() => {
-      provisionClaims(cp.api, pvcRoot).catch((e) => log.warn({ err: String(e) }, "claim provisioning"));
-    }, 500);
-    mark("total", t0);
-    log.info({ node: o.nodeName, timings }, "real node ready");
   } catch (e) {
     await close().catch(() => {});
     throw e;
   }
 
-  return {
-    nodeName: o.nodeName,
-    nodeIp: NODE_IP,
-    image: artifacts.rftImage,
-    timings,
-    pvcPath: (ns, claim) => join(pvcRoot, ns, claim),
-    readLog: (ns, pod, container, opts) => readContainerLog(podLogs, ns, pod, container, opts?.previous === true),
-    async containerPid(ns, pod, container) {
-      const p = await cp.api.getOptional<KObject>(`/api/v1/namespaces/${ns}/pods/${pod}`);
-      const st = (p?.status?.containerStatuses ?? []).find((c: KObject) => c.name === container);
-      const id = st?.state?.running ? String(st.containerID ?? "").replace(/^containerd:\/\//, "") : "";
-      if (!id) return undefined;
-      const row = (await ctr(sock, ["tasks", "ls"])).split("\n").find((l) => l.startsWith(`${id} `));
-      const pid = Number(row?.split(/\s+/)[1]);
-      return pid > 0 ? pid : undefined;
-    },
-    close,
+  const start = async (cp: ControlPlane): Promise<RealNode> => {
+    api = cp.api;
+    try {
+      writeFileSync(join(cniConf, "10-rft.conflist"), cniConfig(join(dir, "ipam")));
+      const root = join(process.env.RFT_REAL_NODE_CACHE ?? join(homedir(), ".cache/rft-real-node"), "containerd");
+      writeFileSync(join(dir, "containerd.toml"), containerdConfig(root, state, sock, cniConf, artifacts.pauseImage));
+      let t = Date.now();
+      const containerd = daemon("containerd", "containerd", ["--config", join(dir, "containerd.toml")], logs);
+      daemons.push(containerd);
+      await until("containerd", async () => (await ctr(sock, ["version"])) || undefined, 30_000, containerd);
+      await clearContainers(sock);
+      mark("containerd", t);
+      t = Date.now();
+      await ensureImages(sock, artifacts);
+      mark("images", t);
+
+      t = Date.now();
+      dns = await startClusterDns(cp.api, NODE_IP);
+      nodeCertificates(dir, cp.pki, o.nodeName);
+      writeFileSync(
+        join(dir, "kubelet.kubeconfig"),
+        kubeconfigFor(
+          cp.server,
+          cp.pki.caCert,
+          { cert: join(dir, "pki/client.crt"), key: join(dir, "pki/client.key") },
+          "node",
+        ),
+        { mode: 0o600 },
+      );
+      writeFileSync(join(dir, "kubelet.json"), kubeletConfig(dir, cp.pki, sock, podLogs));
+      const schedConfig = componentKubeconfig(cp, dir, "kube-scheduler", "/CN=system:kube-scheduler");
+      daemons.push(
+        daemon(
+          "kube-scheduler",
+          artifacts.kubeScheduler,
+          [
+            `--kubeconfig=${schedConfig}`,
+            `--authentication-kubeconfig=${schedConfig}`,
+            `--authorization-kubeconfig=${schedConfig}`,
+            "--bind-address=127.0.0.1",
+            "--secure-port=0",
+            "--leader-elect=false",
+            "--v=1",
+          ],
+          logs,
+        ),
+      );
+      const kubelet = daemon(
+        "kubelet",
+        artifacts.kubelet,
+        [
+          `--config=${join(dir, "kubelet.json")}`,
+          `--kubeconfig=${join(dir, "kubelet.kubeconfig")}`,
+          `--root-dir=${join(dir, "kubelet")}`,
+          `--cert-dir=${join(dir, "pki")}`,
+          `--hostname-override=${o.nodeName}`,
+          `--node-ip=${NODE_IP}`,
+          "--v=1",
+        ],
+        logs,
+      );
+      daemons.push(kubelet);
+      // kube-proxy (system:kube-proxy has the bootstrap role system:node-proxier), ready once it has written the
+      // Service rules: its healthz answers 200 after the first sync.
+      const proxyConfig = componentKubeconfig(cp, dir, "kube-proxy", "/CN=system:kube-proxy");
+      const healthz = await freeLoopbackPort();
+      writeFileSync(
+        join(dir, "kube-proxy.json"),
+        kubeProxyConfig(proxyConfig, o.nodeName, healthz, await freeLoopbackPort()),
+      );
+      const proxy = daemon(
+        "kube-proxy",
+        artifacts.kubeProxy,
+        [`--config=${join(dir, "kube-proxy.json")}`, "--v=1"],
+        logs,
+      );
+      daemons.push(proxy);
+      await until(
+        `node ${o.nodeName} Ready and untainted`,
+        async () => {
+          const n = await cp.api.getOptional<KObject>(`/api/v1/nodes/${o.nodeName}`);
+          const ready = (n?.status?.conditions ?? []).some((c: KObject) => c.type === "Ready" && c.status === "True");
+          return ready && !(n?.spec?.taints ?? []).length ? true : undefined;
+        },
+        120_000,
+        kubelet,
+      );
+      mark("node Ready", t);
+      await until(
+        "kube-proxy's first sync (healthz)",
+        async () => ((await fetch(`http://127.0.0.1:${healthz}/healthz`)).ok ? true : undefined),
+        60_000,
+        proxy,
+      );
+      mark("kube-proxy synced", t);
+      provisioner = setInterval(() => {
+        provisionClaims(cp.api, pvcRoot).catch((e) => log.warn({ err: String(e) }, "claim provisioning"));
+      }, 500);
+      mark("total", t0);
+      log.info({ node: o.nodeName, timings }, "real node ready");
+    } catch (e) {
+      await close().catch(() => {});
+      throw e;
+    }
+
+    return {
+      nodeName: o.nodeName,
+      nodeIp: NODE_IP,
+      image: artifacts.rftImage,
+      natsImage: artifacts.natsImage,
+      timings,
+      pvcPath: (ns, claim) => join(pvcRoot, ns, claim),
+      readLog: (ns, pod, container, opts) => readContainerLog(podLogs, ns, pod, container, opts?.previous === true),
+      async containerPid(ns, pod, container) {
+        const p = await cp.api.getOptional<KObject>(`/api/v1/namespaces/${ns}/pods/${pod}`);
+        const st = (p?.status?.containerStatuses ?? []).find((c: KObject) => c.name === container);
+        const id = st?.state?.running ? String(st.containerID ?? "").replace(/^containerd:\/\//, "") : "";
+        if (!id) return undefined;
+        const row = (await ctr(sock, ["tasks", "ls"])).split("\n").find((l) => l.startsWith(`${id} `));
+        const pid = Number(row?.split(/\s+/)[1]);
+        return pid > 0 ? pid : undefined;
+      },
+      close,
+    };
   };
+  return { nodeIp: NODE_IP, start, close };
 }
 
 /**
