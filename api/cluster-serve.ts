@@ -38,8 +38,8 @@ const ready = (o: FineTuneJobObject, served: string) =>
   o.status?.conditions?.some((c) => c.type === "Serving" && c.status === "True") === true;
 
 export class ClusterServe {
-  /** Jobs (ns/name) this process serves, with when they were last used. */
-  private readonly used = new Map<string, { o: FineTuneJobObject; at: number }>();
+  /** Jobs (ns/name) this process serves: when they were last used, and the requests in flight (never idle). */
+  private readonly used = new Map<string, { o: FineTuneJobObject; at: number; inflight: number }>();
   private readonly timer: NodeJS.Timeout | undefined;
 
   constructor(private readonly o: ClusterServeOptions) {
@@ -73,7 +73,6 @@ export class ClusterServe {
       o = await this.o.jobs.patch(o, servePatch(f.id, served, model));
       this.o.log.info({ job: f.id, model: served }, "serving the job's model (spec.serve)");
     }
-    this.used.set(`${o.metadata.namespace}/${o.metadata.name}`, { o, at: Date.now() });
     const deadline = Date.now() + (this.o.readyTimeoutMs ?? 10 * 60_000);
     for (;;) {
       if (ready(o, served)) return o;
@@ -103,7 +102,19 @@ export class ClusterServe {
     if (typeof model !== "string" || !model)
       throw new ApiError(400, "Missing required parameter: 'model'.", "model", "missing_required_parameter");
     const { o, f, served } = await this.find(model, project, baseModels);
-    const live = await this.serving(o, f, served, model);
+    const key = `${o.metadata.namespace}/${o.metadata.name}`;
+    const use = this.used.get(key) ?? { o, at: Date.now(), inflight: 0 };
+    use.inflight++;
+    this.used.set(key, use);
+    try {
+      await this.forward(res, body, model, f, await this.serving(o, f, served, model));
+    } finally {
+      use.inflight--;
+      use.at = Date.now();
+    }
+  }
+
+  private async forward(res: ServerResponse, body: Buffer, model: string, f: OpenAiFields, live: FineTuneJobObject) {
     const base = await (this.o.serviceUrl ?? clusterDns)(live.metadata.namespace!, live.status!.serve!.service);
     let r: Response;
     try {
@@ -120,7 +131,6 @@ export class ClusterServe {
         "model_not_ready",
       );
     }
-    this.used.set(`${live.metadata.namespace}/${live.metadata.name}`, { o: live, at: Date.now() });
     res.writeHead(r.status, { "content-type": r.headers.get("content-type") ?? "application/json" });
     if (r.body) for await (const chunk of r.body) res.write(chunk);
     res.end();
@@ -129,10 +139,11 @@ export class ClusterServe {
   /** Servers idle for `idleMs` go to zero replicas (spec.serve stays, so the next request scales them up). */
   private async scaleIdle(idleMs: number): Promise<void> {
     for (const [key, u] of this.used) {
-      if (Date.now() - u.at < idleMs) continue;
+      if (u.inflight > 0 || Date.now() - u.at < idleMs) continue;
       this.used.delete(key);
       try {
         const o = await this.o.jobs.reread(u.o);
+        if (this.used.has(key)) continue; // a request came in meanwhile
         if (o.spec.serve && (o.spec.serve.replicas ?? 1) > 0) {
           await this.o.jobs.patch(o, { spec: { serve: { replicas: 0 } } });
           this.o.log.info({ job: key }, "model server idle: scaled to zero");

@@ -10,10 +10,15 @@ import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import OpenAI, { toFile } from "openai";
 import { stringify } from "yaml";
+import type { ClusterJobs } from "../../api/cluster-jobs.js";
+import { ClusterServe } from "../../api/cluster-serve.js";
+import type { ApiError } from "../../api/errors.js";
 import { ApiKeys } from "../../api/http.js";
 import { ModelCatalog } from "../../api/models.js";
 import { type RunningApi, startApiServer } from "../../api/server.js";
@@ -395,6 +400,61 @@ test("the guide's last step: chat on the fine-tuned model through rft api --clus
     chunks++;
   }
   assert.ok(chunks >= 2, `chunks: ${chunks}`);
+  // Idle for the idle time: scaled to zero (a ClusterServe of its own, with a short idle time, on a real HTTP
+  // server); the next request, on a checkpoint id, scales it up again with that checkpoint.
+  const serve = new ClusterServe({
+    jobs: api.jobs as ClusterJobs,
+    organization: "acme",
+    log: createLogger("serve-test", "silent"),
+    serviceUrl: (ns, svc) => relay.url(ns, svc),
+    idleMs: 1500,
+    pollMs: 250,
+  });
+  const front = createServer((req, res) => {
+    const body: Buffer[] = [];
+    req.on("data", (d: Buffer) => body.push(d));
+    req.on("end", () => {
+      serve.proxyChat(res, Buffer.concat(body), "default", [BASE]).catch((e: ApiError) => {
+        res.writeHead(e.status ?? 500, { "content-type": "application/json" });
+        res.end(JSON.stringify(e.body?.() ?? { error: { message: String(e) } }));
+      });
+    });
+  });
+  await new Promise<void>((r) => front.listen(0, "127.0.0.1", () => r()));
+  try {
+    const viaFront = new OpenAI({
+      baseURL: `http://127.0.0.1:${(front.address() as AddressInfo).port}/v1`,
+      apiKey: "unused",
+      maxRetries: 0,
+      timeout: 240_000,
+    });
+    await viaFront.chat.completions.create({ model: succeeded.model, messages, max_tokens: 2 });
+    const zero = await waitFor(
+      "scaled to zero after the idle time",
+      async () => {
+        const o = await cluster.getJson("ftj", "-n", NS, name);
+        return o.spec.serve.replicas === 0 && cond(o, "Serving")?.reason === "ScaledToZero" ? o : undefined;
+      },
+      30_000,
+      500,
+    );
+    assert.equal(zero.spec.serve.model, "final");
+    const ckpt = `${succeeded.model}:ckpt-step-2`;
+    const c = await viaFront.chat.completions
+      .create({ model: ckpt, messages, max_tokens: 2 })
+      .catch(async (e: unknown) => {
+        const o = await cluster.getJson("ftj", "-n", NS, name);
+        throw new Error(`${String(e)}: spec.serve ${JSON.stringify(o.spec.serve)}, status ${JSON.stringify(o.status)}`);
+      });
+    assert.equal(c.model, ckpt);
+    const again = await cluster.getJson("ftj", "-n", NS, name);
+    assert.deepEqual([again.spec.serve.model, again.spec.serve.replicas], ["step-000002", 1]);
+    assert.match(again.status.serve.modelPath, /\/checkpoints\/step-000002\/model$/);
+  } finally {
+    serve.close();
+    front.close();
+  }
+
   // Unknown ids are OpenAI's 404; another project may not use this job's model.
   await assert.rejects(
     client.chat.completions.create({ model: `${succeeded.model}x`, messages }),
