@@ -91,14 +91,14 @@ export class ClusterServe {
     }
   }
 
-  /** `POST /v1/chat/completions` on a fine-tuned model or checkpoint id, proxied to the job's server. */
-  async proxyChat(res: ServerResponse, body: Buffer, project: string, baseModels: string[]): Promise<void> {
-    let model: unknown;
-    try {
-      model = (JSON.parse(body.toString("utf8")) as { model?: unknown }).model;
-    } catch {
-      throw new ApiError(400, "We could not parse the JSON body of your request.", null, "invalid_json");
-    }
+  /** A chat request on its model's server (started if need be), counted in flight (never idle) meanwhile. */
+  private async withServer<T>(
+    model: unknown,
+    body: Buffer | string,
+    project: string,
+    baseModels: string[],
+    answer: (r: Response) => Promise<T>,
+  ): Promise<T> {
     if (typeof model !== "string" || !model)
       throw new ApiError(400, "Missing required parameter: 'model'.", "model", "missing_required_parameter");
     const { o, f, served } = await this.find(model, project, baseModels);
@@ -107,18 +107,44 @@ export class ClusterServe {
     use.inflight++;
     this.used.set(key, use);
     try {
-      await this.forward(res, body, model, f, await this.serving(o, f, served, model));
+      return await answer(await this.post(body, model, f, await this.serving(o, f, served, model)));
     } finally {
       use.inflight--;
       use.at = Date.now();
     }
   }
 
-  private async forward(res: ServerResponse, body: Buffer, model: string, f: OpenAiFields, live: FineTuneJobObject) {
-    const base = await (this.o.serviceUrl ?? clusterDns)(live.metadata.namespace!, live.status!.serve!.service);
-    let r: Response;
+  /** `POST /v1/chat/completions` on a fine-tuned model or checkpoint id, proxied to the job's server. */
+  async proxyChat(res: ServerResponse, body: Buffer, project: string, baseModels: string[]): Promise<void> {
+    let model: unknown;
     try {
-      r = await fetch(`${base}/v1/chat/completions`, {
+      model = (JSON.parse(body.toString("utf8")) as { model?: unknown }).model;
+    } catch {
+      throw new ApiError(400, "We could not parse the JSON body of your request.", null, "invalid_json");
+    }
+    await this.withServer(model, body, project, baseModels, async (r) => {
+      res.writeHead(r.status, { "content-type": r.headers.get("content-type") ?? "application/json" });
+      if (r.body) for await (const chunk of r.body) res.write(chunk);
+      res.end();
+    });
+  }
+
+  /** One chat completion (JSON) on a fine-tuned model or checkpoint of `project`: eval runs sampling it. */
+  async chat(body: Record<string, unknown>, project: string, baseModels: string[]): Promise<Record<string, unknown>> {
+    return this.withServer(body.model, JSON.stringify(body), project, baseModels, async (r) => {
+      const j = (await r.json().catch(() => ({}))) as Record<string, unknown>;
+      if (!r.ok) {
+        const e = (j.error ?? {}) as { message?: string; param?: string; code?: string };
+        throw new ApiError(r.status, e.message ?? `HTTP ${r.status}`, e.param ?? null, e.code ?? null);
+      }
+      return j;
+    });
+  }
+
+  private async post(body: Buffer | string, model: string, f: OpenAiFields, live: FineTuneJobObject) {
+    const base = await (this.o.serviceUrl ?? clusterDns)(live.metadata.namespace!, live.status!.serve!.service);
+    try {
+      return await fetch(`${base}/v1/chat/completions`, {
         method: "POST",
         headers: { "content-type": "application/json", authorization: `Bearer ${this.o.jobs.serveToken(f.id)}` },
         body,
@@ -131,9 +157,6 @@ export class ClusterServe {
         "model_not_ready",
       );
     }
-    res.writeHead(r.status, { "content-type": r.headers.get("content-type") ?? "application/json" });
-    if (r.body) for await (const chunk of r.body) res.write(chunk);
-    res.end();
   }
 
   /** Servers idle for `idleMs` go to zero replicas (spec.serve stays, so the next request scales them up). */

@@ -131,6 +131,8 @@ function sampleText(s: Obj | undefined): string {
 export interface EvalStoreOptions {
   /** Whether a project may sample a model (base models: all; fine-tuned ones: their project's). */
   modelVisible(model: string, project: string): boolean;
+  /** Samples a run's datapoint (default `host.chat`): cluster mode sends a job's model to its own server. */
+  chat?(body: Obj, project: string | undefined): Promise<Obj>;
   /** Where score_model / label_model criteria send their chat completions (this server's own /v1). */
   modelEndpoint?: ModelEndpoint;
   dir: string;
@@ -330,7 +332,8 @@ export class EvalStore {
           this.saveRun(s);
           return;
         }
-        const item = await this.datapoint(run, ev, compiled, row, index, usage);
+        const project = this.evals.get(run.eval_id)?.project;
+        const item = await this.datapoint(run, ev, compiled, row, index, usage, project);
         appendFileSync(this.itemsFile(runId), `${JSON.stringify(item)}\n`);
         if (usage.invocation_count) run.per_model_usage = [usage];
         this.saveRun(s);
@@ -352,6 +355,7 @@ export class EvalStore {
     ds: Obj,
     row: { item: Obj; sample?: Obj },
     usage: EvalRun["per_model_usage"][number],
+    project: string | undefined,
   ): Promise<{ graded: SampleInput; sample: Obj; error: { code: string; message: string } | null }> {
     if (ds.type === "jsonl") {
       const text = sampleText(row.sample);
@@ -363,7 +367,7 @@ export class EvalStore {
     }
     try {
       const request = chatRequest(ds, inputMessages(ds.input_messages as Obj, row.item));
-      const answer = await this.o.host.chat(request);
+      const answer = await (this.o.chat ? this.o.chat(request, project) : this.o.host.chat(request));
       const u = answer.usage as { prompt_tokens: number; completion_tokens: number; total_tokens: number };
       usage.invocation_count++;
       usage.prompt_tokens += u.prompt_tokens;
@@ -384,8 +388,9 @@ export class EvalStore {
     row: { item: Obj; sample?: Obj },
     index: number,
     usage: EvalRun["per_model_usage"][number],
+    project: string | undefined,
   ): Promise<OutputItem> {
-    const got = await this.sample(run.data_source, row, usage);
+    const got = await this.sample(run.data_source, row, usage, project);
     const results: OutputItem["results"] = [];
     let errored = got.error !== null;
     if (!errored) {

@@ -165,7 +165,17 @@ export async function startApiServer(o: ApiServerOptions): Promise<RunningApi> {
     host,
     log,
     modelEndpoint: self,
-    modelVisible: (m, p) => chatModel(m, p),
+    // Cluster mode: a job's fine-tuned model or checkpoint (`ft:…`) is sampled on its own server (spec.serve);
+    // whether the project has it is known when the run samples it.
+    modelVisible: (m, p) => chatModel(m, p) || (clusterServe !== undefined && m.startsWith("ft:")),
+    ...(clusterServe
+      ? {
+          chat: (body: Record<string, unknown>, project: string | undefined) =>
+            endpoints.of(String(body.model))
+              ? host.chat(body)
+              : clusterServe.chat(body, project ?? DEFAULT_PROJECT, cluster!.baseModels()),
+        }
+      : {}),
   });
   (local ?? cluster)?.linkEvals(evals); // RFT jobs get an eval, and each validation step a run of it
   const maxJson = o.maxJsonBytes ?? 4 << 20;

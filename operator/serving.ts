@@ -213,6 +213,17 @@ const STARTING_POLL_MS = 2_000;
 const READY_POLL_MS = 30_000;
 
 /**
+ * The Deployment's controller has rolled out its current template: no pod of an earlier template is left (while
+ * one is, the Service still sends requests to the previous model), as `kubectl rollout status` waits for.
+ */
+function rolledOut(d: K8sObject | undefined): boolean {
+  const st = d?.status ?? {};
+  return (
+    (st.observedGeneration ?? 0) >= (d?.metadata?.generation ?? 0) && (st.replicas ?? 0) === (st.updatedReplicas ?? 0)
+  );
+}
+
+/**
  * The serving decision from the job, the status decide() computed and the observed Deployment: what to apply or
  * delete, status.serve and the Serving condition. Nothing when spec.serve was never set.
  */
@@ -247,7 +258,7 @@ export function serving(
   const dep = desiredServeDeployment(job, m, s);
   const replicas = serve.replicas ?? 1;
   const sameModel = deployment?.spec?.template?.metadata?.annotations?.["rft.dev/served-model"] === m.model;
-  const ready = sameModel ? Number(deployment?.status?.readyReplicas ?? 0) : 0;
+  const ready = sameModel && rolledOut(deployment) ? Number(deployment?.status?.readyReplicas ?? 0) : 0;
   st.serve = {
     service: serveName(job.metadata.name),
     model: m.model,

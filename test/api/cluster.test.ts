@@ -464,6 +464,53 @@ test("the guide's last step: chat on the fine-tuned model through rft api --clus
   await assert.rejects(other.chat.completions.create({ model: succeeded.model, messages }), OpenAI.NotFoundError);
 });
 
+test("an eval run samples the fine-tuned model on its own server (spec.serve), as chat does", async () => {
+  assert.ok(succeeded, "needs the first test's job");
+  const ev = await client.evals.create({
+    data_source_config: { type: "custom", item_schema: { type: "object" }, include_sample_schema: true },
+    testing_criteria: [
+      { type: "string_check", name: "any", input: "{{ sample.output_text }}", reference: "", operation: "ne" },
+    ] as any,
+  });
+  const file = await client.files.create({
+    file: await toFile(
+      Buffer.from('{"item":{"q":"Is data encrypted at rest?"}}\n{"item":{"q":"Who may read logs?"}}\n'),
+      "q.jsonl",
+    ),
+    purpose: "evals",
+  });
+  const runOn = async (model: string) => {
+    const run = await client.evals.runs.create(ev.id, {
+      data_source: {
+        type: "completions",
+        model,
+        source: { type: "file_id", id: file.id },
+        input_messages: { type: "template", template: [{ role: "user", content: "{{ item.q }}" }] },
+        sampling_params: { max_completion_tokens: 3, temperature: 0, seed: 1 },
+      },
+    });
+    for (let i = 0; i < 1200; i++) {
+      const r = await client.evals.runs.retrieve(run.id, { eval_id: ev.id });
+      if (r.status === "completed" || r.status === "failed") {
+        const items = (await client.evals.runs.outputItems.list(run.id, { eval_id: ev.id })).data;
+        return { r, items };
+      }
+      await new Promise((res) => setTimeout(res, 250));
+    }
+    throw new Error("the run did not finish");
+  };
+  const { r, items } = await runOn(succeeded.model);
+  assert.equal(r.status, "completed", JSON.stringify(r.error));
+  assert.equal(r.result_counts.total, 2);
+  assert.equal(r.result_counts.errored, 0, JSON.stringify(items.map((i) => i.sample.error)));
+  assert.equal(r.per_model_usage[0]!.invocation_count, 2);
+  assert.equal(typeof items[0]!.sample.output[0]!.content, "string");
+  // A fine-tuned id no job of the project has: each datapoint is OpenAI's model_not_found error.
+  const none = await runOn(`${succeeded.model}x`);
+  assert.equal(none.r.result_counts.errored, 2);
+  assert.equal((none.items[0]!.sample.error as { code: string }).code, "model_not_found");
+});
+
 test("cancel patches spec.cancel and the operator cancels; another project sees nothing and may not create", async () => {
   const train = await client.files.create({
     file: await toFile(Buffer.from(`${TRAIN.join("\n")}\n`), "train.jsonl"),

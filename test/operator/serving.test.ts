@@ -139,7 +139,17 @@ describe("serving", () => {
       replicas: 1,
       readyReplicas: 0,
     });
-    const observed = { ...dep, status: { readyReplicas: 1 } };
+    const observed = {
+      ...dep,
+      metadata: { ...dep!.metadata, generation: 2 },
+      status: { observedGeneration: 2, replicas: 1, updatedReplicas: 1, readyReplicas: 1 },
+    };
+    // Mid-rollout a ready pod may still be the previous model's (the Service routes to it): not ready yet.
+    for (const status of [
+      { observedGeneration: 1, replicas: 1, updatedReplicas: 1, readyReplicas: 1 },
+      { observedGeneration: 2, replicas: 2, updatedReplicas: 1, readyReplicas: 1 },
+    ])
+      assert.equal(cond(serving(job, d.status, { ...observed, status }, settings, NOW).status)?.reason, "Starting");
     const ready = serving(job, d.status, observed, settings, NOW);
     assert.equal(cond(ready.status)?.status, "True");
     assert.equal(cond(ready.status)?.reason, "Ready");
