@@ -22,6 +22,7 @@ import {
   chownSync,
   closeSync,
   existsSync,
+  linkSync,
   mkdirSync,
   openSync,
   readdirSync,
@@ -151,13 +152,17 @@ async function takeLock(timeoutMs: number): Promise<void> {
   for (;;) {
     // (Made each time: the holder removes the folder with its lock.)
     mkdirSync(STATE_DIR, { recursive: true });
+    // The lock appears with its pid in it (a hard link of a written file), never empty: a reader of an empty
+    // lock would take a live holder for a dead one and put the host back under it.
+    const mine = `${LOCK}.${process.pid}`;
+    writeFileSync(mine, String(process.pid));
     try {
-      const fd = openSync(LOCK, "wx");
-      writeFileSync(fd, String(process.pid));
-      closeSync(fd);
+      linkSync(mine, LOCK);
       return;
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+    } finally {
+      rmSync(mine, { force: true });
     }
     let holder: number;
     try {
