@@ -7,7 +7,18 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { closeSync, mkdirSync, openSync, readFileSync, rmSync, statfsSync, writeFileSync, writeSync } from "node:fs";
+import {
+  closeSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statfsSync,
+  statSync,
+  writeFileSync,
+  writeSync,
+} from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import { parse, stringify } from "yaml";
@@ -154,8 +165,11 @@ test("a full disk (a real tmpfs) while writing a checkpoint or the ledger: one l
     const first = run(file, out, "--stop-after", "3");
     assert.equal(first.status, 0, first.stderr);
 
-    // Room for steps 3 and 4's events, not for step 4's checkpoint.
-    let filler = fill(disk, 48 * 1024);
+    // Room for steps 3 and 4's events and step 4's validation samples (`validation/step-N.jsonl`, written
+    // first), not for step 4's checkpoint.
+    const validation = join(out, "validation");
+    const samples = Math.max(...readdirSync(validation).map((f) => statSync(join(validation, f)).size));
+    let filler = fill(disk, 48 * 1024 + 2 * samples);
     const ckFull = run(file, out);
     assert.equal(ckFull.status, 1, ckFull.stderr);
     const errLines = ckFull.stderr.trim().split("\n");

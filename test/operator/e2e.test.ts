@@ -230,6 +230,34 @@ describe("operator on the harness", () => {
     const reasons = events.items.map((e: KObject) => e.reason);
     for (const r of ["Created", "Succeeded"]) assert.ok(reasons.includes(r), reasons.join(","));
 
+    if (cluster.realNode) {
+      // spec.serve on the real node: the project image's `rft serve` of the final model, as the pod spec says
+      // (non-root, read-only root and claim, /healthz probes), reached at its pod IP: 401 without the token.
+      const token = "serve-token-0123456789abcdef";
+      await cluster.apply({
+        apiVersion: "v1",
+        kind: "Secret",
+        metadata: { name: `${name}-serve-key`, namespace: NS },
+        stringData: { token },
+      });
+      const serve = { model: "final", replicas: 1, tokenSecretRef: { name: `${name}-serve-key`, key: "token" } };
+      await cluster.kubectl("patch", "ftj", "-n", NS, name, "--type=merge", "-p", JSON.stringify({ spec: { serve } }));
+      await waitStatus("Serving=True", name, (o) => cond(o, "Serving")?.status === "True", 240_000);
+      const pods = await cluster.getJson("pods", "-n", NS, "-l", `rft.dev/role=serve,rft.dev/finetunejob=${name}`);
+      const pod = pods.items.find((p: KObject) => p.status?.phase === "Running")!;
+      assert.equal(pod.spec.nodeName, cluster.realNode.nodeName);
+      const c = pod.status.containerStatuses[0];
+      assert.equal(c.image.replace(/^docker\.io\//, ""), cluster.realNode.image);
+      assert.equal(c.ready, true);
+      const url = `http://${pod.status.podIP}:8000/v1/chat/completions`;
+      const body = JSON.stringify({ model: "sorter", messages: [{ role: "user", content: "hi" }], max_tokens: 2 });
+      const headers = { "content-type": "application/json" };
+      assert.equal((await fetch(url, { method: "POST", headers, body })).status, 401);
+      const ok = await fetch(url, { method: "POST", headers: { ...headers, authorization: `Bearer ${token}` }, body });
+      assert.equal(ok.status, 200, await ok.clone().text());
+      assert.equal(((await ok.json()) as { object: string }).object, "chat.completion");
+    }
+
     // Sticky: deleting the children by hand recreates nothing.
     await cluster.kubectl("delete", "job", "-n", NS, `${name}-a0`, "--wait=true");
     await new Promise((r) => setTimeout(r, 1500));
