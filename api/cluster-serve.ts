@@ -47,6 +47,23 @@ export class ClusterServe {
     if (idle > 0) {
       this.timer = setInterval(() => void this.scaleIdle(idle), Math.min(60_000, idle));
       this.timer.unref();
+      void this.adopt();
+    }
+  }
+
+  /**
+   * The servers running when this process starts (an earlier API process started them): each counts as used
+   * now, so the idle clock scales it down too. A failure to list them only leaves them running.
+   */
+  private async adopt(): Promise<void> {
+    try {
+      for (const { o } of await this.o.jobs.objects()) {
+        const key = `${o.metadata.namespace}/${o.metadata.name}`;
+        if (o.spec.serve && (o.spec.serve.replicas ?? 1) > 0 && !this.used.has(key))
+          this.used.set(key, { o, at: Date.now(), inflight: 0 });
+      }
+    } catch (e) {
+      this.o.log.warn({ err: String(e) }, "cannot list the running model servers: an API restart leaves them up");
     }
   }
 

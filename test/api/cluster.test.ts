@@ -450,6 +450,26 @@ test("the guide's last step: chat on the fine-tuned model through rft api --clus
     const again = await cluster.getJson("ftj", "-n", NS, name);
     assert.deepEqual([again.spec.serve.model, again.spec.serve.replicas], ["step-000002", 1]);
     assert.match(again.status.serve.modelPath, /\/checkpoints\/step-000002\/model$/);
+    // A restarted API (a ClusterServe that served nothing yet) scales down the server an earlier one started.
+    serve.close();
+    const restarted = new ClusterServe({
+      jobs: api.jobs as ClusterJobs,
+      organization: "acme",
+      log: createLogger("serve-test", "silent"),
+      serviceUrl: (ns, svc) => relay.url(ns, svc),
+      idleMs: 1500,
+      pollMs: 250,
+    });
+    try {
+      await waitFor(
+        "the restarted API scales the earlier server to zero",
+        async () => ((await cluster.getJson("ftj", "-n", NS, name)).spec.serve.replicas === 0 ? true : undefined),
+        30_000,
+        500,
+      );
+    } finally {
+      restarted.close();
+    }
   } finally {
     serve.close();
     front.close();
