@@ -369,21 +369,9 @@ export class ClusterJobs {
   /** Newest first; `metadata` filters on every given pair. */
   async list(metadata: Record<string, string> = {}, project = ALL_PROJECTS): Promise<FineTuningJob[]> {
     const out: FineTuningJob[] = [];
-    for (const p of this.readable(project)) {
-      const ns = this.target(p).namespace;
-      const q = new URLSearchParams({ labelSelector: `${CREATED_BY_LABEL}=${CREATED_BY},${PROJECT_LABEL}=${p}` });
-      let items: FineTuneJobObject[];
-      try {
-        items = (await this.o.client.get<{ items: FineTuneJobObject[] }>(`${paths.ftj(ns)}?${q}`)).items;
-      } catch (e) {
-        throw this.kubeFailure(e, "list the FineTuneJobs");
-      }
-      for (const o of items) {
-        const f = openAiFields(o);
-        if (!f) continue;
-        this.record(f.id, o);
-        out.push(jobOf(o, f, this.o.organization));
-      }
+    for (const { o, f } of await this.objects(project)) {
+      this.record(f.id, o);
+      out.push(jobOf(o, f, this.o.organization));
     }
     return out
       .filter((j) => Object.entries(metadata).every(([k, v]) => j.metadata?.[k] === v))

@@ -367,6 +367,17 @@ test("spec.serve: after Succeeded the operator runs rft serve on the final model
   assert.equal(cond(await cluster.getJson("ftj", "-n", NS, name), "Serving")?.reason, "NotRequested");
 });
 
+/** A ClusterServe of the test's own (as a second or restarted API would be), idle after 1.5 s. */
+const shortIdleServe = () =>
+  new ClusterServe({
+    jobs: api.jobs as ClusterJobs,
+    organization: "acme",
+    log: createLogger("serve-test", "silent"),
+    serviceUrl: (ns, svc) => relay.url(ns, svc),
+    idleMs: 1500,
+    pollMs: 250,
+  });
+
 test("the guide's last step: chat on the fine-tuned model through rft api --cluster (spec.serve on first use), streaming too", async () => {
   assert.ok(succeeded, "needs the first test's job");
   const name = succeeded.id.toLowerCase();
@@ -402,14 +413,7 @@ test("the guide's last step: chat on the fine-tuned model through rft api --clus
   assert.ok(chunks >= 2, `chunks: ${chunks}`);
   // Idle for the idle time: scaled to zero (a ClusterServe of its own, with a short idle time, on a real HTTP
   // server); the next request, on a checkpoint id, scales it up again with that checkpoint.
-  const serve = new ClusterServe({
-    jobs: api.jobs as ClusterJobs,
-    organization: "acme",
-    log: createLogger("serve-test", "silent"),
-    serviceUrl: (ns, svc) => relay.url(ns, svc),
-    idleMs: 1500,
-    pollMs: 250,
-  });
+  const serve = shortIdleServe();
   const front = createServer((req, res) => {
     const body: Buffer[] = [];
     req.on("data", (d: Buffer) => body.push(d));
@@ -452,14 +456,7 @@ test("the guide's last step: chat on the fine-tuned model through rft api --clus
     assert.match(again.status.serve.modelPath, /\/checkpoints\/step-000002\/model$/);
     // A restarted API (a ClusterServe that served nothing yet) scales down the server an earlier one started.
     serve.close();
-    const restarted = new ClusterServe({
-      jobs: api.jobs as ClusterJobs,
-      organization: "acme",
-      log: createLogger("serve-test", "silent"),
-      serviceUrl: (ns, svc) => relay.url(ns, svc),
-      idleMs: 1500,
-      pollMs: 250,
-    });
+    const restarted = shortIdleServe();
     try {
       await waitFor(
         "the restarted API scales the earlier server to zero",
